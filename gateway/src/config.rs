@@ -1,0 +1,522 @@
+//! The gateway's configuration: a TOML file, optionally overridden by `CASEGATE_…` environment
+//! variables, checked as a whole so that every problem is reported at once, before any port
+//! is bound.
+
+mod reader;
+
+use std::{
+    collections::BTreeSet,
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use casegate_consent::{Category, CategoryRule, Purpose, Role, Vocabulary};
+use jsonwebtoken::Algorithm;
+use toml::{Table, Value};
+
+pub use reader::Problem;
+use reader::{Problems, Section};
+
+/// Prefix of environment variables that override settings: `CASEGATE_SERVER__LISTEN` sets
+/// `server.listen` (sections separated by a double underscore).
+pub const ENV_PREFIX: &str = "CASEGATE_";
+
+/// Token signature algorithms the gateway accepts at all. HMAC and `none` are never allowed.
+pub const ALLOWED_ALGORITHMS: [Algorithm; 3] =
+    [Algorithm::EdDSA, Algorithm::ES256, Algorithm::RS256];
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the config was read from; relative paths in it were resolved against its folder.
+    pub source: PathBuf,
+    pub server: ServerConfig,
+    pub tls: TlsConfig,
+    pub auth: AuthConfig,
+    pub storage: StorageConfig,
+    pub limits: Limits,
+    pub log: LogConfig,
+    pub vocabulary: Vocabulary,
+    /// The longest validity period a consent may have.
+    pub max_consent_period: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// How long in-flight calls may run on after a shutdown signal.
+    pub shutdown_grace: Duration,
+    /// How long a client may take to complete the TLS handshake.
+    pub handshake_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// PEM certificate chain of the server, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key of the server.
+    pub key: PathBuf,
+    /// PEM certificate(s) of the CA(s) that issue client (organisation) certificates.
+    pub client_ca: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway: Duration,
+    pub issuers: Vec<IssuerConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    /// The exact `iss` claim.
+    pub iss: String,
+    /// The `aud` claim tokens for this gateway must carry.
+    pub audience: String,
+    pub algorithms: Vec<Algorithm>,
+    pub jwks_file: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest gRPC message accepted or sent.
+    pub max_message_bytes: usize,
+    /// Largest note body accepted by `Disclose`.
+    pub max_body_bytes: usize,
+    /// Deadline for unary calls.
+    pub request_timeout: Duration,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter directive, e.g. `info` or `casegate=debug,info`.
+    pub filter: String,
+}
+
+/// Why a configuration cannot be used. Display lists every problem, one per line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{}", render(.path, .problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+fn render(path: &Path, problems: &[Problem]) -> String {
+    let mut out = format!(
+        "config file {} has {} problem{}:",
+        path.display(),
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+    for p in problems {
+        out.push_str("\n  - ");
+        out.push_str(&p.to_string());
+    }
+    out
+}
+
+impl ConfigError {
+    /// Builds an `Invalid` error from problems found after parsing (files, keys).
+    pub fn invalid(path: &Path, problems: Vec<Problem>) -> Self {
+        ConfigError::Invalid {
+            path: path.to_owned(),
+            problems,
+        }
+    }
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Reads `path` and applies the process environment's overrides.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    pub fn load_with_env(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, path, base, env)
+    }
+
+    /// Parses config text; `base` is the folder relative paths are resolved against.
+    pub fn parse(
+        text: &str,
+        source: &Path,
+        base: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: source.to_owned(),
+            message: e.message().to_owned(),
+        })?;
+        let mut problems = Problems::default();
+        apply_env(&mut table, env, &mut problems);
+        let config = read(table, source, base, &mut problems);
+        match config {
+            Some(config) if problems.0.is_empty() => Ok(config),
+            _ => Err(ConfigError::invalid(source, problems.0)),
+        }
+    }
+}
+
+/// Applies `CASEGATE_A__B=value` as `a.b = value`. A value that parses as a TOML value
+/// (number, boolean, quoted string, array) is taken as such, anything else as a string.
+fn apply_env(
+    table: &mut Table,
+    env: impl IntoIterator<Item = (String, String)>,
+    problems: &mut Problems,
+) {
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+        if path.iter().any(String::is_empty) {
+            problems.push(
+                name.clone(),
+                "not a valid override name (CASEGATE_SECTION__KEY)",
+            );
+            continue;
+        }
+        let value = toml::from_str::<Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(Value::String(raw));
+        if let Err(section) = insert_path(table, &path, value) {
+            problems.push(name.clone(), format!("{section} is not a table"));
+        }
+    }
+}
+
+/// Sets `path` (all but the last element are tables, created as needed) to `value`.
+/// On a non-table in the way, returns its name.
+fn insert_path(table: &mut Table, path: &[String], value: Value) -> Result<(), String> {
+    match path {
+        [] => Ok(()),
+        [last] => {
+            table.insert(last.clone(), value);
+            Ok(())
+        }
+        [first, rest @ ..] => match table
+            .entry(first.clone())
+            .or_insert_with(|| Value::Table(Table::new()))
+        {
+            Value::Table(inner) => insert_path(inner, rest, value),
+            _ => Err(first.clone()),
+        },
+    }
+}
+
+fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Option<Config> {
+    let mut root = Section::new("", table, problems);
+
+    let server = {
+        let mut s = root.section("server");
+        let listen = s.string("listen").and_then(|text| match text.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                s.problem(
+                    "listen",
+                    format!("{text:?} is not an address like 127.0.0.1:50051"),
+                );
+                None
+            }
+        });
+        let shutdown_grace = s.duration_or(
+            "shutdown_grace",
+            Duration::from_secs(10),
+            Duration::ZERO,
+            Duration::from_secs(300),
+        );
+        let handshake_timeout = s.duration_or(
+            "handshake_timeout",
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+            Duration::from_secs(120),
+        );
+        s.finish();
+        listen.map(|listen| ServerConfig {
+            listen,
+            shutdown_grace,
+            handshake_timeout,
+        })
+    };
+
+    let tls = {
+        let mut s = root.section("tls");
+        let cert = s.path("cert", base);
+        let key = s.path("key", base);
+        let client_ca = s.path("client_ca", base);
+        s.finish();
+        match (cert, key, client_ca) {
+            (Some(cert), Some(key), Some(client_ca)) => Some(TlsConfig {
+                cert,
+                key,
+                client_ca,
+            }),
+            _ => None,
+        }
+    };
+
+    let auth = {
+        let mut s = root.section("auth");
+        let leeway = s.duration_or(
+            "leeway",
+            Duration::from_secs(30),
+            Duration::ZERO,
+            Duration::from_secs(300),
+        );
+        let issuers = read_issuers(&mut s, base);
+        s.finish();
+        issuers.map(|issuers| AuthConfig { leeway, issuers })
+    };
+
+    let storage = {
+        let mut s = root.section("storage");
+        let data_dir = s.path("data_dir", base);
+        s.finish();
+        data_dir.map(|data_dir| StorageConfig { data_dir })
+    };
+
+    let limits = {
+        let mut s = root.section("limits");
+        let max_message_bytes = s.count_or("max_message_bytes", 4 << 20, 64 << 20);
+        let max_body_bytes = s.count_or("max_body_bytes", 256 << 10, 16 << 20);
+        if max_body_bytes + (64 << 10) > max_message_bytes {
+            s.problem(
+                "max_body_bytes",
+                "must leave at least 64 KiB of max_message_bytes for the rest of the message",
+            );
+        }
+        let request_timeout = s.duration_or(
+            "request_timeout",
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            Duration::from_secs(600),
+        );
+        let max_concurrent_streams = s.count_or("max_concurrent_streams", 100, 10_000);
+        s.finish();
+        Limits {
+            max_message_bytes: usize::try_from(max_message_bytes).unwrap_or(usize::MAX),
+            max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(usize::MAX),
+            request_timeout,
+            max_concurrent_streams: u32::try_from(max_concurrent_streams).unwrap_or(u32::MAX),
+        }
+    };
+
+    let log = {
+        let mut s = root.section("log");
+        let format = match s.opt_string("format").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                s.problem(
+                    "format",
+                    format!("{other:?} is not one of \"text\", \"json\""),
+                );
+                LogFormat::Text
+            }
+        };
+        let filter = s.opt_string("filter").unwrap_or_else(|| "info".to_owned());
+        s.finish();
+        LogConfig { format, filter }
+    };
+
+    let (vocabulary, max_consent_period) = {
+        let mut s = root.section("vocabulary");
+        let max = s.duration_or(
+            "max_consent_period",
+            Duration::from_secs(365 * 24 * 3600),
+            Duration::from_secs(24 * 3600),
+            Duration::from_secs(5 * 365 * 24 * 3600),
+        );
+        let vocabulary = read_vocabulary(&mut s);
+        s.finish();
+        (vocabulary, max)
+    };
+
+    root.finish();
+    Some(Config {
+        source: source.to_owned(),
+        server: server?,
+        tls: tls?,
+        auth: auth?,
+        storage: storage?,
+        limits,
+        log,
+        vocabulary: vocabulary?,
+        max_consent_period,
+    })
+}
+
+fn read_issuers(s: &mut Section<'_>, base: &Path) -> Option<Vec<IssuerConfig>> {
+    let Some(tables) = s.tables("issuers") else {
+        s.problem("issuers", "at least one [[auth.issuers]] is required");
+        return None;
+    };
+    if tables.is_empty() {
+        s.problem("issuers", "at least one [[auth.issuers]] is required");
+    }
+    let mut issuers = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (path, table) in tables {
+        let mut t = Section::new(path, table, s.problems());
+        let iss = t.string("iss");
+        if let Some(iss) = &iss {
+            if iss.is_empty() {
+                t.problem("iss", "must not be empty");
+            } else if !seen.insert(iss.clone()) {
+                t.problem("iss", format!("issuer {iss:?} is configured twice"));
+            }
+        }
+        let audience = t.string("audience");
+        if audience.as_deref() == Some("") {
+            t.problem("audience", "must not be empty");
+        }
+        let algorithms = t.strings("algorithms", true).map(|names| {
+            let mut algs = Vec::new();
+            for name in names {
+                match name.parse::<Algorithm>() {
+                    Ok(alg) if ALLOWED_ALGORITHMS.contains(&alg) => algs.push(alg),
+                    _ => t.problem(
+                        "algorithms",
+                        format!("{name:?} is not allowed (use EdDSA, ES256 or RS256)"),
+                    ),
+                }
+            }
+            if algs.is_empty() {
+                t.problem("algorithms", "at least one algorithm is required");
+            }
+            algs
+        });
+        let jwks_file = t.path("jwks_file", base);
+        t.finish();
+        if let (Some(iss), Some(audience), Some(algorithms), Some(jwks_file)) =
+            (iss, audience, algorithms, jwks_file)
+        {
+            issuers.push(IssuerConfig {
+                iss,
+                audience,
+                algorithms,
+                jwks_file,
+            });
+        }
+    }
+    Some(issuers)
+}
+
+fn read_vocabulary(s: &mut Section<'_>) -> Option<Vocabulary> {
+    let categories = s.tables("categories");
+    let purposes = s.tables("purposes");
+    if categories.is_none() && purposes.is_none() {
+        return Some(Vocabulary::default());
+    }
+    let defaults = Vocabulary::default();
+    let mut cats = Vec::new();
+    match categories {
+        Some(tables) => {
+            for (path, table) in tables {
+                let mut t = Section::new(path, table, s.problems());
+                let name = t.string("name").and_then(|n| match n.parse::<Category>() {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        t.problem("name", e.to_string());
+                        None
+                    }
+                });
+                let senders = t.strings("senders", true).map(|names| {
+                    names
+                        .iter()
+                        .filter_map(|n| match n.parse::<Role>() {
+                            Ok(r) => Some(r),
+                            Err(e) => {
+                                t.problem("senders", format!("{n:?}: {e}"));
+                                None
+                            }
+                        })
+                        .collect::<BTreeSet<_>>()
+                });
+                let approval_required = t.bool_or("approval_required", false);
+                let _description = t.opt_string("description");
+                t.finish();
+                if let (Some(name), Some(senders)) = (name, senders) {
+                    cats.push((
+                        name,
+                        CategoryRule {
+                            senders,
+                            approval_required,
+                        },
+                    ));
+                }
+            }
+        }
+        None => cats.extend(defaults.categories().map(|(c, r)| (c.clone(), r.clone()))),
+    }
+    let mut purs = Vec::new();
+    match purposes {
+        Some(tables) => {
+            for (path, table) in tables {
+                let mut t = Section::new(path, table, s.problems());
+                if let Some(name) = t.string("name") {
+                    match name.parse::<Purpose>() {
+                        Ok(p) => purs.push(p),
+                        Err(e) => t.problem("name", e.to_string()),
+                    }
+                }
+                let _description = t.opt_string("description");
+                t.finish();
+            }
+        }
+        None => purs.extend(defaults.purposes().cloned()),
+    }
+    match Vocabulary::new(cats, purs) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            s.problem("", e.to_string());
+            None
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,143 @@
+use super::*;
+
+const BASE: &str = r#"
+[server]
+listen = "127.0.0.1:50051"
+
+[tls]
+cert = "pki/server.pem"
+key = "pki/server.key"
+client_ca = "pki/ca.pem"
+
+[[auth.issuers]]
+iss = "https://idp.example.test"
+audience = "casegate"
+algorithms = ["EdDSA", "ES256"]
+jwks_file = "jwks.json"
+
+[storage]
+data_dir = "data"
+"#;
+
+fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+    Config::parse(
+        text,
+        Path::new("/etc/casegate/casegate.toml"),
+        Path::new("/etc/casegate"),
+        env,
+    )
+}
+
+fn problems(text: &str, env: &[(&str, &str)]) -> Vec<String> {
+    match parse(text, env) {
+        Err(ConfigError::Invalid { problems, .. }) => {
+            problems.iter().map(ToString::to_string).collect()
+        }
+        other => panic!("expected problems, got {other:?}"),
+    }
+}
+
+#[test]
+fn minimal_config_gets_defaults_and_resolves_paths() {
+    let config = parse(BASE, &[]).expect("valid");
+    assert_eq!(config.server.listen.to_string(), "127.0.0.1:50051");
+    assert_eq!(config.server.shutdown_grace, Duration::from_secs(10));
+    assert_eq!(config.tls.cert, Path::new("/etc/casegate/pki/server.pem"));
+    assert_eq!(config.storage.data_dir, Path::new("/etc/casegate/data"));
+    assert_eq!(config.limits.max_body_bytes, 256 * 1024);
+    assert_eq!(
+        config.auth.issuers[0].algorithms,
+        [Algorithm::EdDSA, Algorithm::ES256]
+    );
+    assert_eq!(config.vocabulary, Vocabulary::default());
+    assert_eq!(config.log.format, LogFormat::Text);
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = BASE
+        .replace("127.0.0.1:50051", "not-an-address")
+        .replace(r#"["EdDSA", "ES256"]"#, r#"["HS256", "none", "RS256"]"#)
+        + "\n[limits]\nmax_body_bytes = \"big\"\ncolour = 3\n\n[log]\nformat = \"xml\"\n";
+    let found = problems(&text, &[]);
+    let expected = [
+        "server.listen: \"not-an-address\" is not an address like 127.0.0.1:50051",
+        "auth.issuers[0].algorithms: \"HS256\" is not allowed (use EdDSA, ES256 or RS256)",
+        "auth.issuers[0].algorithms: \"none\" is not allowed (use EdDSA, ES256 or RS256)",
+        "limits.max_body_bytes: expected a positive integer, found string",
+        "limits.colour: unknown key",
+        "log.format: \"xml\" is not one of \"text\", \"json\"",
+    ];
+    assert_eq!(found, expected);
+}
+
+#[test]
+fn missing_sections_are_named() {
+    let found = problems("[server]\nlisten = \"127.0.0.1:1\"\n", &[]);
+    assert_eq!(
+        found,
+        [
+            "tls.cert: missing (expected a string)",
+            "tls.key: missing (expected a string)",
+            "tls.client_ca: missing (expected a string)",
+            "auth.issuers: at least one [[auth.issuers]] is required",
+            "storage.data_dir: missing (expected a string)",
+        ]
+    );
+}
+
+#[test]
+fn environment_overrides_settings_and_typos_are_caught() {
+    let config = parse(
+        BASE,
+        &[
+            ("CASEGATE_SERVER__LISTEN", "127.0.0.1:6000"),
+            ("CASEGATE_LIMITS__MAX_BODY_BYTES", "1024"),
+            ("CASEGATE_SERVER__SHUTDOWN_GRACE", "2s"),
+            ("UNRELATED", "x"),
+        ],
+    )
+    .expect("valid");
+    assert_eq!(config.server.listen.port(), 6000);
+    assert_eq!(config.limits.max_body_bytes, 1024);
+    assert_eq!(config.server.shutdown_grace, Duration::from_secs(2));
+
+    let found = problems(BASE, &[("CASEGATE_SERVER__LISTN", "127.0.0.1:1")]);
+    assert_eq!(found, ["server.listn: unknown key"]);
+}
+
+#[test]
+fn vocabulary_can_be_configured() {
+    let text = BASE.to_owned()
+        + r#"
+[vocabulary]
+max_consent_period = "180days"
+[[vocabulary.categories]]
+name = "job_progress"
+senders = ["employment_specialist"]
+[[vocabulary.categories]]
+name = "treatment_summary"
+senders = ["clinician", "surgeon"]
+approval_required = true
+[[vocabulary.purposes]]
+name = "ips_follow_up"
+"#;
+    assert_eq!(
+        problems(&text, &[]),
+        [
+            "vocabulary.categories[1].senders: \"surgeon\": unknown role (expected one of: clinician, nav_counsellor, employment_specialist, privacy_officer, jobseeker, admin)"
+        ]
+    );
+    let config = parse(&text.replace(", \"surgeon\"", ""), &[]).expect("valid");
+    assert_eq!(config.vocabulary.categories().count(), 2);
+    assert_eq!(config.max_consent_period, Duration::from_secs(180 * 86400));
+}
+
+#[test]
+fn syntax_errors_are_reported_as_such() {
+    assert!(matches!(
+        parse("[server", &[]),
+        Err(ConfigError::Syntax { .. })
+    ));
+}

@@ -1,0 +1,342 @@
+//! The embedded development setup behind `casegate dev`: on first run it creates a CA, a server
+//! certificate for loopback, client certificates for five synthetic organisations, a token
+//! issuer and a config file; later runs reuse them. Everything lives under one data folder.
+
+pub mod issuer;
+pub mod pki;
+
+use std::{
+    fs,
+    io::Write,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use casegate_consent::{OrgNumber, Role, SubjectId};
+use rustls_pki_types::{CertificateDer, pem::PemObject};
+
+use crate::identity::ClientIdentity;
+pub use issuer::{TokenClaims, TokenIssuer};
+pub use pki::DevCa;
+
+/// The dev token issuer's `iss` and the gateway's audience.
+pub const DEV_ISSUER: &str = "casegate-dev";
+pub const DEV_AUDIENCE: &str = "casegate";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+
+/// A synthetic organisation of the development setup. The numbers have valid check digits
+/// and belong to no real organisation's published use in this setup.
+#[derive(Debug, Clone, Copy)]
+pub struct DevOrg {
+    pub slug: &'static str,
+    pub name: &'static str,
+    pub orgnr: &'static str,
+    /// The role its people typically act in.
+    pub role: Role,
+}
+
+pub const ORGS: [DevOrg; 5] = [
+    DevOrg {
+        slug: "clinic",
+        name: "Dev DPS Clinic",
+        orgnr: "910000012",
+        role: Role::Clinician,
+    },
+    DevOrg {
+        slug: "nav",
+        name: "Dev NAV Office",
+        orgnr: "910000020",
+        role: Role::NavCounsellor,
+    },
+    DevOrg {
+        slug: "ips",
+        name: "Dev IPS Team",
+        orgnr: "910000039",
+        role: Role::EmploymentSpecialist,
+    },
+    DevOrg {
+        slug: "privacy",
+        name: "Dev Privacy Office",
+        orgnr: "910000047",
+        role: Role::PrivacyOfficer,
+    },
+    DevOrg {
+        slug: "portal",
+        name: "Dev Jobseeker Portal",
+        orgnr: "910000055",
+        role: Role::Jobseeker,
+    },
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("certificate generation failed: {0}")]
+    Pki(#[from] pki::PkiError),
+    #[error(transparent)]
+    Issuer(#[from] issuer::IssuerError),
+    #[error("unknown organisation {0:?} (expected clinic, nav, ips, privacy or portal)")]
+    UnknownOrg(String),
+    #[error("--role: {0}")]
+    Role(casegate_consent::ParseError),
+    #[error("--pid: {0}")]
+    Pid(casegate_consent::ParseError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DevError + '_ {
+    move |source| DevError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn read(path: &Path) -> Result<String, DevError> {
+    fs::read_to_string(path).map_err(io_err(path))
+}
+
+/// Writes a file that must not be readable by others (keys), or a public one.
+fn write_new(path: &Path, contents: &str, secret: bool) -> Result<(), DevError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    if secret {
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(io_err(path))?;
+    file.write_all(contents.as_bytes()).map_err(io_err(path))?;
+    file.sync_all().map_err(io_err(path))
+}
+
+/// The files of a dev data folder.
+#[derive(Debug, Clone)]
+pub struct DevLayout {
+    pub root: PathBuf,
+}
+
+impl DevLayout {
+    pub fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_owned(),
+        }
+    }
+    pub fn pki(&self) -> PathBuf {
+        self.root.join("pki")
+    }
+    pub fn config(&self) -> PathBuf {
+        self.root.join("casegate.toml")
+    }
+    pub fn ca_cert(&self) -> PathBuf {
+        self.pki().join("ca.pem")
+    }
+    pub fn cert(&self, slug: &str) -> PathBuf {
+        self.pki().join(format!("{slug}.pem"))
+    }
+    pub fn key(&self, slug: &str) -> PathBuf {
+        self.pki().join(format!("{slug}.key"))
+    }
+    pub fn issuer_key(&self) -> PathBuf {
+        self.pki().join("issuer.key")
+    }
+    pub fn jwks(&self) -> PathBuf {
+        self.pki().join("issuer-jwks.json")
+    }
+}
+
+/// Creates whatever the dev folder is missing; keeps what is there. Returns the config path.
+pub fn prepare(root: &Path) -> Result<PathBuf, DevError> {
+    let layout = DevLayout::new(root);
+    let pki = layout.pki();
+    fs::create_dir_all(&pki).map_err(io_err(&pki))?;
+
+    let ca = if layout.ca_cert().exists() {
+        DevCa::load(&read(&layout.ca_cert())?, &read(&layout.key("ca"))?)?
+    } else {
+        let ca = DevCa::generate("casegate dev CA")?;
+        write_new(&layout.key("ca"), &ca.key_pem, true)?;
+        write_new(&layout.ca_cert(), &ca.cert_pem, false)?;
+        ca
+    };
+    if !layout.cert("server").exists() {
+        let server = ca.issue_server(&["localhost", "127.0.0.1", "::1"])?;
+        write_new(&layout.key("server"), &server.key_pem, true)?;
+        write_new(&layout.cert("server"), &server.cert_pem, false)?;
+    }
+    for org in ORGS {
+        if !layout.cert(org.slug).exists() {
+            let client = ca.issue_client(org.name, Some(org.orgnr))?;
+            write_new(&layout.key(org.slug), &client.key_pem, true)?;
+            write_new(&layout.cert(org.slug), &client.cert_pem, false)?;
+        }
+    }
+    if !layout.issuer_key().exists() {
+        let issuer = TokenIssuer::generate(DEV_ISSUER, DEV_AUDIENCE)?;
+        write_new(&layout.issuer_key(), &issuer.private_key_pem(), true)?;
+        write_new(&layout.jwks(), &issuer.jwks_json(), false)?;
+    }
+    let config = layout.config();
+    if !config.exists() {
+        write_new(&config, &dev_config(), false)?;
+    }
+    Ok(config)
+}
+
+fn dev_config() -> String {
+    format!(
+        r#"# casegate development configuration, written by `casegate dev` on first run.
+# Paths are relative to this file. Any setting can be overridden by an environment variable:
+# CASEGATE_<SECTION>__<KEY>, e.g. CASEGATE_SERVER__LISTEN=127.0.0.1:50052.
+
+[server]
+listen = "{DEFAULT_LISTEN}"
+shutdown_grace = "10s"
+
+[tls]
+cert = "pki/server.pem"
+key = "pki/server.key"
+client_ca = "pki/ca.pem"
+
+[[auth.issuers]]
+iss = "{DEV_ISSUER}"
+audience = "{DEV_AUDIENCE}"
+algorithms = ["EdDSA"]
+jwks_file = "pki/issuer-jwks.json"
+
+[storage]
+data_dir = "."
+
+[log]
+format = "text"
+filter = "info"
+"#
+    )
+}
+
+/// What `casegate dev token` needs.
+#[derive(Debug, Clone)]
+pub struct TokenRequest {
+    pub org: String,
+    pub role: String,
+    pub sub: Option<String>,
+    pub pid: Option<String>,
+    pub ttl: Duration,
+}
+
+/// Signs a dev token for one of the synthetic organisations, bound to its client certificate.
+pub fn token(root: &Path, request: &TokenRequest) -> Result<String, DevError> {
+    let layout = DevLayout::new(root);
+    let org = ORGS
+        .iter()
+        .find(|o| o.slug == request.org)
+        .ok_or_else(|| DevError::UnknownOrg(request.org.clone()))?;
+    let role: Role = request.role.parse().map_err(DevError::Role)?;
+    if let Some(pid) = &request.pid {
+        pid.parse::<SubjectId>().map_err(DevError::Pid)?;
+    }
+    let issuer = TokenIssuer::from_pem(DEV_ISSUER, DEV_AUDIENCE, &read(&layout.issuer_key())?)?;
+    let cert_path = layout.cert(org.slug);
+    let der = CertificateDer::from_pem_slice(read(&cert_path)?.as_bytes()).map_err(|e| {
+        DevError::Invalid {
+            path: cert_path.clone(),
+            message: e.to_string(),
+        }
+    })?;
+    let identity = ClientIdentity::from_der(&der).map_err(|e| DevError::Invalid {
+        path: cert_path,
+        message: e.to_string(),
+    })?;
+    Ok(issuer.sign(&TokenClaims {
+        sub: request
+            .sub
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", org.slug, role)),
+        org: org.orgnr.to_owned(),
+        role: role.as_str().to_owned(),
+        pid: request.pid.clone(),
+        bind_cert_sha256: Some(identity.cert_sha256),
+        ttl: request.ttl,
+    })?)
+}
+
+/// The screen `casegate dev` prints once it is listening.
+pub fn connection_screen(root: &Path, addr: SocketAddr) -> String {
+    let root = root.display();
+    let port = addr.port();
+    let mut orgs = String::new();
+    for org in ORGS {
+        orgs.push_str(&format!(
+            "    {:<8} {:<22} orgnr {}  typical role: {}\n",
+            org.slug, org.name, org.orgnr, org.role
+        ));
+    }
+    format!(
+        r#"
+casegate dev gateway listening on {addr} (mutual TLS; every casegate.v1 call needs a token)
+
+  CA certificate     {root}/pki/ca.pem
+  organisations      {root}/pki/<slug>.pem and {root}/pki/<slug>.key
+{orgs}
+  a token            casegate dev token --data {root} --org nav --role nav_counsellor
+                     (bound to that organisation's certificate; --ttl 1h, --sub ID, --pid NNIN)
+  health             grpcurl -cacert {root}/pki/ca.pem -cert {root}/pki/clinic.pem \
+                       -key {root}/pki/clinic.key localhost:{port} grpc.health.v1.Health/Check
+  list services      grpcurl ... localhost:{port} list
+  a call             grpcurl ... -H "authorization: Bearer $TOKEN" \
+                       localhost:{port} casegate.v1.AuditService/GetCheckpoint
+
+Stop with Ctrl-C (in-flight calls get the configured grace period).
+"#
+    )
+}
+
+/// Checks that the fixed organisation numbers are valid; used by tests.
+pub fn org_numbers() -> Vec<OrgNumber> {
+    ORGS.iter().filter_map(|o| o.orgnr.parse().ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_orgs_have_valid_distinct_numbers() {
+        let numbers = org_numbers();
+        assert_eq!(numbers.len(), ORGS.len());
+        let mut unique = numbers.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), ORGS.len());
+    }
+
+    #[test]
+    fn prepare_creates_then_reuses() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = prepare(dir.path()).expect("first run");
+        let layout = DevLayout::new(dir.path());
+        let ca_before = fs::read(layout.ca_cert()).expect("ca");
+        let jwks_before = fs::read(layout.jwks()).expect("jwks");
+        assert_eq!(prepare(dir.path()).expect("second run"), config);
+        assert_eq!(fs::read(layout.ca_cert()).expect("ca"), ca_before);
+        assert_eq!(fs::read(layout.jwks()).expect("jwks"), jwks_before);
+        let parsed = crate::config::Config::load_with_env(&config, []).expect("valid config");
+        assert_eq!(parsed.server.listen.to_string(), DEFAULT_LISTEN);
+        let token = token(
+            dir.path(),
+            &TokenRequest {
+                org: "nav".into(),
+                role: "nav_counsellor".into(),
+                sub: None,
+                pid: None,
+                ttl: Duration::from_secs(60),
+            },
+        )
+        .expect("token");
+        assert_eq!(token.split('.').count(), 3);
+    }
+}

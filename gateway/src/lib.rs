@@ -1,0 +1,16 @@
+//! The casegate gateway: configuration, mutual TLS, token authentication, the `casegate.v1`
+//! gRPC services, the embedded development setup and the command line.
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod data_dir;
+pub mod dev;
+pub mod identity;
+pub mod principal;
+pub mod server;
+pub mod services;
+pub mod shutdown;
+pub mod tls;

@@ -1,0 +1,145 @@
+//! `casegate`: parse the command line, load and check the configuration (every problem at once,
+//! before any port is bound), bind, serve until SIGINT/SIGTERM, drain, exit.
+
+#![forbid(unsafe_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use casegate::{
+    cli::{Cli, Command, DevAction},
+    config::{Config, LogFormat},
+    dev,
+    server::{Gateway, StartError},
+    shutdown, tls,
+};
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+/// Exit code for an unusable configuration (BSD `EX_USAGE`).
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    tls::install_provider();
+    match Cli::parse().command {
+        Command::Serve { config } => run(&config, std::env::vars().collect(), None),
+        Command::Dev {
+            action:
+                Some(DevAction::Token {
+                    data,
+                    org,
+                    role,
+                    sub,
+                    pid,
+                    ttl,
+                }),
+            ..
+        } => {
+            let request = dev::TokenRequest {
+                org,
+                role,
+                sub,
+                pid,
+                ttl,
+            };
+            match dev::token(&data, &request) {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("casegate dev token: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Dev {
+            action: None,
+            data,
+            listen,
+        } => {
+            let config = match dev::prepare(&data) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("casegate dev: cannot prepare {}: {e}", data.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            let mut env: Vec<(String, String)> = std::env::vars().collect();
+            if let Some(listen) = listen {
+                env.push(("CASEGATE_SERVER__LISTEN".into(), listen.to_string()));
+            }
+            run(&config, env, Some(data))
+        }
+    }
+}
+
+/// Loads, builds, binds and serves; `dev_root` adds the development connection screen.
+fn run(config_path: &Path, env: Vec<(String, String)>, dev_root: Option<PathBuf>) -> ExitCode {
+    let config = match Config::load_with_env(config_path, env) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("casegate: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    init_tracing(config.log.format, &config.log.filter);
+    let gateway = match Gateway::build(config) {
+        Ok(gateway) => gateway,
+        Err(StartError::Config(e)) => {
+            eprintln!("casegate: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        Err(e) => {
+            eprintln!("casegate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("casegate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let addr = gateway.config().server.listen;
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                eprintln!("casegate: cannot listen on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let bound = listener.local_addr().unwrap_or(addr);
+        tracing::info!(%bound, "listening");
+        if let Some(root) = dev_root {
+            println!("{}", dev::connection_screen(&root, bound));
+        }
+        match gateway.serve(listener, shutdown::signal()).await {
+            Ok(drained) => {
+                tracing::info!(?drained, "stopped");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "gateway failed");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn init_tracing(format: LogFormat, filter: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(filter))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,193 @@
+//! Assembles the gateway from a checked configuration and serves it on a bound listener until
+//! a shutdown future resolves, then drains in-flight calls for at most the grace period.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use casegate_proto::v1::{
+    audit_service_server::AuditServiceServer, consent_service_server::ConsentServiceServer,
+    disclosure_service_server::DisclosureServiceServer,
+};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{service::interceptor::InterceptedService, transport::Server};
+use tonic_health::server::HealthReporter;
+
+use crate::{
+    auth::{Authenticate, Authenticator},
+    config::{Config, ConfigError},
+    data_dir::{DataDir, DataDirError},
+    services::{AuditApi, ConsentApi, DisclosureApi},
+    tls,
+};
+
+/// The fully-loaded gateway, ready to serve: every file read, every key parsed.
+#[derive(Debug)]
+pub struct Gateway {
+    config: Config,
+    tls: Arc<rustls::ServerConfig>,
+    auth: Authenticator,
+    data: DataDir,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("reflection descriptors are invalid: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("gRPC server task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// How a serve run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// Every in-flight call finished within the grace period.
+    Clean,
+    /// The grace period ran out; the remaining calls were cut off.
+    GraceElapsed,
+}
+
+// === impl Gateway ===
+
+impl Gateway {
+    /// Loads TLS material and token keys, reporting every problem at once, then takes the data
+    /// folder's lock. Binds nothing.
+    pub fn build(config: Config) -> Result<Self, StartError> {
+        let mut problems = Vec::new();
+        let tls = tls::server_config(&config.tls).map_err(|p| problems.extend(p));
+        let auth = Authenticator::from_config(&config.auth).map_err(|p| problems.extend(p));
+        let (Ok(tls), Ok(auth)) = (tls, auth) else {
+            return Err(ConfigError::invalid(&config.source, problems).into());
+        };
+        let data = DataDir::open(&config.storage.data_dir)?;
+        Ok(Self {
+            config,
+            tls,
+            auth,
+            data,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then stops accepting, reports
+    /// NOT_SERVING on health, and drains in-flight calls for at most the grace period.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<Drained, ServeError> {
+        let Gateway {
+            config,
+            tls,
+            auth,
+            data,
+        } = self;
+        let limits = &config.limits;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        set_health(&health, true).await;
+
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
+        let authenticate = Authenticate(auth);
+        let consent = InterceptedService::new(
+            ConsentServiceServer::new(ConsentApi)
+                .max_decoding_message_size(limits.max_message_bytes)
+                .max_encoding_message_size(limits.max_message_bytes),
+            authenticate.clone(),
+        );
+        let disclosure = InterceptedService::new(
+            DisclosureServiceServer::new(DisclosureApi)
+                .max_decoding_message_size(limits.max_message_bytes)
+                .max_encoding_message_size(limits.max_message_bytes),
+            authenticate.clone(),
+        );
+        let audit = InterceptedService::new(
+            AuditServiceServer::new(AuditApi)
+                .max_decoding_message_size(limits.max_message_bytes)
+                .max_encoding_message_size(limits.max_message_bytes),
+            authenticate,
+        );
+
+        let (connections, acceptor) = tls::accept(listener, tls, config.server.handshake_timeout);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let router = Server::builder()
+            .timeout(limits.request_timeout)
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(consent)
+            .add_service(disclosure)
+            .add_service(audit);
+        let mut server = tokio::spawn(router.serve_with_incoming_shutdown(
+            ReceiverStream::new(connections),
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
+        tracing::info!(data_dir = %data.path().display(), "serving");
+
+        tokio::select! {
+            result = &mut server => {
+                acceptor.abort();
+                result??;
+                return Ok(Drained::Clean);
+            }
+            () = shutdown => {}
+        }
+
+        let grace = config.server.shutdown_grace;
+        tracing::info!(grace = %humantime::format_duration(grace), "shutting down: draining calls");
+        acceptor.abort();
+        set_health(&health, false).await;
+        let _ = stop_tx.send(());
+        let drained = match tokio::time::timeout(grace, &mut server).await {
+            Ok(result) => {
+                result??;
+                Drained::Clean
+            }
+            Err(_) => {
+                server.abort();
+                tracing::warn!("grace period elapsed; remaining calls were cut off");
+                Drained::GraceElapsed
+            }
+        };
+        drop(data);
+        Ok(drained)
+    }
+}
+
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(casegate_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+async fn set_health(health: &HealthReporter, serving: bool) {
+    use tonic_health::ServingStatus::{NotServing, Serving};
+    let status = if serving { Serving } else { NotServing };
+    for service in ["", SERVICES[0], SERVICES[1], SERVICES[2]] {
+        health.set_service_status(service, status).await;
+    }
+}
+
+/// Fully-qualified names of the `casegate.v1` services.
+pub const SERVICES: [&str; 3] = [
+    "casegate.v1.ConsentService",
+    "casegate.v1.DisclosureService",
+    "casegate.v1.AuditService",
+];

@@ -1,0 +1,167 @@
+//! Mutual TLS: the server's rustls configuration (client certificates required, from the
+//! configured CA only) and the accept loop that turns TCP connections into TLS streams.
+
+use std::{io, path::Path, sync::Arc, time::Duration};
+
+use rustls::{
+    RootCertStore, ServerConfig,
+    crypto::CryptoProvider,
+    server::{WebPkiClientVerifier, danger::ClientCertVerifier},
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use tokio::{net::TcpListener, net::TcpStream, sync::mpsc, task::JoinHandle};
+use tokio_rustls::{TlsAcceptor, server::TlsStream};
+
+use crate::config::{Problem, TlsConfig};
+
+/// The crypto provider used everywhere: ring. Installing it as the process default keeps a
+/// second provider (aws-lc-rs) from ever being picked.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Installs ring as the process-wide rustls provider; harmless when already installed.
+pub fn install_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Builds the server's TLS configuration, reporting every unreadable or invalid file.
+pub fn server_config(files: &TlsConfig) -> Result<Arc<ServerConfig>, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let chain = read_certs(&files.cert, "tls.cert", &mut problems);
+    let key = match PrivateKeyDer::from_pem_file(&files.key) {
+        Ok(key) => Some(key),
+        Err(e) => {
+            problems.push(file_problem("tls.key", &files.key, &e.to_string()));
+            None
+        }
+    };
+    let verifier = read_certs(&files.client_ca, "tls.client_ca", &mut problems).and_then(|cas| {
+        match client_verifier(cas) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                problems.push(file_problem("tls.client_ca", &files.client_ca, &e));
+                None
+            }
+        }
+    });
+    let (Some(chain), Some(key), Some(verifier)) = (chain, key, verifier) else {
+        return Err(problems);
+    };
+    let built = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())
+        .and_then(|b| {
+            b.with_client_cert_verifier(verifier)
+                .with_single_cert(chain, key)
+                .map_err(|e| format!("certificate and key do not form a usable pair: {e}"))
+        });
+    match built {
+        Ok(mut config) => {
+            config.alpn_protocols = vec![b"h2".to_vec()];
+            Ok(Arc::new(config))
+        }
+        Err(e) => Err(vec![file_problem("tls.key", &files.key, &e)]),
+    }
+}
+
+fn client_verifier(
+    cas: Vec<CertificateDer<'static>>,
+) -> Result<Arc<dyn ClientCertVerifier>, String> {
+    let mut roots = RootCertStore::empty();
+    for ca in cas {
+        roots
+            .add(ca)
+            .map_err(|e| format!("not a usable CA certificate: {e}"))?;
+    }
+    // The builder requires a client certificate unless told otherwise.
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+fn read_certs(
+    path: &Path,
+    key: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<Vec<CertificateDer<'static>>> {
+    match CertificateDer::pem_file_iter(path).and_then(|it| it.collect::<Result<Vec<_>, _>>()) {
+        Ok(certs) if certs.is_empty() => {
+            problems.push(file_problem(key, path, "holds no PEM certificate"));
+            None
+        }
+        Ok(certs) => Some(certs),
+        Err(e) => {
+            problems.push(file_problem(key, path, &e.to_string()));
+            None
+        }
+    }
+}
+
+fn file_problem(key: &str, path: &Path, message: &str) -> Problem {
+    Problem {
+        key: key.to_owned(),
+        message: format!("{}: {message}", path.display()),
+    }
+}
+
+/// Accepts TCP connections and completes TLS handshakes concurrently, handing finished
+/// connections to the gRPC server through a bounded channel. A slow or failed handshake never
+/// holds up the others. Ends when `listener` errors fatally or the receiver is dropped.
+///
+/// Aborting the returned task closes the listener: no new connections are accepted.
+pub fn accept(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+    handshake_timeout: Duration,
+) -> (
+    mpsc::Receiver<io::Result<TlsStream<TcpStream>>>,
+    JoinHandle<()>,
+) {
+    let (tx, rx) = mpsc::channel(64);
+    let acceptor = TlsAcceptor::from(config);
+    let task = tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    Err(e) if is_transient(&e) => {
+                        tracing::warn!(error = %e, "accept failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "listener failed");
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                },
+                () = tx.closed() => return,
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake refused"),
+                    Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    (rx, task)
+}
+
+/// Errors after which the listener is still usable (per-connection failures, fd exhaustion).
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    ) || e.raw_os_error() == Some(24) // EMFILE: back off, connections will close
+}
