@@ -169,12 +169,28 @@ impl Config {
         Self::parse(&text, path, base, env)
     }
 
-    /// Parses config text; `base` is the folder relative paths are resolved against.
+    /// Parses config text; `base` is the folder relative paths are resolved against. Every
+    /// file the configuration names must be readable.
     pub fn parse(
         text: &str,
         source: &Path,
         base: &Path,
         env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        Self::parse_with(text, source, base, env, |path| {
+            std::fs::File::open(path)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    /// [`Config::parse`] with `readable` deciding whether a named file can be read.
+    pub fn parse_with(
+        text: &str,
+        source: &Path,
+        base: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+        readable: impl Fn(&Path) -> Result<(), String>,
     ) -> Result<Self, ConfigError> {
         let mut table: Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: source.to_owned(),
@@ -183,6 +199,11 @@ impl Config {
         let mut problems = Problems::default();
         apply_env(&mut table, env, &mut problems);
         let config = read(table, source, base, &mut problems);
+        for (key, path) in std::mem::take(&mut problems.1) {
+            if let Err(e) = readable(&path) {
+                problems.push(key, format!("{}: {e}", path.display()));
+            }
+        }
         match config {
             Some(config) if problems.0.is_empty() => Ok(config),
             _ => Err(ConfigError::invalid(source, problems.0)),
@@ -275,9 +296,9 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
 
     let tls = {
         let mut s = root.section("tls");
-        let cert = s.path("cert", base);
-        let key = s.path("key", base);
-        let client_ca = s.path("client_ca", base);
+        let cert = s.file("cert", base);
+        let key = s.file("key", base);
+        let client_ca = s.file("client_ca", base);
         s.finish();
         match (cert, key, client_ca) {
             (Some(cert), Some(key), Some(client_ca)) => Some(TlsConfig {
@@ -349,6 +370,9 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
             }
         };
         let filter = s.opt_string("filter").unwrap_or_else(|| "info".to_owned());
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&filter) {
+            s.problem("filter", format!("{filter:?} is not a tracing filter: {e}"));
+        }
         s.finish();
         LogConfig { format, filter }
     };
@@ -420,7 +444,7 @@ fn read_issuers(s: &mut Section<'_>, base: &Path) -> Option<Vec<IssuerConfig>> {
             }
             algs
         });
-        let jwks_file = t.path("jwks_file", base);
+        let jwks_file = t.file("jwks_file", base);
         t.finish();
         if let (Some(iss), Some(audience), Some(algorithms), Some(jwks_file)) =
             (iss, audience, algorithms, jwks_file)

@@ -1,1 +1,10 @@
-//! placeholder
+//! End-to-end test support: [`TestGateway`] starts the real gateway in-process on
+//! `127.0.0.1:0`, with freshly generated PKI and a test token issuer, and hands out typed,
+//! authenticated clients.
+
+#![forbid(unsafe_code)]
+
+pub mod gateway;
+pub mod tls_probe;
+
+pub use gateway::{Caller, TestGateway, TestOrg};

@@ -22,9 +22,9 @@ impl std::fmt::Display for Problem {
     }
 }
 
-/// Collected problems.
+/// Collected problems, and the files the configuration names (checked after parsing).
 #[derive(Debug, Default)]
-pub struct Problems(pub Vec<Problem>);
+pub struct Problems(pub Vec<Problem>, pub Vec<(String, PathBuf)>);
 
 impl Problems {
     pub fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
@@ -227,6 +227,14 @@ impl<'p> Section<'p> {
     /// A path, relative paths taken from `base` (the config file's folder).
     pub fn path(&mut self, key: &str, base: &Path) -> Option<PathBuf> {
         self.string(key).map(|p| base.join(p))
+    }
+
+    /// A path to a file that must exist and be readable when the configuration is used.
+    pub fn file(&mut self, key: &str, base: &Path) -> Option<PathBuf> {
+        let path = self.path(key, base)?;
+        let full = self.key(key);
+        self.problems.1.push((full, path.clone()));
+        Some(path)
     }
 
     /// Reports every key that was not read as unknown.

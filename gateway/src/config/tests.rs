@@ -21,11 +21,19 @@ data_dir = "data"
 
 fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
     let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
-    Config::parse(
+    // Files under /etc/casegate "exist" unless their name says otherwise.
+    Config::parse_with(
         text,
         Path::new("/etc/casegate/casegate.toml"),
         Path::new("/etc/casegate"),
         env,
+        |path| {
+            if path.to_string_lossy().contains("missing") {
+                Err("No such file or directory (os error 2)".to_owned())
+            } else {
+                Ok(())
+            }
+        },
     )
 }
 
@@ -140,4 +148,16 @@ fn syntax_errors_are_reported_as_such() {
         parse("[server", &[]),
         Err(ConfigError::Syntax { .. })
     ));
+}
+
+#[test]
+fn unreadable_files_are_reported_with_the_other_problems() {
+    let text = BASE.replace("pki/server.pem", "pki/missing.pem") + "\n[server2]\nx = 1\n";
+    assert_eq!(
+        problems(&text, &[]),
+        [
+            "server2: unknown key",
+            "tls.cert: /etc/casegate/pki/missing.pem: No such file or directory (os error 2)",
+        ]
+    );
 }

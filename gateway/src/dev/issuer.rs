@@ -160,8 +160,13 @@ impl TokenIssuer {
 
     /// Signs arbitrary claims (tests use this for tokens that must be refused).
     pub fn sign_value(&self, claims: &Value) -> Result<String, IssuerError> {
+        self.sign_with_kid(&self.kid, claims)
+    }
+
+    /// Signs with this key but names `kid` in the header (tests: unknown or foreign key ids).
+    pub fn sign_with_kid(&self, kid: &str, claims: &Value) -> Result<String, IssuerError> {
         let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
+        header.kid = Some(kid.to_owned());
         let key = EncodingKey::from_ed_der(&self.pkcs8_der());
         Ok(jsonwebtoken::encode(&header, claims, &key)?)
     }

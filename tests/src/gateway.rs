@@ -1,0 +1,271 @@
+//! The [`TestGateway`] harness.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use casegate::{
+    config::Config,
+    dev::{DevCa, TokenClaims, TokenIssuer, pki::CertifiedKey},
+    server::{Drained, Gateway, ServeError},
+    tls,
+};
+use casegate_proto::v1::{
+    audit_service_client::AuditServiceClient, consent_service_client::ConsentServiceClient,
+    disclosure_service_client::DisclosureServiceClient,
+};
+use rustls_pki_types::{CertificateDer, pem::PemObject};
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::{
+    Request, Status,
+    metadata::MetadataValue,
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::{Certificate, Channel, ClientTlsConfig, Identity},
+};
+
+pub const ISSUER: &str = "https://idp.test.casegate.invalid";
+pub const AUDIENCE: &str = "casegate-test";
+
+/// A test organisation: its certificate, key and number.
+#[derive(Debug, Clone)]
+pub struct TestOrg {
+    pub slug: &'static str,
+    pub orgnr: String,
+    pub cert: CertifiedKey,
+}
+
+impl TestOrg {
+    /// SHA-256 of the certificate's DER, as bound in tokens.
+    pub fn cert_sha256(&self) -> [u8; 32] {
+        let der = CertificateDer::from_pem_slice(self.cert.cert_pem.as_bytes()).expect("cert PEM");
+        let digest = ring::digest::digest(&ring::digest::SHA256, &der);
+        digest.as_ref().try_into().expect("32 bytes")
+    }
+}
+
+/// A gateway running in this process on loopback.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub ca: DevCa,
+    pub issuer: TokenIssuer,
+    orgs: Vec<TestOrg>,
+    dir: TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<Drained, ServeError>>>,
+}
+
+impl std::fmt::Debug for TestGateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestGateway")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Synthetic organisations: numbers with valid check digits, used by no real organisation here.
+const ORGS: [(&str, &str); 5] = [
+    ("clinic", "910000063"),
+    ("nav", "910000071"),
+    ("ips", "910000098"),
+    ("privacy", "910000101"),
+    ("portal", "910000128"),
+];
+
+impl TestGateway {
+    /// Starts a gateway with the default test configuration.
+    pub async fn start() -> Self {
+        Self::start_with("").await
+    }
+
+    /// Starts a gateway whose config file has `extra` appended (TOML).
+    pub async fn start_with(extra: &str) -> Self {
+        tls::install_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = DevCa::generate("casegate test CA").expect("CA");
+        let server = ca
+            .issue_server(&["localhost", "127.0.0.1"])
+            .expect("server cert");
+        let issuer = TokenIssuer::generate(ISSUER, AUDIENCE).expect("issuer");
+        let orgs: Vec<TestOrg> = ORGS
+            .iter()
+            .map(|(slug, orgnr)| TestOrg {
+                slug,
+                orgnr: (*orgnr).to_owned(),
+                cert: ca.issue_client(slug, Some(orgnr)).expect("client cert"),
+            })
+            .collect();
+        let write = |name: &str, contents: &str| {
+            std::fs::write(dir.path().join(name), contents).expect("write test file");
+        };
+        write("ca.pem", &ca.cert_pem);
+        write("server.pem", &server.cert_pem);
+        write("server.key", &server.key_pem);
+        write("jwks.json", &issuer.jwks_json());
+        let config_text = format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+shutdown_grace = "2s"
+
+[tls]
+cert = "server.pem"
+key = "server.key"
+client_ca = "ca.pem"
+
+[[auth.issuers]]
+iss = "{ISSUER}"
+audience = "{AUDIENCE}"
+algorithms = ["EdDSA"]
+jwks_file = "jwks.json"
+
+[storage]
+data_dir = "data"
+{extra}
+"#
+        );
+        write("casegate.toml", &config_text);
+        let config_path: PathBuf = dir.path().join("casegate.toml");
+        let config = Config::load_with_env(&config_path, []).expect("valid test config");
+        let gateway = Gateway::build(config).expect("gateway builds");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(gateway.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            ca,
+            issuer,
+            orgs,
+            dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn org(&self, slug: &str) -> &TestOrg {
+        self.orgs
+            .iter()
+            .find(|o| o.slug == slug)
+            .unwrap_or_else(|| panic!("no test organisation {slug}"))
+    }
+
+    pub fn ca_pem(&self) -> &str {
+        &self.ca.cert_pem
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The claims of a valid token for `org` acting as `role`, bound to its certificate.
+    pub fn claims(&self, org: &str, role: &str) -> Value {
+        let org = self.org(org);
+        self.issuer.claims(&TokenClaims {
+            sub: format!("{}-user", org.slug),
+            org: org.orgnr.clone(),
+            role: role.to_owned(),
+            pid: None,
+            bind_cert_sha256: Some(org.cert_sha256()),
+            ttl: Duration::from_secs(600),
+        })
+    }
+
+    /// A valid token for `org` acting as `role`.
+    pub fn token(&self, org: &str, role: &str) -> String {
+        self.issuer
+            .sign_value(&self.claims(org, role))
+            .expect("sign token")
+    }
+
+    /// An mTLS channel presenting `client` (or no certificate).
+    pub async fn channel_with(&self, client: Option<&CertifiedKey>) -> Channel {
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca.cert_pem))
+            .domain_name("localhost");
+        if let Some(client) = client {
+            tls = tls.identity(Identity::from_pem(&client.cert_pem, &client.key_pem));
+        }
+        Channel::from_shared(format!("https://{}", self.addr))
+            .expect("uri")
+            .tls_config(tls)
+            .expect("tls config")
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .connect()
+            .await
+            .expect("connect to test gateway")
+    }
+
+    /// An mTLS channel as organisation `org`.
+    pub async fn channel(&self, org: &str) -> Channel {
+        self.channel_with(Some(&self.org(org).cert)).await
+    }
+
+    /// Typed clients for `org` acting as `role`, with a valid token on every call.
+    pub async fn caller(&self, org: &str, role: &str) -> Caller {
+        Caller::new(self.channel(org).await, Some(self.token(org, role)))
+    }
+
+    /// Stops the gateway and waits for it to drain.
+    pub async fn stop(mut self) -> Drained {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let task = self.task.take().expect("running");
+        task.await.expect("serve task").expect("serve result")
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Adds `authorization: Bearer <token>` to every call (or nothing, when there is no token).
+#[derive(Debug, Clone)]
+pub struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl Bearer {
+    pub fn new(token: Option<&str>) -> Self {
+        Self(token.map(|t| format!("Bearer {t}").parse().expect("ascii token")))
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub type Authed = InterceptedService<Channel, Bearer>;
+
+/// Typed `casegate.v1` clients sharing one channel and one token.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub consent: ConsentServiceClient<Authed>,
+    pub disclosure: DisclosureServiceClient<Authed>,
+    pub audit: AuditServiceClient<Authed>,
+}
+
+impl Caller {
+    pub fn new(channel: Channel, token: Option<String>) -> Self {
+        let bearer = Bearer::new(token.as_deref());
+        Self {
+            consent: ConsentServiceClient::with_interceptor(channel.clone(), bearer.clone()),
+            disclosure: DisclosureServiceClient::with_interceptor(channel.clone(), bearer.clone()),
+            audit: AuditServiceClient::with_interceptor(channel, bearer),
+        }
+    }
+}

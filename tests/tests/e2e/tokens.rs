@@ -1,0 +1,308 @@
+//! Every `casegate.v1` call needs a valid access token that agrees with the client certificate.
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use casegate::dev::TokenIssuer;
+use casegate_consent::SubjectId;
+use casegate_proto::v1::GetCheckpointRequest;
+use casegate_tests::{
+    Caller, TestGateway,
+    gateway::{AUDIENCE, ISSUER},
+};
+use serde_json::{Value, json};
+use tonic::Code;
+
+/// A token signed with an arbitrary header and an HMAC key, as an attacker would make one.
+fn hmac_token(header: &Value, claims: &Value, secret: &[u8]) -> String {
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let tag = ring::hmac::sign(&key, signing_input.as_bytes());
+    format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
+}
+
+fn unsigned_token(claims: &Value) -> String {
+    format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "JWT"}).to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    )
+}
+
+/// Calls `GetCheckpoint` as the clinic's system with `token` and returns the status.
+async fn call(gw: &TestGateway, token: Option<String>) -> tonic::Status {
+    let mut caller = Caller::new(gw.channel("clinic").await, token);
+    caller
+        .audit
+        .get_checkpoint(GetCheckpointRequest {})
+        .await
+        .expect_err("no checkpoint can be served by this gateway version")
+}
+
+struct Case {
+    name: &'static str,
+    token: Option<String>,
+    code: Code,
+    message: &'static str,
+}
+
+#[tokio::test]
+async fn tokens_are_checked_on_every_call() {
+    let gw = TestGateway::start().await;
+    let good = gw.claims("clinic", "clinician");
+    let with = |edit: &dyn Fn(&mut Value)| {
+        let mut claims = good.clone();
+        edit(&mut claims);
+        claims
+    };
+    let sign = |claims: &Value| Some(gw.issuer.sign_value(claims).expect("sign"));
+    let now = good["iat"].as_i64().expect("iat");
+    let forger = TokenIssuer::generate(ISSUER, AUDIENCE).expect("other key");
+    let public_jwks = gw.issuer.jwks_json();
+
+    let cases = [
+        Case {
+            name: "missing token",
+            token: None,
+            code: Code::Unauthenticated,
+            message: "missing access token",
+        },
+        Case {
+            name: "expired",
+            token: sign(&with(&|c| {
+                c["iat"] = json!(now - 7200);
+                c["nbf"] = json!(now - 7200);
+                c["exp"] = json!(now - 3600);
+            })),
+            code: Code::Unauthenticated,
+            message: "expired",
+        },
+        Case {
+            name: "wrong audience",
+            token: sign(&with(&|c| c["aud"] = json!("another-service"))),
+            code: Code::Unauthenticated,
+            message: "wrong audience",
+        },
+        Case {
+            name: "wrong issuer",
+            token: sign(&with(&|c| c["iss"] = json!("https://elsewhere.invalid"))),
+            code: Code::Unauthenticated,
+            message: "issuer is not trusted",
+        },
+        Case {
+            name: "unknown kid",
+            token: Some(gw.issuer.sign_with_kid("no-such-key", &good).expect("sign")),
+            code: Code::Unauthenticated,
+            message: "key id is not in the issuer's key set",
+        },
+        Case {
+            name: "bad signature (another key claiming the issuer's kid)",
+            token: Some(forger.sign_with_kid(gw.issuer.kid(), &good).expect("sign")),
+            code: Code::Unauthenticated,
+            message: "signature does not verify",
+        },
+        Case {
+            name: "alg none",
+            token: Some(unsigned_token(&good)),
+            code: Code::Unauthenticated,
+            message: "malformed access token",
+        },
+        Case {
+            name: "HS256 signed with the issuer's public key as the secret",
+            token: Some(hmac_token(
+                &json!({"alg": "HS256", "typ": "JWT", "kid": gw.issuer.kid()}),
+                &good,
+                public_jwks.as_bytes(),
+            )),
+            code: Code::Unauthenticated,
+            message: "algorithm HS256 is not allowed",
+        },
+        Case {
+            name: "missing sub",
+            token: sign(&with(&|c| {
+                c.as_object_mut().expect("object").remove("sub");
+            })),
+            code: Code::Unauthenticated,
+            message: "invalid access token",
+        },
+        Case {
+            name: "missing exp",
+            token: sign(&with(&|c| {
+                c.as_object_mut().expect("object").remove("exp");
+            })),
+            code: Code::Unauthenticated,
+            message: "invalid access token",
+        },
+        Case {
+            name: "bound to another certificate",
+            token: sign(&with(&|c| {
+                c["cnf"]["x5t#S256"] = json!(URL_SAFE_NO_PAD.encode([7u8; 32]))
+            })),
+            code: Code::Unauthenticated,
+            message: "bound to a different client certificate",
+        },
+        Case {
+            name: "pid that is not an identity number",
+            token: sign(&with(&|c| c["pid"] = json!("12345678901"))),
+            code: Code::Unauthenticated,
+            message: "pid is not a valid",
+        },
+        Case {
+            name: "org differs from the certificate's",
+            token: sign(&with(&|c| {
+                c["org"] = json!(gw.org("nav").orgnr);
+            })),
+            code: Code::PermissionDenied,
+            message: "org does not match",
+        },
+        Case {
+            name: "unknown role",
+            token: sign(&with(&|c| c["role"] = json!("superuser"))),
+            code: Code::PermissionDenied,
+            message: "role is not one of",
+        },
+        Case {
+            name: "valid token reaches the handler",
+            token: sign(&good),
+            code: Code::Unimplemented,
+            message: "GetCheckpoint: the signed audit log is not available",
+        },
+        Case {
+            name: "valid unbound jobseeker token with pid reaches the handler",
+            token: sign(&with(&|c| {
+                c.as_object_mut().expect("object").remove("cnf");
+                c["role"] = json!("jobseeker");
+                c["pid"] = json!(
+                    SubjectId::synthetic(17, 5, 1994, 347)
+                        .expect("synthetic")
+                        .expose()
+                );
+            })),
+            code: Code::Unimplemented,
+            message: "GetCheckpoint: the signed audit log is not available",
+        },
+    ];
+
+    let mut failures = Vec::new();
+    for case in cases {
+        let status = call(&gw, case.token).await;
+        if status.code() != case.code || !status.message().contains(case.message) {
+            failures.push(format!(
+                "{}: expected {:?} containing {:?}, got {:?} {:?}",
+                case.name,
+                case.code,
+                case.message,
+                status.code(),
+                status.message()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn a_non_bearer_authorization_header_is_unauthenticated() {
+    let gw = TestGateway::start().await;
+    let mut request = tonic::Request::new(GetCheckpointRequest {});
+    request.metadata_mut().insert(
+        "authorization",
+        "Basic Y2xpbmljOnNlY3JldA==".parse().expect("ascii"),
+    );
+    let mut client = casegate_proto::v1::audit_service_client::AuditServiceClient::new(
+        gw.channel("clinic").await,
+    );
+    let status = client.get_checkpoint(request).await.expect_err("refused");
+    assert_eq!(status.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn every_rpc_sits_behind_authentication_and_names_its_capability() {
+    use casegate_proto::v1::*;
+    let gw = TestGateway::start().await;
+    let anonymous = Caller::new(gw.channel("nav").await, None);
+    let mut authed = gw.caller("nav", "nav_counsellor").await;
+
+    macro_rules! both {
+        ($client:ident . $rpc:ident ( $req:expr ), $capability:expr) => {{
+            let status = anonymous
+                .clone()
+                .$client
+                .$rpc($req)
+                .await
+                .err()
+                .expect("refused");
+            assert_eq!(status.code(), Code::Unauthenticated, "{}", stringify!($rpc));
+            let status = authed
+                .$client
+                .$rpc($req)
+                .await
+                .err()
+                .expect("not yet available");
+            assert_eq!(status.code(), Code::Unimplemented, "{}", stringify!($rpc));
+            assert!(
+                status.message().contains($capability),
+                "{}: {}",
+                stringify!($rpc),
+                status.message()
+            );
+        }};
+    }
+    both!(
+        consent.grant_consent(GrantConsentRequest::default()),
+        "consent store"
+    );
+    both!(
+        consent.get_consent(GetConsentRequest::default()),
+        "consent store"
+    );
+    both!(
+        consent.list_consents(ListConsentsRequest::default()),
+        "consent store"
+    );
+    both!(
+        consent.withdraw_consent(WithdrawConsentRequest::default()),
+        "consent store"
+    );
+    both!(
+        consent.check_disclosure(CheckDisclosureRequest::default()),
+        "consent decision"
+    );
+    both!(
+        disclosure.disclose(DiscloseRequest::default()),
+        "disclosure of notes"
+    );
+    both!(
+        disclosure.stream_inbox(StreamInboxRequest::default()),
+        "note inbox"
+    );
+    both!(
+        disclosure.acknowledge(AcknowledgeRequest::default()),
+        "note inbox"
+    );
+    both!(
+        audit.get_checkpoint(GetCheckpointRequest::default()),
+        "audit log"
+    );
+    both!(
+        audit.get_inclusion_proof(GetInclusionProofRequest::default()),
+        "audit log"
+    );
+    both!(
+        audit.get_consistency_proof(GetConsistencyProofRequest::default()),
+        "audit log"
+    );
+    both!(
+        audit.export_entries(ExportEntriesRequest::default()),
+        "audit log"
+    );
+    both!(
+        audit.query_audit(QueryAuditRequest::default()),
+        "audit queries"
+    );
+    both!(
+        audit.subject_access_report(SubjectAccessReportRequest::default()),
+        "subject access reports"
+    );
+}
