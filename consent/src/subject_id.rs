@@ -90,7 +90,9 @@ fn century(individual: u16, yy: u8) -> Option<u16> {
 
 fn days_in_month(month: u8, year: u16) -> u8 {
     match month {
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 if (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400) => {
+            29
+        }
         2 => 28,
         4 | 6 | 9 | 11 => 30,
         _ => 31,

@@ -429,6 +429,9 @@ fn read_issuers(s: &mut Section<'_>, base: &Path) -> Option<Vec<IssuerConfig>> {
             t.problem("audience", "must not be empty");
         }
         let algorithms = t.strings("algorithms", true).map(|names| {
+            if names.is_empty() {
+                t.problem("algorithms", "at least one algorithm is required");
+            }
             let mut algs = Vec::new();
             for name in names {
                 match name.parse::<Algorithm>() {
@@ -438,9 +441,6 @@ fn read_issuers(s: &mut Section<'_>, base: &Path) -> Option<Vec<IssuerConfig>> {
                         format!("{name:?} is not allowed (use EdDSA, ES256 or RS256)"),
                     ),
                 }
-            }
-            if algs.is_empty() {
-                t.problem("algorithms", "at least one algorithm is required");
             }
             algs
         });

@@ -229,7 +229,9 @@ pub struct TokenRequest {
 }
 
 /// Signs a dev token for one of the synthetic organisations, bound to its client certificate.
+/// Prepares the folder first, so tokens and the gateway agree whichever runs first.
 pub fn token(root: &Path, request: &TokenRequest) -> Result<String, DevError> {
+    prepare(root)?;
     let layout = DevLayout::new(root);
     let org = ORGS
         .iter()

@@ -89,10 +89,10 @@ fn verification_key(jwk: &Jwk) -> Result<VerificationKey, String> {
     if key.family() == jsonwebtoken::AlgorithmFamily::Hmac {
         return Err("symmetric keys are not accepted".to_owned());
     }
-    if let Some(alg) = algorithm {
-        if alg.family() != key.family() {
-            return Err(format!("\"alg\" {alg:?} does not fit the key type"));
-        }
+    if let Some(alg) = algorithm
+        && alg.family() != key.family()
+    {
+        return Err(format!("\"alg\" {alg:?} does not fit the key type"));
     }
     Ok(VerificationKey { key, algorithm })
 }

@@ -1,0 +1,352 @@
+//! The `casegate` binary as an operator runs it: exit codes, the dev setup, signals.
+//! (These need the built executable, which only this package's tests can name.)
+
+use std::{path::Path, process::Stdio, time::Duration};
+
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_casegate");
+
+fn casegate() -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_remove("RUST_LOG").kill_on_drop(true);
+    // No settings may leak in from the environment of whoever runs the tests.
+    for (name, _) in std::env::vars() {
+        if name.starts_with("CASEGATE_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
+/// Starts `casegate dev` on an ephemeral loopback port and returns it with its address.
+async fn start_dev(data: &Path, grace: &str) -> (Child, String) {
+    let mut child = casegate()
+        .args(["dev", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .env("CASEGATE_SERVER__SHUTDOWN_GRACE", grace)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start casegate dev");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let find = async {
+        while let Some(line) = lines.next_line().await.expect("read stdout") {
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                return rest.split_whitespace().next().map(str::to_owned);
+            }
+        }
+        None
+    };
+    let addr = tokio::time::timeout(Duration::from_secs(60), find)
+        .await
+        .expect("dev gateway printed its address in time")
+        .expect("dev gateway printed its address");
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
+
+async fn dev_channel(data: &Path, org: &str, addr: &str) -> Channel {
+    let read =
+        |name: String| std::fs::read_to_string(data.join("pki").join(name)).expect("pki file");
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("ca.pem".into())))
+        .identity(Identity::from_pem(
+            read(format!("{org}.pem")),
+            read(format!("{org}.key")),
+        ))
+        .domain_name("localhost");
+    Channel::from_shared(format!("https://{addr}"))
+        .expect("uri")
+        .tls_config(tls)
+        .expect("tls")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+fn signal(child: &Child, name: &str) {
+    let pid = child.id().expect("running").to_string();
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn bad_config_reports_every_problem_and_exits_64() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("casegate.toml");
+    std::fs::write(dir.path().join("jwks.json"), r#"{"keys": []}"#).expect("write");
+    std::fs::write(
+        &config,
+        r#"
+[server]
+listen = "127.0.0.1:0"
+listen_backlog = 100
+
+[tls]
+cert = "no-such-cert.pem"
+key = "no-such-key.pem"
+client_ca = "ca.pem"
+
+[[auth.issuers]]
+iss = "https://idp.test.invalid"
+audience = "casegate"
+algorithms = ["HS256"]
+jwks_file = "jwks.json"
+
+[storage]
+data_dir = "data"
+"#,
+    )
+    .expect("write config");
+    let out = casegate()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .await
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "stderr: {stderr}");
+    for expected in [
+        "has 5 problems",
+        "server.listen_backlog: unknown key",
+        "algorithms: \"HS256\" is not allowed",
+        "tls.cert:",
+        "no-such-cert.pem: No such file or directory",
+        "tls.key:",
+        "tls.client_ca:",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    assert!(
+        !dir.path().join("data").exists(),
+        "nothing may be created on a bad config"
+    );
+}
+
+#[tokio::test]
+async fn key_material_problems_are_reported_together_and_exit_64() {
+    // Every file exists but none holds what it should.
+    let dir = tempfile::tempdir().expect("tempdir");
+    for name in ["server.pem", "server.key", "ca.pem"] {
+        std::fs::write(dir.path().join(name), "not PEM\n").expect("write");
+    }
+    std::fs::write(
+        dir.path().join("jwks.json"),
+        r#"{"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "h"}]}"#,
+    )
+    .expect("write");
+    let config = dir.path().join("casegate.toml");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = \"127.0.0.1:0\"\n[tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"ca.pem\"\n\
+         [[auth.issuers]]\niss = \"i\"\naudience = \"a\"\nalgorithms = [\"EdDSA\"]\njwks_file = \"jwks.json\"\n\
+         [storage]\ndata_dir = \"data\"\n",
+    )
+    .expect("write");
+    let out = casegate()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .await
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "stderr: {stderr}");
+    for expected in [
+        "tls.cert:",
+        "tls.key:",
+        "tls.client_ca:",
+        "auth.issuers[0].jwks_file:",
+        "symmetric keys are not accepted",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sigterm_during_a_streaming_call_exits_zero_within_the_grace_period() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut child, addr) = start_dev(dir.path(), "2s").await;
+
+    let mut health = HealthClient::new(dev_channel(dir.path(), "clinic", &addr).await);
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("watch starts")
+        .into_inner();
+    let first = watch
+        .message()
+        .await
+        .expect("stream ok")
+        .expect("first status");
+    assert_eq!(first.status(), ServingStatus::Serving);
+
+    let sent = tokio::time::Instant::now();
+    signal(&child, "TERM");
+    // The open stream hears that the gateway is going away.
+    let next = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .expect("status change in time");
+    if let Ok(Some(update)) = next {
+        assert_eq!(update.status(), ServingStatus::NotServing);
+    }
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits in time")
+        .expect("wait");
+    let took = sent.elapsed();
+    assert!(status.success(), "exit status {status:?}");
+    // 2 s of grace for the stream that never ends, plus process teardown.
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+}
+
+#[tokio::test]
+async fn dev_mode_serves_tokens_that_the_gateway_accepts_and_sigint_stops_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut child, addr) = start_dev(dir.path(), "5s").await;
+    for file in [
+        "ca.pem",
+        "clinic.pem",
+        "clinic.key",
+        "nav.pem",
+        "ips.pem",
+        "privacy.pem",
+        "portal.pem",
+    ] {
+        assert!(dir.path().join("pki").join(file).is_file(), "{file}");
+    }
+    assert!(dir.path().join("casegate.toml").is_file());
+
+    let out = casegate()
+        .args([
+            "dev",
+            "token",
+            "--org",
+            "ips",
+            "--role",
+            "employment_specialist",
+            "--ttl",
+            "5m",
+            "--data",
+        ])
+        .arg(dir.path())
+        .output()
+        .await
+        .expect("dev token");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_owned();
+
+    let channel = dev_channel(dir.path(), "ips", &addr).await;
+    let health = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: "casegate.v1.ConsentService".into(),
+        })
+        .await
+        .expect("health");
+    assert_eq!(health.into_inner().status(), ServingStatus::Serving);
+    let mut request = tonic::Request::new(casegate_proto::v1::ListConsentsRequest::default());
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii"),
+    );
+    let status = casegate_proto::v1::consent_service_client::ConsentServiceClient::new(channel)
+        .list_consents(request)
+        .await
+        .expect_err("not available yet");
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+
+    // The same token over another organisation's certificate is refused (token binding).
+    let mut request = tonic::Request::new(casegate_proto::v1::ListConsentsRequest::default());
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii"),
+    );
+    let status = casegate_proto::v1::consent_service_client::ConsentServiceClient::new(
+        dev_channel(dir.path(), "nav", &addr).await,
+    )
+    .list_consents(request)
+    .await
+    .expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+
+    // A second gateway on the same data folder refuses to start.
+    let second = casegate()
+        .args(["dev", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .output()
+        .await
+        .expect("second gateway");
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("in use by another casegate process"));
+
+    signal(&child, "INT");
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits in time")
+        .expect("wait");
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[tokio::test]
+async fn dev_token_refuses_unknown_organisations_roles_and_identity_numbers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (args, expected) in [
+        (
+            vec!["--org", "bank", "--role", "clinician"],
+            "unknown organisation",
+        ),
+        (
+            vec!["--org", "nav", "--role", "boss"],
+            "--role: unknown role",
+        ),
+        (
+            vec![
+                "--org",
+                "portal",
+                "--role",
+                "jobseeker",
+                "--pid",
+                "12345678901",
+            ],
+            "--pid:",
+        ),
+    ] {
+        let out = casegate()
+            .args(["dev", "token", "--data"])
+            .arg(dir.path())
+            .args(&args)
+            .output()
+            .await
+            .expect("run");
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
