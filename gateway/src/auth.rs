@@ -60,17 +60,6 @@ pub enum AuthError {
     UnknownRole,
 }
 
-impl From<AuthError> for Status {
-    fn from(e: AuthError) -> Self {
-        match e {
-            AuthError::OrgMismatch | AuthError::UnknownRole => {
-                Status::permission_denied(e.to_string())
-            }
-            _ => Status::unauthenticated(e.to_string()),
-        }
-    }
-}
-
 struct Issuer {
     audience: String,
     algorithms: Vec<Algorithm>,

@@ -13,4 +13,5 @@ pub mod principal;
 pub mod server;
 pub mod services;
 pub mod shutdown;
+pub mod status;
 pub mod tls;

@@ -1,5 +1,6 @@
 //! The `casegate.v1` gRPC services. Each handler starts from the authenticated [`Principal`];
-//! capabilities whose work has not landed answer `UNIMPLEMENTED`, naming the capability.
+//! capabilities whose work has not landed answer `UNIMPLEMENTED`, naming the capability
+//! ([`crate::status::not_available`]).
 //!
 //! [`Principal`]: crate::principal::Principal
 
@@ -18,10 +19,3 @@ pub use disclosure::DisclosureApi;
 
 /// A server-streaming response body.
 pub type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-/// The answer of an RPC whose capability this gateway version does not offer yet.
-fn not_available(rpc: &str, capability: &str) -> Status {
-    Status::unimplemented(format!(
-        "{rpc}: {capability} is not available in this version of the gateway"
-    ))
-}

@@ -161,3 +161,19 @@ fn unreadable_files_are_reported_with_the_other_problems() {
         ]
     );
 }
+
+#[test]
+fn the_example_production_config_is_valid() {
+    let text = include_str!("../../../deploy/casegate.example.toml");
+    let config = Config::parse_with(
+        text,
+        Path::new("/etc/casegate/casegate.toml"),
+        Path::new("/etc/casegate"),
+        [],
+        |_| Ok(()),
+    )
+    .expect("the shipped example parses");
+    assert_eq!(config.auth.issuers.len(), 2);
+    assert_eq!(config.log.format, LogFormat::Json);
+    assert_eq!(config.vocabulary, Vocabulary::default());
+}

@@ -7,8 +7,8 @@ use casegate_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::not_available;
 use crate::principal::Principal;
+use crate::status::not_available;
 
 const CAPABILITY: &str = "the consent store";
 

@@ -6,8 +6,9 @@ use casegate_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{ResponseStream, not_available};
+use super::ResponseStream;
 use crate::principal::Principal;
+use crate::status::not_available;
 
 #[derive(Debug, Default, Clone)]
 pub struct DisclosureApi;
