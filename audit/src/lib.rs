@@ -1,3 +1,10 @@
-//! The tamper-evident audit log. Entries, Merkle tree, checkpoints and the verifier arrive with the audit-log work.
+//! The tamper-evident audit log: a versioned canonical entry encoding, an RFC 6962 Merkle tree
+//! over append-only, CRC-framed segment files written with group commit, C2SP signed
+//! checkpoints, O(log n) proofs, and an offline verifier.
+//!
+//! Boundary: plain synchronous Rust with its own writer thread. No network, no gRPC, no async
+//! runtime; callers are told of durability through a completion callback.
 
 #![forbid(unsafe_code)]
+
+pub mod merkle;
