@@ -7,4 +7,6 @@
 
 #![forbid(unsafe_code)]
 
+pub mod checkpoint;
+pub mod entry;
 pub mod merkle;
