@@ -9,4 +9,7 @@
 
 pub mod checkpoint;
 pub mod entry;
+pub mod log;
 pub mod merkle;
+pub mod segment;
+pub mod store;

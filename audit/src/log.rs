@@ -1,0 +1,828 @@
+//! The durable audit log: one writer thread appends with group commit (bounded queue, batches
+//! cut by count or a short linger, one `fdatasync` per batch, callers answered after it), keeps
+//! the Merkle tree's nodes, and signs a checkpoint after every batch. Readers get entries,
+//! checkpoints and O(log n) proofs concurrently.
+//!
+//! Folder layout: `segments/*.seg` (the records, the only durable truth), `tree/level-NN` and
+//! `offsets` (derived, rebuilt after a crash), `checkpoint` (the newest signed note), `clean`
+//! (present only after a clean shutdown: lets start-up skip re-hashing).
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{self, Write},
+    path::{Path, PathBuf},
+    sync::{
+        Arc, RwLock,
+        mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    checkpoint::{Checkpoint, CheckpointError, SignedCheckpoint, Signer, Verifier},
+    merkle::{self, CompactRange, Hash},
+    segment::{self, Flaw},
+    store::{FixedFile, TreeStore},
+};
+
+/// How the log behaves.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// The checkpoint origin line, e.g. `casegate.example/audit`.
+    pub origin: String,
+    /// A new segment starts once the current one reaches this size.
+    pub segment_bytes: u64,
+    /// Appends waiting for the writer at most; more block (or fail with `try_append`).
+    pub queue_capacity: usize,
+    /// Most appends in one batch (one `fdatasync`).
+    pub max_batch: usize,
+    /// How long the writer waits for more appends after the first of a batch.
+    pub linger: Duration,
+}
+
+impl LogOptions {
+    pub fn new(origin: &str) -> Self {
+        Self {
+            origin: origin.to_owned(),
+            segment_bytes: 64 << 20,
+            queue_capacity: 8192,
+            max_batch: 4096,
+            linger: Duration::ZERO,
+        }
+    }
+}
+
+/// An append made durable.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub index: u64,
+    pub leaf_hash: Hash,
+    /// The checkpoint signed right after the append's batch; it covers the entry.
+    pub checkpoint: Arc<SignedCheckpoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    #[error("entry of {0} bytes is larger than the log accepts")]
+    TooLarge(usize),
+    #[error("the audit log's queue is full")]
+    QueueFull,
+    #[error("the audit log is closed")]
+    Closed,
+    #[error("the audit log failed to write and accepts no more appends: {0}")]
+    Failed(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("audit log is damaged at index {index}: {reason}")]
+    Damaged { index: u64, reason: String },
+    #[error("the last signed checkpoint cannot be used: {0}")]
+    Checkpoint(#[from] CheckpointError),
+    #[error("the last signed checkpoint is for origin {found:?}, not {expected:?}")]
+    Origin { found: String, expected: String },
+    #[error(
+        "audit log holds {size} entries but the last signed checkpoint covers {checkpoint}: \
+         entries from index {size} are missing"
+    )]
+    Truncated { size: u64, checkpoint: u64 },
+    #[error("the first {checkpoint} entries do not hash to the last signed checkpoint's root")]
+    RootMismatch { checkpoint: u64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("index {index} is beyond the log's size {size}")]
+    OutOfRange { index: u64, size: u64 },
+    #[error("sizes {0} and {1} do not describe a proof")]
+    Sizes(u64, u64),
+    #[error("audit log storage: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// What start-up found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    pub size: u64,
+    /// Whether the previous run shut down cleanly (no re-hash was needed).
+    pub clean: bool,
+    /// Bytes of an unacknowledged, torn tail that were cut.
+    pub discarded_bytes: u64,
+    /// The size of the signed checkpoint found, if any.
+    pub checkpoint_size: Option<u64>,
+}
+
+type Done = Box<dyn FnOnce(Result<Appended, AppendError>) + Send>;
+
+struct Job {
+    entry: Vec<u8>,
+    done: Done,
+}
+
+struct Published {
+    size: u64,
+    checkpoint: Arc<SignedCheckpoint>,
+    failed: Option<String>,
+}
+
+struct Shared {
+    dir: PathBuf,
+    tree: TreeStore,
+    offsets: FixedFile<8>,
+    /// (first index, file) of every segment, in order.
+    segments: RwLock<Vec<(u64, Arc<File>)>>,
+    published: RwLock<Published>,
+}
+
+/// The audit log. Appends go through the writer thread; reads are concurrent.
+pub struct AuditLog {
+    shared: Arc<Shared>,
+    tx: Option<SyncSender<Job>>,
+    writer: Option<JoinHandle<io::Result<()>>>,
+    verifier: Verifier,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("dir", &self.shared.dir)
+            .field("size", &self.size())
+            .finish_non_exhaustive()
+    }
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> OpenError + '_ {
+    move |source| OpenError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+const CHECKPOINT: &str = "checkpoint";
+const CLEAN: &str = "clean";
+
+/// Writes the checkpoint note by rename. Not synced: a checkpoint can always be re-signed
+/// from the records, which are.
+fn write_checkpoint(dir: &Path, note: &str, sync: bool) -> io::Result<()> {
+    let tmp = dir.join("checkpoint.tmp");
+    let mut file = File::create(&tmp)?;
+    file.write_all(note.as_bytes())?;
+    if sync {
+        file.sync_all()?;
+    }
+    fs::rename(&tmp, dir.join(CHECKPOINT))?;
+    if sync {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Reads and verifies the newest checkpoint in a log folder, if there is one.
+pub fn read_checkpoint(
+    dir: &Path,
+    verifier: &Verifier,
+) -> Result<Option<SignedCheckpoint>, OpenError> {
+    let path = dir.join(CHECKPOINT);
+    match fs::read_to_string(&path) {
+        Ok(note) => {
+            let checkpoint = verifier.verify(&note)?;
+            Ok(Some(SignedCheckpoint { checkpoint, note }))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_at(&path)(e)),
+    }
+}
+
+// === impl AuditLog ===
+
+impl AuditLog {
+    /// Opens (or creates) the log in `dir`, recovering from a crash if needed, and starts the
+    /// writer. Refuses to open a log that is damaged anywhere but an unacknowledged tail.
+    pub fn open(
+        dir: &Path,
+        signer: Signer,
+        options: LogOptions,
+    ) -> Result<(Self, Recovery), OpenError> {
+        let seg_dir = dir.join("segments");
+        fs::create_dir_all(&seg_dir).map_err(io_at(&seg_dir))?;
+        let verifier = signer.verifier();
+        let found = read_checkpoint(dir, &verifier)?;
+        if let Some(cp) = &found
+            && cp.checkpoint.origin != options.origin
+        {
+            return Err(OpenError::Origin {
+                found: cp.checkpoint.origin.clone(),
+                expected: options.origin.clone(),
+            });
+        }
+        let tree_dir = dir.join("tree");
+        let tree = TreeStore::open(&tree_dir).map_err(io_at(&tree_dir))?;
+        let offsets_path = dir.join("offsets");
+        let offsets = FixedFile::<8>::open(&offsets_path).map_err(io_at(&offsets_path))?;
+        let segments = segment::list(&seg_dir).map_err(io_at(&seg_dir))?;
+
+        let clean_path = dir.join(CLEAN);
+        let clean_size = fs::read_to_string(&clean_path)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        let mut recovered = None;
+        if let Some(size) = clean_size {
+            recovered = fast_open(&segments, &tree, &offsets, size)?;
+        }
+        let clean = recovered.is_some();
+        let (size, range, tail) = match recovered {
+            Some((size, range)) => (size, range, None),
+            None => rebuild(&segments, &tree, &offsets)?,
+        };
+
+        if let Some(cp) = &found {
+            let cp = &cp.checkpoint;
+            match &tail {
+                // The flaw is inside what the checkpoint covers: acknowledged data is damaged.
+                Some(tail) if cp.size > tail.index => {
+                    return Err(OpenError::Damaged {
+                        index: tail.index,
+                        reason: tail.flaw.to_string(),
+                    });
+                }
+                _ if cp.size > size => {
+                    return Err(OpenError::Truncated {
+                        size,
+                        checkpoint: cp.size,
+                    });
+                }
+                _ => {}
+            }
+            let root = if cp.size == size {
+                range.root()
+            } else {
+                merkle::subtree_root(0, cp.size, &|l, i| tree.node(l, i))
+                    .map_err(io_at(&tree_dir))?
+            };
+            if root != cp.root {
+                return Err(OpenError::RootMismatch {
+                    checkpoint: cp.size,
+                });
+            }
+        }
+        let discarded = match &tail {
+            Some(tail) => tail.cut()?,
+            None => 0,
+        };
+        // From here on the derived files change: a crash must not be mistaken for clean.
+        if clean_path.exists() {
+            fs::remove_file(&clean_path).map_err(io_at(&clean_path))?;
+            sync_dir(dir).map_err(io_at(dir))?;
+        }
+        let checkpoint = match found.as_ref() {
+            Some(cp) if cp.checkpoint.size == size => cp.clone(),
+            _ => {
+                let signed = signer.sign(&Checkpoint {
+                    origin: options.origin.clone(),
+                    size,
+                    root: range.root(),
+                });
+                write_checkpoint(dir, &signed.note, false).map_err(io_at(dir))?;
+                signed
+            }
+        };
+
+        let mut handles = Vec::new();
+        for (first, path) in &segments {
+            let file = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(path)
+                .map_err(io_at(path))?;
+            handles.push((*first, Arc::new(file)));
+        }
+        let segment_len = match segments.last() {
+            Some((_, path)) => fs::metadata(path).map_err(io_at(path))?.len(),
+            None => 0,
+        };
+        let shared = Arc::new(Shared {
+            dir: dir.to_owned(),
+            tree,
+            offsets,
+            segments: RwLock::new(handles),
+            published: RwLock::new(Published {
+                size,
+                checkpoint: Arc::new(checkpoint),
+                failed: None,
+            }),
+        });
+        let (tx, rx) = mpsc::sync_channel(options.queue_capacity.max(1));
+        let writer = Writer {
+            shared: shared.clone(),
+            signer,
+            options,
+            range,
+            segment_len,
+            seg_dir,
+        };
+        let handle = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(io_at(dir))?;
+        let recovery = Recovery {
+            size,
+            clean,
+            discarded_bytes: discarded,
+            checkpoint_size: found.map(|c| c.checkpoint.size),
+        };
+        Ok((
+            Self {
+                shared,
+                tx: Some(tx),
+                writer: Some(handle),
+                verifier,
+            },
+            recovery,
+        ))
+    }
+
+    /// Queues `entry`; `done` is called from the writer thread once it is durable (or failed).
+    /// Blocks while the queue is full.
+    pub fn append(
+        &self,
+        entry: Vec<u8>,
+        done: impl FnOnce(Result<Appended, AppendError>) + Send + 'static,
+    ) -> Result<(), AppendError> {
+        let job = self.job(entry, Box::new(done))?;
+        let tx = self.tx.as_ref().ok_or(AppendError::Closed)?;
+        tx.send(job).map_err(|_| AppendError::Closed)
+    }
+
+    /// As [`AuditLog::append`], but fails with `QueueFull` instead of blocking.
+    pub fn try_append(
+        &self,
+        entry: Vec<u8>,
+        done: impl FnOnce(Result<Appended, AppendError>) + Send + 'static,
+    ) -> Result<(), AppendError> {
+        let job = self.job(entry, Box::new(done))?;
+        let tx = self.tx.as_ref().ok_or(AppendError::Closed)?;
+        tx.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => AppendError::QueueFull,
+            TrySendError::Disconnected(_) => AppendError::Closed,
+        })
+    }
+
+    /// Appends and waits until the entry is durable.
+    pub fn append_blocking(&self, entry: Vec<u8>) -> Result<Appended, AppendError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.append(entry, move |r| {
+            let _ = tx.send(r);
+        })?;
+        rx.recv().map_err(|_| AppendError::Closed)?
+    }
+
+    fn job(&self, entry: Vec<u8>, done: Done) -> Result<Job, AppendError> {
+        if entry.len() > segment::MAX_ENTRY_BYTES {
+            return Err(AppendError::TooLarge(entry.len()));
+        }
+        if let Some(reason) = &self.published().failed {
+            return Err(AppendError::Failed(reason.clone()));
+        }
+        Ok(Job { entry, done })
+    }
+
+    fn published(&self) -> std::sync::RwLockReadGuard<'_, Published> {
+        self.shared
+            .published
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Entries durable and covered by the newest checkpoint.
+    pub fn size(&self) -> u64 {
+        self.published().size
+    }
+
+    pub fn checkpoint(&self) -> Arc<SignedCheckpoint> {
+        self.published().checkpoint.clone()
+    }
+
+    pub fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+
+    fn check_index(&self, index: u64) -> Result<(), ReadError> {
+        let size = self.size();
+        if index >= size {
+            return Err(ReadError::OutOfRange { index, size });
+        }
+        Ok(())
+    }
+
+    /// The canonical bytes of entry `index`.
+    pub fn entry(&self, index: u64) -> Result<Vec<u8>, ReadError> {
+        self.check_index(index)?;
+        let offset = u64::from_be_bytes(self.shared.offsets.get(index)?);
+        let file = {
+            let segments = self
+                .shared
+                .segments
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            let at = segments.partition_point(|(first, _)| *first <= index);
+            segments
+                .get(at.wrapping_sub(1))
+                .map(|(_, f)| f.clone())
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no segment"))?
+        };
+        Ok(segment::read_record(&file, offset, index)?)
+    }
+
+    /// The RFC 6962 leaf hash of entry `index`.
+    pub fn leaf_hash(&self, index: u64) -> Result<Hash, ReadError> {
+        self.check_index(index)?;
+        Ok(self.shared.tree.node(0, index)?)
+    }
+
+    /// The root of the tree of the first `size` entries.
+    pub fn root(&self, size: u64) -> Result<Hash, ReadError> {
+        let current = self.size();
+        if size > current {
+            return Err(ReadError::OutOfRange {
+                index: size,
+                size: current,
+            });
+        }
+        Ok(merkle::subtree_root(0, size, &|l, i| {
+            self.shared.tree.node(l, i)
+        })?)
+    }
+
+    /// Inclusion proof of entry `index` in the tree of `size` entries.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, ReadError> {
+        let current = self.size();
+        if size > current {
+            return Err(ReadError::OutOfRange {
+                index: size,
+                size: current,
+            });
+        }
+        merkle::inclusion_proof(index, size, |l, i| self.shared.tree.node(l, i))?
+            .ok_or(ReadError::OutOfRange { index, size })
+    }
+
+    /// Consistency proof between the trees of `size1` and `size2` entries.
+    pub fn consistency_proof(&self, size1: u64, size2: u64) -> Result<Vec<Hash>, ReadError> {
+        if size2 > self.size() {
+            return Err(ReadError::Sizes(size1, size2));
+        }
+        merkle::consistency_proof(size1, size2, |l, i| self.shared.tree.node(l, i))?
+            .ok_or(ReadError::Sizes(size1, size2))
+    }
+
+    /// Stops accepting appends, waits for queued ones, syncs the derived files and marks the
+    /// shutdown clean so the next start need not re-hash.
+    pub fn close(mut self) -> io::Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> io::Result<()> {
+        drop(self.tx.take());
+        match self.writer.take() {
+            Some(handle) => handle
+                .join()
+                .map_err(|_| io::Error::other("audit writer panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+/// Start-up after a clean shutdown: trust the derived files, checking only that the last
+/// segment ends where the clean marker says. `None` means "rebuild instead".
+fn fast_open(
+    segments: &[(u64, PathBuf)],
+    tree: &TreeStore,
+    offsets: &FixedFile<8>,
+    size: u64,
+) -> Result<Option<(u64, CompactRange)>, OpenError> {
+    let end = match segments.last() {
+        None => 0,
+        Some((first, path)) => {
+            let bytes = segment::read(path).map_err(io_at(path))?;
+            let scan = segment::scan(&bytes, *first, |_, _, _| {});
+            if scan.flaw.is_some() {
+                return Ok(None);
+            }
+            scan.next_index
+        }
+    };
+    if end != size
+        || offsets.records().unwrap_or(0) < size
+        || !tree.covers(size).unwrap_or(false)
+        || segments.windows(2).any(|w| w[0].0 >= w[1].0)
+    {
+        return Ok(None);
+    }
+    match CompactRange::from_store(size, |l, i| tree.node(l, i)) {
+        Ok(range) => Ok(Some((size, range))),
+        Err(_) => Ok(None),
+    }
+}
+
+/// A flawed end of the last segment: unacknowledged if the checkpoint does not reach into it.
+struct Tail {
+    path: PathBuf,
+    first: u64,
+    /// Bytes to keep (the header and the good records).
+    keep: u64,
+    len: u64,
+    index: u64,
+    flaw: Flaw,
+}
+
+impl Tail {
+    /// Cuts the tail off; a segment whose header never reached the disk is rewritten.
+    fn cut(&self) -> Result<u64, OpenError> {
+        let path = &self.path;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io_at(path))?;
+        if self.flaw == Flaw::Header {
+            file.set_len(0).map_err(io_at(path))?;
+            file.write_all(&segment::header(self.first))
+                .map_err(io_at(path))?;
+        } else {
+            file.set_len(self.keep).map_err(io_at(path))?;
+        }
+        file.sync_all().map_err(io_at(path))?;
+        Ok(self.len.saturating_sub(self.keep))
+    }
+}
+
+/// Start-up after a crash: re-read every segment and rebuild the tree and offsets. A flaw is
+/// tolerated only at the end of the last segment (returned, not yet cut).
+fn rebuild(
+    segments: &[(u64, PathBuf)],
+    tree: &TreeStore,
+    offsets: &FixedFile<8>,
+) -> Result<(u64, CompactRange, Option<Tail>), OpenError> {
+    tree.clear().map_err(io_at(Path::new("tree")))?;
+    let mut range = CompactRange::new();
+    let mut levels: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut offset_bytes = Vec::new();
+    let mut tail = None;
+    let mut next = 0u64;
+    for (n, (first, path)) in segments.iter().enumerate() {
+        if *first != next {
+            return Err(OpenError::Damaged {
+                index: next,
+                reason: format!("segment {} starts at record {first}", path.display()),
+            });
+        }
+        let bytes = segment::read(path).map_err(io_at(path))?;
+        let scan = segment::scan(&bytes, *first, |_, offset, payload| {
+            offset_bytes.extend_from_slice(&offset.to_be_bytes());
+            range.append(merkle::leaf_hash(payload), |level, index, hash| {
+                let level = level as usize;
+                if levels.len() <= level {
+                    levels.push((index, Vec::new()));
+                }
+                levels[level].1.extend_from_slice(hash);
+            });
+        });
+        if let Some(flaw) = scan.flaw {
+            let last = n + 1 == segments.len();
+            // A header that never reached the disk leaves at most a partial header.
+            let lost_header = flaw == Flaw::Header && bytes.len() <= segment::HEADER_LEN as usize;
+            if !last || (flaw == Flaw::Header && !lost_header) {
+                return Err(OpenError::Damaged {
+                    index: scan.next_index,
+                    reason: flaw.to_string(),
+                });
+            }
+            tail = Some(Tail {
+                path: path.clone(),
+                first: *first,
+                keep: scan.good_len.max(segment::HEADER_LEN),
+                len: bytes.len() as u64,
+                index: scan.next_index,
+                flaw,
+            });
+        }
+        next = scan.next_index;
+    }
+    for (level, (first, bytes)) in levels.iter().enumerate() {
+        tree.put(level as u32, *first, bytes)
+            .map_err(io_at(Path::new("tree")))?;
+    }
+    offsets.truncate(0).map_err(io_at(Path::new("offsets")))?;
+    offsets
+        .put(0, &offset_bytes)
+        .map_err(io_at(Path::new("offsets")))?;
+    Ok((next, range, tail))
+}
+
+// === the writer ===
+
+struct Writer {
+    shared: Arc<Shared>,
+    signer: Signer,
+    options: LogOptions,
+    range: CompactRange,
+    segment_len: u64,
+    seg_dir: PathBuf,
+}
+
+impl Writer {
+    fn run(mut self, rx: Receiver<Job>) -> io::Result<()> {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            let deadline = Instant::now() + self.options.linger;
+            while batch.len() < self.options.max_batch {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) if self.options.linger.is_zero() => break,
+                    Err(_) => match rx
+                        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                    {
+                        Ok(job) => batch.push(job),
+                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                    },
+                }
+            }
+            self.process(batch);
+        }
+        self.finish()
+    }
+
+    fn failed(&self) -> Option<String> {
+        self.shared
+            .published
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .failed
+            .clone()
+    }
+
+    fn process(&mut self, batch: Vec<Job>) {
+        if let Some(reason) = self.failed() {
+            for job in batch {
+                (job.done)(Err(AppendError::Failed(reason.clone())));
+            }
+            return;
+        }
+        let start = self.range.size();
+        match self.write(&batch) {
+            Ok(()) => {}
+            Err(e) => {
+                let reason = e.to_string();
+                self.shared
+                    .published
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .failed = Some(reason.clone());
+                for job in batch {
+                    (job.done)(Err(AppendError::Failed(reason.clone())));
+                }
+                return;
+            }
+        }
+        let checkpoint = Arc::new(self.signer.sign(&Checkpoint {
+            origin: self.options.origin.clone(),
+            size: self.range.size(),
+            root: self.range.root(),
+        }));
+        // The records are durable; the checkpoint file is a convenience re-signed on start.
+        let _ = write_checkpoint(&self.shared.dir, &checkpoint.note, false);
+        {
+            let mut published = self
+                .shared
+                .published
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            published.size = self.range.size();
+            published.checkpoint = checkpoint.clone();
+        }
+        for (i, job) in batch.into_iter().enumerate() {
+            let index = start + i as u64;
+            let leaf_hash = self.shared.tree.node(0, index);
+            (job.done)(match leaf_hash {
+                Ok(leaf_hash) => Ok(Appended {
+                    index,
+                    leaf_hash,
+                    checkpoint: checkpoint.clone(),
+                }),
+                Err(e) => Err(AppendError::Failed(e.to_string())),
+            });
+        }
+    }
+
+    /// Writes and syncs the batch's records, then stores the tree nodes and offsets.
+    fn write(&mut self, batch: &[Job]) -> io::Result<()> {
+        let start = self.range.size();
+        let mut frames = Vec::new();
+        let mut offsets = Vec::with_capacity(batch.len() * 8);
+        let mut file = self.current_segment(start)?;
+        for (i, job) in batch.iter().enumerate() {
+            let index = start + i as u64;
+            let len = segment::frame_len(job.entry.len());
+            if self.segment_len > segment::HEADER_LEN
+                && self.segment_len + len > self.options.segment_bytes
+            {
+                file.as_ref().write_all(&frames)?;
+                file.sync_data()?;
+                frames.clear();
+                file = self.new_segment(index)?;
+            }
+            offsets.extend_from_slice(&self.segment_len.to_be_bytes());
+            segment::encode_frame(index, &job.entry, &mut frames);
+            self.segment_len += len;
+        }
+        file.as_ref().write_all(&frames)?;
+        file.sync_data()?;
+
+        let mut levels: Vec<(u64, Vec<u8>)> = Vec::new();
+        for job in batch {
+            self.range
+                .append(merkle::leaf_hash(&job.entry), |level, index, hash| {
+                    let level = level as usize;
+                    if levels.len() <= level {
+                        levels.push((index, Vec::new()));
+                    }
+                    levels[level].1.extend_from_slice(hash);
+                });
+        }
+        for (level, (first, bytes)) in levels.iter().enumerate() {
+            self.shared.tree.put(level as u32, *first, bytes)?;
+        }
+        self.shared.offsets.put(start, &offsets)?;
+        Ok(())
+    }
+
+    fn current_segment(&mut self, next_index: u64) -> io::Result<Arc<File>> {
+        let last = self
+            .shared
+            .segments
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .last()
+            .map(|(_, f)| f.clone());
+        match last {
+            Some(file) => Ok(file),
+            None => self.new_segment(next_index),
+        }
+    }
+
+    fn new_segment(&mut self, first: u64) -> io::Result<Arc<File>> {
+        let path = self.seg_dir.join(segment::file_name(first));
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .open(&path)?;
+        file.write_all(&segment::header(first))?;
+        file.sync_all()?;
+        sync_dir(&self.seg_dir)?;
+        let file = Arc::new(file);
+        self.shared
+            .segments
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((first, file.clone()));
+        self.segment_len = segment::HEADER_LEN;
+        Ok(file)
+    }
+
+    /// Clean shutdown: sync the derived files and the checkpoint, then mark clean.
+    fn finish(self) -> io::Result<()> {
+        if self.failed().is_some() {
+            return Ok(());
+        }
+        self.shared.tree.sync()?;
+        self.shared.offsets.sync()?;
+        let checkpoint = self
+            .shared
+            .published
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .checkpoint
+            .clone();
+        write_checkpoint(&self.shared.dir, &checkpoint.note, true)?;
+        let mut clean = File::create(self.shared.dir.join(CLEAN))?;
+        clean.write_all(format!("{}\n", self.range.size()).as_bytes())?;
+        clean.sync_all()?;
+        sync_dir(&self.shared.dir)
+    }
+}
+
+#[cfg(test)]
+mod tests;
