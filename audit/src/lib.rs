@@ -13,3 +13,4 @@ pub mod log;
 pub mod merkle;
 pub mod segment;
 pub mod store;
+pub mod verify;

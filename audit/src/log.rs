@@ -12,7 +12,7 @@ use std::{
     io::{self, Write},
     path::{Path, PathBuf},
     sync::{
-        Arc, RwLock,
+        Arc, Mutex, RwLock,
         mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError},
     },
     thread::JoinHandle,
@@ -140,8 +140,8 @@ struct Shared {
 /// The audit log. Appends go through the writer thread; reads are concurrent.
 pub struct AuditLog {
     shared: Arc<Shared>,
-    tx: Option<SyncSender<Job>>,
-    writer: Option<JoinHandle<io::Result<()>>>,
+    tx: Mutex<Option<SyncSender<Job>>>,
+    writer: Mutex<Option<JoinHandle<io::Result<()>>>>,
     verifier: Verifier,
 }
 
@@ -340,8 +340,8 @@ impl AuditLog {
         Ok((
             Self {
                 shared,
-                tx: Some(tx),
-                writer: Some(handle),
+                tx: Mutex::new(Some(tx)),
+                writer: Mutex::new(Some(handle)),
                 verifier,
             },
             recovery,
@@ -356,8 +356,7 @@ impl AuditLog {
         done: impl FnOnce(Result<Appended, AppendError>) + Send + 'static,
     ) -> Result<(), AppendError> {
         let job = self.job(entry, Box::new(done))?;
-        let tx = self.tx.as_ref().ok_or(AppendError::Closed)?;
-        tx.send(job).map_err(|_| AppendError::Closed)
+        self.sender()?.send(job).map_err(|_| AppendError::Closed)
     }
 
     /// As [`AuditLog::append`], but fails with `QueueFull` instead of blocking.
@@ -367,8 +366,7 @@ impl AuditLog {
         done: impl FnOnce(Result<Appended, AppendError>) + Send + 'static,
     ) -> Result<(), AppendError> {
         let job = self.job(entry, Box::new(done))?;
-        let tx = self.tx.as_ref().ok_or(AppendError::Closed)?;
-        tx.try_send(job).map_err(|e| match e {
+        self.sender()?.try_send(job).map_err(|e| match e {
             TrySendError::Full(_) => AppendError::QueueFull,
             TrySendError::Disconnected(_) => AppendError::Closed,
         })
@@ -381,6 +379,15 @@ impl AuditLog {
             let _ = tx.send(r);
         })?;
         rx.recv().map_err(|_| AppendError::Closed)?
+    }
+
+    /// A handle on the queue (cloned so that no lock is held while blocking on it).
+    fn sender(&self) -> Result<SyncSender<Job>, AppendError> {
+        self.tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(AppendError::Closed)
     }
 
     fn job(&self, entry: Vec<u8>, done: Done) -> Result<Job, AppendError> {
@@ -484,13 +491,11 @@ impl AuditLog {
 
     /// Stops accepting appends, waits for queued ones, syncs the derived files and marks the
     /// shutdown clean so the next start need not re-hash.
-    pub fn close(mut self) -> io::Result<()> {
-        self.shutdown()
-    }
-
-    fn shutdown(&mut self) -> io::Result<()> {
-        drop(self.tx.take());
-        match self.writer.take() {
+    /// Appends after it fail with `Closed`. Idempotent.
+    pub fn close(&self) -> io::Result<()> {
+        drop(self.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match writer {
             Some(handle) => handle
                 .join()
                 .map_err(|_| io::Error::other("audit writer panicked"))?,
@@ -501,7 +506,7 @@ impl AuditLog {
 
 impl Drop for AuditLog {
     fn drop(&mut self) {
-        let _ = self.shutdown();
+        let _ = self.close();
     }
 }
 

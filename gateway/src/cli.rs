@@ -23,6 +23,11 @@ pub enum Command {
         #[arg(long, short, value_name = "FILE", env = "CASEGATE_CONFIG")]
         config: PathBuf,
     },
+    /// Audit log tools: offline verification and keys.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
     /// Run on the embedded development setup (generated PKI, token issuer and config).
     #[command(args_conflicts_with_subcommands = true)]
     Dev {
@@ -34,6 +39,43 @@ pub enum Command {
         /// Listen address for this run (overrides the config file).
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditAction {
+    /// Verify an audit log offline, from its files and the public verifier key alone.
+    Verify {
+        /// The audit log folder (`<data_dir>/audit`).
+        #[arg(long, value_name = "DIR")]
+        log: PathBuf,
+        /// The verifier key (`name+id+key`), or a file holding it.
+        #[arg(long, value_name = "VKEY")]
+        vkey: String,
+        /// An older signed checkpoint (a file) the log must be consistent with.
+        #[arg(long, value_name = "CHECKPOINT_FILE")]
+        trusted: Option<PathBuf>,
+    },
+    /// Print the verifier key of the gateway's checkpoint signing key.
+    Vkey {
+        /// The gateway's configuration file.
+        #[arg(
+            long,
+            short,
+            value_name = "FILE",
+            env = "CASEGATE_CONFIG",
+            default_value = "./casegate-data/casegate.toml"
+        )]
+        config: PathBuf,
+    },
+    /// Create a new checkpoint signing key file (readable by its owner only).
+    Keygen {
+        /// The key's name: use the log's origin, e.g. casegate.hospital.example/audit.
+        #[arg(long)]
+        name: String,
+        /// Where to write the signer key; must not exist.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
     },
 }
 
@@ -60,4 +102,131 @@ pub enum DevAction {
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: Duration,
     },
+}
+
+/// Exit code for unusable arguments or configuration (BSD `EX_USAGE`).
+pub const EXIT_USAGE: u8 = 64;
+
+/// Runs an `audit` subcommand, printing its one-line verdict or result.
+pub fn audit(action: AuditAction) -> std::process::ExitCode {
+    use std::process::ExitCode;
+
+    use casegate_audit::{
+        checkpoint::{Signer, Verifier},
+        verify,
+    };
+
+    match action {
+        AuditAction::Verify { log, vkey, trusted } => {
+            let text = if vkey.contains('+') && !std::path::Path::new(&vkey).exists() {
+                vkey
+            } else {
+                match std::fs::read_to_string(&vkey) {
+                    Ok(text) => text,
+                    Err(e) => {
+                        eprintln!("casegate audit verify: --vkey {vkey}: {e}");
+                        return ExitCode::from(EXIT_USAGE);
+                    }
+                }
+            };
+            let verifier = match Verifier::from_vkey(&text) {
+                Ok(v) => v,
+                Err(e) => {
+                    eprintln!("casegate audit verify: --vkey: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            let trusted = match trusted.map(std::fs::read_to_string).transpose() {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("casegate audit verify: --trusted: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            match verify::verify(&log, &verifier, trusted.as_deref()) {
+                Ok(report) => {
+                    let mut line = format!(
+                        "OK: {} entries; checkpoint of {} entries signed by {} verifies",
+                        report.entries,
+                        report.checkpoint.size,
+                        verifier.label()
+                    );
+                    if let Some(size) = report.consistent_with {
+                        line.push_str(&format!(
+                            "; consistent with the trusted checkpoint of {size} entries"
+                        ));
+                    }
+                    if report.uncovered > 0 {
+                        line.push_str(&format!(
+                            "; {} newer entries not yet covered by a checkpoint",
+                            report.uncovered
+                        ));
+                    }
+                    if report.torn_tail_bytes > 0 {
+                        line.push_str(&format!(
+                            "; {} bytes of an unacknowledged torn write at the end",
+                            report.torn_tail_bytes
+                        ));
+                    }
+                    println!("{line}");
+                    ExitCode::SUCCESS
+                }
+                Err(failure) => {
+                    match failure.index() {
+                        Some(index) => println!("FAILED at index {index}: {failure}"),
+                        None => println!("FAILED: {failure}"),
+                    }
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        AuditAction::Vkey { config } => {
+            let config = match crate::config::Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("casegate audit vkey: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            match crate::audit::load_signer(&config.audit.signing_key) {
+                Ok(signer) => {
+                    println!("{}", signer.verifier().to_vkey());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("casegate audit vkey: {e}");
+                    ExitCode::from(EXIT_USAGE)
+                }
+            }
+        }
+        AuditAction::Keygen { name, out } => {
+            use std::{io::Write, os::unix::fs::OpenOptionsExt};
+            let signer = match Signer::generate(&name) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("casegate audit keygen: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            let written = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&out)
+                .and_then(|mut f| {
+                    f.write_all(format!("{}\n", signer.to_skey()).as_bytes())?;
+                    f.sync_all()
+                });
+            match written {
+                Ok(()) => {
+                    println!("{}", signer.verifier().to_vkey());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("casegate audit keygen: {}: {e}", out.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
 }

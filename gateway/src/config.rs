@@ -35,6 +35,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub auth: AuthConfig,
     pub storage: StorageConfig,
+    pub audit: AuditConfig,
     pub limits: Limits,
     pub log: LogConfig,
     pub vocabulary: Vocabulary,
@@ -81,6 +82,22 @@ pub struct IssuerConfig {
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
     pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// The checkpoint origin line: names this log, e.g. `casegate.hospital.example/audit`.
+    pub origin: String,
+    /// The C2SP signer key file (`PRIVATE+KEY+…`) that signs checkpoints.
+    pub signing_key: PathBuf,
+    /// A new segment file starts at this size.
+    pub segment_bytes: u64,
+    /// Appends waiting for the writer at most (backpressure beyond).
+    pub queue_capacity: usize,
+    /// Most appends per `fdatasync`.
+    pub max_batch: usize,
+    /// How long the writer waits to fill a batch.
+    pub linger: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -330,6 +347,41 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
         data_dir.map(|data_dir| StorageConfig { data_dir })
     };
 
+    let audit = {
+        let mut s = root.section("audit");
+        let origin = s.string("origin");
+        if let Some(o) = &origin
+            && (o.is_empty() || o.chars().any(char::is_whitespace))
+        {
+            s.problem("origin", "must be non-empty and contain no whitespace");
+        }
+        let signing_key = s.file("signing_key", base);
+        let segment_bytes = s.count_or("segment_bytes", 64 << 20, 1 << 40);
+        if segment_bytes < 4 << 20 {
+            s.problem("segment_bytes", "must be at least 4 MiB (4194304)");
+        }
+        let queue_capacity = s.count_or("queue_capacity", 8192, 1 << 20);
+        let max_batch = s.count_or("max_batch", 4096, 1 << 16);
+        let linger = s.duration_or(
+            "linger",
+            Duration::ZERO,
+            Duration::ZERO,
+            Duration::from_millis(50),
+        );
+        s.finish();
+        match (origin, signing_key) {
+            (Some(origin), Some(signing_key)) => Some(AuditConfig {
+                origin,
+                signing_key,
+                segment_bytes,
+                queue_capacity: usize::try_from(queue_capacity).unwrap_or(usize::MAX),
+                max_batch: usize::try_from(max_batch).unwrap_or(usize::MAX),
+                linger,
+            }),
+            _ => None,
+        }
+    };
+
     let limits = {
         let mut s = root.section("limits");
         let max_message_bytes = s.count_or("max_message_bytes", 4 << 20, 64 << 20);
@@ -397,6 +449,7 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
         tls: tls?,
         auth: auth?,
         storage: storage?,
+        audit: audit?,
         limits,
         log,
         vocabulary: vocabulary?,

@@ -24,6 +24,8 @@ pub use pki::DevCa;
 pub const DEV_ISSUER: &str = "casegate-dev";
 pub const DEV_AUDIENCE: &str = "casegate";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// The dev audit log's origin (and its signing key's name).
+pub const DEV_AUDIT_ORIGIN: &str = "dev.casegate.local/audit";
 
 /// A synthetic organisation of the development setup. The numbers have valid check digits
 /// and belong to no real organisation's published use in this setup.
@@ -147,6 +149,9 @@ impl DevLayout {
     pub fn jwks(&self) -> PathBuf {
         self.pki().join("issuer-jwks.json")
     }
+    pub fn audit_key(&self) -> PathBuf {
+        self.root.join("audit-signing.key")
+    }
 }
 
 /// Creates whatever the dev folder is missing; keeps what is there. Returns the config path.
@@ -180,6 +185,20 @@ pub fn prepare(root: &Path) -> Result<PathBuf, DevError> {
         write_new(&layout.issuer_key(), &issuer.private_key_pem(), true)?;
         write_new(&layout.jwks(), &issuer.jwks_json(), false)?;
     }
+    if !layout.audit_key().exists() {
+        let signer =
+            casegate_audit::checkpoint::Signer::generate(DEV_AUDIT_ORIGIN).map_err(|e| {
+                DevError::Invalid {
+                    path: layout.audit_key(),
+                    message: e.to_string(),
+                }
+            })?;
+        write_new(
+            &layout.audit_key(),
+            &format!("{}\n", signer.to_skey()),
+            true,
+        )?;
+    }
     let config = layout.config();
     if !config.exists() {
         write_new(&config, &dev_config(), false)?;
@@ -210,6 +229,10 @@ jwks_file = "pki/issuer-jwks.json"
 
 [storage]
 data_dir = "."
+
+[audit]
+origin = "{DEV_AUDIT_ORIGIN}"
+signing_key = "audit-signing.key"
 
 [log]
 format = "text"
@@ -291,6 +314,8 @@ casegate dev gateway listening on {addr} (mutual TLS; every casegate.v1 call nee
   list services      grpcurl ... localhost:{port} list
   a call             grpcurl ... -H "authorization: Bearer $TOKEN" \
                        localhost:{port} casegate.v1.AuditService/GetCheckpoint
+  audit log          {root}/audit   (verify offline: casegate audit verify --log {root}/audit \
+                       --vkey "$(casegate audit vkey --config {root}/casegate.toml)")
 
 Stop with Ctrl-C (in-flight calls get the configured grace period).
 "#

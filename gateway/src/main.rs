@@ -18,13 +18,13 @@ use casegate::{
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-/// Exit code for an unusable configuration (BSD `EX_USAGE`).
-const EXIT_CONFIG: u8 = 64;
+use casegate::cli::EXIT_USAGE as EXIT_CONFIG;
 
 fn main() -> ExitCode {
     tls::install_provider();
     match Cli::parse().command {
         Command::Serve { config } => run(&config, std::env::vars().collect(), None),
+        Command::Audit { action } => casegate::cli::audit(action),
         Command::Dev {
             action:
                 Some(DevAction::Token {

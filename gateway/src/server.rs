@@ -12,9 +12,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{service::interceptor::InterceptedService, transport::Server};
 use tonic_health::server::HealthReporter;
 
+use casegate_audit::log::{AppendError, OpenError};
+
 use crate::{
+    audit::{self, Audit},
     auth::{Authenticate, Authenticator},
-    config::{Config, ConfigError},
+    config::{Config, ConfigError, Problem},
     data_dir::{DataDir, DataDirError},
     services::{AuditApi, ConsentApi, DisclosureApi},
     tls,
@@ -26,6 +29,7 @@ pub struct Gateway {
     config: Config,
     tls: Arc<rustls::ServerConfig>,
     auth: Authenticator,
+    audit: Audit,
     data: DataDir,
 }
 
@@ -35,6 +39,10 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     DataDir(#[from] DataDirError),
+    #[error("cannot open the audit log: {0}")]
+    Audit(#[from] OpenError),
+    #[error("cannot record the gateway's start in the audit log: {0}")]
+    AuditAppend(#[from] AppendError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,26 +67,46 @@ pub enum Drained {
 // === impl Gateway ===
 
 impl Gateway {
-    /// Loads TLS material and token keys, reporting every problem at once, then takes the data
-    /// folder's lock. Binds nothing.
+    /// Loads TLS material, token keys and the audit signing key, reporting every problem at
+    /// once; then takes the data folder's lock, opens (recovering) the audit log and records the
+    /// start. Binds nothing.
     pub fn build(config: Config) -> Result<Self, StartError> {
         let mut problems = Vec::new();
         let tls = tls::server_config(&config.tls).map_err(|p| problems.extend(p));
         let auth = Authenticator::from_config(&config.auth).map_err(|p| problems.extend(p));
-        let (Ok(tls), Ok(auth)) = (tls, auth) else {
+        let signer = audit::load_signer(&config.audit.signing_key).map_err(|message| {
+            problems.push(Problem {
+                key: "audit.signing_key".into(),
+                message,
+            })
+        });
+        let (Ok(tls), Ok(auth), Ok(signer)) = (tls, auth, signer) else {
             return Err(ConfigError::invalid(&config.source, problems).into());
         };
         let data = DataDir::open(&config.storage.data_dir)?;
+        let (audit, recovery) = Audit::open(&data.path().join("audit"), &config.audit, signer)?;
+        tracing::info!(
+            entries = recovery.size,
+            clean = recovery.clean,
+            discarded_bytes = recovery.discarded_bytes,
+            "audit log open"
+        );
+        audit.record_start(env!("CARGO_PKG_VERSION"))?;
         Ok(Self {
             config,
             tls,
             auth,
+            audit,
             data,
         })
     }
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    pub fn audit(&self) -> &Audit {
+        &self.audit
     }
 
     /// Serves on `listener` until `shutdown` resolves, then stops accepting, reports
@@ -92,6 +120,7 @@ impl Gateway {
             config,
             tls,
             auth,
+            audit,
             data,
         } = self;
         let limits = &config.limits;
@@ -113,8 +142,8 @@ impl Gateway {
                 .max_encoding_message_size(limits.max_message_bytes),
             authenticate.clone(),
         );
-        let audit = InterceptedService::new(
-            AuditServiceServer::new(AuditApi)
+        let audit_service = InterceptedService::new(
+            AuditServiceServer::new(AuditApi::new(audit.clone()))
                 .max_decoding_message_size(limits.max_message_bytes)
                 .max_encoding_message_size(limits.max_message_bytes),
             authenticate,
@@ -132,7 +161,7 @@ impl Gateway {
             .add_service(reflection_v1alpha)
             .add_service(consent)
             .add_service(disclosure)
-            .add_service(audit);
+            .add_service(audit_service);
         let mut server = tokio::spawn(router.serve_with_incoming_shutdown(
             ReceiverStream::new(connections),
             async {
@@ -144,6 +173,7 @@ impl Gateway {
         tokio::select! {
             result = &mut server => {
                 acceptor.abort();
+                let _ = audit.close();
                 result??;
                 return Ok(Drained::Clean);
             }
@@ -166,6 +196,10 @@ impl Gateway {
                 Drained::GraceElapsed
             }
         };
+        // Flush storage: the audit log syncs its derived files and marks a clean shutdown.
+        if let Err(e) = audit.close() {
+            tracing::error!(error = %e, "audit log did not close cleanly");
+        }
         drop(data);
         Ok(drained)
     }

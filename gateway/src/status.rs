@@ -3,6 +3,8 @@
 
 use tonic::Status;
 
+use casegate_audit::log::{AppendError, ReadError};
+
 use crate::auth::AuthError;
 
 impl From<AuthError> for Status {
@@ -33,4 +35,33 @@ pub fn not_available(rpc: &str, capability: &str) -> Status {
     Status::unimplemented(format!(
         "{rpc}: {capability} is not available in this version of the gateway"
     ))
+}
+
+/// A failed audit-log read.
+pub fn read_error(e: ReadError) -> Status {
+    {
+        match e {
+            ReadError::OutOfRange { .. } => Status::out_of_range(e.to_string()),
+            ReadError::Sizes(..) => Status::invalid_argument(e.to_string()),
+            ReadError::Io(io) => {
+                tracing::error!(error = %io, "audit log read failed");
+                Status::internal("the audit log could not be read")
+            }
+        }
+    }
+}
+
+/// A failed audit-log append.
+pub fn append_error(e: AppendError) -> Status {
+    {
+        tracing::error!(error = %e, "audit append failed");
+        match e {
+            AppendError::QueueFull | AppendError::Closed => {
+                Status::unavailable("the audit log is not accepting entries; retry shortly")
+            }
+            AppendError::TooLarge(_) | AppendError::Failed(_) => {
+                Status::internal("the audit log could not record this call")
+            }
+        }
+    }
 }

@@ -120,7 +120,9 @@ data_dir = "data"
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "stderr: {stderr}");
     for expected in [
-        "has 5 problems",
+        "has 7 problems",
+        "audit.origin: missing",
+        "audit.signing_key: missing",
         "server.listen_backlog: unknown key",
         "algorithms: \"HS256\" is not allowed",
         "tls.cert:",
@@ -143,7 +145,7 @@ data_dir = "data"
 async fn key_material_problems_are_reported_together_and_exit_64() {
     // Every file exists but none holds what it should.
     let dir = tempfile::tempdir().expect("tempdir");
-    for name in ["server.pem", "server.key", "ca.pem"] {
+    for name in ["server.pem", "server.key", "ca.pem", "audit.key"] {
         std::fs::write(dir.path().join(name), "not PEM\n").expect("write");
     }
     std::fs::write(
@@ -156,7 +158,7 @@ async fn key_material_problems_are_reported_together_and_exit_64() {
         &config,
         "[server]\nlisten = \"127.0.0.1:0\"\n[tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"ca.pem\"\n\
          [[auth.issuers]]\niss = \"i\"\naudience = \"a\"\nalgorithms = [\"EdDSA\"]\njwks_file = \"jwks.json\"\n\
-         [storage]\ndata_dir = \"data\"\n",
+         [storage]\ndata_dir = \"data\"\n[audit]\norigin = \"t/audit\"\nsigning_key = \"audit.key\"\n",
     )
     .expect("write");
     let out = casegate()

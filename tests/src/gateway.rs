@@ -25,6 +25,7 @@ use tonic::{
 
 pub const ISSUER: &str = "https://idp.test.casegate.invalid";
 pub const AUDIENCE: &str = "casegate-test";
+pub const AUDIT_ORIGIN: &str = "test.casegate.invalid/audit";
 
 /// A test organisation: its certificate, key and number.
 #[derive(Debug, Clone)]
@@ -101,6 +102,9 @@ impl TestGateway {
         write("server.pem", &server.cert_pem);
         write("server.key", &server.key_pem);
         write("jwks.json", &issuer.jwks_json());
+        let audit_key =
+            casegate_audit::checkpoint::Signer::generate(AUDIT_ORIGIN).expect("audit key");
+        write("audit.key", &audit_key.to_skey());
         let config_text = format!(
             r#"
 [server]
@@ -120,6 +124,10 @@ jwks_file = "jwks.json"
 
 [storage]
 data_dir = "data"
+
+[audit]
+origin = "{AUDIT_ORIGIN}"
+signing_key = "audit.key"
 {extra}
 "#
         );

@@ -17,6 +17,10 @@ jwks_file = "jwks.json"
 
 [storage]
 data_dir = "data"
+
+[audit]
+origin = "casegate.example/audit"
+signing_key = "audit.key"
 "#;
 
 fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -91,6 +95,8 @@ fn missing_sections_are_named() {
             "tls.client_ca: missing (expected a string)",
             "auth.issuers: at least one [[auth.issuers]] is required",
             "storage.data_dir: missing (expected a string)",
+            "audit.origin: missing (expected a string)",
+            "audit.signing_key: missing (expected a string)",
         ]
     );
 }

@@ -1,21 +1,57 @@
-//! `casegate.v1.AuditService`: checkpoints, proofs, export, queries and access reports.
+//! `casegate.v1.AuditService`: checkpoints, proofs, export; queries and access reports as
+//! their work lands.
 
+use casegate_audit::checkpoint::SignedCheckpoint;
+use casegate_consent::Role;
 use casegate_proto::v1::{
-    ExportEntriesRequest, ExportEntriesResponse, GetCheckpointRequest, GetCheckpointResponse,
-    GetConsistencyProofRequest, GetConsistencyProofResponse, GetInclusionProofRequest,
-    GetInclusionProofResponse, QueryAuditRequest, QueryAuditResponse, SubjectAccessReportRequest,
+    Checkpoint, ConsistencyProof, ExportEntriesRequest, ExportEntriesResponse,
+    GetCheckpointRequest, GetCheckpointResponse, GetConsistencyProofRequest,
+    GetConsistencyProofResponse, GetInclusionProofRequest, GetInclusionProofResponse,
+    InclusionProof, QueryAuditRequest, QueryAuditResponse, SubjectAccessReportRequest,
     SubjectAccessReportResponse, audit_service_server::AuditService,
 };
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::ResponseStream;
-use crate::principal::Principal;
-use crate::status::not_available;
+use crate::{
+    audit::Audit,
+    principal::Principal,
+    status::{not_available, read_error},
+};
 
-const LOG: &str = "the signed audit log";
+/// Entries read per blocking step of an export.
+const EXPORT_CHUNK: u64 = 256;
 
-#[derive(Debug, Default, Clone)]
-pub struct AuditApi;
+#[derive(Debug, Clone)]
+pub struct AuditApi {
+    audit: Audit,
+}
+
+impl AuditApi {
+    pub fn new(audit: Audit) -> Self {
+        Self { audit }
+    }
+}
+
+/// The wire form of a signed checkpoint.
+pub fn checkpoint_message(signed: &SignedCheckpoint) -> Checkpoint {
+    Checkpoint {
+        signed_note: signed.note.clone(),
+        origin: signed.checkpoint.origin.clone(),
+        tree_size: signed.checkpoint.size,
+        root_hash: signed.checkpoint.root.to_vec(),
+    }
+}
+
+/// Runs blocking log reads off the async runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| Status::internal("internal error"))?
+}
 
 #[tonic::async_trait]
 impl AuditService for AuditApi {
@@ -24,7 +60,11 @@ impl AuditService for AuditApi {
         request: Request<GetCheckpointRequest>,
     ) -> Result<Response<GetCheckpointResponse>, Status> {
         Principal::of(&request)?;
-        Err(not_available("GetCheckpoint", LOG))
+        let log = self.audit.log();
+        Ok(Response::new(GetCheckpointResponse {
+            checkpoint: Some(checkpoint_message(&log.checkpoint())),
+            verifier_key: log.verifier().to_vkey(),
+        }))
     }
 
     async fn get_inclusion_proof(
@@ -32,7 +72,43 @@ impl AuditService for AuditApi {
         request: Request<GetInclusionProofRequest>,
     ) -> Result<Response<GetInclusionProofResponse>, Status> {
         Principal::of(&request)?;
-        Err(not_available("GetInclusionProof", LOG))
+        let GetInclusionProofRequest {
+            leaf_index,
+            tree_size,
+        } = *request.get_ref();
+        let audit = self.audit.clone();
+        let response = blocking(move || {
+            let log = audit.log();
+            let newest = log.checkpoint();
+            let size = if tree_size == 0 {
+                newest.checkpoint.size
+            } else {
+                tree_size
+            };
+            if size > newest.checkpoint.size {
+                return Err(Status::out_of_range(format!(
+                    "tree_size {size} is beyond the newest checkpoint ({})",
+                    newest.checkpoint.size
+                )));
+            }
+            if leaf_index >= size {
+                return Err(Status::out_of_range(format!(
+                    "leaf_index {leaf_index} is not in a tree of {size} entries"
+                )));
+            }
+            let hashes = log.inclusion_proof(leaf_index, size).map_err(read_error)?;
+            Ok(GetInclusionProofResponse {
+                proof: Some(InclusionProof {
+                    leaf_index,
+                    tree_size: size,
+                    hashes: hashes.iter().map(|h| h.to_vec()).collect(),
+                }),
+                leaf_hash: log.leaf_hash(leaf_index).map_err(read_error)?.to_vec(),
+                checkpoint: (size == newest.checkpoint.size).then(|| checkpoint_message(&newest)),
+            })
+        })
+        .await?;
+        Ok(Response::new(response))
     }
 
     async fn get_consistency_proof(
@@ -40,7 +116,44 @@ impl AuditService for AuditApi {
         request: Request<GetConsistencyProofRequest>,
     ) -> Result<Response<GetConsistencyProofResponse>, Status> {
         Principal::of(&request)?;
-        Err(not_available("GetConsistencyProof", LOG))
+        let GetConsistencyProofRequest {
+            first_size,
+            second_size,
+        } = *request.get_ref();
+        let audit = self.audit.clone();
+        let response = blocking(move || {
+            let log = audit.log();
+            let newest = log.checkpoint();
+            let second = if second_size == 0 {
+                newest.checkpoint.size
+            } else {
+                second_size
+            };
+            if second > newest.checkpoint.size {
+                return Err(Status::out_of_range(format!(
+                    "second_size {second} is beyond the newest checkpoint ({})",
+                    newest.checkpoint.size
+                )));
+            }
+            if first_size == 0 || first_size > second {
+                return Err(Status::invalid_argument(format!(
+                    "first_size must be between 1 and second_size ({second})"
+                )));
+            }
+            let hashes = log
+                .consistency_proof(first_size, second)
+                .map_err(read_error)?;
+            Ok(GetConsistencyProofResponse {
+                proof: Some(ConsistencyProof {
+                    first_size,
+                    second_size: second,
+                    hashes: hashes.iter().map(|h| h.to_vec()).collect(),
+                }),
+                checkpoint: (second == newest.checkpoint.size).then(|| checkpoint_message(&newest)),
+            })
+        })
+        .await?;
+        Ok(Response::new(response))
     }
 
     type ExportEntriesStream = ResponseStream<ExportEntriesResponse>;
@@ -49,8 +162,46 @@ impl AuditService for AuditApi {
         &self,
         request: Request<ExportEntriesRequest>,
     ) -> Result<Response<Self::ExportEntriesStream>, Status> {
-        Principal::of(&request)?;
-        Err(not_available("ExportEntries", LOG))
+        Principal::of(&request)?.require_role(&[Role::PrivacyOfficer])?;
+        let ExportEntriesRequest {
+            start_index,
+            end_index,
+        } = *request.get_ref();
+        let newest = self.audit.log().checkpoint().checkpoint.size;
+        let end = if end_index == 0 { newest } else { end_index };
+        if end > newest {
+            return Err(Status::out_of_range(format!(
+                "end_index {end} is beyond the newest checkpoint ({newest})"
+            )));
+        }
+        if start_index > end {
+            return Err(Status::out_of_range(format!(
+                "start_index {start_index} is after end_index {end}"
+            )));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(EXPORT_CHUNK as usize);
+        let audit = self.audit.clone();
+        tokio::task::spawn_blocking(move || {
+            let log = audit.log();
+            for index in start_index..end {
+                let item = log
+                    .entry(index)
+                    .and_then(|entry| {
+                        Ok(ExportEntriesResponse {
+                            index,
+                            entry,
+                            leaf_hash: log.leaf_hash(index)?.to_vec(),
+                        })
+                    })
+                    .map_err(read_error);
+                let failed = item.is_err();
+                // The receiver is gone when the client cancelled: stop reading.
+                if tx.blocking_send(item).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     type QueryAuditStream = ResponseStream<QueryAuditResponse>;
