@@ -172,8 +172,9 @@ pub fn audit(action: AuditAction) -> std::process::ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(failure) => {
+                    // Failures that locate themselves read "index N: why".
                     match failure.index() {
-                        Some(index) => println!("FAILED at index {index}: {failure}"),
+                        Some(_) => println!("FAILED at {failure}"),
                         None => println!("FAILED: {failure}"),
                     }
                     ExitCode::FAILURE

@@ -49,6 +49,8 @@ pub struct TestGateway {
     pub addr: SocketAddr,
     pub ca: DevCa,
     pub issuer: TokenIssuer,
+    /// Verifies the gateway's audit checkpoints.
+    pub audit_verifier: casegate_audit::checkpoint::Verifier,
     orgs: Vec<TestOrg>,
     dir: TempDir,
     stop: Option<oneshot::Sender<()>>,
@@ -132,26 +134,49 @@ signing_key = "audit.key"
 "#
         );
         write("casegate.toml", &config_text);
-        let config_path: PathBuf = dir.path().join("casegate.toml");
+        let mut gw = Self {
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            ca,
+            issuer,
+            audit_verifier: audit_key.verifier(),
+            orgs,
+            dir,
+            stop: None,
+            task: None,
+        };
+        gw.launch().await;
+        gw
+    }
+
+    /// Builds and serves the gateway from the files in the test folder.
+    async fn launch(&mut self) {
+        let config_path: PathBuf = self.dir.path().join("casegate.toml");
         let config = Config::load_with_env(&config_path, []).expect("valid test config");
         let gateway = Gateway::build(config).expect("gateway builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
-        let addr = listener.local_addr().expect("local addr");
+        self.addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(gateway.serve(listener, async {
+        self.task = Some(tokio::spawn(gateway.serve(listener, async {
             let _ = stopped.await;
-        }));
-        Self {
-            addr,
-            ca,
-            issuer,
-            orgs,
-            dir,
-            stop: Some(stop),
-            task: Some(task),
+        })));
+        self.stop = Some(stop);
+    }
+
+    /// Stops the gateway cleanly and starts it again on the same data (a new port).
+    pub async fn restart(mut self) -> Self {
+        self.shutdown().await;
+        self.launch().await;
+        self
+    }
+
+    async fn shutdown(&mut self) -> Drained {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
         }
+        let task = self.task.take().expect("running");
+        task.await.expect("serve task").expect("serve result")
     }
 
     pub fn org(&self, slug: &str) -> &TestOrg {
@@ -220,11 +245,7 @@ signing_key = "audit.key"
 
     /// Stops the gateway and waits for it to drain.
     pub async fn stop(mut self) -> Drained {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let task = self.task.take().expect("running");
-        task.await.expect("serve task").expect("serve result")
+        self.shutdown().await
     }
 }
 
