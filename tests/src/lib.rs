@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod crash;
 pub mod gateway;
 pub mod tls_probe;
 

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real gateway on loopback, real TLS, real tokens.
 
 mod e2e {
+    mod audit_crash;
     mod audit_log;
     mod boundaries;
     mod handshake;
