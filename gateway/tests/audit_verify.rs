@@ -18,6 +18,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_casegate");
 const ORIGIN: &str = "verify.casegate.test/audit";
 const ENTRIES: u64 = 60;
 
+/// A segment's records as (index, offset, frame bytes).
+type Frames = Vec<(u64, usize, Vec<u8>)>;
+
 struct Fixture {
     dir: tempfile::TempDir,
     vkey: String,
@@ -92,12 +95,11 @@ impl Fixture {
     }
 
     /// The segment holding `index`, and each of its records as (index, offset, frame bytes).
-    fn frames_around(&self, index: u64) -> (PathBuf, Vec<u8>, Vec<(u64, usize, Vec<u8>)>) {
+    fn frames_around(&self, index: u64) -> (PathBuf, Vec<u8>, Frames) {
         let (first, path) = self
             .segments()
             .into_iter()
-            .filter(|(first, _)| *first <= index)
-            .last()
+            .rfind(|(first, _)| *first <= index)
             .expect("segment");
         let bytes = fs::read(&path).expect("read");
         let mut frames = Vec::new();
@@ -110,7 +112,7 @@ impl Fixture {
     }
 
     /// Rewrites the segment holding `index` with its frames transformed by `edit`.
-    fn rewrite(&self, index: u64, edit: impl FnOnce(&mut Vec<(u64, usize, Vec<u8>)>)) {
+    fn rewrite(&self, index: u64, edit: impl FnOnce(&mut Frames)) {
         let (path, bytes, mut frames) = self.frames_around(index);
         edit(&mut frames);
         let mut out = bytes[..segment::HEADER_LEN as usize].to_vec();
@@ -121,7 +123,7 @@ impl Fixture {
     }
 }
 
-fn frame_of(frames: &[(u64, usize, Vec<u8>)], index: u64) -> usize {
+fn frame_of(frames: &Frames, index: u64) -> usize {
     frames
         .iter()
         .position(|(i, _, _)| *i == index)

@@ -229,20 +229,13 @@ async fn every_rpc_not_yet_available_sits_behind_authentication_and_names_its_ca
 
     macro_rules! both {
         ($client:ident . $rpc:ident ( $req:expr ), $capability:expr) => {{
-            let status = anonymous
-                .clone()
-                .$client
-                .$rpc($req)
-                .await
-                .err()
-                .expect("refused");
+            let Err(status) = anonymous.clone().$client.$rpc($req).await else {
+                panic!("refused");
+            };
             assert_eq!(status.code(), Code::Unauthenticated, "{}", stringify!($rpc));
-            let status = authed
-                .$client
-                .$rpc($req)
-                .await
-                .err()
-                .expect("not yet available");
+            let Err(status) = authed.$client.$rpc($req).await else {
+                panic!("not yet available");
+            };
             assert_eq!(status.code(), Code::Unimplemented, "{}", stringify!($rpc));
             assert!(
                 status.message().contains($capability),
