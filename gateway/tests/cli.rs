@@ -314,6 +314,57 @@ async fn dev_mode_serves_tokens_that_the_gateway_accepts_and_sigint_stops_it() {
         .expect("exits in time")
         .expect("wait");
     assert!(status.success(), "exit status {status:?}");
+
+    // The gateway's own audit log verifies offline with the key `audit vkey` prints.
+    let out = casegate()
+        .args(["audit", "vkey", "--config"])
+        .arg(dir.path().join("casegate.toml"))
+        .output()
+        .await
+        .expect("audit vkey");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let vkey = String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_owned();
+    assert!(vkey.starts_with("dev.casegate.local/audit+"), "{vkey}");
+    let out = casegate()
+        .args(["audit", "verify", "--vkey", &vkey, "--log"])
+        .arg(dir.path().join("audit"))
+        .output()
+        .await
+        .expect("audit verify");
+    let verdict = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{verdict}");
+    assert!(verdict.starts_with("OK: 1 entries"), "{verdict}");
+
+    // Damage the log: the gateway refuses to start and names the index.
+    let segment = std::fs::read_dir(dir.path().join("audit/segments"))
+        .expect("segments")
+        .next()
+        .expect("one segment")
+        .expect("entry")
+        .path();
+    let mut bytes = std::fs::read(&segment).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&segment, bytes).expect("write");
+    let out = casegate()
+        .args(["dev", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .output()
+        .await
+        .expect("restart");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("audit log is damaged at index 0"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,247 @@
+//! Audit-log benchmark. Prints, from one run on one disk: the bare `fdatasync` rate (the
+//! baseline), appends/s with p50/p99 acknowledgement latency at 1, 16 and 256 concurrent
+//! appenders, start-up time over a large log (clean and after a crash), and the offline
+//! verifier's rate.
+//!
+//! Usage: audit_bench [--dir DIR] [--seconds S] [--startup-entries N]
+//! (release build recommended: `cargo run --release -p casegate-tests --bin audit_bench`)
+
+#![forbid(unsafe_code)]
+
+use std::{
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use casegate_audit::{
+    checkpoint::Signer,
+    entry::{Actor, ConsentRef, Entry, EntryKind},
+    log::{AuditLog, LogOptions},
+    verify,
+};
+
+const ORIGIN: &str = "bench.casegate.test/audit";
+
+struct Args {
+    dir: PathBuf,
+    seconds: u64,
+    startup_entries: u64,
+}
+
+fn args() -> Args {
+    let mut args = Args {
+        dir: PathBuf::from("target/audit-bench"),
+        seconds: 3,
+        startup_entries: 1_000_000,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--dir" => args.dir = PathBuf::from(value),
+            "--seconds" => args.seconds = value.parse().expect("--seconds"),
+            "--startup-entries" => args.startup_entries = value.parse().expect("--startup-entries"),
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    args
+}
+
+/// A realistic `disclosure permitted` entry (synthetic values, ~250 bytes).
+fn entry(n: u64) -> Vec<u8> {
+    let mut e = Entry::new(
+        EntryKind::DisclosurePermitted,
+        1_800_000_000_000_000 + n as i64,
+    );
+    e.actor = Some(Actor {
+        orgnr: "910000020".into(),
+        user_id: "nav-counsellor-17".into(),
+        role: "nav_counsellor".into(),
+        cert_sha256: [7; 32],
+    });
+    e.subject_pseudonym = Some([n as u8; 32]);
+    e.consent = Some(ConsentRef {
+        id: "0190f7a2-4b1c-7d3e-9a4f-2c8e6b1d0a57".into(),
+        version: 2,
+        record_sha256: [9; 32],
+    });
+    e.category = Some("benefit_counselling".into());
+    e.purpose = Some("benefit_planning".into());
+    e.sender_orgnr = Some("910000020".into());
+    e.recipient_orgnr = Some("910000039".into());
+    e.content_sha256 = Some([3; 32]);
+    e.request_id = Some(format!("req-{n:012}"));
+    e.policy_version = Some("v1".into());
+    e.disclosure_id = Some(format!("0190f7a2-0000-7000-8000-{n:012}"));
+    e.encode().expect("encodes")
+}
+
+fn fresh(dir: &Path) -> PathBuf {
+    let _ = fs::remove_dir_all(dir);
+    fs::create_dir_all(dir).expect("bench folder");
+    dir.to_owned()
+}
+
+fn open(dir: &Path, signer: &Signer) -> (AuditLog, casegate_audit::log::Recovery) {
+    let copy = Signer::from_skey(&signer.to_skey()).expect("key");
+    AuditLog::open(dir, copy, LogOptions::new(ORIGIN)).expect("open log")
+}
+
+/// Bare `write` + `fdatasync` of a small record, one at a time.
+fn fdatasync_rate(dir: &Path, seconds: u64) -> f64 {
+    let path = fresh(dir).join("fdatasync.probe");
+    let mut file = fs::File::create(&path).expect("probe file");
+    let record = [0u8; 256];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_secs(seconds) {
+        file.write_all(&record).expect("write");
+        file.sync_data().expect("fdatasync");
+        n += 1;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+struct Run {
+    appends: u64,
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+fn append_run(dir: &Path, signer: &Signer, threads: usize, seconds: u64) -> Run {
+    let (log, _) = open(&fresh(dir), signer);
+    let log = Arc::new(log);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let start = Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut latencies = Vec::new();
+                let mut n = t as u64 * 1_000_000_000;
+                while Instant::now() < deadline {
+                    let bytes = entry(n);
+                    let sent = Instant::now();
+                    log.append_blocking(bytes).expect("append");
+                    latencies.push(sent.elapsed());
+                    n += 1;
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut all: Vec<Duration> = workers
+        .into_iter()
+        .flat_map(|w| w.join().expect("worker"))
+        .collect();
+    let elapsed = start.elapsed().as_secs_f64();
+    log.close().expect("close");
+    all.sort();
+    let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
+    Run {
+        appends: all.len() as u64,
+        rate: all.len() as f64 / elapsed,
+        p50: at(0.50),
+        p99: at(0.99),
+    }
+}
+
+fn fill(dir: &Path, signer: &Signer, entries: u64) {
+    let (log, _) = open(&fresh(dir), signer);
+    let log = Arc::new(log);
+    let threads = 256u64;
+    let per = entries.div_ceil(threads);
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for n in 0..per {
+                    if t * per + n < entries {
+                        log.append_blocking(entry(t * per + n)).expect("append");
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("worker");
+    }
+    log.close().expect("close");
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn main() {
+    let args = args();
+    let signer = Signer::generate(ORIGIN).expect("key");
+    fs::create_dir_all(&args.dir).expect("bench folder");
+    println!(
+        "audit log benchmark — folder {} ({} s per run)",
+        args.dir.display(),
+        args.seconds
+    );
+
+    let baseline = fdatasync_rate(&args.dir.join("baseline"), args.seconds);
+    println!("\nbaseline: bare write+fdatasync          {baseline:>10.0} /s");
+
+    println!("\nappenders   appends/s   x baseline   p50 ack     p99 ack     appends");
+    for threads in [1usize, 16, 256] {
+        let run = append_run(
+            &args.dir.join(format!("append-{threads}")),
+            &signer,
+            threads,
+            args.seconds,
+        );
+        println!(
+            "{threads:>9}   {:>9.0}   {:>10.1}   {:>9}   {:>9}   {:>7}",
+            run.rate,
+            run.rate / baseline,
+            ms(run.p50),
+            ms(run.p99),
+            run.appends
+        );
+    }
+
+    if args.startup_entries > 0 {
+        let dir = args.dir.join("startup");
+        let started = Instant::now();
+        fill(&dir, &signer, args.startup_entries);
+        println!(
+            "\nfilled {} entries in {:.1} s",
+            args.startup_entries,
+            started.elapsed().as_secs_f64()
+        );
+        let t = Instant::now();
+        let (log, recovery) = open(&dir, &signer);
+        let clean = t.elapsed();
+        assert!(recovery.clean && recovery.size == args.startup_entries);
+        log.close().expect("close");
+        fs::remove_file(dir.join("clean")).expect("simulate a crash");
+        let t = Instant::now();
+        let (log, recovery) = open(&dir, &signer);
+        let crashed = t.elapsed();
+        assert!(!recovery.clean && recovery.size == args.startup_entries);
+        log.close().expect("close");
+        println!("start-up, clean shutdown before        {:>10}", ms(clean));
+        println!(
+            "start-up after a crash (full re-hash)   {:>10}",
+            ms(crashed)
+        );
+
+        let t = Instant::now();
+        let report = verify::verify(&dir, &signer.verifier(), None).expect("verifies");
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "offline verifier                        {:>10.0} entries/s ({} entries in {:.2} s)",
+            report.entries as f64 / secs,
+            report.entries,
+            secs
+        );
+    }
+}
