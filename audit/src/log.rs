@@ -19,6 +19,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+
 use crate::{
     checkpoint::{Checkpoint, CheckpointError, SignedCheckpoint, Signer, Verifier},
     merkle::{self, CompactRange, Hash},
@@ -165,6 +167,25 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Creates (or truncates) a file readable by its owner only: the log names organisations and
+/// pseudonyms.
+fn private_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Creates a folder (and its parents) accessible to its owner only.
+pub(crate) fn private_dirs(path: &Path) -> io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
 const CHECKPOINT: &str = "checkpoint";
 const CLEAN: &str = "clean";
 
@@ -172,7 +193,7 @@ const CLEAN: &str = "clean";
 /// from the records, which are.
 fn write_checkpoint(dir: &Path, note: &str, sync: bool) -> io::Result<()> {
     let tmp = dir.join("checkpoint.tmp");
-    let mut file = File::create(&tmp)?;
+    let mut file = private_file(&tmp)?;
     file.write_all(note.as_bytes())?;
     if sync {
         file.sync_all()?;
@@ -211,7 +232,7 @@ impl AuditLog {
         options: LogOptions,
     ) -> Result<(Self, Recovery), OpenError> {
         let seg_dir = dir.join("segments");
-        fs::create_dir_all(&seg_dir).map_err(io_at(&seg_dir))?;
+        private_dirs(&seg_dir).map_err(io_at(&seg_dir))?;
         let verifier = signer.verifier();
         let found = read_checkpoint(dir, &verifier)?;
         if let Some(cp) = &found
@@ -793,6 +814,7 @@ impl Writer {
             .read(true)
             .append(true)
             .create_new(true)
+            .mode(0o600)
             .open(&path)?;
         file.write_all(&segment::header(first))?;
         file.sync_all()?;
@@ -822,7 +844,7 @@ impl Writer {
             .checkpoint
             .clone();
         write_checkpoint(&self.shared.dir, &checkpoint.note, true)?;
-        let mut clean = File::create(self.shared.dir.join(CLEAN))?;
+        let mut clean = private_file(&self.shared.dir.join(CLEAN))?;
         clean.write_all(format!("{}\n", self.range.size()).as_bytes())?;
         clean.sync_all()?;
         sync_dir(&self.shared.dir)

@@ -6,7 +6,7 @@
 use std::{
     fs::{File, OpenOptions},
     io,
-    os::unix::fs::FileExt,
+    os::unix::fs::{FileExt, OpenOptionsExt},
     path::{Path, PathBuf},
     sync::RwLock,
 };
@@ -26,6 +26,7 @@ impl<const N: usize> FixedFile<N> {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
             .open(path)?;
         Ok(Self { file })
     }
@@ -65,7 +66,7 @@ pub struct TreeStore {
 
 impl TreeStore {
     pub fn open(dir: &Path) -> io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
+        crate::log::private_dirs(dir)?;
         let mut levels = Vec::new();
         loop {
             let path = Self::level_path(dir, levels.len());

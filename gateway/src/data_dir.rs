@@ -3,6 +3,7 @@
 
 use std::{
     fs::{File, OpenOptions},
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt},
     path::{Path, PathBuf},
 };
 
@@ -32,11 +33,17 @@ impl DataDir {
             path: path.to_owned(),
             source,
         };
-        std::fs::create_dir_all(path).map_err(open_err)?;
+        // Consents, notes and the audit log live here: owner only.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+            .map_err(open_err)?;
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(path.join(LOCK_FILE))
             .map_err(open_err)?;
         match lock.try_lock() {
