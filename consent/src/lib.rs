@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod mod11;
 mod org_number;
 mod role;
 mod subject_id;

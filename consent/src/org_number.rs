@@ -31,16 +31,7 @@ impl OrgNumber {
 }
 
 fn check_digit(base: &[u8; 8]) -> Option<u8> {
-    let sum: u32 = base
-        .iter()
-        .zip(WEIGHTS)
-        .map(|(d, w)| u32::from(*d) * w)
-        .sum();
-    match 11 - sum % 11 {
-        11 => Some(0),
-        10 => None,
-        c => u8::try_from(c).ok(),
-    }
+    crate::mod11::check_digit(base, &WEIGHTS)
 }
 
 impl FromStr for OrgNumber {

@@ -6,7 +6,7 @@
 
 use std::{fmt, str::FromStr};
 
-use crate::ParseError;
+use crate::{ParseError, mod11::check_digit};
 
 const K1: [u32; 9] = [3, 7, 6, 1, 8, 9, 4, 5, 2];
 const K2: [u32; 10] = [5, 4, 3, 2, 7, 6, 5, 4, 3, 2];
@@ -96,19 +96,6 @@ fn days_in_month(month: u8, year: u16) -> u8 {
         2 => 28,
         4 | 6 | 9 | 11 => 30,
         _ => 31,
-    }
-}
-
-fn check_digit(digits: &[u8], weights: &[u32]) -> Option<u8> {
-    let sum: u32 = digits
-        .iter()
-        .zip(weights)
-        .map(|(d, w)| u32::from(*d) * w)
-        .sum();
-    match 11 - sum % 11 {
-        11 => Some(0),
-        10 => None,
-        c => u8::try_from(c).ok(),
     }
 }
 

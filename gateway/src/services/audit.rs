@@ -44,6 +44,17 @@ pub fn checkpoint_message(signed: &SignedCheckpoint) -> Checkpoint {
     }
 }
 
+/// A requested tree size, where 0 means the newest checkpoint's; beyond it is `OUT_OF_RANGE`.
+fn tree_size_or_newest(field: &str, requested: u64, newest: u64) -> Result<u64, Status> {
+    match requested {
+        0 => Ok(newest),
+        size if size > newest => Err(Status::out_of_range(format!(
+            "{field} {size} is beyond the newest checkpoint ({newest})"
+        ))),
+        size => Ok(size),
+    }
+}
+
 /// Runs blocking log reads off the async runtime.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Status> + Send + 'static,
@@ -80,17 +91,7 @@ impl AuditService for AuditApi {
         let response = blocking(move || {
             let log = audit.log();
             let newest = log.checkpoint();
-            let size = if tree_size == 0 {
-                newest.checkpoint.size
-            } else {
-                tree_size
-            };
-            if size > newest.checkpoint.size {
-                return Err(Status::out_of_range(format!(
-                    "tree_size {size} is beyond the newest checkpoint ({})",
-                    newest.checkpoint.size
-                )));
-            }
+            let size = tree_size_or_newest("tree_size", tree_size, newest.checkpoint.size)?;
             if leaf_index >= size {
                 return Err(Status::out_of_range(format!(
                     "leaf_index {leaf_index} is not in a tree of {size} entries"
@@ -124,17 +125,7 @@ impl AuditService for AuditApi {
         let response = blocking(move || {
             let log = audit.log();
             let newest = log.checkpoint();
-            let second = if second_size == 0 {
-                newest.checkpoint.size
-            } else {
-                second_size
-            };
-            if second > newest.checkpoint.size {
-                return Err(Status::out_of_range(format!(
-                    "second_size {second} is beyond the newest checkpoint ({})",
-                    newest.checkpoint.size
-                )));
-            }
+            let second = tree_size_or_newest("second_size", second_size, newest.checkpoint.size)?;
             if first_size == 0 || first_size > second {
                 return Err(Status::invalid_argument(format!(
                     "first_size must be between 1 and second_size ({second})"
@@ -168,12 +159,7 @@ impl AuditService for AuditApi {
             end_index,
         } = *request.get_ref();
         let newest = self.audit.log().checkpoint().checkpoint.size;
-        let end = if end_index == 0 { newest } else { end_index };
-        if end > newest {
-            return Err(Status::out_of_range(format!(
-                "end_index {end} is beyond the newest checkpoint ({newest})"
-            )));
-        }
+        let end = tree_size_or_newest("end_index", end_index, newest)?;
         if start_index > end {
             return Err(Status::out_of_range(format!(
                 "start_index {start_index} is after end_index {end}"
