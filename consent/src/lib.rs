@@ -1,15 +1,20 @@
-//! The consent domain: who is who (organisations, subjects, roles), and — as the consent work
-//! lands — consent records, vocabularies, the pure disclosure decision and the consent store.
+//! The consent domain: who is who (organisations, subjects, roles), the vocabularies of
+//! categories and purposes, consent records, the pure disclosure decision and the consent
+//! store.
 //!
 //! Boundary: plain synchronous Rust. No network, no gRPC, no async runtime; the gateway converts
 //! wire types into these at its edge.
 
 #![forbid(unsafe_code)]
 
+pub mod decision;
 mod error;
 mod mod11;
 mod org_number;
+pub mod record;
 mod role;
+mod serde_impls;
+pub mod store;
 mod subject_id;
 mod vocabulary;
 

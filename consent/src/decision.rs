@@ -1,0 +1,245 @@
+//! The disclosure decision: a pure function of the request, the subject's consents, the time
+//! and the vocabulary. Deny by default; a permit names the consent version and provision it
+//! relied on, a refusal names one precise reason.
+
+use std::fmt;
+
+use crate::{
+    Category, OrgNumber, Purpose, Role, Vocabulary,
+    record::{ConsentId, ConsentRecord, Status, Timestamp},
+};
+
+/// Version of the decision rules; recorded with every decision so it can be replayed.
+pub const POLICY_VERSION: &str = "casegate-policy-1";
+
+/// A disclosure someone wants to make (or asks about).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisclosureRequest {
+    pub sender_org: OrgNumber,
+    pub sender_role: Role,
+    pub recipient_org: OrgNumber,
+    /// The role the note is addressed to; `None` means the whole organisation.
+    pub recipient_role: Option<Role>,
+    pub category: Category,
+    pub purpose: Purpose,
+    /// Whether a clinician's approval attestation accompanies the note.
+    pub approval_attested: bool,
+}
+
+/// Why a disclosure is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    NoConsent,
+    ConsentWithdrawn,
+    ConsentExpired,
+    ConsentNotYetValid,
+    SenderNotCovered,
+    RecipientNotCovered,
+    CategoryNotCovered,
+    PurposeNotCovered,
+    ApprovalMissing,
+    SenderRoleNotAllowed,
+    UnknownCategory,
+    UnknownPurpose,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 12] = [
+        Reason::NoConsent,
+        Reason::ConsentWithdrawn,
+        Reason::ConsentExpired,
+        Reason::ConsentNotYetValid,
+        Reason::SenderNotCovered,
+        Reason::RecipientNotCovered,
+        Reason::CategoryNotCovered,
+        Reason::PurposeNotCovered,
+        Reason::ApprovalMissing,
+        Reason::SenderRoleNotAllowed,
+        Reason::UnknownCategory,
+        Reason::UnknownPurpose,
+    ];
+
+    /// The machine-readable code, e.g. `consent_withdrawn`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::NoConsent => "no_consent",
+            Reason::ConsentWithdrawn => "consent_withdrawn",
+            Reason::ConsentExpired => "consent_expired",
+            Reason::ConsentNotYetValid => "consent_not_yet_valid",
+            Reason::SenderNotCovered => "sender_not_covered",
+            Reason::RecipientNotCovered => "recipient_not_covered",
+            Reason::CategoryNotCovered => "category_not_covered",
+            Reason::PurposeNotCovered => "purpose_not_covered",
+            Reason::ApprovalMissing => "approval_missing",
+            Reason::SenderRoleNotAllowed => "sender_role_not_allowed",
+            Reason::UnknownCategory => "unknown_category",
+            Reason::UnknownPurpose => "unknown_purpose",
+        }
+    }
+
+    /// A readable explanation, free of personal data.
+    pub fn explain(self) -> &'static str {
+        match self {
+            Reason::NoConsent => "no consent from the jobseeker is on record",
+            Reason::ConsentWithdrawn => "the jobseeker has withdrawn the consent that covered this",
+            Reason::ConsentExpired => "the consent that covered this has expired",
+            Reason::ConsentNotYetValid => "the consent that covers this is not yet in force",
+            Reason::SenderNotCovered => "no consent names the sender",
+            Reason::RecipientNotCovered => "no consent names this recipient for this sender",
+            Reason::CategoryNotCovered => "no consent covers this category of information",
+            Reason::PurposeNotCovered => "no consent covers this purpose",
+            Reason::ApprovalMissing => "this category needs a clinician's approval attestation",
+            Reason::SenderRoleNotAllowed => "the sender's role may not send this category",
+            Reason::UnknownCategory => "the category is not in the gateway's vocabulary",
+            Reason::UnknownPurpose => "the purpose is not in the gateway's vocabulary",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// What a permit relied on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permit {
+    pub consent_id: ConsentId,
+    pub version: u32,
+    pub record_hash: [u8; 32],
+    /// Index of the covering provision in the consent.
+    pub provision: usize,
+}
+
+/// Why a refusal, and the consent version nearest to covering the request, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deny {
+    pub reason: Reason,
+    pub nearest: Option<(ConsentId, u32)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Permit(Permit),
+    Deny(Deny),
+}
+
+impl Decision {
+    fn deny(reason: Reason) -> Self {
+        Decision::Deny(Deny {
+            reason,
+            nearest: None,
+        })
+    }
+}
+
+/// How far a provision gets in covering a request: sender, then recipient, category, purpose.
+fn coverage(record: &ConsentRecord, request: &DisclosureRequest) -> (usize, u8) {
+    let mut best = (0, 0u8);
+    for (i, p) in record.provisions.iter().enumerate() {
+        let depth = if !p
+            .senders
+            .iter()
+            .any(|s| s.covers(request.sender_org, Some(request.sender_role)))
+        {
+            0
+        } else if !p
+            .recipients
+            .iter()
+            .any(|r| r.covers(request.recipient_org, request.recipient_role))
+        {
+            1
+        } else if !p.categories.contains(&request.category) {
+            2
+        } else if !p.purposes.contains(&request.purpose) {
+            3
+        } else {
+            4
+        };
+        if depth > best.1 {
+            best = (i, depth);
+        }
+    }
+    best
+}
+
+/// Decides `request` against `consents` (every stored version of the subject's consents; the
+/// order does not matter) at time `now`.
+pub fn decide(
+    request: &DisclosureRequest,
+    consents: &[ConsentRecord],
+    now: Timestamp,
+    vocabulary: &Vocabulary,
+) -> Decision {
+    let Some(rule) = vocabulary.category(&request.category) else {
+        return Decision::deny(Reason::UnknownCategory);
+    };
+    if !vocabulary.has_purpose(&request.purpose) {
+        return Decision::deny(Reason::UnknownPurpose);
+    }
+    if !rule.senders.contains(&request.sender_role) {
+        return Decision::deny(Reason::SenderRoleNotAllowed);
+    }
+    if rule.approval_required && !request.approval_attested {
+        return Decision::deny(Reason::ApprovalMissing);
+    }
+
+    // Superseded versions never count: only each consent's current version speaks.
+    let mut nearest: Option<(u8, Reason, &ConsentRecord)> = None;
+    let mut permit: Option<Permit> = None;
+    for record in consents.iter().filter(|r| r.status != Status::Superseded) {
+        let (provision, depth) = coverage(record, request);
+        let in_force = record.status == Status::Active && record.period.contains(now);
+        if depth == 4 && in_force {
+            // Several may cover; prefer the most recently recorded for a stable answer.
+            let better = permit.as_ref().is_none_or(|p| {
+                consents
+                    .iter()
+                    .find(|r| r.id == p.consent_id && r.version == p.version)
+                    .is_none_or(|current| record.recorded_at > current.recorded_at)
+            });
+            if better {
+                permit = Some(Permit {
+                    consent_id: record.id,
+                    version: record.version,
+                    record_hash: record.record_hash(),
+                    provision,
+                });
+            }
+            continue;
+        }
+        // Rank refusals: a consent that would cover but is not in force says most; among
+        // the rest, the one that gets furthest.
+        let (rank, reason) = match depth {
+            4 => (
+                5,
+                match record.status {
+                    Status::Withdrawn => Reason::ConsentWithdrawn,
+                    _ if now < record.period.start => Reason::ConsentNotYetValid,
+                    _ => Reason::ConsentExpired,
+                },
+            ),
+            3 => (4, Reason::PurposeNotCovered),
+            2 => (3, Reason::CategoryNotCovered),
+            1 => (2, Reason::RecipientNotCovered),
+            _ => (1, Reason::SenderNotCovered),
+        };
+        if nearest.is_none_or(|(r, _, _)| rank > r) {
+            nearest = Some((rank, reason, record));
+        }
+    }
+    if let Some(permit) = permit {
+        return Decision::Permit(permit);
+    }
+    match nearest {
+        Some((_, reason, record)) => Decision::Deny(Deny {
+            reason,
+            nearest: Some((record.id, record.version)),
+        }),
+        None => Decision::deny(Reason::NoConsent),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,306 @@
+//! Consent records (modelled on FHIR R5 Consent): who granted what to whom, for what purpose,
+//! for how long, on what evidence. A version is immutable once stored; a change is a new
+//! version, and a withdrawal is final.
+
+use std::{collections::BTreeSet, fmt, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Category, OrgNumber, Purpose, Role, SubjectId, Vocabulary};
+
+/// Microseconds since the Unix epoch, UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Timestamp(pub i64);
+
+/// A consent's id (a UUID), stable across its versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ConsentId(uuid::Uuid);
+
+impl ConsentId {
+    /// A new, time-ordered id (UUIDv7).
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::now_v7())
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
+    }
+
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(uuid::Uuid::from_bytes(bytes))
+    }
+}
+
+impl FromStr for ConsentId {
+    type Err = RecordError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        uuid::Uuid::try_parse(s)
+            .map(Self)
+            .map_err(|_| RecordError::ConsentIdFormat)
+    }
+}
+
+impl fmt::Display for ConsentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Why a consent cannot be built as asked. Messages never repeat personal data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("a consent id is a UUID")]
+    ConsentIdFormat,
+    #[error("must not be empty")]
+    Empty,
+    #[error("unknown category {0:?} (not in the gateway's vocabulary)")]
+    UnknownCategory(String),
+    #[error("unknown purpose {0:?} (not in the gateway's vocabulary)")]
+    UnknownPurpose(String),
+    #[error("end must be after start")]
+    PeriodOrder,
+    #[error("is longer than the maximum consent period of {max_days} days")]
+    PeriodTooLong { max_days: i64 },
+}
+
+/// An organisation, optionally narrowed to some of its roles (empty: every role).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Party {
+    pub orgnr: OrgNumber,
+    pub roles: BTreeSet<Role>,
+}
+
+impl Party {
+    /// Whether someone of `orgnr` acting as `role` is this party. An unknown role (`None`,
+    /// e.g. delivery to a whole organisation) is covered only by a party without narrowing.
+    pub fn covers(&self, orgnr: OrgNumber, role: Option<Role>) -> bool {
+        self.orgnr == orgnr
+            && (self.roles.is_empty() || role.is_some_and(|r| self.roles.contains(&r)))
+    }
+}
+
+/// What a consent allows: every sender may send every category to every recipient for every
+/// purpose.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provision {
+    pub senders: Vec<Party>,
+    pub recipients: Vec<Party>,
+    pub categories: BTreeSet<Category>,
+    pub purposes: BTreeSet<Purpose>,
+}
+
+/// Which part of a [`Provision`] is wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProvisionPart {
+    Senders,
+    Recipients,
+    Categories,
+    Purposes,
+}
+
+impl Provision {
+    /// A provision whose four lists are non-empty and whose terms are in `vocabulary`.
+    pub fn new(
+        senders: Vec<Party>,
+        recipients: Vec<Party>,
+        categories: BTreeSet<Category>,
+        purposes: BTreeSet<Purpose>,
+        vocabulary: &Vocabulary,
+    ) -> Result<Self, (ProvisionPart, RecordError)> {
+        use ProvisionPart::*;
+        if senders.is_empty() {
+            return Err((Senders, RecordError::Empty));
+        }
+        if recipients.is_empty() {
+            return Err((Recipients, RecordError::Empty));
+        }
+        if categories.is_empty() {
+            return Err((Categories, RecordError::Empty));
+        }
+        if purposes.is_empty() {
+            return Err((Purposes, RecordError::Empty));
+        }
+        if let Some(c) = categories.iter().find(|c| vocabulary.category(c).is_none()) {
+            return Err((Categories, RecordError::UnknownCategory(c.to_string())));
+        }
+        if let Some(p) = purposes.iter().find(|p| !vocabulary.has_purpose(p)) {
+            return Err((Purposes, RecordError::UnknownPurpose(p.to_string())));
+        }
+        Ok(Self {
+            senders,
+            recipients,
+            categories,
+            purposes,
+        })
+    }
+
+    /// Whether `org` is named in this provision, as sender or recipient.
+    pub fn names(&self, org: OrgNumber) -> bool {
+        self.senders
+            .iter()
+            .chain(&self.recipients)
+            .any(|p| p.orgnr == org)
+    }
+}
+
+/// A half-open validity period: `start` inclusive, `end` exclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Period {
+    pub start: Timestamp,
+    pub end: Timestamp,
+}
+
+impl Period {
+    /// A period of positive length no longer than `max_micros`.
+    pub fn new(start: Timestamp, end: Timestamp, max_micros: i64) -> Result<Self, RecordError> {
+        if end <= start {
+            return Err(RecordError::PeriodOrder);
+        }
+        if end.0.saturating_sub(start.0) > max_micros {
+            return Err(RecordError::PeriodTooLong {
+                max_days: max_micros / 86_400_000_000,
+            });
+        }
+        Ok(Self { start, end })
+    }
+
+    pub fn contains(&self, t: Timestamp) -> bool {
+        self.start <= t && t < self.end
+    }
+}
+
+/// How the jobseeker's consent was obtained.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Evidence {
+    /// Granted by the jobseeker themself, authenticated as this token subject.
+    Digital { authenticated_as: String },
+    /// A form signed by the jobseeker, kept by the recording organisation.
+    SignedForm { sha256: [u8; 32], reference: String },
+    /// Given orally, with a witness.
+    Verbal {
+        witness_user_id: String,
+        witness_role: Role,
+        given_at: Timestamp,
+    },
+}
+
+/// Who recorded something, as authenticated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub orgnr: OrgNumber,
+    pub user_id: String,
+    pub role: Role,
+}
+
+/// A version's stored state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Active,
+    Superseded,
+    Withdrawn,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Withdrawal {
+    pub at: Timestamp,
+    pub by: Actor,
+    pub reason: Option<String>,
+    /// Evidence when a professional recorded the withdrawal.
+    pub evidence: Option<Evidence>,
+}
+
+/// What a grant says, before the store gives it an id and version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewConsent {
+    pub subject: SubjectId,
+    pub recorded_by: Actor,
+    pub provisions: Vec<Provision>,
+    pub period: Period,
+    pub evidence: Evidence,
+}
+
+/// One version of a consent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentRecord {
+    pub id: ConsentId,
+    pub version: u32,
+    pub subject: SubjectId,
+    pub recorded_by: Actor,
+    pub provisions: Vec<Provision>,
+    pub period: Period,
+    pub evidence: Evidence,
+    pub recorded_at: Timestamp,
+    pub status: Status,
+    pub withdrawal: Option<Withdrawal>,
+}
+
+/// The immutable content of a version, in the fixed order its hash is taken over.
+#[derive(Serialize)]
+struct Content<'a> {
+    format: &'static str,
+    id: &'a ConsentId,
+    version: u32,
+    subject: &'a SubjectId,
+    recorded_by: &'a Actor,
+    provisions: &'a [Provision],
+    period: &'a Period,
+    evidence: &'a Evidence,
+    recorded_at: Timestamp,
+}
+
+/// Names the content encoding that record hashes are taken over.
+pub const RECORD_FORMAT: &str = "casegate.consent.v1";
+
+impl ConsentRecord {
+    /// The canonical encoding of this version's immutable content (JSON with a fixed field
+    /// order; sets are sorted): what audit entries pin by hash and replays re-check.
+    pub fn canonical_content(&self) -> Vec<u8> {
+        let content = Content {
+            format: RECORD_FORMAT,
+            id: &self.id,
+            version: self.version,
+            subject: &self.subject,
+            recorded_by: &self.recorded_by,
+            provisions: &self.provisions,
+            period: &self.period,
+            evidence: &self.evidence,
+            recorded_at: self.recorded_at,
+        };
+        serde_json::to_vec(&content).unwrap_or_default()
+    }
+
+    /// SHA-256 of [`ConsentRecord::canonical_content`].
+    pub fn record_hash(&self) -> [u8; 32] {
+        let digest = ring::digest::digest(&ring::digest::SHA256, &self.canonical_content());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(digest.as_ref());
+        out
+    }
+
+    /// Whether `org` is named anywhere in this version.
+    pub fn names(&self, org: OrgNumber) -> bool {
+        self.provisions.iter().any(|p| p.names(org))
+    }
+
+    /// The status as seen at `now`: an active version past its end reads as expired.
+    pub fn status_at(&self, now: Timestamp) -> ViewStatus {
+        match self.status {
+            Status::Withdrawn => ViewStatus::Withdrawn,
+            Status::Superseded => ViewStatus::Superseded,
+            Status::Active if now >= self.period.end => ViewStatus::Expired,
+            Status::Active => ViewStatus::Active,
+        }
+    }
+}
+
+/// A version's status as shown to callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewStatus {
+    Active,
+    Withdrawn,
+    Superseded,
+    Expired,
+}

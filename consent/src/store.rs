@@ -1,0 +1,278 @@
+//! The consent store over sled. Every version is kept. Records are keyed by subject first, so
+//! a decision reads one subject's records with one range scan, however many consents the
+//! store holds. Writes are flushed before they return.
+//!
+//! Trees: `records` — subject (11 digits) ‖ consent id (16) ‖ version (u32 BE) → record JSON;
+//! `ids` — consent id → subject ‖ latest version.
+
+use std::path::Path;
+
+use sled::{
+    Transactional,
+    transaction::{ConflictableTransactionError, TransactionError},
+};
+
+use crate::{
+    SubjectId,
+    record::{
+        Actor, ConsentId, ConsentRecord, Evidence, NewConsent, Status, Timestamp, Withdrawal,
+    },
+};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("consent store: {0}")]
+    Storage(#[from] sled::Error),
+    #[error("consent store holds an unreadable record: {0}")]
+    Corrupt(String),
+    #[error("no such consent")]
+    NotFound,
+    #[error("the consent is already withdrawn")]
+    AlreadyWithdrawn,
+    #[error("the consent to supersede is {0}, not active")]
+    NotActive(&'static str),
+    #[error("the consent to supersede is about another subject")]
+    SubjectMismatch,
+}
+
+/// The durable consent store.
+#[derive(Debug, Clone)]
+pub struct ConsentStore {
+    db: sled::Db,
+    records: sled::Tree,
+    ids: sled::Tree,
+}
+
+fn record_key(subject: &SubjectId, id: &ConsentId, version: u32) -> Vec<u8> {
+    let mut key = subject.expose().into_bytes();
+    key.extend_from_slice(id.as_bytes());
+    key.extend_from_slice(&version.to_be_bytes());
+    key
+}
+
+fn decode(bytes: &[u8]) -> Result<ConsentRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn encode(record: &ConsentRecord) -> Vec<u8> {
+    serde_json::to_vec(record).unwrap_or_default()
+}
+
+fn abort<T>(e: StoreError) -> Result<T, ConflictableTransactionError<StoreError>> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+fn flatten(e: TransactionError<StoreError>) -> StoreError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => StoreError::Storage(e),
+    }
+}
+
+impl ConsentStore {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new().path(path).open()?;
+        Ok(Self {
+            records: db.open_tree("records")?,
+            ids: db.open_tree("ids")?,
+            db,
+        })
+    }
+
+    /// Where `id`'s versions live: its subject and latest version.
+    fn locate(&self, id: &ConsentId) -> Result<(SubjectId, u32), StoreError> {
+        let value = self.ids.get(id.as_bytes())?.ok_or(StoreError::NotFound)?;
+        parse_location(&value)
+    }
+
+    /// Builds the record a grant would store: a new consent, or the next version of
+    /// `supersedes` (which must be active and about the same subject). Writes nothing.
+    pub fn prepare_grant(
+        &self,
+        new: NewConsent,
+        supersedes: Option<ConsentId>,
+        now: Timestamp,
+    ) -> Result<ConsentRecord, StoreError> {
+        let (id, version) = match supersedes {
+            None => (ConsentId::generate(), 1),
+            Some(id) => {
+                let current = self.get(&id, None)?;
+                if current.subject != new.subject {
+                    return Err(StoreError::SubjectMismatch);
+                }
+                match current.status {
+                    Status::Active => {}
+                    Status::Withdrawn => return Err(StoreError::NotActive("withdrawn")),
+                    Status::Superseded => return Err(StoreError::NotActive("superseded")),
+                }
+                (id, current.version + 1)
+            }
+        };
+        let NewConsent {
+            subject,
+            recorded_by,
+            provisions,
+            period,
+            evidence,
+        } = new;
+        Ok(ConsentRecord {
+            id,
+            version,
+            subject,
+            recorded_by,
+            provisions,
+            period,
+            evidence,
+            recorded_at: now,
+            status: Status::Active,
+            withdrawal: None,
+        })
+    }
+
+    /// Stores a prepared grant (superseding the previous version, if any) and flushes.
+    /// Fails, changing nothing, if the consent changed since it was prepared.
+    pub fn commit_grant(&self, record: &ConsentRecord) -> Result<(), StoreError> {
+        let key = record_key(&record.subject, &record.id, record.version);
+        let mut location = record.subject.expose().into_bytes();
+        location.extend_from_slice(&record.version.to_be_bytes());
+        (&self.records, &self.ids)
+            .transaction(|(records, ids)| {
+                let latest = ids.get(record.id.as_bytes())?;
+                let expected = record.version - 1;
+                let found = match &latest {
+                    None => 0,
+                    Some(v) => match parse_location(v) {
+                        Ok((_, version)) => version,
+                        Err(e) => return abort(e),
+                    },
+                };
+                if found != expected {
+                    return abort(StoreError::NotActive("changed meanwhile"));
+                }
+                if expected > 0 {
+                    let old_key = record_key(&record.subject, &record.id, expected);
+                    let Some(bytes) = records.get(&old_key)? else {
+                        return abort(StoreError::NotFound);
+                    };
+                    let mut old = match decode(&bytes) {
+                        Ok(old) => old,
+                        Err(e) => return abort(e),
+                    };
+                    if old.status != Status::Active {
+                        return abort(StoreError::NotActive("changed meanwhile"));
+                    }
+                    old.status = Status::Superseded;
+                    records.insert(old_key, encode(&old))?;
+                }
+                records.insert(key.as_slice(), encode(record))?;
+                ids.insert(record.id.as_bytes(), location.as_slice())?;
+                Ok(())
+            })
+            .map_err(flatten)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Withdraws the current version of `id`, at once and for good, and flushes.
+    pub fn withdraw(
+        &self,
+        id: &ConsentId,
+        by: Actor,
+        reason: Option<String>,
+        evidence: Option<Evidence>,
+        now: Timestamp,
+    ) -> Result<ConsentRecord, StoreError> {
+        let (subject, version) = self.locate(id)?;
+        let key = record_key(&subject, id, version);
+        let withdrawn = self
+            .records
+            .transaction(|records| {
+                let Some(bytes) = records.get(&key)? else {
+                    return abort(StoreError::NotFound);
+                };
+                let mut record = match decode(&bytes) {
+                    Ok(r) => r,
+                    Err(e) => return abort(e),
+                };
+                if record.status == Status::Withdrawn {
+                    return abort(StoreError::AlreadyWithdrawn);
+                }
+                record.status = Status::Withdrawn;
+                record.withdrawal = Some(Withdrawal {
+                    at: now,
+                    by: by.clone(),
+                    reason: reason.clone(),
+                    evidence: evidence.clone(),
+                });
+                records.insert(key.as_slice(), encode(&record))?;
+                Ok(record)
+            })
+            .map_err(flatten)?;
+        self.db.flush()?;
+        Ok(withdrawn)
+    }
+
+    /// One version of `id` (`None`: the latest).
+    pub fn get(&self, id: &ConsentId, version: Option<u32>) -> Result<ConsentRecord, StoreError> {
+        let (subject, latest) = self.locate(id)?;
+        let version = version.unwrap_or(latest);
+        let bytes = self
+            .records
+            .get(record_key(&subject, id, version))?
+            .ok_or(StoreError::NotFound)?;
+        decode(&bytes)
+    }
+
+    /// Every version of every consent about `subject`, ordered by consent id and version.
+    pub fn for_subject(&self, subject: &SubjectId) -> Result<Vec<ConsentRecord>, StoreError> {
+        self.records
+            .scan_prefix(subject.expose().as_bytes())
+            .map(|item| decode(&item?.1))
+            .collect()
+    }
+
+    /// Flushes everything written so far.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Stored versions, for benchmarks and operations.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Stores a record as is, without flushing (bulk loading for benchmarks).
+    pub fn load_unflushed(&self, record: &ConsentRecord) -> Result<(), StoreError> {
+        let mut location = record.subject.expose().into_bytes();
+        location.extend_from_slice(&record.version.to_be_bytes());
+        self.records.insert(
+            record_key(&record.subject, &record.id, record.version),
+            encode(record),
+        )?;
+        self.ids.insert(record.id.as_bytes(), location)?;
+        Ok(())
+    }
+}
+
+fn parse_location(value: &[u8]) -> Result<(SubjectId, u32), StoreError> {
+    let corrupt = || StoreError::Corrupt("bad consent location".into());
+    if value.len() != 15 {
+        return Err(corrupt());
+    }
+    let subject = std::str::from_utf8(&value[..11])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(corrupt)?;
+    let mut version = [0u8; 4];
+    version.copy_from_slice(&value[11..]);
+    Ok((subject, u32::from_be_bytes(version)))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,162 @@
+use std::collections::BTreeSet;
+
+use super::*;
+use crate::{
+    OrgNumber, Role,
+    record::{Party, Period, Provision},
+};
+
+const DAY: i64 = 86_400_000_000;
+const NOW: Timestamp = Timestamp(1_800_000_000_000_000);
+
+fn actor() -> Actor {
+    Actor {
+        orgnr: "910000071".parse().expect("orgnr"),
+        user_id: "nav-1".into(),
+        role: Role::NavCounsellor,
+    }
+}
+
+fn new_consent(subject: SubjectId, purpose: &str) -> NewConsent {
+    let org: OrgNumber = "910000071".parse().expect("orgnr");
+    NewConsent {
+        subject,
+        recorded_by: actor(),
+        provisions: vec![Provision {
+            senders: vec![Party {
+                orgnr: org,
+                roles: BTreeSet::new(),
+            }],
+            recipients: vec![Party {
+                orgnr: "910000063".parse().expect("orgnr"),
+                roles: BTreeSet::new(),
+            }],
+            categories: ["benefit_counselling".parse().expect("term")].into(),
+            purposes: [purpose.parse().expect("term")].into(),
+        }],
+        period: Period {
+            start: NOW,
+            end: Timestamp(NOW.0 + 30 * DAY),
+        },
+        evidence: Evidence::SignedForm {
+            sha256: [1; 32],
+            reference: "form-1".into(),
+        },
+    }
+}
+
+fn subject(n: u16) -> SubjectId {
+    (0..200)
+        .find_map(|i| {
+            SubjectId::synthetic(1 + (n % 28) as u8, 1 + (n / 28 % 12) as u8, 1980, 100 + i)
+        })
+        .expect("synthetic subject")
+}
+
+#[test]
+fn grants_versions_and_withdrawals_survive_reopening() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (subject(1), subject(2));
+    let (v1, v2, other) = {
+        let store = ConsentStore::open(dir.path()).expect("open");
+        let v1 = store
+            .prepare_grant(new_consent(a, "ips_follow_up"), None, NOW)
+            .expect("prepare");
+        store.commit_grant(&v1).expect("commit");
+        let other = store
+            .prepare_grant(new_consent(b, "ips_follow_up"), None, NOW)
+            .expect("prepare");
+        store.commit_grant(&other).expect("commit");
+        let v2 = store
+            .prepare_grant(
+                new_consent(a, "benefit_planning"),
+                Some(v1.id),
+                Timestamp(NOW.0 + 1),
+            )
+            .expect("prepare v2");
+        assert_eq!((v2.id, v2.version), (v1.id, 2));
+        store.commit_grant(&v2).expect("commit v2");
+        // The same prepared version cannot be committed twice.
+        assert!(matches!(
+            store.commit_grant(&v2),
+            Err(StoreError::NotActive(_))
+        ));
+        (v1, v2, other)
+    };
+
+    let store = ConsentStore::open(dir.path()).expect("reopen");
+    let versions = store.for_subject(&a).expect("scan");
+    assert_eq!(versions.len(), 2, "both versions kept, only this subject's");
+    assert_eq!(versions[0].status, Status::Superseded);
+    assert_eq!(versions[1], v2);
+    assert_eq!(
+        store.get(&v1.id, Some(1)).expect("v1").record_hash(),
+        v1.record_hash()
+    );
+    assert_eq!(store.get(&v1.id, None).expect("latest").version, 2);
+    assert_eq!(store.for_subject(&b).expect("scan"), std::slice::from_ref(&other));
+
+    let withdrawn = store
+        .withdraw(
+            &v1.id,
+            actor(),
+            Some("changed my mind".into()),
+            None,
+            Timestamp(NOW.0 + 2),
+        )
+        .expect("withdraw");
+    assert_eq!(
+        (withdrawn.version, withdrawn.status),
+        (2, Status::Withdrawn)
+    );
+    assert!(matches!(
+        store.withdraw(&v1.id, actor(), None, None, NOW),
+        Err(StoreError::AlreadyWithdrawn)
+    ));
+    assert!(matches!(
+        store.prepare_grant(new_consent(a, "ips_follow_up"), Some(v1.id), NOW),
+        Err(StoreError::NotActive("withdrawn"))
+    ));
+    assert!(matches!(
+        store
+            .prepare_grant(new_consent(b, "ips_follow_up"), Some(other.id), NOW)
+            .map(|r| r.version),
+        Ok(2)
+    ));
+    assert!(matches!(
+        store.prepare_grant(new_consent(a, "ips_follow_up"), Some(other.id), NOW),
+        Err(StoreError::SubjectMismatch)
+    ));
+    drop(store);
+    let store = ConsentStore::open(dir.path()).expect("reopen");
+    assert_eq!(
+        store.get(&v1.id, None).expect("latest").status,
+        Status::Withdrawn
+    );
+    assert!(matches!(
+        store.get(&ConsentId::generate(), None),
+        Err(StoreError::NotFound)
+    ));
+}
+
+#[test]
+fn the_record_hash_covers_content_not_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = ConsentStore::open(dir.path()).expect("open");
+    let record = store
+        .prepare_grant(new_consent(subject(3), "ips_follow_up"), None, NOW)
+        .expect("prepare");
+    store.commit_grant(&record).expect("commit");
+    let withdrawn = store
+        .withdraw(&record.id, actor(), None, None, NOW)
+        .expect("withdraw");
+    assert_eq!(withdrawn.record_hash(), record.record_hash());
+    let mut changed = record.clone();
+    changed.period.end = Timestamp(changed.period.end.0 + 1);
+    assert_ne!(changed.record_hash(), record.record_hash());
+    let text = String::from_utf8(record.canonical_content()).expect("utf8");
+    assert!(
+        text.starts_with(r#"{"format":"casegate.consent.v1","id":"#),
+        "{text}"
+    );
+}
