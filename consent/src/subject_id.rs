@@ -54,6 +54,17 @@ impl SubjectId {
         id.date_is_plausible().then_some(id)
     }
 
+    /// Every synthetic test identity, in a fixed order (for fixtures and benchmarks).
+    pub fn synthetic_all() -> impl Iterator<Item = Self> {
+        (1950u16..2000).flat_map(|year| {
+            (1u8..=12).flat_map(move |month| {
+                (1u8..=28).flat_map(move |day| {
+                    (100u16..500).filter_map(move |i| Self::synthetic(day, month, year, i))
+                })
+            })
+        })
+    }
+
     fn date_is_plausible(&self) -> bool {
         let d = &self.0;
         let mut day = d[0] * 10 + d[1];
@@ -192,6 +203,19 @@ mod tests {
         assert_eq!(
             "0181901234a".parse::<SubjectId>(),
             Err(ParseError::SubjectIdFormat)
+        );
+    }
+
+    #[test]
+    fn synthetic_identities_are_plentiful_and_distinct() {
+        let ids: Vec<SubjectId> = SubjectId::synthetic_all().take(1000).collect();
+        let mut unique = ids.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), 1000);
+        assert!(
+            ids.iter()
+                .all(|id| id.expose().parse::<SubjectId>() == Ok(*id))
         );
     }
 

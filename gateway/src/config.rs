@@ -36,6 +36,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub storage: StorageConfig,
     pub audit: AuditConfig,
+    pub privacy: PrivacyConfig,
     pub limits: Limits,
     pub log: LogConfig,
     pub vocabulary: Vocabulary,
@@ -98,6 +99,13 @@ pub struct AuditConfig {
     pub max_batch: usize,
     /// How long the writer waits to fill a batch.
     pub linger: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct PrivacyConfig {
+    /// The secret (base64, at least 32 bytes) that keys subject pseudonyms (HMAC-SHA-256).
+    /// Changing it breaks the link between old and new audit entries about a subject.
+    pub pseudonym_key: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -382,6 +390,13 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
         }
     };
 
+    let privacy = {
+        let mut s = root.section("privacy");
+        let pseudonym_key = s.file("pseudonym_key", base);
+        s.finish();
+        pseudonym_key.map(|pseudonym_key| PrivacyConfig { pseudonym_key })
+    };
+
     let limits = {
         let mut s = root.section("limits");
         let max_message_bytes = s.count_or("max_message_bytes", 4 << 20, 64 << 20);
@@ -450,6 +465,7 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
         auth: auth?,
         storage: storage?,
         audit: audit?,
+        privacy: privacy?,
         limits,
         log,
         vocabulary: vocabulary?,

@@ -152,6 +152,9 @@ impl DevLayout {
     pub fn audit_key(&self) -> PathBuf {
         self.root.join("audit-signing.key")
     }
+    pub fn pseudonym_key(&self) -> PathBuf {
+        self.root.join("pseudonym.key")
+    }
 }
 
 /// Creates whatever the dev folder is missing; keeps what is there. Returns the config path.
@@ -199,6 +202,15 @@ pub fn prepare(root: &Path) -> Result<PathBuf, DevError> {
             true,
         )?;
     }
+    if !layout.pseudonym_key().exists() {
+        let text = crate::pseudonym::Pseudonymizer::generate_text().map_err(|message| {
+            DevError::Invalid {
+                path: layout.pseudonym_key(),
+                message,
+            }
+        })?;
+        write_new(&layout.pseudonym_key(), &text, true)?;
+    }
     let config = layout.config();
     if !config.exists() {
         write_new(&config, &dev_config(), false)?;
@@ -233,6 +245,9 @@ data_dir = "."
 [audit]
 origin = "{DEV_AUDIT_ORIGIN}"
 signing_key = "audit-signing.key"
+
+[privacy]
+pseudonym_key = "pseudonym.key"
 
 [log]
 format = "text"

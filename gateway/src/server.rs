@@ -13,12 +13,14 @@ use tonic::{service::interceptor::InterceptedService, transport::Server};
 use tonic_health::server::HealthReporter;
 
 use casegate_audit::log::{AppendError, OpenError};
+use casegate_consent::store::{ConsentStore, StoreError};
 
 use crate::{
     audit::{self, Audit},
     auth::{Authenticate, Authenticator},
     config::{Config, ConfigError, Problem},
     data_dir::{DataDir, DataDirError},
+    pseudonym::Pseudonymizer,
     services::{AuditApi, ConsentApi, DisclosureApi},
     tls,
 };
@@ -30,6 +32,8 @@ pub struct Gateway {
     tls: Arc<rustls::ServerConfig>,
     auth: Authenticator,
     audit: Audit,
+    consents: ConsentStore,
+    pseudonyms: Pseudonymizer,
     data: DataDir,
 }
 
@@ -43,6 +47,8 @@ pub enum StartError {
     Audit(#[from] OpenError),
     #[error("cannot record the gateway's start in the audit log: {0}")]
     AuditAppend(#[from] AppendError),
+    #[error("cannot open the consent store: {0}")]
+    Consents(#[from] StoreError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +86,17 @@ impl Gateway {
                 message,
             })
         });
-        let (Ok(tls), Ok(auth), Ok(signer)) = (tls, auth, signer) else {
+        let pseudonyms = std::fs::read_to_string(&config.privacy.pseudonym_key)
+            .map_err(|e| e.to_string())
+            .and_then(|text| Pseudonymizer::from_text(&text))
+            .map_err(|message| {
+                problems.push(Problem {
+                    key: "privacy.pseudonym_key".into(),
+                    message: format!("{}: {message}", config.privacy.pseudonym_key.display()),
+                })
+            });
+        let (Ok(tls), Ok(auth), Ok(signer), Ok(pseudonyms)) = (tls, auth, signer, pseudonyms)
+        else {
             return Err(ConfigError::invalid(&config.source, problems).into());
         };
         let data = DataDir::open(&config.storage.data_dir)?;
@@ -91,12 +107,15 @@ impl Gateway {
             discarded_bytes = recovery.discarded_bytes,
             "audit log open"
         );
+        let consents = ConsentStore::open(&data.path().join("consents"))?;
         audit.record_start(env!("CARGO_PKG_VERSION"))?;
         Ok(Self {
             config,
             tls,
             auth,
             audit,
+            consents,
+            pseudonyms,
             data,
         })
     }
@@ -121,6 +140,8 @@ impl Gateway {
             tls,
             auth,
             audit,
+            consents,
+            pseudonyms,
             data,
         } = self;
         let limits = &config.limits;
@@ -131,9 +152,15 @@ impl Gateway {
         let reflection_v1alpha = reflection().build_v1alpha()?;
         let authenticate = Authenticate(auth);
         let consent = InterceptedService::new(
-            ConsentServiceServer::new(ConsentApi)
-                .max_decoding_message_size(limits.max_message_bytes)
-                .max_encoding_message_size(limits.max_message_bytes),
+            ConsentServiceServer::new(ConsentApi::new(
+                consents.clone(),
+                audit.clone(),
+                pseudonyms,
+                Arc::new(config.vocabulary.clone()),
+                config.max_consent_period,
+            ))
+            .max_decoding_message_size(limits.max_message_bytes)
+            .max_encoding_message_size(limits.max_message_bytes),
             authenticate.clone(),
         );
         let disclosure = InterceptedService::new(
@@ -196,7 +223,10 @@ impl Gateway {
                 Drained::GraceElapsed
             }
         };
-        // Flush storage: the audit log syncs its derived files and marks a clean shutdown.
+        // Flush storage: consents, then the audit log (which marks a clean shutdown).
+        if let Err(e) = consents.flush() {
+            tracing::error!(error = %e, "consent store did not flush");
+        }
         if let Err(e) = audit.close() {
             tracing::error!(error = %e, "audit log did not close cleanly");
         }

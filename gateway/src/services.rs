@@ -4,7 +4,7 @@
 //!
 //! [`Principal`]: crate::principal::Principal
 
-mod audit;
+pub mod audit;
 mod consent;
 mod disclosure;
 

@@ -120,7 +120,8 @@ data_dir = "data"
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "stderr: {stderr}");
     for expected in [
-        "has 7 problems",
+        "has 8 problems",
+        "privacy.pseudonym_key: missing",
         "audit.origin: missing",
         "audit.signing_key: missing",
         "server.listen_backlog: unknown key",
@@ -145,7 +146,13 @@ data_dir = "data"
 async fn key_material_problems_are_reported_together_and_exit_64() {
     // Every file exists but none holds what it should.
     let dir = tempfile::tempdir().expect("tempdir");
-    for name in ["server.pem", "server.key", "ca.pem", "audit.key"] {
+    for name in [
+        "server.pem",
+        "server.key",
+        "ca.pem",
+        "audit.key",
+        "pseudonym.key",
+    ] {
         std::fs::write(dir.path().join(name), "not PEM\n").expect("write");
     }
     std::fs::write(
@@ -158,7 +165,8 @@ async fn key_material_problems_are_reported_together_and_exit_64() {
         &config,
         "[server]\nlisten = \"127.0.0.1:0\"\n[tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"ca.pem\"\n\
          [[auth.issuers]]\niss = \"i\"\naudience = \"a\"\nalgorithms = [\"EdDSA\"]\njwks_file = \"jwks.json\"\n\
-         [storage]\ndata_dir = \"data\"\n[audit]\norigin = \"t/audit\"\nsigning_key = \"audit.key\"\n",
+         [storage]\ndata_dir = \"data\"\n[audit]\norigin = \"t/audit\"\nsigning_key = \"audit.key\"\n\
+         [privacy]\npseudonym_key = \"pseudonym.key\"\n",
     )
     .expect("write");
     let out = casegate()
@@ -281,8 +289,9 @@ async fn dev_mode_serves_tokens_that_the_gateway_accepts_and_sigint_stops_it() {
     let status = casegate_proto::v1::consent_service_client::ConsentServiceClient::new(channel)
         .list_consents(request)
         .await
-        .expect_err("not available yet");
-    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+        .expect_err("an empty request names its missing field");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert_eq!(status.message(), "subject_id: required");
 
     // The same token over another organisation's certificate is refused (token binding).
     let mut request = tonic::Request::new(casegate_proto::v1::ListConsentsRequest::default());

@@ -107,6 +107,10 @@ impl TestGateway {
         let audit_key =
             casegate_audit::checkpoint::Signer::generate(AUDIT_ORIGIN).expect("audit key");
         write("audit.key", &audit_key.to_skey());
+        write(
+            "pseudonym.key",
+            &casegate::pseudonym::Pseudonymizer::generate_text().expect("pseudonym key"),
+        );
         let config_text = format!(
             r#"
 [server]
@@ -130,6 +134,9 @@ data_dir = "data"
 [audit]
 origin = "{AUDIT_ORIGIN}"
 signing_key = "audit.key"
+
+[privacy]
+pseudonym_key = "pseudonym.key"
 {extra}
 "#
         );

@@ -94,7 +94,10 @@ fn grants_versions_and_withdrawals_survive_reopening() {
         v1.record_hash()
     );
     assert_eq!(store.get(&v1.id, None).expect("latest").version, 2);
-    assert_eq!(store.for_subject(&b).expect("scan"), std::slice::from_ref(&other));
+    assert_eq!(
+        store.for_subject(&b).expect("scan"),
+        std::slice::from_ref(&other)
+    );
 
     let withdrawn = store
         .withdraw(

@@ -21,6 +21,9 @@ data_dir = "data"
 [audit]
 origin = "casegate.example/audit"
 signing_key = "audit.key"
+
+[privacy]
+pseudonym_key = "pseudonym.key"
 "#;
 
 fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -97,6 +100,7 @@ fn missing_sections_are_named() {
             "storage.data_dir: missing (expected a string)",
             "audit.origin: missing (expected a string)",
             "audit.signing_key: missing (expected a string)",
+            "privacy.pseudonym_key: missing (expected a string)",
         ]
     );
 }

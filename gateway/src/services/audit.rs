@@ -1,10 +1,10 @@
 //! `casegate.v1.AuditService`: checkpoints, proofs, export; queries and access reports as
 //! their work lands.
 
-use casegate_audit::checkpoint::SignedCheckpoint;
+use casegate_audit::{checkpoint::SignedCheckpoint, log::Appended};
 use casegate_consent::Role;
 use casegate_proto::v1::{
-    Checkpoint, ConsistencyProof, ExportEntriesRequest, ExportEntriesResponse,
+    AuditReceipt, Checkpoint, ConsistencyProof, ExportEntriesRequest, ExportEntriesResponse,
     GetCheckpointRequest, GetCheckpointResponse, GetConsistencyProofRequest,
     GetConsistencyProofResponse, GetInclusionProofRequest, GetInclusionProofResponse,
     InclusionProof, QueryAuditRequest, QueryAuditResponse, SubjectAccessReportRequest,
@@ -53,6 +53,31 @@ fn tree_size_or_newest(field: &str, requested: u64, newest: u64) -> Result<u64, 
         ))),
         size => Ok(size),
     }
+}
+
+/// The receipt for an append: its index and leaf hash, and the checkpoint of its batch with an
+/// inclusion proof against it.
+pub async fn receipt(audit: &Audit, appended: &Appended) -> Result<AuditReceipt, Status> {
+    let audit = audit.clone();
+    let appended = appended.clone();
+    blocking(move || {
+        let size = appended.checkpoint.checkpoint.size;
+        let hashes = audit
+            .log()
+            .inclusion_proof(appended.index, size)
+            .map_err(read_error)?;
+        Ok(AuditReceipt {
+            audit_index: appended.index,
+            leaf_hash: appended.leaf_hash.to_vec(),
+            checkpoint: Some(checkpoint_message(&appended.checkpoint)),
+            inclusion_proof: Some(InclusionProof {
+                leaf_index: appended.index,
+                tree_size: size,
+                hashes: hashes.iter().map(|h| h.to_vec()).collect(),
+            }),
+        })
+    })
+    .await
 }
 
 /// Runs blocking log reads off the async runtime.

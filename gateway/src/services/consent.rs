@@ -1,19 +1,179 @@
 //! `casegate.v1.ConsentService`: consent records.
+//!
+//! Who may do what: a jobseeker grants and withdraws their own consents (token `pid`); a
+//! clinician, NAV counsellor or employment specialist records a grant or withdrawal with
+//! evidence, for a consent that names their organisation; parties named in a consent (and the
+//! subject) may read it. Anyone else gets `PERMISSION_DENIED` and learns nothing about the
+//! record, not even whether it exists.
 
+use std::sync::Arc;
+
+use casegate_audit::entry::{ConsentRef, Entry, EntryKind};
+use casegate_consent::{
+    Role, Vocabulary,
+    decision::{self, POLICY_VERSION},
+    record::{ConsentId, ConsentRecord, Evidence, NewConsent, Timestamp},
+    store::{ConsentStore, StoreError},
+};
 use casegate_proto::v1::{
     CheckDisclosureRequest, CheckDisclosureResponse, GetConsentRequest, GetConsentResponse,
     GrantConsentRequest, GrantConsentResponse, ListConsentsRequest, ListConsentsResponse,
     WithdrawConsentRequest, WithdrawConsentResponse, consent_service_server::ConsentService,
 };
+use tokio::sync::Mutex;
 use tonic::{Request, Response, Status};
 
-use crate::principal::Principal;
-use crate::status::not_available;
+use super::audit::receipt;
+use crate::{
+    audit::{self, Audit},
+    convert::{
+        self, FieldError,
+        consent::{
+            PROFESSIONALS, check_request, consent_id, decision_to_wire, grant_request,
+            record_to_wire,
+        },
+    },
+    principal::Principal,
+    pseudonym::Pseudonymizer,
+    status::append_error,
+};
 
-const CAPABILITY: &str = "the consent store";
+/// Default and largest page of `ListConsents`.
+const PAGE_DEFAULT: usize = 50;
+const PAGE_MAX: usize = 500;
 
-#[derive(Debug, Default, Clone)]
-pub struct ConsentApi;
+#[derive(Debug, Clone)]
+pub struct ConsentApi {
+    store: ConsentStore,
+    audit: Audit,
+    pseudonyms: Pseudonymizer,
+    vocabulary: Arc<Vocabulary>,
+    max_period_micros: i64,
+    /// Grants and withdrawals one at a time: prepare, audit and commit must not interleave.
+    writes: Arc<Mutex<()>>,
+}
+
+impl ConsentApi {
+    pub fn new(
+        store: ConsentStore,
+        audit: Audit,
+        pseudonyms: Pseudonymizer,
+        vocabulary: Arc<Vocabulary>,
+        max_period: std::time::Duration,
+    ) -> Self {
+        Self {
+            store,
+            audit,
+            pseudonyms,
+            vocabulary,
+            max_period_micros: i64::try_from(max_period.as_micros()).unwrap_or(i64::MAX),
+            writes: Arc::new(Mutex::new(())),
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&ConsentStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Corrupt("store task failed".into())))
+    }
+
+    fn entry(&self, kind: EntryKind, principal: &Principal, record: &ConsentRecord) -> Entry {
+        let mut entry = Entry::new(kind, audit::now_micros());
+        entry.actor = Some(audit::actor(principal));
+        entry.subject_pseudonym = Some(self.pseudonyms.pseudonym(&record.subject));
+        entry.consent = Some(ConsentRef {
+            id: record.id.to_string(),
+            version: record.version,
+            record_sha256: record.record_hash(),
+        });
+        entry.policy_version = Some(POLICY_VERSION.to_owned());
+        entry
+    }
+
+    /// The latest version of `id` if `principal` may see it; otherwise the same refusal
+    /// whether or not it exists.
+    async fn visible(
+        &self,
+        principal: &Principal,
+        id: ConsentId,
+        version: Option<u32>,
+    ) -> Result<ConsentRecord, Status> {
+        let found = self.blocking(move |s| s.get(&id, version)).await;
+        match found {
+            Ok(record) if may_read(principal, &record) => Ok(record),
+            Ok(_) | Err(StoreError::NotFound) => Err(not_visible()),
+            Err(e) => Err(store_error(e)),
+        }
+    }
+}
+
+fn not_visible() -> Status {
+    Status::permission_denied("no consent with this id is visible to you")
+}
+
+fn now() -> Timestamp {
+    Timestamp(audit::now_micros())
+}
+
+/// The subject themself, or someone acting for an organisation the version names.
+fn may_read(principal: &Principal, record: &ConsentRecord) -> bool {
+    match principal.role {
+        Role::Jobseeker => principal.pid == Some(record.subject),
+        Role::Admin => false,
+        _ => record.names(principal.orgnr),
+    }
+}
+
+fn store_error(e: StoreError) -> Status {
+    match e {
+        StoreError::NotFound => not_visible(),
+        StoreError::AlreadyWithdrawn => {
+            Status::failed_precondition("the consent is already withdrawn; withdrawal is final")
+        }
+        StoreError::NotActive(state) => Status::failed_precondition(format!(
+            "supersedes_consent_id: the consent is {state}, not active"
+        )),
+        StoreError::SubjectMismatch => {
+            Status::invalid_argument("supersedes_consent_id: names a consent about another subject")
+        }
+        StoreError::Storage(_) | StoreError::Corrupt(_) => {
+            tracing::error!(error = %e, "consent store failed");
+            Status::internal("the consent store failed")
+        }
+    }
+}
+
+/// The evidence a grant or withdrawal is recorded with, by who is acting.
+fn recorded_evidence(
+    principal: &Principal,
+    sent: Option<Evidence>,
+) -> Result<Option<Evidence>, Status> {
+    match (principal.role, sent) {
+        (Role::Jobseeker, None | Some(Evidence::Digital { .. })) => Ok(Some(Evidence::Digital {
+            authenticated_as: principal.user_id.clone(),
+        })),
+        (Role::Jobseeker, Some(_)) => Err(FieldError::new(
+            "evidence",
+            "a jobseeker acting for themself records digital evidence only",
+        )
+        .into()),
+        (_, None) => Err(FieldError::new(
+            "evidence",
+            "required when a professional records it (signed_form or verbal)",
+        )
+        .into()),
+        (_, Some(Evidence::Digital { .. })) => Err(FieldError::new(
+            "evidence.digital",
+            "only the jobseeker's own grant is digital; use signed_form or verbal",
+        )
+        .into()),
+        (_, Some(e)) => Ok(Some(e)),
+    }
+}
 
 #[tonic::async_trait]
 impl ConsentService for ConsentApi {
@@ -21,39 +181,219 @@ impl ConsentService for ConsentApi {
         &self,
         request: Request<GrantConsentRequest>,
     ) -> Result<Response<GrantConsentResponse>, Status> {
-        Principal::of(&request)?;
-        Err(not_available("GrantConsent", CAPABILITY))
+        let principal = Principal::of(&request)?;
+        let mut allowed = vec![Role::Jobseeker];
+        allowed.extend(PROFESSIONALS);
+        principal.require_role(&allowed)?;
+        let input = grant_request(request.get_ref(), &self.vocabulary, self.max_period_micros)?;
+        if principal.role == Role::Jobseeker && principal.pid != Some(input.subject) {
+            return Err(Status::permission_denied(
+                "a jobseeker may grant consent only about themself (token pid)",
+            ));
+        }
+        let evidence =
+            recorded_evidence(principal, input.evidence.clone())?.unwrap_or(Evidence::Digital {
+                authenticated_as: principal.user_id.clone(),
+            });
+        if principal.role != Role::Jobseeker
+            && !input.provisions.iter().any(|p| p.names(principal.orgnr))
+        {
+            return Err(Status::permission_denied(
+                "your organisation must be named in a consent it records",
+            ));
+        }
+        let new = NewConsent {
+            subject: input.subject,
+            recorded_by: convert::consent::actor(principal),
+            provisions: input.provisions,
+            period: input.period,
+            evidence,
+        };
+        let supersedes = input.supersedes;
+        let _write = self.writes.lock().await;
+        let record = self
+            .blocking(move |s| s.prepare_grant(new, supersedes, now()))
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound | StoreError::SubjectMismatch => {
+                    Status::not_found("supersedes_consent_id: no such consent about this subject")
+                }
+                e => store_error(e),
+            })?;
+        // Audit first: a crash before the commit leaves an audited grant that does not exist
+        // (fails closed), never a consent in force that the log does not show.
+        let appended = self
+            .audit
+            .append(&self.entry(EntryKind::ConsentGranted, principal, &record))
+            .await
+            .map_err(append_error)?;
+        let stored = record.clone();
+        self.blocking(move |s| s.commit_grant(&stored))
+            .await
+            .map_err(store_error)?;
+        Ok(Response::new(GrantConsentResponse {
+            consent: Some(record_to_wire(&record, now())),
+            receipt: Some(receipt(&self.audit, &appended).await?),
+        }))
     }
 
     async fn get_consent(
         &self,
         request: Request<GetConsentRequest>,
     ) -> Result<Response<GetConsentResponse>, Status> {
-        Principal::of(&request)?;
-        Err(not_available("GetConsent", CAPABILITY))
+        let principal = Principal::of(&request)?;
+        let GetConsentRequest {
+            consent_id: id,
+            version,
+        } = request.get_ref();
+        let id = consent_id("consent_id", id)?;
+        let version = (*version != 0).then_some(*version);
+        let record = self.visible(principal, id, version).await?;
+        Ok(Response::new(GetConsentResponse {
+            consent: Some(record_to_wire(&record, now())),
+        }))
     }
 
     async fn list_consents(
         &self,
         request: Request<ListConsentsRequest>,
     ) -> Result<Response<ListConsentsResponse>, Status> {
-        Principal::of(&request)?;
-        Err(not_available("ListConsents", CAPABILITY))
+        let principal = Principal::of(&request)?;
+        let ListConsentsRequest {
+            subject_id,
+            include_history,
+            page_size,
+            page_token,
+        } = request.get_ref();
+        let subject = convert::subject("subject_id", subject_id)?;
+        match principal.role {
+            Role::Admin => {
+                return Err(Status::permission_denied(
+                    "role admin may not list consents",
+                ));
+            }
+            Role::Jobseeker if principal.pid != Some(subject) => {
+                return Err(Status::permission_denied(
+                    "a jobseeker may list only their own consents (token pid)",
+                ));
+            }
+            _ => {}
+        }
+        let page = match *page_size as usize {
+            0 => PAGE_DEFAULT,
+            n => n.min(PAGE_MAX),
+        };
+        let after = if page_token.is_empty() {
+            None
+        } else {
+            Some(parse_token(page_token)?)
+        };
+        let include_history = *include_history;
+        let all = self
+            .blocking(move |s| s.for_subject(&subject))
+            .await
+            .map_err(store_error)?;
+        let visible: Vec<&ConsentRecord> = all
+            .iter()
+            .filter(|r| may_read(principal, r))
+            // Without history, only each consent's latest version (the last in key order).
+            .filter(|r| {
+                include_history || !all.iter().any(|o| o.id == r.id && o.version > r.version)
+            })
+            .filter(|r| after.is_none_or(|(id, v)| (r.id, r.version) > (id, v)))
+            .collect();
+        let now = now();
+        let consents = visible
+            .iter()
+            .take(page)
+            .map(|r| record_to_wire(r, now))
+            .collect();
+        let next_page_token = match (visible.len() > page, visible.get(page.wrapping_sub(1))) {
+            (true, Some(last)) => format!("{}:{}", last.id, last.version),
+            _ => String::new(),
+        };
+        Ok(Response::new(ListConsentsResponse {
+            consents,
+            next_page_token,
+        }))
     }
 
     async fn withdraw_consent(
         &self,
         request: Request<WithdrawConsentRequest>,
     ) -> Result<Response<WithdrawConsentResponse>, Status> {
-        Principal::of(&request)?;
-        Err(not_available("WithdrawConsent", CAPABILITY))
+        let principal = Principal::of(&request)?;
+        let mut allowed = vec![Role::Jobseeker];
+        allowed.extend(PROFESSIONALS);
+        principal.require_role(&allowed)?;
+        let WithdrawConsentRequest {
+            consent_id: id,
+            reason,
+            evidence,
+        } = request.get_ref();
+        let id = consent_id("consent_id", id)?;
+        let reason = if reason.is_empty() {
+            None
+        } else {
+            Some(convert::text("reason", reason, 500)?)
+        };
+        let sent = evidence
+            .as_ref()
+            .map(|e| convert::consent::evidence("evidence", e))
+            .transpose()?;
+        let current = self.visible(principal, id, None).await?;
+        let evidence = match principal.role {
+            Role::Jobseeker => None,
+            _ => recorded_evidence(principal, sent)?,
+        };
+        let by = convert::consent::actor(principal);
+        let _write = self.writes.lock().await;
+        // Store first: a crash before the audit entry leaves the consent withdrawn (fails
+        // closed), never a withdrawal the store does not know.
+        let withdrawn = self
+            .blocking(move |s| s.withdraw(&current.id, by, reason, evidence, now()))
+            .await
+            .map_err(store_error)?;
+        let appended = self
+            .audit
+            .append(&self.entry(EntryKind::ConsentWithdrawn, principal, &withdrawn))
+            .await
+            .map_err(append_error)?;
+        Ok(Response::new(WithdrawConsentResponse {
+            consent: Some(record_to_wire(&withdrawn, now())),
+            purged_notes: 0,
+            receipt: Some(receipt(&self.audit, &appended).await?),
+        }))
     }
 
     async fn check_disclosure(
         &self,
         request: Request<CheckDisclosureRequest>,
     ) -> Result<Response<CheckDisclosureResponse>, Status> {
-        Principal::of(&request)?;
-        Err(not_available("CheckDisclosure", "the consent decision"))
+        let principal = Principal::of(&request)?;
+        principal.require_role(&PROFESSIONALS)?;
+        let (subject, disclosure) = check_request(request.get_ref(), principal)?;
+        let consents = self
+            .blocking(move |s| s.for_subject(&subject))
+            .await
+            .map_err(store_error)?;
+        let decision = decision::decide(&disclosure, &consents, now(), &self.vocabulary);
+        Ok(Response::new(CheckDisclosureResponse {
+            decision: Some(decision_to_wire(&decision)),
+        }))
     }
+}
+
+fn parse_token(token: &str) -> Result<(ConsentId, u32), Status> {
+    let bad = || {
+        Status::from(FieldError::new(
+            "page_token",
+            "not a token from a previous page",
+        ))
+    };
+    let (id, version) = token.split_once(':').ok_or_else(bad)?;
+    Ok((
+        id.parse().map_err(|_| bad())?,
+        version.parse().map_err(|_| bad())?,
+    ))
 }

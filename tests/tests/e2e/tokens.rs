@@ -246,26 +246,6 @@ async fn every_rpc_not_yet_available_sits_behind_authentication_and_names_its_ca
         }};
     }
     both!(
-        consent.grant_consent(GrantConsentRequest::default()),
-        "consent store"
-    );
-    both!(
-        consent.get_consent(GetConsentRequest::default()),
-        "consent store"
-    );
-    both!(
-        consent.list_consents(ListConsentsRequest::default()),
-        "consent store"
-    );
-    both!(
-        consent.withdraw_consent(WithdrawConsentRequest::default()),
-        "consent store"
-    );
-    both!(
-        consent.check_disclosure(CheckDisclosureRequest::default()),
-        "consent decision"
-    );
-    both!(
         disclosure.disclose(DiscloseRequest::default()),
         "disclosure of notes"
     );
