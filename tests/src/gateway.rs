@@ -221,6 +221,15 @@ pseudonym_key = "pseudonym.key"
             .expect("sign token")
     }
 
+    /// Typed clients for a jobseeker acting for themself through the portal.
+    pub async fn jobseeker(&self, subject: &casegate_consent::SubjectId) -> Caller {
+        let mut claims = self.claims("portal", "jobseeker");
+        claims["sub"] = serde_json::json!(format!("portal-user-{}", &subject.expose()[6..]));
+        claims["pid"] = serde_json::json!(subject.expose());
+        let token = self.issuer.sign_value(&claims).expect("sign token");
+        Caller::new(self.channel("portal").await, Some(token))
+    }
+
     /// An mTLS channel presenting `client` (or no certificate).
     pub async fn channel_with(&self, client: Option<&CertifiedKey>) -> Channel {
         let mut tls = ClientTlsConfig::new()

@@ -4,6 +4,7 @@ mod e2e {
     mod audit_crash;
     mod audit_log;
     mod boundaries;
+    mod consent;
     mod handshake;
     mod service_discovery;
     mod tokens;
