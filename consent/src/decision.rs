@@ -6,7 +6,8 @@ use std::fmt;
 
 use crate::{
     Category, OrgNumber, Purpose, Role, Vocabulary,
-    record::{ConsentId, ConsentRecord, Status, Timestamp},
+    record::{ConsentId, Status, Timestamp},
+    terms::{ProvisionTerms, Terms},
 };
 
 /// Version of the decision rules; recorded with every decision so it can be replayed.
@@ -134,25 +135,18 @@ impl Decision {
     }
 }
 
-/// How far a provision gets in covering a request: sender, then recipient, category, purpose.
-fn coverage(record: &ConsentRecord, request: &DisclosureRequest) -> (usize, u8) {
+/// How far a consent's best provision gets in covering a request: sender, then recipient,
+/// category, purpose (4 = covered), and which provision that is.
+fn coverage<T: Terms>(terms: &T, request: &DisclosureRequest) -> (usize, u8) {
     let mut best = (0, 0u8);
-    for (i, p) in record.provisions.iter().enumerate() {
-        let depth = if !p
-            .senders
-            .iter()
-            .any(|s| s.covers(request.sender_org, Some(request.sender_role)))
-        {
+    for (i, p) in terms.provisions().enumerate() {
+        let depth = if !p.covers_sender(request.sender_org, request.sender_role) {
             0
-        } else if !p
-            .recipients
-            .iter()
-            .any(|r| r.covers(request.recipient_org, request.recipient_role))
-        {
+        } else if !p.covers_recipient(request.recipient_org, request.recipient_role) {
             1
-        } else if !p.categories.contains(&request.category) {
+        } else if !p.has_category(&request.category) {
             2
-        } else if !p.purposes.contains(&request.purpose) {
+        } else if !p.has_purpose(&request.purpose) {
             3
         } else {
             4
@@ -164,11 +158,11 @@ fn coverage(record: &ConsentRecord, request: &DisclosureRequest) -> (usize, u8) 
     best
 }
 
-/// Decides `request` against `consents` (every stored version of the subject's consents; the
-/// order does not matter) at time `now`.
-pub fn decide(
+/// Decides `request` against `consents` (the subject's consent versions, full records or
+/// index views; superseded versions are ignored; the order does not matter) at `now`.
+pub fn decide<T: Terms>(
     request: &DisclosureRequest,
-    consents: &[ConsentRecord],
+    consents: &[T],
     now: Timestamp,
     vocabulary: &Vocabulary,
 ) -> Decision {
@@ -186,26 +180,15 @@ pub fn decide(
     }
 
     // Superseded versions never count: only each consent's current version speaks.
-    let mut nearest: Option<(u8, Reason, &ConsentRecord)> = None;
-    let mut permit: Option<Permit> = None;
-    for record in consents.iter().filter(|r| r.status != Status::Superseded) {
-        let (provision, depth) = coverage(record, request);
-        let in_force = record.status == Status::Active && record.period.contains(now);
+    let mut nearest: Option<(u8, Reason, &T)> = None;
+    let mut permit: Option<(&T, usize)> = None;
+    for terms in consents.iter().filter(|t| t.status() != Status::Superseded) {
+        let (provision, depth) = coverage(terms, request);
+        let in_force = terms.status() == Status::Active && terms.period().contains(now);
         if depth == 4 && in_force {
-            // Several may cover; prefer the most recently recorded for a stable answer.
-            let better = permit.as_ref().is_none_or(|p| {
-                consents
-                    .iter()
-                    .find(|r| r.id == p.consent_id && r.version == p.version)
-                    .is_none_or(|current| record.recorded_at > current.recorded_at)
-            });
-            if better {
-                permit = Some(Permit {
-                    consent_id: record.id,
-                    version: record.version,
-                    record_hash: record.record_hash(),
-                    provision,
-                });
+            // Several may cover; the most recently recorded gives a stable answer.
+            if permit.is_none_or(|(p, _)| terms.recorded_at() > p.recorded_at()) {
+                permit = Some((terms, provision));
             }
             continue;
         }
@@ -214,9 +197,9 @@ pub fn decide(
         let (rank, reason) = match depth {
             4 => (
                 5,
-                match record.status {
+                match terms.status() {
                     Status::Withdrawn => Reason::ConsentWithdrawn,
-                    _ if now < record.period.start => Reason::ConsentNotYetValid,
+                    _ if now < terms.period().start => Reason::ConsentNotYetValid,
                     _ => Reason::ConsentExpired,
                 },
             ),
@@ -226,16 +209,21 @@ pub fn decide(
             _ => (1, Reason::SenderNotCovered),
         };
         if nearest.is_none_or(|(r, _, _)| rank > r) {
-            nearest = Some((rank, reason, record));
+            nearest = Some((rank, reason, terms));
         }
     }
-    if let Some(permit) = permit {
-        return Decision::Permit(permit);
+    if let Some((terms, provision)) = permit {
+        return Decision::Permit(Permit {
+            consent_id: terms.id(),
+            version: terms.version(),
+            record_hash: terms.record_hash(),
+            provision,
+        });
     }
     match nearest {
-        Some((_, reason, record)) => Decision::Deny(Deny {
+        Some((_, reason, terms)) => Decision::Deny(Deny {
             reason,
-            nearest: Some((record.id, record.version)),
+            nearest: Some((terms.id(), terms.version())),
         }),
         None => Decision::deny(Reason::NoConsent),
     }

@@ -16,6 +16,7 @@ mod role;
 mod serde_impls;
 pub mod store;
 mod subject_id;
+pub mod terms;
 mod vocabulary;
 
 pub use error::ParseError;

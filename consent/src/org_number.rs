@@ -24,6 +24,11 @@ impl OrgNumber {
         Some(Self(digits))
     }
 
+    /// The number as an integer (for compact encodings).
+    pub fn as_u32(&self) -> u32 {
+        self.0.iter().fold(0u32, |n, d| n * 10 + u32::from(*d))
+    }
+
     /// The nine digits as text.
     pub fn as_string(&self) -> String {
         self.to_string()

@@ -3,9 +3,15 @@
 //! store holds. Writes are flushed before they return.
 //!
 //! Trees: `records` — subject (11 digits) ‖ consent id (16) ‖ version (u32 BE) → record JSON;
-//! `ids` — consent id → subject ‖ latest version.
+//! `ids` — consent id → subject ‖ latest version; `terms` — subject → the compact decision
+//! index of its current versions ([`crate::terms`]), kept in the same transactions, so a
+//! decision is one read and no allocation per consent.
 
-use std::path::Path;
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::{Arc, RwLock},
+};
 
 use sled::{
     Transactional,
@@ -17,6 +23,7 @@ use crate::{
     record::{
         Actor, ConsentId, ConsentRecord, Evidence, NewConsent, Status, Timestamp, Withdrawal,
     },
+    terms::{self, Terms, TermsView},
 };
 
 /// Why a store operation failed.
@@ -36,12 +43,38 @@ pub enum StoreError {
     SubjectMismatch,
 }
 
+/// Decision index bytes by subject.
+type Index = HashMap<[u8; 11], Box<[u8]>>;
+
 /// The durable consent store.
 #[derive(Debug, Clone)]
 pub struct ConsentStore {
     db: sled::Db,
     records: sled::Tree,
     ids: sled::Tree,
+    terms: sled::Tree,
+    /// Every subject's decision index in memory (loaded on open, replaced after each committed
+    /// write): a decision then costs the same however large the store grows.
+    index: Arc<RwLock<Index>>,
+}
+
+/// `index` with the entry of `id` replaced by `entry` (or appended).
+fn replace_entry(
+    index: Option<&[u8]>,
+    id: &ConsentId,
+    entry: &[u8],
+) -> Result<Vec<u8>, StoreError> {
+    let views =
+        terms::parse_index(index.unwrap_or(&[])).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let kept = views.iter().filter(|v| v.id() != *id).map(TermsView::raw);
+    let entries: Vec<&[u8]> = kept.chain(std::iter::once(entry)).collect();
+    Ok(terms::encode_index(entries.into_iter()))
+}
+
+fn subject_key(subject: &SubjectId) -> [u8; 11] {
+    let mut key = [0u8; 11];
+    key.copy_from_slice(subject.expose().as_bytes());
+    key
 }
 
 fn record_key(subject: &SubjectId, id: &ConsentId, version: u32) -> Vec<u8> {
@@ -73,9 +106,21 @@ fn flatten(e: TransactionError<StoreError>) -> StoreError {
 impl ConsentStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = sled::Config::new().path(path).open()?;
+        let terms = db.open_tree("terms")?;
+        let mut index = HashMap::new();
+        for item in terms.iter() {
+            let (key, value) = item?;
+            let key: [u8; 11] = key
+                .as_ref()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("bad decision index key".into()))?;
+            index.insert(key, Box::from(value.as_ref()));
+        }
         Ok(Self {
             records: db.open_tree("records")?,
             ids: db.open_tree("ids")?,
+            terms,
+            index: Arc::new(RwLock::new(index)),
             db,
         })
     }
@@ -136,8 +181,10 @@ impl ConsentStore {
         let key = record_key(&record.subject, &record.id, record.version);
         let mut location = record.subject.expose().into_bytes();
         location.extend_from_slice(&record.version.to_be_bytes());
-        (&self.records, &self.ids)
-            .transaction(|(records, ids)| {
+        let subject_key = record.subject.expose().into_bytes();
+        let entry = terms::encode_entry(record);
+        let new_index = (&self.records, &self.ids, &self.terms)
+            .transaction(|(records, ids, index)| {
                 let latest = ids.get(record.id.as_bytes())?;
                 let expected = record.version - 1;
                 let found = match &latest {
@@ -167,10 +214,18 @@ impl ConsentStore {
                 }
                 records.insert(key.as_slice(), encode(record))?;
                 ids.insert(record.id.as_bytes(), location.as_slice())?;
-                Ok(())
+                let current = index.get(&subject_key)?;
+                match replace_entry(current.as_deref(), &record.id, &entry) {
+                    Ok(updated) => {
+                        index.insert(subject_key.as_slice(), updated.as_slice())?;
+                        Ok(updated)
+                    }
+                    Err(e) => abort(e),
+                }
             })
             .map_err(flatten)?;
         self.db.flush()?;
+        self.cache(&record.subject, Some(new_index));
         Ok(())
     }
 
@@ -185,9 +240,9 @@ impl ConsentStore {
     ) -> Result<ConsentRecord, StoreError> {
         let (subject, version) = self.locate(id)?;
         let key = record_key(&subject, id, version);
-        let withdrawn = self
-            .records
-            .transaction(|records| {
+        let subject_key = subject.expose().into_bytes();
+        let (withdrawn, new_index) = (&self.records, &self.terms)
+            .transaction(|(records, index)| {
                 let Some(bytes) = records.get(&key)? else {
                     return abort(StoreError::NotFound);
                 };
@@ -206,10 +261,22 @@ impl ConsentStore {
                     evidence: evidence.clone(),
                 });
                 records.insert(key.as_slice(), encode(&record))?;
-                Ok(record)
+                let current = index.get(&subject_key)?;
+                match replace_entry(
+                    current.as_deref(),
+                    &record.id,
+                    &terms::encode_entry(&record),
+                ) {
+                    Ok(updated) => {
+                        index.insert(subject_key.as_slice(), updated.as_slice())?;
+                        Ok((record, updated))
+                    }
+                    Err(e) => abort(e),
+                }
             })
             .map_err(flatten)?;
         self.db.flush()?;
+        self.cache(&subject, Some(new_index));
         Ok(withdrawn)
     }
 
@@ -230,6 +297,29 @@ impl ConsentStore {
             .scan_prefix(subject.expose().as_bytes())
             .map(|item| decode(&item?.1))
             .collect()
+    }
+
+    /// Runs `f` over the decision index of `subject`: one in-memory lookup, however many
+    /// consents the store holds, and nothing copied.
+    pub fn with_terms<R>(
+        &self,
+        subject: &SubjectId,
+        f: impl FnOnce(&[TermsView<'_>]) -> R,
+    ) -> Result<R, StoreError> {
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        let bytes = index.get(&subject_key(subject)).map_or(&[][..], |b| &b[..]);
+        let views = terms::parse_index(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(f(&views))
+    }
+
+    /// Replaces the in-memory index of `subject` after a committed write.
+    fn cache(&self, subject: &SubjectId, bytes: Option<Vec<u8>>) {
+        if let Some(bytes) = bytes {
+            self.index
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(subject_key(subject), bytes.into_boxed_slice());
+        }
     }
 
     /// Flushes everything written so far.
@@ -256,6 +346,11 @@ impl ConsentStore {
             encode(record),
         )?;
         self.ids.insert(record.id.as_bytes(), location)?;
+        let subject_key = record.subject.expose().into_bytes();
+        let current = self.terms.get(&subject_key)?;
+        let updated = replace_entry(current.as_deref(), &record.id, &terms::encode_entry(record))?;
+        self.terms.insert(subject_key, updated.as_slice())?;
+        self.cache(&record.subject, Some(updated));
         Ok(())
     }
 }

@@ -416,3 +416,46 @@ proptest! {
         prop_assert_eq!(permitted, matches!(decide(&req, &consents, NOW, &vocabulary), Decision::Permit(_)));
     }
 }
+
+proptest! {
+    /// The store decides over its compact index; that must agree with deciding over the
+    /// full records, in outcome, reason, consent and hash.
+    #[test]
+    fn the_compact_index_decides_exactly_as_the_records(
+        req in arb_request(),
+        mut consents in prop::collection::vec(arb_consent(), 0..5),
+    ) {
+        for (i, c) in consents.iter_mut().enumerate() {
+            c.id = ConsentId::from_bytes((i as u128 + 1).to_be_bytes());
+        }
+        let current: Vec<&ConsentRecord> =
+            consents.iter().filter(|c| c.status != Status::Superseded).collect();
+        let entries: Vec<Vec<u8>> = current.iter().map(|c| crate::terms::encode_entry(c)).collect();
+        let index = crate::terms::encode_index(entries.iter().map(Vec::as_slice));
+        let views = crate::terms::parse_index(&index).expect("parses");
+        prop_assert_eq!(views.len(), current.len());
+        let vocabulary = Vocabulary::default();
+        prop_assert_eq!(
+            decide(&req, &views, NOW, &vocabulary),
+            decide(&req, &consents, NOW, &vocabulary)
+        );
+    }
+}
+
+#[test]
+fn a_damaged_index_is_refused_not_misread() {
+    let c = consent(1);
+    let entry = crate::terms::encode_entry(&c);
+    let index = crate::terms::encode_index(std::iter::once(entry.as_slice()));
+    assert!(crate::terms::parse_index(&index).is_ok());
+    for cut in 1..index.len() {
+        assert!(
+            crate::terms::parse_index(&index[..cut]).is_err(),
+            "cut at {cut}"
+        );
+    }
+    let mut longer = index.clone();
+    longer.push(0);
+    assert!(crate::terms::parse_index(&longer).is_err());
+    assert!(crate::terms::parse_index(&[]).expect("empty").is_empty());
+}

@@ -373,11 +373,13 @@ impl ConsentService for ConsentApi {
         let principal = Principal::of(&request)?;
         principal.require_role(&PROFESSIONALS)?;
         let (subject, disclosure) = check_request(request.get_ref(), principal)?;
-        let consents = self
-            .blocking(move |s| s.for_subject(&subject))
-            .await
+        // In memory: no blocking read.
+        let decision = self
+            .store
+            .with_terms(&subject, |views| {
+                decision::decide(&disclosure, views, now(), &self.vocabulary)
+            })
             .map_err(store_error)?;
-        let decision = decision::decide(&disclosure, &consents, now(), &self.vocabulary);
         Ok(Response::new(CheckDisclosureResponse {
             decision: Some(decision_to_wire(&decision)),
         }))
