@@ -192,24 +192,40 @@ impl AuditService for AuditApi {
         }
         let (tx, rx) = tokio::sync::mpsc::channel(EXPORT_CHUNK as usize);
         let audit = self.audit.clone();
-        tokio::task::spawn_blocking(move || {
-            let log = audit.log();
-            for index in start_index..end {
-                let item = log
-                    .entry(index)
-                    .and_then(|entry| {
-                        Ok(ExportEntriesResponse {
-                            index,
-                            entry,
-                            leaf_hash: log.leaf_hash(index)?.to_vec(),
+        // Read a chunk on a blocking thread, then send it at the client's pace without holding
+        // that thread: a slow reader costs a task, not a thread.
+        tokio::spawn(async move {
+            let mut from = start_index;
+            while from < end {
+                let to = end.min(from + EXPORT_CHUNK);
+                let reader = audit.clone();
+                let chunk = blocking(move || {
+                    let log = reader.log();
+                    (from..to)
+                        .map(|index| {
+                            Ok(ExportEntriesResponse {
+                                index,
+                                entry: log.entry(index).map_err(read_error)?,
+                                leaf_hash: log.leaf_hash(index).map_err(read_error)?.to_vec(),
+                            })
                         })
-                    })
-                    .map_err(read_error);
-                let failed = item.is_err();
-                // The receiver is gone when the client cancelled: stop reading.
-                if tx.blocking_send(item).is_err() || failed {
-                    return;
+                        .collect::<Result<Vec<_>, Status>>()
+                })
+                .await;
+                match chunk {
+                    Ok(items) => {
+                        for item in items {
+                            if tx.send(Ok(item)).await.is_err() {
+                                return; // the client went away
+                            }
+                        }
+                    }
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
                 }
+                from = to;
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

@@ -930,3 +930,90 @@ async fn bad_requests_name_the_field_and_change_nothing() {
         .await
         .expect("valid grant");
 }
+
+#[tokio::test]
+async fn a_professional_records_a_withdrawal_with_evidence() {
+    let gw = TestGateway::start().await;
+    let me = subject(12);
+    let id = gw
+        .jobseeker(&me)
+        .await
+        .consent
+        .grant_consent(nav_grant(&gw, &me))
+        .await
+        .expect("grant")
+        .into_inner()
+        .consent
+        .expect("record")
+        .consent_id;
+    let mut nav = gw.caller("nav", "nav_counsellor").await;
+    let without = nav
+        .consent
+        .withdraw_consent(WithdrawConsentRequest {
+            consent_id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("evidence needed");
+    assert_eq!(without.code(), Code::InvalidArgument);
+    assert!(
+        without.message().starts_with("evidence: required"),
+        "{}",
+        without.message()
+    );
+    // An organisation the consent does not name cannot even see it.
+    let outsider = gw
+        .caller("privacy", "privacy_officer")
+        .await
+        .consent
+        .withdraw_consent(WithdrawConsentRequest {
+            consent_id: id.clone(),
+            evidence: Some(signed_form()),
+            ..Default::default()
+        })
+        .await
+        .expect_err("not a party");
+    assert_eq!(outsider.code(), Code::PermissionDenied);
+    let withdrawn = nav
+        .consent
+        .withdraw_consent(WithdrawConsentRequest {
+            consent_id: id,
+            reason: "told the counsellor by phone".into(),
+            evidence: Some(signed_form()),
+        })
+        .await
+        .expect("withdraw")
+        .into_inner()
+        .consent
+        .expect("record");
+    assert_eq!(withdrawn.status(), ConsentStatus::Withdrawn);
+    let by = withdrawn.withdrawal.expect("withdrawal").by.expect("actor");
+    assert_eq!(
+        (by.orgnr, by.role),
+        (gw.org("nav").orgnr.clone(), Role::NavCounsellor as i32)
+    );
+}
+
+#[tokio::test]
+async fn export_streams_every_entry_across_chunks() {
+    let gw = TestGateway::start().await;
+    let me = subject(13);
+    let mut jobseeker = gw.jobseeker(&me).await;
+    // 300 grants: more than one export chunk of entries.
+    for _ in 0..300 {
+        jobseeker
+            .consent
+            .grant_consent(nav_grant(&gw, &me))
+            .await
+            .expect("grant");
+    }
+    let entries = audit_entries(&gw).await;
+    assert_eq!(entries.len(), 301);
+    assert_eq!(
+        entries
+            .iter()
+            .filter(|(_, e)| e.kind == EntryKind::ConsentGranted)
+            .count(),
+        300
+    );
+}
