@@ -212,6 +212,39 @@ pub fn consistency_proof<E>(
     Ok(Some(proof))
 }
 
+/// The proof walk shared by both verifications (RFC 9162 §2.1.3.2 and §2.1.4.2): from node
+/// `f` of a tree whose last node is `s`, each proof hash is a sibling on the left or on the
+/// right; the walk must end exactly at the root.
+fn walk(
+    mut f: u64,
+    mut s: u64,
+    path: &[Hash],
+    mut step: impl FnMut(&Hash, bool),
+) -> Result<(), ProofError> {
+    for p in path {
+        if s == 0 {
+            return Err(ProofError::WrongLength);
+        }
+        if f & 1 == 1 || f == s {
+            step(p, true);
+            if f & 1 == 0 {
+                while f & 1 == 0 && f != 0 {
+                    f >>= 1;
+                    s >>= 1;
+                }
+            }
+        } else {
+            step(p, false);
+        }
+        f >>= 1;
+        s >>= 1;
+    }
+    if s != 0 {
+        return Err(ProofError::WrongLength);
+    }
+    Ok(())
+}
+
 /// Verifies that `leaf_hash` is leaf `index` of the tree of `size` leaves with root `root`
 /// (RFC 9162 §2.1.3.2).
 pub fn verify_inclusion(
@@ -224,29 +257,15 @@ pub fn verify_inclusion(
     if index >= size {
         return Err(ProofError::IndexOutOfRange { index, size });
     }
-    let (mut f, mut s) = (index, size - 1);
     let mut r: Vec<u8> = leaf_hash.to_vec();
-    for p in proof {
-        if s == 0 {
-            return Err(ProofError::WrongLength);
-        }
-        if f & 1 == 1 || f == s {
-            r = node_hash(p, &r).to_vec();
-            if f & 1 == 0 {
-                while f & 1 == 0 && f != 0 {
-                    f >>= 1;
-                    s >>= 1;
-                }
-            }
+    walk(index, size - 1, proof, |p, sibling_on_left| {
+        r = if sibling_on_left {
+            node_hash(p, &r)
         } else {
-            r = node_hash(&r, p).to_vec();
+            node_hash(&r, p)
         }
-        f >>= 1;
-        s >>= 1;
-    }
-    if s != 0 {
-        return Err(ProofError::WrongLength);
-    }
+        .to_vec();
+    })?;
     if r != root {
         return Err(ProofError::RootMismatch);
     }
@@ -299,28 +318,14 @@ pub fn verify_consistency(
     }
     let mut fr = seed.to_vec();
     let mut sr = seed.to_vec();
-    for c in path {
-        if s == 0 {
-            return Err(ProofError::WrongLength);
-        }
-        if f & 1 == 1 || f == s {
+    walk(f, s, path, |c, sibling_on_left| {
+        if sibling_on_left {
             fr = node_hash(c, &fr).to_vec();
             sr = node_hash(c, &sr).to_vec();
-            if f & 1 == 0 {
-                while f & 1 == 0 && f != 0 {
-                    f >>= 1;
-                    s >>= 1;
-                }
-            }
         } else {
             sr = node_hash(&sr, c).to_vec();
         }
-        f >>= 1;
-        s >>= 1;
-    }
-    if s != 0 {
-        return Err(ProofError::WrongLength);
-    }
+    })?;
     if fr != root1 || sr != root2 {
         return Err(ProofError::RootMismatch);
     }

@@ -6,10 +6,10 @@ use casegate_audit::{
     merkle::{self, Hash},
 };
 use casegate_proto::v1::{
-    ExportEntriesRequest, GetCheckpointRequest, GetConsistencyProofRequest,
+    ExportEntriesRequest, ExportEntriesResponse, GetCheckpointRequest, GetConsistencyProofRequest,
     GetInclusionProofRequest,
 };
-use casegate_tests::TestGateway;
+use casegate_tests::{Caller, TestGateway};
 use tokio_stream::StreamExt;
 use tonic::Code;
 
@@ -17,6 +17,22 @@ fn hashes(raw: &[Vec<u8>]) -> Vec<Hash> {
     raw.iter()
         .map(|h| Hash::try_from(h.as_slice()).expect("32-byte hash"))
         .collect()
+}
+
+/// Every entry from `start` to the newest checkpoint.
+async fn export(caller: &mut Caller, start: u64) -> Vec<ExportEntriesResponse> {
+    caller
+        .audit
+        .export_entries(ExportEntriesRequest {
+            start_index: start,
+            end_index: 0,
+        })
+        .await
+        .expect("export")
+        .into_inner()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .expect("stream")
 }
 
 #[tokio::test]
@@ -139,18 +155,7 @@ async fn a_restart_extends_the_log_consistently() {
     assert_eq!(status.code(), Code::InvalidArgument);
 
     // Export: every entry, decodable, hashing to its leaf; resumable from an index.
-    let entries: Vec<_> = caller
-        .audit
-        .export_entries(ExportEntriesRequest {
-            start_index: 0,
-            end_index: 0,
-        })
-        .await
-        .expect("export")
-        .into_inner()
-        .collect::<Result<Vec<_>, _>>()
-        .await
-        .expect("stream");
+    let entries = export(&mut caller, 0).await;
     assert_eq!(entries.len() as u64, after.size);
     for (i, item) in entries.iter().enumerate() {
         assert_eq!(item.index, i as u64);
@@ -158,18 +163,7 @@ async fn a_restart_extends_the_log_consistently() {
         let entry = Entry::decode(&item.entry).expect("canonical entry");
         assert_eq!(entry.kind, EntryKind::GatewayStarted);
     }
-    let resumed: Vec<_> = caller
-        .audit
-        .export_entries(ExportEntriesRequest {
-            start_index: 1,
-            end_index: 0,
-        })
-        .await
-        .expect("export")
-        .into_inner()
-        .collect::<Result<Vec<_>, _>>()
-        .await
-        .expect("stream");
+    let resumed = export(&mut caller, 1).await;
     assert_eq!(resumed.iter().map(|e| e.index).collect::<Vec<_>>(), [1]);
 }
 

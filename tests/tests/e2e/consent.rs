@@ -8,10 +8,10 @@ use casegate_audit::{
 };
 use casegate_consent::SubjectId;
 use casegate_proto::v1::{
-    AuditReceipt, CheckDisclosureRequest, ConsentStatus, Evidence, ExportEntriesRequest,
-    GetCheckpointRequest, GetConsentRequest, GrantConsentRequest, ListConsentsRequest, Party,
-    Period, Provision, ReasonCode, Role, SignedForm, VerbalConsent, WithdrawConsentRequest,
-    evidence::Kind,
+    AuditReceipt, CheckDisclosureRequest, ConsentRecord, ConsentStatus, Evidence,
+    ExportEntriesRequest, GetCheckpointRequest, GetConsentRequest, GrantConsentRequest,
+    ListConsentsRequest, Party, Period, Provision, ReasonCode, Role, SignedForm, VerbalConsent,
+    WithdrawConsentRequest, evidence::Kind,
 };
 use casegate_tests::{Caller, TestGateway};
 use tokio_stream::StreamExt;
@@ -64,6 +64,18 @@ fn nav_grant(gw: &TestGateway, subject: &SubjectId) -> GrantConsentRequest {
         evidence: None,
         supersedes_consent_id: String::new(),
     }
+}
+
+/// Grants `request` as `caller` and returns the stored record.
+async fn grant(caller: &mut Caller, request: GrantConsentRequest) -> ConsentRecord {
+    caller
+        .consent
+        .grant_consent(request)
+        .await
+        .expect("grant")
+        .into_inner()
+        .consent
+        .expect("record")
 }
 
 fn signed_form() -> Evidence {
@@ -481,14 +493,7 @@ async fn withdrawal_bites_on_the_next_call_is_final_and_is_audited_pseudonymousl
     let gw = TestGateway::start().await;
     let me = subject(7);
     let mut jobseeker = gw.jobseeker(&me).await;
-    let consent = jobseeker
-        .consent
-        .grant_consent(nav_grant(&gw, &me))
-        .await
-        .expect("grant")
-        .into_inner()
-        .consent
-        .expect("record");
+    let consent = grant(&mut jobseeker, nav_grant(&gw, &me)).await;
     let mut nav = gw.caller("nav", "nav_counsellor").await;
     let clinic = party(&gw, "clinic", &[]);
     assert!(
@@ -568,27 +573,11 @@ async fn withdrawal_bites_on_the_next_call_is_final_and_is_audited_pseudonymousl
 async fn a_restarted_gateway_knows_every_acknowledged_grant_and_withdrawal() {
     let gw = TestGateway::start().await;
     let (kept, dropped) = (subject(8), subject(9));
-    let kept_id = gw
-        .jobseeker(&kept)
+    let kept_id = grant(&mut gw.jobseeker(&kept).await, nav_grant(&gw, &kept))
         .await
-        .consent
-        .grant_consent(nav_grant(&gw, &kept))
-        .await
-        .expect("grant")
-        .into_inner()
-        .consent
-        .expect("record")
         .consent_id;
     let mut other = gw.jobseeker(&dropped).await;
-    let dropped_id = other
-        .consent
-        .grant_consent(nav_grant(&gw, &dropped))
-        .await
-        .expect("grant")
-        .into_inner()
-        .consent
-        .expect("record")
-        .consent_id;
+    let dropped_id = grant(&mut other, nav_grant(&gw, &dropped)).await.consent_id;
     other
         .consent
         .withdraw_consent(WithdrawConsentRequest {
@@ -647,25 +636,11 @@ async fn a_new_version_supersedes_the_old_one() {
     let gw = TestGateway::start().await;
     let me = subject(10);
     let mut jobseeker = gw.jobseeker(&me).await;
-    let v1 = jobseeker
-        .consent
-        .grant_consent(nav_grant(&gw, &me))
-        .await
-        .expect("grant")
-        .into_inner()
-        .consent
-        .expect("record");
+    let v1 = grant(&mut jobseeker, nav_grant(&gw, &me)).await;
     let mut narrower = nav_grant(&gw, &me);
     narrower.provisions[0].purposes = vec!["ips_follow_up".into()];
     narrower.supersedes_consent_id = v1.consent_id.clone();
-    let v2 = jobseeker
-        .consent
-        .grant_consent(narrower)
-        .await
-        .expect("new version")
-        .into_inner()
-        .consent
-        .expect("record");
+    let v2 = grant(&mut jobseeker, narrower).await;
     assert_eq!(
         (v2.consent_id.as_str(), v2.version),
         (v1.consent_id.as_str(), 2)
@@ -935,16 +910,8 @@ async fn bad_requests_name_the_field_and_change_nothing() {
 async fn a_professional_records_a_withdrawal_with_evidence() {
     let gw = TestGateway::start().await;
     let me = subject(12);
-    let id = gw
-        .jobseeker(&me)
+    let id = grant(&mut gw.jobseeker(&me).await, nav_grant(&gw, &me))
         .await
-        .consent
-        .grant_consent(nav_grant(&gw, &me))
-        .await
-        .expect("grant")
-        .into_inner()
-        .consent
-        .expect("record")
         .consent_id;
     let mut nav = gw.caller("nav", "nav_counsellor").await;
     let without = nav
