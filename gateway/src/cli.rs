@@ -23,6 +23,13 @@ pub enum Command {
         #[arg(long, short, value_name = "FILE", env = "CASEGATE_CONFIG")]
         config: PathBuf,
     },
+    /// Check a configuration file and every file it names, without serving. Exit 0 if it is
+    /// usable, 64 (listing every problem) if not.
+    CheckConfig {
+        /// The TOML configuration file.
+        #[arg(value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Audit log tools: offline verification and keys.
     Audit {
         #[command(subcommand)]
@@ -228,6 +235,34 @@ pub fn audit(action: AuditAction) -> std::process::ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `casegate check-config FILE`.
+pub fn check_config(path: &std::path::Path) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let checked = crate::config::Config::load(path)
+        .and_then(|config| crate::server::Material::load(&config).map(|_| config));
+    match checked {
+        Ok(config) => {
+            println!(
+                "{}: OK (listen {}, {} token issuer{}, data in {})",
+                path.display(),
+                config.server.listen,
+                config.auth.issuers.len(),
+                if config.auth.issuers.len() == 1 {
+                    ""
+                } else {
+                    "s"
+                },
+                config.storage.data_dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("casegate: {e}");
+            ExitCode::from(EXIT_USAGE)
         }
     }
 }

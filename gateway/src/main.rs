@@ -25,6 +25,7 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve { config } => run(&config, std::env::vars().collect(), None),
         Command::Audit { action } => casegate::cli::audit(action),
+        Command::CheckConfig { config } => casegate::cli::check_config(&config),
         Command::Dev {
             action:
                 Some(DevAction::Token {

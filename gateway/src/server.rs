@@ -12,7 +12,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{service::interceptor::InterceptedService, transport::Server};
 use tonic_health::server::HealthReporter;
 
-use casegate_audit::log::{AppendError, OpenError};
+use casegate_audit::{
+    checkpoint::Signer,
+    log::{AppendError, OpenError},
+};
 use casegate_consent::store::{ConsentStore, StoreError};
 
 use crate::{
@@ -61,22 +64,20 @@ pub enum ServeError {
     Task(#[from] tokio::task::JoinError),
 }
 
-/// How a serve run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Drained {
-    /// Every in-flight call finished within the grace period.
-    Clean,
-    /// The grace period ran out; the remaining calls were cut off.
-    GraceElapsed,
+/// Everything the configuration names, loaded and checked: certificates and keys, token
+/// issuers' keys, the audit signing key, the pseudonym secret.
+#[derive(Debug)]
+pub struct Material {
+    pub tls: Arc<rustls::ServerConfig>,
+    pub auth: Authenticator,
+    pub signer: Signer,
+    pub pseudonyms: Pseudonymizer,
 }
 
-// === impl Gateway ===
-
-impl Gateway {
-    /// Loads TLS material, token keys and the audit signing key, reporting every problem at
-    /// once; then takes the data folder's lock, opens (recovering) the audit log and records the
-    /// start. Binds nothing.
-    pub fn build(config: Config) -> Result<Self, StartError> {
+impl Material {
+    /// Loads every file, reporting all problems at once. Touches no state: this is also what
+    /// `casegate check-config` runs.
+    pub fn load(config: &Config) -> Result<Self, ConfigError> {
         let mut problems = Vec::new();
         let tls = tls::server_config(&config.tls).map_err(|p| problems.extend(p));
         let auth = Authenticator::from_config(&config.auth).map_err(|p| problems.extend(p));
@@ -95,10 +96,40 @@ impl Gateway {
                     message: format!("{}: {message}", config.privacy.pseudonym_key.display()),
                 })
             });
-        let (Ok(tls), Ok(auth), Ok(signer), Ok(pseudonyms)) = (tls, auth, signer, pseudonyms)
-        else {
-            return Err(ConfigError::invalid(&config.source, problems).into());
-        };
+        match (tls, auth, signer, pseudonyms) {
+            (Ok(tls), Ok(auth), Ok(signer), Ok(pseudonyms)) => Ok(Self {
+                tls,
+                auth,
+                signer,
+                pseudonyms,
+            }),
+            _ => Err(ConfigError::invalid(&config.source, problems)),
+        }
+    }
+}
+
+/// How a serve run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// Every in-flight call finished within the grace period.
+    Clean,
+    /// The grace period ran out; the remaining calls were cut off.
+    GraceElapsed,
+}
+
+// === impl Gateway ===
+
+impl Gateway {
+    /// Loads TLS material, token keys and the audit signing key, reporting every problem at
+    /// once; then takes the data folder's lock, opens (recovering) the audit log and records the
+    /// start. Binds nothing.
+    pub fn build(config: Config) -> Result<Self, StartError> {
+        let Material {
+            tls,
+            auth,
+            signer,
+            pseudonyms,
+        } = Material::load(&config)?;
         let data = DataDir::open(&config.storage.data_dir)?;
         let (audit, recovery) = Audit::open(&data.path().join("audit"), &config.audit, signer)?;
         tracing::info!(

@@ -246,6 +246,22 @@ async fn dev_mode_serves_tokens_that_the_gateway_accepts_and_sigint_stops_it() {
         assert!(dir.path().join("pki").join(file).is_file(), "{file}");
     }
     assert!(dir.path().join("casegate.toml").is_file());
+    let out = casegate()
+        .arg("check-config")
+        .arg(dir.path().join("casegate.toml"))
+        .output()
+        .await
+        .expect("check-config");
+    let verdict = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        verdict.contains(": OK (listen 127.0.0.1:50051"),
+        "{verdict}"
+    );
 
     let out = casegate()
         .args([
