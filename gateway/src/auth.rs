@@ -22,6 +22,7 @@ pub use jwks::Jwks;
 use crate::{
     config::{AuthConfig, Problem},
     identity::{ClientIdentity, IdentityError},
+    limits::{RateLimiter, rate_limited},
     principal::Principal,
 };
 
@@ -219,10 +220,14 @@ fn describe(kind: &ErrorKind) -> &'static str {
     }
 }
 
-/// The tonic interceptor in front of every `casegate.v1` service: reads the certificate and the
-/// bearer token, and attaches the verified [`Principal`] to the request.
+/// The tonic interceptor in front of every `casegate.v1` service: reads the certificate,
+/// applies the organisation's rate limit (before any token work), verifies the bearer token,
+/// and attaches the verified [`Principal`] to the request.
 #[derive(Debug, Clone)]
-pub struct Authenticate(pub Authenticator);
+pub struct Authenticate {
+    pub authenticator: Authenticator,
+    pub rate: Arc<RateLimiter>,
+}
 
 impl Interceptor for Authenticate {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
@@ -230,8 +235,11 @@ impl Interceptor for Authenticate {
             let certs = request.peer_certs().ok_or(AuthError::NoCertificate)?;
             let leaf = certs.first().ok_or(AuthError::NoCertificate)?;
             let client = ClientIdentity::from_der(leaf).map_err(AuthError::from)?;
+            self.rate
+                .check(client.orgnr, std::time::Instant::now())
+                .map_err(rate_limited)?;
             let token = bearer(&request)?;
-            self.0.authenticate(token, &client)?
+            self.authenticator.authenticate(token, &client)?
         };
         tracing::debug!(orgnr = %principal.orgnr, role = %principal.role, "authenticated");
         request.extensions_mut().insert(principal);

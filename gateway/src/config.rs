@@ -118,6 +118,13 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Concurrent HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,
+    /// Calls in progress across all connections; beyond it calls are refused at once
+    /// (`RESOURCE_EXHAUSTED`) rather than queued.
+    pub max_concurrent_calls: usize,
+    /// Calls per second each organisation may make on average…
+    pub rate_per_second: u32,
+    /// …and in a burst.
+    pub rate_burst: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -414,12 +421,18 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
             Duration::from_secs(600),
         );
         let max_concurrent_streams = s.count_or("max_concurrent_streams", 100, 10_000);
+        let max_concurrent_calls = s.count_or("max_concurrent_calls", 1024, 100_000);
+        let rate_per_second = s.count_or("rate_per_second", 200, 1_000_000);
+        let rate_burst = s.count_or("rate_burst", 400, 1_000_000);
         s.finish();
         Limits {
             max_message_bytes: usize::try_from(max_message_bytes).unwrap_or(usize::MAX),
             max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(usize::MAX),
             request_timeout,
             max_concurrent_streams: u32::try_from(max_concurrent_streams).unwrap_or(u32::MAX),
+            max_concurrent_calls: usize::try_from(max_concurrent_calls).unwrap_or(usize::MAX),
+            rate_per_second: u32::try_from(rate_per_second).unwrap_or(u32::MAX),
+            rate_burst: u32::try_from(rate_burst).unwrap_or(u32::MAX),
         }
     };
 

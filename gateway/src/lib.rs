@@ -11,6 +11,7 @@ pub mod convert;
 pub mod data_dir;
 pub mod dev;
 pub mod identity;
+pub mod limits;
 pub mod principal;
 pub mod pseudonym;
 pub mod server;

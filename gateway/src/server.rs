@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{service::interceptor::InterceptedService, transport::Server};
 use tonic_health::server::HealthReporter;
+use tower::limit::GlobalConcurrencyLimitLayer;
 
 use casegate_audit::{
     checkpoint::Signer,
@@ -23,6 +24,7 @@ use crate::{
     auth::{Authenticate, Authenticator},
     config::{Config, ConfigError, Problem},
     data_dir::{DataDir, DataDirError},
+    limits::{self, RateLimiter},
     pseudonym::Pseudonymizer,
     services::{AuditApi, ConsentApi, DisclosureApi},
     tls,
@@ -181,7 +183,10 @@ impl Gateway {
 
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
-        let authenticate = Authenticate(auth);
+        let authenticate = Authenticate {
+            authenticator: auth,
+            rate: Arc::new(RateLimiter::new(limits.rate_per_second, limits.rate_burst)),
+        };
         let consent = InterceptedService::new(
             ConsentServiceServer::new(ConsentApi::new(
                 consents.clone(),
@@ -210,6 +215,14 @@ impl Gateway {
         let (connections, acceptor) = tls::accept(listener, tls, config.server.handshake_timeout);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let router = Server::builder()
+            .layer(
+                tower::ServiceBuilder::new()
+                    .map_response(limits::oversize_is_resource_exhausted)
+                    .load_shed()
+                    .layer(GlobalConcurrencyLimitLayer::new(
+                        limits.max_concurrent_calls,
+                    )),
+            )
             .timeout(limits.request_timeout)
             .max_concurrent_streams(limits.max_concurrent_streams)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
