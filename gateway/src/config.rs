@@ -61,6 +61,11 @@ pub struct TlsConfig {
     pub key: PathBuf,
     /// PEM certificate(s) of the CA(s) that issue client (organisation) certificates.
     pub client_ca: PathBuf,
+    /// PEM certificate revocation lists of the client CA(s); a revoked organisation
+    /// certificate is refused in the handshake.
+    pub client_crls: Vec<PathBuf>,
+    /// How often the CRL files are checked for changes (SIGHUP reloads at once).
+    pub crl_reload_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -331,12 +336,21 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
         let cert = s.file("cert", base);
         let key = s.file("key", base);
         let client_ca = s.file("client_ca", base);
+        let client_crls = s.files("client_crls", base);
+        let crl_reload_interval = s.duration_or(
+            "crl_reload_interval",
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            Duration::from_secs(3600),
+        );
         s.finish();
         match (cert, key, client_ca) {
             (Some(cert), Some(key), Some(client_ca)) => Some(TlsConfig {
                 cert,
                 key,
                 client_ca,
+                client_crls,
+                crl_reload_interval,
             }),
             _ => None,
         }

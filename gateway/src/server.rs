@@ -34,7 +34,7 @@ use crate::{
 #[derive(Debug)]
 pub struct Gateway {
     config: Config,
-    tls: Arc<rustls::ServerConfig>,
+    tls: Arc<tls::TlsReloader>,
     auth: Authenticator,
     audit: Audit,
     consents: ConsentStore,
@@ -70,7 +70,7 @@ pub enum ServeError {
 /// issuers' keys, the audit signing key, the pseudonym secret.
 #[derive(Debug)]
 pub struct Material {
-    pub tls: Arc<rustls::ServerConfig>,
+    pub tls: Arc<tls::TlsReloader>,
     pub auth: Authenticator,
     pub signer: Signer,
     pub pseudonyms: Pseudonymizer,
@@ -81,7 +81,9 @@ impl Material {
     /// `casegate check-config` runs.
     pub fn load(config: &Config) -> Result<Self, ConfigError> {
         let mut problems = Vec::new();
-        let tls = tls::server_config(&config.tls).map_err(|p| problems.extend(p));
+        let tls = tls::TlsReloader::load(&config.tls)
+            .map(Arc::new)
+            .map_err(|p| problems.extend(p));
         let auth = Authenticator::from_config(&config.auth).map_err(|p| problems.extend(p));
         let signer = audit::load_signer(&config.audit.signing_key).map_err(|message| {
             problems.push(Problem {
@@ -212,6 +214,7 @@ impl Gateway {
             authenticate,
         );
 
+        let reloader = tokio::spawn(reload_crls(tls.clone()));
         let (connections, acceptor) = tls::accept(listener, tls, config.server.handshake_timeout);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let router = Server::builder()
@@ -244,6 +247,7 @@ impl Gateway {
         tokio::select! {
             result = &mut server => {
                 acceptor.abort();
+                reloader.abort();
                 let _ = audit.close();
                 result??;
                 return Ok(Drained::Clean);
@@ -251,6 +255,7 @@ impl Gateway {
             () = shutdown => {}
         }
 
+        reloader.abort();
         let grace = config.server.shutdown_grace;
         tracing::info!(grace = %humantime::format_duration(grace), "shutting down: draining calls");
         acceptor.abort();
@@ -276,6 +281,38 @@ impl Gateway {
         }
         drop(data);
         Ok(drained)
+    }
+}
+
+/// Rebuilds the TLS configuration when a CRL file changes, or at once on SIGHUP.
+async fn reload_crls(tls: Arc<tls::TlsReloader>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(tls.crl_reload_interval());
+    loop {
+        let forced = tokio::select! {
+            _ = tick.tick() => false,
+            Some(()) = async {
+                match hangup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => true,
+        };
+        let result = if forced {
+            tls.reload().map(|()| true)
+        } else {
+            tls.reload_if_changed()
+        };
+        match result {
+            Ok(true) => tracing::info!("TLS configuration reloaded (CRLs)"),
+            Ok(false) => {}
+            Err(problems) => {
+                for p in problems {
+                    tracing::error!(problem = %p, "TLS reload failed; keeping the previous configuration");
+                }
+            }
+        }
     }
 }
 

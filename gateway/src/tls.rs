@@ -8,7 +8,9 @@ use rustls::{
     crypto::CryptoProvider,
     server::{WebPkiClientVerifier, danger::ClientCertVerifier},
 };
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use rustls_pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, pem::PemObject,
+};
 use tokio::{net::TcpListener, net::TcpStream, sync::mpsc, task::JoinHandle};
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 
@@ -36,8 +38,9 @@ pub fn server_config(files: &TlsConfig) -> Result<Arc<ServerConfig>, Vec<Problem
             None
         }
     };
+    let crls = read_crls(&files.client_crls, &mut problems);
     let verifier = read_certs(&files.client_ca, "tls.client_ca", &mut problems).and_then(|cas| {
-        match client_verifier(cas) {
+        match client_verifier(cas, crls) {
             Ok(v) => Some(v),
             Err(e) => {
                 problems.push(file_problem("tls.client_ca", &files.client_ca, &e));
@@ -65,8 +68,29 @@ pub fn server_config(files: &TlsConfig) -> Result<Arc<ServerConfig>, Vec<Problem
     }
 }
 
+fn read_crls(
+    paths: &[std::path::PathBuf],
+    problems: &mut Vec<Problem>,
+) -> Vec<CertificateRevocationListDer<'static>> {
+    let mut crls = Vec::new();
+    for (i, path) in paths.iter().enumerate() {
+        let key = format!("tls.client_crls[{i}]");
+        match CertificateRevocationListDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        {
+            Ok(found) if found.is_empty() => {
+                problems.push(file_problem(&key, path, "holds no PEM X509 CRL"));
+            }
+            Ok(found) => crls.extend(found),
+            Err(e) => problems.push(file_problem(&key, path, &e.to_string())),
+        }
+    }
+    crls
+}
+
 fn client_verifier(
     cas: Vec<CertificateDer<'static>>,
+    crls: Vec<CertificateRevocationListDer<'static>>,
 ) -> Result<Arc<dyn ClientCertVerifier>, String> {
     let mut roots = RootCertStore::empty();
     for ca in cas {
@@ -74,10 +98,17 @@ fn client_verifier(
             .add(ca)
             .map_err(|e| format!("not a usable CA certificate: {e}"))?;
     }
-    // The builder requires a client certificate unless told otherwise.
-    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-        .build()
-        .map_err(|e| e.to_string())
+    // The builder requires a client certificate unless told otherwise. Revocation is checked
+    // for the organisation's certificate against the configured CRLs; a certificate from a CA
+    // without a configured CRL is not refused for that alone.
+    let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+    if !crls.is_empty() {
+        builder = builder
+            .with_crls(crls)
+            .only_check_end_entity_revocation()
+            .allow_unknown_revocation_status();
+    }
+    builder.build().map_err(|e| e.to_string())
 }
 
 fn read_certs(
@@ -105,6 +136,71 @@ fn file_problem(key: &str, path: &Path, message: &str) -> Problem {
     }
 }
 
+/// The server's TLS configuration, rebuilt when the CRL files change (or on request), so a
+/// revoked certificate is refused without a restart. New connections get the newest one.
+#[derive(Debug)]
+pub struct TlsReloader {
+    files: TlsConfig,
+    current: std::sync::RwLock<Arc<ServerConfig>>,
+    /// (modified time, length) of each CRL file when last loaded.
+    stamps: std::sync::Mutex<Vec<Option<(std::time::SystemTime, u64)>>>,
+}
+
+impl TlsReloader {
+    pub fn load(files: &TlsConfig) -> Result<Self, Vec<Problem>> {
+        let config = server_config(files)?;
+        Ok(Self {
+            stamps: std::sync::Mutex::new(Self::stamps_of(files)),
+            files: files.clone(),
+            current: std::sync::RwLock::new(config),
+        })
+    }
+
+    fn stamps_of(files: &TlsConfig) -> Vec<Option<(std::time::SystemTime, u64)>> {
+        files
+            .client_crls
+            .iter()
+            .map(|p| {
+                std::fs::metadata(p)
+                    .and_then(|m| Ok((m.modified()?, m.len())))
+                    .ok()
+            })
+            .collect()
+    }
+
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn crl_reload_interval(&self) -> Duration {
+        self.files.crl_reload_interval
+    }
+
+    /// Rebuilds if a CRL file changed. A failed rebuild keeps the previous configuration.
+    pub fn reload_if_changed(&self) -> Result<bool, Vec<Problem>> {
+        let now = Self::stamps_of(&self.files);
+        {
+            let stamps = self.stamps.lock().unwrap_or_else(|p| p.into_inner());
+            if *stamps == now {
+                return Ok(false);
+            }
+        }
+        self.reload()?;
+        *self.stamps.lock().unwrap_or_else(|p| p.into_inner()) = now;
+        Ok(true)
+    }
+
+    /// Rebuilds from the files now.
+    pub fn reload(&self) -> Result<(), Vec<Problem>> {
+        let config = server_config(&self.files)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = config;
+        Ok(())
+    }
+}
+
 /// Accepts TCP connections and completes TLS handshakes concurrently, handing finished
 /// connections to the gRPC server through a bounded channel. A slow or failed handshake never
 /// holds up the others. Ends when `listener` errors fatally or the receiver is dropped.
@@ -112,14 +208,13 @@ fn file_problem(key: &str, path: &Path, message: &str) -> Problem {
 /// Aborting the returned task closes the listener: no new connections are accepted.
 pub fn accept(
     listener: TcpListener,
-    config: Arc<ServerConfig>,
+    config: Arc<TlsReloader>,
     handshake_timeout: Duration,
 ) -> (
     mpsc::Receiver<io::Result<TlsStream<TcpStream>>>,
     JoinHandle<()>,
 ) {
     let (tx, rx) = mpsc::channel(64);
-    let acceptor = TlsAcceptor::from(config);
     let task = tokio::spawn(async move {
         loop {
             let (tcp, peer) = tokio::select! {
@@ -139,7 +234,7 @@ pub fn accept(
                 () = tx.closed() => return,
             };
             let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
+            let acceptor = TlsAcceptor::from(config.current());
             let tx = tx.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {

@@ -101,6 +101,7 @@ impl TestGateway {
             std::fs::write(dir.path().join(name), contents).expect("write test file");
         };
         write("ca.pem", &ca.cert_pem);
+        write("client-ca.crl.pem", &ca.crl(&[], 1).expect("empty CRL"));
         write("server.pem", &server.cert_pem);
         write("server.key", &server.key_pem);
         write("jwks.json", &issuer.jwks_json());
@@ -121,6 +122,8 @@ shutdown_grace = "2s"
 cert = "server.pem"
 key = "server.key"
 client_ca = "ca.pem"
+client_crls = ["client-ca.crl.pem"]
+crl_reload_interval = "100ms"
 
 [[auth.issuers]]
 iss = "{ISSUER}"
@@ -169,6 +172,20 @@ pseudonym_key = "pseudonym.key"
             let _ = stopped.await;
         })));
         self.stop = Some(stop);
+    }
+
+    /// Publishes a new CRL revoking the certificates of `orgs` (picked up without a restart).
+    pub fn revoke(&self, orgs: &[&str]) {
+        let certs: Vec<&CertifiedKey> = orgs.iter().map(|o| &self.org(o).cert).collect();
+        let number = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(2);
+        let crl = self.ca.crl(&certs, number).expect("CRL");
+        let path = self.dir.path().join("client-ca.crl.pem");
+        let tmp = self.dir.path().join("client-ca.crl.pem.tmp");
+        std::fs::write(&tmp, crl).expect("write CRL");
+        std::fs::rename(tmp, path).expect("publish CRL");
     }
 
     /// Stops the gateway cleanly and starts it again on the same data (a new port).

@@ -237,6 +237,21 @@ impl<'p> Section<'p> {
         Some(path)
     }
 
+    /// An optional list of files that must exist and be readable.
+    pub fn files(&mut self, key: &str, base: &Path) -> Vec<PathBuf> {
+        let full = self.key(key);
+        let paths: Vec<PathBuf> = self
+            .strings(key, false)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| base.join(p))
+            .collect();
+        for (i, path) in paths.iter().enumerate() {
+            self.problems.1.push((format!("{full}[{i}]"), path.clone()));
+        }
+        paths
+    }
+
     /// Reports every key that was not read as unknown.
     pub fn finish(self) {
         let Section {

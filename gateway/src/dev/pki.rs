@@ -3,8 +3,9 @@
 //! Keys are ECDSA P-256. Not for production: real deployments use their CA's certificates.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevocationReason, RevokedCertParams, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -111,6 +112,35 @@ impl DevCa {
         params.use_authority_key_identifier_extension = true;
         validity(&mut params, 730);
         self.sign(&params)
+    }
+
+    /// A CRL (PEM) revoking `revoked`, numbered `number`, valid for a day.
+    pub fn crl(&self, revoked: &[&CertifiedKey], number: u64) -> Result<String, PkiError> {
+        use rustls_pki_types::{CertificateDer, pem::PemObject};
+        use x509_parser::prelude::FromDer;
+        let now = OffsetDateTime::now_utc();
+        let mut revoked_certs = Vec::new();
+        for cert in revoked {
+            let der = CertificateDer::from_pem_slice(cert.cert_pem.as_bytes())
+                .map_err(|_| PkiError::CouldNotParseCertificate)?;
+            let (_, parsed) = x509_parser::certificate::X509Certificate::from_der(&der)
+                .map_err(|_| PkiError::CouldNotParseCertificate)?;
+            revoked_certs.push(RevokedCertParams {
+                serial_number: SerialNumber::from_slice(parsed.raw_serial()),
+                revocation_time: now - Duration::minutes(1),
+                reason_code: Some(RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            });
+        }
+        let params = CertificateRevocationListParams {
+            this_update: now - Duration::minutes(1),
+            next_update: now + Duration::days(1),
+            crl_number: SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        params.signed_by(&self.issuer)?.pem()
     }
 
     fn sign(&self, params: &CertificateParams) -> Result<CertifiedKey, PkiError> {

@@ -52,3 +52,26 @@ async fn a_certificate_without_organization_identifier_is_unauthenticated() {
         "{status:?}"
     );
 }
+
+#[tokio::test]
+async fn a_revoked_certificate_is_refused_once_the_crl_is_updated_without_a_restart() {
+    let gw = TestGateway::start().await;
+    probe(gw.addr, gw.ca_pem(), Some(&gw.org("clinic").cert))
+        .await
+        .expect("accepted before revocation");
+    gw.revoke(&["clinic"]);
+    // The gateway checks the CRL file every 100 ms; allow it a few seconds at most.
+    let mut seen = Ok(());
+    for _ in 0..50 {
+        seen = probe(gw.addr, gw.ca_pem(), Some(&gw.org("clinic").cert)).await;
+        if seen.is_err() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let err = seen.expect_err("a revoked certificate must be refused");
+    assert!(err.contains("CertificateRevoked"), "client saw: {err}");
+    probe(gw.addr, gw.ca_pem(), Some(&gw.org("nav").cert))
+        .await
+        .expect("other organisations are unaffected");
+}
