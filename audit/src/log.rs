@@ -13,6 +13,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex, RwLock,
+        atomic::{AtomicUsize, Ordering},
         mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError},
     },
     thread::JoinHandle,
@@ -28,8 +29,24 @@ use crate::{
     store::{FixedFile, TreeStore},
 };
 
+/// What one group commit did, for monitoring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchStats {
+    /// Entries in the batch.
+    pub entries: usize,
+    /// Time spent in `fdatasync` for it.
+    pub sync: Duration,
+    /// Appends still waiting after it.
+    pub queue_depth: usize,
+    /// The log's size (and newest checkpoint's) after it.
+    pub size: u64,
+}
+
+/// Called by the writer after every batch.
+pub type Observer = Arc<dyn Fn(&BatchStats) + Send + Sync>;
+
 /// How the log behaves.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LogOptions {
     /// The checkpoint origin line, e.g. `casegate.example/audit`.
     pub origin: String,
@@ -41,6 +58,21 @@ pub struct LogOptions {
     pub max_batch: usize,
     /// How long the writer waits for more appends after the first of a batch.
     pub linger: Duration,
+    /// Told about every batch (metrics).
+    pub observer: Option<Observer>,
+}
+
+impl std::fmt::Debug for LogOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogOptions")
+            .field("origin", &self.origin)
+            .field("segment_bytes", &self.segment_bytes)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("max_batch", &self.max_batch)
+            .field("linger", &self.linger)
+            .field("observer", &self.observer.is_some())
+            .finish()
+    }
 }
 
 impl LogOptions {
@@ -51,6 +83,7 @@ impl LogOptions {
             queue_capacity: 8192,
             max_batch: 4096,
             linger: Duration::ZERO,
+            observer: None,
         }
     }
 }
@@ -137,6 +170,8 @@ struct Shared {
     /// (first index, file) of every segment, in order.
     segments: RwLock<Vec<(u64, Arc<File>)>>,
     published: RwLock<Published>,
+    /// Appends sent to the writer and not yet taken by it.
+    queued: AtomicUsize,
 }
 
 /// The audit log. Appends go through the writer thread; reads are concurrent.
@@ -338,6 +373,7 @@ impl AuditLog {
                 checkpoint: Arc::new(checkpoint),
                 failed: None,
             }),
+            queued: AtomicUsize::new(0),
         });
         let (tx, rx) = mpsc::sync_channel(options.queue_capacity.max(1));
         let writer = Writer {
@@ -377,7 +413,12 @@ impl AuditLog {
         done: impl FnOnce(Result<Appended, AppendError>) + Send + 'static,
     ) -> Result<(), AppendError> {
         let job = self.job(entry, Box::new(done))?;
-        self.sender()?.send(job).map_err(|_| AppendError::Closed)
+        let sender = self.sender()?;
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        sender.send(job).map_err(|_| {
+            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            AppendError::Closed
+        })
     }
 
     /// As [`AuditLog::append`], but fails with `QueueFull` instead of blocking.
@@ -387,9 +428,14 @@ impl AuditLog {
         done: impl FnOnce(Result<Appended, AppendError>) + Send + 'static,
     ) -> Result<(), AppendError> {
         let job = self.job(entry, Box::new(done))?;
-        self.sender()?.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => AppendError::QueueFull,
-            TrySendError::Disconnected(_) => AppendError::Closed,
+        let sender = self.sender()?;
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        sender.try_send(job).map_err(|e| {
+            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            match e {
+                TrySendError::Full(_) => AppendError::QueueFull,
+                TrySendError::Disconnected(_) => AppendError::Closed,
+            }
         })
     }
 
@@ -685,6 +731,7 @@ impl Writer {
                     },
                 }
             }
+            self.shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
             self.process(batch);
         }
         self.finish()
@@ -707,8 +754,8 @@ impl Writer {
             return;
         }
         let start = self.range.size();
-        match self.write(&batch) {
-            Ok(()) => {}
+        let synced = match self.write(&batch) {
+            Ok(synced) => synced,
             Err(e) => {
                 let reason = e.to_string();
                 self.shared
@@ -721,6 +768,14 @@ impl Writer {
                 }
                 return;
             }
+        };
+        if let Some(observe) = &self.options.observer {
+            observe(&BatchStats {
+                entries: batch.len(),
+                sync: synced,
+                queue_depth: self.shared.queued.load(Ordering::Relaxed),
+                size: self.range.size(),
+            });
         }
         let checkpoint = Arc::new(self.signer.sign(&Checkpoint {
             origin: self.options.origin.clone(),
@@ -752,8 +807,10 @@ impl Writer {
         }
     }
 
-    /// Writes and syncs the batch's records, then stores the tree nodes and offsets.
-    fn write(&mut self, batch: &[Job]) -> io::Result<()> {
+    /// Writes and syncs the batch's records, then stores the tree nodes and offsets. Returns
+    /// the time spent in `fdatasync`.
+    fn write(&mut self, batch: &[Job]) -> io::Result<Duration> {
+        let mut synced = Duration::ZERO;
         let start = self.range.size();
         let mut frames = Vec::new();
         let mut offsets = Vec::with_capacity(batch.len() * 8);
@@ -765,7 +822,9 @@ impl Writer {
                 && self.segment_len + len > self.options.segment_bytes
             {
                 file.as_ref().write_all(&frames)?;
+                let t = Instant::now();
                 file.sync_data()?;
+                synced += t.elapsed();
                 frames.clear();
                 file = self.new_segment(index)?;
             }
@@ -774,7 +833,9 @@ impl Writer {
             self.segment_len += len;
         }
         file.as_ref().write_all(&frames)?;
+        let t = Instant::now();
         file.sync_data()?;
+        synced += t.elapsed();
 
         let mut levels: Vec<(u64, Vec<u8>)> = Vec::new();
         for job in batch {
@@ -791,7 +852,7 @@ impl Writer {
             self.shared.tree.put(level as u32, *first, bytes)?;
         }
         self.shared.offsets.put(start, &offsets)?;
-        Ok(())
+        Ok(synced)
     }
 
     fn current_segment(&mut self, next_index: u64) -> io::Result<Arc<File>> {

@@ -56,6 +56,7 @@ impl Audit {
             queue_capacity: config.queue_capacity,
             max_batch: config.max_batch,
             linger: config.linger,
+            observer: Some(Arc::new(crate::metrics::audit_batch)),
         };
         let (log, recovery) = AuditLog::open(dir, signer, options)?;
         Ok((

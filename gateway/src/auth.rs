@@ -241,7 +241,9 @@ impl Interceptor for Authenticate {
             let token = bearer(&request)?;
             self.authenticator.authenticate(token, &client)?
         };
-        tracing::debug!(orgnr = %principal.orgnr, role = %principal.role, "authenticated");
+        let span = tracing::Span::current();
+        span.record("orgnr", tracing::field::display(principal.orgnr));
+        span.record("role", principal.role.as_str());
         request.extensions_mut().insert(principal);
         Ok(request)
     }

@@ -39,6 +39,8 @@ pub struct Config {
     pub privacy: PrivacyConfig,
     pub limits: Limits,
     pub log: LogConfig,
+    /// Where Prometheus metrics are served (off when absent).
+    pub metrics_listen: Option<SocketAddr>,
     pub vocabulary: Vocabulary,
     /// The longest validity period a consent may have.
     pub max_consent_period: Duration,
@@ -471,6 +473,22 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
         LogConfig { format, filter }
     };
 
+    let metrics_listen = {
+        let mut s = root.section("metrics");
+        let listen = s.opt_string("listen").and_then(|text| match text.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                s.problem(
+                    "listen",
+                    format!("{text:?} is not an address like 127.0.0.1:9464"),
+                );
+                None
+            }
+        });
+        s.finish();
+        listen
+    };
+
     let (vocabulary, max_consent_period) = {
         let mut s = root.section("vocabulary");
         let max = s.duration_or(
@@ -495,6 +513,7 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
         privacy: privacy?,
         limits,
         log,
+        metrics_listen,
         vocabulary: vocabulary?,
         max_consent_period,
     })

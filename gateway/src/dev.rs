@@ -252,6 +252,9 @@ pseudonym_key = "pseudonym.key"
 [log]
 format = "text"
 filter = "info"
+
+[metrics]
+listen = "127.0.0.1:9464"
 "#
     )
 }
@@ -305,9 +308,13 @@ pub fn token(root: &Path, request: &TokenRequest) -> Result<String, DevError> {
 }
 
 /// The screen `casegate dev` prints once it is listening.
-pub fn connection_screen(root: &Path, addr: SocketAddr) -> String {
+pub fn connection_screen(root: &Path, addr: SocketAddr, metrics: Option<SocketAddr>) -> String {
     let root = root.display();
     let port = addr.port();
+    let metrics = metrics.map_or_else(
+        || "off ([metrics] listen in the config)".to_owned(),
+        |m| format!("http://{m}/metrics"),
+    );
     let mut orgs = String::new();
     for org in ORGS {
         orgs.push_str(&format!(
@@ -329,6 +336,7 @@ casegate dev gateway listening on {addr} (mutual TLS; every casegate.v1 call nee
   list services      grpcurl ... localhost:{port} list
   a call             grpcurl ... -H "authorization: Bearer $TOKEN" \
                        localhost:{port} casegate.v1.AuditService/GetCheckpoint
+  metrics            {metrics}
   audit log          {root}/audit   (verify offline: casegate audit verify --log {root}/audit \
                        --vkey "$(casegate audit vkey --config {root}/casegate.toml)")
 

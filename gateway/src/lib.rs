@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod call_span;
 pub mod cli;
 pub mod config;
 pub mod convert;
@@ -12,6 +13,7 @@ pub mod data_dir;
 pub mod dev;
 pub mod identity;
 pub mod limits;
+pub mod metrics;
 pub mod principal;
 pub mod pseudonym;
 pub mod server;

@@ -87,6 +87,13 @@ fn run(config_path: &Path, env: Vec<(String, String)>, dev_root: Option<PathBuf>
         }
     };
     init_tracing(config.log.format, &config.log.filter);
+    // Record from the first audit batch (the start entry) on.
+    if config.metrics_listen.is_some()
+        && let Err(e) = casegate::metrics::init()
+    {
+        eprintln!("casegate: metrics: {e}");
+        return ExitCode::FAILURE;
+    }
     let gateway = match Gateway::build(config) {
         Ok(gateway) => gateway,
         Err(StartError::Config(e)) => {
@@ -116,8 +123,23 @@ fn run(config_path: &Path, env: Vec<(String, String)>, dev_root: Option<PathBuf>
         };
         let bound = listener.local_addr().unwrap_or(addr);
         tracing::info!(%bound, "listening");
+        let mut gateway = gateway;
+        let mut metrics_at = None;
+        if let Some(addr) = gateway.config().metrics_listen {
+            match casegate::metrics::bind(addr).await {
+                Ok(metrics) => {
+                    metrics_at = metrics.local_addr().ok();
+                    tracing::info!(metrics = ?metrics_at, "serving metrics");
+                    gateway = gateway.with_metrics(metrics);
+                }
+                Err(e) => {
+                    eprintln!("casegate: cannot serve metrics on {addr}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         if let Some(root) = dev_root {
-            println!("{}", dev::connection_screen(&root, bound));
+            println!("{}", dev::connection_screen(&root, bound, metrics_at));
         }
         match gateway.serve(listener, shutdown::signal()).await {
             Ok(drained) => {

@@ -22,6 +22,7 @@ use casegate_consent::store::{ConsentStore, StoreError};
 use crate::{
     audit::{self, Audit},
     auth::{Authenticate, Authenticator},
+    call_span::CallSpanLayer,
     config::{Config, ConfigError, Problem},
     data_dir::{DataDir, DataDirError},
     limits::{self, RateLimiter},
@@ -34,6 +35,7 @@ use crate::{
 #[derive(Debug)]
 pub struct Gateway {
     config: Config,
+    metrics: Option<TcpListener>,
     tls: Arc<tls::TlsReloader>,
     auth: Authenticator,
     audit: Audit,
@@ -64,6 +66,8 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("gRPC server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("metrics: {0}")]
+    Metrics(String),
 }
 
 /// Everything the configuration names, loaded and checked: certificates and keys, token
@@ -146,6 +150,7 @@ impl Gateway {
         audit.record_start(env!("CARGO_PKG_VERSION"))?;
         Ok(Self {
             config,
+            metrics: None,
             tls,
             auth,
             audit,
@@ -163,6 +168,12 @@ impl Gateway {
         &self.audit
     }
 
+    /// Serves Prometheus metrics on `listener` (the admin listener) while serving.
+    pub fn with_metrics(mut self, listener: TcpListener) -> Self {
+        self.metrics = Some(listener);
+        self
+    }
+
     /// Serves on `listener` until `shutdown` resolves, then stops accepting, reports
     /// NOT_SERVING on health, and drains in-flight calls for at most the grace period.
     pub async fn serve(
@@ -172,6 +183,7 @@ impl Gateway {
     ) -> Result<Drained, ServeError> {
         let Gateway {
             config,
+            metrics: metrics_listener,
             tls,
             auth,
             audit,
@@ -215,11 +227,19 @@ impl Gateway {
         );
 
         let reloader = tokio::spawn(reload_crls(tls.clone()));
+        let metrics_task = match metrics_listener {
+            Some(listener) => {
+                crate::metrics::init().map_err(ServeError::Metrics)?;
+                Some(tokio::spawn(crate::metrics::serve(listener)))
+            }
+            None => None,
+        };
         let (connections, acceptor) = tls::accept(listener, tls, config.server.handshake_timeout);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let router = Server::builder()
             .layer(
                 tower::ServiceBuilder::new()
+                    .layer(CallSpanLayer)
                     .map_response(limits::oversize_is_resource_exhausted)
                     .load_shed()
                     .layer(GlobalConcurrencyLimitLayer::new(
@@ -256,6 +276,9 @@ impl Gateway {
         }
 
         reloader.abort();
+        if let Some(task) = &metrics_task {
+            task.abort();
+        }
         let grace = config.server.shutdown_grace;
         tracing::info!(grace = %humantime::format_duration(grace), "shutting down: draining calls");
         acceptor.abort();

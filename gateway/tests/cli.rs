@@ -32,6 +32,7 @@ async fn start_dev(data: &Path, grace: &str) -> (Child, String) {
         .args(["dev", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
         .env("CASEGATE_SERVER__SHUTDOWN_GRACE", grace)
+        .env("CASEGATE_METRICS__LISTEN", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -325,6 +326,7 @@ async fn dev_mode_serves_tokens_that_the_gateway_accepts_and_sigint_stops_it() {
 
     // A second gateway on the same data folder refuses to start.
     let second = casegate()
+        .env("CASEGATE_METRICS__LISTEN", "127.0.0.1:0")
         .args(["dev", "--listen", "127.0.0.1:0", "--data"])
         .arg(dir.path())
         .output()
@@ -379,6 +381,7 @@ async fn dev_mode_serves_tokens_that_the_gateway_accepts_and_sigint_stops_it() {
     bytes[last] ^= 0xff;
     std::fs::write(&segment, bytes).expect("write");
     let out = casegate()
+        .env("CASEGATE_METRICS__LISTEN", "127.0.0.1:0")
         .args(["dev", "--listen", "127.0.0.1:0", "--data"])
         .arg(dir.path())
         .output()
@@ -426,5 +429,210 @@ async fn dev_token_refuses_unknown_organisations_roles_and_identity_numbers() {
         assert!(!out.status.success(), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
+
+/// `message` with a bearer token.
+fn with<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii"),
+    );
+    request
+}
+
+/// Fetches `http://addr/metrics` with a bare HTTP/1.1 request.
+async fn scrape(addr: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("metrics listener");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.expect("response");
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    body
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn metrics_count_calls_and_neither_metrics_nor_logs_show_identity_numbers() {
+    use casegate_proto::v1::{
+        CheckDisclosureRequest, GrantConsentRequest, ListConsentsRequest, Party, Period, Provision,
+        consent_service_client::ConsentServiceClient,
+    };
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_path = dir.path().join("gateway.log");
+    let log_file = std::fs::File::create(&log_path).expect("log file");
+    let mut child = casegate()
+        .args(["dev", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .env("CASEGATE_METRICS__LISTEN", "127.0.0.1:0")
+        .env("CASEGATE_LOG__FORMAT", "json")
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(log_file)
+        .spawn()
+        .expect("start");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let (mut addr, mut metrics) = (None, None);
+    while let Some(line) = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("screen in time")
+        .expect("read")
+    {
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            addr = rest.split_whitespace().next().map(str::to_owned);
+        }
+        if let Some(rest) = line.split("http://").nth(1) {
+            metrics = rest.strip_suffix("/metrics").map(str::to_owned);
+            break;
+        }
+    }
+    let (addr, metrics) = (addr.expect("address"), metrics.expect("metrics address"));
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    let subject = casegate_consent::SubjectId::synthetic_all()
+        .nth(42)
+        .expect("subject")
+        .expose();
+    let token = |org: &str, role: &str, pid: Option<&str>| {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args(["dev", "token", "--org", org, "--role", role, "--data"])
+            .arg(dir.path());
+        if let Some(pid) = pid {
+            cmd.args(["--pid", pid]);
+        }
+        let out = cmd.output().expect("token");
+        String::from_utf8(out.stdout)
+            .expect("utf8")
+            .trim()
+            .to_owned()
+    };
+    let orgnr = |slug: &str| {
+        casegate::dev::ORGS
+            .iter()
+            .find(|o| o.slug == slug)
+            .expect("org")
+            .orgnr
+            .to_owned()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let grant = GrantConsentRequest {
+        subject_id: subject.clone(),
+        provisions: vec![Provision {
+            senders: vec![Party {
+                orgnr: orgnr("nav"),
+                roles: vec![],
+            }],
+            recipients: vec![Party {
+                orgnr: orgnr("clinic"),
+                roles: vec![],
+            }],
+            categories: vec!["benefit_counselling".into()],
+            purposes: vec!["benefit_planning".into()],
+        }],
+        period: Some(Period {
+            start: Some(prost_types::Timestamp {
+                seconds: now - 60,
+                nanos: 0,
+            }),
+            end: Some(prost_types::Timestamp {
+                seconds: now + 86_400,
+                nanos: 0,
+            }),
+        }),
+        ..Default::default()
+    };
+    let portal = token("portal", "jobseeker", Some(&subject));
+    let mut jobseeker = ConsentServiceClient::new(dev_channel(dir.path(), "portal", &addr).await);
+    jobseeker
+        .grant_consent(with(&portal, grant))
+        .await
+        .expect("grant");
+    jobseeker
+        .list_consents(with(
+            &portal,
+            ListConsentsRequest {
+                subject_id: subject.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("list");
+    let nav = token("nav", "nav_counsellor", None);
+    let mut counsellor = ConsentServiceClient::new(dev_channel(dir.path(), "nav", &addr).await);
+    for purpose in ["benefit_planning", "ips_follow_up"] {
+        counsellor
+            .check_disclosure(with(
+                &nav,
+                CheckDisclosureRequest {
+                    subject_id: subject.clone(),
+                    recipient: Some(Party {
+                        orgnr: orgnr("clinic"),
+                        roles: vec![],
+                    }),
+                    category: "benefit_counselling".into(),
+                    purpose: purpose.into(),
+                    approval_attested: false,
+                },
+            ))
+            .await
+            .expect("decision");
+    }
+    // A refused call too: an invalid identity number must not be echoed anywhere either.
+    let _ = counsellor
+        .list_consents(with(
+            &nav,
+            ListConsentsRequest {
+                subject_id: "12345678901".into(),
+                ..Default::default()
+            },
+        ))
+        .await;
+
+    let text = scrape(&metrics).await;
+    assert!(metric(&text, "casegate_calls_total") >= 5.0, "{text}");
+    assert!(
+        metric(&text, "casegate_decisions_total{outcome=\"permit\"}") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        metric(
+            &text,
+            "casegate_decisions_total{outcome=\"purpose_not_covered\"}"
+        ) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        metric(&text, "casegate_audit_batch_entries_count") >= 2.0,
+        "{text}"
+    );
+
+    signal(&child, "TERM");
+    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    let logs = std::fs::read_to_string(&log_path).expect("logs");
+    assert!(
+        logs.contains("\"orgnr\":\"910000020\""),
+        "calls are logged with their organisation"
+    );
+    for secret in [subject.as_str(), "12345678901"] {
+        assert!(!text.contains(secret), "metrics show an identity number");
+        assert!(!logs.contains(secret), "logs show an identity number");
     }
 }

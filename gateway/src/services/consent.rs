@@ -380,6 +380,10 @@ impl ConsentService for ConsentApi {
                 decision::decide(&disclosure, views, now(), &self.vocabulary)
             })
             .map_err(store_error)?;
+        crate::metrics::decision(match &decision {
+            decision::Decision::Permit(_) => "permit",
+            decision::Decision::Deny(d) => d.reason.code(),
+        });
         Ok(Response::new(CheckDisclosureResponse {
             decision: Some(decision_to_wire(&decision)),
         }))

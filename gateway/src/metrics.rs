@@ -1,0 +1,141 @@
+//! Prometheus metrics on a separate admin listener: calls by method and status code, decisions
+//! by outcome, audit batches, `fdatasync` latency, queue depth and the newest checkpoint. Label
+//! values come from fixed sets (method names of this API, status codes, reason codes), never
+//! from request content, so no personal data can reach a label and cardinality is bounded.
+
+use std::{
+    net::SocketAddr,
+    sync::OnceLock,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use casegate_audit::log::BatchStats;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+};
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Every method this gateway serves; anything else is counted as `unknown`.
+const METHODS: &[&str] = &[
+    "/casegate.v1.ConsentService/GrantConsent",
+    "/casegate.v1.ConsentService/GetConsent",
+    "/casegate.v1.ConsentService/ListConsents",
+    "/casegate.v1.ConsentService/WithdrawConsent",
+    "/casegate.v1.ConsentService/CheckDisclosure",
+    "/casegate.v1.DisclosureService/Disclose",
+    "/casegate.v1.DisclosureService/StreamInbox",
+    "/casegate.v1.DisclosureService/Acknowledge",
+    "/casegate.v1.AuditService/GetCheckpoint",
+    "/casegate.v1.AuditService/GetInclusionProof",
+    "/casegate.v1.AuditService/GetConsistencyProof",
+    "/casegate.v1.AuditService/ExportEntries",
+    "/casegate.v1.AuditService/QueryAudit",
+    "/casegate.v1.AuditService/SubjectAccessReport",
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+fn method_label(path: &str) -> &'static str {
+    METHODS
+        .iter()
+        .find(|m| **m == path)
+        .map_or("unknown", |m| &m[1..])
+}
+
+/// The process-wide recorder (installed once; later gateways in the same process share it).
+fn handle() -> Result<&'static PrometheusHandle, String> {
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle);
+    }
+    let handle = PrometheusBuilder::new()
+        .set_buckets(&[
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            2.5, 5.0,
+        ])
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| e.to_string())?;
+    Ok(HANDLE.get_or_init(|| handle))
+}
+
+/// Serves `GET /metrics` on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener) -> Result<(), String> {
+    let handle = handle()?;
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let mut request = vec![0u8; 2048];
+            let mut read = 0;
+            // Read the request head (bounded), answer, close.
+            while read < request.len() {
+                match tokio::time::timeout(
+                    Duration::from_secs(5),
+                    stream.read(&mut request[read..]),
+                )
+                .await
+                {
+                    Ok(Ok(0)) | Err(_) | Ok(Err(_)) => return,
+                    Ok(Ok(n)) => read += n,
+                }
+                if request[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            let head = String::from_utf8_lossy(&request[..read]);
+            let (status, body) = if head.starts_with("GET /metrics ") {
+                ("200 OK", handle.render())
+            } else {
+                ("404 Not Found", "not found; try /metrics\n".to_owned())
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+        });
+    }
+}
+
+/// Makes sure the recorder exists before the first call is counted.
+pub fn init() -> Result<(), String> {
+    handle().map(|_| ())
+}
+
+pub fn call_done(path: &str, code: i32, elapsed: Duration) {
+    let method = method_label(path);
+    metrics::counter!("casegate_calls_total", "method" => method, "code" => code.to_string())
+        .increment(1);
+    metrics::histogram!("casegate_call_duration_seconds", "method" => method)
+        .record(elapsed.as_secs_f64());
+}
+
+/// A consent decision's outcome: `permit` or a reason code.
+pub fn decision(outcome: &'static str) {
+    metrics::counter!("casegate_decisions_total", "outcome" => outcome).increment(1);
+}
+
+/// One group commit of the audit log.
+pub fn audit_batch(stats: &BatchStats) {
+    metrics::histogram!("casegate_audit_batch_entries").record(stats.entries as f64);
+    metrics::histogram!("casegate_audit_fdatasync_seconds").record(stats.sync.as_secs_f64());
+    metrics::gauge!("casegate_audit_queue_depth").set(stats.queue_depth as f64);
+    metrics::gauge!("casegate_audit_checkpoint_size").set(stats.size as f64);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    metrics::gauge!("casegate_audit_checkpoint_timestamp_seconds").set(now);
+    metrics::counter!("casegate_audit_entries_total").increment(stats.entries as u64);
+}
+
+/// Binds the admin listener for metrics.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
