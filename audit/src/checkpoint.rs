@@ -172,15 +172,24 @@ impl Signer {
 
     /// Signs a checkpoint, producing the complete signed note.
     pub fn sign(&self, checkpoint: &Checkpoint) -> SignedCheckpoint {
-        let body = checkpoint.body();
+        Self::cosign(&[self], checkpoint)
+    }
+
+    /// The signature line of this key over `body`.
+    fn signature_line(&self, body: &str) -> String {
         let sig = self.pair.sign(body.as_bytes());
         let mut blob = self.id.to_vec();
         blob.extend_from_slice(sig.as_ref());
-        let note = format!(
-            "{body}\n{SIG_PREFIX}{} {}\n",
-            self.name,
-            STANDARD.encode(blob)
-        );
+        format!("{SIG_PREFIX}{} {}\n", self.name, STANDARD.encode(blob))
+    }
+
+    /// One note signed by several keys (a key rotation's bridge: verifiable with either).
+    pub fn cosign(signers: &[&Signer], checkpoint: &Checkpoint) -> SignedCheckpoint {
+        let body = checkpoint.body();
+        let mut note = format!("{body}\n");
+        for signer in signers {
+            note.push_str(&signer.signature_line(&body));
+        }
         SignedCheckpoint {
             checkpoint: checkpoint.clone(),
             note,
@@ -392,6 +401,17 @@ mod tests {
         input.extend_from_slice(&raw);
         let digest = ring::digest::digest(&ring::digest::SHA256, &input);
         assert_eq!(parts[1], hex(&digest.as_ref()[..4]));
+    }
+
+    #[test]
+    fn a_cosigned_note_verifies_with_either_key() {
+        let old = Signer::generate("casegate.test/audit").expect("key");
+        let new = Signer::generate("casegate.test/audit").expect("key");
+        let note = Signer::cosign(&[&old, &new], &checkpoint(9)).note;
+        assert_eq!(old.verifier().verify(&note), Ok(checkpoint(9)));
+        assert_eq!(new.verifier().verify(&note), Ok(checkpoint(9)));
+        let stranger = Signer::generate("casegate.test/audit").expect("key");
+        assert!(stranger.verifier().verify(&note).is_err());
     }
 
     #[test]

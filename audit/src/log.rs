@@ -240,6 +240,43 @@ fn write_checkpoint(dir: &Path, note: &str, sync: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Replaces the checkpoint signing key of a closed log: appends `rotation_entry` (which should
+/// record the change) signed under `old`, then leaves the newest checkpoint signed by both keys,
+/// so it verifies with either and the log opens with `new` from then on. The caller must hold
+/// the folder's lock (no gateway running on it).
+pub fn rotate_key(
+    dir: &Path,
+    old: Signer,
+    new: &Signer,
+    options: LogOptions,
+    rotation_entry: Vec<u8>,
+) -> Result<Appended, RotateError> {
+    let verifier = old.verifier();
+    let (log, _) = AuditLog::open(dir, Signer::from_skey(&old.to_skey())?, options)?;
+    let appended = log.append_blocking(rotation_entry)?;
+    log.close().map_err(|e| RotateError::Io(e.to_string()))?;
+    let Some(newest) = read_checkpoint(dir, &verifier)? else {
+        return Err(RotateError::Io(
+            "no checkpoint after the rotation entry".into(),
+        ));
+    };
+    let bridged = Signer::cosign(&[&old, new], &newest.checkpoint);
+    write_checkpoint(dir, &bridged.note, true).map_err(|e| RotateError::Io(e.to_string()))?;
+    Ok(appended)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    #[error(transparent)]
+    Key(#[from] CheckpointError),
+    #[error("audit log: {0}")]
+    Io(String),
+}
+
 /// Reads and verifies the newest checkpoint in a log folder, if there is one.
 pub fn read_checkpoint(
     dir: &Path,

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use crate::{
     checkpoint::{Checkpoint, CheckpointError, Verifier},
     entry::Entry,
-    log::{OpenError, read_checkpoint},
     merkle::{self, CompactRange, Hash},
     segment::{self, Flaw},
 };
@@ -68,20 +67,41 @@ impl Failure {
 /// Verifies the log in `dir` against `verifier`, and against `trusted` (an older signed
 /// checkpoint note) when given.
 pub fn verify(dir: &Path, verifier: &Verifier, trusted: Option<&str>) -> Result<Report, Failure> {
-    let newest = match read_checkpoint(dir, verifier) {
-        Ok(Some(cp)) => cp.checkpoint,
-        Ok(None) => return Err(Failure::NoCheckpoint(dir.to_owned())),
-        Err(OpenError::Checkpoint(e)) => return Err(Failure::Checkpoint(e)),
-        Err(OpenError::Io { path, source }) => return Err(Failure::Io { path, source }),
-        Err(other) => {
+    verify_with(dir, std::slice::from_ref(verifier), trusted)
+}
+
+/// As [`verify`], where each checkpoint must be signed by at least one of `verifiers` (the
+/// keys the log was signed with across rotations).
+pub fn verify_with(
+    dir: &Path,
+    verifiers: &[Verifier],
+    trusted: Option<&str>,
+) -> Result<Report, Failure> {
+    let check = |note: &str| -> Result<Checkpoint, CheckpointError> {
+        let mut last = CheckpointError::NotSigned("(no verifier key given)".into());
+        for v in verifiers {
+            match v.verify(note) {
+                Ok(c) => return Ok(c),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    };
+    let note_path = dir.join("checkpoint");
+    let newest = match std::fs::read_to_string(&note_path) {
+        Ok(note) => check(&note).map_err(Failure::Checkpoint)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Failure::NoCheckpoint(dir.to_owned()));
+        }
+        Err(source) => {
             return Err(Failure::Io {
-                path: dir.to_owned(),
-                source: std::io::Error::other(other.to_string()),
+                path: note_path,
+                source,
             });
         }
     };
     let trusted = trusted
-        .map(|note| verifier.verify(note).map_err(Failure::Trusted))
+        .map(|note| check(note).map_err(Failure::Trusted))
         .transpose()?;
     if let Some(t) = &trusted {
         if t.origin != newest.origin {

@@ -21,6 +21,18 @@ pub struct Audit {
     slots: Arc<Semaphore>,
 }
 
+/// The log's behaviour as configured.
+pub fn log_options(config: &AuditConfig) -> LogOptions {
+    LogOptions {
+        origin: config.origin.clone(),
+        segment_bytes: config.segment_bytes,
+        queue_capacity: config.queue_capacity,
+        max_batch: config.max_batch,
+        linger: config.linger,
+        observer: Some(Arc::new(crate::metrics::audit_batch)),
+    }
+}
+
 /// Reads the signer key file named in the configuration.
 pub fn load_signer(path: &Path) -> Result<Signer, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;

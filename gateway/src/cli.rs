@@ -30,6 +30,11 @@ pub enum Command {
         #[arg(value_name = "FILE")]
         config: PathBuf,
     },
+    /// Key lifecycle (run with the gateway stopped).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Audit log tools: offline verification and keys.
     Audit {
         #[command(subcommand)]
@@ -56,9 +61,10 @@ pub enum AuditAction {
         /// The audit log folder (`<data_dir>/audit`).
         #[arg(long, value_name = "DIR")]
         log: PathBuf,
-        /// The verifier key (`name+id+key`), or a file holding it.
-        #[arg(long, value_name = "VKEY")]
-        vkey: String,
+        /// A verifier key (`name+id+key`), or a file holding it. Repeat it to accept the
+        /// keys of earlier rotations: each checkpoint must be signed by one of them.
+        #[arg(long, value_name = "VKEY", required = true)]
+        vkey: Vec<String>,
         /// An older signed checkpoint (a file) the log must be consistent with.
         #[arg(long, value_name = "CHECKPOINT_FILE")]
         trusted: Option<PathBuf>,
@@ -83,6 +89,18 @@ pub enum AuditAction {
         /// Where to write the signer key; must not exist.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Replace the audit checkpoint signing key: records the rotation in the log, leaves the
+    /// newest checkpoint signed by both keys, keeps the old key file as `<file>.retired-<id>`,
+    /// and prints the new verifier key.
+    RotateAudit {
+        /// The gateway's configuration file.
+        #[arg(long, short, value_name = "FILE", env = "CASEGATE_CONFIG")]
+        config: PathBuf,
     },
 }
 
@@ -125,24 +143,27 @@ pub fn audit(action: AuditAction) -> std::process::ExitCode {
 
     match action {
         AuditAction::Verify { log, vkey, trusted } => {
-            let text = if vkey.contains('+') && !std::path::Path::new(&vkey).exists() {
-                vkey
-            } else {
-                match std::fs::read_to_string(&vkey) {
-                    Ok(text) => text,
+            let mut verifiers = Vec::new();
+            for vkey in vkey {
+                let text = if vkey.contains('+') && !std::path::Path::new(&vkey).exists() {
+                    vkey
+                } else {
+                    match std::fs::read_to_string(&vkey) {
+                        Ok(text) => text,
+                        Err(e) => {
+                            eprintln!("casegate audit verify: --vkey {vkey}: {e}");
+                            return ExitCode::from(EXIT_USAGE);
+                        }
+                    }
+                };
+                match Verifier::from_vkey(&text) {
+                    Ok(v) => verifiers.push(v),
                     Err(e) => {
-                        eprintln!("casegate audit verify: --vkey {vkey}: {e}");
+                        eprintln!("casegate audit verify: --vkey: {e}");
                         return ExitCode::from(EXIT_USAGE);
                     }
                 }
-            };
-            let verifier = match Verifier::from_vkey(&text) {
-                Ok(v) => v,
-                Err(e) => {
-                    eprintln!("casegate audit verify: --vkey: {e}");
-                    return ExitCode::from(EXIT_USAGE);
-                }
-            };
+            }
             let trusted = match trusted.map(std::fs::read_to_string).transpose() {
                 Ok(t) => t,
                 Err(e) => {
@@ -150,13 +171,14 @@ pub fn audit(action: AuditAction) -> std::process::ExitCode {
                     return ExitCode::from(EXIT_USAGE);
                 }
             };
-            match verify::verify(&log, &verifier, trusted.as_deref()) {
+            match verify::verify_with(&log, &verifiers, trusted.as_deref()) {
                 Ok(report) => {
+                    let labels: Vec<String> = verifiers.iter().map(Verifier::label).collect();
                     let mut line = format!(
                         "OK: {} entries; checkpoint of {} entries signed by {} verifies",
                         report.entries,
                         report.checkpoint.size,
-                        verifier.label()
+                        labels.join(" or ")
                     );
                     if let Some(size) = report.consistent_with {
                         line.push_str(&format!(
@@ -265,4 +287,87 @@ pub fn check_config(path: &std::path::Path) -> std::process::ExitCode {
             ExitCode::from(EXIT_USAGE)
         }
     }
+}
+
+/// `casegate keys rotate-audit`.
+pub fn rotate_audit(path: &std::path::Path) -> std::process::ExitCode {
+    use std::process::ExitCode;
+
+    use casegate_audit::{
+        checkpoint::Signer,
+        entry::{Entry, EntryKind},
+        log::rotate_key,
+    };
+
+    let fail = |message: String| {
+        eprintln!("casegate keys rotate-audit: {message}");
+        ExitCode::FAILURE
+    };
+    let config = match crate::config::Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("casegate: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    // The gateway must not be running: the audit log has one writer.
+    let data = match crate::data_dir::DataDir::open(&config.storage.data_dir) {
+        Ok(d) => d,
+        Err(e) => return fail(format!("{e} (stop the gateway first)")),
+    };
+    let key_path = &config.audit.signing_key;
+    let old = match crate::audit::load_signer(key_path) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let new = match Signer::generate(old.name()) {
+        Ok(s) => s,
+        Err(e) => return fail(e.to_string()),
+    };
+    let (old_label, new_label) = (old.verifier().label(), new.verifier().label());
+    let mut entry = Entry::new(EntryKind::KeyRotated, crate::audit::now_micros());
+    entry.detail = Some(format!(
+        "audit checkpoint key {old_label} replaced by {new_label}"
+    ));
+    let entry = match entry.encode() {
+        Ok(e) => e,
+        Err(e) => return fail(e.to_string()),
+    };
+    // The new key first, beside the old one: a crash at any point leaves a usable key.
+    let next = key_path.with_extension("next");
+    if let Err(e) = write_private(&next, &format!("{}\n", new.to_skey())) {
+        return fail(format!("{}: {e}", next.display()));
+    }
+    let options = crate::audit::log_options(&config.audit);
+    if let Err(e) = rotate_key(&data.path().join("audit"), old, &new, options, entry) {
+        return fail(e.to_string());
+    }
+    let retired = std::path::PathBuf::from(format!(
+        "{}.retired-{}",
+        key_path.display(),
+        old_label.rsplit('+').next().unwrap_or("old")
+    ));
+    let moved = std::fs::rename(key_path, &retired).and_then(|()| std::fs::rename(&next, key_path));
+    if let Err(e) = moved {
+        return fail(format!("{}: {e}", key_path.display()));
+    }
+    eprintln!(
+        "rotated: {old_label} -> {new_label}; the old key is kept at {}; \
+         give privacy officers the new verifier key (below) and keep the old one for older checkpoints",
+        retired.display()
+    );
+    println!("{}", new.verifier().to_vkey());
+    ExitCode::SUCCESS
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
 }

@@ -26,6 +26,9 @@ fn main() -> ExitCode {
         Command::Serve { config } => run(&config, std::env::vars().collect(), None),
         Command::Audit { action } => casegate::cli::audit(action),
         Command::CheckConfig { config } => casegate::cli::check_config(&config),
+        Command::Keys {
+            action: casegate::cli::KeysAction::RotateAudit { config },
+        } => casegate::cli::rotate_audit(&config),
         Command::Dev {
             action:
                 Some(DevAction::Token {

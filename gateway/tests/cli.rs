@@ -636,3 +636,88 @@ async fn metrics_count_calls_and_neither_metrics_nor_logs_show_identity_numbers(
         assert!(!logs.contains(secret), "logs show an identity number");
     }
 }
+
+#[tokio::test]
+async fn rotating_the_audit_key_keeps_the_whole_log_verifiable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("casegate.toml");
+    let vkey = |config: &Path| {
+        let out = std::process::Command::new(BIN)
+            .args(["audit", "vkey", "--config"])
+            .arg(config)
+            .output()
+            .expect("vkey");
+        String::from_utf8(out.stdout)
+            .expect("utf8")
+            .trim()
+            .to_owned()
+    };
+    let verify = |keys: &[&str], trusted: Option<&Path>| {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args(["audit", "verify", "--log"])
+            .arg(dir.path().join("audit"));
+        for k in keys {
+            cmd.args(["--vkey", k]);
+        }
+        if let Some(t) = trusted {
+            cmd.arg("--trusted").arg(t);
+        }
+        let out = cmd.output().expect("verify");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        )
+    };
+
+    // A first run, then keep its checkpoint as a privacy officer would.
+    let (mut child, _) = start_dev(dir.path(), "5s").await;
+    signal(&child, "INT");
+    assert!(child.wait().await.expect("wait").success());
+    let old_vkey = vkey(&config);
+    let kept = dir.path().join("kept.checkpoint");
+    std::fs::copy(dir.path().join("audit/checkpoint"), &kept).expect("keep checkpoint");
+
+    let out = casegate()
+        .args(["keys", "rotate-audit", "--config"])
+        .arg(&config)
+        .output()
+        .await
+        .expect("rotate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new_vkey = String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_owned();
+    assert_ne!(new_vkey, old_vkey);
+    assert_eq!(
+        vkey(&config),
+        new_vkey,
+        "the configured key file now holds the new key"
+    );
+
+    // A second run signs with the new key only.
+    let (mut child, _) = start_dev(dir.path(), "5s").await;
+    signal(&child, "INT");
+    assert!(child.wait().await.expect("wait").success());
+
+    let (ok, verdict) = verify(&[&new_vkey], None);
+    assert!(ok && verdict.starts_with("OK: 3 entries"), "{verdict}");
+    let (ok, verdict) = verify(&[&new_vkey, &old_vkey], Some(&kept));
+    assert!(ok, "{verdict}");
+    assert!(
+        verdict.contains("consistent with the trusted checkpoint of 1 entries"),
+        "{verdict}"
+    );
+    let (ok, verdict) = verify(&[&old_vkey], None);
+    assert!(!ok && verdict.contains("not signed by key"), "{verdict}");
+    // The old checkpoint itself still verifies with the old key.
+    let note = std::fs::read_to_string(&kept).expect("kept");
+    casegate_audit::checkpoint::Verifier::from_vkey(&old_vkey)
+        .expect("old vkey")
+        .verify(&note)
+        .expect("older checkpoints stay verifiable with the older key");
+}
