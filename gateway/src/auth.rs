@@ -7,20 +7,35 @@
 //! `role` must be a known role; `pid`, when present, must be a valid identity number; and a
 //! `cnf.x5t#S256` binding, when present, must match the client certificate (RFC 8705).
 
+mod https;
 mod jwks;
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    future::Future,
+    path::Path,
+    pin::Pin,
+    sync::{Arc, RwLock},
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use casegate_consent::{OrgNumber, Role, SubjectId};
 use jsonwebtoken::{Algorithm, Validation, errors::ErrorKind};
+use rustls_pki_types::{CertificateDer, pem::PemObject};
 use serde::Deserialize;
-use tonic::{Request, Status, service::Interceptor};
+use tonic::{
+    Status,
+    transport::server::{TcpConnectInfo, TlsConnectInfo},
+};
+use tower::{Layer, Service};
 
+pub use https::HttpsUrl;
 pub use jwks::Jwks;
 
 use crate::{
-    config::{AuthConfig, Problem},
+    config::{AuthConfig, JwksLocation, Problem},
     identity::{ClientIdentity, IdentityError},
     limits::{RateLimiter, rate_limited},
     principal::Principal,
@@ -61,10 +76,61 @@ pub enum AuthError {
     UnknownRole,
 }
 
+/// Where an issuer's keys come from.
+#[derive(Debug)]
+enum Source {
+    File,
+    Url {
+        url: HttpsUrl,
+        tls: Arc<rustls::ClientConfig>,
+        min_refresh: Duration,
+    },
+}
+
 struct Issuer {
     audience: String,
     algorithms: Vec<Algorithm>,
-    keys: Jwks,
+    keys: RwLock<Arc<Jwks>>,
+    source: Source,
+    /// When the keys were last fetched (or tried); one fetch at a time.
+    fetched: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl Issuer {
+    fn keys(&self) -> Arc<Jwks> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Fetches the key set again if it is fetched over HTTPS and was not fetched within the
+    /// minimum interval. On failure the last good set stays.
+    async fn refresh(&self, iss: &str) {
+        let Source::Url {
+            url,
+            tls,
+            min_refresh,
+        } = &self.source
+        else {
+            return;
+        };
+        let mut fetched = self.fetched.lock().await;
+        if fetched.is_some_and(|at| at.elapsed() < *min_refresh) {
+            return;
+        }
+        *fetched = Some(Instant::now());
+        let result = https::get(url, tls.clone())
+            .await
+            .and_then(|body| String::from_utf8(body).map_err(|_| "body is not UTF-8".to_owned()))
+            .and_then(|text| Jwks::from_json(&text));
+        match result {
+            Ok(keys) => {
+                tracing::info!(issuer = iss, "token keys refreshed");
+                *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+            }
+            Err(e) => {
+                tracing::warn!(issuer = iss, error = %e, "token keys could not be fetched; keeping the last good set")
+            }
+        }
+    }
 }
 
 /// Verifies access tokens against the configured issuers. Cheap to clone.
@@ -107,26 +173,38 @@ struct IssuerOnly {
 // === impl Authenticator ===
 
 impl Authenticator {
-    /// Loads every issuer's key set, reporting each unreadable one.
+    /// Loads every file-based key set and prepares the HTTPS ones (fetched by
+    /// [`Authenticator::prefetch`] and on demand), reporting each problem.
     pub fn from_config(config: &AuthConfig) -> Result<Self, Vec<Problem>> {
         let mut problems = Vec::new();
         let mut issuers = HashMap::new();
         for (i, issuer) in config.issuers.iter().enumerate() {
-            match Jwks::from_file(&issuer.jwks_file) {
-                Ok(keys) => {
+            let loaded = match &issuer.jwks {
+                JwksLocation::File(path) => Jwks::from_file(path)
+                    .map(|keys| (keys, Source::File))
+                    .map_err(|message| (format!("auth.issuers[{i}].jwks_file"), message)),
+                JwksLocation::Url {
+                    url,
+                    ca,
+                    min_refresh,
+                } => url_source(url, ca.as_deref(), *min_refresh)
+                    .map(|source| (Jwks::empty(), source))
+                    .map_err(|message| (format!("auth.issuers[{i}].jwks_url"), message)),
+            };
+            match loaded {
+                Ok((keys, source)) => {
                     issuers.insert(
                         issuer.iss.clone(),
                         Issuer {
                             audience: issuer.audience.clone(),
                             algorithms: issuer.algorithms.clone(),
-                            keys,
+                            keys: RwLock::new(Arc::new(keys)),
+                            source,
+                            fetched: tokio::sync::Mutex::new(None),
                         },
                     );
                 }
-                Err(message) => problems.push(Problem {
-                    key: format!("auth.issuers[{i}].jwks_file"),
-                    message,
-                }),
+                Err((key, message)) => problems.push(Problem { key, message }),
             }
         }
         if problems.is_empty() {
@@ -139,8 +217,16 @@ impl Authenticator {
         }
     }
 
-    /// Verifies `token` for a call over a connection from `client`.
-    pub fn authenticate(
+    /// Fetches every HTTPS key set once (an unreachable issuer is retried on demand).
+    pub async fn prefetch(&self) {
+        for (iss, issuer) in self.issuers.iter() {
+            issuer.refresh(iss).await;
+        }
+    }
+
+    /// Verifies `token` for a call over a connection from `client`. A token naming a key the
+    /// issuer's set does not hold triggers one (rate-limited) refresh of an HTTPS key set.
+    pub async fn authenticate(
         &self,
         token: &str,
         client: &ClientIdentity,
@@ -157,15 +243,31 @@ impl Authenticator {
             return Err(AuthError::AlgorithmNotAllowed(format!("{:?}", header.alg)));
         }
         let kid = header.kid.as_deref().ok_or(AuthError::MissingKeyId)?;
-        let key = issuer.keys.get(kid).ok_or(AuthError::UnknownKey)?;
+        let mut keys = issuer.keys();
+        if keys.get(kid).is_none() {
+            issuer.refresh(&iss).await;
+            keys = issuer.keys();
+        }
+        let key = keys.get(kid).ok_or(AuthError::UnknownKey)?;
         if key.algorithm.is_some_and(|a| a != header.alg) || key.key.family() != header.alg.family()
         {
             return Err(AuthError::AlgorithmNotAllowed(format!("{:?}", header.alg)));
         }
+        self.verify(token, &iss, issuer, header.alg, key, client)
+    }
 
-        let mut validation = Validation::new(header.alg);
+    fn verify(
+        &self,
+        token: &str,
+        iss: &str,
+        issuer: &Issuer,
+        alg: Algorithm,
+        key: &jwks::VerificationKey,
+        client: &ClientIdentity,
+    ) -> Result<Principal, AuthError> {
+        let mut validation = Validation::new(alg);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.set_issuer(&[&iss]);
+        validation.set_issuer(&[iss]);
         validation.set_audience(&[&issuer.audience]);
         validation.validate_nbf = true;
         validation.leeway = self.leeway_secs;
@@ -199,12 +301,36 @@ impl Authenticator {
             orgnr: client.orgnr,
             user_id,
             role,
-            issuer: iss,
+            issuer: iss.to_owned(),
             pid,
             cert_sha256: client.cert_sha256,
             certificate_bound,
         })
     }
+}
+
+fn url_source(url: &str, ca: Option<&Path>, min_refresh: Duration) -> Result<Source, String> {
+    let url = HttpsUrl::parse(url)?;
+    let roots = match ca {
+        None => None,
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            Some(roots)
+        }
+    };
+    Ok(Source::Url {
+        url,
+        tls: https::client_config(roots)?,
+        min_refresh,
+    })
 }
 
 fn describe(kind: &ErrorKind) -> &'static str {
@@ -220,39 +346,100 @@ fn describe(kind: &ErrorKind) -> &'static str {
     }
 }
 
-/// The tonic interceptor in front of every `casegate.v1` service: reads the certificate,
-/// applies the organisation's rate limit (before any token work), verifies the bearer token,
-/// and attaches the verified [`Principal`] to the request.
+/// The layer in front of every `casegate.v1` service: reads the client certificate, applies
+/// the organisation's rate limit (before any token work), verifies the bearer token, and
+/// attaches the verified [`Principal`] to the request. Refusals never reach the handler.
 #[derive(Debug, Clone)]
 pub struct Authenticate {
     pub authenticator: Authenticator,
     pub rate: Arc<RateLimiter>,
 }
 
-impl Interceptor for Authenticate {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let principal = {
-            let certs = request.peer_certs().ok_or(AuthError::NoCertificate)?;
-            let leaf = certs.first().ok_or(AuthError::NoCertificate)?;
-            let client = ClientIdentity::from_der(leaf).map_err(AuthError::from)?;
-            self.rate
-                .check(client.orgnr, std::time::Instant::now())
-                .map_err(rate_limited)?;
-            let token = bearer(&request)?;
-            self.authenticator.authenticate(token, &client)?
-        };
+impl Authenticate {
+    /// The caller, from the connection's certificates and the `authorization` header.
+    async fn principal(
+        &self,
+        certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+        authorization: Option<http::HeaderValue>,
+    ) -> Result<Principal, Status> {
+        let certs = certs.ok_or(AuthError::NoCertificate)?;
+        let leaf = certs.first().ok_or(AuthError::NoCertificate)?;
+        let client = ClientIdentity::from_der(leaf).map_err(AuthError::from)?;
+        self.rate
+            .check(client.orgnr, Instant::now())
+            .map_err(rate_limited)?;
+        let token = bearer(authorization.as_ref())?;
+        let principal = self.authenticator.authenticate(token, &client).await?;
         let span = tracing::Span::current();
         span.record("orgnr", tracing::field::display(principal.orgnr));
         span.record("role", principal.role.as_str());
-        request.extensions_mut().insert(principal);
-        Ok(request)
+        Ok(principal)
     }
 }
 
-fn bearer<T>(request: &Request<T>) -> Result<&str, AuthError> {
-    let value = request
-        .metadata()
-        .get("authorization")
+impl<S> Layer<S> for Authenticate {
+    type Service = Authenticated<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Authenticated {
+            inner,
+            auth: self.clone(),
+        }
+    }
+}
+
+/// A service behind [`Authenticate`].
+#[derive(Debug, Clone)]
+pub struct Authenticated<S> {
+    inner: S,
+    auth: Authenticate,
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for Authenticated<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> Service<http::Request<B>> for Authenticated<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        // Use the service that was polled ready; leave a fresh clone in its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let auth = self.auth.clone();
+        let certs = request
+            .extensions()
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(TlsConnectInfo::peer_certs);
+        let authorization = request.headers().get("authorization").cloned();
+        Box::pin(async move {
+            match auth.principal(certs, authorization).await {
+                Ok(principal) => {
+                    request.extensions_mut().insert(principal);
+                    inner.call(request).await
+                }
+                Err(status) => Ok(status.into_http()),
+            }
+        })
+    }
+}
+
+fn bearer(value: Option<&http::HeaderValue>) -> Result<&str, AuthError> {
+    let value = value
         .ok_or(AuthError::MissingToken)?
         .to_str()
         .map_err(|_| AuthError::Malformed("authorization header is not text"))?;

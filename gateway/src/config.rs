@@ -84,7 +84,22 @@ pub struct IssuerConfig {
     /// The `aud` claim tokens for this gateway must carry.
     pub audience: String,
     pub algorithms: Vec<Algorithm>,
-    pub jwks_file: PathBuf,
+    pub jwks: JwksLocation,
+}
+
+/// Where an issuer's key set comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksLocation {
+    /// A JWKS file, read at start.
+    File(PathBuf),
+    /// An HTTPS address, fetched at start and again (at most every `min_refresh`) when a token
+    /// names an unknown key; the last good set is kept while the issuer is unreachable.
+    Url {
+        url: String,
+        /// PEM roots to trust for it; the public web PKI when absent.
+        ca: Option<PathBuf>,
+        min_refresh: Duration,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -559,16 +574,56 @@ fn read_issuers(s: &mut Section<'_>, base: &Path) -> Option<Vec<IssuerConfig>> {
             }
             algs
         });
-        let jwks_file = t.file("jwks_file", base);
+        let jwks_file = t.opt_string("jwks_file").map(|p| {
+            let path = base.join(p);
+            let key = t.key("jwks_file");
+            t.problems().1.push((key, path.clone()));
+            path
+        });
+        let jwks_url = t.opt_string("jwks_url");
+        let jwks_ca = t.opt_string("jwks_ca").map(|p| {
+            let path = base.join(p);
+            let key = t.key("jwks_ca");
+            t.problems().1.push((key, path.clone()));
+            path
+        });
+        let min_refresh = t.duration_or(
+            "jwks_min_refresh",
+            Duration::from_secs(30),
+            Duration::ZERO,
+            Duration::from_secs(3600),
+        );
+        let jwks = match (jwks_file, jwks_url) {
+            (Some(file), None) => Some(JwksLocation::File(file)),
+            (None, Some(url)) => match crate::auth::HttpsUrl::parse(&url) {
+                Ok(_) => Some(JwksLocation::Url {
+                    url,
+                    ca: jwks_ca,
+                    min_refresh,
+                }),
+                Err(e) => {
+                    t.problem("jwks_url", e);
+                    None
+                }
+            },
+            (Some(_), Some(_)) => {
+                t.problem("jwks_url", "give either jwks_file or jwks_url, not both");
+                None
+            }
+            (None, None) => {
+                t.problem("jwks_file", "missing (expected jwks_file or jwks_url)");
+                None
+            }
+        };
         t.finish();
-        if let (Some(iss), Some(audience), Some(algorithms), Some(jwks_file)) =
-            (iss, audience, algorithms, jwks_file)
+        if let (Some(iss), Some(audience), Some(algorithms), Some(jwks)) =
+            (iss, audience, algorithms, jwks)
         {
             issuers.push(IssuerConfig {
                 iss,
                 audience,
                 algorithms,
-                jwks_file,
+                jwks,
             });
         }
     }

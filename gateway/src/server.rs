@@ -9,8 +9,9 @@ use casegate_proto::v1::{
 };
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{service::interceptor::InterceptedService, transport::Server};
+use tonic::transport::Server;
 use tonic_health::server::HealthReporter;
+use tower::Layer;
 use tower::limit::GlobalConcurrencyLimitLayer;
 
 use casegate_audit::{
@@ -201,7 +202,11 @@ impl Gateway {
             authenticator: auth,
             rate: Arc::new(RateLimiter::new(limits.rate_per_second, limits.rate_burst)),
         };
-        let consent = InterceptedService::new(
+        tokio::spawn({
+            let authenticator = authenticate.authenticator.clone();
+            async move { authenticator.prefetch().await }
+        });
+        let consent = authenticate.layer(
             ConsentServiceServer::new(ConsentApi::new(
                 consents.clone(),
                 audit.clone(),
@@ -211,19 +216,16 @@ impl Gateway {
             ))
             .max_decoding_message_size(limits.max_message_bytes)
             .max_encoding_message_size(limits.max_message_bytes),
-            authenticate.clone(),
         );
-        let disclosure = InterceptedService::new(
+        let disclosure = authenticate.layer(
             DisclosureServiceServer::new(DisclosureApi)
                 .max_decoding_message_size(limits.max_message_bytes)
                 .max_encoding_message_size(limits.max_message_bytes),
-            authenticate.clone(),
         );
-        let audit_service = InterceptedService::new(
+        let audit_service = authenticate.layer(
             AuditServiceServer::new(AuditApi::new(audit.clone()))
                 .max_decoding_message_size(limits.max_message_bytes)
                 .max_encoding_message_size(limits.max_message_bytes),
-            authenticate,
         );
 
         let reloader = tokio::spawn(reload_crls(tls.clone()));

@@ -65,6 +65,13 @@ impl Jwks {
         Ok(Self { keys })
     }
 
+    /// A set with no keys (an HTTPS set not fetched yet).
+    pub fn empty() -> Self {
+        Self {
+            keys: HashMap::new(),
+        }
+    }
+
     pub fn get(&self, kid: &str) -> Option<&VerificationKey> {
         self.keys.get(kid)
     }
