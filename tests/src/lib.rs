@@ -6,6 +6,7 @@
 
 pub mod crash;
 pub mod gateway;
+pub mod jwks_server;
 pub mod tls_probe;
 
 pub use gateway::{Caller, TestGateway, TestOrg};

@@ -266,3 +266,55 @@ async fn every_rpc_not_yet_available_sits_behind_authentication_and_names_its_ca
         "subject access reports"
     );
 }
+
+#[tokio::test]
+async fn keys_fetched_over_https_are_refreshed_on_a_new_kid_and_kept_when_the_issuer_is_down() {
+    use casegate_tests::jwks_server::JwksServer;
+
+    const ISS: &str = "https://idp2.test.invalid";
+    let idp_ca = casegate::dev::DevCa::generate("idp test CA").expect("CA");
+    let first = TokenIssuer::generate(ISS, AUDIENCE).expect("key A");
+    let second = TokenIssuer::generate(ISS, AUDIENCE).expect("key B");
+    let server = JwksServer::start(&idp_ca, json!({ "keys": [first.jwk()] }).to_string()).await;
+    let ca_file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(ca_file.path(), &idp_ca.cert_pem).expect("write CA");
+    let gw = TestGateway::start_with(&format!(
+        "[[auth.issuers]]\niss = \"{ISS}\"\naudience = \"{AUDIENCE}\"\nalgorithms = [\"EdDSA\"]\n\
+         jwks_url = \"{}\"\njwks_ca = \"{}\"\njwks_min_refresh = \"0s\"\n",
+        server.url(),
+        ca_file.path().display()
+    ))
+    .await;
+    let token = |issuer: &TokenIssuer| {
+        let mut claims = gw.claims("clinic", "clinician");
+        claims["iss"] = json!(ISS);
+        issuer.sign_value(&claims).expect("sign")
+    };
+
+    assert_eq!(
+        call(&gw, Some(token(&first))).await.0,
+        Code::Ok,
+        "key A, fetched over HTTPS"
+    );
+    // The issuer publishes key B; its first use fetches the set again.
+    server.set(json!({ "keys": [first.jwk(), second.jwk()] }).to_string());
+    let before = server.hits();
+    assert_eq!(
+        call(&gw, Some(token(&second))).await.0,
+        Code::Ok,
+        "key B on first use"
+    );
+    assert!(server.hits() > before, "the new kid triggered a fetch");
+
+    // The issuer goes down: known keys keep working, unknown ones are refused.
+    server.stop();
+    assert_eq!(call(&gw, Some(token(&first))).await.0, Code::Ok);
+    assert_eq!(call(&gw, Some(token(&second))).await.0, Code::Ok);
+    let stranger = TokenIssuer::generate(ISS, AUDIENCE).expect("key C");
+    let (code, message) = call(&gw, Some(token(&stranger))).await;
+    assert_eq!(code, Code::Unauthenticated);
+    assert!(
+        message.contains("key id is not in the issuer's key set"),
+        "{message}"
+    );
+}
