@@ -215,6 +215,7 @@ pub fn accept(
     JoinHandle<()>,
 ) {
     let (tx, rx) = mpsc::channel(64);
+    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
     let task = tokio::spawn(async move {
         loop {
             let (tcp, peer) = tokio::select! {
@@ -233,10 +234,17 @@ pub fn accept(
                 },
                 () = tx.closed() => return,
             };
+            // A bounded number of handshakes at a time: beyond it, connections are closed at
+            // once rather than piling up (slow or hostile clients cannot exhaust memory).
+            let Ok(permit) = pending.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, "too many TLS handshakes in progress; connection closed");
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let acceptor = TlsAcceptor::from(config.current());
             let tx = tx.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
                         let _ = tx.send(Ok(stream)).await;
@@ -249,6 +257,9 @@ pub fn accept(
     });
     (rx, task)
 }
+
+/// TLS handshakes in progress at most.
+const MAX_PENDING_HANDSHAKES: usize = 512;
 
 /// Errors after which the listener is still usable (per-connection failures, fd exhaustion).
 fn is_transient(e: &io::Error) -> bool {
