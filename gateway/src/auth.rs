@@ -74,6 +74,8 @@ pub enum AuthError {
         "token role is not one of: clinician, nav_counsellor, employment_specialist, privacy_officer, jobseeker, admin"
     )]
     UnknownRole,
+    #[error("role jobseeker is accepted only from the jobseekers' portal organisation")]
+    JobseekerOutsidePortal,
 }
 
 /// Where an issuer's keys come from.
@@ -138,6 +140,7 @@ impl Issuer {
 pub struct Authenticator {
     issuers: Arc<HashMap<String, Issuer>>,
     leeway_secs: u64,
+    jobseeker_orgs: Arc<Vec<OrgNumber>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -211,6 +214,7 @@ impl Authenticator {
             Ok(Self {
                 issuers: Arc::new(issuers),
                 leeway_secs: config.leeway.as_secs(),
+                jobseeker_orgs: Arc::new(config.jobseeker_orgs.clone()),
             })
         } else {
             Err(problems)
@@ -297,6 +301,15 @@ impl Authenticator {
             return Err(AuthError::OrgMismatch);
         }
         let role = role.parse::<Role>().map_err(|_| AuthError::UnknownRole)?;
+        // A jobseeker speaks for themself only through the portal, and says who they are.
+        if role == Role::Jobseeker {
+            if !self.jobseeker_orgs.contains(&client.orgnr) {
+                return Err(AuthError::JobseekerOutsidePortal);
+            }
+            if pid.is_none() {
+                return Err(AuthError::MissingClaim("pid"));
+            }
+        }
         Ok(Principal {
             orgnr: client.orgnr,
             user_id,

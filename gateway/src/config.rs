@@ -75,6 +75,9 @@ pub struct AuthConfig {
     /// Clock skew tolerated on `exp` and `nbf`.
     pub leeway: Duration,
     pub issuers: Vec<IssuerConfig>,
+    /// Organisations (the jobseekers' portal) whose tokens may carry role `jobseeker`; from any
+    /// other organisation such a token is refused. Empty: no jobseeker tokens at all.
+    pub jobseeker_orgs: Vec<casegate_consent::OrgNumber>,
 }
 
 #[derive(Debug, Clone)]
@@ -382,8 +385,24 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
             Duration::from_secs(300),
         );
         let issuers = read_issuers(&mut s, base);
+        let mut jobseeker_orgs = Vec::new();
+        for (i, text) in s
+            .strings("jobseeker_orgs", false)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            match text.parse::<casegate_consent::OrgNumber>() {
+                Ok(org) => jobseeker_orgs.push(org),
+                Err(e) => s.problem(&format!("jobseeker_orgs[{i}]"), e.to_string()),
+            }
+        }
         s.finish();
-        issuers.map(|issuers| AuthConfig { leeway, issuers })
+        issuers.map(|issuers| AuthConfig {
+            leeway,
+            issuers,
+            jobseeker_orgs,
+        })
     };
 
     let storage = {

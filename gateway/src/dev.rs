@@ -219,6 +219,7 @@ pub fn prepare(root: &Path) -> Result<PathBuf, DevError> {
 }
 
 fn dev_config() -> String {
+    const PORTAL: &str = ORGS[4].orgnr;
     format!(
         r#"# casegate development configuration, written by `casegate dev` on first run.
 # Paths are relative to this file. Any setting can be overridden by an environment variable:
@@ -232,6 +233,10 @@ shutdown_grace = "10s"
 cert = "pki/server.pem"
 key = "pki/server.key"
 client_ca = "pki/ca.pem"
+
+[auth]
+# Only the portal's tokens may act as a jobseeker.
+jobseeker_orgs = ["{PORTAL}"]
 
 [[auth.issuers]]
 iss = "{DEV_ISSUER}"

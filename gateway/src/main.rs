@@ -116,6 +116,7 @@ fn run(config_path: &Path, env: Vec<(String, String)>, dev_root: Option<PathBuf>
         }
     };
     runtime.block_on(async move {
+        let shutdown = shutdown::install();
         let addr = gateway.config().server.listen;
         let listener = match tokio::net::TcpListener::bind(addr).await {
             Ok(listener) => listener,
@@ -144,7 +145,7 @@ fn run(config_path: &Path, env: Vec<(String, String)>, dev_root: Option<PathBuf>
         if let Some(root) = dev_root {
             println!("{}", dev::connection_screen(&root, bound, metrics_at));
         }
-        match gateway.serve(listener, shutdown::signal()).await {
+        match gateway.serve(listener, shutdown).await {
             Ok(drained) => {
                 tracing::info!(?drained, "stopped");
                 ExitCode::SUCCESS

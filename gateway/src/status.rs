@@ -11,7 +11,7 @@ impl From<AuthError> for Status {
     fn from(e: AuthError) -> Self {
         match e {
             // The caller is who they say, but may not act as the token claims.
-            AuthError::OrgMismatch | AuthError::UnknownRole => {
+            AuthError::OrgMismatch | AuthError::UnknownRole | AuthError::JobseekerOutsidePortal => {
                 Status::permission_denied(e.to_string())
             }
             AuthError::NoCertificate

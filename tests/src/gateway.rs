@@ -112,6 +112,7 @@ impl TestGateway {
             "pseudonym.key",
             &casegate::pseudonym::Pseudonymizer::generate_text().expect("pseudonym key"),
         );
+        let portal = ORGS[4].1;
         let config_text = format!(
             r#"
 [server]
@@ -124,6 +125,9 @@ key = "server.key"
 client_ca = "ca.pem"
 client_crls = ["client-ca.crl.pem"]
 crl_reload_interval = "100ms"
+
+[auth]
+jobseeker_orgs = ["{portal}"]
 
 [[auth.issuers]]
 iss = "{ISSUER}"

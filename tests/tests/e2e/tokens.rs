@@ -177,10 +177,22 @@ async fn tokens_are_checked_on_every_call() {
             message: AUDIT_ORIGIN,
         },
         Case {
-            name: "valid unbound jobseeker token with pid reaches the handler",
+            name: "a jobseeker token from an organisation other than the portal",
+            token: sign(&with(&|c| {
+                c["role"] = json!("jobseeker");
+                c["pid"] = json!(
+                    SubjectId::synthetic(17, 5, 1994, 347)
+                        .expect("synthetic")
+                        .expose()
+                );
+            })),
+            code: Code::PermissionDenied,
+            message: "only from the jobseekers' portal",
+        },
+        Case {
+            name: "valid unbound clinician token with pid reaches the handler",
             token: sign(&with(&|c| {
                 c.as_object_mut().expect("object").remove("cnf");
-                c["role"] = json!("jobseeker");
                 c["pid"] = json!(
                     SubjectId::synthetic(17, 5, 1994, 347)
                         .expect("synthetic")
