@@ -37,6 +37,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub audit: AuditConfig,
     pub privacy: PrivacyConfig,
+    pub notes: NotesConfig,
     pub limits: Limits,
     pub log: LogConfig,
     /// Where Prometheus metrics are served (off when absent).
@@ -131,6 +132,16 @@ pub struct PrivacyConfig {
     /// The secret (base64, at least 32 bytes) that keys subject pseudonyms (HMAC-SHA-256).
     /// Changing it breaks the link between old and new audit entries about a subject.
     pub pseudonym_key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct NotesConfig {
+    /// The note encryption keyring (`<key id> <base64 key>` lines, newest last).
+    pub keyring: PathBuf,
+    /// How long a note's body is kept after the recipient acknowledged it.
+    pub retention: Duration,
+    /// How long an unacknowledged note waits before it is purged.
+    pub ttl: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -454,6 +465,29 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
         pseudonym_key.map(|pseudonym_key| PrivacyConfig { pseudonym_key })
     };
 
+    let notes = {
+        let mut s = root.section("notes");
+        let keyring = s.file("keyring", base);
+        let retention = s.duration_or(
+            "retention",
+            Duration::from_secs(7 * 86_400),
+            Duration::ZERO,
+            Duration::from_secs(365 * 86_400),
+        );
+        let ttl = s.duration_or(
+            "ttl",
+            Duration::from_secs(30 * 86_400),
+            Duration::from_secs(60),
+            Duration::from_secs(365 * 86_400),
+        );
+        s.finish();
+        keyring.map(|keyring| NotesConfig {
+            keyring,
+            retention,
+            ttl,
+        })
+    };
+
     let limits = {
         let mut s = root.section("limits");
         let max_message_bytes = s.count_or("max_message_bytes", 4 << 20, 64 << 20);
@@ -545,6 +579,7 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
         storage: storage?,
         audit: audit?,
         privacy: privacy?,
+        notes: notes?,
         limits,
         log,
         metrics_listen,

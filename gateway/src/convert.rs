@@ -4,6 +4,7 @@
 //! handled here.
 
 pub mod consent;
+pub mod disclosure;
 
 use casegate_consent::{Role, SubjectId, record::Timestamp};
 use casegate_proto::v1;

@@ -155,6 +155,9 @@ impl DevLayout {
     pub fn pseudonym_key(&self) -> PathBuf {
         self.root.join("pseudonym.key")
     }
+    pub fn notes_keyring(&self) -> PathBuf {
+        self.root.join("notes.keyring")
+    }
 }
 
 /// Creates whatever the dev folder is missing; keeps what is there. Returns the config path.
@@ -211,6 +214,14 @@ pub fn prepare(root: &Path) -> Result<PathBuf, DevError> {
         })?;
         write_new(&layout.pseudonym_key(), &text, true)?;
     }
+    if !layout.notes_keyring().exists() {
+        let line =
+            crate::keyring::Keyring::new_line("k1").map_err(|message| DevError::Invalid {
+                path: layout.notes_keyring(),
+                message,
+            })?;
+        write_new(&layout.notes_keyring(), &line, true)?;
+    }
     let config = layout.config();
     if !config.exists() {
         write_new(&config, &dev_config(), false)?;
@@ -253,6 +264,9 @@ signing_key = "audit-signing.key"
 
 [privacy]
 pseudonym_key = "pseudonym.key"
+
+[notes]
+keyring = "notes.keyring"
 
 [log]
 format = "text"

@@ -26,7 +26,9 @@ use crate::{
     call_span::CallSpanLayer,
     config::{Config, ConfigError, Problem},
     data_dir::{DataDir, DataDirError},
+    keyring::Keyring,
     limits::{self, RateLimiter},
+    notes::{NoteError, NoteStore},
     pseudonym::Pseudonymizer,
     services::{AuditApi, ConsentApi, DisclosureApi},
     tls,
@@ -41,6 +43,8 @@ pub struct Gateway {
     auth: Authenticator,
     audit: Audit,
     consents: ConsentStore,
+    notes: NoteStore,
+    keyring: Arc<Keyring>,
     pseudonyms: Pseudonymizer,
     data: DataDir,
 }
@@ -57,6 +61,8 @@ pub enum StartError {
     AuditAppend(#[from] AppendError),
     #[error("cannot open the consent store: {0}")]
     Consents(#[from] StoreError),
+    #[error("cannot open the note store: {0}")]
+    Notes(#[from] NoteError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +85,7 @@ pub struct Material {
     pub auth: Authenticator,
     pub signer: Signer,
     pub pseudonyms: Pseudonymizer,
+    pub keyring: Arc<Keyring>,
 }
 
 impl Material {
@@ -105,12 +112,21 @@ impl Material {
                     message: format!("{}: {message}", config.privacy.pseudonym_key.display()),
                 })
             });
-        match (tls, auth, signer, pseudonyms) {
-            (Ok(tls), Ok(auth), Ok(signer), Ok(pseudonyms)) => Ok(Self {
+        let keyring = Keyring::load(&config.notes.keyring)
+            .map(Arc::new)
+            .map_err(|e| {
+                problems.push(Problem {
+                    key: "notes.keyring".into(),
+                    message: e.to_string(),
+                })
+            });
+        match (tls, auth, signer, pseudonyms, keyring) {
+            (Ok(tls), Ok(auth), Ok(signer), Ok(pseudonyms), Ok(keyring)) => Ok(Self {
                 tls,
                 auth,
                 signer,
                 pseudonyms,
+                keyring,
             }),
             _ => Err(ConfigError::invalid(&config.source, problems)),
         }
@@ -138,6 +154,7 @@ impl Gateway {
             auth,
             signer,
             pseudonyms,
+            keyring,
         } = Material::load(&config)?;
         let data = DataDir::open(&config.storage.data_dir)?;
         let (audit, recovery) = Audit::open(&data.path().join("audit"), &config.audit, signer)?;
@@ -148,6 +165,7 @@ impl Gateway {
             "audit log open"
         );
         let consents = ConsentStore::open(&data.path().join("consents"))?;
+        let notes = NoteStore::open(&data.path().join("notes"))?;
         audit.record_start(env!("CARGO_PKG_VERSION"))?;
         Ok(Self {
             config,
@@ -156,6 +174,8 @@ impl Gateway {
             auth,
             audit,
             consents,
+            notes,
+            keyring,
             pseudonyms,
             data,
         })
@@ -189,6 +209,8 @@ impl Gateway {
             auth,
             audit,
             consents,
+            notes,
+            keyring,
             pseudonyms,
             data,
         } = self;
@@ -210,7 +232,7 @@ impl Gateway {
             ConsentServiceServer::new(ConsentApi::new(
                 consents.clone(),
                 audit.clone(),
-                pseudonyms,
+                pseudonyms.clone(),
                 Arc::new(config.vocabulary.clone()),
                 config.max_consent_period,
             ))
@@ -218,9 +240,17 @@ impl Gateway {
             .max_encoding_message_size(limits.max_message_bytes),
         );
         let disclosure = authenticate.layer(
-            DisclosureServiceServer::new(DisclosureApi)
-                .max_decoding_message_size(limits.max_message_bytes)
-                .max_encoding_message_size(limits.max_message_bytes),
+            DisclosureServiceServer::new(DisclosureApi {
+                notes: notes.clone(),
+                consents: consents.clone(),
+                audit: audit.clone(),
+                pseudonyms,
+                keyring,
+                vocabulary: Arc::new(config.vocabulary.clone()),
+                max_body_bytes: limits.max_body_bytes,
+            })
+            .max_decoding_message_size(limits.max_message_bytes)
+            .max_encoding_message_size(limits.max_message_bytes),
         );
         let audit_service = authenticate.layer(
             AuditServiceServer::new(AuditApi::new(audit.clone()))
@@ -300,6 +330,9 @@ impl Gateway {
         // Flush storage: consents, then the audit log (which marks a clean shutdown).
         if let Err(e) = consents.flush() {
             tracing::error!(error = %e, "consent store did not flush");
+        }
+        if let Err(e) = notes.flush() {
+            tracing::error!(error = %e, "note store did not flush");
         }
         if let Err(e) = audit.close() {
             tracing::error!(error = %e, "audit log did not close cleanly");

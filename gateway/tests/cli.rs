@@ -121,8 +121,9 @@ data_dir = "data"
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "stderr: {stderr}");
     for expected in [
-        "has 8 problems",
+        "has 9 problems",
         "privacy.pseudonym_key: missing",
+        "notes.keyring: missing",
         "audit.origin: missing",
         "audit.signing_key: missing",
         "server.listen_backlog: unknown key",
@@ -153,6 +154,7 @@ async fn key_material_problems_are_reported_together_and_exit_64() {
         "ca.pem",
         "audit.key",
         "pseudonym.key",
+        "notes.keyring",
     ] {
         std::fs::write(dir.path().join(name), "not PEM\n").expect("write");
     }
@@ -167,7 +169,7 @@ async fn key_material_problems_are_reported_together_and_exit_64() {
         "[server]\nlisten = \"127.0.0.1:0\"\n[tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"ca.pem\"\n\
          [[auth.issuers]]\niss = \"i\"\naudience = \"a\"\nalgorithms = [\"EdDSA\"]\njwks_file = \"jwks.json\"\n\
          [storage]\ndata_dir = \"data\"\n[audit]\norigin = \"t/audit\"\nsigning_key = \"audit.key\"\n\
-         [privacy]\npseudonym_key = \"pseudonym.key\"\n",
+         [privacy]\npseudonym_key = \"pseudonym.key\"\n[notes]\nkeyring = \"notes.keyring\"\n",
     )
     .expect("write");
     let out = casegate()

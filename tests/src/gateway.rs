@@ -109,6 +109,10 @@ impl TestGateway {
             casegate_audit::checkpoint::Signer::generate(AUDIT_ORIGIN).expect("audit key");
         write("audit.key", &audit_key.to_skey());
         write(
+            "notes.keyring",
+            &casegate::keyring::Keyring::new_line("k1").expect("note key"),
+        );
+        write(
             "pseudonym.key",
             &casegate::pseudonym::Pseudonymizer::generate_text().expect("pseudonym key"),
         );
@@ -144,6 +148,9 @@ signing_key = "audit.key"
 
 [privacy]
 pseudonym_key = "pseudonym.key"
+
+[notes]
+keyring = "notes.keyring"
 {extra}
 "#
         );

@@ -5,6 +5,7 @@ mod e2e {
     mod audit_log;
     mod boundaries;
     mod consent;
+    mod disclosure;
     mod handshake;
     mod limits;
     mod service_discovery;

@@ -24,6 +24,9 @@ signing_key = "audit.key"
 
 [privacy]
 pseudonym_key = "pseudonym.key"
+
+[notes]
+keyring = "notes.keyring"
 "#;
 
 fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -101,6 +104,7 @@ fn missing_sections_are_named() {
             "audit.origin: missing (expected a string)",
             "audit.signing_key: missing (expected a string)",
             "privacy.pseudonym_key: missing (expected a string)",
+            "notes.keyring: missing (expected a string)",
         ]
     );
 }

@@ -80,6 +80,21 @@ pub async fn receipt(audit: &Audit, appended: &Appended) -> Result<AuditReceipt,
     .await
 }
 
+/// The receipt for entry `index` against the newest checkpoint (a repeated request's receipt).
+pub async fn receipt_at(audit: &Audit, index: u64) -> Result<AuditReceipt, Status> {
+    let log_audit = audit.clone();
+    let appended = blocking(move || {
+        let log = log_audit.log();
+        Ok(Appended {
+            index,
+            leaf_hash: log.leaf_hash(index).map_err(read_error)?,
+            checkpoint: log.checkpoint(),
+        })
+    })
+    .await?;
+    receipt(audit, &appended).await
+}
+
 /// Runs blocking log reads off the async runtime.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Status> + Send + 'static,

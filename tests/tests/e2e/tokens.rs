@@ -258,10 +258,6 @@ async fn every_rpc_not_yet_available_sits_behind_authentication_and_names_its_ca
         }};
     }
     both!(
-        disclosure.disclose(DiscloseRequest::default()),
-        "disclosure of notes"
-    );
-    both!(
         disclosure.stream_inbox(StreamInboxRequest::default()),
         "note inbox"
     );
