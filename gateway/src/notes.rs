@@ -64,10 +64,18 @@ pub struct Note {
     pub content_type: String,
     pub consent_id: ConsentId,
     pub consent_version: u32,
+    pub consent_record_hash: [u8; 32],
     pub content_sha256: [u8; 32],
     pub subject_pseudonym: [u8; 32],
     pub disclosed_at: Timestamp,
     pub audit_index: Option<u64>,
+    /// The audit log's size when the note was stored: its entry, if written, comes after.
+    pub log_size_hint: u64,
+    /// Whether it was ever streamed to the recipient.
+    pub delivered: bool,
+    pub acknowledged_at: Option<Timestamp>,
+    /// When the body is deleted (set on acknowledgement).
+    pub purge_after: Option<Timestamp>,
     /// `None` once purged.
     pub sealed: Option<Sealed>,
 }
@@ -189,12 +197,104 @@ impl NoteStore {
         let mut note = self.get(id)?;
         note.state = NoteState::Deliverable;
         note.audit_index = Some(audit_index);
-        let bytes = serde_json::to_vec(&note).map_err(|e| NoteError::Corrupt(e.to_string()))?;
-        self.notes.insert(id.as_bytes(), bytes)?;
-        let mut key = note.recipient_org.to_string().into_bytes();
-        key.extend_from_slice(id.as_bytes());
-        self.inbox.insert(key, &[])?;
+        self.put(&note)?;
+        self.inbox.insert(Self::inbox_key(&note), &[])?;
         Ok(note)
+    }
+
+    fn put(&self, note: &Note) -> Result<(), NoteError> {
+        let bytes = serde_json::to_vec(note).map_err(|e| NoteError::Corrupt(e.to_string()))?;
+        self.notes.insert(note.id.as_bytes(), bytes)?;
+        Ok(())
+    }
+
+    fn inbox_key(note: &Note) -> Vec<u8> {
+        let mut key = note.recipient_org.to_string().into_bytes();
+        key.extend_from_slice(note.id.as_bytes());
+        key
+    }
+
+    /// Records that a note was streamed to its recipient.
+    pub fn mark_delivered(&self, id: &uuid::Uuid) -> Result<(), NoteError> {
+        let mut note = self.get(id)?;
+        if !note.delivered {
+            note.delivered = true;
+            self.put(&note)?;
+        }
+        Ok(())
+    }
+
+    /// Takes an acknowledged note out of the inbox; its body stays until `purge_after`.
+    pub fn acknowledge(
+        &self,
+        id: &uuid::Uuid,
+        at: Timestamp,
+        purge_after: Timestamp,
+    ) -> Result<Note, NoteError> {
+        let mut note = self.get(id)?;
+        note.state = NoteState::Acknowledged;
+        note.acknowledged_at = Some(at);
+        note.purge_after = Some(purge_after);
+        self.put(&note)?;
+        self.inbox.remove(Self::inbox_key(&note))?;
+        self.db.flush()?;
+        Ok(note)
+    }
+
+    /// Deletes a note's body and takes it out of the inbox, for good. Flushed.
+    pub fn purge(&self, id: &uuid::Uuid) -> Result<Note, NoteError> {
+        let mut note = self.get(id)?;
+        note.state = NoteState::Purged;
+        note.sealed = None;
+        self.put(&note)?;
+        self.inbox.remove(Self::inbox_key(&note))?;
+        let mut key = note.consent_id.as_bytes().to_vec();
+        key.extend_from_slice(id.as_bytes());
+        self.by_consent.remove(key)?;
+        self.db.flush()?;
+        Ok(note)
+    }
+
+    /// Notes that relied on `consent` and were never delivered.
+    pub fn undelivered_for(&self, consent: &ConsentId) -> Result<Vec<Note>, NoteError> {
+        let mut out = Vec::new();
+        for item in self.by_consent.scan_prefix(consent.as_bytes()) {
+            let (key, _) = item?;
+            let id: [u8; 16] = key[16..]
+                .try_into()
+                .map_err(|_| NoteError::Corrupt("bad consent index key".into()))?;
+            let note = self.get(&uuid::Uuid::from_bytes(id))?;
+            if matches!(note.state, NoteState::Pending | NoteState::Deliverable) && !note.delivered
+            {
+                out.push(note);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every note in a state (for recovery and expiry sweeps).
+    pub fn in_state(&self, state: NoteState) -> Result<Vec<Note>, NoteError> {
+        let mut out = Vec::new();
+        for item in self.notes.iter() {
+            let note = decode(&item?.1)?;
+            if note.state == state {
+                out.push(note);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forgets a pending note whose audit entry never became durable (after a crash): it was
+    /// never acknowledged to its sender, who may retry with the same request id.
+    pub fn drop_pending(&self, note: &Note) -> Result<(), NoteError> {
+        self.notes.remove(note.id.as_bytes())?;
+        self.requests
+            .remove(request_key(note.sender.orgnr, &note.request_id))?;
+        let mut key = note.consent_id.as_bytes().to_vec();
+        key.extend_from_slice(note.id.as_bytes());
+        self.by_consent.remove(key)?;
+        self.db.flush()?;
+        Ok(())
     }
 
     pub fn get(&self, id: &uuid::Uuid) -> Result<Note, NoteError> {
@@ -231,4 +331,45 @@ impl NoteStore {
         self.db.flush()?;
         Ok(())
     }
+}
+
+/// Restores the invariant after a crash: a pending note whose `disclosure permitted` entry is
+/// in the log becomes deliverable; one without is dropped (its sender never got a receipt).
+/// Returns (made deliverable, dropped).
+pub fn recover(
+    notes: &NoteStore,
+    log: &casegate_audit::log::AuditLog,
+) -> Result<(usize, usize), NoteError> {
+    use casegate_audit::entry::{Entry, EntryKind};
+    let pending = notes.in_state(NoteState::Pending)?;
+    let (mut made, mut dropped) = (0, 0);
+    let size = log.size();
+    for note in pending {
+        let id = note.id.to_string();
+        let mut found = None;
+        for index in note.log_size_hint.min(size)..size {
+            let bytes = log
+                .entry(index)
+                .map_err(|e| NoteError::Corrupt(format!("audit log: {e}")))?;
+            if let Ok(entry) = Entry::decode(&bytes)
+                && entry.kind == EntryKind::DisclosurePermitted
+                && entry.disclosure_id.as_deref() == Some(id.as_str())
+            {
+                found = Some(index);
+                break;
+            }
+        }
+        match found {
+            Some(index) => {
+                notes.make_deliverable(&note.id, index)?;
+                made += 1;
+            }
+            None => {
+                notes.drop_pending(&note)?;
+                dropped += 1;
+            }
+        }
+    }
+    notes.flush()?;
+    Ok((made, dropped))
 }

@@ -166,6 +166,10 @@ impl Gateway {
         );
         let consents = ConsentStore::open(&data.path().join("consents"))?;
         let notes = NoteStore::open(&data.path().join("notes"))?;
+        let (made, dropped) = crate::notes::recover(&notes, audit.log())?;
+        if made + dropped > 0 {
+            tracing::info!(made_deliverable = made, dropped, "pending notes recovered");
+        }
         audit.record_start(env!("CARGO_PKG_VERSION"))?;
         Ok(Self {
             config,
@@ -224,6 +228,7 @@ impl Gateway {
             authenticator: auth,
             rate: Arc::new(RateLimiter::new(limits.rate_per_second, limits.rate_burst)),
         };
+        let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
         tokio::spawn({
             let authenticator = authenticate.authenticator.clone();
             async move { authenticator.prefetch().await }
@@ -231,6 +236,7 @@ impl Gateway {
         let consent = authenticate.layer(
             ConsentServiceServer::new(ConsentApi::new(
                 consents.clone(),
+                notes.clone(),
                 audit.clone(),
                 pseudonyms.clone(),
                 Arc::new(config.vocabulary.clone()),
@@ -248,6 +254,9 @@ impl Gateway {
                 keyring,
                 vocabulary: Arc::new(config.vocabulary.clone()),
                 max_body_bytes: limits.max_body_bytes,
+                retention: config.notes.retention,
+                live: tokio::sync::broadcast::channel(1024).0,
+                stopping: stopping_rx,
             })
             .max_decoding_message_size(limits.max_message_bytes)
             .max_encoding_message_size(limits.max_message_bytes),
@@ -315,6 +324,8 @@ impl Gateway {
         tracing::info!(grace = %humantime::format_duration(grace), "shutting down: draining calls");
         acceptor.abort();
         set_health(&health, false).await;
+        // Live inbox streams end now; unary calls get the grace period.
+        let _ = stopping_tx.send(true);
         let _ = stop_tx.send(());
         let drained = match tokio::time::timeout(grace, &mut server).await {
             Ok(result) => {

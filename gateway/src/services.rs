@@ -6,7 +6,7 @@
 
 pub mod audit;
 mod consent;
-mod disclosure;
+pub mod disclosure;
 
 use std::pin::Pin;
 

@@ -23,7 +23,7 @@ use casegate_proto::v1::{
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status};
 
-use super::audit::receipt;
+use super::{audit::receipt, disclosure::note_entry};
 use crate::{
     audit::{self, Audit},
     convert::{
@@ -33,6 +33,7 @@ use crate::{
             record_to_wire,
         },
     },
+    notes::NoteStore,
     principal::Principal,
     pseudonym::Pseudonymizer,
     status::append_error,
@@ -45,6 +46,7 @@ const PAGE_MAX: usize = 500;
 #[derive(Debug, Clone)]
 pub struct ConsentApi {
     store: ConsentStore,
+    notes: NoteStore,
     audit: Audit,
     pseudonyms: Pseudonymizer,
     vocabulary: Arc<Vocabulary>,
@@ -56,6 +58,7 @@ pub struct ConsentApi {
 impl ConsentApi {
     pub fn new(
         store: ConsentStore,
+        notes: NoteStore,
         audit: Audit,
         pseudonyms: Pseudonymizer,
         vocabulary: Arc<Vocabulary>,
@@ -63,6 +66,7 @@ impl ConsentApi {
     ) -> Self {
         Self {
             store,
+            notes,
             audit,
             pseudonyms,
             vocabulary,
@@ -359,9 +363,35 @@ impl ConsentService for ConsentApi {
             .append(&self.entry(EntryKind::ConsentWithdrawn, principal, &withdrawn))
             .await
             .map_err(append_error)?;
+        // Withdrawal bites: notes that relied on the consent and were not delivered go now.
+        // (Any that slip past, e.g. after a crash here, are caught by the check at delivery.)
+        let notes = self.notes.clone();
+        let consent_id = withdrawn.id;
+        let pending = tokio::task::spawn_blocking(move || notes.undelivered_for(&consent_id))
+            .await
+            .map_err(|_| Status::internal("internal error"))?
+            .map_err(|e| {
+                tracing::error!(error = %e, "note store failed");
+                Status::internal("the note store failed")
+            })?;
+        let mut purged_notes = 0u32;
+        for note in pending {
+            let notes = self.notes.clone();
+            let purged = tokio::task::spawn_blocking(move || notes.purge(&note.id))
+                .await
+                .map_err(|_| Status::internal("internal error"))?
+                .map_err(|e| {
+                    tracing::error!(error = %e, "note store failed");
+                    Status::internal("the note store failed")
+                })?;
+            let mut entry = note_entry(EntryKind::NotePurged, Some(principal), &purged);
+            entry.reason = Some("consent_withdrawn".to_owned());
+            self.audit.append(&entry).await.map_err(append_error)?;
+            purged_notes += 1;
+        }
         Ok(Response::new(WithdrawConsentResponse {
             consent: Some(record_to_wire(&withdrawn, now())),
-            purged_notes: 0,
+            purged_notes,
             receipt: Some(receipt(&self.audit, &appended).await?),
         }))
     }

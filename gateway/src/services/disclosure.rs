@@ -4,19 +4,25 @@
 //! consents → refusal: audited, `PERMISSION_DENIED` (`FAILED_PRECONDITION` for
 //! `approval_missing`) with a `google.rpc.ErrorInfo`; permit: seal and store the note
 //! (pending, flushed), append `disclosure permitted` (durable), put it in the inbox, answer the
-//! receipt. Inbox streaming and acknowledgement arrive with the rest of the disclosure work.
+//! receipt.
+//!
+//! `StreamInbox`: the backlog, then live notes; consent is checked again at delivery (a note
+//! whose consent no longer covers it is withheld, purged and audited); every delivery is
+//! audited. `Acknowledge`: out of the inbox, body kept for the retention period.
 
 use std::{collections::HashMap, sync::Arc};
 
 use casegate_audit::entry::{ConsentRef, Entry, EntryKind};
 use casegate_consent::{
-    Vocabulary,
+    OrgNumber, Vocabulary,
     decision::{self, Decision, POLICY_VERSION, Reason},
+    record::Timestamp,
     store::ConsentStore,
 };
 use casegate_proto::v1::{
-    AcknowledgeRequest, AcknowledgeResponse, DiscloseRequest, DiscloseResponse, DisclosureReceipt,
-    StreamInboxRequest, StreamInboxResponse, disclosure_service_server::DisclosureService,
+    AcknowledgeRequest, AcknowledgeResponse, ApprovalAttestation, BacklogComplete, DiscloseRequest,
+    DiscloseResponse, DisclosureReceipt, InboxNote, StreamInboxRequest, StreamInboxResponse,
+    disclosure_service_server::DisclosureService, stream_inbox_response::Event,
 };
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -28,14 +34,16 @@ use super::{
 use crate::{
     audit::{self as audit_log, Audit},
     convert::{
+        FieldError,
         consent::{PROFESSIONALS, actor},
         disclosure::{DiscloseInput, disclose_request, now},
+        optional_role, role_to_wire, timestamp_to_wire,
     },
     keyring::Keyring,
     notes::{Note, NoteError, NoteState, NoteStore, Secret},
     principal::Principal,
     pseudonym::Pseudonymizer,
-    status::{append_error, not_available},
+    status::append_error,
 };
 
 /// The `google.rpc.ErrorInfo` domain of refusal reasons.
@@ -50,6 +58,39 @@ pub struct DisclosureApi {
     pub keyring: Arc<Keyring>,
     pub vocabulary: Arc<Vocabulary>,
     pub max_body_bytes: usize,
+    /// How long a body is kept after acknowledgement.
+    pub retention: std::time::Duration,
+    /// Newly deliverable notes, for live inbox streams.
+    pub live: tokio::sync::broadcast::Sender<(OrgNumber, uuid::Uuid)>,
+    /// Becomes true when the gateway shuts down: inbox streams end.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Whether `principal` may receive `note`: their organisation, and the note addressed to the
+/// whole organisation or to their role.
+fn addressed_to(note: &Note, principal: &Principal) -> bool {
+    note.recipient_org == principal.orgnr && note.recipient_role.is_none_or(|r| r == principal.role)
+}
+
+/// The audit entry about an existing note.
+pub fn note_entry(kind: EntryKind, actor: Option<&Principal>, note: &Note) -> Entry {
+    let mut entry = Entry::new(kind, audit_log::now_micros());
+    entry.actor = actor.map(audit_log::actor);
+    entry.subject_pseudonym = Some(note.subject_pseudonym);
+    entry.consent = Some(ConsentRef {
+        id: note.consent_id.to_string(),
+        version: note.consent_version,
+        record_sha256: note.consent_record_hash,
+    });
+    entry.category = Some(note.category.to_string());
+    entry.purpose = Some(note.purpose.to_string());
+    entry.sender_orgnr = Some(note.sender.orgnr.to_string());
+    entry.recipient_orgnr = Some(note.recipient_org.to_string());
+    entry.content_sha256 = Some(note.content_sha256);
+    entry.request_id = Some(note.request_id.clone());
+    entry.policy_version = Some(POLICY_VERSION.to_owned());
+    entry.disclosure_id = Some(note.id.to_string());
+    entry
 }
 
 fn note_error(e: NoteError) -> Status {
@@ -254,10 +295,15 @@ impl DisclosureService for DisclosureApi {
             content_type: input.content_type.clone(),
             consent_id: permit.consent_id,
             consent_version: permit.version,
+            consent_record_hash: permit.record_hash,
             content_sha256: sha256(&input.body),
             subject_pseudonym: pseudonym,
             disclosed_at: now(),
             audit_index: None,
+            log_size_hint: self.audit.log().size(),
+            delivered: false,
+            acknowledged_at: None,
+            purge_after: None,
             sealed: Some(sealed),
         };
         let pending = note.clone();
@@ -274,6 +320,8 @@ impl DisclosureService for DisclosureApi {
         let index = appended.index;
         self.blocking(move |n| n.make_deliverable(&id, index))
             .await?;
+        // Open inbox streams of the recipient pick it up.
+        let _ = self.live.send((input.recipient_org, id));
 
         Ok(Response::new(DiscloseResponse {
             receipt: Some(DisclosureReceipt {
@@ -292,15 +340,232 @@ impl DisclosureService for DisclosureApi {
         &self,
         request: Request<StreamInboxRequest>,
     ) -> Result<Response<Self::StreamInboxStream>, Status> {
-        Principal::of(&request)?;
-        Err(not_available("StreamInbox", "the note inbox"))
+        let principal = Principal::of(&request)?.clone();
+        principal.require_role(&PROFESSIONALS)?;
+        let StreamInboxRequest { role } = *request.get_ref();
+        if let Some(role) = optional_role("role", role)?
+            && role != principal.role
+        {
+            return Err(Status::permission_denied(
+                "role: you may stream only the notes addressed to your own role",
+            ));
+        }
+        // Subscribe before reading the backlog, so nothing falls between the two.
+        let mut live = self.live.subscribe();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let api = self.clone();
+        tokio::spawn(async move {
+            let mut stopping = api.stopping.clone();
+            let mut sent = std::collections::HashSet::new();
+            let org = principal.orgnr;
+            let backlog = match api.blocking(move |n| n.inbox(org)).await {
+                Ok(notes) => notes,
+                Err(status) => {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+            };
+            let mut delivered = 0u64;
+            for note in backlog.into_iter().filter(|n| addressed_to(n, &principal)) {
+                sent.insert(note.id);
+                match api.deliver(&principal, note).await {
+                    Ok(Some(message)) => {
+                        delivered += 1;
+                        if tx.send(Ok(message)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                }
+            }
+            let done = StreamInboxResponse {
+                event: Some(Event::BacklogComplete(BacklogComplete { delivered })),
+            };
+            if tx.send(Ok(done)).await.is_err() {
+                return;
+            }
+            loop {
+                let id = tokio::select! {
+                    received = live.recv() => match received {
+                        Ok((to, id)) if to == org && !sent.contains(&id) => id,
+                        Ok(_) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            let _ = tx
+                                .send(Err(Status::data_loss(
+                                    "the inbox stream fell behind; reconnect to receive the backlog",
+                                )))
+                                .await;
+                            return;
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    },
+                    () = tx.closed() => return,
+                    _ = stopping.changed() => return,
+                };
+                sent.insert(id);
+                let note = match api.blocking(move |n| n.get(&id)).await {
+                    Ok(note) if addressed_to(&note, &principal) => note,
+                    Ok(_) => continue,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                };
+                match api.deliver(&principal, note).await {
+                    Ok(Some(message)) => {
+                        if tx.send(Ok(message)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn acknowledge(
         &self,
         request: Request<AcknowledgeRequest>,
     ) -> Result<Response<AcknowledgeResponse>, Status> {
-        Principal::of(&request)?;
-        Err(not_available("Acknowledge", "the note inbox"))
+        let principal = Principal::of(&request)?;
+        principal.require_role(&PROFESSIONALS)?;
+        let AcknowledgeRequest { disclosure_id } = request.get_ref();
+        let id = uuid::Uuid::try_parse(disclosure_id)
+            .map_err(|_| FieldError::new("disclosure_id", "a disclosure id is a UUID"))?;
+        let not_yours = || Status::permission_denied("no note with this id is addressed to you");
+        let notes = self.notes.clone();
+        let note = match tokio::task::spawn_blocking(move || notes.get(&id))
+            .await
+            .map_err(|_| Status::internal("internal error"))?
+        {
+            Ok(note) if addressed_to(&note, principal) => note,
+            Ok(_) | Err(NoteError::NotFound) => return Err(not_yours()),
+            Err(e) => return Err(note_error(e)),
+        };
+        match note.state {
+            NoteState::Deliverable => {}
+            NoteState::Pending => return Err(not_yours()),
+            NoteState::Acknowledged => {
+                return Err(Status::failed_precondition(
+                    "the note is already acknowledged",
+                ));
+            }
+            NoteState::Purged => {
+                return Err(Status::failed_precondition("the note was purged"));
+            }
+        }
+        let at = now();
+        let retention = i64::try_from(self.retention.as_micros()).unwrap_or(i64::MAX);
+        let purge_after = Timestamp(at.0.saturating_add(retention));
+        let acknowledged = self
+            .blocking(move |n| n.acknowledge(&id, at, purge_after))
+            .await?;
+        let appended = self
+            .audit
+            .append(&note_entry(
+                EntryKind::NoteAcknowledged,
+                Some(principal),
+                &acknowledged,
+            ))
+            .await
+            .map_err(append_error)?;
+        Ok(Response::new(AcknowledgeResponse {
+            acknowledged_at: Some(timestamp_to_wire(at)),
+            purge_after: Some(timestamp_to_wire(purge_after)),
+            audit_index: appended.index,
+        }))
+    }
+}
+
+impl DisclosureApi {
+    /// Delivers one note to `principal` if its consent still covers it; otherwise withholds
+    /// and purges it. Both are audited.
+    async fn deliver(
+        &self,
+        principal: &Principal,
+        note: Note,
+    ) -> Result<Option<StreamInboxResponse>, Status> {
+        let secret = self
+            .notes
+            .open_secret(&note, &self.keyring)
+            .map_err(note_error)?;
+        let recheck = decision::DisclosureRequest {
+            sender_org: note.sender.orgnr,
+            sender_role: note.sender.role,
+            recipient_org: note.recipient_org,
+            recipient_role: note.recipient_role,
+            category: note.category.clone(),
+            purpose: note.purpose.clone(),
+            approval_attested: secret.approval.is_some(),
+        };
+        let decided = self
+            .consents
+            .with_terms(&secret.subject, |views| {
+                decision::decide(&recheck, views, now(), &self.vocabulary)
+            })
+            .map_err(|e| {
+                tracing::error!(error = %e, "consent store failed");
+                Status::internal("the consent store failed")
+            })?;
+        let id = note.id;
+        if let Decision::Deny(deny) = decided {
+            let purged = self.blocking(move |n| n.purge(&id)).await?;
+            let mut entry = note_entry(EntryKind::NotePurged, Some(principal), &purged);
+            entry.reason = Some(deny.reason.code().to_owned());
+            self.audit.append(&entry).await.map_err(append_error)?;
+            return Ok(None);
+        }
+        self.audit
+            .append(&note_entry(
+                EntryKind::NoteDelivered,
+                Some(principal),
+                &note,
+            ))
+            .await
+            .map_err(append_error)?;
+        self.blocking(move |n| n.mark_delivered(&id)).await?;
+        let Secret {
+            subject,
+            title,
+            body,
+            approval,
+        } = secret;
+        Ok(Some(StreamInboxResponse {
+            event: Some(Event::Note(InboxNote {
+                disclosure_id: note.id.to_string(),
+                subject_id: subject.expose(),
+                sender: Some(casegate_proto::v1::Actor {
+                    orgnr: note.sender.orgnr.to_string(),
+                    user_id: note.sender.user_id.clone(),
+                    role: role_to_wire(note.sender.role),
+                }),
+                recipient_role: note.recipient_role.map_or(0, role_to_wire),
+                category: note.category.to_string(),
+                purpose: note.purpose.to_string(),
+                title,
+                body,
+                content_type: note.content_type.clone(),
+                approval: approval.map(|a| ApprovalAttestation {
+                    hpr_number: a.hpr_number,
+                    approved_at: Some(timestamp_to_wire(a.approved_at)),
+                }),
+                disclosed_at: Some(timestamp_to_wire(note.disclosed_at)),
+                consent_id: note.consent_id.to_string(),
+                consent_version: note.consent_version,
+                content_sha256: note.content_sha256.to_vec(),
+                audit_index: note.audit_index.unwrap_or_default(),
+            })),
+        }))
     }
 }

@@ -443,3 +443,216 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Reads an inbox stream until its backlog is complete; returns the notes.
+async fn backlog(
+    stream: &mut tonic::Streaming<casegate_proto::v1::StreamInboxResponse>,
+) -> Vec<casegate_proto::v1::InboxNote> {
+    use casegate_proto::v1::stream_inbox_response::Event;
+    let mut notes = Vec::new();
+    loop {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+            .await
+            .expect("stream answers in time")
+            .expect("stream ok")
+            .expect("stream open");
+        match message.event.expect("event") {
+            Event::Note(note) => notes.push(note),
+            Event::BacklogComplete(done) => {
+                assert_eq!(done.delivered as usize, notes.len());
+                return notes;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_ips_scenario_from_refusal_to_withdrawal() {
+    use casegate_proto::v1::{
+        AcknowledgeRequest, StreamInboxRequest, WithdrawConsentRequest,
+        stream_inbox_response::Event,
+    };
+
+    let gw = TestGateway::start().await;
+    let me = subject(6);
+    let mut nav = gw.caller("nav", "nav_counsellor").await;
+    let mut clinic = gw.caller("clinic", "clinician").await;
+    let mut ips = gw.caller("ips", "employment_specialist").await;
+    let mut jobseeker = gw.jobseeker(&me).await;
+
+    // 1. No consent yet: refused.
+    let status = nav
+        .disclosure
+        .disclose(update(&gw, &me, "s-1", "wage support from June"))
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        status.get_details_error_info().expect("detail").reason,
+        "no_consent"
+    );
+
+    // 2. The jobseeker grants consent in the portal; 3. the same update now goes through.
+    let consent = jobseeker
+        .consent
+        .grant_consent(ips_consent(&gw, &me))
+        .await
+        .expect("grant")
+        .into_inner()
+        .consent
+        .expect("record");
+    let receipt = nav
+        .disclosure
+        .disclose(update(&gw, &me, "s-1", "wage support from June"))
+        .await
+        .expect("permitted")
+        .into_inner()
+        .receipt
+        .expect("receipt");
+    verify(&gw, &receipt, b"wage support from June");
+
+    // 4. The IPS team's stream receives it (backlog) and acknowledges it.
+    let mut stream = ips
+        .disclosure
+        .stream_inbox(StreamInboxRequest { role: 0 })
+        .await
+        .expect("stream")
+        .into_inner();
+    let notes = backlog(&mut stream).await;
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0].disclosure_id, receipt.disclosure_id);
+    assert_eq!(
+        (notes[0].body.as_slice(), notes[0].subject_id.as_str()),
+        (b"wage support from June".as_slice(), me.expose().as_str())
+    );
+    let ack = ips
+        .disclosure
+        .acknowledge(AcknowledgeRequest {
+            disclosure_id: receipt.disclosure_id.clone(),
+        })
+        .await
+        .expect("ack")
+        .into_inner();
+    assert!(ack.purge_after.is_some());
+    let again = ips
+        .disclosure
+        .acknowledge(AcknowledgeRequest {
+            disclosure_id: receipt.disclosure_id.clone(),
+        })
+        .await
+        .expect_err("once");
+    assert_eq!(again.code(), Code::FailedPrecondition);
+    // Another organisation cannot acknowledge (or learn about) it.
+    let other = clinic
+        .disclosure
+        .acknowledge(AcknowledgeRequest {
+            disclosure_id: receipt.disclosure_id.clone(),
+        })
+        .await
+        .expect_err("not theirs");
+    assert_eq!(other.code(), Code::PermissionDenied);
+
+    // 5. The clinic's approved summary reaches the open stream live; without approval: refused.
+    let mut summary = update(&gw, &me, "dips-1", "approved: can start at 40%");
+    summary.category = "treatment_summary".into();
+    let status = clinic
+        .disclosure
+        .disclose(summary.clone())
+        .await
+        .expect_err("no approval");
+    assert_eq!(
+        status.get_details_error_info().expect("detail").reason,
+        "approval_missing"
+    );
+    summary.approval = Some(ApprovalAttestation {
+        hpr_number: "9144889".into(),
+        approved_at: Some(prost_types::Timestamp {
+            seconds: now() - 60,
+            nanos: 0,
+        }),
+    });
+    let live_receipt = clinic
+        .disclosure
+        .disclose(summary)
+        .await
+        .expect("approved")
+        .into_inner()
+        .receipt
+        .expect("receipt");
+    let live = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+        .await
+        .expect("live note in time")
+        .expect("ok")
+        .expect("open");
+    let Some(Event::Note(live)) = live.event else {
+        panic!("expected a note")
+    };
+    assert_eq!(live.disclosure_id, live_receipt.disclosure_id);
+    assert_eq!(live.approval.expect("approval").hpr_number, "9144889");
+    drop(stream);
+
+    // 6. A note waits undelivered; the jobseeker withdraws: it is purged and never delivered.
+    let waiting = nav
+        .disclosure
+        .disclose(update(&gw, &me, "s-2", "never to be read"))
+        .await
+        .expect("permitted")
+        .into_inner()
+        .receipt
+        .expect("receipt");
+    let withdrawn = jobseeker
+        .consent
+        .withdraw_consent(WithdrawConsentRequest {
+            consent_id: consent.consent_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("withdraw")
+        .into_inner();
+    assert_eq!(withdrawn.purged_notes, 1);
+    let mut stream = ips
+        .disclosure
+        .stream_inbox(StreamInboxRequest { role: 0 })
+        .await
+        .expect("stream")
+        .into_inner();
+    let remaining = backlog(&mut stream).await;
+    assert!(
+        remaining
+            .iter()
+            .all(|n| n.disclosure_id != waiting.disclosure_id),
+        "a purged note was delivered"
+    );
+    drop(stream);
+
+    // 7. The next update is refused.
+    let status = nav
+        .disclosure
+        .disclose(update(&gw, &me, "s-3", "too late"))
+        .await
+        .expect_err("withdrawn");
+    assert_eq!(
+        status.get_details_error_info().expect("detail").reason,
+        "consent_withdrawn"
+    );
+
+    // 8. The log holds every step and verifies offline.
+    let kinds: Vec<EntryKind> = entries(&gw).await.into_iter().map(|e| e.kind).collect();
+    for expected in [
+        EntryKind::DisclosureRefused,
+        EntryKind::ConsentGranted,
+        EntryKind::DisclosurePermitted,
+        EntryKind::NoteDelivered,
+        EntryKind::NoteAcknowledged,
+        EntryKind::ConsentWithdrawn,
+        EntryKind::NotePurged,
+    ] {
+        assert!(
+            kinds.contains(&expected),
+            "{expected:?} missing from {kinds:?}"
+        );
+    }
+    let report =
+        casegate_audit::verify::verify(&gw.data_dir().join("audit"), &gw.audit_verifier, None)
+            .expect("the log verifies offline");
+    assert!(report.entries as usize >= kinds.len());
+}

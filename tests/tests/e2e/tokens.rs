@@ -258,14 +258,6 @@ async fn every_rpc_not_yet_available_sits_behind_authentication_and_names_its_ca
         }};
     }
     both!(
-        disclosure.stream_inbox(StreamInboxRequest::default()),
-        "note inbox"
-    );
-    both!(
-        disclosure.acknowledge(AcknowledgeRequest::default()),
-        "note inbox"
-    );
-    both!(
         audit.query_audit(QueryAuditRequest::default()),
         "audit queries"
     );
