@@ -94,6 +94,13 @@ pub enum AuditAction {
 
 #[derive(Debug, Subcommand)]
 pub enum KeysAction {
+    /// Add a new note encryption key: new notes are sealed with it; notes sealed before stay
+    /// readable with the older keys, which stay in the keyring.
+    RotateNotes {
+        /// The gateway's configuration file.
+        #[arg(long, short, value_name = "FILE", env = "CASEGATE_CONFIG")]
+        config: PathBuf,
+    },
     /// Replace the audit checkpoint signing key: records the rotation in the log, leaves the
     /// newest checkpoint signed by both keys, keeps the old key file as `<file>.retired-<id>`,
     /// and prints the new verifier key.
@@ -370,4 +377,72 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
         .open(path)?;
     file.write_all(text.as_bytes())?;
     file.sync_all()
+}
+
+/// `casegate keys rotate-notes`.
+pub fn rotate_notes(path: &std::path::Path) -> std::process::ExitCode {
+    use std::{io::Write, process::ExitCode};
+
+    use crate::keyring::Keyring;
+
+    let fail = |message: String| {
+        eprintln!("casegate keys rotate-notes: {message}");
+        ExitCode::FAILURE
+    };
+    let config = match crate::config::Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("casegate: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    // The gateway reads the keyring at start: rotate while it is stopped.
+    let _data = match crate::data_dir::DataDir::open(&config.storage.data_dir) {
+        Ok(d) => d,
+        Err(e) => return fail(format!("{e} (stop the gateway first)")),
+    };
+    let file = &config.notes.keyring;
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => return fail(format!("{}: {e}", file.display())),
+    };
+    if let Err(e) = Keyring::parse(&text) {
+        return fail(format!("{}: {e}", file.display()));
+    }
+    // Key ids k1, k2, …: the next free one.
+    let next = (1..)
+        .map(|n| format!("k{n}"))
+        .find(|id| {
+            !text
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(id))
+        })
+        .unwrap_or_else(|| "k0".into());
+    let line = match Keyring::new_line(&next) {
+        Ok(l) => l,
+        Err(e) => return fail(e),
+    };
+    let separator = if text.ends_with('\n') || text.is_empty() {
+        ""
+    } else {
+        "\n"
+    };
+    let appended = std::fs::OpenOptions::new()
+        .append(true)
+        .open(file)
+        .and_then(|mut f| {
+            f.write_all(format!("{separator}{line}").as_bytes())?;
+            f.sync_all()
+        });
+    match appended {
+        Ok(()) => {
+            println!("{next}");
+            eprintln!(
+                "new notes will be sealed with key {next}; older keys stay in {}",
+                file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("{}: {e}", file.display())),
+    }
 }

@@ -29,6 +29,9 @@ fn main() -> ExitCode {
         Command::Keys {
             action: casegate::cli::KeysAction::RotateAudit { config },
         } => casegate::cli::rotate_audit(&config),
+        Command::Keys {
+            action: casegate::cli::KeysAction::RotateNotes { config },
+        } => casegate::cli::rotate_notes(&config),
         Command::Dev {
             action:
                 Some(DevAction::Token {

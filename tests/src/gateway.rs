@@ -200,8 +200,15 @@ keyring = "notes.keyring"
     }
 
     /// Stops the gateway cleanly and starts it again on the same data (a new port).
-    pub async fn restart(mut self) -> Self {
+    pub async fn restart(self) -> Self {
+        self.restart_after(|_| {}).await
+    }
+
+    /// As [`TestGateway::restart`], running `between(config file)` while it is stopped (as an
+    /// operator's maintenance command would).
+    pub async fn restart_after(mut self, between: impl FnOnce(&std::path::Path)) -> Self {
         self.shutdown().await;
+        between(&self.dir.path().join("casegate.toml"));
         self.launch().await;
         self
     }

@@ -656,3 +656,61 @@ async fn the_ips_scenario_from_refusal_to_withdrawal() {
             .expect("the log verifies offline");
     assert!(report.entries as usize >= kinds.len());
 }
+
+#[tokio::test]
+async fn notes_sealed_before_a_key_rotation_are_delivered_intact() {
+    use casegate_proto::v1::StreamInboxRequest;
+
+    let gw = TestGateway::start().await;
+    let me = subject(7);
+    gw.jobseeker(&me)
+        .await
+        .consent
+        .grant_consent(ips_consent(&gw, &me))
+        .await
+        .expect("grant");
+    let mut nav = gw.caller("nav", "nav_counsellor").await;
+    nav.disclosure
+        .disclose(update(&gw, &me, "k-1", "sealed with the first key"))
+        .await
+        .expect("permitted");
+
+    let gw = gw
+        .restart_after(|config| {
+            let code = casegate::cli::rotate_notes(config);
+            assert_eq!(code, std::process::ExitCode::SUCCESS, "rotate-notes");
+            let keyring =
+                std::fs::read_to_string(config.with_file_name("notes.keyring")).expect("keyring");
+            assert_eq!(
+                keyring
+                    .lines()
+                    .map(|l| l.split(' ').next().unwrap_or(""))
+                    .collect::<Vec<_>>(),
+                ["k1", "k2"]
+            );
+        })
+        .await;
+    let mut nav = gw.caller("nav", "nav_counsellor").await;
+    nav.disclosure
+        .disclose(update(&gw, &me, "k-2", "sealed with the second key"))
+        .await
+        .expect("permitted");
+
+    let mut ips = gw.caller("ips", "employment_specialist").await;
+    let mut stream = ips
+        .disclosure
+        .stream_inbox(StreamInboxRequest { role: 0 })
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut bodies: Vec<String> = backlog(&mut stream)
+        .await
+        .into_iter()
+        .map(|n| String::from_utf8(n.body).expect("utf8"))
+        .collect();
+    bodies.sort();
+    assert_eq!(
+        bodies,
+        ["sealed with the first key", "sealed with the second key"]
+    );
+}
