@@ -142,6 +142,8 @@ pub struct NotesConfig {
     pub retention: Duration,
     /// How long an unacknowledged note waits before it is purged.
     pub ttl: Duration,
+    /// How often expired bodies are looked for.
+    pub sweep_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -477,14 +479,21 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
         let ttl = s.duration_or(
             "ttl",
             Duration::from_secs(30 * 86_400),
-            Duration::from_secs(60),
+            Duration::from_secs(1),
             Duration::from_secs(365 * 86_400),
+        );
+        let sweep_interval = s.duration_or(
+            "sweep_interval",
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            Duration::from_secs(3600),
         );
         s.finish();
         keyring.map(|keyring| NotesConfig {
             keyring,
             retention,
             ttl,
+            sweep_interval,
         })
     };
 

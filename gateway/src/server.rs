@@ -268,6 +268,21 @@ impl Gateway {
         );
 
         let reloader = tokio::spawn(reload_crls(tls.clone()));
+        let sweeper = tokio::spawn({
+            let (notes, audit) = (notes.clone(), audit.clone());
+            let (ttl, every) = (config.notes.ttl, config.notes.sweep_interval);
+            async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    match crate::services::disclosure::sweep(&notes, &audit, ttl).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(purged = n, "expired note bodies deleted"),
+                        Err(e) => tracing::error!(error = %e.message(), "note sweep failed"),
+                    }
+                }
+            }
+        });
         let metrics_task = match metrics_listener {
             Some(listener) => {
                 crate::metrics::init().map_err(ServeError::Metrics)?;
@@ -309,6 +324,7 @@ impl Gateway {
             result = &mut server => {
                 acceptor.abort();
                 reloader.abort();
+                sweeper.abort();
                 let _ = audit.close();
                 result??;
                 return Ok(Drained::Clean);
@@ -317,6 +333,7 @@ impl Gateway {
         }
 
         reloader.abort();
+        sweeper.abort();
         if let Some(task) = &metrics_task {
             task.abort();
         }

@@ -52,6 +52,7 @@ pub struct TestGateway {
     /// Verifies the gateway's audit checkpoints.
     pub audit_verifier: casegate_audit::checkpoint::Verifier,
     orgs: Vec<TestOrg>,
+    overrides: Vec<(String, String)>,
     dir: TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<Drained, ServeError>>>,
@@ -82,6 +83,11 @@ impl TestGateway {
 
     /// Starts a gateway whose config file has `extra` appended (TOML).
     pub async fn start_with(extra: &str) -> Self {
+        Self::start_with_overrides(extra, &[]).await
+    }
+
+    /// As [`TestGateway::start_with`], with `CASEGATE_…` overrides applied.
+    pub async fn start_with_overrides(extra: &str, overrides: &[(&str, &str)]) -> Self {
         tls::install_provider();
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = DevCa::generate("casegate test CA").expect("CA");
@@ -156,6 +162,10 @@ keyring = "notes.keyring"
         );
         write("casegate.toml", &config_text);
         let mut gw = Self {
+            overrides: overrides
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             addr: "127.0.0.1:0".parse().expect("addr"),
             ca,
             issuer,
@@ -172,7 +182,8 @@ keyring = "notes.keyring"
     /// Builds and serves the gateway from the files in the test folder.
     async fn launch(&mut self) {
         let config_path: PathBuf = self.dir.path().join("casegate.toml");
-        let config = Config::load_with_env(&config_path, []).expect("valid test config");
+        let config =
+            Config::load_with_env(&config_path, self.overrides.clone()).expect("valid test config");
         let gateway = Gateway::build(config).expect("gateway builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -569,3 +569,47 @@ impl DisclosureApi {
         }))
     }
 }
+
+/// Deletes the bodies the gateway may no longer hold: acknowledged notes past their retention,
+/// and notes never acknowledged within the TTL. Each purge is audited. Returns how many.
+pub async fn sweep(
+    notes: &NoteStore,
+    audit: &Audit,
+    ttl: std::time::Duration,
+) -> Result<usize, Status> {
+    let store = notes.clone();
+    let (acknowledged, waiting) = tokio::task::spawn_blocking(move || {
+        Ok::<_, NoteError>((
+            store.in_state(NoteState::Acknowledged)?,
+            store.in_state(NoteState::Deliverable)?,
+        ))
+    })
+    .await
+    .map_err(|_| Status::internal("internal error"))?
+    .map_err(note_error)?;
+    let now = now();
+    let ttl = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX);
+    let expired = acknowledged
+        .into_iter()
+        .filter(|n| n.purge_after.is_some_and(|t| t <= now))
+        .map(|n| (n, "retention_elapsed"))
+        .chain(
+            waiting
+                .into_iter()
+                .filter(|n| n.disclosed_at.0.saturating_add(ttl) <= now.0)
+                .map(|n| (n, "ttl_elapsed")),
+        );
+    let mut count = 0;
+    for (note, reason) in expired {
+        let store = notes.clone();
+        let purged = tokio::task::spawn_blocking(move || store.purge(&note.id))
+            .await
+            .map_err(|_| Status::internal("internal error"))?
+            .map_err(note_error)?;
+        let mut entry = note_entry(EntryKind::NotePurged, None, &purged);
+        entry.reason = Some(reason.to_owned());
+        audit.append(&entry).await.map_err(append_error)?;
+        count += 1;
+    }
+    Ok(count)
+}

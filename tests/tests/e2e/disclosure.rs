@@ -714,3 +714,94 @@ async fn notes_sealed_before_a_key_rotation_are_delivered_intact() {
         ["sealed with the first key", "sealed with the second key"]
     );
 }
+
+#[tokio::test]
+async fn bodies_are_purged_after_retention_and_ttl_and_the_purges_are_audited() {
+    use casegate_proto::v1::{AcknowledgeRequest, StreamInboxRequest};
+
+    let gw = TestGateway::start_with_overrides(
+        "",
+        &[
+            ("CASEGATE_NOTES__RETENTION", "0s"),
+            ("CASEGATE_NOTES__TTL", "2s"),
+            ("CASEGATE_NOTES__SWEEP_INTERVAL", "100ms"),
+        ],
+    )
+    .await;
+    let me = subject(8);
+    gw.jobseeker(&me)
+        .await
+        .consent
+        .grant_consent(ips_consent(&gw, &me))
+        .await
+        .expect("grant");
+    let mut nav = gw.caller("nav", "nav_counsellor").await;
+    let read = nav
+        .disclosure
+        .disclose(update(&gw, &me, "p-1", "read and acknowledged"))
+        .await
+        .expect("permitted")
+        .into_inner()
+        .receipt
+        .expect("receipt");
+    let mut ips = gw.caller("ips", "employment_specialist").await;
+    let mut stream = ips
+        .disclosure
+        .stream_inbox(StreamInboxRequest { role: 0 })
+        .await
+        .expect("stream")
+        .into_inner();
+    assert_eq!(backlog(&mut stream).await.len(), 1);
+    drop(stream);
+    ips.disclosure
+        .acknowledge(AcknowledgeRequest {
+            disclosure_id: read.disclosure_id.clone(),
+        })
+        .await
+        .expect("ack");
+    let unread = nav
+        .disclosure
+        .disclose(update(&gw, &me, "p-2", "never read"))
+        .await
+        .expect("permitted")
+        .into_inner()
+        .receipt
+        .expect("receipt");
+
+    // Retention 0 s: the acknowledged body goes at the next sweep; TTL 2 s: the unread one after.
+    let mut reasons = Vec::new();
+    for _ in 0..60 {
+        reasons = entries(&gw)
+            .await
+            .into_iter()
+            .filter(|e| e.kind == EntryKind::NotePurged)
+            .map(|e| {
+                (
+                    e.disclosure_id.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                )
+            })
+            .collect();
+        if reasons.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    reasons.sort();
+    let mut expected = vec![
+        (read.disclosure_id, "retention_elapsed".to_owned()),
+        (unread.disclosure_id, "ttl_elapsed".to_owned()),
+    ];
+    expected.sort();
+    assert_eq!(reasons, expected);
+    let mut stream = ips
+        .disclosure
+        .stream_inbox(StreamInboxRequest { role: 0 })
+        .await
+        .expect("stream")
+        .into_inner();
+    assert!(
+        backlog(&mut stream).await.is_empty(),
+        "a purged note was delivered"
+    );
+}
