@@ -597,6 +597,43 @@ async fn metrics_count_calls_and_neither_metrics_nor_logs_show_identity_numbers(
             .await
             .expect("decision");
     }
+    // A disclosure and its delivery: title and body must not reach the logs either.
+    {
+        use casegate_proto::v1::{
+            DiscloseRequest, StreamInboxRequest, disclosure_service_client::DisclosureServiceClient,
+        };
+        let mut sender = DisclosureServiceClient::new(dev_channel(dir.path(), "nav", &addr).await);
+        sender
+            .disclose(with(
+                &nav,
+                DiscloseRequest {
+                    request_id: "log-scan-1".into(),
+                    subject_id: subject.clone(),
+                    recipient_orgnr: orgnr("clinic"),
+                    category: "benefit_counselling".into(),
+                    purpose: "benefit_planning".into(),
+                    title: "TITLE-log-scan-2c1f".into(),
+                    body: b"BODY-log-scan-88d0".to_vec(),
+                    content_type: "text/plain".into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("disclosed");
+        let clinic = token("clinic", "clinician", None);
+        let mut receiver =
+            DisclosureServiceClient::new(dev_channel(dir.path(), "clinic", &addr).await);
+        let mut stream = receiver
+            .stream_inbox(with(&clinic, StreamInboxRequest { role: 0 }))
+            .await
+            .expect("stream")
+            .into_inner();
+        let first = stream.message().await.expect("ok").expect("a note");
+        let Some(casegate_proto::v1::stream_inbox_response::Event::Note(note)) = first.event else {
+            panic!("expected the note first");
+        };
+        assert_eq!(note.body, b"BODY-log-scan-88d0", "delivered intact");
+    }
     // A refused call too: an invalid identity number must not be echoed anywhere either.
     let _ = counsellor
         .list_consents(with(
@@ -633,9 +670,15 @@ async fn metrics_count_calls_and_neither_metrics_nor_logs_show_identity_numbers(
         logs.contains("\"orgnr\":\"910000020\""),
         "calls are logged with their organisation"
     );
-    for secret in [subject.as_str(), "12345678901"] {
-        assert!(!text.contains(secret), "metrics show an identity number");
-        assert!(!logs.contains(secret), "logs show an identity number");
+    for secret in [
+        subject.as_str(),
+        "12345678901",
+        "TITLE-log-scan-2c1f",
+        "BODY-log-scan-88d0",
+        "Qk9EWS1sb2ctc2Nhbi04OGQw", // the body in base64
+    ] {
+        assert!(!text.contains(secret), "metrics show personal data");
+        assert!(!logs.contains(secret), "logs show personal data");
     }
 }
 
