@@ -110,9 +110,13 @@ pub struct Existing {
     pub fingerprint: [u8; 32],
 }
 
+/// A waiter for the next flush.
+type FlushWaiter = std::sync::mpsc::SyncSender<Result<(), String>>;
+
 #[derive(Debug, Clone)]
 pub struct NoteStore {
-    db: sled::Db,
+    /// Group commit for flushes: one flusher thread, one `flush` for all who wait meanwhile.
+    flusher: std::sync::mpsc::SyncSender<FlushWaiter>,
     notes: sled::Tree,
     requests: sled::Tree,
     inbox: sled::Tree,
@@ -132,12 +136,29 @@ fn decode(bytes: &[u8]) -> Result<Note, NoteError> {
 impl NoteStore {
     pub fn open(path: &Path) -> Result<Self, NoteError> {
         let db = sled::Config::new().path(path).open()?;
+        let (flusher, requests) = std::sync::mpsc::sync_channel::<FlushWaiter>(4096);
+        let flushed = db.clone();
+        std::thread::Builder::new()
+            .name("note-flusher".into())
+            .spawn(move || {
+                while let Ok(first) = requests.recv() {
+                    let mut waiters = vec![first];
+                    while let Ok(more) = requests.try_recv() {
+                        waiters.push(more);
+                    }
+                    let result = flushed.flush().map(drop).map_err(|e| e.to_string());
+                    for waiter in waiters {
+                        let _ = waiter.send(result.clone());
+                    }
+                }
+            })
+            .map_err(|e| NoteError::Corrupt(format!("cannot start the flusher: {e}")))?;
         Ok(Self {
+            flusher,
             notes: db.open_tree("notes")?,
             requests: db.open_tree("requests")?,
             inbox: db.open_tree("inbox")?,
             by_consent: db.open_tree("by_consent")?,
-            db,
         })
     }
 
@@ -187,7 +208,7 @@ impl NoteStore {
         let mut key = note.consent_id.as_bytes().to_vec();
         key.extend_from_slice(note.id.as_bytes());
         self.by_consent.insert(key, &[])?;
-        self.db.flush()?;
+        self.flush()?;
         Ok(())
     }
 
@@ -237,7 +258,7 @@ impl NoteStore {
         note.purge_after = Some(purge_after);
         self.put(&note)?;
         self.inbox.remove(Self::inbox_key(&note))?;
-        self.db.flush()?;
+        self.flush()?;
         Ok(note)
     }
 
@@ -251,7 +272,7 @@ impl NoteStore {
         let mut key = note.consent_id.as_bytes().to_vec();
         key.extend_from_slice(id.as_bytes());
         self.by_consent.remove(key)?;
-        self.db.flush()?;
+        self.flush()?;
         Ok(note)
     }
 
@@ -293,7 +314,7 @@ impl NoteStore {
         let mut key = note.consent_id.as_bytes().to_vec();
         key.extend_from_slice(note.id.as_bytes());
         self.by_consent.remove(key)?;
-        self.db.flush()?;
+        self.flush()?;
         Ok(())
     }
 
@@ -327,9 +348,15 @@ impl NoteStore {
         serde_json::from_slice(&plain).map_err(|e| NoteError::Corrupt(e.to_string()))
     }
 
+    /// Waits until everything written so far is on disk. Concurrent callers share one flush.
     pub fn flush(&self) -> Result<(), NoteError> {
-        self.db.flush()?;
-        Ok(())
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.flusher
+            .send(tx)
+            .map_err(|_| NoteError::Corrupt("the flusher stopped".into()))?;
+        rx.recv()
+            .map_err(|_| NoteError::Corrupt("the flusher stopped".into()))?
+            .map_err(NoteError::Corrupt)
     }
 }
 

@@ -1,0 +1,292 @@
+//! Load generator: drives `Disclose` with N concurrent clients over real mutual TLS and JWT
+//! against a gateway it starts on loopback, and — in the same run, same machine — a bare tonic
+//! server with the same mutual TLS answering a trivial unary call (`grpc.health.v1/Check`) as
+//! the baseline. Bounded by count and by time. Prints throughput, latency percentiles, the
+//! ratio to the baseline and the process's peak RSS (gateway and load generator together: an
+//! upper bound for the gateway).
+//!
+//! Usage: loadgen [--clients 64] [--count 20000] [--seconds 60] [--connections 8]
+//! (release build: `cargo run --release -p casegate-tests --bin loadgen`)
+
+#![forbid(unsafe_code)]
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use casegate::{config::TlsConfig, tls};
+use casegate_consent::SubjectId;
+use casegate_proto::v1::{DiscloseRequest, GrantConsentRequest, Party, Period, Provision, Role};
+use casegate_tests::{Caller, TestGateway};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity, Server};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+struct Args {
+    clients: usize,
+    count: u64,
+    seconds: u64,
+    connections: usize,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        clients: 64,
+        count: 20_000,
+        seconds: 60,
+        connections: 8,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value: u64 = it
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{flag} needs a number"));
+        match flag.as_str() {
+            "--clients" => a.clients = value as usize,
+            "--count" => a.count = value,
+            "--seconds" => a.seconds = value,
+            "--connections" => a.connections = value.max(1) as usize,
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    a
+}
+
+/// Latencies of one run.
+struct Run {
+    done: u64,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Run {
+    fn rate(&self) -> f64 {
+        self.done as f64 / self.elapsed.as_secs_f64()
+    }
+    fn at(&self, q: f64) -> Duration {
+        self.latencies[((self.latencies.len() as f64 * q) as usize).min(self.latencies.len() - 1)]
+    }
+}
+
+/// Runs `clients` tasks calling `call(task, n)` until `count` calls or `seconds` have passed.
+async fn drive<F, Fut>(clients: usize, count: u64, seconds: u64, call: F) -> Run
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let call = Arc::new(call);
+    let next = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|task| {
+            let (call, next) = (call.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= count || Instant::now() >= deadline {
+                        return latencies;
+                    }
+                    let t = Instant::now();
+                    call(task, n).await;
+                    latencies.push(t.elapsed());
+                }
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.expect("client task"));
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    Run {
+        done: latencies.len() as u64,
+        elapsed,
+        latencies,
+    }
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main]
+async fn main() {
+    let args = args();
+    tls::install_provider();
+    let gw = TestGateway::start_with("[limits]\nrate_per_second = 1000000\nrate_burst = 1000000\n")
+        .await;
+    let files = gw.data_dir().parent().expect("test folder").to_owned();
+
+    // The baseline: the same mutual TLS in front of a trivial tonic service.
+    let baseline_tls = tls::TlsReloader::load(&TlsConfig {
+        cert: files.join("server.pem"),
+        key: files.join("server.key"),
+        client_ca: files.join("ca.pem"),
+        client_crls: vec![],
+        crl_reload_interval: Duration::from_secs(3600),
+    })
+    .expect("baseline TLS");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let echo_addr = listener.local_addr().expect("addr");
+    let (connections, _acceptor) =
+        tls::accept(listener, Arc::new(baseline_tls), Duration::from_secs(10));
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    tokio::spawn(
+        Server::builder()
+            .add_service(health)
+            .serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(connections)),
+    );
+
+    // Consents for 100 synthetic jobseekers: NAV may send benefit counselling to IPS.
+    let subjects: Vec<SubjectId> = SubjectId::synthetic_all().skip(5000).take(100).collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    for subject in &subjects {
+        let grant = GrantConsentRequest {
+            subject_id: subject.expose(),
+            provisions: vec![Provision {
+                senders: vec![Party {
+                    orgnr: gw.org("nav").orgnr.clone(),
+                    roles: vec![],
+                }],
+                recipients: vec![Party {
+                    orgnr: gw.org("ips").orgnr.clone(),
+                    roles: vec![],
+                }],
+                categories: vec!["benefit_counselling".into()],
+                purposes: vec!["ips_follow_up".into()],
+            }],
+            period: Some(Period {
+                start: Some(prost_types::Timestamp {
+                    seconds: now - 60,
+                    nanos: 0,
+                }),
+                end: Some(prost_types::Timestamp {
+                    seconds: now + 86_400,
+                    nanos: 0,
+                }),
+            }),
+            ..Default::default()
+        };
+        gw.jobseeker(subject)
+            .await
+            .consent
+            .grant_consent(grant)
+            .await
+            .expect("grant");
+    }
+
+    // Channels, shared by the clients.
+    let mut senders = Vec::new();
+    for _ in 0..args.connections {
+        senders.push(gw.caller("nav", "nav_counsellor").await);
+    }
+    let ca = std::fs::read_to_string(files.join("ca.pem")).expect("CA");
+    let nav_cert = gw.org("nav").cert.clone();
+    let mut echoes = Vec::new();
+    for _ in 0..args.connections {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&ca))
+            .identity(Identity::from_pem(&nav_cert.cert_pem, &nav_cert.key_pem))
+            .domain_name("localhost");
+        let channel = Channel::from_shared(format!("https://{echo_addr}"))
+            .expect("uri")
+            .tls_config(tls)
+            .expect("tls")
+            .connect()
+            .await
+            .expect("connect baseline");
+        echoes.push(HealthClient::new(channel));
+    }
+
+    println!(
+        "load generator: {} clients over {} connections, at most {} calls or {} s per run",
+        args.clients, args.connections, args.count, args.seconds
+    );
+    let echoes = Arc::new(echoes);
+    let baseline = drive(args.clients, args.count, args.seconds, move |task, _| {
+        let mut client = echoes[task % echoes.len()].clone();
+        async move {
+            client
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .expect("baseline call");
+        }
+    })
+    .await;
+
+    let senders: Arc<Vec<Caller>> = Arc::new(senders);
+    let subjects = Arc::new(subjects);
+    let ips = gw.org("ips").orgnr.clone();
+    let body = vec![b'x'; 1024];
+    let refused = Arc::new(AtomicU64::new(0));
+    let refused_count = refused.clone();
+    let gateway = drive(args.clients, args.count, args.seconds, move |task, n| {
+        let mut caller = senders[task % senders.len()].clone();
+        let request = DiscloseRequest {
+            request_id: format!("load-{n}"),
+            subject_id: subjects[n as usize % subjects.len()].expose(),
+            recipient_orgnr: ips.clone(),
+            recipient_role: Role::Unspecified as i32,
+            category: "benefit_counselling".into(),
+            purpose: "ips_follow_up".into(),
+            title: "Benefit update".into(),
+            body: body.clone(),
+            content_type: "text/plain".into(),
+            approval: None,
+        };
+        let refused = refused_count.clone();
+        async move {
+            if caller.disclosure.disclose(request).await.is_err() {
+                refused.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    })
+    .await;
+
+    println!("\nrun                       calls/s     p50        p99        p99.9      calls");
+    for (name, run) in [
+        ("baseline: mTLS health", &baseline),
+        ("gateway: Disclose", &gateway),
+    ] {
+        println!(
+            "{name:<24} {:>9.0}   {:>9}  {:>9}  {:>9}  {:>7}",
+            run.rate(),
+            ms(run.at(0.50)),
+            ms(run.at(0.99)),
+            ms(run.at(0.999)),
+            run.done
+        );
+    }
+    println!(
+        "\nDisclose throughput / baseline: {:.1}%   errors: {}   peak RSS (whole process): {:.0} MiB",
+        100.0 * gateway.rate() / baseline.rate(),
+        refused.load(Ordering::Relaxed),
+        peak_rss_mib()
+    );
+    let _ = gw.stop().await;
+}
