@@ -88,6 +88,14 @@ impl TestGateway {
 
     /// As [`TestGateway::start_with`], with `CASEGATE_…` overrides applied.
     pub async fn start_with_overrides(extra: &str, overrides: &[(&str, &str)]) -> Self {
+        let mut gw = Self::prepare(extra, overrides);
+        gw.launch().await;
+        gw
+    }
+
+    /// The files of a test gateway (PKI, keys, `casegate.toml`), not started: for running the
+    /// gateway in another process ([`TestGateway::attach`] then points the clients at it).
+    pub fn prepare(extra: &str, overrides: &[(&str, &str)]) -> Self {
         tls::install_provider();
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = DevCa::generate("casegate test CA").expect("CA");
@@ -161,7 +169,7 @@ keyring = "notes.keyring"
 "#
         );
         write("casegate.toml", &config_text);
-        let mut gw = Self {
+        Self {
             overrides: overrides
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -174,9 +182,17 @@ keyring = "notes.keyring"
             dir,
             stop: None,
             task: None,
-        };
-        gw.launch().await;
-        gw
+        }
+    }
+
+    /// Points the clients at a gateway serving this folder's configuration at `addr`.
+    pub fn attach(&mut self, addr: SocketAddr) {
+        self.addr = addr;
+    }
+
+    /// The configuration file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("casegate.toml")
     }
 
     /// Builds and serves the gateway from the files in the test folder.

@@ -6,6 +6,7 @@ mod e2e {
     mod boundaries;
     mod consent;
     mod disclosure;
+    mod disclosure_crash;
     mod handshake;
     mod limits;
     mod service_discovery;
