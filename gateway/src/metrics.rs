@@ -135,6 +135,11 @@ pub fn audit_batch(stats: &BatchStats) {
     metrics::counter!("casegate_audit_entries_total").increment(stats.entries as u64);
 }
 
+/// Notes waiting in inboxes (deliverable, not yet acknowledged).
+pub fn inbox_backlog(notes: usize) {
+    metrics::gauge!("casegate_inbox_backlog_notes").set(notes as f64);
+}
+
 /// Binds the admin listener for metrics.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await

@@ -53,6 +53,8 @@ pub struct TestGateway {
     pub audit_verifier: casegate_audit::checkpoint::Verifier,
     orgs: Vec<TestOrg>,
     overrides: Vec<(String, String)>,
+    /// Where metrics are served, when the configuration asks for them.
+    pub metrics_addr: Option<SocketAddr>,
     dir: TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<Drained, ServeError>>>,
@@ -170,6 +172,7 @@ keyring = "notes.keyring"
         );
         write("casegate.toml", &config_text);
         Self {
+            metrics_addr: None,
             overrides: overrides
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -200,11 +203,17 @@ keyring = "notes.keyring"
         let config_path: PathBuf = self.dir.path().join("casegate.toml");
         let config =
             Config::load_with_env(&config_path, self.overrides.clone()).expect("valid test config");
-        let gateway = Gateway::build(config).expect("gateway builds");
+        let metrics = config.metrics_listen;
+        let mut gateway = Gateway::build(config).expect("gateway builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
         self.addr = listener.local_addr().expect("local addr");
+        if let Some(addr) = metrics {
+            let admin = casegate::metrics::bind(addr).await.expect("bind metrics");
+            self.metrics_addr = admin.local_addr().ok();
+            gateway = gateway.with_metrics(admin);
+        }
         let (stop, stopped) = oneshot::channel::<()>();
         self.task = Some(tokio::spawn(gateway.serve(listener, async {
             let _ = stopped.await;

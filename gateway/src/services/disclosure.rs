@@ -587,6 +587,7 @@ pub async fn sweep(
     .await
     .map_err(|_| Status::internal("internal error"))?
     .map_err(note_error)?;
+    crate::metrics::inbox_backlog(waiting.len());
     let now = now();
     let ttl = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX);
     let expired = acknowledged

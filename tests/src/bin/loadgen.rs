@@ -131,8 +131,11 @@ fn ms(d: Duration) -> String {
 async fn main() {
     let args = args();
     tls::install_provider();
-    let gw = TestGateway::start_with("[limits]\nrate_per_second = 1000000\nrate_burst = 1000000\n")
-        .await;
+    let gw = TestGateway::start_with(
+        "[limits]\nrate_per_second = 1000000\nrate_burst = 1000000\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .await;
+    let metrics_addr = gw.metrics_addr.expect("metrics listener");
     let files = gw.data_dir().parent().expect("test folder").to_owned();
 
     // The baseline: the same mutual TLS in front of a trivial tonic service.
@@ -239,6 +242,11 @@ async fn main() {
     })
     .await;
 
+    // Scrape the metrics endpoint while the gateway is under load.
+    let scraper = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        scrape(metrics_addr).await
+    });
     let senders: Arc<Vec<Caller>> = Arc::new(senders);
     let subjects = Arc::new(subjects);
     let ips = gw.org("ips").orgnr.clone();
@@ -288,5 +296,43 @@ async fn main() {
         refused.load(Ordering::Relaxed),
         peak_rss_mib()
     );
+    match scraper.await {
+        Ok(Ok(text)) => {
+            println!("\nmetrics scraped during the run:");
+            for name in [
+                "casegate_calls_total",
+                "casegate_decisions_total",
+                "casegate_audit_entries_total",
+                "casegate_audit_fdatasync_seconds_count",
+                "casegate_audit_queue_depth",
+            ] {
+                let total: f64 = text
+                    .lines()
+                    .filter(|l| l.starts_with(name))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum();
+                println!("  {name:<42} {total}");
+            }
+        }
+        other => println!("\nmetrics scrape failed: {other:?}"),
+    }
     let _ = gw.stop().await;
+}
+
+/// `GET /metrics` with a bare HTTP/1.1 request.
+async fn scrape(addr: std::net::SocketAddr) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    stream
+        .read_to_string(&mut text)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(text)
 }
