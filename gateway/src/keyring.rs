@@ -27,7 +27,9 @@ impl std::fmt::Debug for Keyring {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Sealed {
     pub key_id: String,
+    #[serde(with = "crate::b64")]
     pub nonce: [u8; 12],
+    #[serde(with = "crate::b64")]
     pub ciphertext: Vec<u8>,
 }
 

@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod auth;
+mod b64;
 pub mod call_span;
 pub mod cli;
 pub mod config;

@@ -45,6 +45,7 @@ pub struct Approval {
 pub struct Secret {
     pub subject: SubjectId,
     pub title: String,
+    #[serde(with = "crate::b64")]
     pub body: Vec<u8>,
     pub approval: Option<Approval>,
 }
@@ -55,6 +56,7 @@ pub struct Note {
     pub id: uuid::Uuid,
     pub state: NoteState,
     pub request_id: String,
+    #[serde(with = "crate::b64")]
     pub fingerprint: [u8; 32],
     pub sender: Actor,
     pub recipient_org: OrgNumber,
@@ -64,8 +66,11 @@ pub struct Note {
     pub content_type: String,
     pub consent_id: ConsentId,
     pub consent_version: u32,
+    #[serde(with = "crate::b64")]
     pub consent_record_hash: [u8; 32],
+    #[serde(with = "crate::b64")]
     pub content_sha256: [u8; 32],
+    #[serde(with = "crate::b64")]
     pub subject_pseudonym: [u8; 32],
     pub disclosed_at: Timestamp,
     pub audit_index: Option<u64>,
