@@ -105,7 +105,11 @@ fn flatten(e: TransactionError<StoreError>) -> StoreError {
 
 impl ConsentStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(path).open()?;
+        // Decisions read the in-memory index; sled's cache (1 GiB by default) serves the rest.
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(128 << 20)
+            .open()?;
         let terms = db.open_tree("terms")?;
         let mut index = HashMap::new();
         for item in terms.iter() {

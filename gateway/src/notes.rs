@@ -140,7 +140,11 @@ fn decode(bytes: &[u8]) -> Result<Note, NoteError> {
 
 impl NoteStore {
     pub fn open(path: &Path) -> Result<Self, NoteError> {
-        let db = sled::Config::new().path(path).open()?;
+        // sled's page cache defaults to 1 GiB; notes are written once and read about once.
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(64 << 20)
+            .open()?;
         let (flusher, requests) = std::sync::mpsc::sync_channel::<FlushWaiter>(4096);
         let flushed = db.clone();
         std::thread::Builder::new()
