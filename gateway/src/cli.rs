@@ -310,17 +310,10 @@ pub fn rotate_audit(path: &std::path::Path) -> std::process::ExitCode {
         eprintln!("casegate keys rotate-audit: {message}");
         ExitCode::FAILURE
     };
-    let config = match crate::config::Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("casegate: {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
     // The gateway must not be running: the audit log has one writer.
-    let data = match crate::data_dir::DataDir::open(&config.storage.data_dir) {
-        Ok(d) => d,
-        Err(e) => return fail(format!("{e} (stop the gateway first)")),
+    let (config, data) = match stopped_gateway(path, "rotate-audit") {
+        Ok(found) => found,
+        Err(code) => return code,
     };
     let key_path = &config.audit.signing_key;
     let old = match crate::audit::load_signer(key_path) {
@@ -389,17 +382,10 @@ pub fn rotate_notes(path: &std::path::Path) -> std::process::ExitCode {
         eprintln!("casegate keys rotate-notes: {message}");
         ExitCode::FAILURE
     };
-    let config = match crate::config::Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("casegate: {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
     // The gateway reads the keyring at start: rotate while it is stopped.
-    let _data = match crate::data_dir::DataDir::open(&config.storage.data_dir) {
-        Ok(d) => d,
-        Err(e) => return fail(format!("{e} (stop the gateway first)")),
+    let (config, _data) = match stopped_gateway(path, "rotate-notes") {
+        Ok(found) => found,
+        Err(code) => return code,
     };
     let file = &config.notes.keyring;
     let text = match std::fs::read_to_string(file) {
@@ -445,4 +431,21 @@ pub fn rotate_notes(path: &std::path::Path) -> std::process::ExitCode {
         }
         Err(e) => fail(format!("{}: {e}", file.display())),
     }
+}
+
+/// The configuration at `path` and its data folder, locked: key maintenance runs only while no
+/// gateway uses the folder.
+fn stopped_gateway(
+    path: &std::path::Path,
+    command: &str,
+) -> Result<(crate::config::Config, crate::data_dir::DataDir), std::process::ExitCode> {
+    let config = crate::config::Config::load(path).map_err(|e| {
+        eprintln!("casegate: {e}");
+        std::process::ExitCode::from(EXIT_USAGE)
+    })?;
+    let data = crate::data_dir::DataDir::open(&config.storage.data_dir).map_err(|e| {
+        eprintln!("casegate keys {command}: {e} (stop the gateway first)");
+        std::process::ExitCode::FAILURE
+    })?;
+    Ok((config, data))
 }

@@ -23,7 +23,7 @@ use casegate_proto::v1::{
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status};
 
-use super::{audit::receipt, disclosure::note_entry};
+use super::{audit::receipt, disclosure::purge_for_consent};
 use crate::{
     audit::{self, Audit},
     convert::{
@@ -365,30 +365,8 @@ impl ConsentService for ConsentApi {
             .map_err(append_error)?;
         // Withdrawal bites: notes that relied on the consent and were not delivered go now.
         // (Any that slip past, e.g. after a crash here, are caught by the check at delivery.)
-        let notes = self.notes.clone();
-        let consent_id = withdrawn.id;
-        let pending = tokio::task::spawn_blocking(move || notes.undelivered_for(&consent_id))
-            .await
-            .map_err(|_| Status::internal("internal error"))?
-            .map_err(|e| {
-                tracing::error!(error = %e, "note store failed");
-                Status::internal("the note store failed")
-            })?;
-        let mut purged_notes = 0u32;
-        for note in pending {
-            let notes = self.notes.clone();
-            let purged = tokio::task::spawn_blocking(move || notes.purge(&note.id))
-                .await
-                .map_err(|_| Status::internal("internal error"))?
-                .map_err(|e| {
-                    tracing::error!(error = %e, "note store failed");
-                    Status::internal("the note store failed")
-                })?;
-            let mut entry = note_entry(EntryKind::NotePurged, Some(principal), &purged);
-            entry.reason = Some("consent_withdrawn".to_owned());
-            self.audit.append(&entry).await.map_err(append_error)?;
-            purged_notes += 1;
-        }
+        let purged_notes =
+            purge_for_consent(&self.notes, &self.audit, withdrawn.id, principal).await?;
         Ok(Response::new(WithdrawConsentResponse {
             consent: Some(record_to_wire(&withdrawn, now())),
             purged_notes,

@@ -120,16 +120,44 @@ fn refusal(reason: Reason) -> Status {
     )
 }
 
+/// Runs note-store work off the async runtime.
+async fn on_notes<T: Send + 'static>(
+    notes: &NoteStore,
+    f: impl FnOnce(&NoteStore) -> Result<T, NoteError> + Send + 'static,
+) -> Result<T, Status> {
+    let notes = notes.clone();
+    tokio::task::spawn_blocking(move || f(&notes))
+        .await
+        .map_err(|_| Status::internal("internal error"))?
+        .map_err(note_error)
+}
+
+/// Purges the undelivered notes that relied on `consent` (it was withdrawn), auditing each
+/// with reason `consent_withdrawn`. Returns how many.
+pub async fn purge_for_consent(
+    notes: &NoteStore,
+    audit: &Audit,
+    consent: casegate_consent::record::ConsentId,
+    by: &Principal,
+) -> Result<u32, Status> {
+    let pending = on_notes(notes, move |n| n.undelivered_for(&consent)).await?;
+    let mut purged_notes = 0;
+    for note in pending {
+        let purged = on_notes(notes, move |n| n.purge(&note.id)).await?;
+        let mut entry = note_entry(EntryKind::NotePurged, Some(by), &purged);
+        entry.reason = Some("consent_withdrawn".to_owned());
+        audit.append(&entry).await.map_err(append_error)?;
+        purged_notes += 1;
+    }
+    Ok(purged_notes)
+}
+
 impl DisclosureApi {
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&NoteStore) -> Result<T, NoteError> + Send + 'static,
     ) -> Result<T, Status> {
-        let notes = self.notes.clone();
-        tokio::task::spawn_blocking(move || f(&notes))
-            .await
-            .map_err(|_| Status::internal("internal error"))?
-            .map_err(note_error)
+        on_notes(&self.notes, f).await
     }
 
     /// The audit entry of a decision about `input` by `principal`.
@@ -368,18 +396,10 @@ impl DisclosureService for DisclosureApi {
             let mut delivered = 0u64;
             for note in backlog.into_iter().filter(|n| addressed_to(n, &principal)) {
                 sent.insert(note.id);
-                match api.deliver(&principal, note).await {
-                    Ok(Some(message)) => {
-                        delivered += 1;
-                        if tx.send(Ok(message)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(status) => {
-                        let _ = tx.send(Err(status)).await;
-                        return;
-                    }
+                match api.send_note(&principal, note, &tx).await {
+                    Ok(true) => delivered += 1,
+                    Ok(false) => {}
+                    Err(()) => return,
                 }
             }
             let done = StreamInboxResponse {
@@ -415,17 +435,8 @@ impl DisclosureService for DisclosureApi {
                         return;
                     }
                 };
-                match api.deliver(&principal, note).await {
-                    Ok(Some(message)) => {
-                        if tx.send(Ok(message)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(status) => {
-                        let _ = tx.send(Err(status)).await;
-                        return;
-                    }
+                if api.send_note(&principal, note, &tx).await.is_err() {
+                    return;
                 }
             }
         });
@@ -489,6 +500,24 @@ impl DisclosureService for DisclosureApi {
 }
 
 impl DisclosureApi {
+    /// Delivers `note` on an inbox stream: `Ok(true)` sent, `Ok(false)` withheld (purged),
+    /// `Err(())` when the stream must end (the client left, or a failure was reported to it).
+    async fn send_note(
+        &self,
+        principal: &Principal,
+        note: Note,
+        tx: &tokio::sync::mpsc::Sender<Result<StreamInboxResponse, Status>>,
+    ) -> Result<bool, ()> {
+        match self.deliver(principal, note).await {
+            Ok(Some(message)) => tx.send(Ok(message)).await.map(|()| true).map_err(drop),
+            Ok(None) => Ok(false),
+            Err(status) => {
+                let _ = tx.send(Err(status)).await;
+                Err(())
+            }
+        }
+    }
+
     /// Delivers one note to `principal` if its consent still covers it; otherwise withholds
     /// and purges it. Both are audited.
     async fn deliver(
@@ -577,16 +606,13 @@ pub async fn sweep(
     audit: &Audit,
     ttl: std::time::Duration,
 ) -> Result<usize, Status> {
-    let store = notes.clone();
-    let (acknowledged, waiting) = tokio::task::spawn_blocking(move || {
-        Ok::<_, NoteError>((
-            store.in_state(NoteState::Acknowledged)?,
-            store.in_state(NoteState::Deliverable)?,
+    let (acknowledged, waiting) = on_notes(notes, |n| {
+        Ok((
+            n.in_state(NoteState::Acknowledged)?,
+            n.in_state(NoteState::Deliverable)?,
         ))
     })
-    .await
-    .map_err(|_| Status::internal("internal error"))?
-    .map_err(note_error)?;
+    .await?;
     crate::metrics::inbox_backlog(waiting.len());
     let now = now();
     let ttl = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX);
@@ -602,11 +628,7 @@ pub async fn sweep(
         );
     let mut count = 0;
     for (note, reason) in expired {
-        let store = notes.clone();
-        let purged = tokio::task::spawn_blocking(move || store.purge(&note.id))
-            .await
-            .map_err(|_| Status::internal("internal error"))?
-            .map_err(note_error)?;
+        let purged = on_notes(notes, move |n| n.purge(&note.id)).await?;
         let mut entry = note_entry(EntryKind::NotePurged, None, &purged);
         entry.reason = Some(reason.to_owned());
         audit.append(&entry).await.map_err(append_error)?;
