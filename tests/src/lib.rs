@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod crash;
+pub mod fixtures;
 pub mod gateway;
 pub mod jwks_server;
 pub mod tls_probe;

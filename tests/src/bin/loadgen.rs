@@ -20,7 +20,7 @@ use std::{
 
 use casegate::{config::TlsConfig, tls};
 use casegate_consent::SubjectId;
-use casegate_proto::v1::{DiscloseRequest, GrantConsentRequest, Party, Period, Provision, Role};
+use casegate_proto::v1::{DiscloseRequest, Role};
 use casegate_tests::{Caller, TestGateway};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity, Server};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -162,37 +162,15 @@ async fn main() {
 
     // Consents for 100 synthetic jobseekers: NAV may send benefit counselling to IPS.
     let subjects: Vec<SubjectId> = SubjectId::synthetic_all().skip(5000).take(100).collect();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64;
     for subject in &subjects {
-        let grant = GrantConsentRequest {
-            subject_id: subject.expose(),
-            provisions: vec![Provision {
-                senders: vec![Party {
-                    orgnr: gw.org("nav").orgnr.clone(),
-                    roles: vec![],
-                }],
-                recipients: vec![Party {
-                    orgnr: gw.org("ips").orgnr.clone(),
-                    roles: vec![],
-                }],
-                categories: vec!["benefit_counselling".into()],
-                purposes: vec!["ips_follow_up".into()],
-            }],
-            period: Some(Period {
-                start: Some(prost_types::Timestamp {
-                    seconds: now - 60,
-                    nanos: 0,
-                }),
-                end: Some(prost_types::Timestamp {
-                    seconds: now + 86_400,
-                    nanos: 0,
-                }),
-            }),
-            ..Default::default()
-        };
+        let grant = casegate_tests::fixtures::consent(
+            &gw,
+            subject,
+            "nav",
+            "ips",
+            "benefit_counselling",
+            "ips_follow_up",
+        );
         gw.jobseeker(subject)
             .await
             .consent

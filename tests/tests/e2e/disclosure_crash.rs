@@ -14,8 +14,7 @@ use std::{
 use casegate_audit::entry::{Entry, EntryKind};
 use casegate_consent::SubjectId;
 use casegate_proto::v1::{
-    DiscloseRequest, ExportEntriesRequest, GrantConsentRequest, Party, Period, Provision,
-    StreamInboxRequest, stream_inbox_response::Event,
+    DiscloseRequest, ExportEntriesRequest, StreamInboxRequest, stream_inbox_response::Event,
 };
 use casegate_tests::TestGateway;
 use tokio_stream::StreamExt;
@@ -54,36 +53,14 @@ async fn sigkill_under_disclosure_load_loses_no_acknowledged_note() {
     for round in 0..KILLS {
         let mut child = start(&mut gw);
         if round == 0 {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .expect("clock")
-                .as_secs() as i64;
-            let grant = GrantConsentRequest {
-                subject_id: me.expose(),
-                provisions: vec![Provision {
-                    senders: vec![Party {
-                        orgnr: gw.org("nav").orgnr.clone(),
-                        roles: vec![],
-                    }],
-                    recipients: vec![Party {
-                        orgnr: gw.org("ips").orgnr.clone(),
-                        roles: vec![],
-                    }],
-                    categories: vec!["benefit_counselling".into()],
-                    purposes: vec!["ips_follow_up".into()],
-                }],
-                period: Some(Period {
-                    start: Some(prost_types::Timestamp {
-                        seconds: now - 60,
-                        nanos: 0,
-                    }),
-                    end: Some(prost_types::Timestamp {
-                        seconds: now + 86_400,
-                        nanos: 0,
-                    }),
-                }),
-                ..Default::default()
-            };
+            let grant = casegate_tests::fixtures::consent(
+                &gw,
+                &me,
+                "nav",
+                "ips",
+                "benefit_counselling",
+                "ips_follow_up",
+            );
             gw.jobseeker(&me)
                 .await
                 .consent

@@ -1,0 +1,51 @@
+//! Request fixtures shared by tests and the load generator.
+
+use casegate_consent::SubjectId;
+use casegate_proto::v1::{GrantConsentRequest, Party, Period, Provision};
+
+use crate::TestGateway;
+
+/// Seconds since the Unix epoch, now.
+pub fn now_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A consent by `subject` that `sender` may send `category` to `recipient` (test organisation
+/// slugs, every role) for `purpose`, from a minute ago for a day.
+pub fn consent(
+    gw: &TestGateway,
+    subject: &SubjectId,
+    sender: &str,
+    recipient: &str,
+    category: &str,
+    purpose: &str,
+) -> GrantConsentRequest {
+    let now = now_seconds();
+    let party = |slug: &str| Party {
+        orgnr: gw.org(slug).orgnr.clone(),
+        roles: vec![],
+    };
+    GrantConsentRequest {
+        subject_id: subject.expose(),
+        provisions: vec![Provision {
+            senders: vec![party(sender)],
+            recipients: vec![party(recipient)],
+            categories: vec![category.into()],
+            purposes: vec![purpose.into()],
+        }],
+        period: Some(Period {
+            start: Some(prost_types::Timestamp {
+                seconds: now - 60,
+                nanos: 0,
+            }),
+            end: Some(prost_types::Timestamp {
+                seconds: now + 86_400,
+                nanos: 0,
+            }),
+        }),
+        ..Default::default()
+    }
+}
