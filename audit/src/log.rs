@@ -449,13 +449,7 @@ impl AuditLog {
         entry: Vec<u8>,
         done: impl FnOnce(Result<Appended, AppendError>) + Send + 'static,
     ) -> Result<(), AppendError> {
-        let job = self.job(entry, Box::new(done))?;
-        let sender = self.sender()?;
-        self.shared.queued.fetch_add(1, Ordering::Relaxed);
-        sender.send(job).map_err(|_| {
-            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
-            AppendError::Closed
-        })
+        self.enqueue(entry, Box::new(done), true)
     }
 
     /// As [`AuditLog::append`], but fails with `QueueFull` instead of blocking.
@@ -464,16 +458,26 @@ impl AuditLog {
         entry: Vec<u8>,
         done: impl FnOnce(Result<Appended, AppendError>) + Send + 'static,
     ) -> Result<(), AppendError> {
-        let job = self.job(entry, Box::new(done))?;
+        self.enqueue(entry, Box::new(done), false)
+    }
+
+    /// Hands a job to the writer, counting it in the queue depth while it waits.
+    fn enqueue(&self, entry: Vec<u8>, done: Done, block: bool) -> Result<(), AppendError> {
+        let job = self.job(entry, done)?;
         let sender = self.sender()?;
         self.shared.queued.fetch_add(1, Ordering::Relaxed);
-        sender.try_send(job).map_err(|e| {
-            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
-            match e {
+        let sent = if block {
+            sender.send(job).map_err(|_| AppendError::Closed)
+        } else {
+            sender.try_send(job).map_err(|e| match e {
                 TrySendError::Full(_) => AppendError::QueueFull,
                 TrySendError::Disconnected(_) => AppendError::Closed,
-            }
-        })
+            })
+        };
+        if sent.is_err() {
+            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        sent
     }
 
     /// Appends and waits until the entry is durable.

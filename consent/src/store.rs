@@ -332,15 +332,6 @@ impl ConsentStore {
         Ok(())
     }
 
-    /// Stored versions, for benchmarks and operations.
-    pub fn len(&self) -> usize {
-        self.records.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
-    }
-
     /// Stores a record as is, without flushing (bulk loading for benchmarks).
     pub fn load_unflushed(&self, record: &ConsentRecord) -> Result<(), StoreError> {
         let mut location = record.subject.expose().into_bytes();

@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use casegate_consent::{OrgNumber, Role, SubjectId};
+use casegate_consent::{Role, SubjectId};
 use rustls_pki_types::{CertificateDer, pem::PemObject};
 
 use crate::identity::ClientIdentity;
@@ -364,18 +364,14 @@ Stop with Ctrl-C (in-flight calls get the configured grace period).
     )
 }
 
-/// Checks that the fixed organisation numbers are valid; used by tests.
-pub fn org_numbers() -> Vec<OrgNumber> {
-    ORGS.iter().filter_map(|o| o.orgnr.parse().ok()).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn dev_orgs_have_valid_distinct_numbers() {
-        let numbers = org_numbers();
+        let numbers: Vec<casegate_consent::OrgNumber> =
+            ORGS.iter().filter_map(|o| o.orgnr.parse().ok()).collect();
         assert_eq!(numbers.len(), ORGS.len());
         let mut unique = numbers.clone();
         unique.sort();

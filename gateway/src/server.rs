@@ -189,10 +189,6 @@ impl Gateway {
         &self.config
     }
 
-    pub fn audit(&self) -> &Audit {
-        &self.audit
-    }
-
     /// Serves Prometheus metrics on `listener` (the admin listener) while serving.
     pub fn with_metrics(mut self, listener: TcpListener) -> Self {
         self.metrics = Some(listener);

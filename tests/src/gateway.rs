@@ -330,6 +330,51 @@ keyring = "notes.keyring"
         Caller::new(self.channel(org).await, Some(self.token(org, role)))
     }
 
+    /// Checks an audit receipt: its checkpoint is signed by this gateway's audit key and its
+    /// inclusion proof verifies against that checkpoint.
+    pub fn verify_receipt(&self, receipt: &casegate_proto::v1::AuditReceipt) {
+        use casegate_audit::merkle;
+        let checkpoint = receipt.checkpoint.as_ref().expect("checkpoint");
+        let signed = self
+            .audit_verifier
+            .verify(&checkpoint.signed_note)
+            .expect("checkpoint signed by the gateway");
+        let proof = receipt.inclusion_proof.as_ref().expect("proof");
+        let hashes: Vec<merkle::Hash> = proof
+            .hashes
+            .iter()
+            .map(|h| h.as_slice().try_into().expect("32 bytes"))
+            .collect();
+        let leaf: merkle::Hash = receipt.leaf_hash.as_slice().try_into().expect("leaf");
+        merkle::verify_inclusion(
+            &leaf,
+            receipt.audit_index,
+            signed.size,
+            &hashes,
+            &signed.root,
+        )
+        .expect("the receipt's inclusion proof verifies");
+    }
+
+    /// Every audit entry, as exported to a privacy officer: (canonical bytes, decoded).
+    pub async fn audit_entries(&self) -> Vec<(Vec<u8>, casegate_audit::entry::Entry)> {
+        use tokio_stream::StreamExt;
+        let mut officer = self.caller("privacy", "privacy_officer").await;
+        officer
+            .audit
+            .export_entries(casegate_proto::v1::ExportEntriesRequest::default())
+            .await
+            .expect("export")
+            .into_inner()
+            .map(|item| {
+                let item = item.expect("entry");
+                let entry = casegate_audit::entry::Entry::decode(&item.entry).expect("decode");
+                (item.entry, entry)
+            })
+            .collect()
+            .await
+    }
+
     /// Stops the gateway and waits for it to drain.
     pub async fn stop(mut self) -> Drained {
         self.shutdown().await

@@ -2,19 +2,14 @@
 //! the provisions exactly; withdrawal that bites at once; state that survives a restart; and
 //! bad input that is named and changes nothing.
 
-use casegate_audit::{
-    entry::{Entry, EntryKind},
-    merkle,
-};
+use casegate_audit::entry::EntryKind;
 use casegate_consent::SubjectId;
 use casegate_proto::v1::{
-    AuditReceipt, CheckDisclosureRequest, ConsentRecord, ConsentStatus, Evidence,
-    ExportEntriesRequest, GetCheckpointRequest, GetConsentRequest, GrantConsentRequest,
-    ListConsentsRequest, Party, Period, Provision, ReasonCode, Role, SignedForm, VerbalConsent,
-    WithdrawConsentRequest, evidence::Kind,
+    CheckDisclosureRequest, ConsentRecord, ConsentStatus, Evidence, GetCheckpointRequest,
+    GetConsentRequest, GrantConsentRequest, ListConsentsRequest, Party, Period, Provision,
+    ReasonCode, Role, SignedForm, VerbalConsent, WithdrawConsentRequest, evidence::Kind,
 };
 use casegate_tests::{Caller, TestGateway};
-use tokio_stream::StreamExt;
 use tonic::Code;
 
 const DAY: i64 = 86_400;
@@ -111,46 +106,6 @@ async fn check(
     (decision.permitted, decision.reason())
 }
 
-fn verify_receipt(gw: &TestGateway, receipt: &AuditReceipt) {
-    let checkpoint = receipt.checkpoint.as_ref().expect("checkpoint");
-    let signed = gw
-        .audit_verifier
-        .verify(&checkpoint.signed_note)
-        .expect("signed");
-    let proof = receipt.inclusion_proof.as_ref().expect("proof");
-    let hashes: Vec<merkle::Hash> = proof
-        .hashes
-        .iter()
-        .map(|h| h.as_slice().try_into().expect("32 bytes"))
-        .collect();
-    let leaf: merkle::Hash = receipt.leaf_hash.as_slice().try_into().expect("leaf");
-    merkle::verify_inclusion(
-        &leaf,
-        receipt.audit_index,
-        signed.size,
-        &hashes,
-        &signed.root,
-    )
-    .expect("receipt verifies");
-}
-
-async fn audit_entries(gw: &TestGateway) -> Vec<(Vec<u8>, Entry)> {
-    let mut officer = gw.caller("privacy", "privacy_officer").await;
-    officer
-        .audit
-        .export_entries(ExportEntriesRequest::default())
-        .await
-        .expect("export")
-        .into_inner()
-        .map(|item| {
-            let item = item.expect("entry");
-            let entry = Entry::decode(&item.entry).expect("decode");
-            (item.entry, entry)
-        })
-        .collect()
-        .await
-}
-
 #[tokio::test]
 async fn a_jobseeker_grants_through_the_portal_and_only_parties_see_it() {
     let gw = TestGateway::start().await;
@@ -172,7 +127,7 @@ async fn a_jobseeker_grants_through_the_portal_and_only_parties_see_it() {
         consent.evidence.as_ref().and_then(|e| e.kind.as_ref()),
         Some(Kind::Digital(d)) if d.authenticated_as.starts_with("portal-user-")
     ));
-    verify_receipt(&gw, &granted.receipt.expect("receipt"));
+    gw.verify_receipt(&granted.receipt.expect("receipt"));
 
     let get = GetConsentRequest {
         consent_id: consent.consent_id.clone(),
@@ -523,7 +478,7 @@ async fn withdrawal_bites_on_the_next_call_is_final_and_is_audited_pseudonymousl
         withdrawn.consent.expect("record").status(),
         ConsentStatus::Withdrawn
     );
-    verify_receipt(&gw, &withdrawn.receipt.expect("receipt"));
+    gw.verify_receipt(&withdrawn.receipt.expect("receipt"));
     assert_eq!(
         check(
             &mut nav,
@@ -542,7 +497,7 @@ async fn withdrawal_bites_on_the_next_call_is_final_and_is_audited_pseudonymousl
         .expect_err("final");
     assert_eq!(again.code(), Code::FailedPrecondition);
 
-    let entries = audit_entries(&gw).await;
+    let entries = gw.audit_entries().await;
     let kinds: Vec<EntryKind> = entries.iter().map(|(_, e)| e.kind).collect();
     assert_eq!(
         kinds,
@@ -896,7 +851,7 @@ async fn bad_requests_name_the_field_and_change_nothing() {
         .into_inner()
         .consents;
     assert!(listed.is_empty());
-    let after = audit_entries(&gw).await.len() as u64;
+    let after = gw.audit_entries().await.len() as u64;
     assert_eq!(after, before);
     // And the good request does work.
     clinician
@@ -974,7 +929,7 @@ async fn export_streams_every_entry_across_chunks() {
             .await
             .expect("grant");
     }
-    let entries = audit_entries(&gw).await;
+    let entries = gw.audit_entries().await;
     assert_eq!(entries.len(), 301);
     assert_eq!(
         entries

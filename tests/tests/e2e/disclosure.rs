@@ -2,17 +2,13 @@
 //! one, with a receipt that verifies offline; idempotent by request id; bad input named and
 //! changing nothing; bodies sealed at rest.
 
-use casegate_audit::{
-    entry::{Entry, EntryKind},
-    merkle,
-};
+use casegate_audit::entry::{Entry, EntryKind};
 use casegate_consent::SubjectId;
 use casegate_proto::v1::{
-    ApprovalAttestation, DiscloseRequest, DisclosureReceipt, ExportEntriesRequest,
-    GrantConsentRequest, Party, Period, Provision, Role,
+    ApprovalAttestation, DiscloseRequest, DisclosureReceipt, GrantConsentRequest, Party, Period,
+    Provision, Role,
 };
 use casegate_tests::{Caller, TestGateway};
-use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -91,39 +87,15 @@ fn update(gw: &TestGateway, subject: &SubjectId, request_id: &str, body: &str) -
 fn verify(gw: &TestGateway, receipt: &DisclosureReceipt, body: &[u8]) {
     let digest = ring::digest::digest(&ring::digest::SHA256, body);
     assert_eq!(receipt.content_sha256, digest.as_ref());
-    let audit = receipt.audit.as_ref().expect("audit receipt");
-    let checkpoint = gw
-        .audit_verifier
-        .verify(&audit.checkpoint.as_ref().expect("checkpoint").signed_note)
-        .expect("checkpoint signed by the gateway");
-    let proof = audit.inclusion_proof.as_ref().expect("proof");
-    let hashes: Vec<merkle::Hash> = proof
-        .hashes
-        .iter()
-        .map(|h| h.as_slice().try_into().expect("32 bytes"))
-        .collect();
-    let leaf: merkle::Hash = audit.leaf_hash.as_slice().try_into().expect("leaf");
-    merkle::verify_inclusion(
-        &leaf,
-        audit.audit_index,
-        checkpoint.size,
-        &hashes,
-        &checkpoint.root,
-    )
-    .expect("the receipt's inclusion proof verifies");
+    gw.verify_receipt(receipt.audit.as_ref().expect("audit receipt"));
 }
 
 async fn entries(gw: &TestGateway) -> Vec<Entry> {
-    let mut officer = gw.caller("privacy", "privacy_officer").await;
-    officer
-        .audit
-        .export_entries(ExportEntriesRequest::default())
+    gw.audit_entries()
         .await
-        .expect("export")
-        .into_inner()
-        .map(|item| Entry::decode(&item.expect("entry").entry).expect("decode"))
+        .into_iter()
+        .map(|(_, e)| e)
         .collect()
-        .await
 }
 
 #[tokio::test]
