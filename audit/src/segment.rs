@@ -120,7 +120,11 @@ pub fn read(path: &Path) -> io::Result<Vec<u8>> {
 
 /// Walks the frames of a segment's bytes, calling `record(index, offset, payload)` for each
 /// good one, and stops at the first flaw.
-pub fn scan(bytes: &[u8], first: u64, mut record: impl FnMut(u64, u64, &[u8])) -> ScanEnd {
+pub fn scan<'a>(
+    bytes: &'a [u8],
+    first: u64,
+    mut record: impl FnMut(u64, u64, &'a [u8]),
+) -> ScanEnd {
     if bytes.len() < HEADER_LEN as usize || bytes[..HEADER_LEN as usize] != header(first) {
         return ScanEnd {
             next_index: first,
