@@ -327,7 +327,9 @@ impl AuditIndex {
         if filter.from_micros.is_none() && filter.until_micros.is_none() {
             return Ok((start, end));
         }
-        let from = filter.from_micros.map_or(i64::MIN, |t| t.div_euclid(HOUR_MICROS));
+        let from = filter
+            .from_micros
+            .map_or(i64::MIN, |t| t.div_euclid(HOUR_MICROS));
         let until = filter
             .until_micros
             .map_or(i64::MAX, |t| (t - 1).div_euclid(HOUR_MICROS));
@@ -361,11 +363,10 @@ impl<I: Iterator<Item = Result<u64, IndexError>>> Iterator for Merge<I> {
             match stream.peek() {
                 None => {}
                 Some(Err(_)) => return stream.next(),
-                Some(Ok(index)) => {
-                    if best.is_none_or(|(_, b)| *index < b) {
-                        best = Some((i, *index));
-                    }
+                Some(Ok(index)) if best.is_none_or(|(_, b)| *index < b) => {
+                    best = Some((i, *index));
                 }
+                Some(Ok(_)) => {}
             }
         }
         let (i, _) = best?;

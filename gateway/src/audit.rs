@@ -6,16 +6,18 @@ use std::{path::Path, sync::Arc};
 use casegate_audit::{
     checkpoint::Signer,
     entry::{Actor, Entry, EntryKind},
+    index::{AuditIndex, IndexError},
     log::{AppendError, Appended, AuditLog, LogOptions, OpenError, Recovery},
 };
 use tokio::sync::{Semaphore, oneshot};
 
 use crate::{config::AuditConfig, principal::Principal};
 
-/// The open audit log, shared by every service.
+/// The open audit log and its query index, shared by every service.
 #[derive(Debug, Clone)]
 pub struct Audit {
     log: Arc<AuditLog>,
+    index: AuditIndex,
     /// One permit per queue slot: async callers wait here instead of blocking a runtime
     /// thread on the log's bounded queue.
     slots: Arc<Semaphore>,
@@ -56,24 +58,18 @@ pub fn actor(principal: &Principal) -> Actor {
 }
 
 impl Audit {
-    /// Opens (recovering if needed) the log under `dir`.
+    /// Opens (recovering if needed) the log under `dir`; `index` is its query index.
     pub fn open(
         dir: &Path,
+        index: AuditIndex,
         config: &AuditConfig,
         signer: Signer,
     ) -> Result<(Self, Recovery), OpenError> {
-        let options = LogOptions {
-            origin: config.origin.clone(),
-            segment_bytes: config.segment_bytes,
-            queue_capacity: config.queue_capacity,
-            max_batch: config.max_batch,
-            linger: config.linger,
-            observer: Some(Arc::new(crate::metrics::audit_batch)),
-        };
-        let (log, recovery) = AuditLog::open(dir, signer, options)?;
+        let (log, recovery) = AuditLog::open(dir, signer, log_options(config))?;
         Ok((
             Self {
                 log: Arc::new(log),
+                index,
                 slots: Arc::new(Semaphore::new(config.queue_capacity)),
             },
             recovery,
@@ -82,6 +78,16 @@ impl Audit {
 
     pub fn log(&self) -> &AuditLog {
         &self.log
+    }
+
+    pub fn index(&self) -> &AuditIndex {
+        &self.index
+    }
+
+    /// Brings the index up to every entry in the log (blocking). Returns how many it added.
+    pub fn catch_up_index(&self) -> Result<u64, IndexError> {
+        let log = &self.log;
+        self.index.catch_up(log.size(), |i| log.entry(i))
     }
 
     /// Appends `entry` and waits until it is durable.

@@ -5,7 +5,7 @@
 mod reader;
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     fmt,
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -45,6 +45,8 @@ pub struct Config {
     pub vocabulary: Vocabulary,
     /// The longest validity period a consent may have.
     pub max_consent_period: Duration,
+    /// Registered names of organisations, for reports (`[organisations]`, orgnr = name).
+    pub organisations: BTreeMap<casegate_consent::OrgNumber, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +134,10 @@ pub struct PrivacyConfig {
     /// The secret (base64, at least 32 bytes) that keys subject pseudonyms (HMAC-SHA-256).
     /// Changing it breaks the link between old and new audit entries about a subject.
     pub pseudonym_key: PathBuf,
+    /// Organisations whose privacy officers see every audit entry (a supervisory authority,
+    /// the operator's data protection officer). Other officers see the entries their own
+    /// organisation is actor, sender or recipient of.
+    pub supervisory_orgs: Vec<casegate_consent::OrgNumber>,
 }
 
 #[derive(Debug, Clone)]
@@ -398,18 +404,7 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
             Duration::from_secs(300),
         );
         let issuers = read_issuers(&mut s, base);
-        let mut jobseeker_orgs = Vec::new();
-        for (i, text) in s
-            .strings("jobseeker_orgs", false)
-            .unwrap_or_default()
-            .iter()
-            .enumerate()
-        {
-            match text.parse::<casegate_consent::OrgNumber>() {
-                Ok(org) => jobseeker_orgs.push(org),
-                Err(e) => s.problem(&format!("jobseeker_orgs[{i}]"), e.to_string()),
-            }
-        }
+        let jobseeker_orgs = org_numbers(&mut s, "jobseeker_orgs");
         s.finish();
         issuers.map(|issuers| AuthConfig {
             leeway,
@@ -463,8 +458,27 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
     let privacy = {
         let mut s = root.section("privacy");
         let pseudonym_key = s.file("pseudonym_key", base);
+        let supervisory_orgs = org_numbers(&mut s, "supervisory_orgs");
         s.finish();
-        pseudonym_key.map(|pseudonym_key| PrivacyConfig { pseudonym_key })
+        pseudonym_key.map(|pseudonym_key| PrivacyConfig {
+            pseudonym_key,
+            supervisory_orgs,
+        })
+    };
+
+    let organisations = {
+        let mut s = root.section("organisations");
+        let mut names = BTreeMap::new();
+        for (key, name) in s.string_entries() {
+            match key.parse::<casegate_consent::OrgNumber>() {
+                Ok(org) => {
+                    names.insert(org, name);
+                }
+                Err(e) => s.problem(&key, e.to_string()),
+            }
+        }
+        s.finish();
+        names
     };
 
     let notes = {
@@ -594,7 +608,20 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
         metrics_listen,
         vocabulary: vocabulary?,
         max_consent_period,
+        organisations,
     })
+}
+
+/// An optional list of organisation numbers, each checked.
+fn org_numbers(s: &mut Section<'_>, key: &str) -> Vec<casegate_consent::OrgNumber> {
+    let mut orgs = Vec::new();
+    for (i, text) in s.strings(key, false).unwrap_or_default().iter().enumerate() {
+        match text.parse::<casegate_consent::OrgNumber>() {
+            Ok(org) => orgs.push(org),
+            Err(e) => s.problem(&format!("{key}[{i}]"), e.to_string()),
+        }
+    }
+    orgs
 }
 
 fn read_issuers(s: &mut Section<'_>, base: &Path) -> Option<Vec<IssuerConfig>> {

@@ -3,6 +3,7 @@
 //! messages are destructured without `..`, so a new proto field does not compile until it is
 //! handled here.
 
+pub mod audit;
 pub mod consent;
 pub mod disclosure;
 

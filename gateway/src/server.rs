@@ -14,6 +14,7 @@ use tonic_health::server::HealthReporter;
 use tower::Layer;
 use tower::limit::GlobalConcurrencyLimitLayer;
 
+use casegate_audit::index::AuditIndex;
 use casegate_audit::{
     checkpoint::Signer,
     log::{AppendError, OpenError},
@@ -59,6 +60,8 @@ pub enum StartError {
     Audit(#[from] OpenError),
     #[error("cannot record the gateway's start in the audit log: {0}")]
     AuditAppend(#[from] AppendError),
+    #[error("audit index: {0} (rebuild it with `casegate audit reindex`)")]
+    Index(casegate_audit::index::IndexError),
     #[error("cannot open the consent store: {0}")]
     Consents(#[from] StoreError),
     #[error("cannot open the note store: {0}")]
@@ -157,7 +160,12 @@ impl Gateway {
             keyring,
         } = Material::load(&config)?;
         let data = DataDir::open(&config.storage.data_dir)?;
-        let (audit, recovery) = Audit::open(&data.path().join("audit"), &config.audit, signer)?;
+        let (audit, recovery) = Audit::open(
+            &data.path().join("audit"),
+            AuditIndex::open(&data.path().join("audit-index")).map_err(StartError::Index)?,
+            &config.audit,
+            signer,
+        )?;
         tracing::info!(
             entries = recovery.size,
             clean = recovery.clean,
@@ -171,6 +179,10 @@ impl Gateway {
             tracing::info!(made_deliverable = made, dropped, "pending notes recovered");
         }
         audit.record_start(env!("CARGO_PKG_VERSION"))?;
+        let indexed = audit.catch_up_index().map_err(StartError::Index)?;
+        if indexed > 0 {
+            tracing::info!(entries = indexed, "audit index brought up to date");
+        }
         Ok(Self {
             config,
             metrics: None,
@@ -246,7 +258,7 @@ impl Gateway {
                 notes: notes.clone(),
                 consents: consents.clone(),
                 audit: audit.clone(),
-                pseudonyms,
+                pseudonyms: pseudonyms.clone(),
                 keyring,
                 vocabulary: Arc::new(config.vocabulary.clone()),
                 max_body_bytes: limits.max_body_bytes,
@@ -258,9 +270,16 @@ impl Gateway {
             .max_encoding_message_size(limits.max_message_bytes),
         );
         let audit_service = authenticate.layer(
-            AuditServiceServer::new(AuditApi::new(audit.clone()))
-                .max_decoding_message_size(limits.max_message_bytes)
-                .max_encoding_message_size(limits.max_message_bytes),
+            AuditServiceServer::new(AuditApi {
+                audit: audit.clone(),
+                consents: consents.clone(),
+                pseudonyms,
+                supervisory: config.privacy.supervisory_orgs.clone().into(),
+                names: Arc::new(config.organisations.clone()),
+            })
+            .max_decoding_message_size(limits.max_message_bytes)
+            // Reports carry a proof per event: answers may be larger than requests.
+            .max_encoding_message_size(MAX_REPORT_BYTES.max(limits.max_message_bytes)),
         );
 
         let reloader = tokio::spawn(reload_crls(tls.clone()));
@@ -275,6 +294,22 @@ impl Gateway {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(purged = n, "expired note bodies deleted"),
                         Err(e) => tracing::error!(error = %e.message(), "note sweep failed"),
+                    }
+                }
+            }
+        });
+        // Keeps the audit index close to the log, so queries rarely wait for it to catch up.
+        let indexer = tokio::spawn({
+            let audit = audit.clone();
+            async move {
+                let mut tick = tokio::time::interval(INDEX_INTERVAL);
+                loop {
+                    tick.tick().await;
+                    let audit = audit.clone();
+                    if let Ok(Err(e)) =
+                        tokio::task::spawn_blocking(move || audit.catch_up_index()).await
+                    {
+                        tracing::error!(error = %e, "audit index did not catch up");
                     }
                 }
             }
@@ -321,6 +356,7 @@ impl Gateway {
                 acceptor.abort();
                 reloader.abort();
                 sweeper.abort();
+                indexer.abort();
                 let _ = audit.close();
                 result??;
                 return Ok(Drained::Clean);
@@ -330,6 +366,7 @@ impl Gateway {
 
         reloader.abort();
         sweeper.abort();
+        indexer.abort();
         if let Some(task) = &metrics_task {
             task.abort();
         }
@@ -360,6 +397,9 @@ impl Gateway {
         }
         if let Err(e) = audit.close() {
             tracing::error!(error = %e, "audit log did not close cleanly");
+        }
+        if let Err(e) = audit.catch_up_index().and_then(|_| audit.index().flush()) {
+            tracing::error!(error = %e, "audit index did not flush");
         }
         drop(data);
         Ok(drained)
@@ -411,6 +451,12 @@ async fn set_health(health: &HealthReporter, serving: bool) {
         health.set_service_status(service, status).await;
     }
 }
+
+/// How often the audit index catches up with the log in the background.
+const INDEX_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The largest audit answer (a subject access report with its proofs).
+const MAX_REPORT_BYTES: usize = 32 << 20;
 
 /// Fully-qualified names of the `casegate.v1` services.
 pub const SERVICES: [&str; 3] = [

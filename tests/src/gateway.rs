@@ -69,12 +69,14 @@ impl std::fmt::Debug for TestGateway {
 }
 
 /// Synthetic organisations: numbers with valid check digits, used by no real organisation here.
-const ORGS: [(&str, &str); 5] = [
+/// `authority` is a supervisory organisation: its privacy officers see every audit entry.
+const ORGS: [(&str, &str); 6] = [
     ("clinic", "910000063"),
     ("nav", "910000071"),
     ("ips", "910000098"),
     ("privacy", "910000101"),
     ("portal", "910000128"),
+    ("authority", "910000136"),
 ];
 
 impl TestGateway {
@@ -133,6 +135,11 @@ impl TestGateway {
             &casegate::pseudonym::Pseudonymizer::generate_text().expect("pseudonym key"),
         );
         let portal = ORGS[4].1;
+        let authority = ORGS[5].1;
+        let names: String = ORGS
+            .iter()
+            .map(|(slug, orgnr)| format!("\"{orgnr}\" = \"Test {slug}\"\n"))
+            .collect();
         let config_text = format!(
             r#"
 [server]
@@ -164,9 +171,13 @@ signing_key = "audit.key"
 
 [privacy]
 pseudonym_key = "pseudonym.key"
+supervisory_orgs = ["{authority}"]
 
 [notes]
 keyring = "notes.keyring"
+
+[organisations]
+{names}
 {extra}
 "#
         );

@@ -8,6 +8,7 @@ pub mod crash;
 pub mod fixtures;
 pub mod gateway;
 pub mod jwks_server;
+pub mod scenario;
 pub mod tls_probe;
 
 pub use gateway::{Caller, TestGateway, TestOrg};

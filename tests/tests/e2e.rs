@@ -3,6 +3,7 @@
 mod e2e {
     mod audit_crash;
     mod audit_log;
+    mod audit_queries;
     mod boundaries;
     mod consent;
     mod disclosure;

@@ -15,7 +15,7 @@ const HOUR: i64 = HOUR_MICROS;
 fn entry(n: u64) -> Entry {
     let kind = EntryKind::ALL[(n % 9) as usize];
     let mut e = Entry::new(kind, 1_800_000_000_000_000 + (n as i64) * HOUR / 7);
-    if n % 5 != 0 {
+    if !n.is_multiple_of(5) {
         e.subject_pseudonym = Some([(n % 6) as u8; 32]);
     }
     e.actor = Some(Actor {
@@ -24,7 +24,7 @@ fn entry(n: u64) -> Entry {
         role: "clinician".into(),
         cert_sha256: [0; 32],
     });
-    if n % 3 == 0 {
+    if n.is_multiple_of(3) {
         e.sender_orgnr = Some(ORGS[((n / 3) % 4) as usize].into());
         e.recipient_orgnr = Some(ORGS[((n / 7) % 4) as usize].into());
     }
@@ -32,7 +32,9 @@ fn entry(n: u64) -> Entry {
 }
 
 fn entries(n: u64) -> Vec<Vec<u8>> {
-    (0..n).map(|i| entry(i).encode().expect("encodes")).collect()
+    (0..n)
+        .map(|i| entry(i).encode().expect("encodes"))
+        .collect()
 }
 
 fn indexed(bytes: &[Vec<u8>]) -> (tempfile::TempDir, AuditIndex) {
@@ -74,7 +76,10 @@ fn filter_strategy() -> impl Strategy<Value = Filter> {
         prop::option::of(0i64..60),
     )
         .prop_map(|(subject, org, visible, kinds, from, until)| {
-            let org_name = |i: usize| ORGS.get(i).map_or("999999999".to_owned(), |o| o.to_string());
+            let org_name = |i: usize| {
+                ORGS.get(i)
+                    .map_or("999999999".to_owned(), |o| o.to_string())
+            };
             Filter {
                 subject: subject.map(|s| [s; 32]),
                 orgnr: org.map(org_name),
@@ -115,7 +120,11 @@ fn a_subject_query_reads_only_that_subjects_entries() {
         .map(|i| i.expect("index"))
         .collect();
     assert_eq!(candidates, scanned(&bytes, &filter, 0, 600));
-    assert_eq!(candidates.len(), 80, "entries 2, 8, 14, … that are not multiples of 5");
+    assert_eq!(
+        candidates.len(),
+        80,
+        "entries 2, 8, 14, … that are not multiples of 5"
+    );
 }
 
 #[test]
@@ -132,7 +141,10 @@ fn catching_up_adds_only_new_entries_and_a_shorter_log_rebuilds() {
     assert_eq!(index.catch_up(30, read).expect("rebuilt"), 30);
     assert_eq!(index.indexed().expect("count"), 30);
     let all = Filter::default();
-    assert_eq!(found(&index, &bytes, &all, 0, 100), (0..30).collect::<Vec<_>>());
+    assert_eq!(
+        found(&index, &bytes, &all, 0, 100),
+        (0..30).collect::<Vec<_>>()
+    );
     // A read error is reported, and the index stays where it was.
     let failing = index.catch_up(100, |i| {
         if i < 50 {
@@ -182,14 +194,18 @@ fn rebuilding_from_segments_matches_catching_up_from_the_log() {
         log.append_blocking(b.clone()).expect("append");
     }
     // Something that is not an entry is covered but found by no filter but the empty one.
-    log.append_blocking(b"not an entry".to_vec()).expect("append");
+    log.append_blocking(b"not an entry".to_vec())
+        .expect("append");
     let followed = AuditIndex::open(&dir.path().join("followed")).expect("open");
     followed
         .catch_up(log.size(), |i| log.entry(i))
         .expect("catch up");
     log.close().expect("close");
     let rebuilt = AuditIndex::open(&dir.path().join("rebuilt")).expect("open");
-    assert_eq!(rebuilt.rebuild(&dir.path().join("log")).expect("rebuild"), 251);
+    assert_eq!(
+        rebuilt.rebuild(&dir.path().join("log")).expect("rebuild"),
+        251
+    );
     assert_eq!(followed.indexed().expect("count"), 251);
     let keys = |index: &AuditIndex| -> Vec<(Vec<u8>, Vec<u8>)> {
         index

@@ -252,6 +252,21 @@ impl<'p> Section<'p> {
         paths
     }
 
+    /// Every remaining key of this section whose value is a string, in key order; other
+    /// values are reported. Leaves the section empty.
+    pub fn string_entries(&mut self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let keys: Vec<String> = self.table.keys().cloned().collect();
+        for key in keys {
+            match self.table.remove(&key) {
+                Some(Value::String(v)) => out.push((key, v)),
+                Some(other) => self.wrong_type(&key, "a string", &other),
+                None => {}
+            }
+        }
+        out
+    }
+
     /// Reports every key that was not read as unknown.
     pub fn finish(self) {
         let Section {

@@ -35,7 +35,7 @@ pub fn consent_id(field: &str, text: &str) -> Parsed<ConsentId> {
     text.parse().map_err(|e| FieldError::new(field, e))
 }
 
-fn orgnr(field: &str, text: &str) -> Parsed<OrgNumber> {
+pub fn orgnr(field: &str, text: &str) -> Parsed<OrgNumber> {
     if text.is_empty() {
         return Err(FieldError::new(field, "required"));
     }

@@ -1,13 +1,24 @@
-//! `casegate.v1.AuditService`: checkpoints, proofs, export; queries and access reports as
-//! their work lands.
+//! `casegate.v1.AuditService`: checkpoints, proofs and export; audit queries and subject
+//! access reports, both answered from the audit index and both audited themselves.
 
-use casegate_audit::{checkpoint::SignedCheckpoint, log::Appended};
-use casegate_consent::Role;
+use std::{collections::BTreeMap, sync::Arc};
+
+use casegate_audit::{
+    checkpoint::SignedCheckpoint,
+    entry::{Entry, EntryKind},
+    index::{Filter, IndexError},
+    log::Appended,
+};
+use casegate_consent::{
+    OrgNumber, Role,
+    record::{ConsentRecord, Timestamp},
+    store::ConsentStore,
+};
 use casegate_proto::v1::{
     AuditReceipt, Checkpoint, ConsistencyProof, ExportEntriesRequest, ExportEntriesResponse,
     GetCheckpointRequest, GetCheckpointResponse, GetConsistencyProofRequest,
     GetConsistencyProofResponse, GetInclusionProofRequest, GetInclusionProofResponse,
-    InclusionProof, QueryAuditRequest, QueryAuditResponse, SubjectAccessReportRequest,
+    InclusionProof, QueryAuditRequest, QueryAuditResponse, ReportEvent, SubjectAccessReportRequest,
     SubjectAccessReportResponse, audit_service_server::AuditService,
 };
 use tokio_stream::wrappers::ReceiverStream;
@@ -15,9 +26,11 @@ use tonic::{Request, Response, Status};
 
 use super::ResponseStream;
 use crate::{
-    audit::Audit,
+    audit::{self, Audit},
+    convert::{audit as convert, consent::record_to_wire, timestamp_to_wire},
     principal::Principal,
-    status::{not_available, read_error},
+    pseudonym::Pseudonymizer,
+    status::{append_error, read_error},
 };
 
 /// Entries read per blocking step of an export.
@@ -25,13 +38,13 @@ const EXPORT_CHUNK: u64 = 256;
 
 #[derive(Debug, Clone)]
 pub struct AuditApi {
-    audit: Audit,
-}
-
-impl AuditApi {
-    pub fn new(audit: Audit) -> Self {
-        Self { audit }
-    }
+    pub audit: Audit,
+    pub consents: ConsentStore,
+    pub pseudonyms: Pseudonymizer,
+    /// Organisations whose privacy officers see every entry.
+    pub supervisory: Arc<[OrgNumber]>,
+    /// Registered organisation names, for reports.
+    pub names: Arc<BTreeMap<OrgNumber, String>>,
 }
 
 /// The wire form of a signed checkpoint.
@@ -252,18 +265,248 @@ impl AuditService for AuditApi {
         &self,
         request: Request<QueryAuditRequest>,
     ) -> Result<Response<Self::QueryAuditStream>, Status> {
-        Principal::of(&request)?;
-        Err(not_available("QueryAudit", "audit queries"))
+        let principal = Principal::of(&request)?;
+        if let Err(status) = principal.require_role(&[Role::PrivacyOfficer]) {
+            self.refused(EntryKind::AuditQueried, principal, None)
+                .await?;
+            return Err(status);
+        }
+        let query = convert::query_request(request.get_ref())?;
+        let newest = self.audit.log().checkpoint().checkpoint.size;
+        if query.start_index > newest {
+            return Err(Status::out_of_range(format!(
+                "start_index {} is beyond the newest checkpoint ({newest})",
+                query.start_index
+            )));
+        }
+        let scope = self.scope(principal);
+        let pseudonym = query.subject.as_ref().map(|s| self.pseudonyms.pseudonym(s));
+        let mut entry = Entry::new(EntryKind::AuditQueried, audit::now_micros());
+        entry.actor = Some(audit::actor(principal));
+        entry.subject_pseudonym = pseudonym;
+        entry.detail = Some(format!("{} {scope}", query.describe()));
+        let appended = self.audit.append(&entry).await.map_err(append_error)?;
+
+        let filter = Filter {
+            subject: pseudonym,
+            orgnr: query.orgnr.map(|o| o.to_string()),
+            visible_to: scope.visible_to(),
+            kinds: query.kinds.clone(),
+            from_micros: query.from.map(|t| t.0),
+            until_micros: query.until.map(|t| t.0),
+        };
+        let end = appended.checkpoint.checkpoint.size;
+        let (start, limit) = (query.start_index, query.limit as usize);
+        let audit = self.audit.clone();
+        let found = blocking(move || {
+            let mut out = Vec::new();
+            matching(&audit, &filter, start, end, limit, |index, entry, leaf| {
+                out.push(Ok(QueryAuditResponse {
+                    entry: Some(convert::entry_to_wire(index, entry, leaf)),
+                }));
+                Ok(())
+            })?;
+            Ok(out)
+        })
+        .await?;
+        Ok(Response::new(Box::pin(tokio_stream::iter(found))))
     }
 
     async fn subject_access_report(
         &self,
         request: Request<SubjectAccessReportRequest>,
     ) -> Result<Response<SubjectAccessReportResponse>, Status> {
-        Principal::of(&request)?;
-        Err(not_available(
-            "SubjectAccessReport",
-            "subject access reports",
-        ))
+        let principal = Principal::of(&request)?;
+        let subject = convert::report_request(request.get_ref())?;
+        let pseudonym = self.pseudonyms.pseudonym(&subject);
+        let scope = match principal.role {
+            Role::Jobseeker if principal.pid.as_ref() == Some(&subject) => Scope::All,
+            Role::PrivacyOfficer => self.scope(principal),
+            role => {
+                self.refused(EntryKind::SubjectReportIssued, principal, Some(pseudonym))
+                    .await?;
+                return Err(Status::permission_denied(if role == Role::Jobseeker {
+                    "a jobseeker may request only their own report".to_owned()
+                } else {
+                    format!(
+                        "role {role} may not request a subject access report; allowed: \
+                         the jobseeker themself, privacy_officer"
+                    )
+                }));
+            }
+        };
+        let mut entry = Entry::new(EntryKind::SubjectReportIssued, audit::now_micros());
+        entry.actor = Some(audit::actor(principal));
+        entry.subject_pseudonym = Some(pseudonym);
+        entry.detail = Some(scope.to_string());
+        let appended = self.audit.append(&entry).await.map_err(append_error)?;
+
+        let checkpoint = appended.checkpoint.clone();
+        let end = checkpoint.checkpoint.size;
+        let filter = Filter {
+            subject: Some(pseudonym),
+            visible_to: scope.visible_to(),
+            ..Filter::default()
+        };
+        let (audit, names) = (self.audit.clone(), self.names.clone());
+        let events = blocking(move || {
+            let log = audit.log();
+            let mut events = Vec::new();
+            matching(&audit, &filter, 0, end, usize::MAX, |index, entry, leaf| {
+                let name = |org: Option<&str>| {
+                    org.and_then(|o| o.parse::<OrgNumber>().ok())
+                        .and_then(|o| names.get(&o).cloned())
+                        .unwrap_or_default()
+                };
+                let hashes = log.inclusion_proof(index, end).map_err(read_error)?;
+                events.push(ReportEvent {
+                    entry: Some(convert::entry_to_wire(index, entry, leaf)),
+                    sender_name: name(entry.sender_orgnr.as_deref()),
+                    recipient_name: name(entry.recipient_orgnr.as_deref()),
+                    actor_name: name(entry.actor.as_ref().map(|a| a.orgnr.as_str())),
+                    entry_bytes: log.entry(index).map_err(read_error)?,
+                    inclusion_proof: Some(InclusionProof {
+                        leaf_index: index,
+                        tree_size: end,
+                        hashes: hashes.iter().map(|h| h.to_vec()).collect(),
+                    }),
+                });
+                Ok(())
+            })?;
+            Ok(events)
+        })
+        .await?;
+        let consents = self.consents.clone();
+        let now = Timestamp(audit::now_micros());
+        let consents = blocking(move || {
+            let records = consents.for_subject(&subject).map_err(|e| {
+                tracing::error!(error = %e, "consent store failed");
+                Status::internal("the consent store failed")
+            })?;
+            Ok((subject, records))
+        })
+        .await?;
+        let (subject, records) = consents;
+        Ok(Response::new(SubjectAccessReportResponse {
+            subject_id: subject.expose(),
+            issued_at: Some(timestamp_to_wire(Timestamp(entry.time_micros))),
+            consents: records
+                .iter()
+                .filter(|r| scope.sees_consent(r))
+                .map(|r| record_to_wire(r, now))
+                .collect(),
+            events,
+            checkpoint: Some(checkpoint_message(&checkpoint)),
+            verifier_key: self.audit.log().verifier().to_vkey(),
+        }))
+    }
+}
+
+/// What an officer's organisation may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Everything: the jobseeker about themself, a supervisory organisation.
+    All,
+    /// Entries the organisation is actor, sender or recipient of; consents it is a party to.
+    Org(OrgNumber),
+}
+
+impl Scope {
+    fn visible_to(self) -> Option<String> {
+        match self {
+            Scope::All => None,
+            Scope::Org(org) => Some(org.to_string()),
+        }
+    }
+
+    fn sees_consent(self, record: &ConsentRecord) -> bool {
+        let Scope::Org(org) = self else {
+            return true;
+        };
+        record.recorded_by.orgnr == org
+            || record
+                .withdrawal
+                .as_ref()
+                .is_some_and(|w| w.by.orgnr == org)
+            || record.provisions.iter().any(|p| {
+                p.senders
+                    .iter()
+                    .chain(&p.recipients)
+                    .any(|party| party.orgnr == org)
+            })
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::All => f.write_str("scope=all"),
+            Scope::Org(org) => write!(f, "scope=org:{org}"),
+        }
+    }
+}
+
+/// Calls `each` with every entry in `start..end` that `filter` matches, in log order, at most
+/// `limit` of them, after bringing the index up to date. Reads only the index's candidates.
+fn matching(
+    audit: &Audit,
+    filter: &Filter,
+    start: u64,
+    end: u64,
+    limit: usize,
+    mut each: impl FnMut(u64, &Entry, &[u8]) -> Result<(), Status>,
+) -> Result<(), Status> {
+    audit.catch_up_index().map_err(index_error)?;
+    let log = audit.log();
+    let mut found = 0;
+    for index in audit
+        .index()
+        .candidates(filter, start, end)
+        .map_err(index_error)?
+    {
+        if found == limit {
+            break;
+        }
+        let index = index.map_err(index_error)?;
+        let bytes = log.entry(index).map_err(read_error)?;
+        let Ok(entry) = Entry::decode(&bytes) else {
+            continue;
+        };
+        if filter.matches(&entry) {
+            let leaf = casegate_audit::merkle::leaf_hash(&bytes);
+            each(index, &entry, &leaf)?;
+            found += 1;
+        }
+    }
+    Ok(())
+}
+
+fn index_error(e: IndexError) -> Status {
+    tracing::error!(error = %e, "audit index failed");
+    Status::internal("the audit index failed")
+}
+
+impl AuditApi {
+    fn scope(&self, principal: &Principal) -> Scope {
+        if self.supervisory.contains(&principal.orgnr) {
+            Scope::All
+        } else {
+            Scope::Org(principal.orgnr)
+        }
+    }
+
+    /// Records a refused audit query or report request (the caller learns nothing more).
+    async fn refused(
+        &self,
+        kind: EntryKind,
+        principal: &Principal,
+        subject: Option<[u8; 32]>,
+    ) -> Result<(), Status> {
+        let mut entry = Entry::new(kind, audit::now_micros());
+        entry.actor = Some(audit::actor(principal));
+        entry.subject_pseudonym = subject;
+        entry.reason = Some("permission_denied".to_owned());
+        self.audit.append(&entry).await.map_err(append_error)?;
+        Ok(())
     }
 }

@@ -172,6 +172,10 @@ impl DisclosureApi {
         entry.content_sha256 = Some(sha256(&input.body));
         entry.request_id = Some(input.request_id.clone());
         entry.policy_version = Some(POLICY_VERSION.to_owned());
+        entry.detail = crate::convert::audit::disclosure_detail(
+            input.recipient_role,
+            input.approval.is_some(),
+        );
         entry
     }
 

@@ -1,0 +1,400 @@
+//! Privacy officers and jobseekers: audit queries and subject access reports after the IPS
+//! scenario — what each may see, proofs that verify offline, no note content, and every query
+//! and report (and every refused one) in the log.
+
+use casegate_audit::entry::{Entry, EntryKind};
+use casegate_proto::v1::{
+    AuditEntry, AuditReceipt, QueryAuditRequest, SubjectAccessReportRequest,
+    SubjectAccessReportResponse,
+};
+use casegate_tests::{
+    Caller, TestGateway,
+    scenario::{CONTENT, ips_consent, ips_scenario, subject},
+};
+use prost::Message;
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+async fn query(
+    caller: &mut Caller,
+    request: QueryAuditRequest,
+) -> Result<Vec<AuditEntry>, tonic::Status> {
+    let mut stream = caller.audit.query_audit(request).await?.into_inner();
+    let mut entries = Vec::new();
+    while let Some(item) = stream.next().await {
+        entries.push(item?.entry.expect("entry"));
+    }
+    Ok(entries)
+}
+
+fn indexes(entries: &[AuditEntry]) -> Vec<u64> {
+    entries.iter().map(|e| e.index).collect()
+}
+
+async fn report(
+    caller: &mut Caller,
+    subject: &casegate_consent::SubjectId,
+) -> Result<SubjectAccessReportResponse, tonic::Status> {
+    caller
+        .audit
+        .subject_access_report(SubjectAccessReportRequest {
+            subject_id: subject.expose(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Checks that every event of `report` is its canonical bytes, and that the bytes' inclusion
+/// proof verifies against the report's checkpoint, signed by the gateway's key.
+fn verify_report(gw: &TestGateway, report: &SubjectAccessReportResponse) {
+    assert_eq!(report.verifier_key, gw.audit_verifier.to_vkey());
+    for event in &report.events {
+        let entry = event.entry.as_ref().expect("entry");
+        let leaf = casegate_audit::merkle::leaf_hash(&event.entry_bytes);
+        assert_eq!(entry.leaf_hash, leaf.to_vec(), "entry {}", entry.index);
+        let decoded = Entry::decode(&event.entry_bytes).expect("canonical bytes");
+        assert_eq!(i32::from(decoded.kind.code()), entry.kind);
+        gw.verify_receipt(&AuditReceipt {
+            audit_index: entry.index,
+            leaf_hash: leaf.to_vec(),
+            checkpoint: report.checkpoint.clone(),
+            inclusion_proof: event.inclusion_proof.clone(),
+        });
+    }
+}
+
+#[tokio::test]
+async fn after_the_ips_scenario_each_sees_exactly_what_they_may_and_every_look_is_logged() {
+    let gw = TestGateway::start().await;
+    let me = subject(20);
+    let someone_else = subject(21);
+    ips_scenario(&gw, &me).await;
+    // Someone else's consent: in the log, never in this jobseeker's report.
+    gw.jobseeker(&someone_else)
+        .await
+        .consent
+        .grant_consent(ips_consent(&gw, &someone_else))
+        .await
+        .expect("grant");
+
+    // The jobseeker's own report: every step, in order, each provable against its checkpoint.
+    let mine = report(&mut gw.jobseeker(&me).await, &me)
+        .await
+        .expect("own report");
+    verify_report(&gw, &mine);
+    let kinds: Vec<EntryKind> = mine
+        .events
+        .iter()
+        .map(|e| {
+            EntryKind::from_code(u8::try_from(e.entry.as_ref().expect("entry").kind).expect("kind"))
+                .expect("kind")
+        })
+        .collect();
+    use EntryKind::*;
+    assert_eq!(
+        kinds,
+        [
+            DisclosureRefused,   // no consent yet
+            ConsentGranted,      // in the portal
+            DisclosurePermitted, // NAV's update
+            NoteDelivered,       // to the IPS team
+            NoteAcknowledged,
+            DisclosureRefused,   // the summary without approval
+            DisclosurePermitted, // the approved summary
+            NoteDelivered,       // live
+            DisclosurePermitted, // the note that will wait
+            ConsentWithdrawn,
+            NotePurged,          // the waiting note
+            NotePurged,          // the unacknowledged summary, withheld when streamed again
+            DisclosureRefused,   // after the withdrawal
+            SubjectReportIssued, // this report
+        ]
+    );
+    let reasons: Vec<&str> = mine
+        .events
+        .iter()
+        .map(|e| e.entry.as_ref().expect("entry").reason.as_str())
+        .filter(|r| !r.is_empty())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "no_consent",
+            "approval_missing",
+            "consent_withdrawn",
+            "consent_withdrawn",
+            "consent_withdrawn"
+        ]
+    );
+    let names: Vec<&str> = mine
+        .events
+        .iter()
+        .map(|e| e.recipient_name.as_str())
+        .filter(|n| !n.is_empty())
+        .collect();
+    assert!(names.iter().all(|n| *n == "Test ips"), "{names:?}");
+    assert!(!names.is_empty());
+    // Complete: every entry about this subject in the whole log is in the report.
+    let pseudonym = Entry::decode(&mine.events[0].entry_bytes)
+        .expect("entry")
+        .subject_pseudonym;
+    let all = gw.audit_entries().await;
+    let about_me: Vec<u64> = all
+        .iter()
+        .enumerate()
+        .filter(|(i, (_, e))| {
+            e.subject_pseudonym == pseudonym
+                && (*i as u64) < mine.checkpoint.as_ref().expect("checkpoint").tree_size
+        })
+        .map(|(i, _)| i as u64)
+        .collect();
+    let in_report: Vec<u64> = mine
+        .events
+        .iter()
+        .map(|e| e.entry.as_ref().expect("entry").index)
+        .collect();
+    assert_eq!(in_report, about_me);
+    assert_eq!(mine.consents.len(), 1, "one consent, withdrawn");
+    assert!(mine.consents[0].withdrawal.is_some());
+    // No note content anywhere in the report.
+    let bytes = mine.encode_to_vec();
+    for text in CONTENT {
+        assert!(
+            !bytes.windows(text.len()).any(|w| w == text.as_bytes()),
+            "note content in the report"
+        );
+    }
+
+    // A privacy officer of an unrelated organisation sees none of it; a supervisory one all.
+    let subject_filter = || QueryAuditRequest {
+        subject_id: me.expose(),
+        ..Default::default()
+    };
+    let mut unrelated = gw.caller("privacy", "privacy_officer").await;
+    let seen = query(&mut unrelated, subject_filter())
+        .await
+        .expect("query");
+    let their_report = report(&mut unrelated, &me).await.expect("officer report");
+    // They see their own looking, nothing of the scenario.
+    let privacy_org = gw.org("privacy").orgnr.clone();
+    let only_own = |entries: Vec<&AuditEntry>| {
+        entries.iter().all(|e| {
+            e.actor.as_ref().is_some_and(|a| a.orgnr == privacy_org)
+                && [
+                    i32::from(AuditQueried.code()),
+                    i32::from(SubjectReportIssued.code()),
+                ]
+                .contains(&e.kind)
+        })
+    };
+    assert_eq!(
+        seen.len(),
+        1,
+        "an unrelated officer saw {} entries",
+        seen.len()
+    );
+    assert!(only_own(seen.iter().collect()));
+    assert!(their_report.consents.is_empty());
+    assert_eq!(their_report.events.len(), 2, "their query and this report");
+    assert!(only_own(
+        their_report
+            .events
+            .iter()
+            .filter_map(|e| e.entry.as_ref())
+            .collect()
+    ));
+    let mut supervisor = gw.caller("authority", "privacy_officer").await;
+    let seen = query(&mut supervisor, subject_filter())
+        .await
+        .expect("query");
+    let seen = indexes(&seen);
+    assert!(
+        in_report.iter().all(|i| seen.contains(i)),
+        "the supervisory officer misses entries"
+    );
+    let kinds_seen: Vec<EntryKind> = seen
+        .iter()
+        .map(|i| all.get(*i as usize).map_or(AuditQueried, |(_, e)| e.kind))
+        .collect();
+    // The report, the unrelated officer's query and report, and the supervisor's own query.
+    assert_eq!(seen.len(), in_report.len() + 3, "{kinds_seen:?}");
+    // Filters narrow: refusals only, then a time window before the scenario.
+    let refused = query(
+        &mut supervisor,
+        QueryAuditRequest {
+            kinds: vec![EntryKind::DisclosureRefused.code().into()],
+            ..subject_filter()
+        },
+    )
+    .await
+    .expect("query");
+    assert_eq!(refused.len(), 3);
+    let before = query(
+        &mut supervisor,
+        QueryAuditRequest {
+            until: Some(prost_types::Timestamp {
+                seconds: 1_000_000_000,
+                nanos: 0,
+            }),
+            ..subject_filter()
+        },
+    )
+    .await
+    .expect("query");
+    assert!(before.is_empty());
+    // Resumable: from an index, at most `limit`.
+    let page = query(
+        &mut supervisor,
+        QueryAuditRequest {
+            start_index: seen[3],
+            limit: 2,
+            ..subject_filter()
+        },
+    )
+    .await
+    .expect("query");
+    assert_eq!(indexes(&page), seen[3..5]);
+
+    // Both officers' queries are in the log as `audit queried`, with the filter, not results.
+    let logged: Vec<Entry> = gw
+        .audit_entries()
+        .await
+        .into_iter()
+        .map(|(_, e)| e)
+        .filter(|e| e.kind == AuditQueried)
+        .collect();
+    for org in ["privacy", "authority"] {
+        let orgnr = &gw.org(org).orgnr;
+        assert!(
+            logged
+                .iter()
+                .any(|e| e.actor.as_ref().is_some_and(|a| &a.orgnr == orgnr)
+                    && e.subject_pseudonym == pseudonym
+                    && e.detail
+                        .as_deref()
+                        .is_some_and(|d| d.contains("subject=<pseudonym>"))),
+            "{org}'s query is not in the log"
+        );
+    }
+    assert!(
+        logged.iter().all(|e| !e
+            .detail
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&me.expose())),
+        "an identity number in an audit entry"
+    );
+}
+
+#[tokio::test]
+async fn only_privacy_officers_query_and_only_the_subject_or_an_officer_gets_a_report() {
+    let gw = TestGateway::start().await;
+    let me = subject(22);
+    let other = subject(23);
+    for (org, role) in [
+        ("clinic", "clinician"),
+        ("nav", "nav_counsellor"),
+        ("ips", "employment_specialist"),
+    ] {
+        let mut caller = gw.caller(org, role).await;
+        let status = query(&mut caller, QueryAuditRequest::default())
+            .await
+            .expect_err("not an officer");
+        assert_eq!(status.code(), Code::PermissionDenied, "{role}");
+        let status = report(&mut caller, &me).await.expect_err("not an officer");
+        assert_eq!(status.code(), Code::PermissionDenied, "{role}");
+    }
+    let status = report(&mut gw.jobseeker(&me).await, &other)
+        .await
+        .expect_err("someone else's report");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(status.message().contains("only their own"));
+
+    // Bad input: named, and nothing recorded for it.
+    let mut officer = gw.caller("privacy", "privacy_officer").await;
+    let before = gw.audit_entries().await.len();
+    let bad = [
+        (
+            QueryAuditRequest {
+                subject_id: "12345678901".into(),
+                ..Default::default()
+            },
+            "subject_id",
+        ),
+        (
+            QueryAuditRequest {
+                orgnr: "123".into(),
+                ..Default::default()
+            },
+            "orgnr",
+        ),
+        (
+            QueryAuditRequest {
+                kinds: vec![0],
+                ..Default::default()
+            },
+            "kinds[0]",
+        ),
+        (
+            QueryAuditRequest {
+                kinds: vec![99],
+                ..Default::default()
+            },
+            "kinds[0]",
+        ),
+        (
+            QueryAuditRequest {
+                limit: 1_000_000,
+                ..Default::default()
+            },
+            "limit",
+        ),
+        (
+            QueryAuditRequest {
+                from: Some(prost_types::Timestamp {
+                    seconds: 2_000_000_000,
+                    nanos: 0,
+                }),
+                until: Some(prost_types::Timestamp {
+                    seconds: 1_000_000_000,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            },
+            "until",
+        ),
+    ];
+    for (request, field) in bad {
+        let status = query(&mut officer, request).await.expect_err(field);
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}");
+        assert!(status.message().starts_with(field), "{}", status.message());
+    }
+    report(&mut officer, &me)
+        .await
+        .expect("an officer's report");
+    let status = officer
+        .audit
+        .subject_access_report(SubjectAccessReportRequest {
+            subject_id: "01010112345".into(),
+        })
+        .await
+        .expect_err("invalid subject");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    // The refused attempts were audited: 3 queries and 4 reports refused, then one report.
+    let entries: Vec<Entry> = gw
+        .audit_entries()
+        .await
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    let refused = entries
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("permission_denied"))
+        .count();
+    assert_eq!(refused, 7);
+    assert_eq!(
+        entries.len(),
+        before + 1,
+        "only the officer's report was added"
+    );
+}
