@@ -223,38 +223,28 @@ impl AuditIndex {
     /// Clears the index and rebuilds it from the segment files of the log in `log_dir` alone,
     /// up to the first flaw. Returns how many entries it covers.
     pub fn rebuild(&self, log_dir: &Path) -> Result<u64, IndexError> {
+        use std::ops::ControlFlow;
         let _writer = self.lock();
         self.tree.clear()?;
-        let mut next = 0u64;
-        for (first, path) in segment::list(&log_dir.join("segments"))? {
-            if first != next {
-                break;
-            }
-            let bytes = segment::read(&path)?;
-            let mut pending: Vec<&[u8]> = Vec::with_capacity(BATCH);
-            let mut failed = None;
-            let end = segment::scan(&bytes, first, |_, _, payload| {
-                if failed.is_some() {
-                    return;
+        let mut pending: Vec<Vec<u8>> = Vec::with_capacity(BATCH);
+        let mut first = 0u64;
+        let mut failed = None;
+        let next = segment::scan_dir(&log_dir.join("segments"), |_, payload| {
+            pending.push(payload.to_vec());
+            if pending.len() == BATCH {
+                if let Err(e) = self.add(first, &pending) {
+                    failed = Some(e);
+                    return ControlFlow::Break(());
                 }
-                pending.push(payload);
-                if pending.len() == BATCH {
-                    if let Err(e) = self.add(next, &pending) {
-                        failed = Some(e);
-                    }
-                    next += pending.len() as u64;
-                    pending.clear();
-                }
-            });
-            if let Some(e) = failed {
-                return Err(e);
+                first += pending.len() as u64;
+                pending.clear();
             }
-            self.add(next, &pending)?;
-            next += pending.len() as u64;
-            if end.flaw.is_some() {
-                break;
-            }
+            ControlFlow::Continue(())
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
         }
+        self.add(first, &pending)?;
         self.db.flush()?;
         Ok(next)
     }

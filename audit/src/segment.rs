@@ -176,6 +176,33 @@ pub fn scan<'a>(
     }
 }
 
+/// Calls `entry(index, payload)` for every good record of the log's segment folder, in order,
+/// until the first flaw or a gap between segments, or until `entry` breaks. Returns the index
+/// the next record would have.
+pub fn scan_dir(
+    seg_dir: &Path,
+    mut entry: impl FnMut(u64, &[u8]) -> std::ops::ControlFlow<()>,
+) -> io::Result<u64> {
+    let mut next = 0u64;
+    for (first, path) in list(seg_dir)? {
+        if first != next {
+            break;
+        }
+        let bytes = read(&path)?;
+        let mut stopped = false;
+        let end = scan(&bytes, first, |index, _, payload| {
+            if !stopped && entry(index, payload).is_break() {
+                stopped = true;
+            }
+        });
+        next = end.next_index;
+        if stopped || end.flaw.is_some() {
+            break;
+        }
+    }
+    Ok(next)
+}
+
 /// Reads the payload of the frame at `offset` of `file`, checking it is record `index`.
 pub fn read_record(file: &fs::File, offset: u64, index: u64) -> io::Result<Vec<u8>> {
     use std::os::unix::fs::FileExt;

@@ -251,6 +251,21 @@ struct Content<'a> {
     recorded_at: Timestamp,
 }
 
+/// [`Content`] read back.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OwnedContent {
+    format: String,
+    id: ConsentId,
+    version: u32,
+    subject: SubjectId,
+    recorded_by: Actor,
+    provisions: Vec<Provision>,
+    period: Period,
+    evidence: Evidence,
+    recorded_at: Timestamp,
+}
+
 /// Names the content encoding that record hashes are taken over.
 pub const RECORD_FORMAT: &str = "casegate.consent.v1";
 
@@ -270,6 +285,31 @@ impl ConsentRecord {
             recorded_at: self.recorded_at,
         };
         serde_json::to_vec(&content).unwrap_or_default()
+    }
+
+    /// A version read back from its canonical content, as active and not withdrawn (its
+    /// status at a given time comes from the audit log). Its [`ConsentRecord::record_hash`]
+    /// is what an audit entry pins only if the content is unaltered.
+    pub fn from_canonical_content(bytes: &[u8]) -> Result<Self, String> {
+        let content: OwnedContent = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if content.format != RECORD_FORMAT {
+            return Err(format!(
+                "format {:?} is not {RECORD_FORMAT:?}",
+                content.format
+            ));
+        }
+        Ok(Self {
+            id: content.id,
+            version: content.version,
+            subject: content.subject,
+            recorded_by: content.recorded_by,
+            provisions: content.provisions,
+            period: content.period,
+            evidence: content.evidence,
+            recorded_at: content.recorded_at,
+            status: Status::Active,
+            withdrawal: None,
+        })
     }
 
     /// SHA-256 of [`ConsentRecord::canonical_content`].

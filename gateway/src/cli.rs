@@ -1,6 +1,12 @@
 //! The `casegate` command line.
 
+mod audit_tools;
+mod officer;
+
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+pub use audit_tools::replay_verdict;
+pub use officer::{Connection, OutputFormat};
 
 use clap::{Parser, Subcommand};
 
@@ -35,7 +41,8 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
-    /// Audit log tools: offline verification and keys.
+    /// Audit log tools: offline verification, keys, index, replay; queries and reports
+    /// against a running gateway.
     Audit {
         #[command(subcommand)]
         action: AuditAction,
@@ -80,6 +87,74 @@ pub enum AuditAction {
             default_value = "./casegate-data/casegate.toml"
         )]
         config: PathBuf,
+    },
+    /// Rebuild the audit query index from the log's segment files (with the gateway stopped).
+    Reindex {
+        /// The gateway's configuration file.
+        #[arg(long, short, value_name = "FILE", env = "CASEGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Re-run a recorded disclosure decision from the consent versions it relied on (each
+    /// checked against the record hash the log pinned) and say whether it reproduces.
+    Replay {
+        /// The audit log folder (`<data_dir>/audit`).
+        #[arg(long, value_name = "DIR")]
+        log: PathBuf,
+        /// The consent versions: a report written with `casegate audit report --format json`,
+        /// or a JSON array of canonical consent documents.
+        #[arg(long, value_name = "EXPORT")]
+        consents: PathBuf,
+        /// The index of the `disclosure_permitted` or `disclosure_refused` entry.
+        #[arg(long, value_name = "N")]
+        index: u64,
+        /// The gateway's configuration file, for its vocabulary (the default vocabulary
+        /// otherwise).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Query a running gateway's audit log as a privacy officer (entries oldest first).
+    Query {
+        #[command(flatten)]
+        connection: Connection,
+        /// Only entries about this jobseeker (national identity number or D-number).
+        #[arg(long, value_name = "NNIN")]
+        subject: Option<String>,
+        /// Only entries this organisation is actor, sender or recipient of.
+        #[arg(long, value_name = "ORGNR")]
+        orgnr: Option<String>,
+        /// Only entries at or after this time (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        from: Option<String>,
+        /// Only entries before this time (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// Only entries of this kind (repeatable), e.g. disclosure_refused.
+        #[arg(long = "kind", value_name = "KIND")]
+        kinds: Vec<String>,
+        /// Resume from this index.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        start_index: u64,
+        /// At most this many entries (the gateway's default when absent).
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+    /// Fetch a subject access report from a running gateway: every consent version and every
+    /// recorded step about one jobseeker, each with an inclusion proof checked here against
+    /// the report's signed checkpoint.
+    Report {
+        #[command(flatten)]
+        connection: Connection,
+        /// The jobseeker's national identity number or D-number.
+        #[arg(long, value_name = "NNIN")]
+        subject: String,
+        /// The gateway's verifier key (`name+id+key`) or a file holding it: the report's
+        /// checkpoint must be signed by it. Without it, the key the report names is used.
+        #[arg(long, value_name = "VKEY")]
+        vkey: Option<String>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
     },
     /// Create a new checkpoint signing key file (readable by its owner only).
     Keygen {
@@ -152,21 +227,10 @@ pub fn audit(action: AuditAction) -> std::process::ExitCode {
         AuditAction::Verify { log, vkey, trusted } => {
             let mut verifiers = Vec::new();
             for vkey in vkey {
-                let text = if vkey.contains('+') && !std::path::Path::new(&vkey).exists() {
-                    vkey
-                } else {
-                    match std::fs::read_to_string(&vkey) {
-                        Ok(text) => text,
-                        Err(e) => {
-                            eprintln!("casegate audit verify: --vkey {vkey}: {e}");
-                            return ExitCode::from(EXIT_USAGE);
-                        }
-                    }
-                };
-                match Verifier::from_vkey(&text) {
+                match read_vkey(&vkey) {
                     Ok(v) => verifiers.push(v),
                     Err(e) => {
-                        eprintln!("casegate audit verify: --vkey: {e}");
+                        eprintln!("casegate audit verify: {e}");
                         return ExitCode::from(EXIT_USAGE);
                     }
                 }
@@ -217,6 +281,42 @@ pub fn audit(action: AuditAction) -> std::process::ExitCode {
                 }
             }
         }
+        AuditAction::Reindex { config } => audit_tools::reindex(&config),
+        AuditAction::Replay {
+            log,
+            consents,
+            index,
+            config,
+        } => audit_tools::replay(&log, &consents, index, config.as_deref()),
+        AuditAction::Query {
+            connection,
+            subject,
+            orgnr,
+            from,
+            until,
+            kinds,
+            start_index,
+            limit,
+            format,
+        } => officer::query(
+            &connection,
+            officer::QueryArgs {
+                subject,
+                orgnr,
+                from,
+                until,
+                kinds,
+                start_index,
+                limit,
+            },
+            format,
+        ),
+        AuditAction::Report {
+            connection,
+            subject,
+            vkey,
+            format,
+        } => officer::report(&connection, &subject, vkey.as_deref(), format),
         AuditAction::Vkey { config } => {
             let config = match crate::config::Config::load(&config) {
                 Ok(c) => c,
@@ -266,6 +366,17 @@ pub fn audit(action: AuditAction) -> std::process::ExitCode {
             }
         }
     }
+}
+
+/// A verifier key given on the command line: the key itself (`name+id+key`) or a file
+/// holding it.
+fn read_vkey(arg: &str) -> Result<casegate_audit::checkpoint::Verifier, String> {
+    let text = if arg.contains('+') && !std::path::Path::new(arg).exists() {
+        arg.to_owned()
+    } else {
+        std::fs::read_to_string(arg).map_err(|e| format!("--vkey {arg}: {e}"))?
+    };
+    casegate_audit::checkpoint::Verifier::from_vkey(&text).map_err(|e| format!("--vkey: {e}"))
 }
 
 /// `casegate check-config FILE`.
@@ -433,7 +544,7 @@ pub fn rotate_notes(path: &std::path::Path) -> std::process::ExitCode {
     }
 }
 
-/// The configuration at `path` and its data folder, locked: key maintenance runs only while no
+/// The configuration at `path` and its data folder, locked: maintenance runs only while no
 /// gateway uses the folder.
 fn stopped_gateway(
     path: &std::path::Path,

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod notes;
 pub mod principal;
 pub mod pseudonym;
+pub mod replay;
 pub mod server;
 pub mod services;
 pub mod shutdown;

@@ -163,3 +163,27 @@ fn the_record_hash_covers_content_not_state() {
         "{text}"
     );
 }
+
+#[test]
+fn canonical_content_reads_back_to_the_same_hash_and_an_altered_one_does_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = ConsentStore::open(dir.path()).expect("open");
+    let record = store
+        .prepare_grant(new_consent(subject(3), "ips_follow_up"), None, NOW)
+        .expect("prepare");
+    let bytes = record.canonical_content();
+    let back = ConsentRecord::from_canonical_content(&bytes).expect("reads back");
+    assert_eq!(back.record_hash(), record.record_hash());
+    assert_eq!(
+        (back.id, back.version, &back.provisions),
+        (record.id, 1, &record.provisions)
+    );
+    let text = String::from_utf8(bytes).expect("JSON");
+    let altered = text.replace("ips_follow_up", "benefit_planning");
+    assert_ne!(altered, text);
+    let altered = ConsentRecord::from_canonical_content(altered.as_bytes()).expect("still valid");
+    assert_ne!(altered.record_hash(), record.record_hash());
+    let wrong_format = text.replace("casegate.consent.v1", "casegate.consent.v0");
+    assert!(ConsentRecord::from_canonical_content(wrong_format.as_bytes()).is_err());
+    assert!(ConsentRecord::from_canonical_content(b"{}").is_err());
+}

@@ -386,15 +386,13 @@ impl AuditService for AuditApi {
             Ok((subject, records))
         })
         .await?;
-        let (subject, records) = consents;
+        let (subject, mut records) = consents;
+        records.retain(|r| scope.sees_consent(r));
         Ok(Response::new(SubjectAccessReportResponse {
             subject_id: subject.expose(),
             issued_at: Some(timestamp_to_wire(Timestamp(entry.time_micros))),
-            consents: records
-                .iter()
-                .filter(|r| scope.sees_consent(r))
-                .map(|r| record_to_wire(r, now))
-                .collect(),
+            consents: records.iter().map(|r| record_to_wire(r, now)).collect(),
+            consent_versions: records.iter().map(|r| r.canonical_content()).collect(),
             events,
             checkpoint: Some(checkpoint_message(&checkpoint)),
             verifier_key: self.audit.log().verifier().to_vkey(),

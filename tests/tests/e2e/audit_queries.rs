@@ -398,3 +398,94 @@ async fn only_privacy_officers_query_and_only_the_subject_or_an_officer_gets_a_r
         "only the officer's report was added"
     );
 }
+
+#[tokio::test]
+async fn replay_reproduces_recorded_permits_and_refusals_and_notices_an_altered_consent() {
+    use casegate::{
+        cli::replay_verdict,
+        replay::{read_export, replay},
+    };
+
+    let gw = TestGateway::start().await;
+    let me = subject(24);
+    let outcome = ips_scenario(&gw, &me).await;
+    let mine = report(&mut gw.jobseeker(&me).await, &me)
+        .await
+        .expect("report");
+    // The export as `casegate audit report --format json` writes it.
+    let versions: Vec<serde_json::Value> = mine
+        .consent_versions
+        .iter()
+        .map(|b| serde_json::from_slice(b).expect("canonical JSON"))
+        .collect();
+    let export =
+        serde_json::to_vec(&serde_json::json!({ "consent_versions": versions })).expect("JSON");
+    let log = gw.data_dir().join("audit");
+    let vocabulary = casegate_consent::Vocabulary::default();
+    let index_of = |kind: EntryKind, reason: &str| -> Vec<u64> {
+        mine.events
+            .iter()
+            .filter_map(|e| e.entry.as_ref())
+            .filter(|e| e.kind == i32::from(kind.code()) && e.reason == reason)
+            .map(|e| e.index)
+            .collect()
+    };
+    let permits = index_of(EntryKind::DisclosurePermitted, "");
+    assert_eq!(permits.len(), 3);
+    assert_eq!(
+        permits[0],
+        outcome.first.audit.as_ref().expect("receipt").audit_index
+    );
+    let refusals = [
+        index_of(EntryKind::DisclosureRefused, "no_consent"),
+        index_of(EntryKind::DisclosureRefused, "approval_missing"),
+        index_of(EntryKind::DisclosureRefused, "consent_withdrawn"),
+    ]
+    .concat();
+    assert_eq!(refusals.len(), 3);
+    let records = read_export(&export).expect("export");
+    for index in permits.iter().chain(&refusals) {
+        let (line, ok) = replay_verdict(&replay(&log, &records, *index, &vocabulary));
+        assert!(ok, "{line}");
+        assert!(
+            line.starts_with(&format!("REPRODUCED: entry {index} ")),
+            "{line}"
+        );
+    }
+    let (line, _) = replay_verdict(&replay(&log, &records, permits[0], &vocabulary));
+    assert!(line.contains(&outcome.consent_id), "{line}");
+
+    // The same consent with a purpose changed: the log's pinned hash gives it away, for a
+    // permit and for a refusal alike.
+    let altered = String::from_utf8(export.clone())
+        .expect("text")
+        .replace("ips_follow_up", "benefit_planning");
+    let altered = read_export(altered.as_bytes()).expect("still a valid consent");
+    for index in [permits[0], refusals[2]] {
+        let (line, ok) = replay_verdict(&replay(&log, &altered, index, &vocabulary));
+        assert!(!ok);
+        assert!(
+            line.starts_with("FAILED: the exported consent") && line.contains("was altered"),
+            "{line}"
+        );
+    }
+    // A consent missing from the export, and an entry that is not a decision, are named.
+    let (line, ok) = replay_verdict(&replay(&log, &[], permits[0], &vocabulary));
+    assert!(!ok && line.contains("is not in the export"), "{line}");
+    let delivered = index_of(EntryKind::NoteDelivered, "")[0];
+    let (line, ok) = replay_verdict(&replay(&log, &records, delivered, &vocabulary));
+    assert!(!ok && line.contains("not a disclosure decision"), "{line}");
+    // A decision replayed with a different outcome says so: the refusal without approval,
+    // replayed against a vocabulary where the category needs none, would be a permit.
+    let lenient = casegate_consent::Vocabulary::new(
+        vocabulary.categories().map(|(category, rule)| {
+            let mut rule = rule.clone();
+            rule.approval_required = false;
+            (category.clone(), rule)
+        }),
+        vocabulary.purposes().cloned(),
+    )
+    .expect("vocabulary");
+    let (line, ok) = replay_verdict(&replay(&log, &records, refusals[1], &lenient));
+    assert!(!ok && line.starts_with("NOT REPRODUCED"), "{line}");
+}
