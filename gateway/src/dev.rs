@@ -231,6 +231,11 @@ pub fn prepare(root: &Path) -> Result<PathBuf, DevError> {
 
 fn dev_config() -> String {
     const PORTAL: &str = ORGS[4].orgnr;
+    const PRIVACY: &str = ORGS[3].orgnr;
+    let names: String = ORGS
+        .iter()
+        .map(|o| format!("\"{}\" = \"{}\"\n", o.orgnr, o.name))
+        .collect();
     format!(
         r#"# casegate development configuration, written by `casegate dev` on first run.
 # Paths are relative to this file. Any setting can be overridden by an environment variable:
@@ -264,10 +269,16 @@ signing_key = "audit-signing.key"
 
 [privacy]
 pseudonym_key = "pseudonym.key"
+# The privacy office is the operator's: its officers see every audit entry. Officers of other
+# organisations see the entries their organisation is actor, sender or recipient of.
+supervisory_orgs = ["{PRIVACY}"]
 
 [notes]
 keyring = "notes.keyring"
 
+# Registered names, shown in subject access reports.
+[organisations]
+{names}
 [log]
 format = "text"
 filter = "info"

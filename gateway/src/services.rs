@@ -1,6 +1,4 @@
-//! The `casegate.v1` gRPC services. Each handler starts from the authenticated [`Principal`];
-//! capabilities whose work has not landed answer `UNIMPLEMENTED`, naming the capability
-//! ([`crate::status::not_available`]).
+//! The `casegate.v1` gRPC services. Each handler starts from the authenticated [`Principal`].
 //!
 //! [`Principal`]: crate::principal::Principal
 

@@ -30,13 +30,6 @@ impl From<AuthError> for Status {
     }
 }
 
-/// The answer of an RPC whose capability this gateway version does not offer yet.
-pub fn not_available(rpc: &str, capability: &str) -> Status {
-    Status::unimplemented(format!(
-        "{rpc}: {capability} is not available in this version of the gateway"
-    ))
-}
-
 /// A failed audit-log read.
 pub fn read_error(e: ReadError) -> Status {
     {

@@ -435,6 +435,31 @@ async fn dev_token_refuses_unknown_organisations_roles_and_identity_numbers() {
 }
 
 /// `message` with a bearer token.
+/// A token from `casegate dev token` for a development organisation.
+fn dev_token(data: &Path, org: &str, role: &str, pid: Option<&str>) -> String {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["dev", "token", "--org", org, "--role", role, "--data"])
+        .arg(data);
+    if let Some(pid) = pid {
+        cmd.args(["--pid", pid]);
+    }
+    let out = cmd.output().expect("token");
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_owned()
+}
+
+/// The organisation number of a development organisation.
+fn dev_orgnr(slug: &str) -> String {
+    casegate::dev::ORGS
+        .iter()
+        .find(|o| o.slug == slug)
+        .expect("org")
+        .orgnr
+        .to_owned()
+}
+
 fn with<T>(token: &str, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.metadata_mut().insert(
@@ -510,27 +535,8 @@ async fn metrics_count_calls_and_neither_metrics_nor_logs_show_identity_numbers(
         .nth(42)
         .expect("subject")
         .expose();
-    let token = |org: &str, role: &str, pid: Option<&str>| {
-        let mut cmd = std::process::Command::new(BIN);
-        cmd.args(["dev", "token", "--org", org, "--role", role, "--data"])
-            .arg(dir.path());
-        if let Some(pid) = pid {
-            cmd.args(["--pid", pid]);
-        }
-        let out = cmd.output().expect("token");
-        String::from_utf8(out.stdout)
-            .expect("utf8")
-            .trim()
-            .to_owned()
-    };
-    let orgnr = |slug: &str| {
-        casegate::dev::ORGS
-            .iter()
-            .find(|o| o.slug == slug)
-            .expect("org")
-            .orgnr
-            .to_owned()
-    };
+    let token = |org: &str, role: &str, pid: Option<&str>| dev_token(dir.path(), org, role, pid);
+    let orgnr = dev_orgnr;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
@@ -765,4 +771,275 @@ async fn rotating_the_audit_key_keeps_the_whole_log_verifiable() {
         .expect("old vkey")
         .verify(&note)
         .expect("older checkpoints stay verifiable with the older key");
+}
+
+/// Runs `casegate` with `args` to completion: (exit code, stdout, stderr).
+fn run_casegate(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run casegate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).expect("utf8"),
+        String::from_utf8(out.stderr).expect("utf8"),
+    )
+}
+
+#[tokio::test]
+async fn an_officer_queries_and_reports_from_the_command_line_and_replays_offline() {
+    use casegate_proto::v1::{
+        DiscloseRequest, GrantConsentRequest, Party, Period, Provision,
+        consent_service_client::ConsentServiceClient,
+        disclosure_service_client::DisclosureServiceClient,
+    };
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path();
+    let (mut child, addr) = start_dev(data, "2s").await;
+    let subject = casegate_consent::SubjectId::synthetic_all()
+        .nth(77)
+        .expect("subject")
+        .expose();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let portal = dev_token(data, "portal", "jobseeker", Some(&subject));
+    ConsentServiceClient::new(dev_channel(data, "portal", &addr).await)
+        .grant_consent(with(
+            &portal,
+            GrantConsentRequest {
+                subject_id: subject.clone(),
+                provisions: vec![Provision {
+                    senders: vec![Party {
+                        orgnr: dev_orgnr("nav"),
+                        roles: vec![],
+                    }],
+                    recipients: vec![Party {
+                        orgnr: dev_orgnr("ips"),
+                        roles: vec![],
+                    }],
+                    categories: vec!["benefit_counselling".into()],
+                    purposes: vec!["ips_follow_up".into()],
+                }],
+                period: Some(Period {
+                    start: Some(prost_types::Timestamp {
+                        seconds: now - 60,
+                        nanos: 0,
+                    }),
+                    end: Some(prost_types::Timestamp {
+                        seconds: now + 86_400,
+                        nanos: 0,
+                    }),
+                }),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("grant");
+    // A refusal (the purpose is not covered) to replay later.
+    let nav = dev_token(data, "nav", "nav_counsellor", None);
+    let refused = DisclosureServiceClient::new(dev_channel(data, "nav", &addr).await)
+        .disclose(with(
+            &nav,
+            DiscloseRequest {
+                request_id: "cli-1".into(),
+                subject_id: subject.clone(),
+                recipient_orgnr: dev_orgnr("ips"),
+                category: "benefit_counselling".into(),
+                purpose: "benefit_planning".into(),
+                title: "t".into(),
+                body: b"b".to_vec(),
+                content_type: "text/plain".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect_err("not covered");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+
+    let token_file = data.join("officer.token");
+    std::fs::write(
+        &token_file,
+        dev_token(data, "privacy", "privacy_officer", None),
+    )
+    .expect("token file");
+    let pki = |name: &str| data.join("pki").join(name).display().to_string();
+    let gateway = format!("https://{addr}");
+    let connection = [
+        "--gateway".to_owned(),
+        gateway,
+        "--ca".into(),
+        pki("ca.pem"),
+        "--cert".into(),
+        pki("privacy.pem"),
+        "--key".into(),
+        pki("privacy.key"),
+        "--token-file".into(),
+        token_file.display().to_string(),
+        "--server-name".into(),
+        "localhost".into(),
+    ];
+    let officer = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(connection.iter().map(String::as_str));
+        run_casegate(&all)
+    };
+
+    // CSV: a header and one row per entry about the subject, oldest first.
+    let (code, csv, err) = officer(&["audit", "query", "--subject", &subject, "--format", "csv"]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<&str> = csv.lines().collect();
+    assert!(rows[0].starts_with("index,time,kind,actor,"), "{csv}");
+    let kinds: Vec<&str> = rows[1..]
+        .iter()
+        .map(|r| r.split(',').nth(2).expect("kind"))
+        .collect();
+    assert_eq!(
+        kinds,
+        ["consent_granted", "disclosure_refused", "audit_queried"]
+    );
+    assert!(rows[2].contains("purpose_not_covered"), "{csv}");
+    assert!(!csv.contains(&subject), "an identity number in the output");
+    let refusal_index: u64 = rows[2]
+        .split(',')
+        .next()
+        .expect("index")
+        .parse()
+        .expect("index");
+    // JSON and a kind filter.
+    let (code, json, err) = officer(&[
+        "audit",
+        "query",
+        "--kind",
+        "disclosure_refused",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let json: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(json.as_array().expect("array").len(), 1);
+    assert_eq!(json[0]["reason"], "purpose_not_covered");
+    assert_eq!(json[0]["index"], refusal_index);
+    // A readable table, and bad input named with exit 64.
+    let (code, table, _) = officer(&["audit", "query", "--subject", &subject]);
+    assert_eq!(code, 0);
+    assert!(
+        table
+            .lines()
+            .next()
+            .expect("header")
+            .starts_with("index  time")
+    );
+    let (code, _, err) = officer(&["audit", "query", "--kind", "gossip"]);
+    assert_eq!(
+        (code, err.contains("--kind \"gossip\": unknown")),
+        (64, true),
+        "{err}"
+    );
+    let (code, _, err) = officer(&["audit", "query", "--subject", "12345678901"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("InvalidArgument") && err.contains("subject_id"),
+        "{err}"
+    );
+
+    // The report, checked against the gateway's key given by the operator.
+    let (code, vkey, _) = run_casegate(&[
+        "audit",
+        "vkey",
+        "--config",
+        &data.join("casegate.toml").display().to_string(),
+    ]);
+    assert_eq!(code, 0);
+    let (code, report, err) = officer(&[
+        "audit",
+        "report",
+        "--subject",
+        &subject,
+        "--vkey",
+        vkey.trim(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let report_file = data.join("report.json");
+    std::fs::write(&report_file, &report).expect("write report");
+    let report: serde_json::Value = serde_json::from_str(&report).expect("JSON");
+    assert_eq!(
+        report["consent_versions"]
+            .as_array()
+            .expect("versions")
+            .len(),
+        1
+    );
+    assert!(report["events"].as_array().expect("events").len() >= 3);
+    let (code, table, err) = officer(&[
+        "audit",
+        "report",
+        "--subject",
+        &subject,
+        "--vkey",
+        vkey.trim(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        table.contains("events' inclusion proofs verify against it"),
+        "{table}"
+    );
+    // Another gateway's key does not verify the report.
+    let other_key = data.join("other.key");
+    let (_, other_vkey, _) = run_casegate(&[
+        "audit",
+        "keygen",
+        "--name",
+        "other.example/audit",
+        "--out",
+        &other_key.display().to_string(),
+    ]);
+    let (code, _, err) = officer(&[
+        "audit",
+        "report",
+        "--subject",
+        &subject,
+        "--vkey",
+        other_vkey.trim(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("checkpoint"), "{err}");
+
+    // Offline, with the gateway stopped: rebuild the index, replay the refusal from the report.
+    signal(&child, "TERM");
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("stops in time")
+        .expect("status");
+    assert!(status.success());
+    let config = data.join("casegate.toml").display().to_string();
+    let (code, out, err) = run_casegate(&["audit", "reindex", "--config", &config]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("OK: audit index rebuilt over "), "{out}");
+    let log = data.join("audit").display().to_string();
+    let (code, out, err) = run_casegate(&[
+        "audit",
+        "replay",
+        "--log",
+        &log,
+        "--consents",
+        &report_file.display().to_string(),
+        "--index",
+        &refusal_index.to_string(),
+        "--config",
+        &config,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.starts_with(&format!(
+            "REPRODUCED: entry {refusal_index} (disclosure_refused"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("refusal purpose_not_covered"), "{out}");
 }
