@@ -8,15 +8,21 @@
 //! atomic sled batch, so a crash leaves a shorter index, never a holey one; catching up again
 //! after a crash re-adds what was lost.
 //!
-//! Key layout (one tree; indexes big-endian so ranges run in log order):
+//! Key layout (one tree; integers big-endian so ranges run in log order):
 //!
 //! ```text
-//! 'S' pseudonym[32] index   entries about a subject
-//! 'O' orgnr         index   entries whose actor, sender or recipient is the organisation
-//! 'K' kind          index   entries of a kind
-//! 'H' hour (i64)  -> first index, last index   entries whose time falls in the hour
-//! 'M' "indexed"   -> u64    how many entries the index covers
+//! 'S' pseudonym[32] index            -> ()       entries about a subject
+//! 'O' len(u8) orgnr block            -> postings entries whose actor, sender or recipient
+//!                                                is the organisation
+//! 'K' kind block                     -> postings entries of a kind
+//! 'H' hour (i64)                     -> first index, last index (entries in that hour)
+//! 'M' "indexed"                      -> u64      how many entries the index covers
 //! ```
+//!
+//! A subject has few entries, scattered over the log: one key each. An organisation or a kind
+//! has many, dense: their postings are grouped in blocks of 4,096 indexes, a block's value
+//! being the ascending u16 offsets of its entries, so indexing an entry rewrites a block
+//! rather than adding keys.
 
 use std::{
     collections::BTreeMap,
@@ -30,6 +36,11 @@ use crate::{
 };
 
 const META_INDEXED: &[u8] = b"Mindexed";
+/// Indexes per postings block (small in unit tests, so they cross blocks).
+#[cfg(not(test))]
+const BLOCK: u64 = 1 << 12;
+#[cfg(test)]
+const BLOCK: u64 = 64;
 const HOUR_MICROS: i64 = 3_600_000_000;
 /// Entries written per sled batch while catching up or rebuilding.
 const BATCH: usize = 8_192;
@@ -110,6 +121,23 @@ fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_be_bytes(b))
 }
 
+/// The key prefix of an organisation's or a kind's postings blocks.
+fn postings_prefix(tag: u8, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + key.len() + 8);
+    k.push(tag);
+    if tag == b'O' {
+        k.push(u8::try_from(key.len()).unwrap_or(u8::MAX));
+    }
+    k.extend_from_slice(key);
+    k
+}
+
+fn block_key(prefix: &[u8], block: u64) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    k.extend_from_slice(&block.to_be_bytes());
+    k
+}
+
 fn keyed(tag: u8, key: &[u8], index: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + key.len() + 8);
     k.push(tag);
@@ -151,6 +179,15 @@ impl AuditIndex {
     fn add<B: AsRef<[u8]>>(&self, first: u64, entries: &[B]) -> Result<(), IndexError> {
         let mut batch = sled::Batch::default();
         let mut hours: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+        // New postings by block key; offsets ascend because entries come in log order.
+        let mut postings: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        let mut post = |prefix: Vec<u8>, index: u64| {
+            let offset = u16::try_from(index % BLOCK).unwrap_or(u16::MAX);
+            postings
+                .entry(block_key(&prefix, index / BLOCK))
+                .or_default()
+                .extend_from_slice(&offset.to_be_bytes());
+        };
         for (i, bytes) in entries.iter().enumerate() {
             let index = first + i as u64;
             // Bytes that are not an entry this build understands are covered but unindexed:
@@ -165,14 +202,19 @@ impl AuditIndex {
             orgs.sort_unstable();
             orgs.dedup();
             for org in orgs {
-                batch.insert(keyed(b'O', org.as_bytes(), index), &[]);
+                post(postings_prefix(b'O', org.as_bytes()), index);
             }
-            batch.insert(keyed(b'K', &[entry.kind.code()], index), &[]);
+            post(postings_prefix(b'K', &[entry.kind.code()]), index);
             let span = hours
                 .entry(entry.time_micros.div_euclid(HOUR_MICROS))
                 .or_insert((index, index));
             span.0 = span.0.min(index);
             span.1 = span.1.max(index);
+        }
+        for (key, added) in postings {
+            let mut value = self.tree.get(&key)?.map(|v| v.to_vec()).unwrap_or_default();
+            value.extend_from_slice(&added);
+            batch.insert(key, value);
         }
         for (hour, (lo, hi)) in hours {
             let key = hour_key(hour);
@@ -273,7 +315,7 @@ impl AuditIndex {
             return Ok(self.keyed_range(b'S', &subject, start, end));
         }
         if let Some(org) = org {
-            return Ok(self.keyed_range(b'O', org.as_bytes(), start, end));
+            return Ok(self.postings(postings_prefix(b'O', org.as_bytes()), start, end));
         }
         if !filter.kinds.is_empty() {
             let mut kinds = filter.kinds.clone();
@@ -281,7 +323,10 @@ impl AuditIndex {
             kinds.dedup();
             let ranges = kinds
                 .iter()
-                .map(|k| self.keyed_range(b'K', &[k.code()], start, end).peekable())
+                .map(|k| {
+                    self.postings(postings_prefix(b'K', &[k.code()]), start, end)
+                        .peekable()
+                })
                 .collect();
             return Ok(Box::new(Merge(ranges)));
         }
@@ -305,6 +350,37 @@ impl AuditIndex {
                         .ok_or_else(|| IndexError::Corrupt("bad index key".into()))
                 }),
         )
+    }
+
+    /// The indexes in `start..end` of the postings blocks under `prefix`, ascending.
+    fn postings(
+        &self,
+        prefix: Vec<u8>,
+        start: u64,
+        end: u64,
+    ) -> Box<dyn Iterator<Item = Result<u64, IndexError>> + Send> {
+        let blocks = self
+            .tree
+            .range(block_key(&prefix, start / BLOCK)..=block_key(&prefix, (end - 1) / BLOCK));
+        let prefix_len = prefix.len();
+        Box::new(blocks.flat_map(move |item| {
+            let decoded = item.map_err(IndexError::from).and_then(|(k, v)| {
+                let block = u64_at(&k, prefix_len)
+                    .ok_or_else(|| IndexError::Corrupt("bad postings key".into()))?;
+                if v.len() % 2 != 0 {
+                    return Err(IndexError::Corrupt("bad postings block".into()));
+                }
+                Ok(v.chunks_exact(2)
+                    .map(|c| block * BLOCK + u64::from(u16::from_be_bytes([c[0], c[1]])))
+                    .filter(|i| (start..end).contains(i))
+                    .map(Ok)
+                    .collect::<Vec<_>>())
+            });
+            match decoded {
+                Ok(indexes) => indexes,
+                Err(e) => vec![Err(e)],
+            }
+        }))
     }
 
     /// `start..end` narrowed to the entries whose hour buckets overlap the filter's time range.

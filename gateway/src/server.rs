@@ -455,8 +455,9 @@ async fn set_health(health: &HealthReporter, serving: bool) {
 /// How often the audit index catches up with the log in the background.
 const INDEX_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The largest audit answer (a subject access report with its proofs).
-const MAX_REPORT_BYTES: usize = 32 << 20;
+/// The largest audit answer (a subject access report with its proofs): the size gRPC clients
+/// accept by default.
+const MAX_REPORT_BYTES: usize = 4 << 20;
 
 /// Fully-qualified names of the `casegate.v1` services.
 pub const SERVICES: [&str; 3] = [

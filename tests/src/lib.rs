@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod crash;
 pub mod fixtures;
 pub mod gateway;

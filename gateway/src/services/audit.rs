@@ -300,12 +300,19 @@ impl AuditService for AuditApi {
         let audit = self.audit.clone();
         let found = blocking(move || {
             let mut out = Vec::new();
-            matching(&audit, &filter, start, end, limit, |index, entry, leaf| {
-                out.push(Ok(QueryAuditResponse {
-                    entry: Some(convert::entry_to_wire(index, entry, leaf)),
-                }));
-                Ok(())
-            })?;
+            matching(
+                &audit,
+                &filter,
+                start,
+                end,
+                limit,
+                |index, entry, leaf, _| {
+                    out.push(Ok(QueryAuditResponse {
+                        entry: Some(convert::entry_to_wire(index, entry, leaf)),
+                    }));
+                    Ok(())
+                },
+            )?;
             Ok(out)
         })
         .await?;
@@ -352,27 +359,34 @@ impl AuditService for AuditApi {
         let events = blocking(move || {
             let log = audit.log();
             let mut events = Vec::new();
-            matching(&audit, &filter, 0, end, usize::MAX, |index, entry, leaf| {
-                let name = |org: Option<&str>| {
-                    org.and_then(|o| o.parse::<OrgNumber>().ok())
-                        .and_then(|o| names.get(&o).cloned())
-                        .unwrap_or_default()
-                };
-                let hashes = log.inclusion_proof(index, end).map_err(read_error)?;
-                events.push(ReportEvent {
-                    entry: Some(convert::entry_to_wire(index, entry, leaf)),
-                    sender_name: name(entry.sender_orgnr.as_deref()),
-                    recipient_name: name(entry.recipient_orgnr.as_deref()),
-                    actor_name: name(entry.actor.as_ref().map(|a| a.orgnr.as_str())),
-                    entry_bytes: log.entry(index).map_err(read_error)?,
-                    inclusion_proof: Some(InclusionProof {
-                        leaf_index: index,
-                        tree_size: end,
-                        hashes: hashes.iter().map(|h| h.to_vec()).collect(),
-                    }),
-                });
-                Ok(())
-            })?;
+            matching(
+                &audit,
+                &filter,
+                0,
+                end,
+                usize::MAX,
+                |index, entry, leaf, bytes| {
+                    let name = |org: Option<&str>| {
+                        org.and_then(|o| o.parse::<OrgNumber>().ok())
+                            .and_then(|o| names.get(&o).cloned())
+                            .unwrap_or_default()
+                    };
+                    let hashes = log.inclusion_proof(index, end).map_err(read_error)?;
+                    events.push(ReportEvent {
+                        entry: Some(convert::entry_to_wire(index, entry, leaf)),
+                        sender_name: name(entry.sender_orgnr.as_deref()),
+                        recipient_name: name(entry.recipient_orgnr.as_deref()),
+                        actor_name: name(entry.actor.as_ref().map(|a| a.orgnr.as_str())),
+                        entry_bytes: bytes,
+                        inclusion_proof: Some(InclusionProof {
+                            leaf_index: index,
+                            tree_size: end,
+                            hashes: hashes.iter().map(|h| h.to_vec()).collect(),
+                        }),
+                    });
+                    Ok(())
+                },
+            )?;
             Ok(events)
         })
         .await?;
@@ -444,24 +458,36 @@ impl std::fmt::Display for Scope {
     }
 }
 
-/// Calls `each` with every entry in `start..end` that `filter` matches, in log order, at most
-/// `limit` of them, after bringing the index up to date. Reads only the index's candidates.
+/// The most recent entries a query reads straight from the log rather than waiting for the
+/// index to take them in (the background indexer keeps the gap to about a second of traffic).
+const UNINDEXED_SCAN: u64 = 50_000;
+
+/// Calls `each` with every entry in `start..end` that `filter` matches (its index, decoded
+/// form, leaf hash and canonical bytes), in log order, at most `limit` of them. Reads the
+/// index's candidates, then the few newest entries the index has not taken in yet; a query
+/// never writes to the index unless it lags by more than [`UNINDEXED_SCAN`] entries.
 fn matching(
     audit: &Audit,
     filter: &Filter,
     start: u64,
     end: u64,
     limit: usize,
-    mut each: impl FnMut(u64, &Entry, &[u8]) -> Result<(), Status>,
+    mut each: impl FnMut(u64, &Entry, &[u8], Vec<u8>) -> Result<(), Status>,
 ) -> Result<(), Status> {
-    audit.catch_up_index().map_err(index_error)?;
+    let index = audit.index();
+    let mut indexed = index.indexed().map_err(index_error)?;
+    if end.saturating_sub(indexed) > UNINDEXED_SCAN {
+        audit.catch_up_index().map_err(index_error)?;
+        indexed = index.indexed().map_err(index_error)?;
+    }
     let log = audit.log();
-    let mut found = 0;
-    for index in audit
-        .index()
-        .candidates(filter, start, end)
+    let unindexed = indexed.max(start)..end;
+    let candidates = index
+        .candidates(filter, start, end.min(indexed))
         .map_err(index_error)?
-    {
+        .chain(unindexed.map(Ok));
+    let mut found = 0;
+    for index in candidates {
         if found == limit {
             break;
         }
@@ -472,7 +498,7 @@ fn matching(
         };
         if filter.matches(&entry) {
             let leaf = casegate_audit::merkle::leaf_hash(&bytes);
-            each(index, &entry, &leaf)?;
+            each(index, &entry, &leaf, bytes)?;
             found += 1;
         }
     }

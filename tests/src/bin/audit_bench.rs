@@ -152,24 +152,7 @@ fn append_run(dir: &Path, signer: &Signer, threads: usize, seconds: u64) -> Run 
 
 fn fill(dir: &Path, signer: &Signer, entries: u64) {
     let (log, _) = open(&fresh(dir), signer);
-    let log = Arc::new(log);
-    let threads = 256u64;
-    let per = entries.div_ceil(threads);
-    let workers: Vec<_> = (0..threads)
-        .map(|t| {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for n in 0..per {
-                    if t * per + n < entries {
-                        log.append_blocking(entry(t * per + n)).expect("append");
-                    }
-                }
-            })
-        })
-        .collect();
-    for w in workers {
-        w.join().expect("worker");
-    }
+    casegate_tests::bench::fill_log(&log, entries, entry);
     log.close().expect("close");
 }
 

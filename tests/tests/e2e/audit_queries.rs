@@ -218,6 +218,20 @@ async fn after_the_ips_scenario_each_sees_exactly_what_they_may_and_every_look_i
         .collect();
     // The report, the unrelated officer's query and report, and the supervisor's own query.
     assert_eq!(seen.len(), in_report.len() + 3, "{kinds_seen:?}");
+    // Once the background indexer (every second) has taken the entries in, the index answers
+    // the same as the log's newest entries did.
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    let again = indexes(
+        &query(&mut supervisor, subject_filter())
+            .await
+            .expect("query"),
+    );
+    assert_eq!(again[..seen.len()], seen[..]);
+    assert_eq!(
+        again.len(),
+        seen.len() + 1,
+        "and the previous query's own entry"
+    );
     // Filters narrow: refusals only, then a time window before the scenario.
     let refused = query(
         &mut supervisor,
