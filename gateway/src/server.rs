@@ -279,7 +279,9 @@ impl Gateway {
             })
             .max_decoding_message_size(limits.max_message_bytes)
             // Reports carry a proof per event: answers may be larger than requests.
-            .max_encoding_message_size(MAX_REPORT_BYTES.max(limits.max_message_bytes)),
+            .max_encoding_message_size(
+                crate::services::audit::MAX_REPORT_BYTES.max(limits.max_message_bytes),
+            ),
         );
 
         let reloader = tokio::spawn(reload_crls(tls.clone()));
@@ -454,10 +456,6 @@ async fn set_health(health: &HealthReporter, serving: bool) {
 
 /// How often the audit index catches up with the log in the background.
 const INDEX_INTERVAL: Duration = Duration::from_secs(1);
-
-/// The largest audit answer (a subject access report with its proofs): the size gRPC clients
-/// accept by default.
-const MAX_REPORT_BYTES: usize = 4 << 20;
 
 /// Fully-qualified names of the `casegate.v1` services.
 pub const SERVICES: [&str; 3] = [

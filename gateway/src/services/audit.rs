@@ -36,6 +36,9 @@ use crate::{
 /// Entries read per blocking step of an export.
 const EXPORT_CHUNK: u64 = 256;
 
+/// The largest subject access report: the message size gRPC clients accept by default.
+pub const MAX_REPORT_BYTES: usize = 4 << 20;
+
 #[derive(Debug, Clone)]
 pub struct AuditApi {
     pub audit: Audit,
@@ -402,7 +405,7 @@ impl AuditService for AuditApi {
         .await?;
         let (subject, mut records) = consents;
         records.retain(|r| scope.sees_consent(r));
-        Ok(Response::new(SubjectAccessReportResponse {
+        let report = SubjectAccessReportResponse {
             subject_id: subject.expose(),
             issued_at: Some(timestamp_to_wire(Timestamp(entry.time_micros))),
             consents: records.iter().map(|r| record_to_wire(r, now)).collect(),
@@ -410,7 +413,16 @@ impl AuditService for AuditApi {
             events,
             checkpoint: Some(checkpoint_message(&checkpoint)),
             verifier_key: self.audit.log().verifier().to_vkey(),
-        }))
+        };
+        let size = prost::Message::encoded_len(&report);
+        if size > MAX_REPORT_BYTES {
+            return Err(Status::resource_exhausted(format!(
+                "the report holds {} events ({size} bytes), more than one answer may carry \
+                 ({MAX_REPORT_BYTES} bytes); page through them with QueryAudit and start_index",
+                report.events.len()
+            )));
+        }
+        Ok(Response::new(report))
     }
 }
 
