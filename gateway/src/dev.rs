@@ -369,6 +369,10 @@ casegate dev gateway listening on {addr} (mutual TLS; every casegate.v1 call nee
   metrics            {metrics}
   audit log          {root}/audit   (verify offline: casegate audit verify --log {root}/audit \
                        --vkey "$(casegate audit vkey --config {root}/casegate.toml)")
+  audit queries      casegate dev token --data {root} --org privacy --role privacy_officer > officer.token
+                     casegate audit query --gateway https://{addr} --ca {root}/pki/ca.pem \
+                       --cert {root}/pki/privacy.pem --key {root}/pki/privacy.key \
+                       --token-file officer.token [--subject NNIN] [--format csv]
 
 Stop with Ctrl-C (in-flight calls get the configured grace period).
 "#

@@ -370,7 +370,7 @@ keyring = "notes.keyring"
     /// Every audit entry, as exported to a privacy officer: (canonical bytes, decoded).
     pub async fn audit_entries(&self) -> Vec<(Vec<u8>, casegate_audit::entry::Entry)> {
         use tokio_stream::StreamExt;
-        let mut officer = self.caller("privacy", "privacy_officer").await;
+        let mut officer = self.caller("authority", "privacy_officer").await;
         officer
             .audit
             .export_entries(casegate_proto::v1::ExportEntriesRequest::default())

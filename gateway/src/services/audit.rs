@@ -209,7 +209,14 @@ impl AuditService for AuditApi {
         &self,
         request: Request<ExportEntriesRequest>,
     ) -> Result<Response<Self::ExportEntriesStream>, Status> {
-        Principal::of(&request)?.require_role(&[Role::PrivacyOfficer])?;
+        let principal = Principal::of(&request)?;
+        principal.require_role(&[Role::PrivacyOfficer])?;
+        if self.scope(principal) != Scope::All {
+            return Err(Status::permission_denied(
+                "the whole log is exported only to officers of supervisory organisations \
+                 ([privacy] supervisory_orgs); use QueryAudit for your organisation's entries",
+            ));
+        }
         let ExportEntriesRequest {
             start_index,
             end_index,

@@ -1,5 +1,5 @@
 //! The audit log over gRPC: signed checkpoints, proofs that verify against them, and raw
-//! export for privacy officers.
+//! export for supervisory privacy officers.
 
 use casegate_audit::{
     entry::{Entry, EntryKind},
@@ -104,7 +104,7 @@ async fn the_checkpoint_is_signed_by_the_configured_key_and_proves_the_start_ent
 #[tokio::test]
 async fn a_restart_extends_the_log_consistently() {
     let gw = TestGateway::start().await;
-    let mut caller = gw.caller("privacy", "privacy_officer").await;
+    let mut caller = gw.caller("authority", "privacy_officer").await;
     let before = caller
         .audit
         .get_checkpoint(GetCheckpointRequest {})
@@ -119,7 +119,7 @@ async fn a_restart_extends_the_log_consistently() {
         .expect("verifies");
 
     let gw = gw.restart().await;
-    let mut caller = gw.caller("privacy", "privacy_officer").await;
+    let mut caller = gw.caller("authority", "privacy_officer").await;
     let response = caller
         .audit
         .get_consistency_proof(GetConsistencyProofRequest {
@@ -168,19 +168,27 @@ async fn a_restart_extends_the_log_consistently() {
 }
 
 #[tokio::test]
-async fn only_privacy_officers_export_and_ranges_are_checked() {
+async fn only_supervisory_privacy_officers_export_and_ranges_are_checked() {
     let gw = TestGateway::start().await;
-    let mut clinician = gw.caller("clinic", "clinician").await;
-    let Err(status) = clinician
-        .audit
-        .export_entries(ExportEntriesRequest::default())
-        .await
-    else {
-        panic!("refused");
-    };
-    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    // Not an officer; an officer of a non-supervisory organisation (who queries their own
+    // organisation's entries instead).
+    for (org, role, why) in [
+        ("clinic", "clinician", "role clinician"),
+        ("privacy", "privacy_officer", "supervisory"),
+    ] {
+        let mut caller = gw.caller(org, role).await;
+        let Err(status) = caller
+            .audit
+            .export_entries(ExportEntriesRequest::default())
+            .await
+        else {
+            panic!("refused");
+        };
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+        assert!(status.message().contains(why), "{status:?}");
+    }
 
-    let mut officer = gw.caller("privacy", "privacy_officer").await;
+    let mut officer = gw.caller("authority", "privacy_officer").await;
     let Err(status) = officer
         .audit
         .export_entries(ExportEntriesRequest {

@@ -153,7 +153,7 @@ async fn sigkill_under_disclosure_load_loses_no_acknowledged_note() {
         assert_eq!(bodies[id], request_id.as_bytes(), "intact");
     }
     // Every delivered note has its entry in the log.
-    let mut officer = gw.caller("privacy", "privacy_officer").await;
+    let mut officer = gw.caller("authority", "privacy_officer").await;
     let permitted: HashSet<String> = officer
         .audit
         .export_entries(ExportEntriesRequest::default())
