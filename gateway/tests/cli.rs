@@ -450,6 +450,40 @@ fn dev_token(data: &Path, org: &str, role: &str, pid: Option<&str>) -> String {
         .to_owned()
 }
 
+/// The jobseeker's consent for `sender` to send benefit counselling to `recipient` (dev
+/// organisation slugs) for `purpose`, valid from a minute ago for a day.
+fn dev_grant(
+    subject: &str,
+    sender: &str,
+    recipient: &str,
+    purpose: &str,
+) -> casegate_proto::v1::GrantConsentRequest {
+    use casegate_proto::v1::{GrantConsentRequest, Party, Period, Provision};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let at = |seconds| Some(prost_types::Timestamp { seconds, nanos: 0 });
+    let party = |slug| Party {
+        orgnr: dev_orgnr(slug),
+        roles: vec![],
+    };
+    GrantConsentRequest {
+        subject_id: subject.to_owned(),
+        provisions: vec![Provision {
+            senders: vec![party(sender)],
+            recipients: vec![party(recipient)],
+            categories: vec!["benefit_counselling".into()],
+            purposes: vec![purpose.into()],
+        }],
+        period: Some(Period {
+            start: at(now - 60),
+            end: at(now + 86_400),
+        }),
+        ..Default::default()
+    }
+}
+
 /// The organisation number of a development organisation.
 fn dev_orgnr(slug: &str) -> String {
     casegate::dev::ORGS
@@ -495,7 +529,7 @@ fn metric(text: &str, name: &str) -> f64 {
 #[tokio::test]
 async fn metrics_count_calls_and_neither_metrics_nor_logs_show_identity_numbers() {
     use casegate_proto::v1::{
-        CheckDisclosureRequest, GrantConsentRequest, ListConsentsRequest, Party, Period, Provision,
+        CheckDisclosureRequest, ListConsentsRequest, Party,
         consent_service_client::ConsentServiceClient,
     };
 
@@ -537,36 +571,7 @@ async fn metrics_count_calls_and_neither_metrics_nor_logs_show_identity_numbers(
         .expose();
     let token = |org: &str, role: &str, pid: Option<&str>| dev_token(dir.path(), org, role, pid);
     let orgnr = dev_orgnr;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64;
-    let grant = GrantConsentRequest {
-        subject_id: subject.clone(),
-        provisions: vec![Provision {
-            senders: vec![Party {
-                orgnr: orgnr("nav"),
-                roles: vec![],
-            }],
-            recipients: vec![Party {
-                orgnr: orgnr("clinic"),
-                roles: vec![],
-            }],
-            categories: vec!["benefit_counselling".into()],
-            purposes: vec!["benefit_planning".into()],
-        }],
-        period: Some(Period {
-            start: Some(prost_types::Timestamp {
-                seconds: now - 60,
-                nanos: 0,
-            }),
-            end: Some(prost_types::Timestamp {
-                seconds: now + 86_400,
-                nanos: 0,
-            }),
-        }),
-        ..Default::default()
-    };
+    let grant = dev_grant(&subject, "nav", "clinic", "benefit_planning");
     let portal = token("portal", "jobseeker", Some(&subject));
     let mut jobseeker = ConsentServiceClient::new(dev_channel(dir.path(), "portal", &addr).await);
     jobseeker
@@ -790,8 +795,7 @@ fn run_casegate(args: &[&str]) -> (i32, String, String) {
 #[tokio::test]
 async fn an_officer_queries_and_reports_from_the_command_line_and_replays_offline() {
     use casegate_proto::v1::{
-        DiscloseRequest, GrantConsentRequest, Party, Period, Provision,
-        consent_service_client::ConsentServiceClient,
+        DiscloseRequest, consent_service_client::ConsentServiceClient,
         disclosure_service_client::DisclosureServiceClient,
     };
 
@@ -802,40 +806,11 @@ async fn an_officer_queries_and_reports_from_the_command_line_and_replays_offlin
         .nth(77)
         .expect("subject")
         .expose();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64;
     let portal = dev_token(data, "portal", "jobseeker", Some(&subject));
     ConsentServiceClient::new(dev_channel(data, "portal", &addr).await)
         .grant_consent(with(
             &portal,
-            GrantConsentRequest {
-                subject_id: subject.clone(),
-                provisions: vec![Provision {
-                    senders: vec![Party {
-                        orgnr: dev_orgnr("nav"),
-                        roles: vec![],
-                    }],
-                    recipients: vec![Party {
-                        orgnr: dev_orgnr("ips"),
-                        roles: vec![],
-                    }],
-                    categories: vec!["benefit_counselling".into()],
-                    purposes: vec!["ips_follow_up".into()],
-                }],
-                period: Some(Period {
-                    start: Some(prost_types::Timestamp {
-                        seconds: now - 60,
-                        nanos: 0,
-                    }),
-                    end: Some(prost_types::Timestamp {
-                        seconds: now + 86_400,
-                        nanos: 0,
-                    }),
-                }),
-                ..Default::default()
-            },
+            dev_grant(&subject, "nav", "ips", "ips_follow_up"),
         ))
         .await
         .expect("grant");

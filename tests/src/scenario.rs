@@ -92,6 +92,22 @@ pub fn update(
     }
 }
 
+/// A clinician's approval attestation (a synthetic HPR number), given `age_seconds` ago.
+pub fn approval(age_seconds: i64) -> ApprovalAttestation {
+    ApprovalAttestation {
+        hpr_number: "9144889".into(),
+        approved_at: Some(prost_types::Timestamp {
+            seconds: now() - age_seconds,
+            nanos: 0,
+        }),
+    }
+}
+
+/// The refusal reason code in a status's `google.rpc.ErrorInfo`.
+pub fn reason(status: &tonic::Status) -> String {
+    status.get_details_error_info().expect("detail").reason
+}
+
 /// The next backlog of an inbox stream: its notes, up to the backlog-complete marker.
 pub async fn backlog(
     stream: &mut tonic::Streaming<casegate_proto::v1::StreamInboxResponse>,
@@ -146,10 +162,7 @@ pub async fn ips_scenario(gw: &TestGateway, me: &SubjectId) -> Outcome {
         .disclose(update(gw, me, "s-1", "wage support from June"))
         .await
         .expect_err("refused");
-    assert_eq!(
-        status.get_details_error_info().expect("detail").reason,
-        "no_consent"
-    );
+    assert_eq!(reason(&status), "no_consent");
 
     // 2. The jobseeker grants consent in the portal; 3. the same update now goes through.
     let consent = jobseeker
@@ -219,17 +232,8 @@ pub async fn ips_scenario(gw: &TestGateway, me: &SubjectId) -> Outcome {
         .disclose(summary.clone())
         .await
         .expect_err("no approval");
-    assert_eq!(
-        status.get_details_error_info().expect("detail").reason,
-        "approval_missing"
-    );
-    summary.approval = Some(ApprovalAttestation {
-        hpr_number: "9144889".into(),
-        approved_at: Some(prost_types::Timestamp {
-            seconds: now() - 60,
-            nanos: 0,
-        }),
-    });
+    assert_eq!(reason(&status), "approval_missing");
+    summary.approval = Some(approval(60));
     let live_receipt = clinic
         .disclosure
         .disclose(summary)
@@ -290,10 +294,7 @@ pub async fn ips_scenario(gw: &TestGateway, me: &SubjectId) -> Outcome {
         .disclose(update(gw, me, "s-3", "too late"))
         .await
         .expect_err("withdrawn");
-    assert_eq!(
-        status.get_details_error_info().expect("detail").reason,
-        "consent_withdrawn"
-    );
+    assert_eq!(reason(&status), "consent_withdrawn");
 
     Outcome {
         consent_id: consent.consent_id,

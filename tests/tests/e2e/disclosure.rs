@@ -6,7 +6,7 @@ use casegate_audit::entry::{Entry, EntryKind};
 use casegate_proto::v1::{ApprovalAttestation, DiscloseRequest, DisclosureReceipt};
 use casegate_tests::{
     Caller, TestGateway,
-    scenario::{backlog, ips_consent, ips_scenario, now, subject, update},
+    scenario::{approval, backlog, ips_consent, ips_scenario, now, reason, subject, update},
 };
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -100,17 +100,8 @@ async fn a_treatment_summary_needs_the_clinicians_approval() {
         .await
         .expect_err("no approval");
     assert_eq!(status.code(), Code::FailedPrecondition);
-    assert_eq!(
-        status.get_details_error_info().expect("detail").reason,
-        "approval_missing"
-    );
-    summary.approval = Some(ApprovalAttestation {
-        hpr_number: "9144889".into(),
-        approved_at: Some(prost_types::Timestamp {
-            seconds: now() - 300,
-            nanos: 0,
-        }),
-    });
+    assert_eq!(reason(&status), "approval_missing");
+    summary.approval = Some(approval(300));
     let receipt = clinic
         .disclosure
         .disclose(summary)
