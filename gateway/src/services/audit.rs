@@ -291,9 +291,7 @@ impl AuditService for AuditApi {
         }
         let scope = self.scope(principal);
         let pseudonym = query.subject.as_ref().map(|s| self.pseudonyms.pseudonym(s));
-        let mut entry = Entry::new(EntryKind::AuditQueried, audit::now_micros());
-        entry.actor = Some(audit::actor(principal));
-        entry.subject_pseudonym = pseudonym;
+        let mut entry = look(EntryKind::AuditQueried, principal, pseudonym);
         entry.detail = Some(format!("{} {scope}", query.describe()));
         let appended = self.audit.append(&entry).await.map_err(append_error)?;
 
@@ -352,9 +350,7 @@ impl AuditService for AuditApi {
                 }));
             }
         };
-        let mut entry = Entry::new(EntryKind::SubjectReportIssued, audit::now_micros());
-        entry.actor = Some(audit::actor(principal));
-        entry.subject_pseudonym = Some(pseudonym);
+        let mut entry = look(EntryKind::SubjectReportIssued, principal, Some(pseudonym));
         entry.detail = Some(scope.to_string());
         let appended = self.audit.append(&entry).await.map_err(append_error)?;
 
@@ -524,6 +520,14 @@ fn matching(
     Ok(())
 }
 
+/// The entry recording that `principal` looked, or tried to look, at the log (about `subject`).
+fn look(kind: EntryKind, principal: &Principal, subject: Option<[u8; 32]>) -> Entry {
+    let mut entry = Entry::new(kind, audit::now_micros());
+    entry.actor = Some(audit::actor(principal));
+    entry.subject_pseudonym = subject;
+    entry
+}
+
 fn index_error(e: IndexError) -> Status {
     tracing::error!(error = %e, "audit index failed");
     Status::internal("the audit index failed")
@@ -545,9 +549,7 @@ impl AuditApi {
         principal: &Principal,
         subject: Option<[u8; 32]>,
     ) -> Result<(), Status> {
-        let mut entry = Entry::new(kind, audit::now_micros());
-        entry.actor = Some(audit::actor(principal));
-        entry.subject_pseudonym = subject;
+        let mut entry = look(kind, principal, subject);
         entry.reason = Some("permission_denied".to_owned());
         self.audit.append(&entry).await.map_err(append_error)?;
         Ok(())
