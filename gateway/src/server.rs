@@ -276,12 +276,10 @@ impl Gateway {
                 pseudonyms,
                 supervisory: config.privacy.supervisory_orgs.clone().into(),
                 names: Arc::new(config.organisations.clone()),
+                max_message_bytes: limits.max_message_bytes,
             })
             .max_decoding_message_size(limits.max_message_bytes)
-            // Reports carry a proof per event: answers may be larger than requests.
-            .max_encoding_message_size(
-                crate::services::audit::MAX_REPORT_BYTES.max(limits.max_message_bytes),
-            ),
+            .max_encoding_message_size(limits.max_message_bytes),
         );
 
         let reloader = tokio::spawn(reload_crls(tls.clone()));

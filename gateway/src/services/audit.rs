@@ -36,9 +36,6 @@ use crate::{
 /// Entries read per blocking step of an export.
 const EXPORT_CHUNK: u64 = 256;
 
-/// The largest subject access report: the message size gRPC clients accept by default.
-pub const MAX_REPORT_BYTES: usize = 4 << 20;
-
 #[derive(Debug, Clone)]
 pub struct AuditApi {
     pub audit: Audit,
@@ -48,6 +45,8 @@ pub struct AuditApi {
     pub supervisory: Arc<[OrgNumber]>,
     /// Registered organisation names, for reports.
     pub names: Arc<BTreeMap<OrgNumber, String>>,
+    /// The largest message the gateway sends (`[limits] max_message_bytes`).
+    pub max_message_bytes: usize,
 }
 
 /// The wire form of a signed checkpoint.
@@ -418,11 +417,12 @@ impl AuditService for AuditApi {
             verifier_key: self.audit.log().verifier().to_vkey(),
         };
         let size = prost::Message::encoded_len(&report);
-        if size > MAX_REPORT_BYTES {
+        if size > self.max_message_bytes {
             return Err(Status::resource_exhausted(format!(
                 "the report holds {} events ({size} bytes), more than one answer may carry \
-                 ({MAX_REPORT_BYTES} bytes); page through them with QueryAudit and start_index",
-                report.events.len()
+                 ({} bytes); page through them with QueryAudit and start_index",
+                report.events.len(),
+                self.max_message_bytes
             )));
         }
         Ok(Response::new(report))

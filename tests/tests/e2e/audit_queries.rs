@@ -503,3 +503,61 @@ async fn replay_reproduces_recorded_permits_and_refusals_and_notices_an_altered_
     let (line, ok) = replay_verdict(&replay(&log, &records, refusals[1], &lenient));
     assert!(!ok && line.starts_with("NOT REPRODUCED"), "{line}");
 }
+
+#[tokio::test]
+async fn a_report_too_large_for_one_answer_is_refused_naming_how_to_page() {
+    use casegate_tests::scenario::update;
+
+    let gw =
+        TestGateway::start_with("[limits]\nmax_message_bytes = 131072\nmax_body_bytes = 4096\n")
+            .await;
+    let me = subject(25);
+    // Refusals are cheap to make and each is an event in the report (about 1 KB with its
+    // proof): 200 of them exceed 128 KiB.
+    let mut nav = gw.caller("nav", "nav_counsellor").await;
+    for n in 0..200 {
+        let status = nav
+            .disclosure
+            .disclose(update(&gw, &me, &format!("big-{n}"), "x"))
+            .await
+            .expect_err("no consent");
+        assert_eq!(status.code(), Code::PermissionDenied);
+    }
+    let status = report(&mut gw.jobseeker(&me).await, &me)
+        .await
+        .map(|r| r.events.len())
+        .expect_err("too large");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("holds 201 events")
+            && status.message().contains("131072 bytes")
+            && status.message().contains("QueryAudit and start_index"),
+        "{}",
+        status.message()
+    );
+    // Paging through them with QueryAudit works.
+    let mut officer = gw.caller("authority", "privacy_officer").await;
+    let page = query(
+        &mut officer,
+        QueryAuditRequest {
+            subject_id: me.expose(),
+            limit: 50,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("first page");
+    assert_eq!(page.len(), 50);
+    let rest = query(
+        &mut officer,
+        QueryAuditRequest {
+            subject_id: me.expose(),
+            start_index: page[49].index + 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("the rest");
+    // 200 refusals, the refused report's own entry, and both queries' own entries.
+    assert_eq!(page.len() + rest.len(), 203);
+}
