@@ -398,7 +398,7 @@ impl AuditIndex {
             .map_or(i64::MIN, |t| t.div_euclid(HOUR_MICROS));
         let until = filter
             .until_micros
-            .map_or(i64::MAX, |t| (t - 1).div_euclid(HOUR_MICROS));
+            .map_or(i64::MAX, |t| t.saturating_sub(1).div_euclid(HOUR_MICROS));
         if from > until {
             return Ok((start, start));
         }
