@@ -134,9 +134,12 @@ pub enum AuditAction {
         /// Resume from this index.
         #[arg(long, value_name = "N", default_value_t = 0)]
         start_index: u64,
-        /// At most this many entries (the gateway's default when absent).
+        /// At most this many entries (the gateway's default when absent); with --all, per page.
         #[arg(long, value_name = "N")]
         limit: Option<u32>,
+        /// Page through every matching entry (each page is itself an audited query).
+        #[arg(long)]
+        all: bool,
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
@@ -297,6 +300,7 @@ pub fn audit(action: AuditAction) -> std::process::ExitCode {
             kinds,
             start_index,
             limit,
+            all,
             format,
         } => officer::query(
             &connection,
@@ -308,6 +312,7 @@ pub fn audit(action: AuditAction) -> std::process::ExitCode {
                 kinds,
                 start_index,
                 limit,
+                all,
             },
             format,
         ),

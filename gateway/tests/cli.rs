@@ -878,6 +878,27 @@ async fn an_officer_queries_and_reports_from_the_command_line_and_replays_offlin
     );
     assert!(rows[2].contains("purpose_not_covered"), "{csv}");
     assert!(!csv.contains(&subject), "an identity number in the output");
+    // Every entry, page by page (each page an audited query that may list earlier pages).
+    let (code, paged, err) = officer(&[
+        "audit",
+        "query",
+        "--subject",
+        &subject,
+        "--limit",
+        "2",
+        "--all",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let paged: Vec<&str> = paged.lines().skip(1).collect();
+    assert_eq!(paged[..3], rows[1..4], "{paged:?}");
+    assert!(
+        paged[3..].iter().all(|r| r.contains(",audit_queried,")),
+        "{paged:?}"
+    );
+    let (code, _, err) = officer(&["audit", "query", "--limit", "1", "--all"]);
+    assert_eq!((code, err.contains("at least 2")), (64, true), "{err}");
     let refusal_index: u64 = rows[2]
         .split(',')
         .next()

@@ -69,6 +69,8 @@ pub struct QueryArgs {
     pub kinds: Vec<String>,
     pub start_index: u64,
     pub limit: Option<u32>,
+    /// Page through every matching entry (each page is one audited query).
+    pub all: bool,
 }
 
 /// Puts the caller's token on every request.
@@ -186,7 +188,7 @@ fn kind_code(text: &str) -> Result<i32, Failure> {
 /// `casegate audit query`.
 pub fn query(connection: &Connection, args: QueryArgs, format: OutputFormat) -> ExitCode {
     let result = (|| {
-        let request = QueryAuditRequest {
+        let mut request = QueryAuditRequest {
             subject_id: args.subject.clone().unwrap_or_default(),
             orgnr: args.orgnr.clone().unwrap_or_default(),
             from: timestamp("--from", &args.from)?,
@@ -199,14 +201,30 @@ pub fn query(connection: &Connection, args: QueryArgs, format: OutputFormat) -> 
             start_index: args.start_index,
             limit: args.limit.unwrap_or(0),
         };
+        let page_size = args
+            .limit
+            .unwrap_or(crate::convert::audit::DEFAULT_QUERY_LIMIT) as usize;
+        // Each page is an audited query that may match itself: pages of one would never end.
+        if args.all && page_size < 2 {
+            return Err(Failure::Usage("--all needs a --limit of at least 2".into()));
+        }
         let entries = runtime()?.block_on(async {
             let mut client = connect(connection).await?;
-            let mut stream = client.query_audit(request).await?.into_inner();
             let mut entries = Vec::new();
-            while let Some(item) = stream.message().await? {
-                entries.extend(item.entry);
+            loop {
+                let mut stream = client.query_audit(request.clone()).await?.into_inner();
+                let mut page = 0;
+                while let Some(item) = stream.message().await? {
+                    if let Some(entry) = item.entry {
+                        request.start_index = entry.index + 1;
+                        entries.push(entry);
+                        page += 1;
+                    }
+                }
+                if !args.all || page < page_size {
+                    return Ok::<_, Failure>(entries);
+                }
             }
-            Ok::<_, Failure>(entries)
         })?;
         let rows: Vec<Row> = entries.iter().map(|e| Row::of(e, None)).collect();
         match format {
@@ -220,7 +238,7 @@ pub fn query(connection: &Connection, args: QueryArgs, format: OutputFormat) -> 
                 .unwrap_or_default()
             ),
         }
-        if format == OutputFormat::Table {
+        if format == OutputFormat::Table && !args.all {
             match entries.last() {
                 Some(last) => eprintln!(
                     "{} entries; resume with --start-index {}",
