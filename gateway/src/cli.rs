@@ -6,7 +6,7 @@ mod officer;
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 pub use audit_tools::replay_verdict;
-pub use officer::{Connection, OutputFormat};
+pub use officer::{Connection, OutputFormat, QueryArgs};
 
 use clap::{Parser, Subcommand};
 
@@ -116,30 +116,8 @@ pub enum AuditAction {
     Query {
         #[command(flatten)]
         connection: Connection,
-        /// Only entries about this jobseeker (national identity number or D-number).
-        #[arg(long, value_name = "NNIN")]
-        subject: Option<String>,
-        /// Only entries this organisation is actor, sender or recipient of.
-        #[arg(long, value_name = "ORGNR")]
-        orgnr: Option<String>,
-        /// Only entries at or after this time (RFC 3339).
-        #[arg(long, value_name = "TIME")]
-        from: Option<String>,
-        /// Only entries before this time (RFC 3339).
-        #[arg(long, value_name = "TIME")]
-        until: Option<String>,
-        /// Only entries of this kind (repeatable), e.g. disclosure_refused.
-        #[arg(long = "kind", value_name = "KIND")]
-        kinds: Vec<String>,
-        /// Resume from this index.
-        #[arg(long, value_name = "N", default_value_t = 0)]
-        start_index: u64,
-        /// At most this many entries (the gateway's default when absent); with --all, per page.
-        #[arg(long, value_name = "N")]
-        limit: Option<u32>,
-        /// Page through every matching entry (each page is itself an audited query).
-        #[arg(long)]
-        all: bool,
+        #[command(flatten)]
+        filter: QueryArgs,
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
@@ -293,29 +271,9 @@ pub fn audit(action: AuditAction) -> std::process::ExitCode {
         } => audit_tools::replay(&log, &consents, index, config.as_deref()),
         AuditAction::Query {
             connection,
-            subject,
-            orgnr,
-            from,
-            until,
-            kinds,
-            start_index,
-            limit,
-            all,
+            filter,
             format,
-        } => officer::query(
-            &connection,
-            officer::QueryArgs {
-                subject,
-                orgnr,
-                from,
-                until,
-                kinds,
-                start_index,
-                limit,
-                all,
-            },
-            format,
-        ),
+        } => officer::query(&connection, filter, format),
         AuditAction::Report {
             connection,
             subject,

@@ -432,6 +432,29 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// Opens this organisation's whole inbox stream (backlog, then live notes).
+    pub async fn inbox(&mut self) -> tonic::Streaming<casegate_proto::v1::StreamInboxResponse> {
+        self.disclosure
+            .stream_inbox(casegate_proto::v1::StreamInboxRequest { role: 0 })
+            .await
+            .expect("stream")
+            .into_inner()
+    }
+
+    /// Discloses `request`, which must be permitted, and returns its receipt.
+    pub async fn disclose_permitted(
+        &mut self,
+        request: casegate_proto::v1::DiscloseRequest,
+    ) -> casegate_proto::v1::DisclosureReceipt {
+        self.disclosure
+            .disclose(request)
+            .await
+            .expect("permitted")
+            .into_inner()
+            .receipt
+            .expect("receipt")
+    }
+
     pub fn new(channel: Channel, token: Option<String>) -> Self {
         let bearer = Bearer::new(token.as_deref());
         Self {

@@ -7,8 +7,8 @@
 use casegate_consent::SubjectId;
 use casegate_proto::v1::{
     AcknowledgeRequest, ApprovalAttestation, DiscloseRequest, DisclosureReceipt,
-    GrantConsentRequest, Party, Period, Provision, Role, StreamInboxRequest,
-    WithdrawConsentRequest, stream_inbox_response::Event,
+    GrantConsentRequest, Party, Period, Provision, Role, WithdrawConsentRequest,
+    stream_inbox_response::Event,
 };
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -174,22 +174,12 @@ pub async fn ips_scenario(gw: &TestGateway, me: &SubjectId) -> Outcome {
         .consent
         .expect("record");
     let receipt = nav
-        .disclosure
-        .disclose(update(gw, me, "s-1", "wage support from June"))
-        .await
-        .expect("permitted")
-        .into_inner()
-        .receipt
-        .expect("receipt");
+        .disclose_permitted(update(gw, me, "s-1", "wage support from June"))
+        .await;
     gw.verify_receipt(receipt.audit.as_ref().expect("audit receipt"));
 
     // 4. The IPS team's stream receives it (backlog) and acknowledges it.
-    let mut stream = ips
-        .disclosure
-        .stream_inbox(StreamInboxRequest { role: 0 })
-        .await
-        .expect("stream")
-        .into_inner();
+    let mut stream = ips.inbox().await;
     let notes = backlog(&mut stream).await;
     assert_eq!(notes.len(), 1);
     assert_eq!(notes[0].disclosure_id, receipt.disclosure_id);
@@ -256,13 +246,8 @@ pub async fn ips_scenario(gw: &TestGateway, me: &SubjectId) -> Outcome {
 
     // 6. A note waits undelivered; the jobseeker withdraws: it is purged and never delivered.
     let waiting = nav
-        .disclosure
-        .disclose(update(gw, me, "s-2", "never to be read"))
-        .await
-        .expect("permitted")
-        .into_inner()
-        .receipt
-        .expect("receipt");
+        .disclose_permitted(update(gw, me, "s-2", "never to be read"))
+        .await;
     let withdrawn = jobseeker
         .consent
         .withdraw_consent(WithdrawConsentRequest {
@@ -273,12 +258,7 @@ pub async fn ips_scenario(gw: &TestGateway, me: &SubjectId) -> Outcome {
         .expect("withdraw")
         .into_inner();
     assert_eq!(withdrawn.purged_notes, 1);
-    let mut stream = ips
-        .disclosure
-        .stream_inbox(StreamInboxRequest { role: 0 })
-        .await
-        .expect("stream")
-        .into_inner();
+    let mut stream = ips.inbox().await;
     let remaining = backlog(&mut stream).await;
     assert!(
         remaining

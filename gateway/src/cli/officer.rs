@@ -60,16 +60,31 @@ pub enum OutputFormat {
 }
 
 /// The filters of `casegate audit query`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct QueryArgs {
+    /// Only entries about this jobseeker (national identity number or D-number).
+    #[arg(long, value_name = "NNIN")]
     pub subject: Option<String>,
+    /// Only entries this organisation is actor, sender or recipient of.
+    #[arg(long, value_name = "ORGNR")]
     pub orgnr: Option<String>,
+    /// Only entries at or after this time (RFC 3339).
+    #[arg(long, value_name = "TIME")]
     pub from: Option<String>,
+    /// Only entries before this time (RFC 3339).
+    #[arg(long, value_name = "TIME")]
     pub until: Option<String>,
+    /// Only entries of this kind (repeatable), e.g. disclosure_refused.
+    #[arg(long = "kind", value_name = "KIND")]
     pub kinds: Vec<String>,
+    /// Resume from this index.
+    #[arg(long, value_name = "N", default_value_t = 0)]
     pub start_index: u64,
+    /// At most this many entries (the gateway's default when absent); with --all, per page.
+    #[arg(long, value_name = "N")]
     pub limit: Option<u32>,
-    /// Page through every matching entry (each page is one audited query).
+    /// Page through every matching entry (each page is itself an audited query).
+    #[arg(long)]
     pub all: bool,
 }
 

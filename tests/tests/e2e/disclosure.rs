@@ -51,13 +51,8 @@ async fn a_disclosure_is_refused_without_consent_and_permitted_with_a_verifying_
         .expect("grant");
     // The same request id is free again after a refusal.
     let receipt = nav
-        .disclosure
-        .disclose(update(&gw, &me, "nav-1", "income rises in May"))
-        .await
-        .expect("permitted")
-        .into_inner()
-        .receipt
-        .expect("receipt");
+        .disclose_permitted(update(&gw, &me, "nav-1", "income rises in May"))
+        .await;
     verify(&gw, &receipt, b"income rises in May");
     assert_eq!(receipt.consent_version, 1);
 
@@ -366,8 +361,6 @@ async fn the_ips_scenario_from_refusal_to_withdrawal() {
 
 #[tokio::test]
 async fn notes_sealed_before_a_key_rotation_are_delivered_intact() {
-    use casegate_proto::v1::StreamInboxRequest;
-
     let gw = TestGateway::start().await;
     let me = subject(7);
     gw.jobseeker(&me)
@@ -404,12 +397,7 @@ async fn notes_sealed_before_a_key_rotation_are_delivered_intact() {
         .expect("permitted");
 
     let mut ips = gw.caller("ips", "employment_specialist").await;
-    let mut stream = ips
-        .disclosure
-        .stream_inbox(StreamInboxRequest { role: 0 })
-        .await
-        .expect("stream")
-        .into_inner();
+    let mut stream = ips.inbox().await;
     let mut bodies: Vec<String> = backlog(&mut stream)
         .await
         .into_iter()
@@ -424,7 +412,7 @@ async fn notes_sealed_before_a_key_rotation_are_delivered_intact() {
 
 #[tokio::test]
 async fn bodies_are_purged_after_retention_and_ttl_and_the_purges_are_audited() {
-    use casegate_proto::v1::{AcknowledgeRequest, StreamInboxRequest};
+    use casegate_proto::v1::AcknowledgeRequest;
 
     let gw = TestGateway::start_with_overrides(
         "",
@@ -444,20 +432,10 @@ async fn bodies_are_purged_after_retention_and_ttl_and_the_purges_are_audited() 
         .expect("grant");
     let mut nav = gw.caller("nav", "nav_counsellor").await;
     let read = nav
-        .disclosure
-        .disclose(update(&gw, &me, "p-1", "read and acknowledged"))
-        .await
-        .expect("permitted")
-        .into_inner()
-        .receipt
-        .expect("receipt");
+        .disclose_permitted(update(&gw, &me, "p-1", "read and acknowledged"))
+        .await;
     let mut ips = gw.caller("ips", "employment_specialist").await;
-    let mut stream = ips
-        .disclosure
-        .stream_inbox(StreamInboxRequest { role: 0 })
-        .await
-        .expect("stream")
-        .into_inner();
+    let mut stream = ips.inbox().await;
     assert_eq!(backlog(&mut stream).await.len(), 1);
     drop(stream);
     ips.disclosure
@@ -467,13 +445,8 @@ async fn bodies_are_purged_after_retention_and_ttl_and_the_purges_are_audited() 
         .await
         .expect("ack");
     let unread = nav
-        .disclosure
-        .disclose(update(&gw, &me, "p-2", "never read"))
-        .await
-        .expect("permitted")
-        .into_inner()
-        .receipt
-        .expect("receipt");
+        .disclose_permitted(update(&gw, &me, "p-2", "never read"))
+        .await;
 
     // Retention 0 s: the acknowledged body goes at the next sweep; TTL 2 s: the unread one after.
     let mut reasons = Vec::new();
@@ -501,12 +474,7 @@ async fn bodies_are_purged_after_retention_and_ttl_and_the_purges_are_audited() 
     ];
     expected.sort();
     assert_eq!(reasons, expected);
-    let mut stream = ips
-        .disclosure
-        .stream_inbox(StreamInboxRequest { role: 0 })
-        .await
-        .expect("stream")
-        .into_inner();
+    let mut stream = ips.inbox().await;
     assert!(
         backlog(&mut stream).await.is_empty(),
         "a purged note was delivered"

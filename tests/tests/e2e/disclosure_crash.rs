@@ -13,9 +13,7 @@ use std::{
 
 use casegate_audit::entry::{Entry, EntryKind};
 use casegate_consent::SubjectId;
-use casegate_proto::v1::{
-    DiscloseRequest, ExportEntriesRequest, StreamInboxRequest, stream_inbox_response::Event,
-};
+use casegate_proto::v1::{DiscloseRequest, ExportEntriesRequest, stream_inbox_response::Event};
 use casegate_tests::TestGateway;
 use tokio_stream::StreamExt;
 
@@ -115,12 +113,7 @@ async fn sigkill_under_disclosure_load_loses_no_acknowledged_note() {
     // After the last crash: a clean start delivers every acknowledged note, exactly once.
     let mut child = start(&mut gw);
     let mut ips = gw.caller("ips", "employment_specialist").await;
-    let mut stream = ips
-        .disclosure
-        .stream_inbox(StreamInboxRequest { role: 0 })
-        .await
-        .expect("stream")
-        .into_inner();
+    let mut stream = ips.inbox().await;
     let mut delivered: HashMap<String, usize> = HashMap::new();
     let mut bodies: HashMap<String, Vec<u8>> = HashMap::new();
     loop {
