@@ -4,7 +4,13 @@
 //! Trees: `notes` — disclosure id → note (JSON; the subject, title, body and approval sealed);
 //! `requests` — sender orgnr ‖ request id → disclosure id ‖ request fingerprint (idempotency);
 //! `inbox` — recipient orgnr ‖ disclosure id → () for deliverable notes; `by_consent` —
-//! consent id ‖ disclosure id → () (withdrawal purges what relied on a consent).
+//! consent id ‖ disclosure id → () (withdrawal purges what relied on a consent); `waiting` —
+//! disclosure time ‖ disclosure id → () for deliverable, unacknowledged notes, and `retained` —
+//! purge time ‖ disclosure id → () for acknowledged ones (expiry sweeps read only what is due).
+//!
+//! A change touching several trees writes them one by one (sled's transactions serialise every
+//! writer): index keys that name a note are checked against the note's state when read, and
+//! start-up recovery puts back any key a note's state calls for ([`recover`]).
 //!
 //! Invariant (with the audit log): a note becomes deliverable only after its `disclosure
 //! permitted` entry is durable; it is stored `Pending` (and flushed) before that entry is
@@ -20,7 +26,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::keyring::{Keyring, KeyringError, Sealed};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A note's states, in the only order it moves through them (some may be skipped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NoteState {
     /// Stored, its audit entry not yet known durable.
@@ -115,8 +122,21 @@ pub struct Existing {
     pub fingerprint: [u8; 32],
 }
 
-/// A waiter for the next flush.
-type FlushWaiter = std::sync::mpsc::SyncSender<Result<(), String>>;
+/// A waiter for the next flush: a blocked thread or an async task.
+enum FlushWaiter {
+    Thread(std::sync::mpsc::SyncSender<Result<(), String>>),
+    Task(tokio::sync::oneshot::Sender<Result<(), String>>),
+}
+
+impl FlushWaiter {
+    fn tell(self, result: Result<(), String>) {
+        // A waiter that went away does not need the answer.
+        let _ = match self {
+            Self::Thread(tx) => tx.send(result).map_err(drop),
+            Self::Task(tx) => tx.send(result).map_err(drop),
+        };
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct NoteStore {
@@ -126,6 +146,51 @@ pub struct NoteStore {
     requests: sled::Tree,
     inbox: sled::Tree,
     by_consent: sled::Tree,
+    waiting: sled::Tree,
+    retained: sled::Tree,
+}
+
+/// Why a due note's body is to be deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Acknowledged, and the retention period is over.
+    RetentionElapsed,
+    /// Never acknowledged within the TTL.
+    TtlElapsed,
+}
+
+impl Expiry {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::RetentionElapsed => "retention_elapsed",
+            Self::TtlElapsed => "ttl_elapsed",
+        }
+    }
+}
+
+/// An expiry-index key: the time (order-preserving) then the disclosure id.
+fn time_key(at: Timestamp, id: &uuid::Uuid) -> [u8; 24] {
+    let mut key = [0u8; 24];
+    key[..8].copy_from_slice(&((at.0 as u64) ^ (1 << 63)).to_be_bytes());
+    key[8..].copy_from_slice(id.as_bytes());
+    key
+}
+
+/// The largest expiry-index key at `at`: a range up to it holds everything due by then.
+fn time_key_upto(at: Timestamp) -> [u8; 24] {
+    let mut key = time_key(at, &uuid::Uuid::from_bytes([0xff; 16]));
+    key[8..].fill(0xff);
+    key
+}
+
+fn consent_key(note: &Note) -> Vec<u8> {
+    let mut key = note.consent_id.as_bytes().to_vec();
+    key.extend_from_slice(note.id.as_bytes());
+    key
+}
+
+fn encode(note: &Note) -> Result<Vec<u8>, NoteError> {
+    serde_json::to_vec(note).map_err(|e| NoteError::Corrupt(e.to_string()))
 }
 
 fn request_key(sender: OrgNumber, request_id: &str) -> Vec<u8> {
@@ -157,7 +222,7 @@ impl NoteStore {
                     }
                     let result = flushed.flush().map(drop).map_err(|e| e.to_string());
                     for waiter in waiters {
-                        let _ = waiter.send(result.clone());
+                        waiter.tell(result.clone());
                     }
                 }
             })
@@ -168,7 +233,43 @@ impl NoteStore {
             requests: db.open_tree("requests")?,
             inbox: db.open_tree("inbox")?,
             by_consent: db.open_tree("by_consent")?,
+            waiting: db.open_tree("waiting")?,
+            retained: db.open_tree("retained")?,
         })
+    }
+
+    /// Reads every note once: puts back the index keys its state calls for (missing after an
+    /// interrupted change, or in a store written before the expiry index existed) and returns
+    /// the pending ones.
+    fn repair_index(&self) -> Result<Vec<Note>, NoteError> {
+        let mut pending = Vec::new();
+        for item in self.notes.iter() {
+            let note = decode(&item?.1)?;
+            let mut keys: Vec<(&sled::Tree, Vec<u8>)> = Vec::new();
+            if matches!(note.state, NoteState::Pending | NoteState::Deliverable) {
+                keys.push((&self.by_consent, consent_key(&note)));
+            }
+            match (note.state, note.purge_after) {
+                (NoteState::Pending, _) => pending.push(note),
+                (NoteState::Deliverable, _) => {
+                    keys.push((&self.inbox, Self::inbox_key(&note)));
+                    keys.push((
+                        &self.waiting,
+                        time_key(note.disclosed_at, &note.id).to_vec(),
+                    ));
+                }
+                (NoteState::Acknowledged, Some(at)) => {
+                    keys.push((&self.retained, time_key(at, &note.id).to_vec()));
+                }
+                _ => {}
+            }
+            for (tree, key) in keys {
+                if !tree.contains_key(&key)? {
+                    tree.insert(key, &[])?;
+                }
+            }
+        }
+        Ok(pending)
     }
 
     /// Claims `request_id` for a new note `id`; if the sender used it before, says for what.
@@ -210,31 +311,29 @@ impl NoteStore {
         Ok(())
     }
 
-    /// Stores a note in state `Pending` and flushes: the step before its audit entry.
-    pub fn put_pending(&self, note: &Note) -> Result<(), NoteError> {
-        let bytes = serde_json::to_vec(note).map_err(|e| NoteError::Corrupt(e.to_string()))?;
-        self.notes.insert(note.id.as_bytes(), bytes)?;
-        let mut key = note.consent_id.as_bytes().to_vec();
-        key.extend_from_slice(note.id.as_bytes());
-        self.by_consent.insert(key, &[])?;
-        self.flush()?;
+    /// Stores a note in state `Pending`, not yet flushed: [`Self::flushed`] (or
+    /// [`Self::flush`]) must return before its audit entry is written.
+    pub fn stage_pending(&self, note: &Note) -> Result<(), NoteError> {
+        self.by_consent.insert(consent_key(note), &[])?;
+        self.notes.insert(note.id.as_bytes(), encode(note)?)?;
         Ok(())
     }
 
     /// Puts a pending note in its recipient's inbox, once its audit entry is durable. Not
     /// flushed: after a crash, recovery finds the entry in the log and does this again.
-    pub fn make_deliverable(&self, id: &uuid::Uuid, audit_index: u64) -> Result<Note, NoteError> {
-        let mut note = self.get(id)?;
+    pub fn make_deliverable(&self, pending: &Note, audit_index: u64) -> Result<Note, NoteError> {
+        let mut note = pending.clone();
         note.state = NoteState::Deliverable;
         note.audit_index = Some(audit_index);
-        self.put(&note)?;
+        self.waiting
+            .insert(time_key(note.disclosed_at, &note.id), &[])?;
         self.inbox.insert(Self::inbox_key(&note), &[])?;
+        self.put(&note)?;
         Ok(note)
     }
 
     fn put(&self, note: &Note) -> Result<(), NoteError> {
-        let bytes = serde_json::to_vec(note).map_err(|e| NoteError::Corrupt(e.to_string()))?;
-        self.notes.insert(note.id.as_bytes(), bytes)?;
+        self.notes.insert(note.id.as_bytes(), encode(note)?)?;
         Ok(())
     }
 
@@ -262,11 +361,14 @@ impl NoteStore {
         purge_after: Timestamp,
     ) -> Result<Note, NoteError> {
         let mut note = self.get(id)?;
+        let waiting_key = time_key(note.disclosed_at, &note.id);
         note.state = NoteState::Acknowledged;
         note.acknowledged_at = Some(at);
         note.purge_after = Some(purge_after);
+        self.retained.insert(time_key(purge_after, &note.id), &[])?;
         self.put(&note)?;
         self.inbox.remove(Self::inbox_key(&note))?;
+        self.waiting.remove(waiting_key)?;
         self.flush()?;
         Ok(note)
     }
@@ -276,11 +378,14 @@ impl NoteStore {
         let mut note = self.get(id)?;
         note.state = NoteState::Purged;
         note.sealed = None;
+        // The body goes first; the keys that named the note are only an index.
         self.put(&note)?;
         self.inbox.remove(Self::inbox_key(&note))?;
-        let mut key = note.consent_id.as_bytes().to_vec();
-        key.extend_from_slice(id.as_bytes());
-        self.by_consent.remove(key)?;
+        self.by_consent.remove(consent_key(&note))?;
+        self.waiting.remove(time_key(note.disclosed_at, &note.id))?;
+        if let Some(at) = note.purge_after {
+            self.retained.remove(time_key(at, &note.id))?;
+        }
         self.flush()?;
         Ok(note)
     }
@@ -293,21 +398,14 @@ impl NoteStore {
             let id: [u8; 16] = key[16..]
                 .try_into()
                 .map_err(|_| NoteError::Corrupt("bad consent index key".into()))?;
-            let note = self.get(&uuid::Uuid::from_bytes(id))?;
+            let note = match self.get(&uuid::Uuid::from_bytes(id)) {
+                Ok(note) => note,
+                // A key whose note was dropped part-way (see the module notes).
+                Err(NoteError::NotFound) => continue,
+                Err(e) => return Err(e),
+            };
             if matches!(note.state, NoteState::Pending | NoteState::Deliverable) && !note.delivered
             {
-                out.push(note);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Every note in a state (for recovery and expiry sweeps).
-    pub fn in_state(&self, state: NoteState) -> Result<Vec<Note>, NoteError> {
-        let mut out = Vec::new();
-        for item in self.notes.iter() {
-            let note = decode(&item?.1)?;
-            if note.state == state {
                 out.push(note);
             }
         }
@@ -317,12 +415,13 @@ impl NoteStore {
     /// Forgets a pending note whose audit entry never became durable (after a crash): it was
     /// never acknowledged to its sender, who may retry with the same request id.
     pub fn drop_pending(&self, note: &Note) -> Result<(), NoteError> {
-        self.notes.remove(note.id.as_bytes())?;
+        // The note goes last: until then, recovery finds it pending and comes back here.
         self.requests
             .remove(request_key(note.sender.orgnr, &note.request_id))?;
-        let mut key = note.consent_id.as_bytes().to_vec();
-        key.extend_from_slice(note.id.as_bytes());
-        self.by_consent.remove(key)?;
+        self.by_consent.remove(consent_key(note))?;
+        self.inbox.remove(Self::inbox_key(note))?;
+        self.waiting.remove(time_key(note.disclosed_at, &note.id))?;
+        self.notes.remove(note.id.as_bytes())?;
         self.flush()?;
         Ok(())
     }
@@ -332,18 +431,36 @@ impl NoteStore {
         decode(&bytes)
     }
 
-    /// Notes in `org`'s inbox, oldest first.
-    pub fn inbox(&self, org: OrgNumber) -> Result<Vec<Note>, NoteError> {
+    /// Up to `limit` deliverable notes in `org`'s inbox after the note `after` (from the
+    /// start without it), in disclosure-id order: ids are UUIDv7, so oldest first.
+    pub fn inbox_page(
+        &self,
+        org: OrgNumber,
+        after: Option<uuid::Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Note>, NoteError> {
         let prefix = org.to_string().into_bytes();
+        let mut start = prefix.clone();
+        if let Some(after) = after {
+            start.extend_from_slice(after.as_bytes());
+            start.push(0);
+        }
         let mut notes = Vec::new();
-        for item in self.inbox.scan_prefix(&prefix) {
+        for item in self.inbox.range(start..) {
             let (key, _) = item?;
+            if !key.starts_with(&prefix) || notes.len() >= limit {
+                break;
+            }
             let id: [u8; 16] = key[prefix.len()..]
                 .try_into()
                 .map_err(|_| NoteError::Corrupt("bad inbox key".into()))?;
-            notes.push(self.get(&uuid::Uuid::from_bytes(id))?);
+            match self.get(&uuid::Uuid::from_bytes(id)) {
+                Ok(note) if note.state == NoteState::Deliverable => notes.push(note),
+                // Keys of a change in progress or interrupted (see the module notes).
+                Ok(_) | Err(NoteError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
         }
-        notes.sort_by_key(|n| (n.disclosed_at, n.id));
         Ok(notes)
     }
 
@@ -358,15 +475,90 @@ impl NoteStore {
     }
 
     /// Waits until everything written so far is on disk. Concurrent callers share one flush.
+    /// Blocking: not for async code (see [`Self::flushed`]).
     pub fn flush(&self) -> Result<(), NoteError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.flusher
-            .send(tx)
-            .map_err(|_| NoteError::Corrupt("the flusher stopped".into()))?;
+        self.request_flush(FlushWaiter::Thread(tx))?;
         rx.recv()
-            .map_err(|_| NoteError::Corrupt("the flusher stopped".into()))?
+            .map_err(|_| flusher_stopped())?
             .map_err(NoteError::Corrupt)
     }
+
+    /// [`Self::flush`] for async code: waits without holding a thread.
+    pub async fn flushed(&self) -> Result<(), NoteError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.request_flush(FlushWaiter::Task(tx))?;
+        rx.await
+            .map_err(|_| flusher_stopped())?
+            .map_err(NoteError::Corrupt)
+    }
+
+    fn request_flush(&self, waiter: FlushWaiter) -> Result<(), NoteError> {
+        self.flusher.send(waiter).map_err(|_| flusher_stopped())
+    }
+
+    /// Notes whose body is due for deletion: deliverable ones disclosed at or before
+    /// `ttl_cutoff`, acknowledged ones whose purge time is at or before `now`; at most
+    /// `limit`, oldest first. A key whose note has moved past the state it indexes (left by an
+    /// interrupted change) is dropped; one whose note has not reached it yet (a change in
+    /// progress) is left alone.
+    pub fn due(
+        &self,
+        ttl_cutoff: Timestamp,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(Note, Expiry)>, NoteError> {
+        let mut out = Vec::new();
+        for (tree, upto, expiry, indexed) in [
+            (
+                &self.retained,
+                now,
+                Expiry::RetentionElapsed,
+                NoteState::Acknowledged,
+            ),
+            (
+                &self.waiting,
+                ttl_cutoff,
+                Expiry::TtlElapsed,
+                NoteState::Deliverable,
+            ),
+        ] {
+            for item in tree.range(..=time_key_upto(upto)) {
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+                let (key, _) = item?;
+                let id: [u8; 16] = key[8..]
+                    .try_into()
+                    .map_err(|_| NoteError::Corrupt("bad expiry index key".into()))?;
+                let note = match self.get(&uuid::Uuid::from_bytes(id)) {
+                    Ok(note) => note,
+                    Err(NoteError::NotFound) => {
+                        tree.remove(key)?;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                match note.state.cmp(&indexed) {
+                    std::cmp::Ordering::Equal => out.push((note, expiry)),
+                    std::cmp::Ordering::Greater => {
+                        tree.remove(key)?;
+                    }
+                    std::cmp::Ordering::Less => {}
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many notes wait in inboxes.
+    pub fn backlog(&self) -> usize {
+        self.waiting.len()
+    }
+}
+
+fn flusher_stopped() -> NoteError {
+    NoteError::Corrupt("the flusher stopped".into())
 }
 
 /// Restores the invariant after a crash: a pending note whose `disclosure permitted` entry is
@@ -377,7 +569,7 @@ pub fn recover(
     log: &casegate_audit::log::AuditLog,
 ) -> Result<(usize, usize), NoteError> {
     use casegate_audit::entry::{Entry, EntryKind};
-    let pending = notes.in_state(NoteState::Pending)?;
+    let pending = notes.repair_index()?;
     let (mut made, mut dropped) = (0, 0);
     let size = log.size();
     for note in pending {
@@ -397,7 +589,7 @@ pub fn recover(
         }
         match found {
             Some(index) => {
-                notes.make_deliverable(&note.id, index)?;
+                notes.make_deliverable(&note, index)?;
                 made += 1;
             }
             None => {
@@ -409,3 +601,6 @@ pub fn recover(
     notes.flush()?;
     Ok((made, dropped))
 }
+
+#[cfg(test)]
+mod tests;

@@ -46,6 +46,9 @@ use crate::{
     status::append_error,
 };
 
+/// Inbox notes read at a time when streaming a backlog.
+const BACKLOG_PAGE: usize = 64;
+
 /// The `google.rpc.ErrorInfo` domain of refusal reasons.
 pub const ERROR_DOMAIN: &str = "casegate.no";
 
@@ -242,10 +245,11 @@ impl DisclosureService for DisclosureApi {
         let fingerprint = input.fingerprint();
         let id = uuid::Uuid::now_v7();
 
-        let (sender, request_id) = (principal.orgnr, input.request_id.clone());
+        // Note-store reads and unflushed writes are in-memory work for sled: done inline.
         let reserved = self
-            .blocking(move |n| n.reserve(sender, &request_id, id, fingerprint))
-            .await?;
+            .notes
+            .reserve(principal.orgnr, &input.request_id, id, fingerprint)
+            .map_err(note_error)?;
         if let Err(existing) = reserved {
             return self.repeated(existing, fingerprint).await;
         }
@@ -265,8 +269,7 @@ impl DisclosureService for DisclosureApi {
         let decided = match decided {
             Ok(d) => d,
             Err(e) => {
-                let (sender, request_id) = (principal.orgnr, input.request_id.clone());
-                let _ = self.blocking(move |n| n.release(sender, &request_id)).await;
+                let _ = self.notes.release(principal.orgnr, &input.request_id);
                 tracing::error!(error = %e, "consent store failed");
                 return Err(Status::internal("the consent store failed"));
             }
@@ -280,9 +283,9 @@ impl DisclosureService for DisclosureApi {
             Decision::Permit(permit) => permit,
             Decision::Deny(deny) => {
                 // Refusals are audited; the request id stays free for a later attempt.
-                let (sender, request_id) = (principal.orgnr, input.request_id.clone());
-                self.blocking(move |n| n.release(sender, &request_id))
-                    .await?;
+                self.notes
+                    .release(principal.orgnr, &input.request_id)
+                    .map_err(note_error)?;
                 let mut entry = self.entry(EntryKind::DisclosureRefused, principal, &input);
                 entry.reason = Some(deny.reason.code().to_owned());
                 if let Some((consent_id, version)) = deny.nearest
@@ -338,8 +341,8 @@ impl DisclosureService for DisclosureApi {
             purge_after: None,
             sealed: Some(sealed),
         };
-        let pending = note.clone();
-        self.blocking(move |n| n.put_pending(&pending)).await?;
+        self.notes.stage_pending(&note).map_err(note_error)?;
+        self.notes.flushed().await.map_err(note_error)?;
 
         let mut entry = self.entry(EntryKind::DisclosurePermitted, principal, &input);
         entry.consent = Some(ConsentRef {
@@ -349,9 +352,9 @@ impl DisclosureService for DisclosureApi {
         });
         entry.disclosure_id = Some(id.to_string());
         let appended = self.audit.append(&entry).await.map_err(append_error)?;
-        let index = appended.index;
-        self.blocking(move |n| n.make_deliverable(&id, index))
-            .await?;
+        self.notes
+            .make_deliverable(&note, appended.index)
+            .map_err(note_error)?;
         // Open inbox streams of the recipient pick it up.
         let _ = self.live.send((input.recipient_org, id));
 
@@ -388,22 +391,35 @@ impl DisclosureService for DisclosureApi {
         let api = self.clone();
         tokio::spawn(async move {
             let mut stopping = api.stopping.clone();
+            // Backlog notes that may also be announced live (made deliverable meanwhile).
             let mut sent = std::collections::HashSet::new();
             let org = principal.orgnr;
-            let backlog = match api.blocking(move |n| n.inbox(org)).await {
-                Ok(notes) => notes,
-                Err(status) => {
-                    let _ = tx.send(Err(status)).await;
-                    return;
-                }
-            };
             let mut delivered = 0u64;
-            for note in backlog.into_iter().filter(|n| addressed_to(n, &principal)) {
-                sent.insert(note.id);
-                match api.send_note(&principal, note, &tx).await {
-                    Ok(true) => delivered += 1,
-                    Ok(false) => {}
-                    Err(()) => return,
+            let mut after = None;
+            loop {
+                // A page at a time: memory stays bounded however long the backlog.
+                let page = match api
+                    .blocking(move |n| n.inbox_page(org, after, BACKLOG_PAGE))
+                    .await
+                {
+                    Ok(notes) => notes,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                };
+                let last_page = page.len() < BACKLOG_PAGE;
+                after = page.last().map(|n| n.id);
+                for note in page.into_iter().filter(|n| addressed_to(n, &principal)) {
+                    sent.insert(note.id);
+                    match api.send_note(&principal, note, &tx).await {
+                        Ok(true) => delivered += 1,
+                        Ok(false) => {}
+                        Err(()) => return,
+                    }
+                }
+                if last_page {
+                    break;
                 }
             }
             let done = StreamInboxResponse {
@@ -415,7 +431,8 @@ impl DisclosureService for DisclosureApi {
             loop {
                 let id = tokio::select! {
                     received = live.recv() => match received {
-                        Ok((to, id)) if to == org && !sent.contains(&id) => id,
+                        // Each note is announced once: a backlog id is needed only until then.
+                        Ok((to, id)) if to == org && !sent.remove(&id) => id,
                         Ok(_) => continue,
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                             let _ = tx
@@ -430,9 +447,14 @@ impl DisclosureService for DisclosureApi {
                     () = tx.closed() => return,
                     _ = stopping.changed() => return,
                 };
-                sent.insert(id);
                 let note = match api.blocking(move |n| n.get(&id)).await {
-                    Ok(note) if addressed_to(&note, &principal) => note,
+                    Ok(note)
+                        if note.state == NoteState::Deliverable
+                            && addressed_to(&note, &principal) =>
+                    {
+                        note
+                    }
+                    // Purged or acknowledged since it was announced, or for another role.
                     Ok(_) => continue,
                     Err(status) => {
                         let _ = tx.send(Err(status)).await;
@@ -610,33 +632,26 @@ pub async fn sweep(
     audit: &Audit,
     ttl: std::time::Duration,
 ) -> Result<usize, Status> {
-    let (acknowledged, waiting) = on_notes(notes, |n| {
-        Ok((
-            n.in_state(NoteState::Acknowledged)?,
-            n.in_state(NoteState::Deliverable)?,
-        ))
-    })
-    .await?;
-    crate::metrics::inbox_backlog(waiting.len());
+    /// Due notes read per round: memory stays bounded however many are due.
+    const ROUND: usize = 256;
     let now = now();
     let ttl = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX);
-    let expired = acknowledged
-        .into_iter()
-        .filter(|n| n.purge_after.is_some_and(|t| t <= now))
-        .map(|n| (n, "retention_elapsed"))
-        .chain(
-            waiting
-                .into_iter()
-                .filter(|n| n.disclosed_at.0.saturating_add(ttl) <= now.0)
-                .map(|n| (n, "ttl_elapsed")),
-        );
+    let ttl_cutoff = Timestamp(now.0.saturating_sub(ttl));
     let mut count = 0;
-    for (note, reason) in expired {
-        let purged = on_notes(notes, move |n| n.purge(&note.id)).await?;
-        let mut entry = note_entry(EntryKind::NotePurged, None, &purged);
-        entry.reason = Some(reason.to_owned());
-        audit.append(&entry).await.map_err(append_error)?;
-        count += 1;
+    loop {
+        let due = on_notes(notes, move |n| n.due(ttl_cutoff, now, ROUND)).await?;
+        let last_round = due.len() < ROUND;
+        for (note, expiry) in due {
+            let purged = on_notes(notes, move |n| n.purge(&note.id)).await?;
+            let mut entry = note_entry(EntryKind::NotePurged, None, &purged);
+            entry.reason = Some(expiry.code().to_owned());
+            audit.append(&entry).await.map_err(append_error)?;
+            count += 1;
+        }
+        if last_round {
+            break;
+        }
     }
+    crate::metrics::inbox_backlog(on_notes(notes, |n| Ok(n.backlog())).await?);
     Ok(count)
 }
