@@ -237,7 +237,7 @@ impl ConsentService for ConsentApi {
             .map_err(store_error)?;
         Ok(Response::new(GrantConsentResponse {
             consent: Some(record_to_wire(&record, now())),
-            receipt: Some(receipt(&self.audit, &appended).await?),
+            receipt: Some(receipt(&self.audit, &appended)?),
         }))
     }
 
@@ -370,7 +370,7 @@ impl ConsentService for ConsentApi {
         Ok(Response::new(WithdrawConsentResponse {
             consent: Some(record_to_wire(&withdrawn, now())),
             purged_notes,
-            receipt: Some(receipt(&self.audit, &appended).await?),
+            receipt: Some(receipt(&self.audit, &appended)?),
         }))
     }
 

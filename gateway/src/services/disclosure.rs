@@ -364,7 +364,7 @@ impl DisclosureService for DisclosureApi {
                 consent_id: permit.consent_id.to_string(),
                 consent_version: permit.version,
                 content_sha256: note.content_sha256.to_vec(),
-                audit: Some(receipt(&self.audit, &appended).await?),
+                audit: Some(receipt(&self.audit, &appended)?),
             }),
         }))
     }
