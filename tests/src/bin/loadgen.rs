@@ -10,6 +10,10 @@
 
 #![forbid(unsafe_code)]
 
+/// The gateway binary's allocator, so the gateway measured here is the one that ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::{
     sync::{
         Arc,
