@@ -9,6 +9,7 @@
 
 mod https;
 mod jwks;
+mod verified;
 
 use std::{
     collections::HashMap,
@@ -33,6 +34,10 @@ use tower::{Layer, Service};
 
 pub use https::HttpsUrl;
 pub use jwks::Jwks;
+use verified::{Verified, VerifiedTokens};
+
+/// Verified tokens remembered at most (see [`verified`]).
+const REMEMBERED_TOKENS: usize = 8192;
 
 use crate::{
     config::{AuthConfig, JwksLocation, Problem},
@@ -141,6 +146,7 @@ pub struct Authenticator {
     issuers: Arc<HashMap<String, Issuer>>,
     leeway_secs: u64,
     jobseeker_orgs: Arc<Vec<OrgNumber>>,
+    verified: Arc<VerifiedTokens<Claims>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -153,8 +159,11 @@ impl std::fmt::Debug for Authenticator {
     }
 }
 
+/// The claims a verified token vouches for (no `Debug`: `pid` is an identity number).
 #[derive(Deserialize)]
 struct Claims {
+    exp: u64,
+    nbf: Option<u64>,
     sub: Option<String>,
     org: Option<String>,
     role: Option<String>,
@@ -215,6 +224,7 @@ impl Authenticator {
                 issuers: Arc::new(issuers),
                 leeway_secs: config.leeway.as_secs(),
                 jobseeker_orgs: Arc::new(config.jobseeker_orgs.clone()),
+                verified: Arc::new(VerifiedTokens::new(REMEMBERED_TOKENS)),
             })
         } else {
             Err(problems)
@@ -235,6 +245,15 @@ impl Authenticator {
         token: &str,
         client: &ClientIdentity,
     ) -> Result<Principal, AuthError> {
+        let digest = verified::digest(token);
+        let now = jsonwebtoken::get_current_timestamp();
+        let current_keys = |iss: &str| self.issuers.get(iss).map(Issuer::keys);
+        if let Some((iss, claims)) = self
+            .verified
+            .get(&digest, now, self.leeway_secs, current_keys)
+        {
+            return self.principal(&iss, &claims, client);
+        }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| AuthError::Malformed("header is not a JWS header with a supported alg"))?;
         // Only to pick the issuer's keys; everything is verified below.
@@ -257,9 +276,23 @@ impl Authenticator {
         {
             return Err(AuthError::AlgorithmNotAllowed(format!("{:?}", header.alg)));
         }
-        self.verify(token, &iss, issuer, header.alg, key, client)
+        let claims = Arc::new(self.verify(token, &iss, issuer, header.alg, key)?);
+        self.verified.insert(
+            digest,
+            Verified {
+                iss: iss.clone(),
+                keys: keys.clone(),
+                exp: claims.exp,
+                nbf: claims.nbf,
+                claims: claims.clone(),
+            },
+            now,
+            self.leeway_secs,
+        );
+        self.principal(&iss, &claims, client)
     }
 
+    /// Checks the signature and the issuer's rules (`exp`, `nbf`, `iss`, `aud`, `sub`).
     fn verify(
         &self,
         token: &str,
@@ -267,34 +300,46 @@ impl Authenticator {
         issuer: &Issuer,
         alg: Algorithm,
         key: &jwks::VerificationKey,
-        client: &ClientIdentity,
-    ) -> Result<Principal, AuthError> {
+    ) -> Result<Claims, AuthError> {
         let mut validation = Validation::new(alg);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.set_issuer(&[iss]);
         validation.set_audience(&[&issuer.audience]);
         validation.validate_nbf = true;
         validation.leeway = self.leeway_secs;
-        let claims = jsonwebtoken::decode::<Claims>(token, &key.key, &validation)
-            .map_err(|e| AuthError::Invalid(describe(e.kind())))?
-            .claims;
+        jsonwebtoken::decode::<Claims>(token, &key.key, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| AuthError::Invalid(describe(e.kind())))
+    }
 
+    /// The caller a verified token names, checked against the connection's certificate.
+    fn principal(
+        &self,
+        iss: &str,
+        claims: &Claims,
+        client: &ClientIdentity,
+    ) -> Result<Principal, AuthError> {
         let user_id = claims
             .sub
+            .clone()
             .filter(|s| !s.is_empty())
             .ok_or(AuthError::MissingClaim("sub"))?;
-        let org = claims.org.ok_or(AuthError::MissingClaim("org"))?;
-        let role = claims.role.ok_or(AuthError::MissingClaim("role"))?;
-        let binding = claims.cnf.and_then(|c| c.x5t_s256);
-        if binding
-            .as_ref()
-            .is_some_and(|b| *b != URL_SAFE_NO_PAD.encode(client.cert_sha256))
-        {
+        let org = claims
+            .org
+            .as_deref()
+            .ok_or(AuthError::MissingClaim("org"))?;
+        let role = claims
+            .role
+            .as_deref()
+            .ok_or(AuthError::MissingClaim("role"))?;
+        let binding = claims.cnf.as_ref().and_then(|c| c.x5t_s256.as_deref());
+        if binding.is_some_and(|b| b != URL_SAFE_NO_PAD.encode(client.cert_sha256)) {
             return Err(AuthError::CertificateBinding);
         }
         let certificate_bound = binding.is_some();
         let pid = claims
             .pid
+            .as_deref()
             .map(|p| p.parse::<SubjectId>().map_err(|_| AuthError::InvalidPid))
             .transpose()?;
         if org.parse::<OrgNumber>().ok() != Some(client.orgnr) {

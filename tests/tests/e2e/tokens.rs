@@ -302,3 +302,31 @@ async fn keys_fetched_over_https_are_refreshed_on_a_new_kid_and_kept_when_the_is
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn a_token_already_accepted_is_still_checked_against_each_connection() {
+    let gw = TestGateway::start().await;
+    let token = gw.token("clinic", "clinician");
+    // Accepted twice on its own organisation's connection (the second time remembered)...
+    for _ in 0..2 {
+        assert_eq!(
+            call(&gw, Some(token.clone())).await,
+            (Code::Ok, AUDIT_ORIGIN.to_owned())
+        );
+    }
+    // ...and still refused on another organisation's (its certificate binding is checked first).
+    let mut other = Caller::new(gw.channel("nav").await, Some(token));
+    let status = other
+        .audit
+        .get_checkpoint(GetCheckpointRequest {})
+        .await
+        .expect_err("the clinic's token on NAV's connection");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(
+        status
+            .message()
+            .contains("token is bound to a different client certificate"),
+        "{}",
+        status.message()
+    );
+}
