@@ -2,8 +2,13 @@
 //! against a gateway it starts on loopback, and — in the same run, same machine — a bare tonic
 //! server with the same mutual TLS answering a trivial unary call (`grpc.health.v1/Check`) as
 //! the baseline. Bounded by count and by time. Prints throughput, latency percentiles, the
-//! ratio to the baseline and the process's peak RSS (gateway and load generator together: an
-//! upper bound for the gateway).
+//! ratio to the baseline and the peak RSS of the gateway, of the baseline server and of the
+//! load generator itself.
+//!
+//! Each server runs alone in a child process (this program, started again with `--serve-echo`
+//! or `--serve-gateway`), so the clients, the baseline and the gateway do not share a runtime
+//! or a heap and each figure is the process's own; the baseline runs first and has stopped
+//! before the gateway starts.
 //!
 //! Usage: loadgen [--clients 64] [--count 20000] [--seconds 60] [--connections 8]
 //! (release build: `cargo run --release -p casegate-tests --bin loadgen`)
@@ -15,6 +20,8 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::{
+    path::{Path, PathBuf},
+    process::Command,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -25,7 +32,10 @@ use std::{
 use casegate::{config::TlsConfig, tls};
 use casegate_consent::SubjectId;
 use casegate_proto::v1::{DiscloseRequest, Role};
-use casegate_tests::{Caller, TestGateway};
+use casegate_tests::{
+    Caller, TestGateway,
+    child::{self, ServerProcess},
+};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity, Server};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
@@ -116,37 +126,20 @@ where
     }
 }
 
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
-#[tokio::main]
-async fn main() {
-    let args = args();
-    tls::install_provider();
-    let gw = TestGateway::start_with(
-        "[limits]\nrate_per_second = 1000000\nrate_burst = 1000000\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
-    )
-    .await;
-    let metrics_addr = gw.metrics_addr.expect("metrics listener");
-    let files = gw.data_dir().parent().expect("test folder").to_owned();
+/// The gateway's configuration beyond the test defaults: no rate limit, metrics served.
+const GATEWAY_EXTRA: &str = "[limits]\nrate_per_second = 1000000\nrate_burst = 1000000\n[metrics]\nlisten = \"127.0.0.1:0\"\n";
 
-    // The baseline: the same mutual TLS in front of a trivial tonic service.
+/// The child's side of the baseline: the gateway's mutual TLS (the files of `dir`) in front
+/// of tonic's health service, until standard input closes.
+async fn serve_echo(dir: &Path) {
     let baseline_tls = tls::TlsReloader::load(&TlsConfig {
-        cert: files.join("server.pem"),
-        key: files.join("server.key"),
-        client_ca: files.join("ca.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+        client_ca: dir.join("ca.pem"),
         client_crls: vec![],
         crl_reload_interval: Duration::from_secs(3600),
     })
@@ -154,15 +147,89 @@ async fn main() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
-    let echo_addr = listener.local_addr().expect("addr");
+    let addr = listener.local_addr().expect("addr");
     let (connections, _acceptor) =
         tls::accept(listener, Arc::new(baseline_tls), Duration::from_secs(10));
     let (_reporter, health) = tonic_health::server::health_reporter();
-    tokio::spawn(
-        Server::builder()
-            .add_service(health)
-            .serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(connections)),
+    child::announce(addr, None);
+    Server::builder()
+        .add_service(health)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::ReceiverStream::new(connections),
+            child::stdin_closed(),
+        )
+        .await
+        .expect("serve baseline");
+}
+
+/// This program again, as the child that serves `role` from `path`.
+fn server_child(role: &str, path: &Path) -> ServerProcess {
+    let mut command = Command::new(std::env::current_exe().expect("own path"));
+    command.arg(role).arg(path);
+    ServerProcess::spawn(command)
+}
+
+#[tokio::main]
+async fn main() {
+    tls::install_provider();
+    let mut argv = std::env::args().skip(1);
+    match argv.next().as_deref() {
+        Some("--serve-gateway") => {
+            let config = PathBuf::from(argv.next().expect("CONFIG_FILE"));
+            return child::serve_gateway(&config, child::stdin_closed()).await;
+        }
+        Some("--serve-echo") => {
+            return serve_echo(&PathBuf::from(argv.next().expect("DIR"))).await;
+        }
+        _ => {}
+    }
+    let args = args();
+    let mut gw = TestGateway::prepare(GATEWAY_EXTRA, &[]);
+    let files = gw.config_path().parent().expect("test folder").to_owned();
+    println!(
+        "load generator: {} clients over {} connections, at most {} calls or {} s per run",
+        args.clients, args.connections, args.count, args.seconds
     );
+
+    // The baseline, alone.
+    let echo = server_child("--serve-echo", &files);
+    let ca = std::fs::read_to_string(files.join("ca.pem")).expect("CA");
+    let nav_cert = gw.org("nav").cert.clone();
+    let mut echoes = Vec::new();
+    for _ in 0..args.connections {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&ca))
+            .identity(Identity::from_pem(&nav_cert.cert_pem, &nav_cert.key_pem))
+            .domain_name("localhost");
+        let channel = Channel::from_shared(format!("https://{}", echo.addr))
+            .expect("uri")
+            .tls_config(tls)
+            .expect("tls")
+            .connect()
+            .await
+            .expect("connect baseline");
+        echoes.push(HealthClient::new(channel));
+    }
+    let echoes = Arc::new(echoes);
+    let baseline = drive(args.clients, args.count, args.seconds, move |task, _| {
+        let mut client = echoes[task % echoes.len()].clone();
+        async move {
+            client
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .expect("baseline call");
+        }
+    })
+    .await;
+    let echo_rss = echo.peak_rss_mib();
+    echo.stop();
+
+    // Then the gateway.
+    let server = server_child("--serve-gateway", &gw.config_path());
+    gw.attach(server.addr);
+    let metrics_addr = server.metrics.expect("metrics listener");
 
     // Consents for 100 synthetic jobseekers: NAV may send benefit counselling to IPS.
     let subjects: Vec<SubjectId> = SubjectId::synthetic_all().skip(5000).take(100).collect();
@@ -188,41 +255,6 @@ async fn main() {
     for _ in 0..args.connections {
         senders.push(gw.caller("nav", "nav_counsellor").await);
     }
-    let ca = std::fs::read_to_string(files.join("ca.pem")).expect("CA");
-    let nav_cert = gw.org("nav").cert.clone();
-    let mut echoes = Vec::new();
-    for _ in 0..args.connections {
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&ca))
-            .identity(Identity::from_pem(&nav_cert.cert_pem, &nav_cert.key_pem))
-            .domain_name("localhost");
-        let channel = Channel::from_shared(format!("https://{echo_addr}"))
-            .expect("uri")
-            .tls_config(tls)
-            .expect("tls")
-            .connect()
-            .await
-            .expect("connect baseline");
-        echoes.push(HealthClient::new(channel));
-    }
-
-    println!(
-        "load generator: {} clients over {} connections, at most {} calls or {} s per run",
-        args.clients, args.connections, args.count, args.seconds
-    );
-    let echoes = Arc::new(echoes);
-    let baseline = drive(args.clients, args.count, args.seconds, move |task, _| {
-        let mut client = echoes[task % echoes.len()].clone();
-        async move {
-            client
-                .check(HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-                .expect("baseline call");
-        }
-    })
-    .await;
 
     // Scrape the metrics endpoint while the gateway is under load.
     let scraper = tokio::spawn(async move {
@@ -272,11 +304,15 @@ async fn main() {
             run.done
         );
     }
+    let gateway_rss = server.peak_rss_mib();
     println!(
-        "\nDisclose throughput / baseline: {:.1}%   errors: {}   peak RSS (whole process): {:.0} MiB",
+        "\nDisclose throughput / baseline: {:.1}%   errors: {}",
         100.0 * gateway.rate() / baseline.rate(),
         refused.load(Ordering::Relaxed),
-        peak_rss_mib()
+    );
+    println!(
+        "peak RSS: gateway {gateway_rss:.0} MiB, baseline server {echo_rss:.0} MiB, load generator {:.0} MiB",
+        child::peak_rss_mib("/proc/self/status")
     );
     match scraper.await {
         Ok(Ok(text)) => {
@@ -298,7 +334,8 @@ async fn main() {
         }
         other => println!("\nmetrics scrape failed: {other:?}"),
     }
-    let _ = gw.stop().await;
+    let status = server.stop();
+    assert!(status.success(), "the gateway exited with {status}");
 }
 
 /// `GET /metrics` with a bare HTTP/1.1 request.

@@ -5,7 +5,6 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    io::{BufRead, BufReader},
     process::{Command, Stdio},
     sync::{Arc, Mutex},
     time::Duration,
@@ -14,31 +13,17 @@ use std::{
 use casegate_audit::entry::{Entry, EntryKind};
 use casegate_consent::SubjectId;
 use casegate_proto::v1::{DiscloseRequest, ExportEntriesRequest, stream_inbox_response::Event};
-use casegate_tests::TestGateway;
+use casegate_tests::{TestGateway, child::ServerProcess};
 use tokio_stream::StreamExt;
 
 const CHILD: &str = env!("CARGO_BIN_EXE_gateway_child");
 const KILLS: u64 = 10;
 
-fn start(gw: &mut TestGateway) -> std::process::Child {
-    let mut child = Command::new(CHILD)
-        .arg(gw.config_path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start gateway child");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("address line");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .parse()
-        .expect("address");
-    gw.attach(addr);
+fn start(gw: &mut TestGateway) -> ServerProcess {
+    let mut command = Command::new(CHILD);
+    command.arg(gw.config_path()).stderr(Stdio::null());
+    let child = ServerProcess::spawn(command);
+    gw.attach(child.addr);
     child
 }
 
@@ -49,7 +34,7 @@ async fn sigkill_under_disclosure_load_loses_no_acknowledged_note() {
     let acked: Arc<Mutex<HashMap<String, String>>> = Arc::default();
 
     for round in 0..KILLS {
-        let mut child = start(&mut gw);
+        let child = start(&mut gw);
         if round == 0 {
             let grant = casegate_tests::fixtures::consent(
                 &gw,
@@ -103,15 +88,14 @@ async fn sigkill_under_disclosure_load_loses_no_acknowledged_note() {
             }));
         }
         tokio::time::sleep(Duration::from_millis(60 + (round * 37) % 200)).await;
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
+        child.kill();
         for s in senders {
             let _ = s.await;
         }
     }
 
     // After the last crash: a clean start delivers every acknowledged note, exactly once.
-    let mut child = start(&mut gw);
+    let child = start(&mut gw);
     let mut ips = gw.caller("ips", "employment_specialist").await;
     let mut stream = ips.inbox().await;
     let mut delivered: HashMap<String, usize> = HashMap::new();
@@ -165,6 +149,5 @@ async fn sigkill_under_disclosure_load_loses_no_acknowledged_note() {
             "note {id} delivered without its audit entry"
         );
     }
-    child.kill().expect("stop");
-    child.wait().expect("reap");
+    child.kill();
 }
