@@ -208,7 +208,7 @@ impl NoteStore {
         // sled's page cache defaults to 1 GiB; notes are written once and read about once.
         let db = sled::Config::new()
             .path(path)
-            .cache_capacity(64 << 20)
+            .cache_capacity(32 << 20)
             .open()?;
         let (flusher, requests) = std::sync::mpsc::sync_channel::<FlushWaiter>(4096);
         let flushed = db.clone();
