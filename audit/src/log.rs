@@ -224,6 +224,11 @@ pub(crate) fn private_dirs(path: &Path) -> io::Result<()> {
 const CHECKPOINT: &str = "checkpoint";
 const CLEAN: &str = "clean";
 
+/// The checkpoint file is rewritten at most this often while appends flow (a newer checkpoint
+/// waits at most this long for its turn) and on close. Each rewrite is a create, a write and a
+/// rename; once per batch, they cost a sizeable part of the writer's time under load.
+const CHECKPOINT_FILE_EVERY: Duration = Duration::from_millis(100);
+
 /// Writes the checkpoint note by rename. Not synced: a checkpoint can always be re-signed
 /// from the records, which are.
 fn write_checkpoint(dir: &Path, note: &str, sync: bool) -> io::Result<()> {
@@ -420,6 +425,8 @@ impl AuditLog {
             range,
             segment_len,
             seg_dir,
+            unwritten: None,
+            file_written: None,
         };
         let handle = std::thread::Builder::new()
             .name("audit-writer".into())
@@ -753,11 +760,27 @@ struct Writer {
     range: CompactRange,
     segment_len: u64,
     seg_dir: PathBuf,
+    /// A checkpoint newer than the checkpoint file, waiting for its turn.
+    unwritten: Option<Arc<SignedCheckpoint>>,
+    /// When the checkpoint file was last written.
+    file_written: Option<Instant>,
 }
 
 impl Writer {
     fn run(mut self, rx: Receiver<Job>) -> io::Result<()> {
-        while let Ok(first) = rx.recv() {
+        loop {
+            let received = match self.file_due() {
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(due) => rx.recv_timeout(due.saturating_duration_since(Instant::now())),
+            };
+            let first = match received {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.write_checkpoint_file();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
             let mut batch = vec![first];
             let deadline = Instant::now() + self.options.linger;
             while batch.len() < self.options.max_batch {
@@ -776,6 +799,23 @@ impl Writer {
             self.process(batch);
         }
         self.finish()
+    }
+
+    /// When the waiting checkpoint is to be written to the checkpoint file, if one waits.
+    fn file_due(&self) -> Option<Instant> {
+        self.unwritten.as_ref()?;
+        Some(
+            self.file_written
+                .map_or_else(Instant::now, |at| at + CHECKPOINT_FILE_EVERY),
+        )
+    }
+
+    fn write_checkpoint_file(&mut self) {
+        if let Some(checkpoint) = self.unwritten.take() {
+            // Not synced, and a failure only leaves an older (still valid) checkpoint there.
+            let _ = write_checkpoint(&self.shared.dir, &checkpoint.note, false);
+            self.file_written = Some(Instant::now());
+        }
     }
 
     fn failed(&self) -> Option<String> {
@@ -824,7 +864,10 @@ impl Writer {
             root: self.range.root(),
         }));
         // The records are durable; the checkpoint file is a convenience re-signed on start.
-        let _ = write_checkpoint(&self.shared.dir, &checkpoint.note, false);
+        self.unwritten = Some(checkpoint.clone());
+        if self.file_due().is_some_and(|due| due <= Instant::now()) {
+            self.write_checkpoint_file();
+        }
         {
             let mut published = self
                 .shared

@@ -252,3 +252,30 @@ fn damage_in_the_last_segment_under_the_checkpoint_is_refused_and_left_alone() {
         "evidence must not be cut"
     );
 }
+
+#[test]
+fn the_checkpoint_file_catches_up_with_the_last_append_without_a_close() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = signer();
+    let (log, _) = open(dir.path(), &key, LogOptions::new(ORIGIN)).expect("open");
+    // Appends in quick succession: the file is rewritten at most every interval...
+    for n in 0..20 {
+        log.append_blocking(entry(n)).expect("append");
+    }
+    // ...and the newest checkpoint reaches it soon after, with no further append.
+    let deadline = Instant::now() + CHECKPOINT_FILE_EVERY * 20;
+    loop {
+        let on_file = read_checkpoint(dir.path(), &key.verifier())
+            .expect("readable")
+            .map(|c| c.checkpoint.size);
+        if on_file == Some(20) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the checkpoint file still covers {on_file:?} entries"
+        );
+        std::thread::sleep(CHECKPOINT_FILE_EVERY / 4);
+    }
+    log.close().expect("close");
+}
