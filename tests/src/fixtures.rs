@@ -23,16 +23,33 @@ pub fn consent(
     category: &str,
     purpose: &str,
 ) -> GrantConsentRequest {
+    consent_between(
+        subject,
+        &gw.org(sender).orgnr,
+        &gw.org(recipient).orgnr,
+        category,
+        purpose,
+    )
+}
+
+/// [`consent`] between organisation numbers.
+pub fn consent_between(
+    subject: &SubjectId,
+    sender_orgnr: &str,
+    recipient_orgnr: &str,
+    category: &str,
+    purpose: &str,
+) -> GrantConsentRequest {
     let now = now_seconds();
-    let party = |slug: &str| Party {
-        orgnr: gw.org(slug).orgnr.clone(),
+    let party = |orgnr: &str| Party {
+        orgnr: orgnr.to_owned(),
         roles: vec![],
     };
     GrantConsentRequest {
         subject_id: subject.expose(),
         provisions: vec![Provision {
-            senders: vec![party(sender)],
-            recipients: vec![party(recipient)],
+            senders: vec![party(sender_orgnr)],
+            recipients: vec![party(recipient_orgnr)],
             categories: vec![category.into()],
             purposes: vec![purpose.into()],
         }],

@@ -10,7 +10,12 @@
 //! or a heap and each figure is the process's own; the baseline runs first and has stopped
 //! before the gateway starts.
 //!
+//! With `--target ADDR --dev-data DIR` it drives a gateway already running at `ADDR` — the
+//! `casegate dev` gateway whose folder is `DIR` (its PKI and token issuer are the clients'
+//! credentials) — instead of starting one; its RSS is then not reported.
+//!
 //! Usage: loadgen [--clients 64] [--count 20000] [--seconds 60] [--connections 8]
+//!                [--target ADDR --dev-data DIR [--metrics ADDR]]
 //! (release build: `cargo run --release -p casegate-tests --bin loadgen`)
 
 #![forbid(unsafe_code)]
@@ -20,6 +25,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::{
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::Command,
     sync::{
@@ -29,7 +35,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use casegate::{config::TlsConfig, tls};
+use casegate::{
+    config::TlsConfig,
+    dev::{self, DevLayout},
+    tls,
+};
 use casegate_consent::SubjectId;
 use casegate_proto::v1::{DiscloseRequest, Role};
 use casegate_tests::{
@@ -44,6 +54,9 @@ struct Args {
     count: u64,
     seconds: u64,
     connections: usize,
+    target: Option<SocketAddr>,
+    dev_data: Option<PathBuf>,
+    metrics: Option<SocketAddr>,
 }
 
 fn args() -> Args {
@@ -52,21 +65,38 @@ fn args() -> Args {
         count: 20_000,
         seconds: 60,
         connections: 8,
+        target: None,
+        dev_data: None,
+        metrics: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let value: u64 = it
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{flag} needs a number"));
+        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        let number = || -> u64 {
+            value
+                .parse()
+                .unwrap_or_else(|_| panic!("{flag} needs a number"))
+        };
+        let address = || -> SocketAddr {
+            value
+                .parse()
+                .unwrap_or_else(|_| panic!("{flag} needs an address such as 127.0.0.1:50051"))
+        };
         match flag.as_str() {
-            "--clients" => a.clients = value as usize,
-            "--count" => a.count = value,
-            "--seconds" => a.seconds = value,
-            "--connections" => a.connections = value.max(1) as usize,
+            "--clients" => a.clients = number() as usize,
+            "--count" => a.count = number(),
+            "--seconds" => a.seconds = number(),
+            "--connections" => a.connections = number().max(1) as usize,
+            "--target" => a.target = Some(address()),
+            "--dev-data" => a.dev_data = Some(PathBuf::from(&value)),
+            "--metrics" => a.metrics = Some(address()),
             other => panic!("unknown flag {other}"),
         }
     }
+    assert!(
+        a.target.is_none() || a.dev_data.is_some(),
+        "--target needs --dev-data (the folder of the casegate dev gateway it names)"
+    );
     a
 }
 
@@ -133,13 +163,20 @@ fn ms(d: Duration) -> String {
 /// The gateway's configuration beyond the test defaults: no rate limit, metrics served.
 const GATEWAY_EXTRA: &str = "[limits]\nrate_per_second = 1000000\nrate_burst = 1000000\n[metrics]\nlisten = \"127.0.0.1:0\"\n";
 
-/// The child's side of the baseline: the gateway's mutual TLS (the files of `dir`) in front
-/// of tonic's health service, until standard input closes.
-async fn serve_echo(dir: &Path) {
+/// The server certificate, its key and the client CA of the gateway's mutual TLS.
+struct ServerTls {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: PathBuf,
+}
+
+/// The child's side of the baseline: the gateway's mutual TLS in front of tonic's health
+/// service, until standard input closes.
+async fn serve_echo(files: ServerTls) {
     let baseline_tls = tls::TlsReloader::load(&TlsConfig {
-        cert: dir.join("server.pem"),
-        key: dir.join("server.key"),
-        client_ca: dir.join("ca.pem"),
+        cert: files.cert,
+        key: files.key,
+        client_ca: files.client_ca,
         client_crls: vec![],
         crl_reload_interval: Duration::from_secs(3600),
     })
@@ -162,11 +199,160 @@ async fn serve_echo(dir: &Path) {
         .expect("serve baseline");
 }
 
-/// This program again, as the child that serves `role` from `path`.
-fn server_child(role: &str, path: &Path) -> ServerProcess {
+/// This program again, as the child that serves `role` from `paths`.
+fn server_child(role: &str, paths: &[&Path]) -> ServerProcess {
     let mut command = Command::new(std::env::current_exe().expect("own path"));
-    command.arg(role).arg(path);
+    command.arg(role).args(paths);
     ServerProcess::spawn(command)
+}
+
+/// The gateway under load, and the credentials its clients call it with.
+enum Peer {
+    /// A gateway on a test configuration, run by this program in a child process.
+    Own {
+        gw: Box<TestGateway>,
+        server: Option<ServerProcess>,
+    },
+    /// A running `casegate dev` gateway, called with the files of its folder.
+    Dev {
+        root: PathBuf,
+        addr: SocketAddr,
+        metrics: Option<SocketAddr>,
+    },
+}
+
+impl Peer {
+    fn server_tls(&self) -> ServerTls {
+        match self {
+            Self::Own { gw, .. } => {
+                let files = gw.config_path().parent().expect("test folder").to_owned();
+                ServerTls {
+                    cert: files.join("server.pem"),
+                    key: files.join("server.key"),
+                    client_ca: files.join("ca.pem"),
+                }
+            }
+            Self::Dev { root, .. } => {
+                let layout = DevLayout::new(root);
+                ServerTls {
+                    cert: layout.pki().join("server.pem"),
+                    key: layout.pki().join("server.key"),
+                    client_ca: layout.ca_cert(),
+                }
+            }
+        }
+    }
+
+    /// The CA that signed the server's certificate, and `org`'s client certificate and key.
+    fn client_tls(&self, org: &str) -> (String, String, String) {
+        let read = |p: PathBuf| std::fs::read_to_string(&p).expect("read a PKI file");
+        match self {
+            Self::Own { gw, .. } => {
+                let cert = &gw.org(org).cert;
+                (
+                    gw.ca_pem().to_owned(),
+                    cert.cert_pem.clone(),
+                    cert.key_pem.clone(),
+                )
+            }
+            Self::Dev { root, .. } => {
+                let layout = DevLayout::new(root);
+                (
+                    read(layout.ca_cert()),
+                    read(layout.cert(org)),
+                    read(layout.key(org)),
+                )
+            }
+        }
+    }
+
+    fn orgnr(&self, org: &str) -> String {
+        match self {
+            Self::Own { gw, .. } => gw.org(org).orgnr.clone(),
+            Self::Dev { .. } => dev::ORGS
+                .iter()
+                .find(|o| o.slug == org)
+                .expect("a dev organisation")
+                .orgnr
+                .to_owned(),
+        }
+    }
+
+    /// Starts the gateway if this program runs it.
+    fn start(&mut self) {
+        if let Self::Own { gw, server } = self {
+            let child = server_child("--serve-gateway", &[&gw.config_path()]);
+            gw.attach(child.addr);
+            *server = Some(child);
+        }
+    }
+
+    fn metrics(&self) -> Option<SocketAddr> {
+        match self {
+            Self::Own { server, .. } => server.as_ref().and_then(|s| s.metrics),
+            Self::Dev { metrics, .. } => *metrics,
+        }
+    }
+
+    /// Typed clients for `org` acting as `role` (as the jobseeker `pid`, through the portal).
+    async fn caller(&self, org: &str, role: &str, pid: Option<&SubjectId>) -> Caller {
+        match self {
+            Self::Own { gw, .. } => match pid {
+                Some(subject) => gw.jobseeker(subject).await,
+                None => gw.caller(org, role).await,
+            },
+            Self::Dev { root, addr, .. } => {
+                let (ca, cert, key) = self.client_tls(org);
+                let token = dev::token(
+                    root,
+                    &dev::TokenRequest {
+                        org: org.to_owned(),
+                        role: role.to_owned(),
+                        sub: None,
+                        pid: pid.map(SubjectId::expose),
+                        ttl: Duration::from_secs(3600),
+                    },
+                )
+                .expect("dev token");
+                Caller::new(connect(*addr, &ca, &cert, &key).await, Some(token))
+            }
+        }
+    }
+
+    /// The gateway's peak RSS, if this program runs it.
+    fn gateway_rss(&self) -> Option<f64> {
+        match self {
+            Self::Own { server, .. } => server.as_ref().map(ServerProcess::peak_rss_mib),
+            Self::Dev { .. } => None,
+        }
+    }
+
+    fn stop(self) {
+        if let Self::Own {
+            server: Some(server),
+            ..
+        } = self
+        {
+            let status = server.stop();
+            assert!(status.success(), "the gateway exited with {status}");
+        }
+    }
+}
+
+/// An mTLS channel to `addr` (whose certificate names `localhost`).
+async fn connect(addr: SocketAddr, ca: &str, cert: &str, key: &str) -> Channel {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .identity(Identity::from_pem(cert, key))
+        .domain_name("localhost");
+    Channel::from_shared(format!("https://{addr}"))
+        .expect("uri")
+        .tls_config(tls)
+        .expect("tls")
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("connect")
 }
 
 #[tokio::main]
@@ -179,36 +365,42 @@ async fn main() {
             return child::serve_gateway(&config, child::stdin_closed()).await;
         }
         Some("--serve-echo") => {
-            return serve_echo(&PathBuf::from(argv.next().expect("DIR"))).await;
+            let mut path = || PathBuf::from(argv.next().expect("CERT KEY CLIENT_CA"));
+            let files = ServerTls {
+                cert: path(),
+                key: path(),
+                client_ca: path(),
+            };
+            return serve_echo(files).await;
         }
         _ => {}
     }
     let args = args();
-    let mut gw = TestGateway::prepare(GATEWAY_EXTRA, &[]);
-    let files = gw.config_path().parent().expect("test folder").to_owned();
+    let mut peer = match (args.target, &args.dev_data) {
+        (Some(addr), Some(root)) => Peer::Dev {
+            root: root.clone(),
+            addr,
+            metrics: args.metrics,
+        },
+        _ => Peer::Own {
+            gw: Box::new(TestGateway::prepare(GATEWAY_EXTRA, &[])),
+            server: None,
+        },
+    };
     println!(
         "load generator: {} clients over {} connections, at most {} calls or {} s per run",
         args.clients, args.connections, args.count, args.seconds
     );
 
     // The baseline, alone.
-    let echo = server_child("--serve-echo", &files);
-    let ca = std::fs::read_to_string(files.join("ca.pem")).expect("CA");
-    let nav_cert = gw.org("nav").cert.clone();
+    let files = peer.server_tls();
+    let echo = server_child("--serve-echo", &[&files.cert, &files.key, &files.client_ca]);
+    let (ca, cert, key) = peer.client_tls("nav");
     let mut echoes = Vec::new();
     for _ in 0..args.connections {
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&ca))
-            .identity(Identity::from_pem(&nav_cert.cert_pem, &nav_cert.key_pem))
-            .domain_name("localhost");
-        let channel = Channel::from_shared(format!("https://{}", echo.addr))
-            .expect("uri")
-            .tls_config(tls)
-            .expect("tls")
-            .connect()
-            .await
-            .expect("connect baseline");
-        echoes.push(HealthClient::new(channel));
+        echoes.push(HealthClient::new(
+            connect(echo.addr, &ca, &cert, &key).await,
+        ));
     }
     let echoes = Arc::new(echoes);
     let baseline = drive(args.clients, args.count, args.seconds, move |task, _| {
@@ -227,22 +419,20 @@ async fn main() {
     echo.stop();
 
     // Then the gateway.
-    let server = server_child("--serve-gateway", &gw.config_path());
-    gw.attach(server.addr);
-    let metrics_addr = server.metrics.expect("metrics listener");
+    peer.start();
 
     // Consents for 100 synthetic jobseekers: NAV may send benefit counselling to IPS.
     let subjects: Vec<SubjectId> = SubjectId::synthetic_all().skip(5000).take(100).collect();
+    let (nav, ips) = (peer.orgnr("nav"), peer.orgnr("ips"));
     for subject in &subjects {
-        let grant = casegate_tests::fixtures::consent(
-            &gw,
+        let grant = casegate_tests::fixtures::consent_between(
             subject,
-            "nav",
-            "ips",
+            &nav,
+            &ips,
             "benefit_counselling",
             "ips_follow_up",
         );
-        gw.jobseeker(subject)
+        peer.caller("portal", "jobseeker", Some(subject))
             .await
             .consent
             .grant_consent(grant)
@@ -253,24 +443,31 @@ async fn main() {
     // Channels, shared by the clients.
     let mut senders = Vec::new();
     for _ in 0..args.connections {
-        senders.push(gw.caller("nav", "nav_counsellor").await);
+        senders.push(peer.caller("nav", "nav_counsellor", None).await);
     }
 
     // Scrape the metrics endpoint while the gateway is under load.
-    let scraper = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        scrape(metrics_addr).await
+    let scraper = peer.metrics().map(|addr| {
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            scrape(addr).await
+        })
     });
     let senders: Arc<Vec<Caller>> = Arc::new(senders);
     let subjects = Arc::new(subjects);
-    let ips = gw.org("ips").orgnr.clone();
+    // Request ids unique to this run: a gateway that outlives it must not see repeats.
+    let run = format!(
+        "{}-{}",
+        casegate_tests::fixtures::now_seconds(),
+        std::process::id()
+    );
     let body = vec![b'x'; 1024];
     let refused = Arc::new(AtomicU64::new(0));
     let refused_count = refused.clone();
     let gateway = drive(args.clients, args.count, args.seconds, move |task, n| {
         let mut caller = senders[task % senders.len()].clone();
         let request = DiscloseRequest {
-            request_id: format!("load-{n}"),
+            request_id: format!("load-{run}-{n}"),
             subject_id: subjects[n as usize % subjects.len()].expose(),
             recipient_orgnr: ips.clone(),
             recipient_role: Role::Unspecified as i32,
@@ -304,16 +501,22 @@ async fn main() {
             run.done
         );
     }
-    let gateway_rss = server.peak_rss_mib();
     println!(
         "\nDisclose throughput / baseline: {:.1}%   errors: {}",
         100.0 * gateway.rate() / baseline.rate(),
         refused.load(Ordering::Relaxed),
     );
+    let gateway_rss = peer.gateway_rss().map_or_else(
+        || "not known (not started here)".to_owned(),
+        |m| format!("{m:.0} MiB"),
+    );
     println!(
-        "peak RSS: gateway {gateway_rss:.0} MiB, baseline server {echo_rss:.0} MiB, load generator {:.0} MiB",
+        "peak RSS: gateway {gateway_rss}, baseline server {echo_rss:.0} MiB, load generator {:.0} MiB",
         child::peak_rss_mib("/proc/self/status")
     );
+    let Some(scraper) = scraper else {
+        return peer.stop();
+    };
     match scraper.await {
         Ok(Ok(text)) => {
             println!("\nmetrics scraped during the run:");
@@ -334,8 +537,7 @@ async fn main() {
         }
         other => println!("\nmetrics scrape failed: {other:?}"),
     }
-    let status = server.stop();
-    assert!(status.success(), "the gateway exited with {status}");
+    peer.stop();
 }
 
 /// `GET /metrics` with a bare HTTP/1.1 request.
