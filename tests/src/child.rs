@@ -95,6 +95,11 @@ impl ServerProcess {
         peak_rss_mib(&format!("/proc/{}/status", self.process.id()))
     }
 
+    /// CPU time the child has used so far (user and system), in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(&format!("/proc/{}/stat", self.process.id()))
+    }
+
     /// SIGKILL, and reap.
     pub fn kill(mut self) {
         self.process.kill().expect("SIGKILL");
@@ -118,4 +123,22 @@ pub fn peak_rss_mib(status: &str) -> f64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// User plus system CPU time of a `/proc/…/stat` file, in seconds (0 if unreadable).
+pub fn cpu_seconds(stat: &str) -> f64 {
+    /// Clock ticks per second of `/proc` times on Linux.
+    const TICKS: f64 = 100.0;
+    std::fs::read_to_string(stat)
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces) end with `)`.
+            let rest = s.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // utime and stime are fields 14 and 15 of the line, 12 and 13 after `)`.
+            let ticks =
+                fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / TICKS)
+        })
+        .unwrap_or(0.0)
 }

@@ -319,10 +319,10 @@ impl Peer {
         }
     }
 
-    /// The gateway's peak RSS, if this program runs it.
-    fn gateway_rss(&self) -> Option<f64> {
+    /// The gateway's process, if this program runs it.
+    fn process(&self) -> Option<&ServerProcess> {
         match self {
-            Self::Own { server, .. } => server.as_ref().map(ServerProcess::peak_rss_mib),
+            Self::Own { server, .. } => server.as_ref(),
             Self::Dev { .. } => None,
         }
     }
@@ -403,6 +403,7 @@ async fn main() {
         ));
     }
     let echoes = Arc::new(echoes);
+    let echo_cpu = echo.cpu_seconds();
     let baseline = drive(args.clients, args.count, args.seconds, move |task, _| {
         let mut client = echoes[task % echoes.len()].clone();
         async move {
@@ -415,6 +416,7 @@ async fn main() {
         }
     })
     .await;
+    let echo_cpu = echo.cpu_seconds() - echo_cpu;
     let echo_rss = echo.peak_rss_mib();
     echo.stop();
 
@@ -464,6 +466,7 @@ async fn main() {
     let body = vec![b'x'; 1024];
     let refused = Arc::new(AtomicU64::new(0));
     let refused_count = refused.clone();
+    let gateway_cpu = peer.process().map(ServerProcess::cpu_seconds);
     let gateway = drive(args.clients, args.count, args.seconds, move |task, n| {
         let mut caller = senders[task % senders.len()].clone();
         let request = DiscloseRequest {
@@ -506,13 +509,22 @@ async fn main() {
         100.0 * gateway.rate() / baseline.rate(),
         refused.load(Ordering::Relaxed),
     );
-    let gateway_rss = peer.gateway_rss().map_or_else(
-        || "not known (not started here)".to_owned(),
-        |m| format!("{m:.0} MiB"),
-    );
+    let unknown = || "not known (not started here)".to_owned();
+    let gateway_rss = peer
+        .process()
+        .map_or_else(unknown, |p| format!("{:.0} MiB", p.peak_rss_mib()));
     println!(
         "peak RSS: gateway {gateway_rss}, baseline server {echo_rss:.0} MiB, load generator {:.0} MiB",
         child::peak_rss_mib("/proc/self/status")
+    );
+    let per_call = |seconds: f64, run: &Run| format!("{:.0} µs", seconds * 1e6 / run.done as f64);
+    let gateway_cpu = match (peer.process(), gateway_cpu) {
+        (Some(p), Some(before)) => per_call(p.cpu_seconds() - before, &gateway),
+        _ => unknown(),
+    };
+    println!(
+        "CPU per call: gateway {gateway_cpu}, baseline server {}",
+        per_call(echo_cpu, &baseline)
     );
     let Some(scraper) = scraper else {
         return peer.stop();
