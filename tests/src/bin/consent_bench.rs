@@ -2,7 +2,8 @@
 //! subject's decision index, decide) with 10,000 and with 1,000,000 stored consents, ten per
 //! subject (so 1,000 and 100,000 subjects): the same work per decision, a hundred times more
 //! data. The 10,000 run is the baseline for the ratio; what it shows is whether the cost of a
-//! decision depends on how many consents the store holds.
+//! decision depends on how many consents the store holds. Each size is also measured reading
+//! the subject's index alone, without deciding: the floor that where the data lives sets.
 //!
 //! Usage: consent_bench [--dir DIR] [--decisions N] [--sizes 10000,1000000]
 //! (release build: `cargo run --release -p casegate-tests --bin consent_bench`)
@@ -137,6 +138,29 @@ fn measure(
     }
 }
 
+/// Reads the index of `reads` random subjects and nothing more (no decision): the part of a
+/// decision's cost that is the data's, wherever it lives.
+fn measure_reads(
+    store: &ConsentStore,
+    subjects: &[SubjectId],
+    size: usize,
+    reads: usize,
+    rng: &mut Rng,
+) -> (Duration, Duration) {
+    let mut latencies = Vec::with_capacity(reads);
+    for _ in 0..reads {
+        let subject = subjects[rng.below(size / PER_SUBJECT)];
+        let t = Instant::now();
+        let n = store
+            .with_terms(&subject, |views| views.len())
+            .expect("lookup");
+        latencies.push(t.elapsed());
+        std::hint::black_box(n);
+    }
+    latencies.sort();
+    (percentile(&latencies, 0.50), percentile(&latencies, 0.99))
+}
+
 fn percentile(sorted: &[Duration], q: f64) -> Duration {
     sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
 }
@@ -173,9 +197,10 @@ fn main() {
         "consent decision benchmark: {decisions} decisions per pass, {PER_SUBJECT} consents per subject"
     );
     println!(
-        "\nconsents     load       cold p50      p99        warm p50      p99    permits   x baseline warm p99"
+        "\nconsents     load       cold p50      p99        warm p50      p99    permits   x baseline warm p99   index read p50      p99"
     );
     let mut baseline = None;
+    let mut largest_read = Duration::ZERO;
     for size in sizes {
         let path = dir.join(format!("store-{size}"));
         let _ = std::fs::remove_dir_all(&path);
@@ -199,18 +224,29 @@ fn main() {
             std::hint::black_box(store.with_terms(subject, |views| views.len()).ok());
         }
         let warm = measure(&store, &subjects, size, decisions, &mut rng, &vocabulary);
+        let (read_p50, read_p99) = measure_reads(&store, &subjects, size, decisions, &mut rng);
+        largest_read = read_p99;
         let base = *baseline.get_or_insert(warm.p99);
         println!(
-            "{size:>9}   {:>6.1} s   cold {:>9} {:>9}   warm {:>9} {:>9}   {:>7}   {:>6.2}",
+            "{size:>9}   {:>6.1} s   cold {:>9} {:>9}   warm {:>9} {:>9}   {:>7}   {:>6.2}                {:>9} {:>9}",
             load.as_secs_f64(),
             us(cold.p50),
             us(cold.p99),
             us(warm.p50),
             us(warm.p99),
             warm.permits,
-            warm.p99.as_secs_f64() / base.as_secs_f64()
+            warm.p99.as_secs_f64() / base.as_secs_f64(),
+            us(read_p50),
+            us(read_p99),
         );
         drop(store);
         let _ = std::fs::remove_dir_all(&path);
+    }
+    if let Some(base) = baseline {
+        println!(
+            "\nreading the index alone (no decision) at the largest size: p99 {} = {:.2} x the baseline's whole decision",
+            us(largest_read),
+            largest_read.as_secs_f64() / base.as_secs_f64()
+        );
     }
 }
