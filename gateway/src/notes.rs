@@ -394,15 +394,8 @@ impl NoteStore {
     pub fn undelivered_for(&self, consent: &ConsentId) -> Result<Vec<Note>, NoteError> {
         let mut out = Vec::new();
         for item in self.by_consent.scan_prefix(consent.as_bytes()) {
-            let (key, _) = item?;
-            let id: [u8; 16] = key[16..]
-                .try_into()
-                .map_err(|_| NoteError::Corrupt("bad consent index key".into()))?;
-            let note = match self.get(&uuid::Uuid::from_bytes(id)) {
-                Ok(note) => note,
-                // A key whose note was dropped part-way (see the module notes).
-                Err(NoteError::NotFound) => continue,
-                Err(e) => return Err(e),
+            let Some(note) = self.named_by(&item?.0, "consent index")? else {
+                continue;
             };
             if matches!(note.state, NoteState::Pending | NoteState::Deliverable) && !note.delivered
             {
@@ -424,6 +417,20 @@ impl NoteStore {
         self.notes.remove(note.id.as_bytes())?;
         self.flush()?;
         Ok(())
+    }
+
+    /// The note whose id ends an index key; `None` if there is none (a key left by a change cut
+    /// short, see the module notes).
+    fn named_by(&self, key: &[u8], index: &str) -> Result<Option<Note>, NoteError> {
+        let id: [u8; 16] = key
+            .get(key.len().saturating_sub(16)..)
+            .and_then(|id| id.try_into().ok())
+            .ok_or_else(|| NoteError::Corrupt(format!("bad {index} key")))?;
+        match self.get(&uuid::Uuid::from_bytes(id)) {
+            Ok(note) => Ok(Some(note)),
+            Err(NoteError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     pub fn get(&self, id: &uuid::Uuid) -> Result<Note, NoteError> {
@@ -451,14 +458,11 @@ impl NoteStore {
             if !key.starts_with(&prefix) || notes.len() >= limit {
                 break;
             }
-            let id: [u8; 16] = key[prefix.len()..]
-                .try_into()
-                .map_err(|_| NoteError::Corrupt("bad inbox key".into()))?;
-            match self.get(&uuid::Uuid::from_bytes(id)) {
-                Ok(note) if note.state == NoteState::Deliverable => notes.push(note),
-                // Keys of a change in progress or interrupted (see the module notes).
-                Ok(_) | Err(NoteError::NotFound) => {}
-                Err(e) => return Err(e),
+            // Keys of a change in progress or interrupted (see the module notes) are passed over.
+            if let Some(note) = self.named_by(&key, "inbox")?
+                && note.state == NoteState::Deliverable
+            {
+                notes.push(note);
             }
         }
         Ok(notes)
@@ -528,16 +532,9 @@ impl NoteStore {
                     return Ok(out);
                 }
                 let (key, _) = item?;
-                let id: [u8; 16] = key[8..]
-                    .try_into()
-                    .map_err(|_| NoteError::Corrupt("bad expiry index key".into()))?;
-                let note = match self.get(&uuid::Uuid::from_bytes(id)) {
-                    Ok(note) => note,
-                    Err(NoteError::NotFound) => {
-                        tree.remove(key)?;
-                        continue;
-                    }
-                    Err(e) => return Err(e),
+                let Some(note) = self.named_by(&key, "expiry index")? else {
+                    tree.remove(key)?;
+                    continue;
                 };
                 match note.state.cmp(&indexed) {
                     std::cmp::Ordering::Equal => out.push((note, expiry)),
