@@ -129,7 +129,7 @@ async fn main() {
     let args = args();
     let subjects = (args.entries / PER_SUBJECT).max(1) as usize;
     let ids: Vec<SubjectId> = SubjectId::synthetic_all().take(subjects).collect();
-    let gw = TestGateway::start().await;
+    let gw = TestGateway::start_with(casegate_tests::bench::NO_RATE_LIMIT).await;
     let orgs = [
         gw.org("clinic").orgnr.clone(),
         gw.org("nav").orgnr.clone(),

@@ -161,7 +161,12 @@ fn ms(d: Duration) -> String {
 }
 
 /// The gateway's configuration beyond the test defaults: no rate limit, metrics served.
-const GATEWAY_EXTRA: &str = "[limits]\nrate_per_second = 1000000\nrate_burst = 1000000\n[metrics]\nlisten = \"127.0.0.1:0\"\n";
+fn gateway_extra() -> String {
+    format!(
+        "{}[metrics]\nlisten = \"127.0.0.1:0\"\n",
+        casegate_tests::bench::NO_RATE_LIMIT
+    )
+}
 
 /// The server certificate, its key and the client CA of the gateway's mutual TLS.
 struct ServerTls {
@@ -383,7 +388,7 @@ async fn main() {
             metrics: args.metrics,
         },
         _ => Peer::Own {
-            gw: Box::new(TestGateway::prepare(GATEWAY_EXTRA, &[])),
+            gw: Box::new(TestGateway::prepare(&gateway_extra(), &[])),
             server: None,
         },
     };
