@@ -480,3 +480,46 @@ async fn bodies_are_purged_after_retention_and_ttl_and_the_purges_are_audited() 
         "a purged note was delivered"
     );
 }
+
+#[tokio::test]
+async fn a_backlog_longer_than_a_page_arrives_whole_in_order_then_live_notes_follow() {
+    use casegate_proto::v1::stream_inbox_response::Event;
+
+    let gw = TestGateway::start().await;
+    let me = subject(9);
+    gw.jobseeker(&me)
+        .await
+        .consent
+        .grant_consent(ips_consent(&gw, &me))
+        .await
+        .expect("grant");
+    let mut nav = gw.caller("nav", "nav_counsellor").await;
+    // More than two of the stream's backlog pages.
+    let sent: Vec<String> = (0..150).map(|i| format!("backlog note {i:03}")).collect();
+    for (i, body) in sent.iter().enumerate() {
+        nav.disclose_permitted(update(&gw, &me, &format!("b-{i}"), body))
+            .await;
+    }
+
+    let mut ips = gw.caller("ips", "employment_specialist").await;
+    let mut stream = ips.inbox().await;
+    let received: Vec<String> = backlog(&mut stream)
+        .await
+        .into_iter()
+        .map(|n| String::from_utf8(n.body).expect("utf8"))
+        .collect();
+    assert_eq!(received, sent, "every note once, oldest first");
+
+    let live = nav
+        .disclose_permitted(update(&gw, &me, "b-live", "live note"))
+        .await;
+    let message = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+        .await
+        .expect("in time")
+        .expect("stream ok")
+        .expect("open");
+    match message.event.expect("event") {
+        Event::Note(note) => assert_eq!(note.disclosure_id, live.disclosure_id),
+        other => panic!("expected the live note, got {other:?}"),
+    }
+}
