@@ -37,6 +37,16 @@ pub fn party(gw: &TestGateway, org: &str, roles: &[Role]) -> Party {
     }
 }
 
+/// The jobseeker `subject` grants [`ips_consent`] through the portal.
+pub async fn grant_ips_consent(gw: &TestGateway, subject: &SubjectId) {
+    gw.jobseeker(subject)
+        .await
+        .consent
+        .grant_consent(ips_consent(gw, subject))
+        .await
+        .expect("grant");
+}
+
 /// The IPS consent: NAV → IPS specialists (benefit counselling) and clinic → IPS specialists
 /// (treatment summaries), for IPS follow-up.
 pub fn ips_consent(gw: &TestGateway, subject: &SubjectId) -> GrantConsentRequest {

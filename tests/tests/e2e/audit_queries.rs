@@ -9,7 +9,7 @@ use casegate_proto::v1::{
 };
 use casegate_tests::{
     Caller, TestGateway,
-    scenario::{CONTENT, ips_consent, ips_scenario, subject},
+    scenario::{CONTENT, grant_ips_consent, ips_scenario, subject},
 };
 use prost::Message;
 use tokio_stream::StreamExt;
@@ -70,12 +70,7 @@ async fn after_the_ips_scenario_each_sees_exactly_what_they_may_and_every_look_i
     let someone_else = subject(21);
     ips_scenario(&gw, &me).await;
     // Someone else's consent: in the log, never in this jobseeker's report.
-    gw.jobseeker(&someone_else)
-        .await
-        .consent
-        .grant_consent(ips_consent(&gw, &someone_else))
-        .await
-        .expect("grant");
+    grant_ips_consent(&gw, &someone_else).await;
 
     // The jobseeker's own report: every step, in order, each provable against its checkpoint.
     let mine = report(&mut gw.jobseeker(&me).await, &me)

@@ -6,7 +6,7 @@ use casegate_audit::entry::{Entry, EntryKind};
 use casegate_proto::v1::{ApprovalAttestation, DiscloseRequest, DisclosureReceipt};
 use casegate_tests::{
     Caller, TestGateway,
-    scenario::{approval, backlog, ips_consent, ips_scenario, now, reason, subject, update},
+    scenario::{approval, backlog, grant_ips_consent, ips_scenario, now, reason, subject, update},
 };
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -43,12 +43,7 @@ async fn a_disclosure_is_refused_without_consent_and_permitted_with_a_verifying_
         ("no_consent", "casegate.no")
     );
 
-    gw.jobseeker(&me)
-        .await
-        .consent
-        .grant_consent(ips_consent(&gw, &me))
-        .await
-        .expect("grant");
+    grant_ips_consent(&gw, &me).await;
     // The same request id is free again after a refusal.
     let receipt = nav
         .disclose_permitted(update(&gw, &me, "nav-1", "income rises in May"))
@@ -79,12 +74,7 @@ async fn a_disclosure_is_refused_without_consent_and_permitted_with_a_verifying_
 async fn a_treatment_summary_needs_the_clinicians_approval() {
     let gw = TestGateway::start().await;
     let me = subject(2);
-    gw.jobseeker(&me)
-        .await
-        .consent
-        .grant_consent(ips_consent(&gw, &me))
-        .await
-        .expect("grant");
+    grant_ips_consent(&gw, &me).await;
     let mut clinic = gw.caller("clinic", "clinician").await;
     let mut summary = update(&gw, &me, "dips-77", "can work 50% with quiet surroundings");
     summary.category = "treatment_summary".into();
@@ -114,12 +104,7 @@ async fn a_treatment_summary_needs_the_clinicians_approval() {
 async fn a_repeated_request_id_returns_the_same_receipt_or_already_exists() {
     let gw = TestGateway::start().await;
     let me = subject(3);
-    gw.jobseeker(&me)
-        .await
-        .consent
-        .grant_consent(ips_consent(&gw, &me))
-        .await
-        .expect("grant");
+    grant_ips_consent(&gw, &me).await;
     let mut nav = gw.caller("nav", "nav_counsellor").await;
     let first = nav
         .disclosure
@@ -175,12 +160,7 @@ async fn a_repeated_request_id_returns_the_same_receipt_or_already_exists() {
 async fn bad_disclosures_name_the_field_and_change_nothing() {
     let gw = TestGateway::start_with("[limits]\nmax_body_bytes = 1024\n").await;
     let me = subject(4);
-    gw.jobseeker(&me)
-        .await
-        .consent
-        .grant_consent(ips_consent(&gw, &me))
-        .await
-        .expect("grant");
+    grant_ips_consent(&gw, &me).await;
     let mut nav = gw.caller("nav", "nav_counsellor").await;
     let before = entries(&gw).await.len();
     type Edit = Box<dyn Fn(&mut DiscloseRequest)>;
@@ -283,12 +263,7 @@ async fn bad_disclosures_name_the_field_and_change_nothing() {
 async fn bodies_and_identity_numbers_are_sealed_at_rest() {
     let gw = TestGateway::start().await;
     let me = subject(5);
-    gw.jobseeker(&me)
-        .await
-        .consent
-        .grant_consent(ips_consent(&gw, &me))
-        .await
-        .expect("grant");
+    grant_ips_consent(&gw, &me).await;
     let marker = "MARKER-benefit-update-7f3a";
     let mut nav: Caller = gw.caller("nav", "nav_counsellor").await;
     let mut request = update(&gw, &me, "sealed-1", marker);
@@ -363,12 +338,7 @@ async fn the_ips_scenario_from_refusal_to_withdrawal() {
 async fn notes_sealed_before_a_key_rotation_are_delivered_intact() {
     let gw = TestGateway::start().await;
     let me = subject(7);
-    gw.jobseeker(&me)
-        .await
-        .consent
-        .grant_consent(ips_consent(&gw, &me))
-        .await
-        .expect("grant");
+    grant_ips_consent(&gw, &me).await;
     let mut nav = gw.caller("nav", "nav_counsellor").await;
     nav.disclosure
         .disclose(update(&gw, &me, "k-1", "sealed with the first key"))
@@ -424,12 +394,7 @@ async fn bodies_are_purged_after_retention_and_ttl_and_the_purges_are_audited() 
     )
     .await;
     let me = subject(8);
-    gw.jobseeker(&me)
-        .await
-        .consent
-        .grant_consent(ips_consent(&gw, &me))
-        .await
-        .expect("grant");
+    grant_ips_consent(&gw, &me).await;
     let mut nav = gw.caller("nav", "nav_counsellor").await;
     let read = nav
         .disclose_permitted(update(&gw, &me, "p-1", "read and acknowledged"))
@@ -487,12 +452,7 @@ async fn a_backlog_longer_than_a_page_arrives_whole_in_order_then_live_notes_fol
 
     let gw = TestGateway::start().await;
     let me = subject(9);
-    gw.jobseeker(&me)
-        .await
-        .consent
-        .grant_consent(ips_consent(&gw, &me))
-        .await
-        .expect("grant");
+    grant_ips_consent(&gw, &me).await;
     let mut nav = gw.caller("nav", "nav_counsellor").await;
     // More than two of the stream's backlog pages.
     let sent: Vec<String> = (0..150).map(|i| format!("backlog note {i:03}")).collect();
