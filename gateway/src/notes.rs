@@ -178,9 +178,7 @@ fn time_key(at: Timestamp, id: &uuid::Uuid) -> [u8; 24] {
 
 /// The largest expiry-index key at `at`: a range up to it holds everything due by then.
 fn time_key_upto(at: Timestamp) -> [u8; 24] {
-    let mut key = time_key(at, &uuid::Uuid::from_bytes([0xff; 16]));
-    key[8..].fill(0xff);
-    key
+    time_key(at, &uuid::Uuid::max())
 }
 
 fn consent_key(note: &Note) -> Vec<u8> {
@@ -315,14 +313,13 @@ impl NoteStore {
     /// [`Self::flush`]) must return before its audit entry is written.
     pub fn stage_pending(&self, note: &Note) -> Result<(), NoteError> {
         self.by_consent.insert(consent_key(note), &[])?;
-        self.notes.insert(note.id.as_bytes(), encode(note)?)?;
+        self.put(note)?;
         Ok(())
     }
 
     /// Puts a pending note in its recipient's inbox, once its audit entry is durable. Not
     /// flushed: after a crash, recovery finds the entry in the log and does this again.
-    pub fn make_deliverable(&self, pending: &Note, audit_index: u64) -> Result<Note, NoteError> {
-        let mut note = pending.clone();
+    pub fn make_deliverable(&self, mut note: Note, audit_index: u64) -> Result<Note, NoteError> {
         note.state = NoteState::Deliverable;
         note.audit_index = Some(audit_index);
         self.waiting
@@ -586,7 +583,7 @@ pub fn recover(
         }
         match found {
             Some(index) => {
-                notes.make_deliverable(&note, index)?;
+                notes.make_deliverable(note, index)?;
                 made += 1;
             }
             None => {

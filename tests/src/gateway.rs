@@ -79,6 +79,27 @@ const ORGS: [(&str, &str); 6] = [
     ("authority", "910000136"),
 ];
 
+/// An mTLS channel to `addr`, whose server certificate names `localhost` and is signed by
+/// `ca_pem`, presenting `client` (certificate and key PEM) or no certificate. Each call is
+/// bounded to 10 s.
+pub async fn mtls_channel(addr: SocketAddr, ca_pem: &str, client: Option<(&str, &str)>) -> Channel {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name("localhost");
+    if let Some((cert, key)) = client {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    Channel::from_shared(format!("https://{addr}"))
+        .expect("uri")
+        .tls_config(tls)
+        .expect("tls config")
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .expect("connect")
+}
+
 impl TestGateway {
     /// Starts a gateway with the default test configuration.
     pub async fn start() -> Self {
@@ -314,21 +335,8 @@ keyring = "notes.keyring"
 
     /// An mTLS channel presenting `client` (or no certificate).
     pub async fn channel_with(&self, client: Option<&CertifiedKey>) -> Channel {
-        let mut tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.ca.cert_pem))
-            .domain_name("localhost");
-        if let Some(client) = client {
-            tls = tls.identity(Identity::from_pem(&client.cert_pem, &client.key_pem));
-        }
-        Channel::from_shared(format!("https://{}", self.addr))
-            .expect("uri")
-            .tls_config(tls)
-            .expect("tls config")
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(10))
-            .connect()
-            .await
-            .expect("connect to test gateway")
+        let client = client.map(|c| (c.cert_pem.as_str(), c.key_pem.as_str()));
+        mtls_channel(self.addr, &self.ca.cert_pem, client).await
     }
 
     /// An mTLS channel as organisation `org`.

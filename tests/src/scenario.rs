@@ -118,19 +118,26 @@ pub fn reason(status: &tonic::Status) -> String {
     status.get_details_error_info().expect("detail").reason
 }
 
+/// The next event of an inbox stream, waiting at most 10 s.
+pub async fn next_event(
+    stream: &mut tonic::Streaming<casegate_proto::v1::StreamInboxResponse>,
+) -> Event {
+    tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+        .await
+        .expect("stream answers in time")
+        .expect("stream ok")
+        .expect("stream open")
+        .event
+        .expect("event")
+}
+
 /// The next backlog of an inbox stream: its notes, up to the backlog-complete marker.
 pub async fn backlog(
     stream: &mut tonic::Streaming<casegate_proto::v1::StreamInboxResponse>,
 ) -> Vec<casegate_proto::v1::InboxNote> {
-    use casegate_proto::v1::stream_inbox_response::Event;
     let mut notes = Vec::new();
     loop {
-        let message = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
-            .await
-            .expect("stream answers in time")
-            .expect("stream ok")
-            .expect("stream open");
-        match message.event.expect("event") {
+        match next_event(stream).await {
             Event::Note(note) => notes.push(note),
             Event::BacklogComplete(done) => {
                 assert_eq!(done.delivered as usize, notes.len());
@@ -242,12 +249,7 @@ pub async fn ips_scenario(gw: &TestGateway, me: &SubjectId) -> Outcome {
         .into_inner()
         .receipt
         .expect("receipt");
-    let live = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
-        .await
-        .expect("live note in time")
-        .expect("ok")
-        .expect("open");
-    let Some(Event::Note(live)) = live.event else {
+    let Event::Note(live) = next_event(&mut stream).await else {
         panic!("expected a note")
     };
     assert_eq!(live.disclosure_id, live_receipt.disclosure_id);

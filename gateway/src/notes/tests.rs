@@ -45,7 +45,15 @@ fn note(disclosed_at: i64) -> Note {
 fn deliverable(store: &NoteStore, disclosed_at: i64) -> Note {
     let pending = note(disclosed_at);
     store.stage_pending(&pending).expect("stage");
-    store.make_deliverable(&pending, 7).expect("deliverable")
+    store.make_deliverable(pending, 7).expect("deliverable")
+}
+
+/// A note made deliverable, then acknowledged with its body kept until `purge_after`.
+fn acknowledged(store: &NoteStore, disclosed_at: i64, purge_after: Timestamp) -> Note {
+    let note = deliverable(store, disclosed_at);
+    store
+        .acknowledge(&note.id, Timestamp(disclosed_at + 500), purge_after)
+        .expect("acknowledge")
 }
 
 fn ids(due: &[(Note, Expiry)]) -> Vec<(uuid::Uuid, Expiry)> {
@@ -76,10 +84,7 @@ fn unacknowledged_notes_come_due_after_the_ttl_oldest_first_and_at_most_the_limi
 #[test]
 fn acknowledged_notes_come_due_at_their_purge_time_and_no_longer_by_ttl() {
     let (_dir, store) = store();
-    let read = deliverable(&store, 1_000);
-    store
-        .acknowledge(&read.id, Timestamp(1_500), Timestamp(5_000))
-        .expect("acknowledge");
+    let read = acknowledged(&store, 1_000, Timestamp(5_000));
     assert!(
         store
             .due(FAR, Timestamp(4_999), 10)
@@ -97,10 +102,7 @@ fn acknowledged_notes_come_due_at_their_purge_time_and_no_longer_by_ttl() {
 fn purged_notes_are_never_due_again() {
     let (_dir, store) = store();
     let unread = deliverable(&store, 1_000);
-    let read = deliverable(&store, 1_000);
-    store
-        .acknowledge(&read.id, Timestamp(1_500), Timestamp(2_000))
-        .expect("acknowledge");
+    let read = acknowledged(&store, 1_000, Timestamp(2_000));
     assert_eq!(store.due(FAR, FAR, 10).expect("due").len(), 2);
     store.purge(&unread.id).expect("purge");
     store.purge(&read.id).expect("purge");
@@ -112,10 +114,7 @@ fn purged_notes_are_never_due_again() {
 fn a_key_left_by_an_interrupted_change_is_dropped_but_one_of_a_change_in_progress_stays() {
     let (_dir, store) = store();
     // Acknowledged, but the waiting key of its deliverable days is still there.
-    let read = deliverable(&store, 1_000);
-    store
-        .acknowledge(&read.id, Timestamp(1_500), FAR)
-        .expect("acknowledge");
+    let read = acknowledged(&store, 1_000, FAR);
     let stale = time_key(read.disclosed_at, &read.id);
     store.waiting.insert(stale, &[]).expect("insert");
     // Pending, and its waiting key already written by `make_deliverable`.
@@ -133,10 +132,7 @@ fn a_key_left_by_an_interrupted_change_is_dropped_but_one_of_a_change_in_progres
 fn recovery_puts_back_the_index_keys_a_note_calls_for() {
     let (_dir, store) = store();
     let waiting = deliverable(&store, 1_000);
-    let read = deliverable(&store, 1_000);
-    store
-        .acknowledge(&read.id, Timestamp(1_500), Timestamp(2_000))
-        .expect("acknowledge");
+    let read = acknowledged(&store, 1_000, Timestamp(2_000));
     let pending = note(1_000);
     store.stage_pending(&pending).expect("stage");
     // As if the changes had been cut short, or the store predated the index.

@@ -352,8 +352,9 @@ impl DisclosureService for DisclosureApi {
         });
         entry.disclosure_id = Some(id.to_string());
         let appended = self.audit.append(&entry).await.map_err(append_error)?;
-        self.notes
-            .make_deliverable(&note, appended.index)
+        let note = self
+            .notes
+            .make_deliverable(note, appended.index)
             .map_err(note_error)?;
         // Open inbox streams of the recipient pick it up.
         let _ = self.live.send((input.recipient_org, id));

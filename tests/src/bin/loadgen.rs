@@ -45,8 +45,9 @@ use casegate_proto::v1::{DiscloseRequest, Role};
 use casegate_tests::{
     Caller, TestGateway,
     child::{self, ServerProcess},
+    gateway::mtls_channel,
 };
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity, Server};
+use tonic::transport::Server;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 struct Args {
@@ -319,7 +320,10 @@ impl Peer {
                     },
                 )
                 .expect("dev token");
-                Caller::new(connect(*addr, &ca, &cert, &key).await, Some(token))
+                Caller::new(
+                    mtls_channel(*addr, &ca, Some((&cert, &key))).await,
+                    Some(token),
+                )
             }
         }
     }
@@ -342,22 +346,6 @@ impl Peer {
             assert!(status.success(), "the gateway exited with {status}");
         }
     }
-}
-
-/// An mTLS channel to `addr` (whose certificate names `localhost`).
-async fn connect(addr: SocketAddr, ca: &str, cert: &str, key: &str) -> Channel {
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca))
-        .identity(Identity::from_pem(cert, key))
-        .domain_name("localhost");
-    Channel::from_shared(format!("https://{addr}"))
-        .expect("uri")
-        .tls_config(tls)
-        .expect("tls")
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .expect("connect")
 }
 
 #[tokio::main]
@@ -404,7 +392,7 @@ async fn main() {
     let mut echoes = Vec::new();
     for _ in 0..args.connections {
         echoes.push(HealthClient::new(
-            connect(echo.addr, &ca, &cert, &key).await,
+            mtls_channel(echo.addr, &ca, Some((&cert, &key))).await,
         ));
     }
     let echoes = Arc::new(echoes);

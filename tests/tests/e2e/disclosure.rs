@@ -6,7 +6,10 @@ use casegate_audit::entry::{Entry, EntryKind};
 use casegate_proto::v1::{ApprovalAttestation, DiscloseRequest, DisclosureReceipt};
 use casegate_tests::{
     Caller, TestGateway,
-    scenario::{approval, backlog, grant_ips_consent, ips_scenario, now, reason, subject, update},
+    scenario::{
+        approval, backlog, grant_ips_consent, ips_scenario, next_event, now, reason, subject,
+        update,
+    },
 };
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -473,12 +476,7 @@ async fn a_backlog_longer_than_a_page_arrives_whole_in_order_then_live_notes_fol
     let live = nav
         .disclose_permitted(update(&gw, &me, "b-live", "live note"))
         .await;
-    let message = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
-        .await
-        .expect("in time")
-        .expect("stream ok")
-        .expect("open");
-    match message.event.expect("event") {
+    match next_event(&mut stream).await {
         Event::Note(note) => assert_eq!(note.disclosure_id, live.disclosure_id),
         other => panic!("expected the live note, got {other:?}"),
     }
