@@ -2,8 +2,13 @@
 //! against a gateway it starts on loopback, and — in the same run, same machine — a bare tonic
 //! server with the same mutual TLS answering a trivial unary call (`grpc.health.v1/Check`) as
 //! the baseline. Bounded by count and by time. Prints throughput, latency percentiles, the
-//! ratio to the baseline and the peak RSS of the gateway, of the baseline server and of the
-//! load generator itself.
+//! ratio to the baseline, CPU time per call and the peak RSS of the gateway, of the baseline
+//! server and of the load generator itself.
+//!
+//! The gateway is measured three times, the same number of calls each: disclosures with
+//! invalid input (authenticated, parsed, refused before any decision: the gateway's own frame),
+//! disclosures refused for want of consent (decided, refusal durably audited, nothing stored),
+//! and permitted disclosures (the whole path). The first two bound what the third can reach.
 //!
 //! Each server runs alone in a child process (this program, started again with `--serve-echo`
 //! or `--serve-gateway`), so the clients, the baseline and the gateway do not share a runtime
@@ -12,7 +17,7 @@
 //!
 //! With `--target ADDR --dev-data DIR` it drives a gateway already running at `ADDR` — the
 //! `casegate dev` gateway whose folder is `DIR` (its PKI and token issuer are the clients'
-//! credentials) — instead of starting one; its RSS is then not reported.
+//! credentials) — instead of starting one; its RSS and CPU are then not reported.
 //!
 //! Usage: loadgen [--clients 64] [--count 20000] [--seconds 60] [--connections 8]
 //!                [--target ADDR --dev-data DIR [--metrics ADDR]]
@@ -50,6 +55,9 @@ use casegate_tests::{
 use tonic::transport::Server;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
+const USAGE: &str = "usage: loadgen [--clients 64] [--count 20000] [--seconds 60] [--connections 8]
+               [--target ADDR --dev-data DIR [--metrics ADDR]]";
+
 struct Args {
     clients: usize,
     count: u64,
@@ -72,6 +80,10 @@ fn args() -> Args {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--help" || flag == "-h" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
         let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         let number = || -> u64 {
             value
@@ -99,6 +111,45 @@ fn args() -> Args {
         "--target needs --dev-data (the folder of the casegate dev gateway it names)"
     );
     a
+}
+
+/// What the gateway runs measure, each against the same gateway, in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Disclosures with an empty content type: authenticated, parsed and refused as
+    /// `INVALID_ARGUMENT` before any decision — the gateway's own frame, nothing stored.
+    Invalid,
+    /// Disclosures about jobseekers without consent: decided and refused (`no_consent`), the
+    /// refusal durably audited, no note stored.
+    Refused,
+    /// Disclosures under a consent: the whole path, note stored and audited, receipt answered.
+    Permitted,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Invalid => "invalid",
+            Self::Refused => "refused",
+            Self::Permitted => "permitted",
+        }
+    }
+
+    fn row(self) -> &'static str {
+        match self {
+            Self::Invalid => "gateway: Disclose, invalid input",
+            Self::Refused => "gateway: Disclose, refused (audited)",
+            Self::Permitted => "gateway: Disclose, permitted",
+        }
+    }
+
+    fn expected(self) -> tonic::Code {
+        match self {
+            Self::Invalid => tonic::Code::InvalidArgument,
+            Self::Refused => tonic::Code::PermissionDenied,
+            Self::Permitted => tonic::Code::Ok,
+        }
+    }
 }
 
 /// Latencies of one run.
@@ -417,9 +468,10 @@ async fn main() {
     peer.start();
 
     // Consents for 100 synthetic jobseekers: NAV may send benefit counselling to IPS.
-    let subjects: Vec<SubjectId> = SubjectId::synthetic_all().skip(5000).take(100).collect();
+    let subjects: Arc<Vec<SubjectId>> =
+        Arc::new(SubjectId::synthetic_all().skip(5000).take(100).collect());
     let (nav, ips) = (peer.orgnr("nav"), peer.orgnr("ips"));
-    for subject in &subjects {
+    for subject in subjects.iter() {
         let grant = casegate_tests::fixtures::consent_between(
             subject,
             &nav,
@@ -440,91 +492,114 @@ async fn main() {
     for _ in 0..args.connections {
         senders.push(peer.caller("nav", "nav_counsellor", None).await);
     }
-
-    // Scrape the metrics endpoint while the gateway is under load.
-    let scraper = peer.metrics().map(|addr| {
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            scrape(addr).await
-        })
-    });
     let senders: Arc<Vec<Caller>> = Arc::new(senders);
-    let subjects = Arc::new(subjects);
+    // Jobseekers who gave no consent: every disclosure about them is refused (and audited).
+    let strangers: Vec<SubjectId> = SubjectId::synthetic_all().skip(6000).take(100).collect();
     // Request ids unique to this run: a gateway that outlives it must not see repeats.
     let run = format!(
         "{}-{}",
         casegate_tests::fixtures::now_seconds(),
         std::process::id()
     );
-    let body = vec![b'x'; 1024];
-    let refused = Arc::new(AtomicU64::new(0));
-    let refused_count = refused.clone();
-    let gateway_cpu = peer.process().map(ServerProcess::cpu_seconds);
-    let gateway = drive(args.clients, args.count, args.seconds, move |task, n| {
-        let mut caller = senders[task % senders.len()].clone();
-        let request = DiscloseRequest {
-            request_id: format!("load-{run}-{n}"),
-            subject_id: subjects[n as usize % subjects.len()].expose(),
-            recipient_orgnr: ips.clone(),
-            recipient_role: Role::Unspecified as i32,
-            category: "benefit_counselling".into(),
-            purpose: "ips_follow_up".into(),
-            title: "Benefit update".into(),
-            body: body.clone(),
-            content_type: "text/plain".into(),
-            approval: None,
-        };
-        let refused = refused_count.clone();
-        async move {
-            if caller.disclosure.disclose(request).await.is_err() {
-                refused.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    })
-    .await;
+    let template = DiscloseRequest {
+        request_id: String::new(),
+        subject_id: String::new(),
+        recipient_orgnr: ips,
+        recipient_role: Role::Unspecified as i32,
+        category: "benefit_counselling".into(),
+        purpose: "ips_follow_up".into(),
+        title: "Benefit update".into(),
+        body: vec![b'x'; 1024],
+        content_type: "text/plain".into(),
+        approval: None,
+    };
 
-    println!("\nrun                       calls/s     p50        p99        p99.9      calls");
-    for (name, run) in [
-        ("baseline: mTLS health", &baseline),
-        ("gateway: Disclose", &gateway),
-    ] {
+    let mut runs = vec![("baseline: mTLS health", baseline, Some(echo_cpu))];
+    let mut scraper = None;
+    for kind in [Kind::Invalid, Kind::Refused, Kind::Permitted] {
+        if kind == Kind::Permitted {
+            // Scrape the metrics endpoint while the gateway is under load.
+            scraper = peer.metrics().map(|addr| {
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    scrape(addr).await
+                })
+            });
+        }
+        let unexpected = Arc::new(AtomicU64::new(0));
+        let counter = unexpected.clone();
+        let (senders, run, template) = (senders.clone(), run.clone(), template.clone());
+        let who = match kind {
+            Kind::Refused => Arc::new(strangers.clone()),
+            Kind::Invalid | Kind::Permitted => subjects.clone(),
+        };
+        let cpu_before = peer.process().map(ServerProcess::cpu_seconds);
+        let result = drive(args.clients, args.count, args.seconds, move |task, n| {
+            let mut caller = senders[task % senders.len()].clone();
+            let mut request = template.clone();
+            request.request_id = format!("load-{run}-{}-{n}", kind.label());
+            request.subject_id = who[n as usize % who.len()].expose();
+            if kind == Kind::Invalid {
+                request.content_type.clear();
+            }
+            let unexpected = counter.clone();
+            async move {
+                let code = match caller.disclosure.disclose(request).await {
+                    Ok(_) => tonic::Code::Ok,
+                    Err(status) => status.code(),
+                };
+                if code != kind.expected() {
+                    unexpected.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+        .await;
+        let cpu = match (peer.process(), cpu_before) {
+            (Some(p), Some(before)) => Some(p.cpu_seconds() - before),
+            _ => None,
+        };
+        let wrong = unexpected.load(Ordering::Relaxed);
+        if wrong > 0 {
+            println!("{}: {wrong} calls did not end as expected", kind.row());
+        }
+        runs.push((kind.row(), result, cpu));
+    }
+
+    println!(
+        "\nrun                                   calls/s   vs base    p50        p99        p99.9      calls   CPU/call"
+    );
+    let base_rate = runs[0].1.rate();
+    for (name, run, cpu) in &runs {
+        let per_call = cpu.map_or_else(
+            || "-".to_owned(),
+            |s| format!("{:.0} µs", s * 1e6 / run.done as f64),
+        );
         println!(
-            "{name:<24} {:>9.0}   {:>9}  {:>9}  {:>9}  {:>7}",
+            "{name:<36} {:>9.0}   {:>6.1}%  {:>9}  {:>9}  {:>9}  {:>7}   {per_call}",
             run.rate(),
+            100.0 * run.rate() / base_rate,
             ms(run.at(0.50)),
             ms(run.at(0.99)),
             ms(run.at(0.999)),
             run.done
         );
     }
-    println!(
-        "\nDisclose throughput / baseline: {:.1}%   errors: {}",
-        100.0 * gateway.rate() / baseline.rate(),
-        refused.load(Ordering::Relaxed),
-    );
     let unknown = || "not known (not started here)".to_owned();
     let gateway_rss = peer
         .process()
         .map_or_else(unknown, |p| format!("{:.0} MiB", p.peak_rss_mib()));
     println!(
-        "peak RSS: gateway {gateway_rss}, baseline server {echo_rss:.0} MiB, load generator {:.0} MiB",
+        "\npeak RSS: gateway {gateway_rss}, baseline server {echo_rss:.0} MiB, load generator {:.0} MiB",
         child::peak_rss_mib("/proc/self/status")
-    );
-    let per_call = |seconds: f64, run: &Run| format!("{:.0} µs", seconds * 1e6 / run.done as f64);
-    let gateway_cpu = match (peer.process(), gateway_cpu) {
-        (Some(p), Some(before)) => per_call(p.cpu_seconds() - before, &gateway),
-        _ => unknown(),
-    };
-    println!(
-        "CPU per call: gateway {gateway_cpu}, baseline server {}",
-        per_call(echo_cpu, &baseline)
     );
     let Some(scraper) = scraper else {
         return peer.stop();
     };
     match scraper.await {
         Ok(Ok(text)) => {
-            println!("\nmetrics scraped during the run:");
+            println!(
+                "\nmetrics scraped 2 s into the permitted run (totals since the gateway started):"
+            );
             for name in [
                 "casegate_calls_total",
                 "casegate_decisions_total",
