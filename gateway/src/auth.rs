@@ -26,10 +26,7 @@ use casegate_consent::{OrgNumber, Role, SubjectId};
 use jsonwebtoken::{Algorithm, Validation, errors::ErrorKind};
 use rustls_pki_types::{CertificateDer, pem::PemObject};
 use serde::Deserialize;
-use tonic::{
-    Status,
-    transport::server::{TcpConnectInfo, TlsConnectInfo},
-};
+use tonic::Status;
 use tower::{Layer, Service};
 
 pub use https::HttpsUrl;
@@ -44,6 +41,7 @@ use crate::{
     identity::{ClientIdentity, IdentityError},
     limits::{RateLimiter, rate_limited},
     principal::Principal,
+    tls::Peer,
 };
 
 /// Why a call was not authenticated. The messages are safe to show the caller.
@@ -414,15 +412,15 @@ pub struct Authenticate {
 }
 
 impl Authenticate {
-    /// The caller, from the connection's certificates and the `authorization` header.
+    /// The caller, from the connection's client certificate and the `authorization` header.
     async fn principal(
         &self,
-        certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+        identity: Option<Result<ClientIdentity, IdentityError>>,
         authorization: Option<http::HeaderValue>,
     ) -> Result<Principal, Status> {
-        let certs = certs.ok_or(AuthError::NoCertificate)?;
-        let leaf = certs.first().ok_or(AuthError::NoCertificate)?;
-        let client = ClientIdentity::from_der(leaf).map_err(AuthError::from)?;
+        let client = identity
+            .ok_or(AuthError::NoCertificate)?
+            .map_err(AuthError::from)?;
         self.rate
             .check(client.orgnr, Instant::now())
             .map_err(rate_limited)?;
@@ -479,13 +477,13 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let auth = self.auth.clone();
-        let certs = request
+        let identity = request
             .extensions()
-            .get::<TlsConnectInfo<TcpConnectInfo>>()
-            .and_then(TlsConnectInfo::peer_certs);
+            .get::<Peer>()
+            .and_then(|peer| peer.identity.clone());
         let authorization = request.headers().get("authorization").cloned();
         Box::pin(async move {
-            match auth.principal(certs, authorization).await {
+            match auth.principal(identity, authorization).await {
                 Ok(principal) => {
                     request.extensions_mut().insert(principal);
                     inner.call(request).await

@@ -1,7 +1,16 @@
 //! Mutual TLS: the server's rustls configuration (client certificates required, from the
-//! configured CA only) and the accept loop that turns TCP connections into TLS streams.
+//! configured CA only) and the accept loop that turns TCP connections into TLS streams, each
+//! carrying the organisation its client certificate names (read once per connection).
 
-use std::{io, path::Path, sync::Arc, time::Duration};
+use std::{
+    io,
+    net::SocketAddr,
+    path::Path,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use rustls::{
     RootCertStore, ServerConfig,
@@ -11,10 +20,98 @@ use rustls::{
 use rustls_pki_types::{
     CertificateDer, CertificateRevocationListDer, PrivateKeyDer, pem::PemObject,
 };
-use tokio::{net::TcpListener, net::TcpStream, sync::mpsc, task::JoinHandle};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpListener,
+    net::TcpStream,
+    sync::mpsc,
+    task::JoinHandle,
+};
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 
-use crate::config::{Problem, TlsConfig};
+use crate::{
+    config::{Problem, TlsConfig},
+    identity::{ClientIdentity, IdentityError},
+};
+
+/// What a request knows of its connection: the peer's address and the organisation its
+/// client certificate names (`None`: no client certificate). Every request on the
+/// connection carries it as an extension.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub remote_addr: Option<SocketAddr>,
+    pub identity: Option<Result<ClientIdentity, IdentityError>>,
+}
+
+/// An accepted mutual-TLS connection. Its client certificate is read when the handshake
+/// completes, not on every call.
+#[derive(Debug)]
+pub struct Connection {
+    stream: TlsStream<TcpStream>,
+    peer: Peer,
+}
+
+impl Connection {
+    pub fn new(stream: TlsStream<TcpStream>) -> Self {
+        let (tcp, session) = stream.get_ref();
+        let peer = Peer {
+            remote_addr: tcp.peer_addr().ok(),
+            identity: session
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .map(|leaf| ClientIdentity::from_der(leaf)),
+        };
+        Self { stream, peer }
+    }
+}
+
+impl tonic::transport::server::Connected for Connection {
+    type ConnectInfo = Peer;
+
+    fn connect_info(&self) -> Peer {
+        self.peer.clone()
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
 
 /// The crypto provider used everywhere: ring. Installing it as the process default keeps a
 /// second provider (aws-lc-rs) from ever being picked.
@@ -202,7 +299,7 @@ impl TlsReloader {
 }
 
 /// Accepts TCP connections and completes TLS handshakes concurrently, handing finished
-/// connections to the gRPC server through a bounded channel. A slow or failed handshake never
+/// connections (their client certificate read) to the gRPC server through a bounded channel. A slow or failed handshake never
 /// holds up the others. Ends when `listener` errors fatally or the receiver is dropped.
 ///
 /// Aborting the returned task closes the listener: no new connections are accepted.
@@ -210,10 +307,7 @@ pub fn accept(
     listener: TcpListener,
     config: Arc<TlsReloader>,
     handshake_timeout: Duration,
-) -> (
-    mpsc::Receiver<io::Result<TlsStream<TcpStream>>>,
-    JoinHandle<()>,
-) {
+) -> (mpsc::Receiver<io::Result<Connection>>, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(64);
     let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
     let task = tokio::spawn(async move {
@@ -247,7 +341,7 @@ pub fn accept(
                 let _permit = permit;
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(stream)).await;
+                        let _ = tx.send(Ok(Connection::new(stream))).await;
                     }
                     Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake refused"),
                     Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
