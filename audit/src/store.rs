@@ -4,6 +4,7 @@
 //! clean shutdown.
 
 use std::{
+    collections::VecDeque,
     fs::{File, OpenOptions},
     io,
     os::unix::fs::{FileExt, OpenOptionsExt},
@@ -56,12 +57,88 @@ impl<const N: usize> FixedFile<N> {
     }
 }
 
+/// Nodes of each level kept in memory, the newest ones: proofs for recent entries (every
+/// receipt's) and the writer's own reads of what it just wrote need no file read.
+const TAIL_NODES: usize = 1024;
+
+/// The newest nodes of one level: `hashes[i]` is node `first + i`.
+#[derive(Debug, Default)]
+struct Tail {
+    first: u64,
+    hashes: VecDeque<Hash>,
+}
+
+impl Tail {
+    fn get(&self, index: u64) -> Option<Hash> {
+        let at = usize::try_from(index.checked_sub(self.first)?).ok()?;
+        self.hashes.get(at).copied()
+    }
+
+    /// Records that nodes `first..` now hold `hashes` (32 bytes each).
+    fn put(&mut self, first: u64, hashes: &[u8]) {
+        let end = self.first + self.hashes.len() as u64;
+        if first < self.first || first > end {
+            // Not adjacent to what is kept: start over from these.
+            self.hashes.clear();
+            self.first = first;
+        } else {
+            // Overwritten nodes (and any after them) are replaced.
+            self.hashes.truncate((first - self.first) as usize);
+        }
+        for hash in hashes.chunks_exact(32) {
+            let mut h = [0u8; 32];
+            h.copy_from_slice(hash);
+            self.hashes.push_back(h);
+        }
+        while self.hashes.len() > TAIL_NODES {
+            self.hashes.pop_front();
+            self.first += 1;
+        }
+    }
+}
+
+/// One level of stored nodes: its file and its newest nodes.
+#[derive(Debug)]
+struct Level {
+    file: FixedFile<32>,
+    tail: RwLock<Tail>,
+}
+
+impl Level {
+    fn open(path: &Path) -> io::Result<Self> {
+        Ok(Self {
+            file: FixedFile::open(path)?,
+            tail: RwLock::default(),
+        })
+    }
+
+    fn tail(&self) -> std::sync::RwLockReadGuard<'_, Tail> {
+        self.tail.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn tail_mut(&self) -> std::sync::RwLockWriteGuard<'_, Tail> {
+        self.tail.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn put(&self, first: u64, hashes: &[u8]) -> io::Result<()> {
+        // The file first: a reader that misses the tail finds the node there.
+        let written = self.file.put(first, hashes);
+        let mut tail = self.tail_mut();
+        match written {
+            Ok(()) => tail.put(first, hashes),
+            // What the file now holds is unknown: forget the newest nodes.
+            Err(_) => *tail = Tail::default(),
+        }
+        written
+    }
+}
+
 /// The stored nodes of the Merkle tree: level `l` holds the roots of the perfect subtrees of
-/// `2^l` leaves, in order.
+/// `2^l` leaves, in order. The newest nodes of each level are also kept in memory.
 #[derive(Debug)]
 pub struct TreeStore {
     dir: PathBuf,
-    levels: RwLock<Vec<FixedFile<32>>>,
+    levels: RwLock<Vec<Level>>,
 }
 
 impl TreeStore {
@@ -73,7 +150,7 @@ impl TreeStore {
             if !path.exists() {
                 break;
             }
-            levels.push(FixedFile::open(&path)?);
+            levels.push(Level::open(&path)?);
         }
         Ok(Self {
             dir: dir.to_owned(),
@@ -88,7 +165,10 @@ impl TreeStore {
     pub fn node(&self, level: u32, index: u64) -> io::Result<Hash> {
         let levels = self.levels.read().unwrap_or_else(|p| p.into_inner());
         match levels.get(level as usize) {
-            Some(file) => file.get(index),
+            Some(level) => match level.tail().get(index) {
+                Some(hash) => Ok(hash),
+                None => level.file.get(index),
+            },
             None => Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 format!("tree level {level} is not stored"),
@@ -101,14 +181,14 @@ impl TreeStore {
         let level = level as usize;
         {
             let levels = self.levels.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(file) = levels.get(level) {
-                return file.put(first, hashes);
+            if let Some(stored) = levels.get(level) {
+                return stored.put(first, hashes);
             }
         }
         let mut levels = self.levels.write().unwrap_or_else(|p| p.into_inner());
         while levels.len() <= level {
             let path = Self::level_path(&self.dir, levels.len());
-            levels.push(FixedFile::open(&path)?);
+            levels.push(Level::open(&path)?);
         }
         levels[level].put(first, hashes)
     }
@@ -122,7 +202,7 @@ impl TreeStore {
                 break;
             }
             match levels.get(level as usize) {
-                Some(file) if file.records()? >= needed => {}
+                Some(stored) if stored.file.records()? >= needed => {}
                 _ => return Ok(false),
             }
         }
@@ -132,14 +212,18 @@ impl TreeStore {
     /// Drops every node.
     pub fn clear(&self) -> io::Result<()> {
         let levels = self.levels.read().unwrap_or_else(|p| p.into_inner());
-        for file in levels.iter() {
-            file.truncate(0)?;
+        for stored in levels.iter() {
+            *stored.tail_mut() = Tail::default();
+            stored.file.truncate(0)?;
         }
         Ok(())
     }
 
     pub fn sync(&self) -> io::Result<()> {
         let levels = self.levels.read().unwrap_or_else(|p| p.into_inner());
-        levels.iter().try_for_each(FixedFile::sync)
+        levels.iter().try_for_each(|stored| stored.file.sync())
     }
 }
+
+#[cfg(test)]
+mod tests;
