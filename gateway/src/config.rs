@@ -150,6 +150,9 @@ pub struct NotesConfig {
     pub ttl: Duration,
     /// How often expired bodies are looked for.
     pub sweep_interval: Duration,
+    /// How long a purged note is remembered (its request id, for idempotency; what it was,
+    /// without its body) before it is forgotten.
+    pub forget_after: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -502,12 +505,19 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
             Duration::from_millis(100),
             Duration::from_secs(3600),
         );
+        let forget_after = s.duration_or(
+            "forget_after",
+            Duration::from_secs(30 * 86_400),
+            Duration::ZERO,
+            Duration::from_secs(3650 * 86_400),
+        );
         s.finish();
         keyring.map(|keyring| NotesConfig {
             keyring,
             retention,
             ttl,
             sweep_interval,
+            forget_after,
         })
     };
 

@@ -1,28 +1,45 @@
 //! The note store: disclosed notes, sealed at rest (AES-256-GCM, [`crate::keyring`]), in the
-//! recipient's inbox until acknowledged. Over sled, in its own database under the data folder.
+//! recipient's inbox until acknowledged. An append-only journal of its own under the data
+//! folder, with everything it is searched by kept in memory.
 //!
-//! Trees: `notes` — disclosure id → note (JSON; the subject, title, body and approval sealed);
-//! `requests` — sender orgnr ‖ request id → disclosure id ‖ request fingerprint (idempotency);
-//! `inbox` — recipient orgnr ‖ disclosure id → () for deliverable notes; `by_consent` —
-//! consent id ‖ disclosure id → () (withdrawal purges what relied on a consent); `waiting` —
-//! disclosure time ‖ disclosure id → () for deliverable, unacknowledged notes, and `retained` —
-//! purge time ‖ disclosure id → () for acknowledged ones (expiry sweeps read only what is due).
+//! Files `journal-NNNNNNNN` (numbered from 1; a new one is begun past 64 MiB) hold records
+//! `[payload length u32 LE][CRC-32C of kind ‖ payload, u32 LE][kind u8][payload]`. Kind 1 is a
+//! note as JSON (subject, title, body and approval sealed): a note's newest record is its
+//! state. Kind 2 forgets a note — a pending note whose audit entry never became durable, or a
+//! purged one after `notes.forget_after` —: its id and a 128-bit digest of its sender and
+//! request id. At start the files are read in order and the
+//! memory rebuilt: where each note's newest record is; the indexes — recipient's inbox
+//! (deliverable notes by id, so oldest first), consent (withdrawal purges what relied on it),
+//! expiry times (deliverable notes by disclosure time, acknowledged ones by purge time); and
+//! the senders' request ids (idempotency). An incomplete or damaged record at the end of the
+//! newest file is a write cut short by a crash — never flushed, so never acknowledged — and is
+//! cut off; damage anywhere else stops the start.
 //!
-//! A change touching several trees writes them one by one (sled's transactions serialise every
-//! writer): index keys that name a note are checked against the note's state when read, and
-//! start-up recovery puts back any key a note's state calls for ([`recover`]).
+//! Writes go to the file in order under one lock, which also covers the memory they change, so
+//! the indexes always agree with the notes. A group flush (one `fdatasync` per file written,
+//! for everyone who waits meanwhile) makes them durable. Older files whose records are mostly
+//! superseded are compacted: live records copied to the newest file, flushed, then the file
+//! deleted — which is also when the superseded copies of purged bodies leave the disk.
 //!
 //! Invariant (with the audit log): a note becomes deliverable only after its `disclosure
 //! permitted` entry is durable; it is stored `Pending` (and flushed) before that entry is
 //! written, so an entry never names a note the store does not have.
 
-use std::path::Path;
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    fs::{File, OpenOptions},
+    io::{self, BufReader, Read},
+    os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, MutexGuard},
+};
 
 use casegate_consent::{
     Category, OrgNumber, Purpose, Role, SubjectId,
     record::{Actor, ConsentId, Timestamp},
 };
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::keyring::{Keyring, KeyringError, Sealed};
 
@@ -88,6 +105,9 @@ pub struct Note {
     pub acknowledged_at: Option<Timestamp>,
     /// When the body is deleted (set on acknowledgement).
     pub purge_after: Option<Timestamp>,
+    /// When the body was deleted; the note itself is forgotten some time after.
+    #[serde(default)]
+    pub purged_at: Option<Timestamp>,
     /// `None` once purged.
     pub sealed: Option<Sealed>,
 }
@@ -106,7 +126,9 @@ impl Note {
 #[derive(Debug, thiserror::Error)]
 pub enum NoteError {
     #[error("note store: {0}")]
-    Storage(#[from] sled::Error),
+    Io(#[from] std::io::Error),
+    #[error("note store stopped after a failed write; restart the gateway: {0}")]
+    Failed(String),
     #[error("note store holds an unreadable note: {0}")]
     Corrupt(String),
     #[error(transparent)]
@@ -138,18 +160,6 @@ impl FlushWaiter {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct NoteStore {
-    /// Group commit for flushes: one flusher thread, one `flush` for all who wait meanwhile.
-    flusher: std::sync::mpsc::SyncSender<FlushWaiter>,
-    notes: sled::Tree,
-    requests: sled::Tree,
-    inbox: sled::Tree,
-    by_consent: sled::Tree,
-    waiting: sled::Tree,
-    retained: sled::Tree,
-}
-
 /// Why a due note's body is to be deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expiry {
@@ -168,48 +178,404 @@ impl Expiry {
     }
 }
 
-/// An expiry-index key: the time (order-preserving) then the disclosure id.
-fn time_key(at: Timestamp, id: &uuid::Uuid) -> [u8; 24] {
-    let mut key = [0u8; 24];
-    key[..8].copy_from_slice(&((at.0 as u64) ^ (1 << 63)).to_be_bytes());
-    key[8..].copy_from_slice(id.as_bytes());
+/// A new journal file is begun when a record would take the newest past this size.
+const FILE_BYTES: u64 = 64 << 20;
+/// Record header: payload length, CRC-32C, kind.
+const HEADER: usize = 9;
+const KIND_NOTE: u8 = 1;
+const KIND_FORGET: u8 = 2;
+/// Files are compacted once at most this share of their bytes is still live.
+const COMPACT_LIVE_PERCENT: u64 = 30;
+
+/// Where a record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Location {
+    file: u32,
+    offset: u64,
+    len: u32,
+}
+
+/// What memory keeps of a note: where its newest record is, and what the indexes need.
+#[derive(Debug, Clone)]
+struct Slot {
+    at: Location,
+    state: NoteState,
+    recipient: OrgNumber,
+    consent: ConsentId,
+    disclosed_at: Timestamp,
+    /// Acknowledged: when the body is to be deleted; purged: when it was.
+    expiry: Option<Timestamp>,
+}
+
+impl Slot {
+    fn of(note: &Note, at: Location) -> Self {
+        Self {
+            at,
+            state: note.state,
+            recipient: note.recipient_org,
+            consent: note.consent_id,
+            disclosed_at: note.disclosed_at,
+            expiry: match note.state {
+                NoteState::Purged => note.purged_at,
+                _ => note.purge_after,
+            },
+        }
+    }
+}
+
+/// What memory keeps of a request id: a 128-bit digest of the sender and the id.
+type RequestKey = [u8; 16];
+
+fn request_key(sender: OrgNumber, request_id: &str) -> RequestKey {
+    let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
+    hash.update(sender.to_string().as_bytes());
+    hash.update(&[0]);
+    hash.update(request_id.as_bytes());
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&hash.finish().as_ref()[..16]);
     key
 }
 
-/// The largest expiry-index key at `at`: a range up to it holds everything due by then.
-fn time_key_upto(at: Timestamp) -> [u8; 24] {
-    time_key(at, &uuid::Uuid::max())
+#[derive(Debug)]
+struct JournalFile {
+    file: Arc<File>,
+    len: u64,
+    /// Bytes of notes' newest records (forget records, small, count as superseded).
+    live: u64,
+    /// The notes forgotten by records in this file: copied on when it is compacted while an
+    /// older file (which may hold a record of theirs) remains.
+    forgotten: Vec<Forget>,
 }
 
-fn consent_key(note: &Note) -> Vec<u8> {
-    let mut key = note.consent_id.as_bytes().to_vec();
-    key.extend_from_slice(note.id.as_bytes());
-    key
+/// A forget record's content: the note and its request id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Forget {
+    id: Uuid,
+    request: RequestKey,
+}
+
+impl Forget {
+    fn of(note: &Note) -> Self {
+        Self {
+            id: note.id,
+            request: request_key(note.sender.orgnr, &note.request_id),
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut payload = self.id.as_bytes().to_vec();
+        payload.extend_from_slice(&self.request);
+        payload
+    }
+
+    fn decode(payload: &[u8]) -> Option<Self> {
+        if payload.len() != 32 {
+            return None;
+        }
+        Some(Self {
+            id: Uuid::from_slice(&payload[..16]).ok()?,
+            request: payload[16..].try_into().ok()?,
+        })
+    }
+}
+
+/// Everything in memory, under one lock.
+#[derive(Debug, Default)]
+struct State {
+    notes: HashMap<Uuid, Slot>,
+    /// Sender and request id → the note (reserved, or stored).
+    requests: HashMap<RequestKey, Existing>,
+    inbox: BTreeSet<(OrgNumber, Uuid)>,
+    by_consent: BTreeSet<(ConsentId, Uuid)>,
+    /// Deliverable notes by disclosure time.
+    waiting: BTreeSet<(Timestamp, Uuid)>,
+    /// Acknowledged notes by purge time.
+    retained: BTreeSet<(Timestamp, Uuid)>,
+    /// Purged notes by the time they were purged.
+    purged: BTreeSet<(Timestamp, Uuid)>,
+    files: BTreeMap<u32, JournalFile>,
+    /// Files written since the last flush began, and whether one was created.
+    unsynced: BTreeSet<u32>,
+    created: bool,
+    /// Set when a write or flush failed in a way that leaves the files' content unknown.
+    failed: Option<String>,
+}
+
+fn toggle<K: Ord>(set: &mut BTreeSet<K>, key: K, add: bool) {
+    if add {
+        set.insert(key);
+    } else {
+        set.remove(&key);
+    }
+}
+
+impl State {
+    /// Adds (or removes) the index keys `slot`'s state calls for.
+    fn index(&mut self, id: Uuid, slot: &Slot, add: bool) {
+        if matches!(slot.state, NoteState::Pending | NoteState::Deliverable) {
+            toggle(&mut self.by_consent, (slot.consent, id), add);
+        }
+        if slot.state == NoteState::Deliverable {
+            toggle(&mut self.inbox, (slot.recipient, id), add);
+            toggle(&mut self.waiting, (slot.disclosed_at, id), add);
+        }
+        match (slot.state, slot.expiry) {
+            (NoteState::Acknowledged, Some(at)) => toggle(&mut self.retained, (at, id), add),
+            (NoteState::Purged, Some(at)) => toggle(&mut self.purged, (at, id), add),
+            _ => {}
+        }
+    }
+
+    /// Makes `slot` the note's newest state (`None`: forgotten).
+    fn set(&mut self, id: Uuid, slot: Option<Slot>) {
+        if let Some(old) = self.notes.remove(&id) {
+            self.index(id, &old, false);
+            self.superseded(old.at);
+        }
+        if let Some(slot) = slot {
+            self.index(id, &slot, true);
+            self.notes.insert(id, slot);
+        }
+    }
+
+    /// Drops a note and its request id from memory.
+    fn forget(&mut self, forget: Forget) {
+        self.set(forget.id, None);
+        if self.requests.get(&forget.request).map(|e| e.id) == Some(forget.id) {
+            self.requests.remove(&forget.request);
+        }
+    }
+
+    /// A record no longer needed.
+    fn superseded(&mut self, at: Location) {
+        if let Some(file) = self.files.get_mut(&at.file) {
+            file.live = file.live.saturating_sub(u64::from(at.len));
+        }
+    }
+
+    fn newest_file(&self) -> u32 {
+        self.files.keys().next_back().copied().unwrap_or(1)
+    }
+
+    fn check(&self) -> Result<(), NoteError> {
+        match &self.failed {
+            Some(why) => Err(NoteError::Failed(why.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `[length][CRC-32C][kind][payload]`.
+fn record(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&[kind]), payload);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.push(kind);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The kind and payload of a record's bytes, if they are one whole, undamaged record.
+fn parse(bytes: &[u8]) -> Option<(u8, &[u8])> {
+    let len = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?);
+    let kind = *bytes.get(8)?;
+    let payload = bytes.get(HEADER..HEADER + len)?;
+    (crc32c::crc32c_append(crc32c::crc32c(&[kind]), payload) == crc).then_some((kind, payload))
+}
+
+fn file_name(number: u32) -> String {
+    format!("journal-{number:08}")
+}
+
+fn file_number(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix("journal-")?;
+    (digits.len() == 8 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+fn create_file(dir: &Path, number: u32) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dir.join(file_name(number)))
 }
 
 fn encode(note: &Note) -> Result<Vec<u8>, NoteError> {
-    serde_json::to_vec(note).map_err(|e| NoteError::Corrupt(e.to_string()))
+    let json = serde_json::to_vec(note).map_err(|e| NoteError::Corrupt(e.to_string()))?;
+    Ok(record(KIND_NOTE, &json))
 }
 
-fn request_key(sender: OrgNumber, request_id: &str) -> Vec<u8> {
-    let mut key = sender.to_string().into_bytes();
-    key.extend_from_slice(request_id.as_bytes());
-    key
+fn decode(payload: &[u8]) -> Result<Note, NoteError> {
+    serde_json::from_slice(payload).map_err(|e| NoteError::Corrupt(e.to_string()))
 }
 
-fn decode(bytes: &[u8]) -> Result<Note, NoteError> {
-    serde_json::from_slice(bytes).map_err(|e| NoteError::Corrupt(e.to_string()))
+#[derive(Debug)]
+struct Shared {
+    dir: PathBuf,
+    file_bytes: u64,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NoteStore {
+    shared: Arc<Shared>,
+    /// Group commit for flushes: one flusher thread, one flush for all who wait meanwhile.
+    flusher: std::sync::mpsc::SyncSender<FlushWaiter>,
+}
+
+/// Reads one journal file into `state`. A record cut short or damaged ends the reading: in
+/// the newest file (`newest`) the file is cut there, elsewhere it is an error.
+fn replay(dir: &Path, number: u32, newest: bool, state: &mut State) -> Result<(), NoteError> {
+    let path = dir.join(file_name(number));
+    let file = OpenOptions::new().read(true).write(true).open(&path)?;
+    let size = file.metadata()?.len();
+    let file = Arc::new(file);
+    state.files.insert(
+        number,
+        JournalFile {
+            file: file.clone(),
+            len: 0,
+            live: 0,
+            forgotten: Vec::new(),
+        },
+    );
+    let mut reader = BufReader::with_capacity(1 << 20, file.as_ref());
+    let mut offset = 0u64;
+    let mut bytes = Vec::new();
+    while offset < size {
+        let whole = (|| -> io::Result<bool> {
+            if size - offset < HEADER as u64 {
+                return Ok(false);
+            }
+            bytes.resize(HEADER, 0);
+            reader.read_exact(&mut bytes)?;
+            let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as u64;
+            if offset + HEADER as u64 + len > size {
+                return Ok(false);
+            }
+            bytes.resize(HEADER + len as usize, 0);
+            reader.read_exact(&mut bytes[HEADER..])?;
+            Ok(true)
+        })()?;
+        let parsed = if whole { parse(&bytes) } else { None };
+        let Some((kind, payload)) = parsed else {
+            if !newest {
+                return Err(NoteError::Corrupt(format!(
+                    "{} is damaged at byte {offset}",
+                    path.display()
+                )));
+            }
+            tracing::warn!(
+                file = %path.display(),
+                discarded_bytes = size - offset,
+                "note journal ended in a write cut short; cut off"
+            );
+            file.set_len(offset)?;
+            file.sync_all()?;
+            break;
+        };
+        let at = Location {
+            file: number,
+            offset,
+            len: bytes.len() as u32,
+        };
+        let journal = journal_of(state, number)?;
+        journal.len = offset + u64::from(at.len);
+        journal.live += u64::from(at.len);
+        match kind {
+            KIND_NOTE => {
+                let note = decode(payload)?;
+                state.requests.insert(
+                    request_key(note.sender.orgnr, &note.request_id),
+                    Existing {
+                        id: note.id,
+                        fingerprint: note.fingerprint,
+                    },
+                );
+                state.set(note.id, Some(Slot::of(&note, at)));
+            }
+            KIND_FORGET => {
+                let forget = Forget::decode(payload)
+                    .ok_or_else(|| NoteError::Corrupt(format!("bad forget record in {number}")))?;
+                state.forget(forget);
+                state.superseded(at);
+                journal_of(state, number)?.forgotten.push(forget);
+            }
+            other => {
+                return Err(NoteError::Corrupt(format!(
+                    "{} holds a record of unknown kind {other} at byte {offset}",
+                    path.display()
+                )));
+            }
+        }
+        offset += u64::from(at.len);
+    }
+    Ok(())
+}
+
+fn journal_of(state: &mut State, number: u32) -> Result<&mut JournalFile, NoteError> {
+    state
+        .files
+        .get_mut(&number)
+        .ok_or_else(|| NoteError::Corrupt(format!("journal file {number} went missing")))
 }
 
 impl NoteStore {
     pub fn open(path: &Path) -> Result<Self, NoteError> {
-        // sled's page cache defaults to 1 GiB; notes are written once and read about once.
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(32 << 20)
-            .open()?;
+        Self::open_with(path, FILE_BYTES)
+    }
+
+    /// [`Self::open`] with journal files begun past `file_bytes`.
+    fn open_with(path: &Path, file_bytes: u64) -> Result<Self, NoteError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)?;
+        if path.join("db").exists() || path.join("conf").exists() {
+            return Err(NoteError::Corrupt(format!(
+                "{} holds a note database in an earlier format (sled); this version keeps a \
+                 journal there instead. Deliver or purge those notes with the earlier version, \
+                 then remove the folder",
+                path.display()
+            )));
+        }
+        let mut numbers = Vec::new();
+        for entry in std::fs::read_dir(path)? {
+            let entry = entry?;
+            if let Some(n) = entry.file_name().to_str().and_then(file_number) {
+                numbers.push(n);
+            }
+        }
+        numbers.sort_unstable();
+        let mut state = State::default();
+        for (i, &n) in numbers.iter().enumerate() {
+            replay(path, n, i + 1 == numbers.len(), &mut state)?;
+        }
+        if state.files.is_empty() {
+            let file = create_file(path, 1)?;
+            File::open(path)?.sync_all()?;
+            state.files.insert(
+                1,
+                JournalFile {
+                    file: Arc::new(file),
+                    len: 0,
+                    live: 0,
+                    forgotten: Vec::new(),
+                },
+            );
+        }
+        let shared = Arc::new(Shared {
+            dir: path.to_owned(),
+            file_bytes,
+            state: Mutex::new(state),
+        });
         let (flusher, requests) = std::sync::mpsc::sync_channel::<FlushWaiter>(4096);
-        let flushed = db.clone();
+        let flushed = shared.clone();
         std::thread::Builder::new()
             .name("note-flusher".into())
             .spawn(move || {
@@ -218,221 +584,299 @@ impl NoteStore {
                     while let Ok(more) = requests.try_recv() {
                         waiters.push(more);
                     }
-                    let result = flushed.flush().map(drop).map_err(|e| e.to_string());
+                    let result = flushed.sync().map_err(|e| e.to_string());
                     for waiter in waiters {
                         waiter.tell(result.clone());
                     }
                 }
             })
             .map_err(|e| NoteError::Corrupt(format!("cannot start the flusher: {e}")))?;
-        Ok(Self {
-            flusher,
-            notes: db.open_tree("notes")?,
-            requests: db.open_tree("requests")?,
-            inbox: db.open_tree("inbox")?,
-            by_consent: db.open_tree("by_consent")?,
-            waiting: db.open_tree("waiting")?,
-            retained: db.open_tree("retained")?,
-        })
+        Ok(Self { shared, flusher })
     }
 
-    /// Reads every note once: puts back the index keys its state calls for (missing after an
-    /// interrupted change, or in a store written before the expiry index existed) and returns
-    /// the pending ones.
-    fn repair_index(&self) -> Result<Vec<Note>, NoteError> {
-        let mut pending = Vec::new();
-        for item in self.notes.iter() {
-            let note = decode(&item?.1)?;
-            let mut keys: Vec<(&sled::Tree, Vec<u8>)> = Vec::new();
-            if matches!(note.state, NoteState::Pending | NoteState::Deliverable) {
-                keys.push((&self.by_consent, consent_key(&note)));
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.shared.state()
+    }
+
+    /// Appends `bytes` (one record) to the newest file, beginning a new one if it is full.
+    fn write(&self, state: &mut State, bytes: &[u8]) -> Result<Location, NoteError> {
+        state.check()?;
+        let mut number = state.newest_file();
+        let used = state.files.get(&number).map_or(0, |f| f.len);
+        if used > 0 && used + bytes.len() as u64 > self.shared.file_bytes {
+            // Only the newest file may end in a write cut short (see `replay`).
+            journal_of(state, number)?.file.sync_data()?;
+            number += 1;
+            let file = create_file(&self.shared.dir, number)?;
+            state.files.insert(
+                number,
+                JournalFile {
+                    file: Arc::new(file),
+                    len: 0,
+                    live: 0,
+                    forgotten: Vec::new(),
+                },
+            );
+            state.created = true;
+        }
+        let file = journal_of(state, number)?;
+        if let Err(e) = file.file.write_all_at(bytes, file.len) {
+            // Take back what part of the record was written; if that fails too, what the
+            // file holds is unknown and nothing more is written.
+            if let Err(cut) = file.file.set_len(file.len) {
+                state.failed = Some(format!("{e}; then {cut}"));
             }
-            match (note.state, note.purge_after) {
-                (NoteState::Pending, _) => pending.push(note),
-                (NoteState::Deliverable, _) => {
-                    keys.push((&self.inbox, Self::inbox_key(&note)));
-                    keys.push((
-                        &self.waiting,
-                        time_key(note.disclosed_at, &note.id).to_vec(),
-                    ));
-                }
-                (NoteState::Acknowledged, Some(at)) => {
-                    keys.push((&self.retained, time_key(at, &note.id).to_vec()));
-                }
-                _ => {}
-            }
-            for (tree, key) in keys {
-                if !tree.contains_key(&key)? {
-                    tree.insert(key, &[])?;
-                }
+            return Err(e.into());
+        }
+        let at = Location {
+            file: number,
+            offset: file.len,
+            len: bytes.len() as u32,
+        };
+        file.len += bytes.len() as u64;
+        file.live += bytes.len() as u64;
+        state.unsynced.insert(number);
+        Ok(at)
+    }
+
+    /// The newest record of note `id` and where it is.
+    fn read(&self, id: &Uuid) -> Result<(Note, Location), NoteError> {
+        let (file, at) = {
+            let state = self.state();
+            let slot = state.notes.get(id).ok_or(NoteError::NotFound)?;
+            let file = state
+                .files
+                .get(&slot.at.file)
+                .map(|f| f.file.clone())
+                .ok_or_else(|| NoteError::Corrupt("a note's journal file is gone".into()))?;
+            (file, slot.at)
+        };
+        Ok((self::read_note(&file, at)?, at))
+    }
+
+    /// Writes `note` as new if `seen` is `None`, else as the newer state of the note whose
+    /// newest record is at `seen`. Returns false (and writes nothing) if that is no longer so.
+    fn replace(&self, note: &Note, seen: Option<Location>) -> Result<bool, NoteError> {
+        let bytes = encode(note)?;
+        let mut state = self.state();
+        if state.notes.get(&note.id).map(|s| s.at) != seen {
+            return Ok(false);
+        }
+        let at = self.write(&mut state, &bytes)?;
+        state.set(note.id, Some(Slot::of(note, at)));
+        Ok(true)
+    }
+
+    /// Changes note `id` with `change` (which says whether there is anything to write), as one
+    /// step: a change made meanwhile by someone else is read and `change` applied again.
+    fn update(&self, id: &Uuid, change: impl Fn(&mut Note) -> bool) -> Result<Note, NoteError> {
+        loop {
+            let (mut note, at) = self.read(id)?;
+            if !change(&mut note) || self.replace(&note, Some(at))? {
+                return Ok(note);
             }
         }
-        Ok(pending)
     }
 
     /// Claims `request_id` for a new note `id`; if the sender used it before, says for what.
+    /// The claim is kept in memory until the note is stored (which records it) or it is
+    /// [released](Self::release).
     pub fn reserve(
         &self,
         sender: OrgNumber,
         request_id: &str,
-        id: uuid::Uuid,
+        id: Uuid,
         fingerprint: [u8; 32],
     ) -> Result<Result<(), Existing>, NoteError> {
-        let mut value = id.as_bytes().to_vec();
-        value.extend_from_slice(&fingerprint);
-        match self.requests.compare_and_swap(
-            request_key(sender, request_id),
-            None as Option<&[u8]>,
-            Some(value),
-        )? {
-            Ok(()) => Ok(Ok(())),
-            Err(conflict) => {
-                let current = conflict.current.unwrap_or_default();
-                if current.len() != 48 {
-                    return Err(NoteError::Corrupt("bad request record".into()));
-                }
-                let mut id = [0u8; 16];
-                id.copy_from_slice(&current[..16]);
-                let mut fingerprint = [0u8; 32];
-                fingerprint.copy_from_slice(&current[16..]);
-                Ok(Err(Existing {
-                    id: uuid::Uuid::from_bytes(id),
-                    fingerprint,
-                }))
+        let key = request_key(sender, request_id);
+        let mut state = self.state();
+        state.check()?;
+        match state.requests.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => Ok(Err(*e.get())),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(Existing { id, fingerprint });
+                Ok(Ok(()))
             }
         }
     }
 
     /// Gives a request id back (the disclosure was refused or failed before it was stored).
     pub fn release(&self, sender: OrgNumber, request_id: &str) -> Result<(), NoteError> {
-        self.requests.remove(request_key(sender, request_id))?;
+        let key = request_key(sender, request_id);
+        let mut state = self.state();
+        // Only a claim: a stored note keeps its request id.
+        if let Some(existing) = state.requests.get(&key)
+            && !state.notes.contains_key(&existing.id)
+        {
+            state.requests.remove(&key);
+        }
         Ok(())
     }
 
     /// Stores a note in state `Pending`, not yet flushed: [`Self::flushed`] (or
     /// [`Self::flush`]) must return before its audit entry is written.
     pub fn stage_pending(&self, note: &Note) -> Result<(), NoteError> {
-        self.by_consent.insert(consent_key(note), &[])?;
-        self.put(note)?;
+        if !self.replace(note, None)? {
+            return Err(NoteError::Corrupt(format!(
+                "note {} exists already",
+                note.id
+            )));
+        }
+        // Recorded with the note; a claim made by `reserve` is now the same.
+        self.state().requests.insert(
+            request_key(note.sender.orgnr, &note.request_id),
+            Existing {
+                id: note.id,
+                fingerprint: note.fingerprint,
+            },
+        );
         Ok(())
     }
 
     /// Puts a pending note in its recipient's inbox, once its audit entry is durable. Not
-    /// flushed: after a crash, recovery finds the entry in the log and does this again.
+    /// flushed: after a crash, recovery finds the entry in the log and does this again. A note
+    /// no longer pending (purged meanwhile: its consent was withdrawn) is left as it is, and
+    /// returned as it is.
     pub fn make_deliverable(&self, mut note: Note, audit_index: u64) -> Result<Note, NoteError> {
         note.state = NoteState::Deliverable;
         note.audit_index = Some(audit_index);
-        self.waiting
-            .insert(time_key(note.disclosed_at, &note.id), &[])?;
-        self.inbox.insert(Self::inbox_key(&note), &[])?;
-        self.put(&note)?;
-        Ok(note)
-    }
-
-    fn put(&self, note: &Note) -> Result<(), NoteError> {
-        self.notes.insert(note.id.as_bytes(), encode(note)?)?;
-        Ok(())
-    }
-
-    fn inbox_key(note: &Note) -> Vec<u8> {
-        let mut key = note.recipient_org.to_string().into_bytes();
-        key.extend_from_slice(note.id.as_bytes());
-        key
+        let bytes = encode(&note)?;
+        {
+            let mut state = self.state();
+            if let Some(slot) = state.notes.get(&note.id)
+                && slot.state == NoteState::Pending
+            {
+                let at = self.write(&mut state, &bytes)?;
+                state.set(note.id, Some(Slot::of(&note, at)));
+                return Ok(note);
+            }
+        }
+        self.get(&note.id)
     }
 
     /// Records that a note was streamed to its recipient.
-    pub fn mark_delivered(&self, id: &uuid::Uuid) -> Result<(), NoteError> {
-        let mut note = self.get(id)?;
-        if !note.delivered {
-            note.delivered = true;
-            self.put(&note)?;
-        }
+    pub fn mark_delivered(&self, id: &Uuid) -> Result<(), NoteError> {
+        self.update(id, |note| !std::mem::replace(&mut note.delivered, true))?;
         Ok(())
     }
 
     /// Takes an acknowledged note out of the inbox; its body stays until `purge_after`.
+    /// Flushed.
     pub fn acknowledge(
         &self,
-        id: &uuid::Uuid,
+        id: &Uuid,
         at: Timestamp,
         purge_after: Timestamp,
     ) -> Result<Note, NoteError> {
-        let mut note = self.get(id)?;
-        let waiting_key = time_key(note.disclosed_at, &note.id);
-        note.state = NoteState::Acknowledged;
-        note.acknowledged_at = Some(at);
-        note.purge_after = Some(purge_after);
-        self.retained.insert(time_key(purge_after, &note.id), &[])?;
-        self.put(&note)?;
-        self.inbox.remove(Self::inbox_key(&note))?;
-        self.waiting.remove(waiting_key)?;
+        let note = self.update(id, |note| {
+            note.state = NoteState::Acknowledged;
+            note.acknowledged_at = Some(at);
+            note.purge_after = Some(purge_after);
+            true
+        })?;
         self.flush()?;
         Ok(note)
     }
 
     /// Deletes a note's body and takes it out of the inbox, for good. Flushed.
-    pub fn purge(&self, id: &uuid::Uuid) -> Result<Note, NoteError> {
-        let mut note = self.get(id)?;
-        note.state = NoteState::Purged;
-        note.sealed = None;
-        // The body goes first; the keys that named the note are only an index.
-        self.put(&note)?;
-        self.inbox.remove(Self::inbox_key(&note))?;
-        self.by_consent.remove(consent_key(&note))?;
-        self.waiting.remove(time_key(note.disclosed_at, &note.id))?;
-        if let Some(at) = note.purge_after {
-            self.retained.remove(time_key(at, &note.id))?;
-        }
+    pub fn purge(&self, id: &Uuid) -> Result<Note, NoteError> {
+        let now = Timestamp(crate::audit::now_micros());
+        let note = self.update(id, |note| {
+            note.state = NoteState::Purged;
+            note.sealed = None;
+            note.purged_at = Some(now);
+            true
+        })?;
         self.flush()?;
         Ok(note)
     }
 
-    /// Notes that relied on `consent` and were never delivered.
-    pub fn undelivered_for(&self, consent: &ConsentId) -> Result<Vec<Note>, NoteError> {
+    /// Reads the notes `ids` names, passing over those gone meanwhile.
+    fn notes(&self, ids: impl IntoIterator<Item = Uuid>) -> Result<Vec<Note>, NoteError> {
         let mut out = Vec::new();
-        for item in self.by_consent.scan_prefix(consent.as_bytes()) {
-            let Some(note) = self.named_by(&item?.0, "consent index")? else {
-                continue;
-            };
-            if matches!(note.state, NoteState::Pending | NoteState::Deliverable) && !note.delivered
-            {
-                out.push(note);
+        for id in ids {
+            match self.get(&id) {
+                Ok(note) => out.push(note),
+                Err(NoteError::NotFound) => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(out)
     }
 
+    /// Notes that relied on `consent` and were never delivered.
+    pub fn undelivered_for(&self, consent: &ConsentId) -> Result<Vec<Note>, NoteError> {
+        let ids: Vec<Uuid> = self
+            .state()
+            .by_consent
+            .range((*consent, Uuid::nil())..=(*consent, Uuid::max()))
+            .map(|(_, id)| *id)
+            .collect();
+        Ok(self
+            .notes(ids)?
+            .into_iter()
+            .filter(|n| {
+                matches!(n.state, NoteState::Pending | NoteState::Deliverable) && !n.delivered
+            })
+            .collect())
+    }
+
     /// Forgets a pending note whose audit entry never became durable (after a crash): it was
-    /// never acknowledged to its sender, who may retry with the same request id.
+    /// never acknowledged to its sender, who may retry with the same request id. Flushed.
     pub fn drop_pending(&self, note: &Note) -> Result<(), NoteError> {
-        // The note goes last: until then, recovery finds it pending and comes back here.
-        self.requests
-            .remove(request_key(note.sender.orgnr, &note.request_id))?;
-        self.by_consent.remove(consent_key(note))?;
-        self.inbox.remove(Self::inbox_key(note))?;
-        self.waiting.remove(time_key(note.disclosed_at, &note.id))?;
-        self.notes.remove(note.id.as_bytes())?;
-        self.flush()?;
+        self.forget(Forget::of(note))?;
+        self.flush()
+    }
+
+    /// Writes a forget record and drops the note from memory.
+    fn forget(&self, forget: Forget) -> Result<(), NoteError> {
+        let bytes = record(KIND_FORGET, &forget.encode());
+        let mut state = self.state();
+        let at = self.write(&mut state, &bytes)?;
+        state.forget(forget);
+        state.superseded(at);
+        journal_of(&mut state, at.file)?.forgotten.push(forget);
         Ok(())
     }
 
-    /// The note whose id ends an index key; `None` if there is none (a key left by a change cut
-    /// short, see the module notes).
-    fn named_by(&self, key: &[u8], index: &str) -> Result<Option<Note>, NoteError> {
-        let id: [u8; 16] = key
-            .get(key.len().saturating_sub(16)..)
-            .and_then(|id| id.try_into().ok())
-            .ok_or_else(|| NoteError::Corrupt(format!("bad {index} key")))?;
-        match self.get(&uuid::Uuid::from_bytes(id)) {
-            Ok(note) => Ok(Some(note)),
-            Err(NoteError::NotFound) => Ok(None),
-            Err(e) => Err(e),
+    /// Forgets up to `limit` notes purged at or before `before`, oldest first: they leave the
+    /// store, and their request ids may be used again. Returns how many. Not flushed (a
+    /// forgetting lost in a crash is done again).
+    pub fn forget_purged(&self, before: Timestamp, limit: usize) -> Result<usize, NoteError> {
+        let ids: Vec<Uuid> = self
+            .state()
+            .purged
+            .range(..=(before, Uuid::max()))
+            .take(limit)
+            .map(|(_, id)| *id)
+            .collect();
+        let mut forgotten = 0;
+        for id in ids {
+            let note = match self.get(&id) {
+                Ok(note) => note,
+                Err(NoteError::NotFound) => continue,
+                Err(e) => return Err(e),
+            };
+            self.forget(Forget::of(&note))?;
+            forgotten += 1;
         }
+        Ok(forgotten)
     }
 
-    pub fn get(&self, id: &uuid::Uuid) -> Result<Note, NoteError> {
-        let bytes = self.notes.get(id.as_bytes())?.ok_or(NoteError::NotFound)?;
-        decode(&bytes)
+    pub fn get(&self, id: &Uuid) -> Result<Note, NoteError> {
+        self.read(id).map(|(note, _)| note)
+    }
+
+    /// The notes still pending (for recovery).
+    fn pending(&self) -> Result<Vec<Note>, NoteError> {
+        let ids: Vec<Uuid> = self
+            .state()
+            .notes
+            .iter()
+            .filter(|(_, slot)| slot.state == NoteState::Pending)
+            .map(|(id, _)| *id)
+            .collect();
+        self.notes(ids)
     }
 
     /// Up to `limit` deliverable notes in `org`'s inbox after the note `after` (from the
@@ -440,29 +884,28 @@ impl NoteStore {
     pub fn inbox_page(
         &self,
         org: OrgNumber,
-        after: Option<uuid::Uuid>,
+        after: Option<Uuid>,
         limit: usize,
     ) -> Result<Vec<Note>, NoteError> {
-        let prefix = org.to_string().into_bytes();
-        let mut start = prefix.clone();
-        if let Some(after) = after {
-            start.extend_from_slice(after.as_bytes());
-            start.push(0);
-        }
-        let mut notes = Vec::new();
-        for item in self.inbox.range(start..) {
-            let (key, _) = item?;
-            if !key.starts_with(&prefix) || notes.len() >= limit {
-                break;
-            }
-            // Keys of a change in progress or interrupted (see the module notes) are passed over.
-            if let Some(note) = self.named_by(&key, "inbox")?
-                && note.state == NoteState::Deliverable
-            {
-                notes.push(note);
-            }
-        }
-        Ok(notes)
+        let ids: Vec<Uuid> = {
+            let state = self.state();
+            let from = match after {
+                Some(after) => std::ops::Bound::Excluded((org, after)),
+                None => std::ops::Bound::Included((org, Uuid::nil())),
+            };
+            state
+                .inbox
+                .range((from, std::ops::Bound::Included((org, Uuid::max()))))
+                .take(limit)
+                .map(|(_, id)| *id)
+                .collect()
+        };
+        // Acknowledged or purged since: passed over.
+        Ok(self
+            .notes(ids)?
+            .into_iter()
+            .filter(|n| n.state == NoteState::Deliverable)
+            .collect())
     }
 
     /// Opens a note's sealed part.
@@ -482,7 +925,7 @@ impl NoteStore {
         self.request_flush(FlushWaiter::Thread(tx))?;
         rx.recv()
             .map_err(|_| flusher_stopped())?
-            .map_err(NoteError::Corrupt)
+            .map_err(NoteError::Failed)
     }
 
     /// [`Self::flush`] for async code: waits without holding a thread.
@@ -491,7 +934,7 @@ impl NoteStore {
         self.request_flush(FlushWaiter::Task(tx))?;
         rx.await
             .map_err(|_| flusher_stopped())?
-            .map_err(NoteError::Corrupt)
+            .map_err(NoteError::Failed)
     }
 
     fn request_flush(&self, waiter: FlushWaiter) -> Result<(), NoteError> {
@@ -500,46 +943,32 @@ impl NoteStore {
 
     /// Notes whose body is due for deletion: deliverable ones disclosed at or before
     /// `ttl_cutoff`, acknowledged ones whose purge time is at or before `now`; at most
-    /// `limit`, oldest first. A key whose note has moved past the state it indexes (left by an
-    /// interrupted change) is dropped; one whose note has not reached it yet (a change in
-    /// progress) is left alone.
+    /// `limit`, oldest first.
     pub fn due(
         &self,
         ttl_cutoff: Timestamp,
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<(Note, Expiry)>, NoteError> {
+        let ids: Vec<(Uuid, Expiry, NoteState)> = {
+            let state = self.state();
+            let retained = state
+                .retained
+                .range(..=(now, Uuid::max()))
+                .map(|(_, id)| (*id, Expiry::RetentionElapsed, NoteState::Acknowledged));
+            let waiting = state
+                .waiting
+                .range(..=(ttl_cutoff, Uuid::max()))
+                .map(|(_, id)| (*id, Expiry::TtlElapsed, NoteState::Deliverable));
+            retained.chain(waiting).take(limit).collect()
+        };
         let mut out = Vec::new();
-        for (tree, upto, expiry, indexed) in [
-            (
-                &self.retained,
-                now,
-                Expiry::RetentionElapsed,
-                NoteState::Acknowledged,
-            ),
-            (
-                &self.waiting,
-                ttl_cutoff,
-                Expiry::TtlElapsed,
-                NoteState::Deliverable,
-            ),
-        ] {
-            for item in tree.range(..=time_key_upto(upto)) {
-                if out.len() >= limit {
-                    return Ok(out);
-                }
-                let (key, _) = item?;
-                let Some(note) = self.named_by(&key, "expiry index")? else {
-                    tree.remove(key)?;
-                    continue;
-                };
-                match note.state.cmp(&indexed) {
-                    std::cmp::Ordering::Equal => out.push((note, expiry)),
-                    std::cmp::Ordering::Greater => {
-                        tree.remove(key)?;
-                    }
-                    std::cmp::Ordering::Less => {}
-                }
+        for (id, expiry, indexed) in ids {
+            match self.get(&id) {
+                // Changed since it was listed: no longer due for this reason.
+                Ok(note) if note.state == indexed => out.push((note, expiry)),
+                Ok(_) | Err(NoteError::NotFound) => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(out)
@@ -547,7 +976,123 @@ impl NoteStore {
 
     /// How many notes wait in inboxes.
     pub fn backlog(&self) -> usize {
-        self.waiting.len()
+        self.state().waiting.len()
+    }
+
+    /// Compacts the older journal files that are mostly superseded records: copies their live
+    /// records to the newest file, flushes, deletes them. Returns how many were deleted.
+    /// Blocking.
+    pub fn compact(&self) -> Result<usize, NoteError> {
+        let candidates: Vec<u32> = {
+            let state = self.state();
+            let newest = state.newest_file();
+            state
+                .files
+                .iter()
+                .filter(|(n, f)| **n != newest && f.live * 100 <= f.len * COMPACT_LIVE_PERCENT)
+                .map(|(n, _)| *n)
+                .collect()
+        };
+        let mut deleted = 0;
+        for number in candidates {
+            let (file, live, forgotten) = {
+                let state = self.state();
+                let Some(journal) = state.files.get(&number) else {
+                    continue;
+                };
+                let live: Vec<(Uuid, Location)> = state
+                    .notes
+                    .iter()
+                    .filter(|(_, slot)| slot.at.file == number)
+                    .map(|(id, slot)| (*id, slot.at))
+                    .collect();
+                (journal.file.clone(), live, journal.forgotten.clone())
+            };
+            for (id, at) in live {
+                let mut bytes = vec![0u8; at.len as usize];
+                file.read_exact_at(&mut bytes, at.offset)?;
+                let mut state = self.state();
+                // Changed meanwhile: its newest record is elsewhere already.
+                if state.notes.get(&id).map(|s| s.at) != Some(at) {
+                    continue;
+                }
+                let moved = self.write(&mut state, &bytes)?;
+                state.superseded(at);
+                if let Some(slot) = state.notes.get_mut(&id) {
+                    slot.at = moved;
+                }
+            }
+            // A forgotten note's records are all in this file or older ones: with none older
+            // left, its forget record has nothing more to cancel.
+            let older_left = self
+                .state()
+                .files
+                .keys()
+                .next()
+                .is_some_and(|&n| n < number);
+            for forget in forgotten.into_iter().filter(|_| older_left) {
+                let bytes = record(KIND_FORGET, &forget.encode());
+                let mut state = self.state();
+                let at = self.write(&mut state, &bytes)?;
+                state.superseded(at);
+                journal_of(&mut state, at.file)?.forgotten.push(forget);
+            }
+            // The copies are durable before the originals go.
+            self.flush()?;
+            self.state().files.remove(&number);
+            std::fs::remove_file(self.shared.dir.join(file_name(number)))?;
+            // Gone for good before a newer file's forget records can rely on it.
+            File::open(&self.shared.dir)?.sync_all()?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+}
+
+/// Reads and checks the note record at `at`.
+fn read_note(file: &File, at: Location) -> Result<Note, NoteError> {
+    let mut bytes = vec![0u8; at.len as usize];
+    file.read_exact_at(&mut bytes, at.offset)?;
+    match parse(&bytes) {
+        Some((KIND_NOTE, payload)) => decode(payload),
+        _ => Err(NoteError::Corrupt(format!(
+            "journal file {} is damaged at byte {}",
+            at.file, at.offset
+        ))),
+    }
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes every write so far durable (the flusher's work).
+    fn sync(&self) -> Result<(), String> {
+        let (files, created) = {
+            let mut state = self.state();
+            state.check().map_err(|e| e.to_string())?;
+            let files: Vec<Arc<File>> = std::mem::take(&mut state.unsynced)
+                .into_iter()
+                .filter_map(|n| state.files.get(&n).map(|f| f.file.clone()))
+                .collect();
+            (files, std::mem::take(&mut state.created))
+        };
+        let synced = files.iter().try_for_each(|f| f.sync_data()).and_then(|()| {
+            if created {
+                File::open(&self.dir)?.sync_all()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = synced {
+            // After a failed fsync the kernel may have dropped the dirty pages: what the files
+            // hold is unknown, so nothing more is written or acknowledged.
+            let why = format!("flush failed: {e}");
+            self.state().failed = Some(why.clone());
+            return Err(why);
+        }
+        Ok(())
     }
 }
 
@@ -563,7 +1108,7 @@ pub fn recover(
     log: &casegate_audit::log::AuditLog,
 ) -> Result<(usize, usize), NoteError> {
     use casegate_audit::entry::{Entry, EntryKind};
-    let pending = notes.repair_index()?;
+    let pending = notes.pending()?;
     let (mut made, mut dropped) = (0, 0);
     let size = log.size();
     for note in pending {

@@ -286,11 +286,14 @@ impl Gateway {
         let sweeper = tokio::spawn({
             let (notes, audit) = (notes.clone(), audit.clone());
             let (ttl, every) = (config.notes.ttl, config.notes.sweep_interval);
+            let forget_after = config.notes.forget_after;
             async move {
                 let mut tick = tokio::time::interval(every);
                 loop {
                     tick.tick().await;
-                    match crate::services::disclosure::sweep(&notes, &audit, ttl).await {
+                    match crate::services::disclosure::sweep(&notes, &audit, ttl, forget_after)
+                        .await
+                    {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(purged = n, "expired note bodies deleted"),
                         Err(e) => tracing::error!(error = %e.message(), "note sweep failed"),

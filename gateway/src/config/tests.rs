@@ -70,6 +70,18 @@ fn minimal_config_gets_defaults_and_resolves_paths() {
     );
     assert_eq!(config.vocabulary, Vocabulary::default());
     assert_eq!(config.log.format, LogFormat::Text);
+    assert_eq!(config.notes.forget_after, Duration::from_secs(30 * 86_400));
+}
+
+#[test]
+fn purged_notes_may_be_forgotten_at_once_but_not_after_ten_years() {
+    let config = parse(&(BASE.to_owned() + "forget_after = \"0s\"\n"), &[]).expect("valid");
+    assert_eq!(config.notes.forget_after, Duration::ZERO);
+    let found = problems(&(BASE.to_owned() + "forget_after = \"3651days\"\n"), &[]);
+    assert!(
+        found.iter().any(|p| p.starts_with("notes.forget_after")),
+        "{found:?}"
+    );
 }
 
 #[test]

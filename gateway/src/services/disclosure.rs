@@ -339,6 +339,7 @@ impl DisclosureService for DisclosureApi {
             delivered: false,
             acknowledged_at: None,
             purge_after: None,
+            purged_at: None,
             sealed: Some(sealed),
         };
         self.notes.stage_pending(&note).map_err(note_error)?;
@@ -627,17 +628,20 @@ impl DisclosureApi {
 }
 
 /// Deletes the bodies the gateway may no longer hold: acknowledged notes past their retention,
-/// and notes never acknowledged within the TTL. Each purge is audited. Returns how many.
+/// and notes never acknowledged within the TTL. Each purge is audited. Then forgets the notes
+/// purged more than `forget_after` ago and compacts the note store's journal. Returns how many
+/// notes were purged.
 pub async fn sweep(
     notes: &NoteStore,
     audit: &Audit,
     ttl: std::time::Duration,
+    forget_after: std::time::Duration,
 ) -> Result<usize, Status> {
     /// Due notes read per round: memory stays bounded however many are due.
     const ROUND: usize = 256;
+    let micros = |d: std::time::Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
     let now = now();
-    let ttl = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX);
-    let ttl_cutoff = Timestamp(now.0.saturating_sub(ttl));
+    let ttl_cutoff = Timestamp(now.0.saturating_sub(micros(ttl)));
     let mut count = 0;
     loop {
         let due = on_notes(notes, move |n| n.due(ttl_cutoff, now, ROUND)).await?;
@@ -653,6 +657,20 @@ pub async fn sweep(
             break;
         }
     }
+    let forget_cutoff = Timestamp(now.0.saturating_sub(micros(forget_after)));
+    let mut forgotten = 0;
+    loop {
+        let n = on_notes(notes, move |n| n.forget_purged(forget_cutoff, ROUND)).await?;
+        forgotten += n;
+        if n < ROUND {
+            break;
+        }
+    }
+    if forgotten > 0 {
+        tracing::info!(forgotten, "purged notes forgotten");
+    }
     crate::metrics::inbox_backlog(on_notes(notes, |n| Ok(n.backlog())).await?);
+    // Purges and acknowledgements leave superseded records behind: reclaim their files.
+    on_notes(notes, NoteStore::compact).await?;
     Ok(count)
 }

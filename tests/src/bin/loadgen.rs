@@ -514,7 +514,12 @@ async fn main() {
         approval: None,
     };
 
-    let mut runs = vec![("baseline: mTLS health", baseline, Some(echo_cpu))];
+    let mut runs = vec![(
+        "baseline: mTLS health",
+        baseline,
+        Some(echo_cpu),
+        Some(echo_rss),
+    )];
     let mut scraper = None;
     for kind in [Kind::Invalid, Kind::Refused, Kind::Permitted] {
         if kind == Kind::Permitted {
@@ -562,20 +567,22 @@ async fn main() {
         if wrong > 0 {
             println!("{}: {wrong} calls did not end as expected", kind.row());
         }
-        runs.push((kind.row(), result, cpu));
+        let rss = peer.process().map(ServerProcess::peak_rss_mib);
+        runs.push((kind.row(), result, cpu, rss));
     }
 
     println!(
-        "\nrun                                   calls/s   vs base    p50        p99        p99.9      calls   CPU/call"
+        "\nrun                                   calls/s   vs base    p50        p99        p99.9      calls   CPU/call  peak RSS"
     );
     let base_rate = runs[0].1.rate();
-    for (name, run, cpu) in &runs {
+    for (name, run, cpu, rss) in &runs {
         let per_call = cpu.map_or_else(
             || "-".to_owned(),
             |s| format!("{:.0} µs", s * 1e6 / run.done as f64),
         );
+        let rss = rss.map_or_else(|| "-".to_owned(), |r| format!("{r:.0} MiB"));
         println!(
-            "{name:<36} {:>9.0}   {:>6.1}%  {:>9}  {:>9}  {:>9}  {:>7}   {per_call}",
+            "{name:<36} {:>9.0}   {:>6.1}%  {:>9}  {:>9}  {:>9}  {:>7}   {per_call:>8}  {rss:>8}",
             run.rate(),
             100.0 * run.rate() / base_rate,
             ms(run.at(0.50)),
