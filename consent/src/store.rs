@@ -106,9 +106,11 @@ fn flatten(e: TransactionError<StoreError>) -> StoreError {
 impl ConsentStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         // Decisions read the in-memory index; sled's cache (1 GiB by default) serves the rest.
+        // sled's memory is many times its cache capacity: 16 MiB took the peak of loading a
+        // million consents from 412 to 343 MiB (decisions as fast), against 128 MiB.
         let db = sled::Config::new()
             .path(path)
-            .cache_capacity(128 << 20)
+            .cache_capacity(16 << 20)
             .open()?;
         let terms = db.open_tree("terms")?;
         let mut index = HashMap::new();
