@@ -517,3 +517,16 @@ fn reopen_with(dir: &tempfile::TempDir, store: NoteStore, file_bytes: u64) -> No
     drop(store);
     NoteStore::open_with(&dir.path().join("notes"), file_bytes).expect("reopen")
 }
+
+#[test]
+fn a_folder_holding_the_earlier_sled_database_is_refused_not_ignored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("notes");
+    std::fs::create_dir(&path).expect("folder");
+    std::fs::write(path.join("conf"), b"segment_size: 524288\n").expect("sled's conf");
+    match NoteStore::open(&path) {
+        Err(NoteError::Corrupt(why)) => assert!(why.contains("earlier format"), "{why}"),
+        other => panic!("opened over an earlier database: {other:?}"),
+    }
+    assert!(files(&dir).is_empty(), "a journal was begun beside it");
+}
