@@ -1011,6 +1011,13 @@ impl NoteStore {
             for (id, at) in live {
                 let mut bytes = vec![0u8; at.len as usize];
                 file.read_exact_at(&mut bytes, at.offset)?;
+                // A damaged record is not copied on as if it were whole.
+                if parse(&bytes).is_none() {
+                    return Err(NoteError::Corrupt(format!(
+                        "journal file {number} is damaged at byte {}",
+                        at.offset
+                    )));
+                }
                 let mut state = self.state();
                 // Changed meanwhile: its newest record is elsewhere already.
                 if state.notes.get(&id).map(|s| s.at) != Some(at) {

@@ -530,3 +530,28 @@ fn a_folder_holding_the_earlier_sled_database_is_refused_not_ignored() {
     }
     assert!(files(&dir).is_empty(), "a journal was begun beside it");
 }
+
+#[test]
+fn compaction_stops_at_a_damaged_record_rather_than_copy_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = NoteStore::open_with(&dir.path().join("notes"), 8 << 10).expect("open");
+    let notes: Vec<Note> = (0..20).map(|i| deliverable(&store, 1_000 + i)).collect();
+    for note in &notes[1..] {
+        store.purge(&note.id).expect("purge");
+    }
+    let at = store.state().notes[&notes[0].id].at;
+    assert_ne!(at.file, store.state().newest_file(), "the case is not made");
+    let path = dir.path().join("notes").join(file_name(at.file));
+    let mut bytes = std::fs::read(&path).expect("read");
+    bytes[at.offset as usize + HEADER + 10] ^= 0x20;
+    std::fs::write(&path, bytes).expect("write");
+
+    match store.compact() {
+        Err(NoteError::Corrupt(why)) => assert!(why.contains("damaged"), "{why}"),
+        other => panic!("a damaged record was compacted: {other:?}"),
+    }
+    assert!(
+        path.exists(),
+        "the file with the damaged record was deleted"
+    );
+}
