@@ -1,5 +1,6 @@
 //! Prometheus metrics on a separate admin listener: calls by method and status code, decisions
-//! by outcome, audit batches, `fdatasync` latency, queue depth and the newest checkpoint. Label
+//! by outcome, audit batches, `fdatasync` latency, queue depth, the newest checkpoint and the
+//! note store's figures. Label
 //! values come from fixed sets (method names of this API, status codes, reason codes), never
 //! from request content, so no personal data can reach a label and cardinality is bounded.
 
@@ -138,6 +139,14 @@ pub fn audit_batch(stats: &BatchStats) {
 /// Notes waiting in inboxes (deliverable, not yet acknowledged).
 pub fn inbox_backlog(notes: usize) {
     metrics::gauge!("casegate_inbox_backlog_notes").set(notes as f64);
+}
+
+/// What the note store holds: notes, journal files, their bytes and how many are live.
+pub fn note_journal(stats: &crate::notes::JournalStats) {
+    metrics::gauge!("casegate_notes_held").set(stats.notes as f64);
+    metrics::gauge!("casegate_note_journal_files").set(stats.files as f64);
+    metrics::gauge!("casegate_note_journal_bytes").set(stats.bytes as f64);
+    metrics::gauge!("casegate_note_journal_live_bytes").set(stats.live_bytes as f64);
 }
 
 /// Binds the admin listener for metrics.

@@ -160,6 +160,17 @@ impl FlushWaiter {
     }
 }
 
+/// What a note store holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalStats {
+    /// Notes in any state, purged ones not yet forgotten included.
+    pub notes: usize,
+    pub files: usize,
+    /// Bytes in the journal files, and how many of them are notes' newest records.
+    pub bytes: u64,
+    pub live_bytes: u64,
+}
+
 /// Why a due note's body is to be deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expiry {
@@ -977,6 +988,17 @@ impl NoteStore {
     /// How many notes wait in inboxes.
     pub fn backlog(&self) -> usize {
         self.state().waiting.len()
+    }
+
+    /// What the store holds, for metrics.
+    pub fn stats(&self) -> JournalStats {
+        let state = self.state();
+        JournalStats {
+            notes: state.notes.len(),
+            files: state.files.len(),
+            bytes: state.files.values().map(|f| f.len).sum(),
+            live_bytes: state.files.values().map(|f| f.live).sum(),
+        }
     }
 
     /// Compacts the older journal files that are mostly superseded records: copies their live

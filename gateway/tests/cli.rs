@@ -541,6 +541,7 @@ async fn metrics_count_calls_and_neither_metrics_nor_logs_show_identity_numbers(
         .arg(dir.path())
         .env("CASEGATE_METRICS__LISTEN", "127.0.0.1:0")
         .env("CASEGATE_LOG__FORMAT", "json")
+        .env("CASEGATE_NOTES__SWEEP_INTERVAL", "100ms")
         .env("RUST_LOG", "debug")
         .stdout(Stdio::piped())
         .stderr(log_file)
@@ -656,8 +657,13 @@ async fn metrics_count_calls_and_neither_metrics_nor_logs_show_identity_numbers(
         ))
         .await;
 
+    // The note store's figures, as of a sweep after the disclosure.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let text = scrape(&metrics).await;
     assert!(metric(&text, "casegate_calls_total") >= 5.0, "{text}");
+    assert_eq!(metric(&text, "casegate_notes_held"), 1.0, "{text}");
+    assert!(metric(&text, "casegate_note_journal_bytes") > 0.0, "{text}");
+    assert_eq!(metric(&text, "casegate_note_journal_files"), 1.0, "{text}");
     assert!(
         metric(&text, "casegate_decisions_total{outcome=\"permit\"}") >= 1.0,
         "{text}"

@@ -672,5 +672,6 @@ pub async fn sweep(
     crate::metrics::inbox_backlog(on_notes(notes, |n| Ok(n.backlog())).await?);
     // Purges and acknowledgements leave superseded records behind: reclaim their files.
     on_notes(notes, NoteStore::compact).await?;
+    crate::metrics::note_journal(&on_notes(notes, |n| Ok(n.stats())).await?);
     Ok(count)
 }
