@@ -1,8 +1,8 @@
 //! Prometheus metrics on a separate admin listener: calls by method and status code, decisions
 //! by outcome, audit batches, `fdatasync` latency, queue depth, the newest checkpoint and the
-//! note store's figures. Label
-//! values come from fixed sets (method names of this API, status codes, reason codes), never
-//! from request content, so no personal data can reach a label and cardinality is bounded.
+//! note store's figures. Label values come from fixed sets (method names of this API, status
+//! codes, reason codes), never from request content, so no personal data can reach a label and
+//! cardinality is bounded.
 
 use std::{
     net::SocketAddr,
