@@ -45,6 +45,10 @@ pub struct BatchStats {
 /// Called by the writer after every batch.
 pub type Observer = Arc<dyn Fn(&BatchStats) + Send + Sync>;
 
+/// Called by the writer before it writes a batch: makes durable whatever the batch's entries
+/// rely on (the gateway's note store). An error fails that batch's appends, not the log.
+pub type BeforeWrite = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
 /// How the log behaves.
 #[derive(Clone)]
 pub struct LogOptions {
@@ -60,6 +64,8 @@ pub struct LogOptions {
     pub linger: Duration,
     /// Told about every batch (metrics).
     pub observer: Option<Observer>,
+    /// Run before every batch is written.
+    pub before_write: Option<BeforeWrite>,
 }
 
 impl std::fmt::Debug for LogOptions {
@@ -71,6 +77,7 @@ impl std::fmt::Debug for LogOptions {
             .field("max_batch", &self.max_batch)
             .field("linger", &self.linger)
             .field("observer", &self.observer.is_some())
+            .field("before_write", &self.before_write.is_some())
             .finish()
     }
 }
@@ -84,6 +91,7 @@ impl LogOptions {
             max_batch: 4096,
             linger: Duration::ZERO,
             observer: None,
+            before_write: None,
         }
     }
 }
@@ -829,6 +837,14 @@ impl Writer {
 
     fn process(&mut self, batch: Vec<Job>) {
         if let Some(reason) = self.failed() {
+            for job in batch {
+                (job.done)(Err(AppendError::Failed(reason.clone())));
+            }
+            return;
+        }
+        if let Some(before) = &self.options.before_write
+            && let Err(reason) = before()
+        {
             for job in batch {
                 (job.done)(Err(AppendError::Failed(reason.clone())));
             }

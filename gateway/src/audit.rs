@@ -32,6 +32,7 @@ pub fn log_options(config: &AuditConfig) -> LogOptions {
         max_batch: config.max_batch,
         linger: config.linger,
         observer: Some(Arc::new(crate::metrics::audit_batch)),
+        before_write: None,
     }
 }
 
@@ -58,14 +59,24 @@ pub fn actor(principal: &Principal) -> Actor {
 }
 
 impl Audit {
-    /// Opens (recovering if needed) the log under `dir`; `index` is its query index.
+    /// Opens (recovering if needed) the log under `dir`; `index` is its query index. Before
+    /// each batch is written the note store is synced: a `disclosure permitted` entry never
+    /// becomes durable before the note it names.
     pub fn open(
         dir: &Path,
         index: AuditIndex,
         config: &AuditConfig,
         signer: Signer,
+        notes: &crate::notes::NoteStore,
     ) -> Result<(Self, Recovery), OpenError> {
-        let (log, recovery) = AuditLog::open(dir, signer, log_options(config))?;
+        let notes = notes.clone();
+        let options = LogOptions {
+            before_write: Some(Arc::new(move || {
+                notes.sync_now().map_err(|e| e.to_string())
+            })),
+            ..log_options(config)
+        };
+        let (log, recovery) = AuditLog::open(dir, signer, options)?;
         Ok((
             Self {
                 log: Arc::new(log),

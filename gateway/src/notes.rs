@@ -22,8 +22,9 @@
 //! deleted — which is also when the superseded copies of purged bodies leave the disk.
 //!
 //! Invariant (with the audit log): a note becomes deliverable only after its `disclosure
-//! permitted` entry is durable; it is stored `Pending` (and flushed) before that entry is
-//! written, so an entry never names a note the store does not have.
+//! permitted` entry is durable; it is stored `Pending` before that entry is appended, and the
+//! audit log's writer syncs this store before it writes each batch ([`NoteStore::sync_now`]),
+//! so an entry never names a note the store does not have.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -144,21 +145,8 @@ pub struct Existing {
     pub fingerprint: [u8; 32],
 }
 
-/// A waiter for the next flush: a blocked thread or an async task.
-enum FlushWaiter {
-    Thread(std::sync::mpsc::SyncSender<Result<(), String>>),
-    Task(tokio::sync::oneshot::Sender<Result<(), String>>),
-}
-
-impl FlushWaiter {
-    fn tell(self, result: Result<(), String>) {
-        // A waiter that went away does not need the answer.
-        let _ = match self {
-            Self::Thread(tx) => tx.send(result).map_err(drop),
-            Self::Task(tx) => tx.send(result).map_err(drop),
-        };
-    }
-}
+/// A thread waiting for the next flush.
+type FlushWaiter = std::sync::mpsc::SyncSender<Result<(), String>>;
 
 /// What a note store holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -430,6 +418,8 @@ struct Shared {
     dir: PathBuf,
     file_bytes: u64,
     state: Mutex<State>,
+    /// Held while syncing.
+    syncing: Mutex<()>,
 }
 
 #[derive(Debug, Clone)]
@@ -584,6 +574,7 @@ impl NoteStore {
             dir: path.to_owned(),
             file_bytes,
             state: Mutex::new(state),
+            syncing: Mutex::new(()),
         });
         let (flusher, requests) = std::sync::mpsc::sync_channel::<FlushWaiter>(4096);
         let flushed = shared.clone();
@@ -597,7 +588,8 @@ impl NoteStore {
                     }
                     let result = flushed.sync().map_err(|e| e.to_string());
                     for waiter in waiters {
-                        waiter.tell(result.clone());
+                        // A waiter that went away does not need the answer.
+                        let _ = waiter.send(result.clone());
                     }
                 }
             })
@@ -930,26 +922,19 @@ impl NoteStore {
     }
 
     /// Waits until everything written so far is on disk. Concurrent callers share one flush.
-    /// Blocking: not for async code (see [`Self::flushed`]).
+    /// Blocking: not for async code.
     pub fn flush(&self) -> Result<(), NoteError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.request_flush(FlushWaiter::Thread(tx))?;
+        self.flusher.send(tx).map_err(|_| flusher_stopped())?;
         rx.recv()
             .map_err(|_| flusher_stopped())?
             .map_err(NoteError::Failed)
     }
 
-    /// [`Self::flush`] for async code: waits without holding a thread.
-    pub async fn flushed(&self) -> Result<(), NoteError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.request_flush(FlushWaiter::Task(tx))?;
-        rx.await
-            .map_err(|_| flusher_stopped())?
-            .map_err(NoteError::Failed)
-    }
-
-    fn request_flush(&self, waiter: FlushWaiter) -> Result<(), NoteError> {
-        self.flusher.send(waiter).map_err(|_| flusher_stopped())
+    /// Makes everything written so far durable, on this thread (the audit writer's, before
+    /// each batch). A flush already under way is waited for, not passed over.
+    pub fn sync_now(&self) -> Result<(), NoteError> {
+        self.shared.sync().map_err(NoteError::Failed)
     }
 
     /// Notes whose body is due for deletion: deliverable ones disclosed at or before
@@ -1096,8 +1081,11 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes every write so far durable (the flusher's work).
+    /// Makes every write so far durable (the flusher's work, and [`NoteStore::sync_now`]'s).
+    /// One at a time: a caller must not return while files it did not take are still being
+    /// synced by another.
     fn sync(&self) -> Result<(), String> {
+        let _one = self.syncing.lock().unwrap_or_else(|p| p.into_inner());
         let (files, created) = {
             let mut state = self.state();
             state.check().map_err(|e| e.to_string())?;

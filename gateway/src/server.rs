@@ -160,11 +160,13 @@ impl Gateway {
             keyring,
         } = Material::load(&config)?;
         let data = DataDir::open(&config.storage.data_dir)?;
+        let notes = NoteStore::open(&data.path().join("notes"))?;
         let (audit, recovery) = Audit::open(
             &data.path().join("audit"),
             AuditIndex::open(&data.path().join("audit-index")).map_err(StartError::Index)?,
             &config.audit,
             signer,
+            &notes,
         )?;
         tracing::info!(
             entries = recovery.size,
@@ -173,7 +175,6 @@ impl Gateway {
             "audit log open"
         );
         let consents = ConsentStore::open(&data.path().join("consents"))?;
-        let notes = NoteStore::open(&data.path().join("notes"))?;
         let (made, dropped) = crate::notes::recover(&notes, audit.log())?;
         if made + dropped > 0 {
             tracing::info!(made_deliverable = made, dropped, "pending notes recovered");

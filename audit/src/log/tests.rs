@@ -279,3 +279,62 @@ fn the_checkpoint_file_catches_up_with_the_last_append_without_a_close() {
     }
     log.close().expect("close");
 }
+
+#[test]
+fn the_hook_runs_before_each_batch_is_written_and_its_failure_fails_only_that_batch() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = signer();
+    let (calls, failing) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    // What the log holds when the hook runs: nothing of the batch yet.
+    let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let segments = dir.path().join("segments");
+    let hook: BeforeWrite = {
+        let (calls, failing, sizes) = (calls.clone(), failing.clone(), sizes.clone());
+        Arc::new(move || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let written: u64 = segment::list(&segments)
+                .map(|list| {
+                    list.iter()
+                        .map(|(_, path)| std::fs::metadata(path).map_or(0, |m| m.len()))
+                        .sum()
+                })
+                .unwrap_or(0);
+            sizes.lock().expect("sizes").push(written);
+            if failing.load(Ordering::SeqCst) {
+                Err("the note store failed".to_owned())
+            } else {
+                Ok(())
+            }
+        })
+    };
+    let options = LogOptions {
+        before_write: Some(hook),
+        ..LogOptions::new(ORIGIN)
+    };
+    let (log, _) = open(dir.path(), &key, options).expect("open");
+    log.append_blocking(entry(0)).expect("append");
+    let after_first = std::fs::metadata(last_segment(dir.path()))
+        .expect("segment")
+        .len();
+    log.append_blocking(entry(1)).expect("append");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        sizes.lock().expect("sizes")[1],
+        after_first,
+        "the second batch was written before its hook ran"
+    );
+
+    failing.store(true, Ordering::SeqCst);
+    match log.append_blocking(entry(2)) {
+        Err(AppendError::Failed(why)) => assert_eq!(why, "the note store failed"),
+        other => panic!("appended despite the hook: {other:?}"),
+    }
+    assert_eq!(log.size(), 2);
+    // The log itself is fine: once the hook succeeds, appends do too.
+    failing.store(false, Ordering::SeqCst);
+    assert_eq!(log.append_blocking(entry(3)).expect("append").index, 2);
+}

@@ -555,3 +555,20 @@ fn compaction_stops_at_a_damaged_record_rather_than_copy_it() {
         "the file with the damaged record was deleted"
     );
 }
+
+#[test]
+fn sync_now_leaves_nothing_written_unsynced() {
+    let (_dir, store) = store();
+    let pending = note(1_000);
+    store.stage_pending(&pending).expect("stage");
+    assert!(!store.state().unsynced.is_empty());
+    store.sync_now().expect("sync");
+    assert!(store.state().unsynced.is_empty());
+    // A failed store says so to the audit writer, which then writes nothing.
+    store.state().failed = Some("disk gone".into());
+    assert!(matches!(store.sync_now(), Err(NoteError::Failed(_))));
+    assert!(matches!(
+        store.stage_pending(&note(1_001)),
+        Err(NoteError::Failed(_))
+    ));
+}

@@ -3,8 +3,8 @@
 //! `Disclose`: parse → idempotency (the sender's request id) → decide against the subject's
 //! consents → refusal: audited, `PERMISSION_DENIED` (`FAILED_PRECONDITION` for
 //! `approval_missing`) with a `google.rpc.ErrorInfo`; permit: seal and store the note
-//! (pending, flushed), append `disclosure permitted` (durable), put it in the inbox, answer the
-//! receipt.
+//! (pending; made durable by the audit writer before the entry that names it), append
+//! `disclosure permitted` (durable), put it in the inbox, answer the receipt.
 //!
 //! `StreamInbox`: the backlog, then live notes; consent is checked again at delivery (a note
 //! whose consent no longer covers it is withheld, purged and audited); every delivery is
@@ -342,8 +342,9 @@ impl DisclosureService for DisclosureApi {
             purged_at: None,
             sealed: Some(sealed),
         };
+        // Not flushed here: the audit writer syncs the note store before it writes the batch
+        // holding this note's entry, so the entry is never durable before the note.
         self.notes.stage_pending(&note).map_err(note_error)?;
-        self.notes.flushed().await.map_err(note_error)?;
 
         let mut entry = self.entry(EntryKind::DisclosurePermitted, principal, &input);
         entry.consent = Some(ConsentRef {
