@@ -17,7 +17,7 @@ pub fn reindex(config: &Path) -> ExitCode {
         Err(code) => return code,
     };
     let started = Instant::now();
-    let rebuilt = AuditIndex::open_for_rebuild(&data.path().join("audit-index"))
+    let rebuilt = AuditIndex::open(&data.path().join("audit-index"))
         .and_then(|index| index.rebuild(&data.path().join("audit")));
     match rebuilt {
         Ok(entries) => {

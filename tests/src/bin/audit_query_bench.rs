@@ -156,7 +156,7 @@ async fn main() {
             log.close().expect("close");
             fill_time = started.elapsed();
             let started = Instant::now();
-            let index = AuditIndex::open_for_rebuild(&data.join("audit-index")).expect("index");
+            let index = AuditIndex::open(&data.join("audit-index")).expect("index");
             indexed = index.rebuild(&data.join("audit")).expect("reindex");
             reindex_time = started.elapsed();
         })
