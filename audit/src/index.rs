@@ -1,33 +1,29 @@
-//! Indexes over the audit log, kept in sled, so a query reads only the entries it may match:
-//! by subject pseudonym, by organisation (actor, sender or recipient), by kind, and hour
-//! buckets for time ranges.
+//! Indexes over the audit log, so a query reads only the entries it may match: by subject
+//! pseudonym, by organisation (actor, sender or recipient), by kind, and hour buckets for time
+//! ranges.
 //!
-//! The index is derived data. It records how many entries it covers and is brought up to date
-//! from the log ([`AuditIndex::catch_up`]) or rebuilt from the segment files alone
-//! ([`AuditIndex::rebuild`]). Every batch of entries and the new count are written in one
-//! atomic sled batch, so a crash leaves a shorter index, never a holey one; catching up again
-//! after a crash re-adds what was lost.
+//! The index is derived data. In memory it is, per subject, organisation and kind, the
+//! ascending list of the indexes of the entries that name it (8 bytes an entry and list), and
+//! per hour the first and last entry in it. On disk it is one file, `postings`, with a record
+//! per entry — `[length u16 LE][CRC-32C u32 LE][index u64 BE][time i64 BE][kind u8, 0: not an
+//! entry this build understands][subject flag u8][pseudonym 32, if flagged][count u8]
+//! ([length u8][orgnr])*` — read back at open. Records are written in log order after the
+//! entries are durable in the log, so the file is always a prefix of the log's index; it is
+//! synced only on [`AuditIndex::flush`] and a record cut short at its end (a crash) is cut off
+//! and indexed again by the next catch-up. The index is brought up to date from the log
+//! ([`AuditIndex::catch_up`]) or rebuilt from the segment files alone ([`AuditIndex::rebuild`]).
 //!
-//! Key layout (one tree; integers big-endian so ranges run in log order):
-//!
-//! ```text
-//! 'S' pseudonym[32] index            -> ()       entries about a subject
-//! 'O' len(u8) orgnr block            -> postings entries whose actor, sender or recipient
-//!                                                is the organisation
-//! 'K' kind block                     -> postings entries of a kind
-//! 'H' hour (i64)                     -> first index, last index (entries in that hour)
-//! 'M' "indexed"                      -> u64      how many entries the index covers
-//! ```
-//!
-//! A subject has few entries, scattered over the log: one key each. An organisation or a kind
-//! has many, dense: their postings are grouped in blocks of 4,096 indexes, a block's value
-//! being the ascending u16 offsets of its entries, so indexing an entry rewrites a block
-//! rather than adding keys.
+//! (An earlier version kept the index in sled, whose memory grew by about 3 KB per entry when
+//! entries name many subjects. A sled database found in the folder is removed at open and the
+//! index rebuilt from the log.)
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
+    fs::{File, OpenOptions},
+    io::{self, BufReader, Read},
+    os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt},
     path::Path,
-    sync::{Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard},
 };
 
 use crate::{
@@ -35,25 +31,21 @@ use crate::{
     segment,
 };
 
-const META_INDEXED: &[u8] = b"Mindexed";
-/// Indexes per postings block (small in unit tests, so they cross blocks).
-#[cfg(not(test))]
-const BLOCK: u64 = 1 << 12;
-#[cfg(test)]
-const BLOCK: u64 = 64;
 const HOUR_MICROS: i64 = 3_600_000_000;
-/// Entries written per sled batch while catching up or rebuilding.
+/// Entries indexed per write while catching up or rebuilding.
 const BATCH: usize = 8_192;
+/// The postings file in the index folder.
+const POSTINGS: &str = "postings";
+/// Record header: length, CRC-32C.
+const HEADER: usize = 6;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
-    #[error("audit index storage: {0}")]
-    Store(#[from] sled::Error),
     #[error("audit index: {0}")]
     Corrupt(String),
     #[error("audit log: {0}")]
     Log(String),
-    #[error("reading the audit segments: {0}")]
+    #[error("audit index files: {0}")]
     Io(#[from] std::io::Error),
 }
 
@@ -96,143 +88,288 @@ pub fn organisations(entry: &Entry) -> impl Iterator<Item = &str> {
     [actor, sender, recipient].into_iter().flatten()
 }
 
-/// The sled-backed index. Cheap to clone; one writer at a time.
+/// What one entry contributes to the index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Posting {
+    index: u64,
+    time_micros: i64,
+    /// `None`: bytes that are not an entry this build understands (covered, found by no
+    /// filter but the empty one).
+    kind: Option<u8>,
+    subject: Option<[u8; 32]>,
+    orgs: Vec<String>,
+}
+
+impl Posting {
+    fn of(index: u64, bytes: &[u8]) -> Self {
+        match Entry::decode(bytes) {
+            Ok(entry) => {
+                let mut orgs: Vec<String> = organisations(&entry).map(str::to_owned).collect();
+                orgs.sort_unstable();
+                orgs.dedup();
+                Self {
+                    index,
+                    time_micros: entry.time_micros,
+                    kind: Some(entry.kind.code()),
+                    subject: entry.subject_pseudonym,
+                    orgs,
+                }
+            }
+            Err(_) => Self {
+                index,
+                time_micros: 0,
+                kind: None,
+                subject: None,
+                orgs: Vec::new(),
+            },
+        }
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        let mut payload = Vec::with_capacity(64);
+        payload.extend_from_slice(&self.index.to_be_bytes());
+        payload.extend_from_slice(&self.time_micros.to_be_bytes());
+        payload.push(self.kind.unwrap_or(0));
+        match &self.subject {
+            Some(p) => {
+                payload.push(1);
+                payload.extend_from_slice(p);
+            }
+            None => payload.push(0),
+        }
+        payload.push(u8::try_from(self.orgs.len()).unwrap_or(u8::MAX));
+        for org in self.orgs.iter().take(usize::from(u8::MAX)) {
+            let bytes = &org.as_bytes()[..org.len().min(usize::from(u8::MAX))];
+            payload.push(bytes.len() as u8);
+            payload.extend_from_slice(bytes);
+        }
+        out.extend_from_slice(&(payload.len() as u16).to_le_bytes());
+        out.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+        out.extend_from_slice(&payload);
+    }
+
+    fn decode(payload: &[u8]) -> Option<Self> {
+        let mut at = 0usize;
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let part = payload.get(at..at + n)?;
+            at += n;
+            Some(part)
+        };
+        let index = u64::from_be_bytes(take(8)?.try_into().ok()?);
+        let time_micros = i64::from_be_bytes(take(8)?.try_into().ok()?);
+        let kind = match take(1)?[0] {
+            0 => None,
+            k => Some(k),
+        };
+        let subject = match take(1)?[0] {
+            0 => None,
+            _ => Some(take(32)?.try_into().ok()?),
+        };
+        let count = take(1)?[0];
+        let mut orgs = Vec::with_capacity(usize::from(count));
+        for _ in 0..count {
+            let len = take(1)?[0];
+            orgs.push(
+                std::str::from_utf8(take(usize::from(len))?)
+                    .ok()?
+                    .to_owned(),
+            );
+        }
+        (at == payload.len()).then_some(Self {
+            index,
+            time_micros,
+            kind,
+            subject,
+            orgs,
+        })
+    }
+}
+
+/// The index in memory.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Postings {
+    /// Entries covered: `0..indexed`.
+    indexed: u64,
+    subjects: HashMap<[u8; 32], Vec<u64>>,
+    orgs: HashMap<String, Vec<u64>>,
+    kinds: HashMap<u8, Vec<u64>>,
+    /// Per hour since the epoch, the first and last entry in it.
+    hours: BTreeMap<i64, (u64, u64)>,
+}
+
+impl Postings {
+    fn add(&mut self, p: &Posting) {
+        if let Some(kind) = p.kind {
+            if let Some(subject) = p.subject {
+                self.subjects.entry(subject).or_default().push(p.index);
+            }
+            for org in &p.orgs {
+                match self.orgs.get_mut(org.as_str()) {
+                    Some(list) => list.push(p.index),
+                    None => {
+                        self.orgs.insert(org.clone(), vec![p.index]);
+                    }
+                }
+            }
+            self.kinds.entry(kind).or_default().push(p.index);
+            let span = self
+                .hours
+                .entry(p.time_micros.div_euclid(HOUR_MICROS))
+                .or_insert((p.index, p.index));
+            span.0 = span.0.min(p.index);
+            span.1 = span.1.max(p.index);
+        }
+        self.indexed = p.index + 1;
+    }
+
+    fn list(&self, list: &List) -> Option<&Vec<u64>> {
+        match list {
+            List::Subject(s) => self.subjects.get(s),
+            List::Org(o) => self.orgs.get(o.as_str()),
+            List::Kind(k) => self.kinds.get(k),
+        }
+    }
+}
+
+/// One list of the index.
+#[derive(Debug, Clone)]
+enum List {
+    Subject([u8; 32]),
+    Org(String),
+    Kind(u8),
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// The postings file and its length; held by the one writer at a time.
+    writer: Mutex<(File, u64)>,
+    memory: RwLock<Postings>,
+}
+
+/// The index. Cheap to clone; one writer at a time.
 #[derive(Debug, Clone)]
 pub struct AuditIndex {
-    tree: sled::Tree,
-    db: sled::Db,
-    writer: std::sync::Arc<Mutex<()>>,
+    shared: Arc<Shared>,
 }
 
-fn sortable_time(micros: i64) -> [u8; 8] {
-    ((micros as u64) ^ (1 << 63)).to_be_bytes()
-}
-
-fn hour_key(hour: i64) -> [u8; 9] {
-    let mut key = [0u8; 9];
-    key[0] = b'H';
-    key[1..].copy_from_slice(&sortable_time(hour));
-    key
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(bytes.get(at..at + 8)?);
-    Some(u64::from_be_bytes(b))
-}
-
-/// The key prefix of an organisation's or a kind's postings blocks.
-fn postings_prefix(tag: u8, key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(2 + key.len() + 8);
-    k.push(tag);
-    if tag == b'O' {
-        k.push(u8::try_from(key.len()).unwrap_or(u8::MAX));
+/// Reads the postings file: every whole, undamaged record in order from index 0. Returns the
+/// memory and the length of that prefix.
+fn load(file: &File) -> Result<(Postings, u64), IndexError> {
+    let size = file.metadata()?.len();
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut postings = Postings::default();
+    let mut offset = 0u64;
+    let mut header = [0u8; HEADER];
+    let mut payload = Vec::new();
+    while size - offset >= HEADER as u64 {
+        reader.read_exact(&mut header)?;
+        let len = u64::from(u16::from_le_bytes([header[0], header[1]]));
+        if offset + HEADER as u64 + len > size {
+            break;
+        }
+        payload.resize(len as usize, 0);
+        reader.read_exact(&mut payload)?;
+        let crc = u32::from_le_bytes([header[2], header[3], header[4], header[5]]);
+        let Some(p) = (crc32c::crc32c(&payload) == crc)
+            .then(|| Posting::decode(&payload))
+            .flatten()
+            .filter(|p| p.index == postings.indexed)
+        else {
+            break;
+        };
+        postings.add(&p);
+        offset += HEADER as u64 + len;
     }
-    k.extend_from_slice(key);
-    k
-}
-
-fn block_key(prefix: &[u8], block: u64) -> Vec<u8> {
-    let mut k = prefix.to_vec();
-    k.extend_from_slice(&block.to_be_bytes());
-    k
-}
-
-fn keyed(tag: u8, key: &[u8], index: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + key.len() + 8);
-    k.push(tag);
-    k.extend_from_slice(key);
-    k.extend_from_slice(&index.to_be_bytes());
-    k
+    Ok((postings, offset))
 }
 
 impl AuditIndex {
-    /// Opens (creating) the index database at `path`.
+    /// Opens (creating) the index folder at `path` and reads its postings file. A record cut
+    /// short or damaged ends what the index covers there; the rest is indexed again by the
+    /// next catch-up.
     pub fn open(path: &Path) -> Result<Self, IndexError> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(32 << 20)
-            .open()?;
-        let tree = db.open_tree("audit-index")?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)?;
+        remove_earlier_format(path)?;
+        let file_path = path.join(POSTINGS);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&file_path)?;
+        let (postings, len) = load(&file)?;
+        if file.metadata()?.len() > len {
+            file.set_len(len)?;
+        }
         Ok(Self {
-            tree,
-            db,
-            writer: Default::default(),
+            shared: Arc::new(Shared {
+                writer: Mutex::new((file, len)),
+                memory: RwLock::new(postings),
+            }),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, ()> {
-        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    fn writer(&self) -> MutexGuard<'_, (File, u64)> {
+        self.shared.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn memory(&self) -> RwLockReadGuard<'_, Postings> {
+        self.shared.memory.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// How many entries (from index 0) the index covers.
     pub fn indexed(&self) -> Result<u64, IndexError> {
-        match self.tree.get(META_INDEXED)? {
-            None => Ok(0),
-            Some(v) => u64_at(&v, 0)
-                .ok_or_else(|| IndexError::Corrupt("bad count of indexed entries".into())),
-        }
+        Ok(self.memory().indexed)
     }
 
-    /// Adds entries `first..` (their canonical bytes, in order) in one atomic batch. `first`
-    /// must be the number of entries already indexed.
-    fn add<B: AsRef<[u8]>>(&self, first: u64, entries: &[B]) -> Result<(), IndexError> {
-        let mut batch = sled::Batch::default();
-        let mut hours: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
-        // New postings by block key; offsets ascend because entries come in log order.
-        let mut postings: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        let mut post = |prefix: Vec<u8>, index: u64| {
-            let offset = u16::try_from(index % BLOCK).unwrap_or(u16::MAX);
-            postings
-                .entry(block_key(&prefix, index / BLOCK))
-                .or_default()
-                .extend_from_slice(&offset.to_be_bytes());
-        };
-        for (i, bytes) in entries.iter().enumerate() {
-            let index = first + i as u64;
-            // Bytes that are not an entry this build understands are covered but unindexed:
-            // only an unfiltered range reads them.
-            let Ok(entry) = Entry::decode(bytes.as_ref()) else {
-                continue;
-            };
-            if let Some(p) = entry.subject_pseudonym {
-                batch.insert(keyed(b'S', &p, index), &[]);
-            }
-            let mut orgs: Vec<&str> = organisations(&entry).collect();
-            orgs.sort_unstable();
-            orgs.dedup();
-            for org in orgs {
-                post(postings_prefix(b'O', org.as_bytes()), index);
-            }
-            post(postings_prefix(b'K', &[entry.kind.code()]), index);
-            let span = hours
-                .entry(entry.time_micros.div_euclid(HOUR_MICROS))
-                .or_insert((index, index));
-            span.0 = span.0.min(index);
-            span.1 = span.1.max(index);
+    /// Adds entries `first..` (their canonical bytes, in order): the file first, then memory.
+    /// `first` must be the number of entries already indexed.
+    fn add<B: AsRef<[u8]>>(
+        &self,
+        writer: &mut (File, u64),
+        first: u64,
+        entries: &[B],
+    ) -> Result<(), IndexError> {
+        let postings: Vec<Posting> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, bytes)| Posting::of(first + i as u64, bytes.as_ref()))
+            .collect();
+        let mut bytes = Vec::with_capacity(postings.len() * 80);
+        for p in &postings {
+            p.encode(&mut bytes);
         }
-        for (key, added) in postings {
-            let mut value = self.tree.get(&key)?.map(|v| v.to_vec()).unwrap_or_default();
-            value.extend_from_slice(&added);
-            batch.insert(key, value);
+        let (file, len) = writer;
+        if let Err(e) = file.write_all_at(&bytes, *len) {
+            // What part of it was written is not part of the index.
+            let _ = file.set_len(*len);
+            return Err(e.into());
         }
-        for (hour, (lo, hi)) in hours {
-            let key = hour_key(hour);
-            let (lo, hi) = match self.tree.get(key)? {
-                Some(v) => match (u64_at(&v, 0), u64_at(&v, 8)) {
-                    (Some(a), Some(b)) => (a.min(lo), b.max(hi)),
-                    _ => return Err(IndexError::Corrupt("bad hour bucket".into())),
-                },
-                None => (lo, hi),
-            };
-            let mut value = [0u8; 16];
-            value[..8].copy_from_slice(&lo.to_be_bytes());
-            value[8..].copy_from_slice(&hi.to_be_bytes());
-            batch.insert(&key, &value);
+        *len += bytes.len() as u64;
+        let mut memory = self
+            .shared
+            .memory
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        for p in &postings {
+            memory.add(p);
         }
-        let next = first + entries.len() as u64;
-        batch.insert(META_INDEXED, &next.to_be_bytes());
-        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Forgets everything: an empty file, an empty index.
+    fn clear(&self, writer: &mut (File, u64)) -> Result<(), IndexError> {
+        *self
+            .shared
+            .memory
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Postings::default();
+        writer.0.set_len(0)?;
+        writer.1 = 0;
         Ok(())
     }
 
@@ -244,10 +381,10 @@ impl AuditIndex {
         size: u64,
         mut read: impl FnMut(u64) -> Result<Vec<u8>, E>,
     ) -> Result<u64, IndexError> {
-        let _writer = self.lock();
+        let mut writer = self.writer();
         let mut next = self.indexed()?;
         if next > size {
-            self.tree.clear()?;
+            self.clear(&mut writer)?;
             next = 0;
         }
         let start = next;
@@ -256,7 +393,7 @@ impl AuditIndex {
             let entries = (next..end)
                 .map(|i| read(i).map_err(|e| IndexError::Log(e.to_string())))
                 .collect::<Result<Vec<_>, _>>()?;
-            self.add(next, &entries)?;
+            self.add(&mut writer, next, &entries)?;
             next = end;
         }
         Ok(next - start)
@@ -266,15 +403,15 @@ impl AuditIndex {
     /// up to the first flaw. Returns how many entries it covers.
     pub fn rebuild(&self, log_dir: &Path) -> Result<u64, IndexError> {
         use std::ops::ControlFlow;
-        let _writer = self.lock();
-        self.tree.clear()?;
+        let mut writer = self.writer();
+        self.clear(&mut writer)?;
         let mut pending: Vec<Vec<u8>> = Vec::with_capacity(BATCH);
         let mut first = 0u64;
         let mut failed = None;
         let next = segment::scan_dir(&log_dir.join("segments"), |_, payload| {
             pending.push(payload.to_vec());
             if pending.len() == BATCH {
-                if let Err(e) = self.add(first, &pending) {
+                if let Err(e) = self.add(&mut writer, first, &pending) {
                     failed = Some(e);
                     return ControlFlow::Break(());
                 }
@@ -286,14 +423,14 @@ impl AuditIndex {
         if let Some(e) = failed {
             return Err(e);
         }
-        self.add(first, &pending)?;
-        self.db.flush()?;
+        self.add(&mut writer, first, &pending)?;
+        writer.0.sync_all()?;
         Ok(next)
     }
 
     /// Writes the index to disk.
     pub fn flush(&self) -> Result<(), IndexError> {
-        self.db.flush()?;
+        self.writer().0.sync_data()?;
         Ok(())
     }
 
@@ -306,16 +443,16 @@ impl AuditIndex {
         start: u64,
         end: u64,
     ) -> Result<Box<dyn Iterator<Item = Result<u64, IndexError>> + Send>, IndexError> {
-        let (start, end) = self.narrow_by_time(filter, start, end.min(self.indexed()?))?;
+        let (start, end) = self.narrow_by_time(filter, start, end.min(self.indexed()?));
         if start >= end {
             return Ok(Box::new(std::iter::empty()));
         }
         let org = filter.orgnr.as_deref().or(filter.visible_to.as_deref());
         if let Some(subject) = filter.subject {
-            return Ok(self.keyed_range(b'S', &subject, start, end));
+            return Ok(Box::new(self.list(List::Subject(subject), start, end)));
         }
         if let Some(org) = org {
-            return Ok(self.postings(postings_prefix(b'O', org.as_bytes()), start, end));
+            return Ok(Box::new(self.list(List::Org(org.to_owned()), start, end)));
         }
         if !filter.kinds.is_empty() {
             let mut kinds = filter.kinds.clone();
@@ -323,75 +460,33 @@ impl AuditIndex {
             kinds.dedup();
             let ranges = kinds
                 .iter()
-                .map(|k| {
-                    self.postings(postings_prefix(b'K', &[k.code()]), start, end)
-                        .peekable()
-                })
+                .map(|k| self.list(List::Kind(k.code()), start, end).peekable())
                 .collect();
             return Ok(Box::new(Merge(ranges)));
         }
         Ok(Box::new((start..end).map(Ok)))
     }
 
-    fn keyed_range(
-        &self,
-        tag: u8,
-        key: &[u8],
-        start: u64,
-        end: u64,
-    ) -> Box<dyn Iterator<Item = Result<u64, IndexError>> + Send> {
-        let prefix_len = 1 + key.len();
-        Box::new(
-            self.tree
-                .range(keyed(tag, key, start)..keyed(tag, key, end))
-                .map(move |item| {
-                    let (k, _) = item?;
-                    u64_at(&k, prefix_len)
-                        .ok_or_else(|| IndexError::Corrupt("bad index key".into()))
-                }),
-        )
-    }
-
-    /// The indexes in `start..end` of the postings blocks under `prefix`, ascending.
-    fn postings(
-        &self,
-        prefix: Vec<u8>,
-        start: u64,
-        end: u64,
-    ) -> Box<dyn Iterator<Item = Result<u64, IndexError>> + Send> {
-        let blocks = self
-            .tree
-            .range(block_key(&prefix, start / BLOCK)..=block_key(&prefix, (end - 1) / BLOCK));
-        let prefix_len = prefix.len();
-        Box::new(blocks.flat_map(move |item| {
-            let decoded = item.map_err(IndexError::from).and_then(|(k, v)| {
-                let block = u64_at(&k, prefix_len)
-                    .ok_or_else(|| IndexError::Corrupt("bad postings key".into()))?;
-                if v.len() % 2 != 0 {
-                    return Err(IndexError::Corrupt("bad postings block".into()));
-                }
-                Ok(v.chunks_exact(2)
-                    .map(|c| block * BLOCK + u64::from(u16::from_be_bytes([c[0], c[1]])))
-                    .filter(|i| (start..end).contains(i))
-                    .map(Ok)
-                    .collect::<Vec<_>>())
-            });
-            match decoded {
-                Ok(indexes) => indexes,
-                Err(e) => vec![Err(e)],
-            }
-        }))
+    /// The indexes in `start..end` on `list`, ascending, read a few at a time (the index may
+    /// grow meanwhile; what it held when read is returned).
+    fn list(&self, list: List, start: u64, end: u64) -> ListIter {
+        let at = self
+            .memory()
+            .list(&list)
+            .map_or(0, |l| l.partition_point(|&i| i < start));
+        ListIter {
+            shared: self.shared.clone(),
+            list,
+            at,
+            end,
+            buffer: Vec::new(),
+        }
     }
 
     /// `start..end` narrowed to the entries whose hour buckets overlap the filter's time range.
-    fn narrow_by_time(
-        &self,
-        filter: &Filter,
-        start: u64,
-        end: u64,
-    ) -> Result<(u64, u64), IndexError> {
+    fn narrow_by_time(&self, filter: &Filter, start: u64, end: u64) -> (u64, u64) {
         if filter.from_micros.is_none() && filter.until_micros.is_none() {
-            return Ok((start, end));
+            return (start, end);
         }
         let from = filter
             .from_micros
@@ -400,20 +495,63 @@ impl AuditIndex {
             .until_micros
             .map_or(i64::MAX, |t| t.saturating_sub(1).div_euclid(HOUR_MICROS));
         if from > until {
-            return Ok((start, start));
+            return (start, start);
         }
         let (mut lo, mut hi) = (u64::MAX, 0u64);
-        for item in self.tree.range(hour_key(from)..=hour_key(until)) {
-            let (_, v) = item?;
-            match (u64_at(&v, 0), u64_at(&v, 8)) {
-                (Some(a), Some(b)) => {
-                    lo = lo.min(a);
-                    hi = hi.max(b + 1);
-                }
-                _ => return Err(IndexError::Corrupt("bad hour bucket".into())),
-            }
+        for (a, b) in self.memory().hours.range(from..=until).map(|(_, v)| *v) {
+            lo = lo.min(a);
+            hi = hi.max(b + 1);
         }
-        Ok((start.max(lo), end.min(hi)))
+        (start.max(lo), end.min(hi))
+    }
+}
+
+/// Removes the files of the earlier sled index, if any: the index is derived data and is
+/// rebuilt from the log.
+fn remove_earlier_format(path: &Path) -> io::Result<()> {
+    for entry in std::fs::read_dir(path)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let earlier = matches!(name, "db" | "conf" | "blobs") || name.starts_with("snap.");
+        if !earlier {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
+        } else {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads one list a chunk at a time, holding the lock only while copying a chunk.
+struct ListIter {
+    shared: Arc<Shared>,
+    list: List,
+    /// The next position on the list.
+    at: usize,
+    end: u64,
+    /// Read but not yet returned, in reverse order.
+    buffer: Vec<u64>,
+}
+
+impl Iterator for ListIter {
+    type Item = Result<u64, IndexError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        /// Indexes copied under one read lock.
+        const CHUNK: usize = 1024;
+        if self.buffer.is_empty() {
+            let memory = self.shared.memory.read().unwrap_or_else(|p| p.into_inner());
+            let list = memory.list(&self.list)?;
+            let chunk = list.get(self.at..list.len().min(self.at + CHUNK))?;
+            self.at += chunk.len();
+            self.buffer
+                .extend(chunk.iter().rev().copied().filter(|&i| i < self.end));
+        }
+        self.buffer.pop().map(Ok)
     }
 }
 

@@ -207,14 +207,9 @@ fn rebuilding_from_segments_matches_catching_up_from_the_log() {
         251
     );
     assert_eq!(followed.indexed().expect("count"), 251);
-    let keys = |index: &AuditIndex| -> Vec<(Vec<u8>, Vec<u8>)> {
-        index
-            .tree
-            .iter()
-            .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).expect("read"))
-            .collect()
-    };
-    assert_eq!(keys(&followed), keys(&rebuilt));
+    assert_eq!(*followed.memory(), *rebuilt.memory());
+    let file = |name: &str| std::fs::read(dir.path().join(name).join(POSTINGS)).expect("read");
+    assert_eq!(file("followed"), file("rebuilt"));
     let subject = Filter {
         subject: Some([3; 32]),
         ..Filter::default()
@@ -223,4 +218,73 @@ fn rebuilding_from_segments_matches_catching_up_from_the_log() {
         found(&rebuilt, &bytes, &subject, 0, 250),
         scanned(&bytes, &subject, 0, 250)
     );
+}
+
+#[test]
+fn long_lists_are_read_across_chunks_within_the_range() {
+    let bytes = entries(5_000);
+    let (_dir, index) = indexed(&bytes);
+    let org = Filter {
+        orgnr: Some(ORGS[1].into()),
+        ..Filter::default()
+    };
+    for (start, end) in [(0, 5_000), (17, 4_321), (2_049, 2_050), (4_999, 9_000)] {
+        let candidates: Vec<u64> = index
+            .candidates(&org, start, end)
+            .expect("candidates")
+            .map(|i| i.expect("index"))
+            .collect();
+        let wanted: Vec<u64> = (start..end.min(5_000))
+            .filter(|i| {
+                organisations(&Entry::decode(&bytes[*i as usize]).expect("decodes"))
+                    .any(|o| o == ORGS[1])
+            })
+            .collect();
+        assert_eq!(candidates, wanted, "{start}..{end}");
+    }
+}
+
+#[test]
+fn a_record_cut_short_is_cut_off_and_indexed_again() {
+    let bytes = entries(60);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("index");
+    let read = |i: u64| Ok::<_, String>(bytes[i as usize].clone());
+    {
+        let index = AuditIndex::open(&path).expect("open");
+        index.catch_up(60, read).expect("catch up");
+    }
+    // The last record loses its end.
+    let file = path.join(POSTINGS);
+    let len = std::fs::metadata(&file).expect("size").len();
+    let f = OpenOptions::new().write(true).open(&file).expect("open");
+    f.set_len(len - 3).expect("cut");
+    drop(f);
+    let index = AuditIndex::open(&path).expect("reopen");
+    assert_eq!(index.indexed().expect("count"), 59);
+    assert_eq!(index.catch_up(60, read).expect("again"), 1);
+    assert_eq!(std::fs::metadata(&file).expect("size").len(), len);
+    let all = Filter::default();
+    assert_eq!(
+        found(&index, &bytes, &all, 0, 60),
+        (0..60).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn an_earlier_sled_index_is_removed_and_the_index_starts_empty() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("index");
+    std::fs::create_dir_all(path.join("blobs")).expect("folders");
+    for name in ["conf", "db", "snap.0000000000001234", "blobs/7"] {
+        std::fs::write(path.join(name), b"sled").expect("write");
+    }
+    let index = AuditIndex::open(&path).expect("open");
+    assert_eq!(index.indexed().expect("count"), 0);
+    let mut left: Vec<String> = std::fs::read_dir(&path)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, vec![POSTINGS.to_owned()]);
 }
