@@ -19,9 +19,9 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    fs::{File, OpenOptions},
+    fs::File,
     io::{self, BufReader, Read},
-    os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt},
+    os::unix::fs::{DirBuilderExt, FileExt},
     path::Path,
     sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard},
 };
@@ -293,14 +293,7 @@ impl AuditIndex {
             .mode(0o700)
             .create(path)?;
         remove_earlier_format(path)?;
-        let file_path = path.join(POSTINGS);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&file_path)?;
+        let file = crate::store::open_private(&path.join(POSTINGS))?;
         let (postings, len) = load(&file)?;
         if file.metadata()?.len() > len {
             file.set_len(len)?;

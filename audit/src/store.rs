@@ -20,16 +20,22 @@ pub struct FixedFile<const N: usize> {
     file: File,
 }
 
+/// Opens (creating, keeping what it holds) a file readable and writable by its owner only.
+pub(crate) fn open_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+}
+
 impl<const N: usize> FixedFile<N> {
     pub fn open(path: &Path) -> io::Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)?;
-        Ok(Self { file })
+        Ok(Self {
+            file: open_private(path)?,
+        })
     }
 
     /// Records wholly present.
