@@ -10,10 +10,25 @@ pub enum ParseError {
     OrgNumberCheckDigit,
     #[error("a national identity number or D-number has exactly 11 digits")]
     SubjectIdFormat,
-    #[error("national identity number check digits do not match (mod 11)")]
-    SubjectIdCheckDigits,
-    #[error("national identity number does not encode a plausible date of birth")]
-    SubjectIdDate,
+    #[error("FH numbers (the health sector's help numbers, first digit 8 or 9) are not supported")]
+    SubjectIdFhNumber,
+    #[error(
+        "national identity number check digits do not match: the first leaves a mod-11 \
+         remainder other than 0-3"
+    )]
+    SubjectIdFirstCheckDigit,
+    #[error(
+        "national identity number check digits do not match: the second leaves a mod-11 \
+         remainder other than 0"
+    )]
+    SubjectIdSecondCheckDigit,
+    #[error(
+        "national identity number month of birth is not 01-12 (41-52 for H-numbers and NAV's \
+         synthetic identities, 81-92 for Skatteetaten's)"
+    )]
+    SubjectIdMonth,
+    #[error("national identity number day of birth is not a day of its month (D-numbers add 40)")]
+    SubjectIdDay,
     #[error("unknown role (expected one of: {expected})")]
     UnknownRole { expected: &'static str },
     #[error("a vocabulary term is 1-64 characters of a-z, 0-9 and _, starting with a letter")]
