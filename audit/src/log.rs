@@ -530,6 +530,19 @@ impl AuditLog {
             .unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Why the log accepts no more appends while open, if it does not: a failed write, or a
+    /// writer thread that ended (a panic). `None` after [`AuditLog::close`].
+    pub fn failure(&self) -> Option<String> {
+        if let Some(reason) = &self.published().failed {
+            return Some(reason.clone());
+        }
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        writer
+            .as_ref()
+            .is_some_and(|w| w.is_finished())
+            .then(|| "the writer thread stopped".to_owned())
+    }
+
     /// Entries durable and covered by the newest checkpoint.
     pub fn size(&self) -> u64 {
         self.published().size

@@ -345,10 +345,15 @@ fn read_vkey(arg: &str) -> Result<casegate_audit::checkpoint::Verifier, String> 
 /// `casegate check-config FILE`.
 pub fn check_config(path: &std::path::Path) -> std::process::ExitCode {
     use std::process::ExitCode;
-    let checked = crate::config::Config::load(path)
-        .and_then(|config| crate::server::Material::load(&config).map(|_| config));
+    let checked = crate::config::Config::load(path).and_then(|config| {
+        crate::server::Material::load(&config).map(|material| (config, material))
+    });
     match checked {
-        Ok(config) => {
+        Ok((config, material)) => {
+            // Usable, but worth the operator's attention.
+            for stale in material.tls.stale_crls(std::time::SystemTime::now()) {
+                println!("warning: {stale}");
+            }
             println!(
                 "{}: OK (listen {}, {} token issuer{}, data in {})",
                 path.display(),

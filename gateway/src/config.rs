@@ -56,6 +56,12 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// How long a client may take to complete the TLS handshake.
     pub handshake_timeout: Duration,
+    /// A connection older than this is asked to close (HTTP/2 GOAWAY, RFC 9113 §6.8) and
+    /// cut `max_connection_age_grace` later: the longest a connection can outlive a
+    /// revocation of its certificate if no CRL reload reaches it.
+    pub max_connection_age: Duration,
+    /// How long calls may finish on a connection past its maximum age.
+    pub max_connection_age_grace: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -69,8 +75,23 @@ pub struct TlsConfig {
     /// PEM certificate revocation lists of the client CA(s); a revoked organisation
     /// certificate is refused in the handshake.
     pub client_crls: Vec<PathBuf>,
-    /// How often the CRL files are checked for changes (SIGHUP reloads at once).
+    /// How often the CRL files are checked for changes (SIGHUP reloads at once); a reload
+    /// also closes open connections whose certificate it revokes.
     pub crl_reload_interval: Duration,
+    /// What to do with a CRL past its `nextUpdate` (RFC 5280 §5.1.2.5).
+    pub stale_crls: StaleCrls,
+}
+
+/// What the gateway does with a CRL whose `nextUpdate` has passed. Either way it is logged,
+/// counted in the `casegate_tls_stale_crls` metric and shown by `check-config`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaleCrls {
+    /// Use it (the newest revocations the gateway has) and warn.
+    Warn,
+    /// Refuse it: loading it is a configuration problem (start, `check-config` and a reload
+    /// fail), and while the loaded one is stale the certificates of its CA are refused in
+    /// the handshake.
+    Refuse,
 }
 
 #[derive(Debug, Clone)]
@@ -365,11 +386,25 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
             Duration::from_millis(100),
             Duration::from_secs(120),
         );
+        let max_connection_age = s.duration_or(
+            "max_connection_age",
+            Duration::from_secs(3600),
+            Duration::from_secs(1),
+            Duration::from_secs(7 * 86_400),
+        );
+        let max_connection_age_grace = s.duration_or(
+            "max_connection_age_grace",
+            Duration::from_secs(30),
+            Duration::ZERO,
+            Duration::from_secs(3600),
+        );
         s.finish();
         listen.map(|listen| ServerConfig {
             listen,
             shutdown_grace,
             handshake_timeout,
+            max_connection_age,
+            max_connection_age_grace,
         })
     };
 
@@ -385,6 +420,17 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
             Duration::from_millis(100),
             Duration::from_secs(3600),
         );
+        let stale_crls = match s.opt_string("stale_crls").as_deref() {
+            None | Some("warn") => StaleCrls::Warn,
+            Some("refuse") => StaleCrls::Refuse,
+            Some(other) => {
+                s.problem(
+                    "stale_crls",
+                    format!("{other:?} is not one of \"warn\", \"refuse\""),
+                );
+                StaleCrls::Warn
+            }
+        };
         s.finish();
         match (cert, key, client_ca) {
             (Some(cert), Some(key), Some(client_ca)) => Some(TlsConfig {
@@ -393,6 +439,7 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
                 client_ca,
                 client_crls,
                 crl_reload_interval,
+                stale_crls,
             }),
             _ => None,
         }

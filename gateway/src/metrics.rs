@@ -64,13 +64,15 @@ fn handle() -> Result<&'static PrometheusHandle, String> {
     Ok(HANDLE.get_or_init(|| handle))
 }
 
-/// Serves `GET /metrics` on `listener` until the task is dropped.
+/// Serves `GET /metrics` on `listener` until the task is dropped. Accept errors are retried
+/// with bounded back-off; returns only when the listening socket itself fails.
 pub async fn serve(listener: TcpListener) -> Result<(), String> {
     let handle = handle()?;
+    let mut backoff = crate::listener::Backoff::default();
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
-        };
+        let (mut stream, _) = crate::listener::accept(&listener, "metrics", &mut backoff)
+            .await
+            .map_err(|e| format!("metrics listener failed: {e}"))?;
         tokio::spawn(async move {
             let mut request = vec![0u8; 2048];
             let mut read = 0;
@@ -147,6 +149,27 @@ pub fn note_journal(stats: &crate::notes::JournalStats) {
     metrics::gauge!("casegate_note_journal_files").set(stats.files as f64);
     metrics::gauge!("casegate_note_journal_bytes").set(stats.bytes as f64);
     metrics::gauge!("casegate_note_journal_live_bytes").set(stats.live_bytes as f64);
+}
+
+/// A failed `accept` on `listener` (`grpc` or `metrics`), by what it says (`connection`,
+/// `resource`, `listener`).
+pub fn accept_error(listener: &'static str, kind: &'static str) {
+    metrics::counter!("casegate_accept_errors_total", "listener" => listener, "kind" => kind)
+        .increment(1);
+}
+
+/// The configured CRLs: how many are past their `nextUpdate` now, and the earliest
+/// `nextUpdate` (seconds since the Unix epoch; absent when no CRL carries one).
+pub fn crls(stale: usize, earliest_next_update: Option<i64>) {
+    metrics::gauge!("casegate_tls_stale_crls").set(stale as f64);
+    if let Some(next) = earliest_next_update {
+        metrics::gauge!("casegate_tls_crl_next_update_timestamp_seconds").set(next as f64);
+    }
+}
+
+/// Open connections closed because a CRL reload revoked their client certificate.
+pub fn connections_cut_on_revocation(n: usize) {
+    metrics::counter!("casegate_tls_connections_closed_revoked_total").increment(n as u64);
 }
 
 /// Binds the admin listener for metrics.

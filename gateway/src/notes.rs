@@ -581,6 +581,9 @@ impl NoteStore {
         std::thread::Builder::new()
             .name("note-flusher".into())
             .spawn(move || {
+                // However the thread ends (a panic included), the store says so: nothing
+                // written from then on would become durable.
+                let _stopped = FlusherStopped(flushed.clone());
                 while let Ok(first) = requests.recv() {
                     let mut waiters = vec![first];
                     while let Ok(more) = requests.try_recv() {
@@ -931,6 +934,12 @@ impl NoteStore {
             .map_err(NoteError::Failed)
     }
 
+    /// Why the store accepts no more writes, if it does not: a failed write or flush, or a
+    /// flusher thread that stopped.
+    pub fn failure(&self) -> Option<String> {
+        self.state().failed.clone()
+    }
+
     /// Makes everything written so far durable, on this thread (the audit writer's, before
     /// each batch). A flush already under way is waited for, not passed over.
     pub fn sync_now(&self) -> Result<(), NoteError> {
@@ -1110,6 +1119,18 @@ impl Shared {
             return Err(why);
         }
         Ok(())
+    }
+}
+
+/// Marks the store failed when the flusher thread ends.
+struct FlusherStopped(Arc<Shared>);
+
+impl Drop for FlusherStopped {
+    fn drop(&mut self) {
+        let mut state = self.0.state();
+        if state.failed.is_none() {
+            state.failed = Some("the note flusher stopped".into());
+        }
     }
 }
 

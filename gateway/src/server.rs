@@ -32,6 +32,7 @@ use crate::{
     notes::{NoteError, NoteStore},
     pseudonym::Pseudonymizer,
     services::{AuditApi, ConsentApi, DisclosureApi},
+    supervisor::{Supervisor, TaskEnded},
     tls,
 };
 
@@ -78,6 +79,10 @@ pub enum ServeError {
     Task(#[from] tokio::task::JoinError),
     #[error("metrics: {0}")]
     Metrics(String),
+    /// A background task ended while serving (the listener, storage, …): the gateway
+    /// stopped, drained and exits non-zero so a supervisor restarts it.
+    #[error(transparent)]
+    Stopped(#[from] TaskEnded),
 }
 
 /// Everything the configuration names, loaded and checked: certificates and keys, token
@@ -238,10 +243,6 @@ impl Gateway {
             rate: Arc::new(RateLimiter::new(limits.rate_per_second, limits.rate_burst)),
         };
         let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn({
-            let authenticator = authenticate.authenticator.clone();
-            async move { authenticator.prefetch().await }
-        });
         let consent = authenticate.layer(
             ConsentServiceServer::new(ConsentApi::new(
                 consents.clone(),
@@ -283,8 +284,13 @@ impl Gateway {
             .max_encoding_message_size(limits.max_message_bytes),
         );
 
-        let reloader = tokio::spawn(reload_crls(tls.clone()));
-        let sweeper = tokio::spawn({
+        let mut tasks = Supervisor::new();
+        tasks.spawn_once("token key prefetch", {
+            let authenticator = authenticate.authenticator.clone();
+            async move { authenticator.prefetch().await }
+        });
+        tasks.spawn("CRL reloader", reload_crls(tls.clone()));
+        tasks.spawn("note sweep", {
             let (notes, audit) = (notes.clone(), audit.clone());
             let (ttl, every) = (config.notes.ttl, config.notes.sweep_interval);
             let forget_after = config.notes.forget_after;
@@ -303,31 +309,52 @@ impl Gateway {
             }
         });
         // Keeps the audit index close to the log, so queries rarely wait for it to catch up.
-        let indexer = tokio::spawn({
+        // A failed catch-up is retried on the next tick; a panic stops the gateway.
+        tasks.spawn("audit index catch-up", {
             let audit = audit.clone();
             async move {
                 let mut tick = tokio::time::interval(INDEX_INTERVAL);
                 loop {
                     tick.tick().await;
                     let audit = audit.clone();
-                    if let Ok(Err(e)) =
-                        tokio::task::spawn_blocking(move || audit.catch_up_index()).await
-                    {
-                        tracing::error!(error = %e, "audit index did not catch up");
+                    match tokio::task::spawn_blocking(move || audit.catch_up_index()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => tracing::error!(error = %e, "audit index did not catch up"),
+                        Err(e) => return Err(format!("catch-up failed: {e}")),
                     }
                 }
             }
         });
-        let metrics_task = match metrics_listener {
-            Some(listener) => {
-                crate::metrics::init().map_err(ServeError::Metrics)?;
-                Some(tokio::spawn(crate::metrics::serve(listener)))
+        tasks.spawn("storage", {
+            let (audit, notes) = (audit.clone(), notes.clone());
+            async move {
+                let mut tick = tokio::time::interval(STORAGE_CHECK_INTERVAL);
+                loop {
+                    tick.tick().await;
+                    if let Some(reason) = audit.log().failure() {
+                        return Err(format!("the audit log accepts no more entries: {reason}"));
+                    }
+                    if let Some(reason) = notes.failure() {
+                        return Err(format!("the note store accepts no more writes: {reason}"));
+                    }
+                }
             }
-            None => None,
-        };
+        });
+        if let Some(listener) = metrics_listener {
+            crate::metrics::init().map_err(ServeError::Metrics)?;
+            tasks.spawn("metrics listener", crate::metrics::serve(listener));
+        }
         let (connections, acceptor) = tls::accept(listener, tls, config.server.handshake_timeout);
+        let stop_accepting = acceptor.abort_handle();
+        tasks.spawn("gRPC listener", async move {
+            match acceptor.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(format!("listener failed: {e}")),
+                Err(e) => Err(e.to_string()),
+            }
+        });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let router = Server::builder()
+        let router = connection_bounds(Server::builder(), &config)
             .layer(
                 tower::ServiceBuilder::new()
                     .layer(CallSpanLayer)
@@ -338,9 +365,6 @@ impl Gateway {
                     )),
             )
             .timeout(limits.request_timeout)
-            .max_concurrent_streams(limits.max_concurrent_streams)
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -355,41 +379,45 @@ impl Gateway {
         ));
         tracing::info!(data_dir = %data.path().display(), "serving");
 
-        tokio::select! {
+        // Serve until the shutdown signal, or until something the gateway needs stops.
+        let (failure, server_done) = tokio::select! {
             result = &mut server => {
-                acceptor.abort();
-                reloader.abort();
-                sweeper.abort();
-                indexer.abort();
-                let _ = audit.close();
-                result??;
-                return Ok(Drained::Clean);
+                let failure = match result {
+                    Ok(Ok(())) => TaskEnded { task: "gRPC server", reason: "it ended".into() }.into(),
+                    Ok(Err(e)) => ServeError::Transport(e),
+                    Err(e) => ServeError::Task(e),
+                };
+                (Some(failure), true)
             }
-            () = shutdown => {}
+            ended = tasks.first_end() => (Some(ServeError::Stopped(ended)), false),
+            () = shutdown => (None, false),
+        };
+        if let Some(failure) = &failure {
+            tracing::error!(error = %failure, "the gateway cannot go on serving; stopping");
         }
-
-        reloader.abort();
-        sweeper.abort();
-        indexer.abort();
-        if let Some(task) = &metrics_task {
-            task.abort();
-        }
+        tasks.abort_all();
+        stop_accepting.abort();
         let grace = config.server.shutdown_grace;
         tracing::info!(grace = %humantime::format_duration(grace), "shutting down: draining calls");
-        acceptor.abort();
         set_health(&health, false).await;
         // Live inbox streams end now; unary calls get the grace period.
         let _ = stopping_tx.send(true);
         let _ = stop_tx.send(());
-        let drained = match tokio::time::timeout(grace, &mut server).await {
-            Ok(result) => {
-                result??;
-                Drained::Clean
-            }
-            Err(_) => {
-                server.abort();
-                tracing::warn!("grace period elapsed; remaining calls were cut off");
-                Drained::GraceElapsed
+        let drained = if server_done {
+            Drained::Clean
+        } else {
+            match tokio::time::timeout(grace, &mut server).await {
+                Ok(result) => {
+                    if failure.is_none() {
+                        result??;
+                    }
+                    Drained::Clean
+                }
+                Err(_) => {
+                    server.abort();
+                    tracing::warn!("grace period elapsed; remaining calls were cut off");
+                    Drained::GraceElapsed
+                }
             }
         };
         // Flush storage: consents, then the audit log (which marks a clean shutdown).
@@ -406,15 +434,65 @@ impl Gateway {
             tracing::error!(error = %e, "audit index did not flush");
         }
         drop(data);
-        Ok(drained)
+        match failure {
+            Some(failure) => Err(failure),
+            None => Ok(drained),
+        }
     }
 }
 
-/// Rebuilds the TLS configuration when a CRL file changes, or at once on SIGHUP.
-async fn reload_crls(tls: Arc<tls::TlsReloader>) {
+/// The bounds on each client connection, all reachable by any holder of a certificate from
+/// the client CA before a token is checked (RFC 9113):
+/// - concurrent streams (`SETTINGS_MAX_CONCURRENT_STREAMS`, §6.5.2): `limits.max_concurrent_streams`;
+/// - header list size (`SETTINGS_MAX_HEADER_LIST_SIZE`, §6.5.2): [`MAX_HEADER_LIST_BYTES`];
+/// - streams the gateway resets because the client broke the protocol (a malformed request,
+///   §8.1.1): after [`MAX_LOCAL_ERROR_RESETS`] on one connection, GOAWAY with
+///   `ENHANCE_YOUR_CALM` (§6.8, §7);
+/// - streams the client opens and resets before they are served ("rapid reset"): at most
+///   [`MAX_PENDING_ACCEPT_RESETS`] waiting at once, then GOAWAY `ENHANCE_YOUR_CALM`;
+/// - keep-alive: a PING (§6.7) after [`KEEPALIVE_INTERVAL`] of silence, the connection
+///   closed if it is not answered within [`KEEPALIVE_TIMEOUT`];
+/// - age: GOAWAY after `server.max_connection_age`, cut `server.max_connection_age_grace`
+///   later (so a revoked certificate's connection ends within that bound in any case);
+/// - the TLS handshake: `server.handshake_timeout`, at most
+///   [`tls::MAX_PENDING_HANDSHAKES`] at once (in [`tls::accept`]).
+pub fn connection_bounds(server: Server, config: &Config) -> Server {
+    server
+        .max_concurrent_streams(config.limits.max_concurrent_streams)
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESETS))
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .max_connection_age(config.server.max_connection_age)
+        .max_connection_age_grace(config.server.max_connection_age_grace)
+}
+
+/// Largest header list a request may carry, in bytes as RFC 9113 §6.5.2 counts them (each
+/// field's name and value plus 32). A token is a few KiB.
+pub const MAX_HEADER_LIST_BYTES: u32 = 16 << 10;
+/// Streams reset by the gateway for protocol errors, per connection, before GOAWAY
+/// (`ENHANCE_YOUR_CALM`); hyper's own default, which tonic leaves unset.
+pub const MAX_LOCAL_ERROR_RESETS: usize = 1024;
+/// Streams the client reset before the gateway served them, waiting at once, before GOAWAY
+/// (`ENHANCE_YOUR_CALM`); the `h2` default against CVE-2023-44487.
+pub const MAX_PENDING_ACCEPT_RESETS: usize = 20;
+/// Silence after which the gateway pings the client.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a ping may go unanswered before the connection is closed.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the audit log and the note store are checked for a failure that stops them
+/// accepting writes.
+const STORAGE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Rebuilds the TLS configuration when a CRL file changes, or at once on SIGHUP; each rebuild
+/// cuts the open connections whose certificate is now revoked. On every tick, reports CRLs
+/// past their `nextUpdate` (logged when that set changes, and in the metrics). Never ends.
+async fn reload_crls(tls: Arc<tls::TlsReloader>) -> Result<(), String> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangup = signal(SignalKind::hangup()).ok();
     let mut tick = tokio::time::interval(tls.crl_reload_interval());
+    let mut reported: Vec<String> = Vec::new();
     loop {
         let forced = tokio::select! {
             _ = tick.tick() => false,
@@ -426,18 +504,47 @@ async fn reload_crls(tls: Arc<tls::TlsReloader>) {
             } => true,
         };
         let result = if forced {
-            tls.reload().map(|()| true)
+            tls.reload().map(Some)
         } else {
             tls.reload_if_changed()
         };
         match result {
-            Ok(true) => tracing::info!("TLS configuration reloaded (CRLs)"),
-            Ok(false) => {}
+            Ok(Some(reloaded)) => {
+                tracing::info!(
+                    closed_revoked = reloaded.connections_cut,
+                    "TLS configuration reloaded (CRLs)"
+                );
+                if reloaded.connections_cut > 0 {
+                    tracing::warn!(
+                        connections = reloaded.connections_cut,
+                        "closed open connections whose client certificate is now revoked"
+                    );
+                    crate::metrics::connections_cut_on_revocation(reloaded.connections_cut);
+                }
+            }
+            Ok(None) => {}
             Err(problems) => {
                 for p in problems {
                     tracing::error!(problem = %p, "TLS reload failed; keeping the previous configuration");
                 }
             }
+        }
+        let stale = tls.stale_crls(std::time::SystemTime::now());
+        crate::metrics::crls(stale.len(), tls.earliest_next_update());
+        let now_reported: Vec<String> = stale.iter().map(|s| s.key.clone()).collect();
+        if now_reported != reported {
+            for crl in &stale {
+                match tls.stale_policy() {
+                    crate::config::StaleCrls::Warn => {
+                        tracing::warn!(crl = %crl, "CRL past its nextUpdate is in use")
+                    }
+                    crate::config::StaleCrls::Refuse => tracing::error!(
+                        crl = %crl,
+                        "CRL past its nextUpdate: certificates of its CA are refused"
+                    ),
+                }
+            }
+            reported = now_reported;
         }
     }
 }

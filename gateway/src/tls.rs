@@ -1,6 +1,11 @@
 //! Mutual TLS: the server's rustls configuration (client certificates required, from the
-//! configured CA only) and the accept loop that turns TCP connections into TLS streams, each
-//! carrying the organisation its client certificate names (read once per connection).
+//! configured CA only, checked against its CRLs) and the accept loop that turns TCP
+//! connections into TLS streams, each carrying the organisation its client certificate names
+//! (read once per connection) and registered among the live connections, so a CRL reload
+//! can cut those whose certificate it revokes.
+
+pub mod crl;
+pub mod live;
 
 use std::{
     io,
@@ -9,16 +14,16 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use rustls::{
-    RootCertStore, ServerConfig,
+    CertificateError, RootCertStore, ServerConfig,
     crypto::CryptoProvider,
     server::{WebPkiClientVerifier, danger::ClientCertVerifier},
 };
 use rustls_pki_types::{
-    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, pem::PemObject,
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime, pem::PemObject,
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
@@ -30,9 +35,11 @@ use tokio::{
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 
 use crate::{
-    config::{Problem, TlsConfig},
+    config::{Problem, StaleCrls, TlsConfig},
     identity::{ClientIdentity, IdentityError},
 };
+use crl::{CrlFile, StaleCrl};
+use live::{LiveConnections, Registration};
 
 /// What a request knows of its connection: the peer's address and the organisation its
 /// client certificate names (`None`: no client certificate). Every request on the
@@ -44,24 +51,32 @@ pub struct Peer {
 }
 
 /// An accepted mutual-TLS connection. Its client certificate is read when the handshake
-/// completes, not on every call.
+/// completes, not on every call. Once cut (its certificate revoked by a CRL reload), every
+/// read and write fails with `ConnectionAborted`, which ends the HTTP/2 connection.
 #[derive(Debug)]
 pub struct Connection {
     stream: TlsStream<TcpStream>,
     peer: Peer,
+    registration: Registration,
 }
 
 impl Connection {
-    pub fn new(stream: TlsStream<TcpStream>) -> Self {
+    /// Reads the client certificate of `stream` and registers the connection in `live`.
+    pub fn new(stream: TlsStream<TcpStream>, live: &Arc<LiveConnections>) -> Self {
         let (tcp, session) = stream.get_ref();
+        let chain = session
+            .peer_certificates()
+            .map(<[_]>::to_vec)
+            .unwrap_or_default();
         let peer = Peer {
             remote_addr: tcp.peer_addr().ok(),
-            identity: session
-                .peer_certificates()
-                .and_then(|certs| certs.first())
-                .map(|leaf| ClientIdentity::from_der(leaf)),
+            identity: chain.first().map(|leaf| ClientIdentity::from_der(leaf)),
         };
-        Self { stream, peer }
+        Self {
+            stream,
+            peer,
+            registration: live.register(chain),
+        }
     }
 }
 
@@ -79,6 +94,7 @@ impl AsyncRead for Connection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        self.registration.check(cx, true)?;
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
@@ -89,6 +105,7 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.registration.check(cx, false)?;
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
@@ -97,6 +114,7 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.registration.check(cx, false)?;
         Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 
@@ -105,6 +123,7 @@ impl AsyncWrite for Connection {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.registration.check(cx, false)?;
         Pin::new(&mut self.stream).poll_flush(cx)
     }
 
@@ -126,6 +145,21 @@ pub fn install_provider() {
 
 /// Builds the server's TLS configuration, reporting every unreadable or invalid file.
 pub fn server_config(files: &TlsConfig) -> Result<Arc<ServerConfig>, Vec<Problem>> {
+    build(files, SystemTime::now()).map(|built| built.config)
+}
+
+/// A server configuration with what it was built from: the client certificate verifier (to
+/// check open connections again) and the CRL files.
+#[derive(Debug, Clone)]
+struct Built {
+    config: Arc<ServerConfig>,
+    verifier: Arc<dyn ClientCertVerifier>,
+    crls: Arc<[CrlFile]>,
+}
+
+/// Builds the configuration. With `stale_crls = "refuse"`, a CRL past its `nextUpdate` at
+/// `now` is a problem.
+fn build(files: &TlsConfig, now: SystemTime) -> Result<Built, Vec<Problem>> {
     let mut problems = Vec::new();
     let chain = read_certs(&files.cert, "tls.cert", &mut problems);
     let key = match PrivateKeyDer::from_pem_file(&files.key) {
@@ -135,9 +169,17 @@ pub fn server_config(files: &TlsConfig) -> Result<Arc<ServerConfig>, Vec<Problem
             None
         }
     };
-    let crls = read_crls(&files.client_crls, &mut problems);
+    let (crls, crl_files) = crl::read(&files.client_crls, &mut problems);
+    if files.stale_crls == StaleCrls::Refuse {
+        for stale in crl_files.iter().filter_map(|f| f.stale_at(now)) {
+            problems.push(Problem {
+                key: stale.key.clone(),
+                message: format!("{} (refused: tls.stale_crls = \"refuse\")", stale.message()),
+            });
+        }
+    }
     let verifier = read_certs(&files.client_ca, "tls.client_ca", &mut problems).and_then(|cas| {
-        match client_verifier(cas, crls) {
+        match client_verifier(cas, crls, files.stale_crls) {
             Ok(v) => Some(v),
             Err(e) => {
                 problems.push(file_problem("tls.client_ca", &files.client_ca, &e));
@@ -145,49 +187,36 @@ pub fn server_config(files: &TlsConfig) -> Result<Arc<ServerConfig>, Vec<Problem
             }
         }
     });
-    let (Some(chain), Some(key), Some(verifier)) = (chain, key, verifier) else {
+    let (Some(chain), Some(key), Some(verifier), true) =
+        (chain, key, verifier, problems.is_empty())
+    else {
         return Err(problems);
     };
     let built = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| e.to_string())
         .and_then(|b| {
-            b.with_client_cert_verifier(verifier)
+            b.with_client_cert_verifier(verifier.clone())
                 .with_single_cert(chain, key)
                 .map_err(|e| format!("certificate and key do not form a usable pair: {e}"))
         });
     match built {
         Ok(mut config) => {
             config.alpn_protocols = vec![b"h2".to_vec()];
-            Ok(Arc::new(config))
+            Ok(Built {
+                config: Arc::new(config),
+                verifier,
+                crls: crl_files.into(),
+            })
         }
         Err(e) => Err(vec![file_problem("tls.key", &files.key, &e)]),
     }
 }
 
-fn read_crls(
-    paths: &[std::path::PathBuf],
-    problems: &mut Vec<Problem>,
-) -> Vec<CertificateRevocationListDer<'static>> {
-    let mut crls = Vec::new();
-    for (i, path) in paths.iter().enumerate() {
-        let key = format!("tls.client_crls[{i}]");
-        match CertificateRevocationListDer::pem_file_iter(path)
-            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        {
-            Ok(found) if found.is_empty() => {
-                problems.push(file_problem(&key, path, "holds no PEM X509 CRL"));
-            }
-            Ok(found) => crls.extend(found),
-            Err(e) => problems.push(file_problem(&key, path, &e.to_string())),
-        }
-    }
-    crls
-}
-
 fn client_verifier(
     cas: Vec<CertificateDer<'static>>,
     crls: Vec<CertificateRevocationListDer<'static>>,
+    stale: StaleCrls,
 ) -> Result<Arc<dyn ClientCertVerifier>, String> {
     let mut roots = RootCertStore::empty();
     for ca in cas {
@@ -196,16 +225,28 @@ fn client_verifier(
             .map_err(|e| format!("not a usable CA certificate: {e}"))?;
     }
     // The builder requires a client certificate unless told otherwise. Revocation is checked
-    // for the organisation's certificate against the configured CRLs; a certificate from a CA
-    // without a configured CRL is not refused for that alone.
+    // for every certificate of the chain (the organisation's and any intermediate CA's)
+    // against the configured CRLs; a certificate whose issuer has no configured CRL is not
+    // refused for that alone.
     let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
     if !crls.is_empty() {
-        builder = builder
-            .with_crls(crls)
-            .only_check_end_entity_revocation()
-            .allow_unknown_revocation_status();
+        builder = builder.with_crls(crls).allow_unknown_revocation_status();
+        if stale == StaleCrls::Refuse {
+            builder = builder.enforce_revocation_expiration();
+        }
     }
     builder.build().map_err(|e| e.to_string())
+}
+
+/// Whether `verifier` refuses `chain` (leaf first) as revoked now.
+fn is_revoked(verifier: &dyn ClientCertVerifier, chain: &[CertificateDer<'static>]) -> bool {
+    let Some((leaf, intermediates)) = chain.split_first() else {
+        return false;
+    };
+    matches!(
+        verifier.verify_client_cert(leaf, intermediates, UnixTime::now()),
+        Err(rustls::Error::InvalidCertificate(CertificateError::Revoked))
+    )
 }
 
 fn read_certs(
@@ -234,22 +275,25 @@ fn file_problem(key: &str, path: &Path, message: &str) -> Problem {
 }
 
 /// The server's TLS configuration, rebuilt when the CRL files change (or on request), so a
-/// revoked certificate is refused without a restart. New connections get the newest one.
+/// revoked certificate is refused without a restart. New connections get the newest one; a
+/// rebuild cuts the open connections whose certificate chain it revokes.
 #[derive(Debug)]
 pub struct TlsReloader {
     files: TlsConfig,
-    current: std::sync::RwLock<Arc<ServerConfig>>,
+    current: std::sync::RwLock<(u64, Built)>,
     /// (modified time, length) of each CRL file when last loaded.
     stamps: std::sync::Mutex<Vec<Option<(std::time::SystemTime, u64)>>>,
+    live: Arc<LiveConnections>,
 }
 
 impl TlsReloader {
     pub fn load(files: &TlsConfig) -> Result<Self, Vec<Problem>> {
-        let config = server_config(files)?;
+        let built = build(files, SystemTime::now())?;
         Ok(Self {
             stamps: std::sync::Mutex::new(Self::stamps_of(files)),
             files: files.clone(),
-            current: std::sync::RwLock::new(config),
+            current: std::sync::RwLock::new((0, built)),
+            live: Arc::new(LiveConnections::default()),
         })
     }
 
@@ -265,68 +309,138 @@ impl TlsReloader {
             .collect()
     }
 
-    pub fn current(&self) -> Arc<ServerConfig> {
+    fn built(&self) -> (u64, Built) {
         self.current
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.built().1.config
+    }
+
     pub fn crl_reload_interval(&self) -> Duration {
         self.files.crl_reload_interval
     }
 
+    /// The open connections.
+    pub fn live(&self) -> &Arc<LiveConnections> {
+        &self.live
+    }
+
+    /// The loaded CRL files past their `nextUpdate` at `now`.
+    pub fn stale_crls(&self, now: SystemTime) -> Vec<StaleCrl> {
+        self.built()
+            .1
+            .crls
+            .iter()
+            .filter_map(|f| f.stale_at(now))
+            .collect()
+    }
+
+    /// The earliest `nextUpdate` of the loaded CRLs, in seconds since the Unix epoch.
+    pub fn earliest_next_update(&self) -> Option<i64> {
+        self.built()
+            .1
+            .crls
+            .iter()
+            .filter_map(|f| f.next_update)
+            .min()
+    }
+
+    /// What is done with a stale CRL.
+    pub fn stale_policy(&self) -> StaleCrls {
+        self.files.stale_crls
+    }
+
     /// Rebuilds if a CRL file changed. A failed rebuild keeps the previous configuration.
-    pub fn reload_if_changed(&self) -> Result<bool, Vec<Problem>> {
+    pub fn reload_if_changed(&self) -> Result<Option<Reloaded>, Vec<Problem>> {
         let now = Self::stamps_of(&self.files);
         {
             let stamps = self.stamps.lock().unwrap_or_else(|p| p.into_inner());
             if *stamps == now {
-                return Ok(false);
+                return Ok(None);
             }
         }
-        self.reload()?;
+        let reloaded = self.reload()?;
         *self.stamps.lock().unwrap_or_else(|p| p.into_inner()) = now;
-        Ok(true)
+        Ok(Some(reloaded))
     }
 
-    /// Rebuilds from the files now.
-    pub fn reload(&self) -> Result<(), Vec<Problem>> {
-        let config = server_config(&self.files)?;
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = config;
-        Ok(())
+    /// Rebuilds from the files now, then cuts the open connections whose certificate chain
+    /// the new CRLs revoke.
+    pub fn reload(&self) -> Result<Reloaded, Vec<Problem>> {
+        let built = build(&self.files, SystemTime::now())?;
+        let verifier = built.verifier.clone();
+        {
+            let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+            *current = (current.0 + 1, built);
+        }
+        let cut = self
+            .live
+            .cut_where(|chain| is_revoked(verifier.as_ref(), chain));
+        Ok(Reloaded {
+            connections_cut: cut,
+        })
+    }
+
+    /// Registers a connection whose handshake ran with configuration `generation`. If a
+    /// reload happened meanwhile (its sweep may have missed this connection), the chain is
+    /// checked against the newest CRLs; `None` when they revoke it.
+    fn admit(&self, stream: TlsStream<TcpStream>, generation: u64) -> Option<Connection> {
+        let connection = Connection::new(stream, &self.live);
+        let (now, built) = self.built();
+        if now != generation
+            && self
+                .live
+                .cut_where(|chain| is_revoked(built.verifier.as_ref(), chain))
+                > 0
+            && connection.registration.is_cut()
+        {
+            return None;
+        }
+        Some(connection)
     }
 }
 
+/// What a reload did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Open connections closed because the new CRLs revoke their certificate.
+    pub connections_cut: usize,
+}
+
 /// Accepts TCP connections and completes TLS handshakes concurrently, handing finished
-/// connections (their client certificate read) to the gRPC server through a bounded channel. A slow or failed handshake never
-/// holds up the others. Ends when `listener` errors fatally or the receiver is dropped.
+/// connections (their client certificate read, registered among the live connections) to
+/// the gRPC server through a bounded channel. A slow or failed handshake never holds up the
+/// others; accept errors of one connection or of the process's resources are retried with
+/// bounded back-off ([`crate::listener::accept`]).
 ///
-/// Aborting the returned task closes the listener: no new connections are accepted.
+/// The task ends with `Ok` when the receiver is dropped and with the error when the listening
+/// socket itself fails; aborting it closes the listener.
 pub fn accept(
     listener: TcpListener,
     config: Arc<TlsReloader>,
     handshake_timeout: Duration,
-) -> (mpsc::Receiver<io::Result<Connection>>, JoinHandle<()>) {
+) -> (
+    mpsc::Receiver<io::Result<Connection>>,
+    JoinHandle<io::Result<()>>,
+) {
     let (tx, rx) = mpsc::channel(64);
     let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
     let task = tokio::spawn(async move {
+        let mut backoff = crate::listener::Backoff::default();
         loop {
             let (tcp, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
+                accepted = crate::listener::accept(&listener, "grpc", &mut backoff) => match accepted {
                     Ok(conn) => conn,
-                    Err(e) if is_transient(&e) => {
-                        tracing::warn!(error = %e, "accept failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
                     Err(e) => {
                         tracing::error!(error = %e, "listener failed");
-                        let _ = tx.send(Err(e)).await;
-                        return;
+                        return Err(e);
                     }
                 },
-                () = tx.closed() => return,
+                () = tx.closed() => return Ok(()),
             };
             // A bounded number of handshakes at a time: beyond it, connections are closed at
             // once rather than piling up (slow or hostile clients cannot exhaust memory).
@@ -335,14 +449,21 @@ pub fn accept(
                 continue;
             };
             let _ = tcp.set_nodelay(true);
-            let acceptor = TlsAcceptor::from(config.current());
+            let (generation, built) = config.built();
+            let acceptor = TlsAcceptor::from(built.config);
             let tx = tx.clone();
+            let config = config.clone();
             tokio::spawn(async move {
                 let _permit = permit;
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(Connection::new(stream))).await;
-                    }
+                    Ok(Ok(stream)) => match config.admit(stream, generation) {
+                        Some(connection) => {
+                            let _ = tx.send(Ok(connection)).await;
+                        }
+                        None => {
+                            tracing::info!(%peer, "client certificate revoked during the handshake; connection closed")
+                        }
+                    },
                     Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake refused"),
                     Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
                 }
@@ -353,15 +474,4 @@ pub fn accept(
 }
 
 /// TLS handshakes in progress at most.
-const MAX_PENDING_HANDSHAKES: usize = 512;
-
-/// Errors after which the listener is still usable (per-connection failures, fd exhaustion).
-fn is_transient(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-            | io::ErrorKind::WouldBlock
-    ) || e.raw_os_error() == Some(24) // EMFILE: back off, connections will close
-}
+pub const MAX_PENDING_HANDSHAKES: usize = 512;

@@ -236,6 +236,7 @@ async fn serve_echo(files: ServerTls) {
         client_ca: files.client_ca,
         client_crls: vec![],
         crl_reload_interval: Duration::from_secs(3600),
+        stale_crls: casegate::config::StaleCrls::Warn,
     })
     .expect("baseline TLS");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
