@@ -6,18 +6,31 @@
 //! `SHA-256(name || "\n" || 0x01 || public key)`; a verifier key is
 //! `<name>+<hex key id>+<base64(0x01 || public key)>`; a signer key is
 //! `PRIVATE+KEY+<name>+<hex key id>+<base64(0x01 || seed)>`.
+//!
+//! Notes are opened as C2SP signed-note says and as Go's `golang.org/x/mod/sumdb/note.Open`
+//! does: UTF-8 with no control character but newline, the text separated from the signature
+//! block by the last blank line, at most [`MAX_SIGNATURES`] signature lines, no key signing
+//! twice, and every signature by a known key verified (one that fails rejects the note).
+//! Verifier keys are refused when they are small-order or non-canonical points, and
+//! signatures are verified strictly ([`crate::ed25519`]).
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use ring::{
     rand::{SecureRandom, SystemRandom},
-    signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey},
+    signature::{Ed25519KeyPair, KeyPair},
 };
 
-use crate::merkle::Hash;
+use crate::{
+    ed25519::{KeyError, PublicKey},
+    merkle::Hash,
+};
 
 const ED25519_ALG: u8 = 0x01;
 /// The signature line prefix: an em dash and a space.
 const SIG_PREFIX: &str = "\u{2014} ";
+/// The most signature lines a note may carry. C2SP signed-note asks verifiers for a bound of
+/// at least 16; Go's `note.Open` allows 100.
+pub const MAX_SIGNATURES: usize = 100;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CheckpointError {
@@ -25,6 +38,8 @@ pub enum CheckpointError {
     KeyName,
     #[error("malformed key: {0}")]
     KeyFormat(&'static str),
+    #[error("unusable Ed25519 public key: {0}")]
+    PublicKey(KeyError),
     #[error("random number generator failed")]
     Random,
     #[error("malformed signed note: {0}")]
@@ -35,6 +50,12 @@ pub enum CheckpointError {
     NotSigned(String),
     #[error("checkpoint signature by key {0} does not verify")]
     BadSignature(String),
+    #[error("the note has two signatures by key {0}")]
+    DuplicateSignature(String),
+    #[error("the note has more than {MAX_SIGNATURES} signature lines")]
+    TooManySignatures,
+    #[error("checkpoint origin {origin:?} is not the name of key {key}, which signed it")]
+    OriginMismatch { origin: String, key: String },
 }
 
 fn valid_name(name: &str) -> bool {
@@ -74,6 +95,7 @@ pub struct Signer {
     seed: [u8; 32],
     pair: Ed25519KeyPair,
     id: [u8; 4],
+    verifier: Verifier,
 }
 
 impl std::fmt::Debug for Signer {
@@ -101,12 +123,19 @@ impl Signer {
         }
         let pair = Ed25519KeyPair::from_seed_unchecked(&seed)
             .map_err(|_| CheckpointError::KeyFormat("not an Ed25519 seed"))?;
-        let id = key_id(name, pair.public_key().as_ref());
+        let public = PublicKey::from_bytes(pair.public_key().as_ref())
+            .map_err(CheckpointError::PublicKey)?;
+        let id = key_id(name, public.as_bytes());
         Ok(Self {
             name: name.to_owned(),
             seed,
             pair,
             id,
+            verifier: Verifier {
+                name: name.to_owned(),
+                id,
+                public,
+            },
         })
     }
 
@@ -161,13 +190,7 @@ impl Signer {
     }
 
     pub fn verifier(&self) -> Verifier {
-        let mut public = [0u8; 32];
-        public.copy_from_slice(self.pair.public_key().as_ref());
-        Verifier {
-            name: self.name.clone(),
-            id: self.id,
-            public,
-        }
+        self.verifier.clone()
     }
 
     /// Signs a checkpoint, producing the complete signed note.
@@ -197,16 +220,22 @@ impl Signer {
     }
 }
 
-/// An Ed25519 note verifier (public key).
+/// An Ed25519 note verifier: a key name and a public key that is a canonical point of large
+/// order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verifier {
     name: String,
     id: [u8; 4],
-    public: [u8; 32],
+    public: PublicKey,
 }
 
 impl Verifier {
-    /// Parses a verifier key (`name+id+key`).
+    /// Parses a verifier key (`name+id+key`, C2SP signed-note).
+    ///
+    /// # Errors
+    /// [`CheckpointError::KeyName`] or [`CheckpointError::KeyFormat`] for a malformed key or
+    /// one whose id does not match it; [`CheckpointError::PublicKey`] for a small-order or
+    /// non-canonical point (signatures under a small-order key can be forged).
     pub fn from_vkey(text: &str) -> Result<Self, CheckpointError> {
         let mut parts = text.trim().splitn(3, '+');
         let (Some(name), Some(id_text), Some(key)) = (parts.next(), parts.next(), parts.next())
@@ -225,10 +254,13 @@ impl Verifier {
         if *alg != ED25519_ALG {
             return Err(CheckpointError::KeyFormat("not an Ed25519 key"));
         }
-        let public: [u8; 32] = public
-            .try_into()
-            .map_err(|_| CheckpointError::KeyFormat("Ed25519 public key must be 32 bytes"))?;
-        let id = key_id(name, &public);
+        if public.len() != crate::ed25519::PUBLIC_KEY_LENGTH {
+            return Err(CheckpointError::KeyFormat(
+                "Ed25519 public key must be 32 bytes",
+            ));
+        }
+        let public = PublicKey::from_bytes(public).map_err(CheckpointError::PublicKey)?;
+        let id = key_id(name, public.as_bytes());
         if parse_hex4(id_text) != Some(id) {
             return Err(CheckpointError::KeyFormat("key id does not match the key"));
         }
@@ -242,7 +274,7 @@ impl Verifier {
     /// The verifier key text.
     pub fn to_vkey(&self) -> String {
         let mut raw = vec![ED25519_ALG];
-        raw.extend_from_slice(&self.public);
+        raw.extend_from_slice(self.public.as_bytes());
         format!("{}+{}+{}", self.name, hex(&self.id), STANDARD.encode(raw))
     }
 
@@ -255,44 +287,155 @@ impl Verifier {
         format!("{}+{}", self.name, hex(&self.id))
     }
 
-    /// Verifies a signed checkpoint note and returns its body. Signatures by other keys are
-    /// ignored; one valid signature by this key is required.
+    /// Verifies a signed checkpoint note and returns its body: [`verify_any`] with this key
+    /// alone.
+    ///
+    /// # Errors
+    /// As [`verify_any`].
     pub fn verify(&self, note: &str) -> Result<Checkpoint, CheckpointError> {
-        let split = note.find("\n\n").ok_or(CheckpointError::NoteFormat(
-            "no blank line before the signatures",
+        verify_any(std::slice::from_ref(self), note).map(|(checkpoint, _)| checkpoint)
+    }
+
+    fn knows(&self, line: &SignatureLine<'_>) -> bool {
+        line.name == self.name && line.id == self.id
+    }
+}
+
+/// Opens a signed checkpoint note (C2SP signed-note, C2SP tlog-checkpoint) with the known keys
+/// `verifiers`, and returns the checkpoint and the first key whose signature verified.
+///
+/// Signatures by unknown keys are ignored (C2SP: "verifiers MUST ignore signatures from
+/// unknown keys, even if they share a name or ID (but not both) with a known key"); every
+/// signature by a known key must verify, and at least one must be present.
+///
+/// # Errors
+/// [`CheckpointError::NoteFormat`] for a note that breaks the signed-note grammar (control
+/// characters other than newline, no blank line before the signatures, a malformed signature
+/// line); [`CheckpointError::TooManySignatures`], [`CheckpointError::DuplicateSignature`];
+/// [`CheckpointError::BadSignature`] when a known key's signature fails strict Ed25519
+/// verification; [`CheckpointError::NotSigned`] when no known key signed;
+/// [`CheckpointError::BodyFormat`] for a body that is not a tlog checkpoint.
+pub fn verify_any<'v>(
+    verifiers: &'v [Verifier],
+    note: &str,
+) -> Result<(Checkpoint, &'v Verifier), CheckpointError> {
+    let (body, lines) = parse_note(note)?;
+    let mut verified = None;
+    for line in &lines {
+        let Some(key) = verifiers.iter().find(|v| v.knows(line)) else {
+            continue;
+        };
+        key.public
+            .verify_strict(body.as_bytes(), &line.signature)
+            .map_err(|_| CheckpointError::BadSignature(key.label()))?;
+        verified.get_or_insert(key);
+    }
+    let Some(key) = verified else {
+        let labels: Vec<String> = verifiers.iter().map(Verifier::label).collect();
+        return Err(CheckpointError::NotSigned(if labels.is_empty() {
+            "(no verifier key given)".into()
+        } else {
+            labels.join(" or ")
+        }));
+    };
+    Ok((Checkpoint::parse_body(body)?, key))
+}
+
+/// As [`verify_any`], for a log's own checkpoint checked by someone outside it (the offline
+/// verifier, an officer checking a report): the checkpoint's origin must also be the name of
+/// the key that verified it, since a log's key is named for its origin. So a note for another
+/// log signed with the same key does not pass as this log's.
+///
+/// # Errors
+/// As [`verify_any`], and [`CheckpointError::OriginMismatch`].
+pub fn verify_log_checkpoint(
+    verifiers: &[Verifier],
+    note: &str,
+) -> Result<Checkpoint, CheckpointError> {
+    let (checkpoint, key) = verify_any(verifiers, note)?;
+    if checkpoint.origin != key.name {
+        return Err(CheckpointError::OriginMismatch {
+            origin: checkpoint.origin,
+            key: key.label(),
+        });
+    }
+    Ok(checkpoint)
+}
+
+/// One signature line: `— <name> base64(key id || signature)`.
+struct SignatureLine<'a> {
+    name: &'a str,
+    id: [u8; 4],
+    signature: Vec<u8>,
+}
+
+/// Splits a signed note into its text and signature lines (C2SP signed-note, "Format"), with
+/// the limits of Go's `note.Open`.
+fn parse_note(note: &str) -> Result<(&str, Vec<SignatureLine<'_>>), CheckpointError> {
+    // Valid UTF-8 is given by `&str`.
+    if note.chars().any(|c| c < ' ' && c != '\n') {
+        return Err(CheckpointError::NoteFormat(
+            "control character other than newline (a CR, tab or NUL)",
+        ));
+    }
+    // The text is separated from the signatures by the last blank line.
+    let split = note.rfind("\n\n").ok_or(CheckpointError::NoteFormat(
+        "no blank line before the signatures",
+    ))?;
+    let (body, sigs) = (&note[..=split], &note[split + 2..]);
+    if sigs.is_empty() {
+        return Err(CheckpointError::NoteFormat("no signature lines"));
+    }
+    let Some(sigs) = sigs.strip_suffix('\n') else {
+        return Err(CheckpointError::NoteFormat(
+            "signature block must end with a newline",
+        ));
+    };
+    let mut lines: Vec<SignatureLine<'_>> = Vec::new();
+    for line in sigs.split('\n') {
+        if lines.len() == MAX_SIGNATURES {
+            return Err(CheckpointError::TooManySignatures);
+        }
+        let rest = line
+            .strip_prefix(SIG_PREFIX)
+            .ok_or(CheckpointError::NoteFormat(
+                "signature line must start with an em dash and a space",
+            ))?;
+        let (name, blob) = rest.split_once(' ').ok_or(CheckpointError::NoteFormat(
+            "signature line needs a name and a signature",
         ))?;
-        let (body, sigs) = (&note[..=split], &note[split + 2..]);
-        if !sigs.ends_with('\n') {
+        if !valid_name(name) {
             return Err(CheckpointError::NoteFormat(
-                "signature block must end with a newline",
+                "signature key name must be non-empty, without spaces or '+'",
             ));
         }
-        let mut found = false;
-        for line in sigs.lines() {
-            let rest = line
-                .strip_prefix(SIG_PREFIX)
-                .ok_or(CheckpointError::NoteFormat(
-                    "signature line must start with an em dash",
-                ))?;
-            let (name, blob) = rest.split_once(' ').ok_or(CheckpointError::NoteFormat(
-                "signature line needs a name and a signature",
-            ))?;
-            let blob = STANDARD
-                .decode(blob)
-                .map_err(|_| CheckpointError::NoteFormat("signature is not base64"))?;
-            if name != self.name || blob.len() < 4 || blob[..4] != self.id {
-                continue;
-            }
-            found = true;
-            UnparsedPublicKey::new(&ED25519, &self.public)
-                .verify(body.as_bytes(), &blob[4..])
-                .map_err(|_| CheckpointError::BadSignature(self.label()))?;
+        let blob = STANDARD
+            .decode(blob)
+            .map_err(|_| CheckpointError::NoteFormat("signature is not base64"))?;
+        let [a, b, c, d, signature @ ..] = blob.as_slice() else {
+            return Err(CheckpointError::NoteFormat(
+                "signature is shorter than a key id and one byte",
+            ));
+        };
+        if signature.is_empty() {
+            return Err(CheckpointError::NoteFormat(
+                "signature is shorter than a key id and one byte",
+            ));
         }
-        if !found {
-            return Err(CheckpointError::NotSigned(self.label()));
+        let id = [*a, *b, *c, *d];
+        if lines.iter().any(|l| l.name == name && l.id == id) {
+            return Err(CheckpointError::DuplicateSignature(format!(
+                "{name}+{}",
+                hex(&id)
+            )));
         }
-        Checkpoint::parse_body(body)
+        lines.push(SignatureLine {
+            name,
+            id,
+            signature: signature.to_vec(),
+        });
     }
+    Ok((body, lines))
 }
 
 /// A tlog checkpoint: the log's origin, its size and its root hash.
@@ -314,8 +457,13 @@ impl Checkpoint {
         )
     }
 
+    /// Parses a C2SP tlog-checkpoint body: origin, tree size (decimal, no leading zeros),
+    /// base64 root hash, then optional non-empty extension lines, each ending in a newline.
     fn parse_body(body: &str) -> Result<Self, CheckpointError> {
-        let mut lines = body.lines();
+        let Some(body) = body.strip_suffix('\n') else {
+            return Err(CheckpointError::BodyFormat("must end with a newline"));
+        };
+        let mut lines = body.split('\n');
         let origin = lines
             .next()
             .filter(|o| !o.is_empty())
@@ -345,6 +493,9 @@ impl Checkpoint {
             .ok_or(CheckpointError::BodyFormat(
                 "root hash is not 32 bytes of base64",
             ))?;
+        if lines.any(str::is_empty) {
+            return Err(CheckpointError::BodyFormat("an extension line is empty"));
+        }
         Ok(Self {
             origin: origin.to_owned(),
             size,
@@ -362,84 +513,4 @@ pub struct SignedCheckpoint {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn checkpoint(size: u64) -> Checkpoint {
-        Checkpoint {
-            origin: "casegate.test/audit".into(),
-            size,
-            root: crate::merkle::leaf_hash(&size.to_be_bytes()),
-        }
-    }
-
-    #[test]
-    fn signs_and_verifies_in_the_c2sp_format() {
-        let signer = Signer::generate("casegate.test/audit").expect("key");
-        let signed = signer.sign(&checkpoint(42));
-        let lines: Vec<&str> = signed.note.lines().collect();
-        assert_eq!(lines[0], "casegate.test/audit");
-        assert_eq!(lines[1], "42");
-        assert_eq!(lines[3], "");
-        assert!(lines[4].starts_with("\u{2014} casegate.test/audit "));
-        let verifier = Verifier::from_vkey(&signer.verifier().to_vkey()).expect("vkey");
-        assert_eq!(verifier.verify(&signed.note), Ok(checkpoint(42)));
-        let again = Signer::from_skey(&signer.to_skey()).expect("skey");
-        assert_eq!(again.verifier(), signer.verifier());
-    }
-
-    /// The key id must follow the C2SP derivation, checked here against an independent
-    /// computation over the published formula.
-    #[test]
-    fn key_id_is_the_c2sp_hash() {
-        let signer = Signer::generate("example.com/log").expect("key");
-        let vkey = signer.verifier().to_vkey();
-        let parts: Vec<&str> = vkey.splitn(3, '+').collect();
-        let raw = STANDARD.decode(parts[2]).expect("b64");
-        assert_eq!(raw[0], 1);
-        let mut input = b"example.com/log\n".to_vec();
-        input.extend_from_slice(&raw);
-        let digest = ring::digest::digest(&ring::digest::SHA256, &input);
-        assert_eq!(parts[1], hex(&digest.as_ref()[..4]));
-    }
-
-    #[test]
-    fn a_cosigned_note_verifies_with_either_key() {
-        let old = Signer::generate("casegate.test/audit").expect("key");
-        let new = Signer::generate("casegate.test/audit").expect("key");
-        let note = Signer::cosign(&[&old, &new], &checkpoint(9)).note;
-        assert_eq!(old.verifier().verify(&note), Ok(checkpoint(9)));
-        assert_eq!(new.verifier().verify(&note), Ok(checkpoint(9)));
-        let stranger = Signer::generate("casegate.test/audit").expect("key");
-        assert!(stranger.verifier().verify(&note).is_err());
-    }
-
-    #[test]
-    fn tampering_and_foreign_keys_are_refused() {
-        let signer = Signer::generate("casegate.test/audit").expect("key");
-        let other = Signer::generate("casegate.test/audit").expect("key");
-        let verifier = signer.verifier();
-        let note = signer.sign(&checkpoint(7)).note;
-
-        let bigger = note.replacen("\n7\n", "\n8\n", 1);
-        assert!(matches!(
-            verifier.verify(&bigger),
-            Err(CheckpointError::BadSignature(_))
-        ));
-        let foreign = other.sign(&checkpoint(7)).note;
-        assert!(matches!(
-            verifier.verify(&foreign),
-            Err(CheckpointError::NotSigned(_))
-        ));
-        // A second signature by another key does not hurt; it is ignored.
-        let cosigned = format!("{note}{}", foreign.lines().last().expect("sig")) + "\n";
-        assert_eq!(verifier.verify(&cosigned), Ok(checkpoint(7)));
-        assert!(verifier.verify("casegate.test/audit\n7\n").is_err());
-        assert!(Verifier::from_vkey("name+00000000+AQ==").is_err());
-        let vkey = verifier.to_vkey();
-        let key = vkey.splitn(3, '+').nth(2).expect("key");
-        let wrong_id = format!("{}+00000000+{key}", verifier.name());
-        assert!(Verifier::from_vkey(&wrong_id).is_err());
-        assert!(Signer::generate("has space").is_err());
-    }
-}
+mod tests;

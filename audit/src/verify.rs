@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::{
-    checkpoint::{Checkpoint, CheckpointError, Verifier},
+    checkpoint::{self, Checkpoint, CheckpointError, Verifier},
     entry::Entry,
     merkle::{self, CompactRange, Hash},
     segment::{self, Flaw},
@@ -77,15 +77,10 @@ pub fn verify_with(
     verifiers: &[Verifier],
     trusted: Option<&str>,
 ) -> Result<Report, Failure> {
+    // Every known key's signature must verify, and the origin must be the name of a key
+    // that signed (C2SP signed-note, tlog-checkpoint).
     let check = |note: &str| -> Result<Checkpoint, CheckpointError> {
-        let mut last = CheckpointError::NotSigned("(no verifier key given)".into());
-        for v in verifiers {
-            match v.verify(note) {
-                Ok(c) => return Ok(c),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
+        checkpoint::verify_log_checkpoint(verifiers, note)
     };
     let note_path = dir.join("checkpoint");
     let newest = match std::fs::read_to_string(&note_path) {

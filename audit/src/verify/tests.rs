@@ -91,3 +91,25 @@ fn records_after_the_checkpoint_and_a_torn_tail_are_reported_not_failed() {
     assert_eq!((report.entries, report.uncovered), (11, 1));
     assert_eq!(report.torn_tail_bytes, torn.len() as u64 - 3);
 }
+
+/// `audit verify` checks the newest checkpoint's origin against the key's name: the same key's
+/// signature over another origin (with this log's size and root) is not this log's checkpoint.
+#[test]
+fn a_checkpoint_for_another_origin_signed_by_the_same_key_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (signer, _) = log_with(dir.path(), 12, 0);
+    let path = dir.path().join("checkpoint");
+    let note = fs::read_to_string(&path).expect("checkpoint");
+    let verifier = signer.verifier();
+    let mut own = verifier.verify(&note).expect("own checkpoint");
+    own.origin = "other.example/log".into();
+    fs::write(&path, signer.sign(&own).note).expect("write");
+    let failure = verify(dir.path(), &verifier, None).expect_err("another origin");
+    assert!(
+        matches!(
+            failure,
+            Failure::Checkpoint(CheckpointError::OriginMismatch { .. })
+        ),
+        "{failure}"
+    );
+}
