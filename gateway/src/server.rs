@@ -382,10 +382,18 @@ impl Gateway {
         // Serve until the shutdown signal, or until something the gateway needs stops.
         let (failure, server_done) = tokio::select! {
             result = &mut server => {
-                let failure = match result {
-                    Ok(Ok(())) => TaskEnded { task: "gRPC server", reason: "it ended".into() }.into(),
-                    Ok(Err(e)) => ServeError::Transport(e),
-                    Err(e) => ServeError::Task(e),
+                // The server ends by itself when its connections end: say why, if the
+                // listener's task (or another) reports it.
+                let cause = tokio::time::timeout(Duration::from_secs(1), tasks.first_end()).await;
+                let failure = match (cause, result) {
+                    (Ok(ended), _) => ServeError::Stopped(ended),
+                    (Err(_), Ok(Ok(()))) => TaskEnded {
+                        task: "gRPC server",
+                        reason: "it ended".into(),
+                    }
+                    .into(),
+                    (Err(_), Ok(Err(e))) => ServeError::Transport(e),
+                    (Err(_), Err(e)) => ServeError::Task(e),
                 };
                 (Some(failure), true)
             }
