@@ -238,3 +238,74 @@ fn a_bad_verifier_key_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(64));
     let _ = Path::new(".");
 }
+
+/// The identity point as a verifier key (with the key id C2SP derives for it): under it the
+/// signature 0x01 followed by 63 zero bytes verifies for any message, so it is refused at load,
+/// as a usage error naming the problem.
+#[test]
+fn a_verifier_key_with_the_identity_point_is_refused_with_a_clear_message() {
+    use base64::Engine;
+    let fx = Fixture::new();
+    let mut key = vec![0x01, 0x01];
+    key.extend([0u8; 31]);
+    let mut hashed = format!("{ORIGIN}\n").into_bytes();
+    hashed.extend_from_slice(&key);
+    let digest = ring::digest::digest(&ring::digest::SHA256, &hashed);
+    let id: String = digest.as_ref()[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let vkey = format!(
+        "{ORIGIN}+{id}+{}",
+        base64::engine::general_purpose::STANDARD.encode(&key)
+    );
+    let out = Command::new(BIN)
+        .args(["audit", "verify", "--vkey", &vkey, "--log"])
+        .arg(fx.log())
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("small-order"), "{stderr}");
+}
+
+/// A trusted checkpoint whose signature line ends in CR LF is not a signed note.
+#[test]
+fn a_trusted_checkpoint_with_crlf_line_ends_is_refused() {
+    let fx = Fixture::new();
+    let note = fs::read_to_string(&fx.early_checkpoint).expect("checkpoint");
+    let split = note.rfind("\n\n").expect("signature block") + 2;
+    let crlf = format!("{}{}", &note[..split], note[split..].replace('\n', "\r\n"));
+    fs::write(&fx.early_checkpoint, crlf).expect("write");
+    let (ok, line) = fx.verify(true);
+    assert!(!ok, "verification passed: {line}");
+    assert!(
+        line.contains("trusted checkpoint: malformed signed note"),
+        "{line}"
+    );
+}
+
+/// The newest checkpoint with its signature line twice, or with 10,000 foreign signature
+/// lines after it, is refused.
+#[test]
+fn a_checkpoint_with_a_repeated_or_flooded_signature_block_is_refused() {
+    let fx = Fixture::new();
+    let note_path = fx.log().join("checkpoint");
+    let genuine = fs::read_to_string(&note_path).expect("checkpoint");
+    let line = genuine.lines().last().expect("signature line").to_owned();
+    fs::write(&note_path, format!("{genuine}{line}\n")).expect("write");
+    fx.expect_failure("FAILED: newest checkpoint: the note has two signatures by key");
+
+    let mut flood = genuine.clone();
+    for i in 0..10_000u32 {
+        use base64::Engine;
+        let mut blob = i.to_be_bytes().to_vec();
+        blob.extend([9u8; 64]);
+        flood.push_str(&format!(
+            "\u{2014} witness{i}.example {}\n",
+            base64::engine::general_purpose::STANDARD.encode(blob)
+        ));
+    }
+    fs::write(&note_path, flood).expect("write");
+    fx.expect_failure("FAILED: newest checkpoint: the note has more than 100 signature lines");
+}
