@@ -3,9 +3,15 @@
 //!
 //! Token rules: the issuer must be configured; the header's `alg` must be on that issuer's
 //! allow-list (EdDSA, ES256, RS256 at most — never `none`, never HMAC) and fit the key named by
-//! `kid`; `exp`, `iss`, `aud` and `sub` are required; `org` must equal the certificate's orgnr;
-//! `role` must be a known role; `pid`, when present, must be a valid identity number; and a
-//! `cnf.x5t#S256` binding, when present, must match the client certificate (RFC 8705).
+//! `kid`; a header that asks for anything this gateway does not implement (`crit` in any form,
+//! RFC 7515 §4.1.11; unencoded payloads, `b64`, RFC 7797; `zip`, `enc`, `cty`) is refused, as
+//! is a `typ` other than a JWT's (RFC 7519 §5.1, RFC 9068 §2.1); EdDSA signatures are verified
+//! strictly (see [`casegate_audit::ed25519`]); `exp`, `iss`, `aud` and `sub` are required;
+//! `sub` follows the text rule of request fields ([`crate::text`]); `org` must be the
+//! certificate's orgnr; `role` must be a known role; `pid`, when present, must be a valid
+//! identity number; and `cnf`, when present, must hold exactly an `x5t#S256` binding that
+//! matches the client certificate (RFC 8705 §3.1) — a confirmation method this gateway cannot
+//! check is refused rather than treated as unbound.
 
 mod https;
 mod jwks;
@@ -35,6 +41,10 @@ use verified::{Verified, VerifiedTokens};
 
 /// Verified tokens remembered at most (see [`verified`]).
 const REMEMBERED_TOKENS: usize = 8192;
+/// The longest `sub` accepted, in bytes (the bound of other user ids, such as a witness's).
+const MAX_SUB_BYTES: usize = 200;
+/// The longest `kid` accepted, in bytes.
+const MAX_KID_BYTES: usize = 256;
 
 use crate::{
     config::{AuthConfig, JwksLocation, Problem},
@@ -67,6 +77,20 @@ pub enum AuthError {
     Invalid(&'static str),
     #[error("token claim {0} is missing or empty")]
     MissingClaim(&'static str),
+    #[error("token claim {0}: {1}")]
+    InvalidClaim(&'static str, crate::text::TextRule),
+    #[error("token org is not a valid organisation number")]
+    InvalidOrg,
+    #[error(
+        "token header parameter {0} is not implemented by this gateway (RFC 7515 §4.1.11: a token that needs it is refused)"
+    )]
+    UnsupportedHeader(&'static str),
+    #[error("token header: {0}")]
+    InvalidHeader(&'static str),
+    #[error(
+        "token cnf names a confirmation method this gateway cannot check (only x5t#S256, RFC 8705)"
+    )]
+    UnsupportedConfirmation,
     #[error("token pid is not a valid national identity number")]
     InvalidPid,
     #[error("token is bound to a different client certificate (cnf x5t#S256)")]
@@ -132,7 +156,7 @@ impl Issuer {
                 *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
             }
             Err(e) => {
-                tracing::warn!(issuer = iss, error = %e, "token keys could not be fetched; keeping the last good set")
+                tracing::warn!(issuer = iss, error = %e, "token keys could not be fetched or were refused; keeping the last good set")
             }
         }
     }
@@ -169,10 +193,36 @@ struct Claims {
     cnf: Option<Confirmation>,
 }
 
+/// The `cnf` claim (RFC 7800 §3.1): only the certificate thumbprint method of RFC 8705 §3.1 is
+/// understood, so any other member refuses the token.
 #[derive(Deserialize)]
 struct Confirmation {
     #[serde(rename = "x5t#S256")]
     x5t_s256: Option<String>,
+    #[serde(flatten)]
+    others: HashMap<String, serde::de::IgnoredAny>,
+}
+
+/// The JOSE header parameters this gateway reads or must refuse (RFC 7515 §4.1, RFC 7797 §3,
+/// RFC 7516 §4.1). Others (`x5t`, `x5c`, …) carry nothing the verification uses and are
+/// ignored, as RFC 7515 §4 allows for parameters not listed in `crit`. A repeated parameter
+/// is refused by the parser (RFC 7515 §5.2).
+#[derive(Deserialize)]
+struct JoseHeader {
+    alg: Option<String>,
+    kid: Option<serde_json::Value>,
+    typ: Option<serde_json::Value>,
+    cty: Option<serde_json::Value>,
+    crit: Option<serde_json::Value>,
+    b64: Option<serde_json::Value>,
+    zip: Option<serde_json::Value>,
+    enc: Option<serde_json::Value>,
+}
+
+/// What the header says, once checked.
+struct TokenHeader {
+    alg: Algorithm,
+    kid: String,
 }
 
 #[derive(Deserialize)]
@@ -252,8 +302,7 @@ impl Authenticator {
         {
             return self.principal(&iss, &claims, client);
         }
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| AuthError::Malformed("header is not a JWS header with a supported alg"))?;
+        let header = parse_header(token)?;
         // Only to pick the issuer's keys; everything is verified below.
         let iss = jsonwebtoken::dangerous::insecure_decode_claims::<IssuerOnly>(token)
             .map_err(|_| AuthError::Malformed("payload is not a JSON object"))?
@@ -263,7 +312,7 @@ impl Authenticator {
         if !issuer.algorithms.contains(&header.alg) {
             return Err(AuthError::AlgorithmNotAllowed(format!("{:?}", header.alg)));
         }
-        let kid = header.kid.as_deref().ok_or(AuthError::MissingKeyId)?;
+        let kid = header.kid.as_str();
         let mut keys = issuer.keys();
         if keys.get(kid).is_none() {
             issuer.refresh(&iss).await;
@@ -305,6 +354,18 @@ impl Authenticator {
         validation.set_audience(&[&issuer.audience]);
         validation.validate_nbf = true;
         validation.leeway = self.leeway_secs;
+        if let Some(public) = &key.ed25519 {
+            // jsonwebtoken verifies EdDSA without the strict rules; check them first.
+            let (signing_input, signature) = token
+                .rsplit_once('.')
+                .ok_or(AuthError::Malformed("not a compact JWS"))?;
+            let signature = URL_SAFE_NO_PAD
+                .decode(signature)
+                .map_err(|_| AuthError::Malformed("signature is not base64url"))?;
+            public
+                .verify_strict(signing_input.as_bytes(), &signature)
+                .map_err(|_| AuthError::Invalid("signature does not verify"))?;
+        }
         jsonwebtoken::decode::<Claims>(token, &key.key, &validation)
             .map(|data| data.claims)
             .map_err(|e| AuthError::Invalid(describe(e.kind())))
@@ -322,6 +383,8 @@ impl Authenticator {
             .clone()
             .filter(|s| !s.is_empty())
             .ok_or(AuthError::MissingClaim("sub"))?;
+        crate::text::check(&user_id, MAX_SUB_BYTES)
+            .map_err(|rule| AuthError::InvalidClaim("sub", rule))?;
         let org = claims
             .org
             .as_deref()
@@ -330,7 +393,14 @@ impl Authenticator {
             .role
             .as_deref()
             .ok_or(AuthError::MissingClaim("role"))?;
-        let binding = claims.cnf.as_ref().and_then(|c| c.x5t_s256.as_deref());
+        let binding = match &claims.cnf {
+            None => None,
+            Some(Confirmation {
+                x5t_s256: Some(thumbprint),
+                others,
+            }) if others.is_empty() => Some(thumbprint.as_str()),
+            Some(_) => return Err(AuthError::UnsupportedConfirmation),
+        };
         if binding.is_some_and(|b| b != URL_SAFE_NO_PAD.encode(client.cert_sha256)) {
             return Err(AuthError::CertificateBinding);
         }
@@ -340,7 +410,11 @@ impl Authenticator {
             .as_deref()
             .map(|p| p.parse::<SubjectId>().map_err(|_| AuthError::InvalidPid))
             .transpose()?;
-        if org.parse::<OrgNumber>().ok() != Some(client.orgnr) {
+        if org
+            .parse::<OrgNumber>()
+            .map_err(|_| AuthError::InvalidOrg)?
+            != client.orgnr
+        {
             return Err(AuthError::OrgMismatch);
         }
         let role = role.parse::<Role>().map_err(|_| AuthError::UnknownRole)?;
@@ -363,6 +437,68 @@ impl Authenticator {
             certificate_bound,
         })
     }
+}
+
+/// Reads and checks a compact JWS's protected header (RFC 7515 §7.1): base64url of a JSON
+/// object with an `alg` this gateway implements and a `kid`, and nothing that changes how the
+/// token must be processed.
+fn parse_header(token: &str) -> Result<TokenHeader, AuthError> {
+    let encoded = match token.split('.').collect::<Vec<_>>()[..] {
+        [header, _, _] => header,
+        _ => {
+            return Err(AuthError::Malformed(
+                "not a compact JWS (three dot-separated parts)",
+            ));
+        }
+    };
+    let bytes = URL_SAFE_NO_PAD
+        .decode(encoded)
+        .map_err(|_| AuthError::Malformed("header is not unpadded base64url"))?;
+    let header: JoseHeader = serde_json::from_slice(&bytes).map_err(|_| {
+        AuthError::Malformed("header is not a JSON object of JWS parameters (each at most once)")
+    })?;
+    // Any `crit`, even an empty list (which RFC 7515 §4.1.11 forbids producers to send): no
+    // extension is implemented here.
+    if header.crit.is_some() {
+        return Err(AuthError::UnsupportedHeader("crit"));
+    }
+    if header.b64.is_some() {
+        return Err(AuthError::UnsupportedHeader("b64"));
+    }
+    if header.zip.is_some() {
+        return Err(AuthError::UnsupportedHeader("zip"));
+    }
+    if header.enc.is_some() {
+        return Err(AuthError::UnsupportedHeader("enc"));
+    }
+    if header.cty.is_some() {
+        return Err(AuthError::UnsupportedHeader("cty"));
+    }
+    match &header.typ {
+        None => {}
+        Some(serde_json::Value::String(typ))
+            if ["JWT", "at+jwt", "application/at+jwt"]
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(typ)) => {}
+        Some(_) => {
+            return Err(AuthError::InvalidHeader(
+                "typ must be JWT or at+jwt (RFC 7519 §5.1, RFC 9068 §2.1)",
+            ));
+        }
+    }
+    let alg = header
+        .alg
+        .ok_or(AuthError::InvalidHeader("alg is missing"))?
+        .parse::<Algorithm>()
+        .map_err(|_| AuthError::Malformed("header is not a JWS header with a supported alg"))?;
+    let kid = match header.kid {
+        None => return Err(AuthError::MissingKeyId),
+        Some(serde_json::Value::String(kid)) => kid,
+        Some(_) => return Err(AuthError::InvalidHeader("kid must be a string")),
+    };
+    crate::text::check(&kid, MAX_KID_BYTES)
+        .map_err(|_| AuthError::InvalidHeader("kid must be 1 to 256 bytes of visible text"))?;
+    Ok(TokenHeader { alg, kid })
 }
 
 fn url_source(url: &str, ca: Option<&Path>, min_refresh: Duration) -> Result<Source, String> {

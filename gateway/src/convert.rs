@@ -110,19 +110,9 @@ pub fn sha256(field: &str, bytes: &[u8]) -> Parsed<[u8; 32]> {
     })
 }
 
-/// A required, bounded, single-line text.
+/// A required, bounded, single-line text without control or format characters
+/// ([`crate::text::check`]).
 pub fn text(field: &str, value: &str, max: usize) -> Parsed<String> {
-    if value.trim().is_empty() {
-        return Err(FieldError::new(field, "required"));
-    }
-    if value.len() > max {
-        return Err(FieldError::new(field, format!("at most {max} bytes")));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(FieldError::new(
-            field,
-            "must not contain control characters",
-        ));
-    }
+    crate::text::check(value, max).map_err(|rule| FieldError::new(field, rule))?;
     Ok(value.to_owned())
 }

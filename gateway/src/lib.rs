@@ -26,4 +26,5 @@ pub mod services;
 pub mod shutdown;
 pub mod status;
 pub mod supervisor;
+pub mod text;
 pub mod tls;

@@ -25,6 +25,11 @@ impl From<AuthError> for Status {
             | AuthError::Invalid(_)
             | AuthError::MissingClaim(_)
             | AuthError::InvalidPid
+            | AuthError::InvalidClaim(..)
+            | AuthError::InvalidOrg
+            | AuthError::UnsupportedHeader(_)
+            | AuthError::InvalidHeader(_)
+            | AuthError::UnsupportedConfirmation
             | AuthError::CertificateBinding => Status::unauthenticated(e.to_string()),
         }
     }

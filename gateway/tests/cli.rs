@@ -195,6 +195,54 @@ async fn key_material_problems_are_reported_together_and_exit_64() {
 }
 
 #[tokio::test]
+async fn check_config_refuses_a_key_set_holding_a_small_order_ed25519_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The other files exist (so the key material is checked) but hold nothing usable.
+    for name in [
+        "server.pem",
+        "server.key",
+        "ca.pem",
+        "audit.key",
+        "pseudonym.key",
+        "notes.keyring",
+    ] {
+        std::fs::write(dir.path().join(name), "not PEM\n").expect("write");
+    }
+    // The identity point: with it as a key, "R = identity, S = 0" verifies for any token.
+    std::fs::write(
+        dir.path().join("jwks.json"),
+        r#"{"keys": [{"kty":"OKP","crv":"Ed25519","kid":"weak","alg":"EdDSA","x":"AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}]}"#,
+    )
+    .expect("write");
+    let config = dir.path().join("casegate.toml");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = \"127.0.0.1:0\"\n[tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"ca.pem\"\n\
+         [[auth.issuers]]\niss = \"i\"\naudience = \"a\"\nalgorithms = [\"EdDSA\"]\njwks_file = \"jwks.json\"\n\
+         [storage]\ndata_dir = \"data\"\n[audit]\norigin = \"t/audit\"\nsigning_key = \"audit.key\"\n\
+         [privacy]\npseudonym_key = \"pseudonym.key\"\n[notes]\nkeyring = \"notes.keyring\"\n",
+    )
+    .expect("write");
+    let out = casegate()
+        .arg("check-config")
+        .arg(&config)
+        .output()
+        .await
+        .expect("run");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(64), "{text}");
+    assert!(
+        text.contains("auth.issuers[0].jwks_file:")
+            && text.contains("key \"weak\": refused: small-order Ed25519 point"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn sigterm_during_a_streaming_call_exits_zero_within_the_grace_period() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut child, addr) = start_dev(dir.path(), "2s").await;

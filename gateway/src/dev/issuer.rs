@@ -171,6 +171,28 @@ impl TokenIssuer {
         Ok(jsonwebtoken::encode(&header, claims, &key)?)
     }
 
+    /// Signs `claims` under an arbitrary protected header, its JSON text taken as it is
+    /// (tests: headers the gateway must refuse, such as `crit`, `b64` or a repeated `alg`).
+    pub fn sign_with_header(&self, header_json: &str, claims: &Value) -> String {
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header_json),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let pair =
+            Ed25519KeyPair::from_seed_unchecked(&self.seed).expect("any 32 bytes are a seed");
+        let signature = pair.sign(signing_input.as_bytes());
+        format!(
+            "{signing_input}.{}",
+            URL_SAFE_NO_PAD.encode(signature.as_ref())
+        )
+    }
+
+    /// The protected header [`TokenIssuer::sign`] uses, to start a variation from.
+    pub fn header(&self) -> Value {
+        json!({ "alg": "EdDSA", "typ": "JWT", "kid": self.kid })
+    }
+
     /// A signed access token.
     pub fn sign(&self, claims: &TokenClaims) -> Result<String, IssuerError> {
         self.sign_value(&self.claims(claims))

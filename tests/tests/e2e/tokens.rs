@@ -68,6 +68,8 @@ async fn tokens_are_checked_on_every_call() {
     let now = good["iat"].as_i64().expect("iat");
     let forger = TokenIssuer::generate(ISSUER, AUDIENCE).expect("other key");
     let public_jwks = gw.issuer.jwks_json();
+    let kid = gw.issuer.kid().to_owned();
+    let header = |header: Value| gw.issuer.sign_with_header(&header.to_string(), &good);
 
     let cases = [
         Case {
@@ -169,6 +171,135 @@ async fn tokens_are_checked_on_every_call() {
             token: sign(&with(&|c| c["role"] = json!("superuser"))),
             code: Code::PermissionDenied,
             message: "role is not one of",
+        },
+        Case {
+            name: "crit naming an extension the gateway does not know",
+            token: Some(header(
+                json!({"alg": "EdDSA", "typ": "JWT", "kid": kid, "crit": ["urn:example:must-understand"], "urn:example:must-understand": true}),
+            )),
+            code: Code::Unauthenticated,
+            message: "header parameter crit is not implemented",
+        },
+        Case {
+            name: "unencoded payload (crit b64, b64 false)",
+            token: Some(header(
+                json!({"alg": "EdDSA", "typ": "JWT", "kid": kid, "crit": ["b64"], "b64": false}),
+            )),
+            code: Code::Unauthenticated,
+            message: "header parameter crit is not implemented",
+        },
+        Case {
+            name: "empty crit",
+            token: Some(header(
+                json!({"alg": "EdDSA", "typ": "JWT", "kid": kid, "crit": []}),
+            )),
+            code: Code::Unauthenticated,
+            message: "header parameter crit is not implemented",
+        },
+        Case {
+            name: "b64 without crit",
+            token: Some(header(
+                json!({"alg": "EdDSA", "typ": "JWT", "kid": kid, "b64": false}),
+            )),
+            code: Code::Unauthenticated,
+            message: "header parameter b64 is not implemented",
+        },
+        Case {
+            name: "nested token (cty)",
+            token: Some(header(
+                json!({"alg": "EdDSA", "typ": "JWT", "kid": kid, "cty": "JWT"}),
+            )),
+            code: Code::Unauthenticated,
+            message: "header parameter cty is not implemented",
+        },
+        Case {
+            name: "compressed (zip)",
+            token: Some(header(json!({"alg": "EdDSA", "kid": kid, "zip": "DEF"}))),
+            code: Code::Unauthenticated,
+            message: "header parameter zip is not implemented",
+        },
+        Case {
+            name: "typ of something other than a JWT",
+            token: Some(header(
+                json!({"alg": "EdDSA", "typ": "dpop+jwt", "kid": kid}),
+            )),
+            code: Code::Unauthenticated,
+            message: "typ must be JWT or at+jwt",
+        },
+        Case {
+            name: "alg given twice",
+            token: Some(gw.issuer.sign_with_header(
+                &format!(r#"{{"alg":"EdDSA","kid":"{kid}","alg":"none"}}"#),
+                &good,
+            )),
+            code: Code::Unauthenticated,
+            message: "each at most once",
+        },
+        Case {
+            name: "kid that is not a string",
+            token: Some(header(json!({"alg": "EdDSA", "kid": 7}))),
+            code: Code::Unauthenticated,
+            message: "kid must be a string",
+        },
+        Case {
+            name: "kid with a control character",
+            token: Some(header(
+                json!({"alg": "EdDSA", "kid": format!("{kid}\u{1b}[2J")}),
+            )),
+            code: Code::Unauthenticated,
+            message: "kid must be 1 to 256 bytes of visible text",
+        },
+        Case {
+            name: "typ at+jwt (RFC 9068) is accepted",
+            token: Some(header(json!({"alg": "EdDSA", "typ": "at+jwt", "kid": kid}))),
+            code: Code::Ok,
+            message: AUDIT_ORIGIN,
+        },
+        Case {
+            name: "unregistered header parameter outside crit is ignored",
+            token: Some(header(json!({"alg": "EdDSA", "kid": kid, "x5t": "abc"}))),
+            code: Code::Ok,
+            message: AUDIT_ORIGIN,
+        },
+        Case {
+            name: "sub with a right-to-left override",
+            token: sign(&with(&|c| c["sub"] = json!("clinician-1\u{202e}nimda"))),
+            code: Code::Unauthenticated,
+            message: "token claim sub: must not contain invisible format characters",
+        },
+        Case {
+            name: "sub with a line break",
+            token: sign(&with(&|c| c["sub"] = json!("clinician-1\nrole=admin"))),
+            code: Code::Unauthenticated,
+            message: "token claim sub: must not contain control characters",
+        },
+        Case {
+            name: "sub too long",
+            token: sign(&with(&|c| c["sub"] = json!("u".repeat(201)))),
+            code: Code::Unauthenticated,
+            message: "token claim sub: at most 200 bytes",
+        },
+        Case {
+            name: "org that is not an organisation number",
+            token: sign(&with(&|c| c["org"] = json!("\u{202e}910000012"))),
+            code: Code::Unauthenticated,
+            message: "token org is not a valid organisation number",
+        },
+        Case {
+            name: "cnf with a confirmation method the gateway cannot check",
+            token: sign(&with(&|c| {
+                c["cnf"] = json!({"jkt": URL_SAFE_NO_PAD.encode([7u8; 32])})
+            })),
+            code: Code::Unauthenticated,
+            message: "cnf names a confirmation method",
+        },
+        Case {
+            name: "cnf with the right thumbprint and another method besides",
+            token: sign(&with(&|c| {
+                c["cnf"]["jkt"] = json!(URL_SAFE_NO_PAD.encode([7u8; 32]))
+            })),
+            code: Code::Unauthenticated,
+            message: "cnf names a confirmation method",
         },
         Case {
             name: "valid token reaches the handler",
@@ -300,6 +431,72 @@ async fn keys_fetched_over_https_are_refreshed_on_a_new_kid_and_kept_when_the_is
     assert!(
         message.contains("key id is not in the issuer's key set"),
         "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_refreshed_key_set_with_a_small_order_key_is_refused_and_the_last_good_set_kept() {
+    use casegate_tests::jwks_server::JwksServer;
+
+    const ISS: &str = "https://idp3.test.invalid";
+    let idp_ca = casegate::dev::DevCa::generate("idp test CA").expect("CA");
+    let good = TokenIssuer::generate(ISS, AUDIENCE).expect("key");
+    let server = JwksServer::start(&idp_ca, json!({ "keys": [good.jwk()] }).to_string()).await;
+    let ca_file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(ca_file.path(), &idp_ca.cert_pem).expect("write CA");
+    let gw = TestGateway::start_with(&format!(
+        "[[auth.issuers]]\niss = \"{ISS}\"\naudience = \"{AUDIENCE}\"\nalgorithms = [\"EdDSA\"]\n\
+         jwks_url = \"{}\"\njwks_ca = \"{}\"\njwks_min_refresh = \"0s\"\n",
+        server.url(),
+        ca_file.path().display()
+    ))
+    .await;
+    let mut claims = gw.claims("privacy", "privacy_officer");
+    claims["iss"] = json!(ISS);
+    let officer = |token: String| async {
+        let mut caller = Caller::new(gw.channel("privacy").await, Some(token));
+        caller.audit.get_checkpoint(GetCheckpointRequest {}).await
+    };
+    assert!(
+        officer(good.sign_value(&claims).expect("sign"))
+            .await
+            .is_ok()
+    );
+
+    // The issuer's set now also holds the identity point; a token naming it carries the
+    // signature R = identity, S = 0, which verifies under that key for any message.
+    server.set(
+        json!({ "keys": [good.jwk(), {"kty": "OKP", "crv": "Ed25519", "kid": "weak", "alg": "EdDSA",
+            "x": "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}] })
+        .to_string(),
+    );
+    let mut forged_signature = [0u8; 64];
+    forged_signature[0] = 1;
+    let forged = format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(json!({"alg": "EdDSA", "typ": "JWT", "kid": "weak"}).to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        URL_SAFE_NO_PAD.encode(forged_signature)
+    );
+    let before = server.hits();
+    let status = officer(forged).await.expect_err("a forged token");
+    assert!(
+        server.hits() > before,
+        "the unknown kid made the gateway fetch the set"
+    );
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(
+        status
+            .message()
+            .contains("key id is not in the issuer's key set"),
+        "{}",
+        status.message()
+    );
+    // The set that brought the weak key was refused whole; the last good one still serves.
+    assert!(
+        officer(good.sign_value(&claims).expect("sign"))
+            .await
+            .is_ok()
     );
 }
 
