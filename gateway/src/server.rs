@@ -344,7 +344,12 @@ impl Gateway {
             crate::metrics::init().map_err(ServeError::Metrics)?;
             tasks.spawn("metrics listener", crate::metrics::serve(listener));
         }
-        let (connections, acceptor) = tls::accept(listener, tls, config.server.handshake_timeout);
+        let (connections, acceptor) = tls::accept(
+            listener,
+            tls,
+            config.server.handshake_timeout,
+            Some(config.server.max_connection_age + config.server.max_connection_age_grace),
+        );
         let stop_accepting = acceptor.abort_handle();
         tasks.spawn("gRPC listener", async move {
             match acceptor.await {
@@ -461,7 +466,8 @@ impl Gateway {
 /// - keep-alive: a PING (§6.7) after [`KEEPALIVE_INTERVAL`] of silence, the connection
 ///   closed if it is not answered within [`KEEPALIVE_TIMEOUT`];
 /// - age: GOAWAY after `server.max_connection_age`, cut `server.max_connection_age_grace`
-///   later (so a revoked certificate's connection ends within that bound in any case);
+///   later by [`tls::accept`] (so a revoked certificate's connection ends within that bound
+///   in any case);
 /// - the TLS handshake: `server.handshake_timeout`, at most
 ///   [`tls::MAX_PENDING_HANDSHAKES`] at once (in [`tls::accept`]).
 pub fn connection_bounds(server: Server, config: &Config) -> Server {
@@ -472,8 +478,10 @@ pub fn connection_bounds(server: Server, config: &Config) -> Server {
         .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESETS))
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        // tonic sends GOAWAY at the maximum age only when it is given no grace period (with
+        // one, it skips GOAWAY and just drops the connection later); the cut at age + grace is
+        // made by the TLS layer instead (`tls::accept`).
         .max_connection_age(config.server.max_connection_age)
-        .max_connection_age_grace(config.server.max_connection_age_grace)
 }
 
 /// Largest header list a request may carry, in bytes as RFC 9113 §6.5.2 counts them (each

@@ -61,8 +61,13 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Reads the client certificate of `stream` and registers the connection in `live`.
-    pub fn new(stream: TlsStream<TcpStream>, live: &Arc<LiveConnections>) -> Self {
+    /// Reads the client certificate of `stream` and registers the connection in `live`, to be
+    /// cut after `lifetime` if given.
+    pub fn new(
+        stream: TlsStream<TcpStream>,
+        live: &Arc<LiveConnections>,
+        lifetime: Option<Duration>,
+    ) -> Self {
         let (tcp, session) = stream.get_ref();
         let chain = session
             .peer_certificates()
@@ -75,7 +80,7 @@ impl Connection {
         Self {
             stream,
             peer,
-            registration: live.register(chain),
+            registration: live.register(chain, lifetime),
         }
     }
 }
@@ -388,8 +393,13 @@ impl TlsReloader {
     /// Registers a connection whose handshake ran with configuration `generation`. If a
     /// reload happened meanwhile (its sweep may have missed this connection), the chain is
     /// checked against the newest CRLs; `None` when they revoke it.
-    fn admit(&self, stream: TlsStream<TcpStream>, generation: u64) -> Option<Connection> {
-        let connection = Connection::new(stream, &self.live);
+    fn admit(
+        &self,
+        stream: TlsStream<TcpStream>,
+        generation: u64,
+        lifetime: Option<Duration>,
+    ) -> Option<Connection> {
+        let connection = Connection::new(stream, &self.live, lifetime);
         let (now, built) = self.built();
         if now != generation
             && self
@@ -417,12 +427,16 @@ pub struct Reloaded {
 /// others; accept errors of one connection or of the process's resources are retried with
 /// bounded back-off ([`crate::listener::accept`]).
 ///
+/// With `lifetime`, each connection is cut that long after its handshake (a bound for
+/// clients that ignore GOAWAY).
+///
 /// The task ends with `Ok` when the receiver is dropped and with the error when the listening
 /// socket itself fails; aborting it closes the listener.
 pub fn accept(
     listener: TcpListener,
     config: Arc<TlsReloader>,
     handshake_timeout: Duration,
+    lifetime: Option<Duration>,
 ) -> (
     mpsc::Receiver<io::Result<Connection>>,
     JoinHandle<io::Result<()>>,
@@ -456,7 +470,7 @@ pub fn accept(
             tokio::spawn(async move {
                 let _permit = permit;
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => match config.admit(stream, generation) {
+                    Ok(Ok(stream)) => match config.admit(stream, generation, lifetime) {
                         Some(connection) => {
                             let _ = tx.send(Ok(connection)).await;
                         }

@@ -9,6 +9,7 @@ mod e2e {
     mod disclosure;
     mod disclosure_crash;
     mod handshake;
+    mod http2_limits;
     mod limits;
     mod service_discovery;
     mod tokens;

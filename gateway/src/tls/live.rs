@@ -35,10 +35,12 @@ pub struct Registration {
     id: u64,
     registry: Arc<LiveConnections>,
     cut: Arc<Cut>,
+    /// The timer that cuts the connection at the end of its lifetime.
+    expiry: Option<tokio::task::AbortHandle>,
 }
 
-/// Set once to end a connection: its next read or write (and any read or write waiting now)
-/// fails with `ConnectionAborted`.
+/// Set once to end a connection (its certificate revoked, or its lifetime over): its next
+/// read or write (and any read or write waiting now) fails with `ConnectionAborted`.
 #[derive(Debug, Default)]
 pub struct Cut {
     done: AtomicBool,
@@ -49,10 +51,23 @@ pub struct Cut {
 // === impl LiveConnections ===
 
 impl LiveConnections {
-    /// Records a connection whose client presented `chain` (leaf first).
-    pub fn register(self: &Arc<Self>, chain: Vec<CertificateDer<'static>>) -> Registration {
+    /// Records a connection whose client presented `chain` (leaf first). With `lifetime`,
+    /// the connection is cut that long from now (needs a Tokio runtime).
+    pub fn register(
+        self: &Arc<Self>,
+        chain: Vec<CertificateDer<'static>>,
+        lifetime: Option<std::time::Duration>,
+    ) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let cut = Arc::new(Cut::default());
+        let expiry = lifetime.map(|lifetime| {
+            let cut = cut.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(lifetime).await;
+                cut.cut();
+            })
+            .abort_handle()
+        });
         self.lock().insert(
             id,
             Live {
@@ -64,6 +79,7 @@ impl LiveConnections {
             id,
             registry: self.clone(),
             cut,
+            expiry,
         }
     }
 
@@ -116,6 +132,9 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
+        if let Some(expiry) = &self.expiry {
+            expiry.abort();
+        }
         self.registry.lock().remove(&self.id);
     }
 }
@@ -139,7 +158,7 @@ impl Cut {
         if self.is_done() {
             Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
-                "connection closed: its client certificate is revoked",
+                "connection closed: its client certificate is revoked or its lifetime is over",
             ))
         } else {
             Ok(())
@@ -158,8 +177,8 @@ mod tests {
     #[test]
     fn only_the_connections_the_check_names_are_cut_and_closed_ones_leave() {
         let live = Arc::new(LiveConnections::default());
-        let a = live.register(vec![CertificateDer::from(vec![1u8])]);
-        let b = live.register(vec![CertificateDer::from(vec![2u8])]);
+        let a = live.register(vec![CertificateDer::from(vec![1u8])], None);
+        let b = live.register(vec![CertificateDer::from(vec![2u8])], None);
         assert_eq!(live.len(), 2);
         let cut = live.cut_where(|chain| chain[0].as_ref() == [1u8]);
         assert_eq!(cut, 1);
@@ -175,5 +194,21 @@ mod tests {
         drop(a);
         drop(b);
         assert!(live.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_cut_when_its_lifetime_is_over_and_not_before() {
+        let live = Arc::new(LiveConnections::default());
+        let short = live.register(vec![], Some(std::time::Duration::from_millis(100)));
+        let long = live.register(vec![], Some(std::time::Duration::from_secs(3600)));
+        assert!(!short.is_cut());
+        for _ in 0..100 {
+            if short.is_cut() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(short.is_cut());
+        assert!(!long.is_cut());
     }
 }

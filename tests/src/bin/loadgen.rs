@@ -243,8 +243,12 @@ async fn serve_echo(files: ServerTls) {
         .await
         .expect("bind loopback");
     let addr = listener.local_addr().expect("addr");
-    let (connections, _acceptor) =
-        tls::accept(listener, Arc::new(baseline_tls), Duration::from_secs(10));
+    let (connections, _acceptor) = tls::accept(
+        listener,
+        Arc::new(baseline_tls),
+        Duration::from_secs(10),
+        None,
+    );
     let (_reporter, health) = tonic_health::server::health_reporter();
     child::announce(addr, None);
     Server::builder()
