@@ -256,11 +256,19 @@ keyring = "notes.keyring"
     /// Publishes a new CRL revoking the certificates of `orgs` (picked up without a restart).
     pub fn revoke(&self, orgs: &[&str]) {
         let certs: Vec<&CertifiedKey> = orgs.iter().map(|o| &self.org(o).cert).collect();
-        let number = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(2);
-        let crl = self.ca.crl(&certs, number).expect("CRL");
+        let next_update = std::time::SystemTime::now() + Duration::from_secs(86_400);
+        self.publish_crl(&certs, next_update);
+    }
+
+    /// Publishes a new CRL of the test CA revoking `revoked` (organisation certificates or
+    /// intermediate CAs), with `nextUpdate` at `next_update`.
+    pub fn publish_crl(&self, revoked: &[&CertifiedKey], next_update: std::time::SystemTime) {
+        static NUMBER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(2);
+        let number = NUMBER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let crl = self
+            .ca
+            .crl_until(revoked, number, next_update)
+            .expect("CRL");
         let path = self.dir.path().join("client-ca.crl.pem");
         let tmp = self.dir.path().join("client-ca.crl.pem.tmp");
         std::fs::write(&tmp, crl).expect("write CRL");

@@ -52,7 +52,8 @@ impl DevCa {
         dn.push(DnType::CommonName, common_name);
         dn.push(DnType::OrganizationName, "casegate development");
         params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        // One level of intermediate CAs may sit below it (as at most real client CAs).
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         validity(&mut params, 3650);
         let cert = params.self_signed(&key)?;
@@ -72,6 +73,36 @@ impl DevCa {
             cert_pem: cert_pem.to_owned(),
             key_pem: key_pem.to_owned(),
         })
+    }
+
+    /// An intermediate CA named `common_name`, issued by this CA, valid for five years. Its
+    /// `cert_pem` is what a client appends to its own certificate to send the chain.
+    pub fn issue_intermediate(&self, common_name: &str) -> Result<Self, PkiError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, common_name);
+        dn.push(DnType::OrganizationName, "casegate development");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.use_authority_key_identifier_extension = true;
+        validity(&mut params, 1825);
+        let cert = params.signed_by(&key, &self.issuer)?;
+        let key_pem = key.serialize_pem();
+        Ok(Self {
+            cert_pem: cert.pem(),
+            key_pem,
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// This CA's certificate and key, as a [`CertifiedKey`] (to revoke it in its issuer's CRL).
+    pub fn certified(&self) -> CertifiedKey {
+        CertifiedKey {
+            cert_pem: self.cert_pem.clone(),
+            key_pem: self.key_pem.clone(),
+        }
     }
 
     /// A server certificate for `names` (DNS names or IP addresses), valid for two years.
@@ -116,6 +147,20 @@ impl DevCa {
 
     /// A CRL (PEM) revoking `revoked`, numbered `number`, valid for a day.
     pub fn crl(&self, revoked: &[&CertifiedKey], number: u64) -> Result<String, PkiError> {
+        let next_update = std::time::SystemTime::now() + std::time::Duration::from_secs(86_400);
+        self.crl_until(revoked, number, next_update)
+    }
+
+    /// A CRL (PEM) revoking `revoked`, numbered `number`, whose `nextUpdate` is
+    /// `next_update` (RFC 5280 §5.1.2.5; in the past for a stale list). `thisUpdate` is a
+    /// minute before now, or before `next_update` if that is earlier.
+    pub fn crl_until(
+        &self,
+        revoked: &[&CertifiedKey],
+        number: u64,
+        next_update: std::time::SystemTime,
+    ) -> Result<String, PkiError> {
+        let next_update = OffsetDateTime::from(next_update);
         use rustls_pki_types::{CertificateDer, pem::PemObject};
         use x509_parser::prelude::FromDer;
         let now = OffsetDateTime::now_utc();
@@ -133,8 +178,8 @@ impl DevCa {
             });
         }
         let params = CertificateRevocationListParams {
-            this_update: now - Duration::minutes(1),
-            next_update: now + Duration::days(1),
+            this_update: (now - Duration::minutes(1)).min(next_update - Duration::minutes(1)),
+            next_update,
             crl_number: SerialNumber::from(number),
             issuing_distribution_point: None,
             revoked_certs,
