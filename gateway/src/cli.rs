@@ -2,6 +2,7 @@
 
 mod audit_tools;
 mod officer;
+pub mod render;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 

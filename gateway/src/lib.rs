@@ -21,6 +21,7 @@ pub mod notes;
 pub mod principal;
 pub mod pseudonym;
 pub mod replay;
+pub mod report;
 pub mod server;
 pub mod services;
 pub mod shutdown;

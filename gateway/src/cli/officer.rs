@@ -1,13 +1,19 @@
 //! `casegate audit query` and `casegate audit report`: a privacy officer's (or a jobseeker
 //! portal's) client for a running gateway, with the caller's certificate and token. Output as
-//! a readable table, JSON or CSV. A report's proofs are checked here before it is printed.
+//! a readable table, JSON or CSV, each made safe for where it goes (`render`).
+//!
+//! A report is verified ([`crate::report::verify`]) before anything is printed, and what is
+//! printed is taken from the verified report alone: entries decoded from their proven bytes,
+//! consent versions from their pinned content. Query results carry no proofs; they are printed
+//! as the gateway answered.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
-use casegate_audit::{checkpoint::Verifier, merkle};
+use casegate_audit::checkpoint::Verifier;
+use casegate_consent::SubjectId;
 use casegate_proto::v1::{
-    self, AuditEntry, QueryAuditRequest, SubjectAccessReportRequest, SubjectAccessReportResponse,
+    self, AuditEntry, QueryAuditRequest, SubjectAccessReportRequest,
     audit_service_client::AuditServiceClient,
 };
 use serde_json::{Value, json};
@@ -17,8 +23,11 @@ use tonic::{
     transport::{Certificate, Channel, ClientTlsConfig, Identity},
 };
 
-use super::{EXIT_USAGE, read_vkey};
-use crate::convert::audit::rfc3339;
+use super::{EXIT_USAGE, read_vkey, render};
+use crate::{
+    convert::audit::rfc3339,
+    report::{self, VerifiedConsent, VerifiedReport},
+};
 
 /// How to reach the gateway and who is asking.
 #[derive(Debug, Clone, clap::Args)]
@@ -118,12 +127,13 @@ impl From<Status> for Failure {
 fn finish(command: &str, result: Result<(), Failure>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Messages may quote the gateway's answer: printed as terminal-safe text.
         Err(Failure::Usage(m)) => {
-            eprintln!("casegate audit {command}: {m}");
+            eprintln!("casegate audit {command}: {}", render::terminal(&m));
             ExitCode::from(EXIT_USAGE)
         }
         Err(Failure::Failed(m)) => {
-            eprintln!("casegate audit {command}: {m}");
+            eprintln!("casegate audit {command}: {}", render::terminal(&m));
             ExitCode::FAILURE
         }
     }
@@ -241,16 +251,13 @@ pub fn query(connection: &Connection, args: QueryArgs, format: OutputFormat) -> 
                 }
             }
         })?;
-        let rows: Vec<Row> = entries.iter().map(|e| Row::of(e, None)).collect();
+        let rows: Vec<Row> = entries.iter().map(Row::of).collect();
         match format {
             OutputFormat::Table => print!("{}", table(&rows)),
             OutputFormat::Csv => print!("{}", csv(&rows)),
             OutputFormat::Json => println!(
                 "{}",
-                serde_json::to_string_pretty(&Value::Array(
-                    entries.iter().map(entry_json).collect()
-                ))
-                .unwrap_or_default()
+                render::json(&Value::Array(entries.iter().map(entry_json).collect()))
             ),
         }
         if format == OutputFormat::Table && !args.all {
@@ -276,6 +283,9 @@ pub fn report(
     format: OutputFormat,
 ) -> ExitCode {
     let result = (|| {
+        let asked: SubjectId = subject
+            .parse()
+            .map_err(|e| Failure::Usage(format!("--subject: {e}")))?;
         let pinned = vkey.map(read_vkey).transpose().map_err(Failure::Usage)?;
         let report = runtime()?.block_on(async {
             let mut client = connect(connection).await?;
@@ -292,24 +302,28 @@ pub fn report(
             None => Verifier::from_vkey(&report.verifier_key)
                 .map_err(|e| Failure::Failed(format!("the report's verifier key: {e}")))?,
         };
-        let checked = check_report(&report, &key).map_err(Failure::Failed)?;
+        let verified = report::verify(&report, &asked, std::slice::from_ref(&key))
+            .map_err(|e| Failure::Failed(format!("the report does not verify: {e}")))?;
         match format {
-            OutputFormat::Json => println!(
-                "{}",
-                serde_json::to_string_pretty(&report_json(&report)).unwrap_or_default()
-            ),
-            OutputFormat::Csv => print!("{}", csv(&report_rows(&report))),
+            OutputFormat::Json => println!("{}", render::json(&report_json(&verified, &asked))),
+            OutputFormat::Csv => print!("{}", csv(&report_rows(&verified))),
             OutputFormat::Table => {
                 println!(
-                    "Subject access report issued {}: {} consent version(s), {} event(s).",
-                    report
-                        .issued_at
-                        .as_ref()
-                        .map_or_else(String::new, wire_time),
-                    report.consents.len(),
-                    report.events.len()
+                    "Subject access report issued {} (entry {}): {} consent version(s), {} \
+                     event(s).",
+                    rfc3339(verified.issued.entry.time_micros),
+                    verified.issued.index,
+                    verified.consents.len(),
+                    verified.events.len()
                 );
-                println!("{checked}");
+                println!(
+                    "OK: the checkpoint of {} entries is signed by {}, and all {} events' \
+                     inclusion proofs verify against it; every consent version shown is pinned \
+                     by one of them.",
+                    verified.checkpoint.size,
+                    render::terminal(&key.label()),
+                    verified.events.len()
+                );
                 if vkey.is_none() {
                     println!(
                         "(checked with the key the report names; pass --vkey to pin the \
@@ -317,63 +331,14 @@ pub fn report(
                     );
                 }
                 println!("\nConsents");
-                print!("{}", consent_table(&report.consents));
+                print!("{}", consent_table(&verified.consents));
                 println!("\nEvents");
-                print!("{}", table(&report_rows(&report)));
+                print!("{}", table(&report_rows(&verified)));
             }
         }
         Ok(())
     })();
     finish("report", result)
-}
-
-/// Checks a report offline: the checkpoint is signed by `key`; each event's canonical bytes
-/// hash to its leaf, and its inclusion proof leads to the checkpoint's root.
-pub fn check_report(
-    report: &SubjectAccessReportResponse,
-    key: &Verifier,
-) -> Result<String, String> {
-    let checkpoint = report
-        .checkpoint
-        .as_ref()
-        .ok_or("the report has no checkpoint")?;
-    let signed = key
-        .verify(&checkpoint.signed_note)
-        .map_err(|e| format!("the report's checkpoint: {e}"))?;
-    for event in &report.events {
-        let entry = event.entry.as_ref().ok_or("an event without its entry")?;
-        let leaf = merkle::leaf_hash(&event.entry_bytes);
-        if entry.leaf_hash != leaf {
-            return Err(format!(
-                "event at index {}: its bytes do not hash to its leaf",
-                entry.index
-            ));
-        }
-        let proof = event
-            .inclusion_proof
-            .as_ref()
-            .ok_or_else(|| format!("event at index {}: no inclusion proof", entry.index))?;
-        let hashes = proof
-            .hashes
-            .iter()
-            .map(|h| merkle::Hash::try_from(h.as_slice()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| {
-                format!(
-                    "event at index {}: a proof hash is not 32 bytes",
-                    entry.index
-                )
-            })?;
-        merkle::verify_inclusion(&leaf, entry.index, signed.size, &hashes, &signed.root)
-            .map_err(|e| format!("event at index {}: {e}", entry.index))?;
-    }
-    Ok(format!(
-        "OK: the checkpoint of {} entries is signed by {}, and all {} events' inclusion proofs \
-         verify against it.",
-        signed.size,
-        key.label(),
-        report.events.len()
-    ))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -421,23 +386,17 @@ const HEADER: [&str; 11] = [
 ];
 
 impl Row {
-    fn of(e: &AuditEntry, names: Option<[&str; 3]>) -> Self {
-        let [actor_name, sender_name, recipient_name] = names.unwrap_or_default();
-        let named = |org: &str, name: &str| match (org.is_empty(), name.is_empty()) {
-            (true, _) => String::new(),
-            (false, true) => org.to_owned(),
-            (false, false) => format!("{org} ({name})"),
-        };
+    fn of(e: &AuditEntry) -> Self {
         let actor = e.actor.as_ref().map_or_else(String::new, |a| {
-            format!("{} {}", named(&a.orgnr, actor_name), role_name(a.role))
+            format!("{} {}", a.orgnr, role_name(a.role))
         });
         Row([
             e.index.to_string(),
             e.time.as_ref().map_or_else(String::new, wire_time),
             kind_name(e.kind),
             actor.trim().to_owned(),
-            named(&e.sender_orgnr, sender_name),
-            named(&e.recipient_orgnr, recipient_name),
+            e.sender_orgnr.clone(),
+            e.recipient_orgnr.clone(),
             e.category.clone(),
             e.purpose.clone(),
             if e.consent_id.is_empty() {
@@ -451,22 +410,21 @@ impl Row {
     }
 }
 
-fn report_rows(report: &SubjectAccessReportResponse) -> Vec<Row> {
-    report
-        .events
-        .iter()
-        .filter_map(|ev| {
-            ev.entry.as_ref().map(|e| {
-                Row::of(
-                    e,
-                    Some([&ev.actor_name, &ev.sender_name, &ev.recipient_name]),
-                )
-            })
-        })
-        .collect()
+/// The report's events, each rendered from its verified bytes.
+fn report_rows(report: &VerifiedReport) -> Vec<Row> {
+    report.events.iter().map(|e| Row::of(&e.view())).collect()
 }
 
 fn aligned(header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|c| render::terminal(c).into_owned())
+                .collect()
+        })
+        .collect();
+    let rows = &rows;
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -479,6 +437,7 @@ fn aligned(header: &[&str], rows: &[Vec<String>]) -> String {
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
+        // Widths are counted after the same replacement: one unsafe character, one U+FFFD.
         format!("{}\n", padded.join("  ").trim_end())
     };
     let mut out = line(header.to_vec());
@@ -493,53 +452,41 @@ fn table(rows: &[Row]) -> String {
     aligned(&HEADER, &cells)
 }
 
-fn consent_table(consents: &[v1::ConsentRecord]) -> String {
+fn consent_table(consents: &[VerifiedConsent]) -> String {
+    let time = |t: casegate_consent::record::Timestamp| rfc3339(t.0);
     let rows: Vec<Vec<String>> = consents
         .iter()
         .map(|c| {
-            let status = v1::ConsentStatus::try_from(c.status)
-                .map_or("unknown", |s| s.as_str_name())
-                .trim_start_matches("CONSENT_STATUS_")
-                .to_lowercase();
-            let provisions: Vec<String> = c
+            let r = &c.record;
+            let provisions: Vec<String> = r
                 .provisions
                 .iter()
                 .map(|p| {
-                    let orgs = |parties: &[v1::Party]| {
+                    let orgs = |parties: &[casegate_consent::record::Party]| {
                         parties
                             .iter()
-                            .map(|p| p.orgnr.clone())
+                            .map(|p| p.orgnr.to_string())
                             .collect::<Vec<_>>()
                             .join("+")
                     };
+                    let terms = |terms: Vec<String>| terms.join("+");
                     format!(
                         "{} -> {}: {} for {}",
                         orgs(&p.senders),
                         orgs(&p.recipients),
-                        p.categories.join("+"),
-                        p.purposes.join("+")
+                        terms(p.categories.iter().map(ToString::to_string).collect()),
+                        terms(p.purposes.iter().map(ToString::to_string).collect())
                     )
                 })
                 .collect();
-            let period = c.period.as_ref().map_or_else(String::new, |p| {
-                format!(
-                    "{} .. {}",
-                    p.start.as_ref().map_or_else(String::new, wire_time),
-                    p.end.as_ref().map_or_else(String::new, wire_time)
-                )
-            });
             vec![
-                format!("{} v{}", c.consent_id, c.version),
-                status,
-                c.recorded_by.as_ref().map_or_else(String::new, |a| {
-                    format!("{} {}", a.orgnr, role_name(a.role))
-                }),
-                period,
-                c.withdrawal
-                    .as_ref()
-                    .and_then(|w| w.at.as_ref())
-                    .map_or_else(String::new, wire_time),
+                format!("{} v{}", r.id, r.version),
+                report::status_name(c.status).to_owned(),
+                format!("{} {}", r.recorded_by.orgnr, r.recorded_by.role.as_str()),
+                format!("{} .. {}", time(r.period.start), time(r.period.end)),
+                c.withdrawn_at.map_or_else(String::new, time),
                 provisions.join("; "),
+                c.pinned_by.to_string(),
             ]
         })
         .collect();
@@ -551,23 +498,16 @@ fn consent_table(consents: &[v1::ConsentRecord]) -> String {
             "period",
             "withdrawn",
             "provisions",
+            "pinned by entry",
         ],
         &rows,
     )
 }
 
-fn csv_cell(cell: &str) -> String {
-    if cell.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", cell.replace('"', "\"\""))
-    } else {
-        cell.to_owned()
-    }
-}
-
 fn csv(rows: &[Row]) -> String {
     let mut out = format!("{}\r\n", HEADER.join(","));
     for row in rows {
-        let cells: Vec<String> = row.0.iter().map(|c| csv_cell(c)).collect();
+        let cells: Vec<String> = row.0.iter().map(|c| render::csv_cell(c)).collect();
         out.push_str(&cells.join(","));
         out.push_str("\r\n");
     }
@@ -603,40 +543,40 @@ fn entry_json(e: &AuditEntry) -> Value {
     })
 }
 
-fn report_json(report: &SubjectAccessReportResponse) -> Value {
+fn report_json(report: &VerifiedReport, subject: &SubjectId) -> Value {
+    let time = |t: casegate_consent::record::Timestamp| rfc3339(t.0);
     json!({
-        "subject_id": report.subject_id,
-        "issued_at": report.issued_at.as_ref().map(wire_time),
+        "subject_id": subject.expose(),
+        "issued_at": rfc3339(report.issued.entry.time_micros),
+        "issued_by_entry": report.issued.index,
         "verifier_key": report.verifier_key,
-        "checkpoint": report.checkpoint.as_ref().map(|c| json!({
-            "signed_note": c.signed_note,
-            "origin": c.origin,
-            "tree_size": c.tree_size,
-            "root_hash": hex(&c.root_hash),
-        })),
+        "checkpoint": {
+            "signed_note": report.signed_note,
+            "origin": report.checkpoint.origin,
+            "tree_size": report.checkpoint.size,
+            "root_hash": hex(&report.checkpoint.root),
+        },
         "consent_versions": report
-            .consent_versions
+            .consents
             .iter()
-            .map(|bytes| serde_json::from_slice::<Value>(bytes).unwrap_or(Value::Null))
+            .map(|c| serde_json::from_slice::<Value>(&c.canonical).unwrap_or(Value::Null))
             .collect::<Vec<_>>(),
         "consent_status": report.consents.iter().map(|c| json!({
-            "consent_id": c.consent_id,
-            "version": c.version,
-            "status": v1::ConsentStatus::try_from(c.status).map_or("unknown", |s| s.as_str_name()),
-            "withdrawn_at": c.withdrawal.as_ref().and_then(|w| w.at.as_ref()).map(wire_time),
+            "consent_id": c.record.id.to_string(),
+            "version": c.record.version,
+            "status": report::status_name(c.status),
+            "withdrawn_at": c.withdrawn_at.map(time),
             "record_hash": hex(&c.record_hash),
+            "pinned_by_entry": c.pinned_by,
         })).collect::<Vec<_>>(),
         "events": report.events.iter().map(|ev| json!({
-            "entry": ev.entry.as_ref().map(entry_json),
-            "actor_name": ev.actor_name,
-            "sender_name": ev.sender_name,
-            "recipient_name": ev.recipient_name,
-            "entry_bytes": STANDARD.encode(&ev.entry_bytes),
-            "inclusion_proof": ev.inclusion_proof.as_ref().map(|p| json!({
-                "leaf_index": p.leaf_index,
-                "tree_size": p.tree_size,
-                "hashes": p.hashes.iter().map(|h| hex(h)).collect::<Vec<_>>(),
-            })),
+            "entry": entry_json(&ev.view()),
+            "entry_bytes": STANDARD.encode(&ev.bytes),
+            "inclusion_proof": {
+                "leaf_index": ev.index,
+                "tree_size": report.checkpoint.size,
+                "hashes": ev.proof.iter().map(|h| hex(h)).collect::<Vec<_>>(),
+            },
         })).collect::<Vec<_>>(),
     })
 }

@@ -556,3 +556,145 @@ async fn a_report_too_large_for_one_answer_is_refused_naming_how_to_page() {
     // 200 refusals, the refused report's own entry, and both queries' own entries.
     assert_eq!(page.len() + rest.len(), 203);
 }
+
+/// `casegate::report::verify`, which `casegate audit report` prints from: a genuine report
+/// verifies and shows what its bytes say; a report whose readable entries, consent states or
+/// checkpoint fields are not what the verified bytes say is refused.
+#[tokio::test]
+async fn a_report_is_shown_only_as_its_verified_bytes_say() {
+    use casegate::report::{ConsentFault, EventFault, ReportError, verify};
+    use casegate_consent::record::ViewStatus;
+
+    let gw = TestGateway::start().await;
+    let me = subject(26);
+    ips_scenario(&gw, &me).await;
+    let mine = report(&mut gw.jobseeker(&me).await, &me)
+        .await
+        .expect("report");
+    let keys = [gw.audit_verifier.clone()];
+    let verified = verify(&mine, &me, &keys).expect("a genuine report verifies");
+    assert_eq!(verified.events.len(), mine.events.len());
+    for (shown, sent) in verified.events.iter().zip(&mine.events) {
+        assert_eq!(Some(shown.view()), sent.entry);
+    }
+    assert_eq!(verified.issued.entry.kind, EntryKind::SubjectReportIssued);
+    let statuses: Vec<ViewStatus> = verified.consents.iter().map(|c| c.status).collect();
+    assert_eq!(statuses, [ViewStatus::Withdrawn]);
+    assert!(verified.consents[0].withdrawn_at.is_some());
+
+    let refused = |edit: &dyn Fn(&mut SubjectAccessReportResponse)| {
+        let mut forged = mine.clone();
+        edit(&mut forged);
+        verify(&forged, &me, &keys).expect_err("a forged report is refused")
+    };
+    let position_of = |kind: EntryKind| {
+        mine.events
+            .iter()
+            .position(|e| e.entry.as_ref().expect("entry").kind == i32::from(kind.code()))
+            .expect("event")
+    };
+
+    // The bytes say disclosure_refused; the readable copy says permitted, to someone else.
+    let refusal = position_of(EntryKind::DisclosureRefused);
+    let e = refused(&|r| {
+        let view = r.events[refusal].entry.as_mut().expect("entry");
+        view.kind = i32::from(EntryKind::DisclosurePermitted.code());
+        view.reason.clear();
+        view.recipient_orgnr = "974760673".into();
+    });
+    assert!(
+        matches!(
+            e,
+            ReportError::Event {
+                fault: EventFault::ViewDiffers(_),
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // Any one field of the copy, e.g. the detail.
+    let e = refused(&|r| {
+        let last = r.events.len() - 1;
+        r.events[last].entry.as_mut().expect("entry").detail = "scope=none".into();
+    });
+    assert!(matches!(e, ReportError::Event { .. }), "{e}");
+    // Bytes that are not the proven ones.
+    let e = refused(&|r| r.events[refusal].entry_bytes.push(0));
+    assert!(
+        matches!(
+            e,
+            ReportError::Event {
+                fault: EventFault::Inclusion { .. },
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // The withdrawal left out: the consent's state can no longer be tied to an entry.
+    let withdrawal = position_of(EntryKind::ConsentWithdrawn);
+    let e = refused(&|r| {
+        r.events.remove(withdrawal);
+    });
+    assert!(
+        matches!(
+            e,
+            ReportError::Consent {
+                fault: ConsentFault::Status { .. },
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // Every event that pins the version's hash left out: its content is tied to nothing.
+    let e = refused(&|r| {
+        r.events
+            .retain(|ev| ev.entry.as_ref().expect("entry").consent_record_hash.is_empty());
+    });
+    assert!(
+        matches!(
+            e,
+            ReportError::Consent {
+                fault: ConsentFault::NotPinned,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // A consent version's content that does not hash to the stated record hash.
+    let e = refused(&|r| r.consent_versions[0].push(b' '));
+    assert!(
+        matches!(
+            e,
+            ReportError::Consent {
+                fault: ConsentFault::Hash | ConsentFault::Content(_),
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // Checkpoint fields that are not the signed note's.
+    let e = refused(&|r| r.checkpoint.as_mut().expect("checkpoint").tree_size += 1);
+    assert_eq!(e, ReportError::CheckpointFields);
+    let e = refused(&|r| r.checkpoint.as_mut().expect("checkpoint").origin = "elsewhere".into());
+    assert_eq!(e, ReportError::CheckpointFields);
+    // Without its own entry there is no verified issue time.
+    let issued = position_of(EntryKind::SubjectReportIssued);
+    let e = refused(&|r| {
+        r.events.remove(issued);
+    });
+    assert_eq!(e, ReportError::NoIssueEntry);
+    // A report about someone else.
+    let other = subject(27);
+    assert_eq!(
+        verify(&mine, &other, &keys).expect_err("another subject"),
+        ReportError::Subject
+    );
+    // Another key does not verify it.
+    let stranger = casegate_audit::checkpoint::Signer::generate("casegate.test/audit")
+        .expect("key")
+        .verifier();
+    assert!(matches!(
+        verify(&mine, &me, &[stranger]),
+        Err(ReportError::Checkpoint(_))
+    ));
+}
