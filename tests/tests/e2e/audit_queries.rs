@@ -647,8 +647,13 @@ async fn a_report_is_shown_only_as_its_verified_bytes_say() {
     );
     // Every event that pins the version's hash left out: its content is tied to nothing.
     let e = refused(&|r| {
-        r.events
-            .retain(|ev| ev.entry.as_ref().expect("entry").consent_record_hash.is_empty());
+        r.events.retain(|ev| {
+            ev.entry
+                .as_ref()
+                .expect("entry")
+                .consent_record_hash
+                .is_empty()
+        });
     });
     assert!(
         matches!(
