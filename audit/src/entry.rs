@@ -40,10 +40,14 @@ pub enum EntryKind {
     SubjectReportIssued = 9,
     GatewayStarted = 10,
     KeyRotated = 11,
+    /// A dry-run decision (`CheckDisclosure`) about a subject, with the answer given.
+    DisclosureChecked = 12,
+    /// A read of a subject's consent records (`GetConsent`, `ListConsents`).
+    ConsentsRead = 13,
 }
 
 impl EntryKind {
-    pub const ALL: [EntryKind; 11] = [
+    pub const ALL: [EntryKind; 13] = [
         EntryKind::ConsentGranted,
         EntryKind::ConsentWithdrawn,
         EntryKind::DisclosurePermitted,
@@ -55,6 +59,8 @@ impl EntryKind {
         EntryKind::SubjectReportIssued,
         EntryKind::GatewayStarted,
         EntryKind::KeyRotated,
+        EntryKind::DisclosureChecked,
+        EntryKind::ConsentsRead,
     ];
 
     pub fn code(self) -> u8 {
@@ -78,6 +84,8 @@ impl EntryKind {
             EntryKind::SubjectReportIssued => "subject_report_issued",
             EntryKind::GatewayStarted => "gateway_started",
             EntryKind::KeyRotated => "key_rotated",
+            EntryKind::DisclosureChecked => "disclosure_checked",
+            EntryKind::ConsentsRead => "consents_read",
         }
     }
 }

@@ -1,6 +1,13 @@
 //! The disclosure decision: a pure function of the request, the subject's consents, the time
 //! and the vocabulary. Deny by default; a permit names the consent version and provision it
 //! relied on, a refusal names one precise reason.
+//!
+//! **Invariant** (policy 2): a decision is taken only over the consents that name the sender's
+//! organisation (as a sender or a recipient, in any provision) — the consents that
+//! organisation may read. The others cannot cover the request, and an answer that mentioned
+//! them would tell a sender named in none of a jobseeker's consents that consents exist (for an
+//! IPS participant, that they are in treatment). Such a sender gets exactly the answer it would
+//! get if there were none: `no_consent`, naming no consent.
 
 use std::fmt;
 
@@ -11,7 +18,11 @@ use crate::{
 };
 
 /// Version of the decision rules; recorded with every decision so it can be replayed.
-pub const POLICY_VERSION: &str = "casegate-policy-1";
+pub const POLICY_VERSION: &str = "casegate-policy-2";
+
+/// Every policy version [`decide_under`] can replay: policy 1 decided over all of the subject's
+/// consents; policy 2 ([`POLICY_VERSION`]) over those that name the sender's organisation.
+pub const POLICY_VERSIONS: [&str; 2] = ["casegate-policy-1", POLICY_VERSION];
 
 /// A disclosure someone wants to make (or asks about).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +96,7 @@ impl Reason {
             Reason::ConsentWithdrawn => "the jobseeker has withdrawn the consent that covered this",
             Reason::ConsentExpired => "the consent that covered this has expired",
             Reason::ConsentNotYetValid => "the consent that covers this is not yet in force",
-            Reason::SenderNotCovered => "no consent names the sender",
+            Reason::SenderNotCovered => "no consent covers the sender in this role",
             Reason::RecipientNotCovered => "no consent names this recipient for this sender",
             Reason::CategoryNotCovered => "no consent covers this category of information",
             Reason::PurposeNotCovered => "no consent covers this purpose",
@@ -159,10 +170,45 @@ fn coverage<T: Terms>(terms: &T, request: &DisclosureRequest) -> (usize, u8) {
 }
 
 /// Decides `request` against `consents` (the subject's consent versions, full records or
-/// index views; superseded versions are ignored; the order does not matter) at `now`.
+/// index views; superseded versions are ignored; the order does not matter) at `now`, under
+/// the current policy ([`POLICY_VERSION`]): consents that do not name the sender's organisation
+/// are not looked at.
 pub fn decide<T: Terms>(
     request: &DisclosureRequest,
     consents: &[T],
+    now: Timestamp,
+    vocabulary: &Vocabulary,
+) -> Decision {
+    decide_over(
+        request,
+        consents
+            .iter()
+            .filter(|t| t.provisions().any(|p| p.names(request.sender_org))),
+        now,
+        vocabulary,
+    )
+}
+
+/// Decides as the policy version `policy` did (for replaying recorded decisions), or `None`
+/// for a version not in [`POLICY_VERSIONS`].
+pub fn decide_under<T: Terms>(
+    policy: &str,
+    request: &DisclosureRequest,
+    consents: &[T],
+    now: Timestamp,
+    vocabulary: &Vocabulary,
+) -> Option<Decision> {
+    match policy {
+        "casegate-policy-1" => Some(decide_over(request, consents.iter(), now, vocabulary)),
+        POLICY_VERSION => Some(decide(request, consents, now, vocabulary)),
+        _ => None,
+    }
+}
+
+/// The rules, over the consents a policy lets the decision see.
+fn decide_over<'a, T: Terms + 'a>(
+    request: &DisclosureRequest,
+    consents: impl Iterator<Item = &'a T>,
     now: Timestamp,
     vocabulary: &Vocabulary,
 ) -> Decision {
@@ -182,7 +228,7 @@ pub fn decide<T: Terms>(
     // Superseded versions never count: only each consent's current version speaks.
     let mut nearest: Option<(u8, Reason, &T)> = None;
     let mut permit: Option<(&T, usize)> = None;
-    for terms in consents.iter().filter(|t| t.status() != Status::Superseded) {
+    for terms in consents.filter(|t| t.status() != Status::Superseded) {
         let (provision, depth) = coverage(terms, request);
         let in_force = terms.status() == Status::Active && terms.period().contains(now);
         if depth == 4 && in_force {

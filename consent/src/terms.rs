@@ -40,6 +40,9 @@ pub trait ProvisionTerms {
     fn covers_recipient(&self, org: OrgNumber, role: Option<Role>) -> bool;
     fn has_category(&self, category: &Category) -> bool;
     fn has_purpose(&self, purpose: &Purpose) -> bool;
+    /// Whether `org` appears in the provision at all, as a sender or a recipient, whatever
+    /// the roles.
+    fn names(&self, org: OrgNumber) -> bool;
 }
 
 // === full records ===
@@ -82,6 +85,9 @@ impl ProvisionTerms for &Provision {
     }
     fn has_purpose(&self, purpose: &Purpose) -> bool {
         self.purposes.contains(purpose)
+    }
+    fn names(&self, org: OrgNumber) -> bool {
+        Provision::names(self, org)
     }
 }
 
@@ -145,6 +151,14 @@ impl ProvisionTerms for ProvisionView<'_> {
     }
     fn has_purpose(&self, purpose: &Purpose) -> bool {
         has_term(self.purposes, purpose.as_str())
+    }
+    fn names(&self, org: OrgNumber) -> bool {
+        let code = org_code(org);
+        [self.senders, self.recipients].iter().any(|parties| {
+            parties
+                .chunks_exact(PARTY_LEN)
+                .any(|p| u32::from_be_bytes([p[0], p[1], p[2], p[3]]) == code)
+        })
     }
 }
 

@@ -244,11 +244,16 @@ fn dev_config() -> String {
 [server]
 listen = "{DEFAULT_LISTEN}"
 shutdown_grace = "10s"
+# Connections get GOAWAY after this long and are cut after the grace period.
+max_connection_age = "1h"
+max_connection_age_grace = "30s"
 
 [tls]
 cert = "pki/server.pem"
 key = "pki/server.key"
 client_ca = "pki/ca.pem"
+# With client_crls set: what to do with a CRL past its nextUpdate ("warn" or "refuse").
+stale_crls = "warn"
 
 [auth]
 # Only the portal's tokens may act as a jobseeker.

@@ -16,7 +16,7 @@ use casegate_audit::{
 };
 use casegate_consent::{
     Vocabulary,
-    decision::{self, Decision, DisclosureRequest, POLICY_VERSION},
+    decision::{self, Decision, DisclosureRequest, POLICY_VERSIONS},
     record::{ConsentId, ConsentRecord, Status, Timestamp},
 };
 
@@ -78,7 +78,7 @@ pub enum ReplayError {
     NotADecision { index: u64, kind: EntryKind },
     #[error(
         "entry {index} was decided under policy {recorded:?}; this build implements \
-         {POLICY_VERSION:?} and cannot replay it"
+         {POLICY_VERSIONS:?} and cannot replay it"
     )]
     Policy { index: u64, recorded: String },
     #[error("the consent export: {0}")]
@@ -194,7 +194,7 @@ pub fn replay(
         kind => return Err(ReplayError::NotADecision { index, kind }),
     };
     let policy = entry.policy_version.clone().unwrap_or_default();
-    if policy != POLICY_VERSION {
+    if !decision::POLICY_VERSIONS.contains(&policy.as_str()) {
         return Err(ReplayError::Policy {
             index,
             recorded: policy,
@@ -289,17 +289,27 @@ pub fn replay(
         }
     }
     let checked_versions = state.len();
-    let replayed =
-        match decision::decide(&request, &state, Timestamp(entry.time_micros), vocabulary) {
-            Decision::Permit(p) => Outcome::Permit {
-                consent_id: ConsentId::to_string(&p.consent_id),
-                version: p.version,
-                record_hash: p.record_hash,
-            },
-            Decision::Deny(d) => Outcome::Refuse {
-                reason: d.reason.code().to_owned(),
-            },
-        };
+    let decided = decision::decide_under(
+        &policy,
+        &request,
+        &state,
+        Timestamp(entry.time_micros),
+        vocabulary,
+    )
+    .ok_or_else(|| ReplayError::Policy {
+        index,
+        recorded: policy.clone(),
+    })?;
+    let replayed = match decided {
+        Decision::Permit(p) => Outcome::Permit {
+            consent_id: ConsentId::to_string(&p.consent_id),
+            version: p.version,
+            record_hash: p.record_hash,
+        },
+        Decision::Deny(d) => Outcome::Refuse {
+            reason: d.reason.code().to_owned(),
+        },
+    };
     Ok(Replay {
         index,
         kind: entry.kind,

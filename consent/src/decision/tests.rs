@@ -277,6 +277,70 @@ fn decision_table() {
 }
 
 #[test]
+fn a_sender_named_in_no_consent_learns_nothing_of_them() {
+    // NAV → clinic only: IPS (named nowhere in this consent) asks about the same jobseeker.
+    let nav_to_clinic_n = |n| {
+        let mut c = consent(n);
+        c.provisions[0].recipients = vec![party(CLINIC, &[])];
+        c
+    };
+    let nav_to_clinic = nav_to_clinic_n(1);
+    let ips_asks = DisclosureRequest {
+        sender_org: org(IPS),
+        sender_role: Role::EmploymentSpecialist,
+        recipient_org: org(NAV),
+        recipient_role: None,
+        category: "job_progress".parse().expect("term"),
+        purpose: "ips_follow_up".parse().expect("term"),
+        approval_attested: false,
+    };
+    let vocabulary = Vocabulary::default();
+    let none = decide(&ips_asks, &[] as &[ConsentRecord], NOW, &vocabulary);
+    assert_eq!(
+        none,
+        Decision::Deny(Deny {
+            reason: Reason::NoConsent,
+            nearest: None
+        })
+    );
+    for consents in [
+        vec![nav_to_clinic.clone()],
+        vec![withdrawn(nav_to_clinic.clone())],
+        vec![nav_to_clinic.clone(), withdrawn(nav_to_clinic_n(2))],
+    ] {
+        assert_eq!(
+            decide(&ips_asks, &consents, NOW, &vocabulary),
+            none,
+            "the answer is the one for no consents at all"
+        );
+    }
+    // Policy 1 (replay of old entries) still decides as it did: it named the consent.
+    assert_eq!(
+        decide_under(
+            "casegate-policy-1",
+            &ips_asks,
+            std::slice::from_ref(&nav_to_clinic),
+            NOW,
+            &vocabulary
+        ),
+        Some(Decision::Deny(Deny {
+            reason: Reason::SenderNotCovered,
+            nearest: Some((nav_to_clinic.id, 1))
+        }))
+    );
+    assert_eq!(
+        decide_under(
+            "casegate-policy-0",
+            &ips_asks,
+            &[nav_to_clinic],
+            NOW,
+            &vocabulary
+        ),
+        None
+    );
+}
+
+#[test]
 fn every_reason_code_is_distinct_and_explained() {
     let codes: BTreeSet<&str> = Reason::ALL.iter().map(|r| r.code()).collect();
     assert_eq!(codes.len(), Reason::ALL.len());
@@ -403,6 +467,21 @@ proptest! {
         if matches!(before, Decision::Deny(_)) {
             prop_assert!(matches!(after, Decision::Deny(_)), "{:?}", after);
         }
+    }
+
+    /// Whatever the consents, a sender they do not name gets the answer for no consents.
+    #[test]
+    fn consents_not_naming_the_sender_change_nothing_in_its_answer(
+        req in arb_request(),
+        consents in prop::collection::vec(arb_consent(), 0..5),
+    ) {
+        let vocabulary = Vocabulary::default();
+        let naming: Vec<ConsentRecord> =
+            consents.iter().filter(|c| c.names(req.sender_org)).cloned().collect();
+        prop_assert_eq!(
+            decide(&req, &consents, NOW, &vocabulary),
+            decide(&req, &naming, NOW, &vocabulary)
+        );
     }
 
     #[test]

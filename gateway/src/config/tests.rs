@@ -203,3 +203,34 @@ fn the_example_production_config_is_valid() {
     assert_eq!(config.log.format, LogFormat::Json);
     assert_eq!(config.vocabulary, Vocabulary::default());
 }
+
+#[test]
+fn connection_age_and_stale_crls_have_defaults_bounds_and_a_closed_set_of_values() {
+    let config = parse(BASE, &[]).expect("valid");
+    assert_eq!(config.server.max_connection_age, Duration::from_secs(3600));
+    assert_eq!(config.server.max_connection_age_grace, Duration::from_secs(30));
+    assert_eq!(config.tls.stale_crls, StaleCrls::Warn);
+    let config = parse(
+        BASE,
+        &[
+            ("CASEGATE_SERVER__MAX_CONNECTION_AGE", "10m"),
+            ("CASEGATE_TLS__STALE_CRLS", "refuse"),
+        ],
+    )
+    .expect("valid");
+    assert_eq!(config.server.max_connection_age, Duration::from_secs(600));
+    assert_eq!(config.tls.stale_crls, StaleCrls::Refuse);
+    assert_eq!(
+        problems(
+            BASE,
+            &[
+                ("CASEGATE_SERVER__MAX_CONNECTION_AGE", "0s"),
+                ("CASEGATE_TLS__STALE_CRLS", "ignore"),
+            ]
+        ),
+        [
+            "server.max_connection_age: \"0s\" is out of range 1s..=7days",
+            "tls.stale_crls: \"ignore\" is not one of \"warn\", \"refuse\"",
+        ]
+    );
+}

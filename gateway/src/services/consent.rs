@@ -5,6 +5,11 @@
 //! evidence, for a consent that names their organisation; parties named in a consent (and the
 //! subject) may read it. Anyone else gets `PERMISSION_DENIED` and learns nothing about the
 //! record, not even whether it exists.
+//!
+//! Every look at a subject's consents is audited before it is answered: reads
+//! (`consents_read`, with how many versions were shown) and dry-run decisions
+//! (`disclosure_checked`, with the answer given). A refused `GetConsent` is audited without
+//! the subject, so the caller's own audit trail does not tell it the consent exists.
 
 use std::sync::Arc;
 
@@ -112,6 +117,19 @@ impl ConsentApi {
             Ok(_) | Err(StoreError::NotFound) => Err(not_visible()),
             Err(e) => Err(store_error(e)),
         }
+    }
+
+    /// Records a read of consent records before it is answered.
+    async fn audit_read(&self, entry: Entry) -> Result<(), Status> {
+        self.audit.append(&entry).await.map_err(append_error)?;
+        Ok(())
+    }
+
+    fn read_entry(&self, principal: &Principal, detail: String) -> Entry {
+        let mut entry = Entry::new(EntryKind::ConsentsRead, audit::now_micros());
+        entry.actor = Some(audit::actor(principal));
+        entry.detail = Some(detail);
+        entry
     }
 }
 
@@ -252,7 +270,24 @@ impl ConsentService for ConsentApi {
         } = request.get_ref();
         let id = consent_id("consent_id", id)?;
         let version = (*version != 0).then_some(*version);
-        let record = self.visible(principal, id, version).await?;
+        let record = match self.visible(principal, id, version).await {
+            Ok(record) => record,
+            Err(status) => {
+                // The same entry whether the consent exists or not: no subject, no hash.
+                let mut entry = self.read_entry(principal, format!("get_consent {id}"));
+                entry.reason = Some("not_visible".to_owned());
+                self.audit_read(entry).await?;
+                return Err(status);
+            }
+        };
+        let mut entry = self.read_entry(principal, "get_consent".to_owned());
+        entry.subject_pseudonym = Some(self.pseudonyms.pseudonym(&record.subject));
+        entry.consent = Some(ConsentRef {
+            id: record.id.to_string(),
+            version: record.version,
+            record_sha256: record.record_hash(),
+        });
+        self.audit_read(entry).await?;
         Ok(Response::new(GetConsentResponse {
             consent: Some(record_to_wire(&record, now())),
         }))
@@ -306,6 +341,10 @@ impl ConsentService for ConsentApi {
             })
             .filter(|r| after.is_none_or(|(id, v)| (r.id, r.version) > (id, v)))
             .collect();
+        let shown = visible.len().min(page);
+        let mut entry = self.read_entry(principal, format!("list_consents shown={shown}"));
+        entry.subject_pseudonym = Some(self.pseudonyms.pseudonym(&subject));
+        self.audit_read(entry).await?;
         let now = now();
         let consents = visible
             .iter()
@@ -392,6 +431,25 @@ impl ConsentService for ConsentApi {
             decision::Decision::Permit(_) => "permit",
             decision::Decision::Deny(d) => d.reason.code(),
         });
+        let mut entry = Entry::new(EntryKind::DisclosureChecked, audit::now_micros());
+        entry.actor = Some(audit::actor(principal));
+        entry.subject_pseudonym = Some(self.pseudonyms.pseudonym(&subject));
+        entry.category = Some(disclosure.category.to_string());
+        entry.purpose = Some(disclosure.purpose.to_string());
+        entry.sender_orgnr = Some(disclosure.sender_org.to_string());
+        entry.recipient_orgnr = Some(disclosure.recipient_org.to_string());
+        entry.policy_version = Some(POLICY_VERSION.to_owned());
+        match &decision {
+            decision::Decision::Permit(p) => {
+                entry.consent = Some(ConsentRef {
+                    id: p.consent_id.to_string(),
+                    version: p.version,
+                    record_sha256: p.record_hash,
+                });
+            }
+            decision::Decision::Deny(d) => entry.reason = Some(d.reason.code().to_owned()),
+        }
+        self.audit.append(&entry).await.map_err(append_error)?;
         Ok(Response::new(CheckDisclosureResponse {
             decision: Some(decision_to_wire(&decision)),
         }))

@@ -444,6 +444,131 @@ async fn check_disclosure_permits_exactly_what_the_provisions_cover() {
 }
 
 #[tokio::test]
+async fn a_party_named_in_no_consent_learns_nothing_of_them_and_every_look_is_audited() {
+    let gw = TestGateway::start().await;
+    let (me, nobody) = (subject(7), subject(8));
+    // NAV → clinic only: IPS is named nowhere.
+    let mut nav_to_clinic = nav_grant(&gw, &me);
+    nav_to_clinic.provisions[0].recipients = vec![party(&gw, "clinic", &[])];
+    let consent = grant(&mut gw.jobseeker(&me).await, nav_to_clinic).await;
+    let mut ips = gw.caller("ips", "employment_specialist").await;
+
+    let dry_run = |subject: &SubjectId| CheckDisclosureRequest {
+        subject_id: subject.expose(),
+        recipient: Some(party(&gw, "nav", &[])),
+        category: "job_progress".into(),
+        purpose: "ips_follow_up".into(),
+        approval_attested: false,
+    };
+    let mut answers = Vec::new();
+    for subject in [&me, &nobody] {
+        answers.push(
+            ips.consent
+                .check_disclosure(dry_run(subject))
+                .await
+                .expect("decision")
+                .into_inner()
+                .decision
+                .expect("decision"),
+        );
+    }
+    assert_eq!(answers[0].reason(), ReasonCode::NoConsent);
+    assert!(answers[0].consent_id.is_empty(), "{:?}", answers[0]);
+    assert_eq!(
+        answers[0], answers[1],
+        "with consents that do not name IPS, as without any"
+    );
+
+    // A real disclosure attempt is refused the same way.
+    let mut refusals = Vec::new();
+    for subject in [&me, &nobody] {
+        let status = ips
+            .disclosure
+            .disclose(casegate_proto::v1::DiscloseRequest {
+                request_id: "progress-1".into(),
+                subject_id: subject.expose(),
+                recipient_orgnr: gw.org("nav").orgnr.clone(),
+                recipient_role: 0,
+                category: "job_progress".into(),
+                purpose: "ips_follow_up".into(),
+                title: "Progress".into(),
+                body: b"met an employer".to_vec(),
+                content_type: "text/plain; charset=utf-8".into(),
+                approval: None,
+            })
+            .await
+            .expect_err("refused");
+        refusals.push((
+            status.code(),
+            status.message().to_owned(),
+            casegate_tests::scenario::reason(&status),
+        ));
+    }
+    assert_eq!(refusals[0].2, "no_consent");
+    assert_eq!(refusals[0], refusals[1]);
+
+    // Reads: a list shows nothing, a get is refused as for an id that does not exist.
+    let listed = ips
+        .consent
+        .list_consents(ListConsentsRequest {
+            subject_id: me.expose(),
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(listed.consents.is_empty());
+    let mut gets = Vec::new();
+    for id in [
+        consent.consent_id.clone(),
+        "0190b6c2-5a1e-7000-8000-00000000abcd".to_owned(),
+    ] {
+        let status = ips
+            .consent
+            .get_consent(GetConsentRequest {
+                consent_id: id,
+                version: 0,
+            })
+            .await
+            .expect_err("not visible");
+        gets.push((status.code(), status.message().to_owned()));
+    }
+    assert_eq!(gets[0], gets[1]);
+
+    // Every one of those looks is in the log, as IPS's.
+    let ips_orgnr = gw.org("ips").orgnr.clone();
+    let entries: Vec<_> = gw
+        .audit_entries()
+        .await
+        .into_iter()
+        .map(|(_, e)| e)
+        .filter(|e| e.actor.as_ref().is_some_and(|a| a.orgnr == ips_orgnr))
+        .collect();
+    let of = |kind| entries.iter().filter(move |e| e.kind == kind);
+    let checks: Vec<_> = of(EntryKind::DisclosureChecked).collect();
+    assert_eq!(checks.len(), 2, "both dry runs audited");
+    assert!(checks.iter().all(|e| e.subject_pseudonym.is_some()
+        && e.reason.as_deref() == Some("no_consent")
+        && e.consent.is_none()));
+    assert_ne!(checks[0].subject_pseudonym, checks[1].subject_pseudonym);
+    let reads: Vec<_> = of(EntryKind::ConsentsRead).collect();
+    assert_eq!(reads.len(), 3, "one list and two gets: {reads:?}");
+    assert!(reads[0].subject_pseudonym.is_some());
+    assert_eq!(reads[0].detail.as_deref(), Some("list_consents shown=0"));
+    for refused in &reads[1..] {
+        assert_eq!(
+            refused.subject_pseudonym, None,
+            "a refused get names no subject"
+        );
+        assert_eq!(refused.consent, None);
+        assert_eq!(refused.reason.as_deref(), Some("not_visible"));
+    }
+    let refusals: Vec<_> = of(EntryKind::DisclosureRefused).collect();
+    assert_eq!(refusals.len(), 2);
+    assert!(refusals.iter().all(|e| e.consent.is_none()));
+}
+
+#[tokio::test]
 async fn withdrawal_bites_on_the_next_call_is_final_and_is_audited_pseudonymously() {
     let gw = TestGateway::start().await;
     let me = subject(7);
@@ -504,7 +629,9 @@ async fn withdrawal_bites_on_the_next_call_is_final_and_is_audited_pseudonymousl
         [
             EntryKind::GatewayStarted,
             EntryKind::ConsentGranted,
-            EntryKind::ConsentWithdrawn
+            EntryKind::DisclosureChecked,
+            EntryKind::ConsentWithdrawn,
+            EntryKind::DisclosureChecked,
         ]
     );
     let granted = &entries[1].1;
@@ -838,7 +965,7 @@ async fn bad_requests_name_the_field_and_change_nothing() {
         .expect_err("bad token");
     assert_eq!(status.code(), Code::InvalidArgument);
 
-    // Nothing changed: no consent stored, nothing audited.
+    // Nothing changed: no consent stored, nothing audited but the valid read that shows it.
     let listed = clinician
         .consent
         .list_consents(ListConsentsRequest {
@@ -851,8 +978,12 @@ async fn bad_requests_name_the_field_and_change_nothing() {
         .into_inner()
         .consents;
     assert!(listed.is_empty());
-    let after = gw.audit_entries().await.len() as u64;
-    assert_eq!(after, before);
+    let entries = gw.audit_entries().await;
+    assert_eq!(entries.len() as u64, before + 1);
+    assert_eq!(
+        entries.last().map(|(_, e)| e.kind),
+        Some(EntryKind::ConsentsRead)
+    );
     // And the good request does work.
     clinician
         .consent
