@@ -84,7 +84,7 @@ fn grants_versions_and_withdrawals_survive_reopening() {
         (v1, v2, other)
     };
 
-    let store = ConsentStore::open(dir.path()).expect("reopen");
+    let store = reopen(dir.path());
     let versions = store.for_subject(&a).expect("scan");
     assert_eq!(versions.len(), 2, "both versions kept, only this subject's");
     assert_eq!(versions[0].status, Status::Superseded);
@@ -131,7 +131,7 @@ fn grants_versions_and_withdrawals_survive_reopening() {
         Err(StoreError::SubjectMismatch)
     ));
     drop(store);
-    let store = ConsentStore::open(dir.path()).expect("reopen");
+    let store = reopen(dir.path());
     assert_eq!(
         store.get(&v1.id, None).expect("latest").status,
         Status::Withdrawn
@@ -186,4 +186,23 @@ fn canonical_content_reads_back_to_the_same_hash_and_an_altered_one_does_not() {
     let wrong_format = text.replace("casegate.consent.v1", "casegate.consent.v0");
     assert!(ConsentRecord::from_canonical_content(wrong_format.as_bytes()).is_err());
     assert!(ConsentRecord::from_canonical_content(b"{}").is_err());
+}
+
+/// Opens a store again after its previous handle was dropped. sled's background flusher
+/// thread may hold the folder's lock for a moment after the drop, so a `WouldBlock` is retried
+/// for up to five seconds.
+fn reopen(path: &std::path::Path) -> ConsentStore {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match ConsentStore::open(path) {
+            Ok(store) => return store,
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("reopen: {e}"),
+        }
+    }
 }
