@@ -250,12 +250,16 @@ pub fn audit(action: AuditAction) -> std::process::ExitCode {
                             report.torn_tail_bytes
                         ));
                     }
-                    println!("{line}");
+                    // Key names come from the command line, counts from the files.
+                    println!("{}", render::terminal(&line));
                     ExitCode::SUCCESS
                 }
                 Err(failure) => {
                     // Failures that locate themselves read "index N: why".
-                    match failure.index() {
+                    let failure_index = failure.index();
+                    // Reasons may quote the files (an origin, a segment's name).
+                    let failure = render::terminal(&failure.to_string()).into_owned();
+                    match failure_index {
                         Some(_) => println!("FAILED at {failure}"),
                         None => println!("FAILED: {failure}"),
                     }

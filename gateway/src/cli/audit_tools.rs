@@ -28,7 +28,10 @@ pub fn reindex(config: &Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("casegate audit reindex: {e}");
+            eprintln!(
+                "casegate audit reindex: {}",
+                super::render::terminal(&e.to_string())
+            );
             ExitCode::FAILURE
         }
     }
@@ -90,7 +93,8 @@ pub fn replay(log: &Path, consents: &Path, index: u64, config: Option<&Path>) ->
     let result =
         read_export(&export).and_then(|export| run_replay(log, &export, index, &vocabulary));
     let (line, ok) = replay_verdict(&result);
-    println!("{line}");
+    // The verdict quotes the log's entries (kinds, reasons): terminal-safe.
+    println!("{}", super::render::terminal(&line));
     if ok {
         ExitCode::SUCCESS
     } else {
