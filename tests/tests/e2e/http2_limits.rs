@@ -278,3 +278,27 @@ async fn a_client_that_does_not_complete_the_handshake_is_dropped() {
         "the server must close a silent connection: {closed:?}"
     );
 }
+
+#[tokio::test]
+async fn a_request_whose_headers_exceed_the_header_list_bound_is_refused() {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let gw = TestGateway::start().await;
+    let mut health = HealthClient::new(gw.channel("clinic").await);
+    let with_padding = |bytes: usize| {
+        let mut request = tonic::Request::new(HealthCheckRequest::default());
+        let padding = "x".repeat(bytes).parse().expect("ascii");
+        request.metadata_mut().insert("x-padding", padding);
+        request
+    };
+    health
+        .check(with_padding(4 << 10))
+        .await
+        .expect("headers within the bound are served");
+    let bound = casegate::server::MAX_HEADER_LIST_BYTES as usize;
+    let status = health
+        .check(with_padding(bound + 1024))
+        .await
+        .expect_err("headers beyond the bound are refused");
+    // HTTP 431 Request Header Fields Too Large (RFC 6585 §5), as RFC 9113 §10.5.1 suggests.
+    assert!(status.message().contains("431"), "{status:?}");
+}
