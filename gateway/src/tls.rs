@@ -399,16 +399,15 @@ impl TlsReloader {
         generation: u64,
         lifetime: Option<Duration>,
     ) -> Option<Connection> {
+        // Registered first: a reload from now on finds it in its sweep.
         let connection = Connection::new(stream, &self.live, lifetime);
         let (now, built) = self.built();
-        if now != generation
-            && self
-                .live
-                .cut_where(|chain| is_revoked(built.verifier.as_ref(), chain))
-                > 0
-            && connection.registration.is_cut()
-        {
-            return None;
+        if now != generation {
+            let (_, session) = connection.stream.get_ref();
+            let chain = session.peer_certificates().unwrap_or_default();
+            if is_revoked(built.verifier.as_ref(), chain) {
+                return None;
+            }
         }
         Some(connection)
     }

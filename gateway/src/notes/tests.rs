@@ -572,3 +572,13 @@ fn sync_now_leaves_nothing_written_unsynced() {
         Err(NoteError::Failed(_))
     ));
 }
+
+#[test]
+fn a_failed_store_reports_its_failure_for_the_gateway_to_stop() {
+    let (_dir, store) = store();
+    assert_eq!(store.failure(), None);
+    store.flush().expect("the flusher runs");
+    assert_eq!(store.failure(), None);
+    store.state().failed = Some("flush failed: disk gone".into());
+    assert_eq!(store.failure().as_deref(), Some("flush failed: disk gone"));
+}
