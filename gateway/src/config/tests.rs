@@ -208,7 +208,10 @@ fn the_example_production_config_is_valid() {
 fn connection_age_and_stale_crls_have_defaults_bounds_and_a_closed_set_of_values() {
     let config = parse(BASE, &[]).expect("valid");
     assert_eq!(config.server.max_connection_age, Duration::from_secs(3600));
-    assert_eq!(config.server.max_connection_age_grace, Duration::from_secs(30));
+    assert_eq!(
+        config.server.max_connection_age_grace,
+        Duration::from_secs(30)
+    );
     assert_eq!(config.tls.stale_crls, StaleCrls::Warn);
     let config = parse(
         BASE,
