@@ -62,6 +62,10 @@ pub struct ServerConfig {
     pub max_connection_age: Duration,
     /// How long calls may finish on a connection past its maximum age.
     pub max_connection_age_grace: Duration,
+    /// Silence on a connection after which the gateway sends an HTTP/2 PING (RFC 9113 §6.7)…
+    pub keepalive_interval: Duration,
+    /// …and how long the client has to answer it before the connection is closed.
+    pub keepalive_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -398,6 +402,18 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
             Duration::ZERO,
             Duration::from_secs(3600),
         );
+        let keepalive_interval = s.duration_or(
+            "keepalive_interval",
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+        );
+        let keepalive_timeout = s.duration_or(
+            "keepalive_timeout",
+            Duration::from_secs(10),
+            Duration::from_secs(1),
+            Duration::from_secs(300),
+        );
         s.finish();
         listen.map(|listen| ServerConfig {
             listen,
@@ -405,6 +421,8 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
             handshake_timeout,
             max_connection_age,
             max_connection_age_grace,
+            keepalive_interval,
+            keepalive_timeout,
         })
     };
 

@@ -463,8 +463,8 @@ impl Gateway {
 ///   `ENHANCE_YOUR_CALM` (§6.8, §7);
 /// - streams the client opens and resets before they are served ("rapid reset"): at most
 ///   [`MAX_PENDING_ACCEPT_RESETS`] waiting at once, then GOAWAY `ENHANCE_YOUR_CALM`;
-/// - keep-alive: a PING (§6.7) after [`KEEPALIVE_INTERVAL`] of silence, the connection
-///   closed if it is not answered within [`KEEPALIVE_TIMEOUT`];
+/// - keep-alive: a PING (§6.7) after `server.keepalive_interval` of silence, the connection
+///   closed if it is not answered within `server.keepalive_timeout`;
 /// - age: GOAWAY after `server.max_connection_age`, cut `server.max_connection_age_grace`
 ///   later by [`tls::accept`] (so a revoked certificate's connection ends within that bound
 ///   in any case);
@@ -476,8 +476,8 @@ pub fn connection_bounds(server: Server, config: &Config) -> Server {
         .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
         .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESETS))
-        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .http2_keepalive_interval(Some(config.server.keepalive_interval))
+        .http2_keepalive_timeout(Some(config.server.keepalive_timeout))
         // tonic sends GOAWAY at the maximum age only when it is given no grace period (with
         // one, it skips GOAWAY and just drops the connection later); the cut at age + grace is
         // made by the TLS layer instead (`tls::accept`).
@@ -493,10 +493,6 @@ pub const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 /// Streams the client reset before the gateway served them, waiting at once, before GOAWAY
 /// (`ENHANCE_YOUR_CALM`); the `h2` default against CVE-2023-44487.
 pub const MAX_PENDING_ACCEPT_RESETS: usize = 20;
-/// Silence after which the gateway pings the client.
-pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
-/// How long a ping may go unanswered before the connection is closed.
-pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the audit log and the note store are checked for a failure that stops them
 /// accepting writes.
 const STORAGE_CHECK_INTERVAL: Duration = Duration::from_secs(1);

@@ -213,6 +213,8 @@ fn connection_age_and_stale_crls_have_defaults_bounds_and_a_closed_set_of_values
         Duration::from_secs(30)
     );
     assert_eq!(config.tls.stale_crls, StaleCrls::Warn);
+    assert_eq!(config.server.keepalive_interval, Duration::from_secs(30));
+    assert_eq!(config.server.keepalive_timeout, Duration::from_secs(10));
     let config = parse(
         BASE,
         &[

@@ -19,6 +19,7 @@ const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
 const SETTINGS: u8 = 0x4;
+const PING: u8 = 0x6;
 const GOAWAY: u8 = 0x7;
 const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
@@ -301,4 +302,34 @@ async fn a_request_whose_headers_exceed_the_header_list_bound_is_refused() {
         .expect_err("headers beyond the bound are refused");
     // HTTP 431 Request Header Fields Too Large (RFC 6585 §5), as RFC 9113 §10.5.1 suggests.
     assert!(status.message().contains("431"), "{status:?}");
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_answer_keepalive_pings_is_disconnected() {
+    let gw = TestGateway::start_with_overrides(
+        "",
+        &[
+            ("CASEGATE_SERVER__KEEPALIVE_INTERVAL", "1s"),
+            ("CASEGATE_SERVER__KEEPALIVE_TIMEOUT", "1s"),
+        ],
+    )
+    .await;
+    let tls = connect(&gw, &gw.org("clinic").cert).await;
+    let (mut reader, mut writer) = tokio::io::split(tls);
+    writer.write_all(&preface()).await.expect("write");
+    let mut pinged = false;
+    // Frames until the end of the connection; PINGs are never answered.
+    while let Some(frame) = next_frame(&mut reader, Duration::from_secs(10)).await {
+        if frame.kind == SETTINGS && !frame.payload.is_empty() {
+            writer.write_all(&frame_ack()).await.expect("ack");
+        }
+        pinged |= frame.kind == PING;
+    }
+    assert!(pinged, "the gateway pings a silent client");
+    let mut rest = [0u8; 1];
+    let after = tokio::time::timeout(Duration::from_secs(10), reader.read(&mut rest)).await;
+    assert!(
+        matches!(after, Ok(Ok(0) | Err(_))),
+        "the connection must be closed: {after:?}"
+    );
 }
