@@ -1093,3 +1093,36 @@ async fn an_officer_queries_and_reports_from_the_command_line_and_replays_offlin
     );
     assert!(out.contains("refusal purpose_not_covered"), "{out}");
 }
+
+/// `casegate dev token --pid` follows the identity-number rules of the consent domain: numbers
+/// valid only under the rules announced for 2032 (first check digit remainder 1-3, individual
+/// numbers that no longer say the century) are accepted; an FH number is refused as such.
+#[tokio::test]
+async fn dev_token_takes_identity_numbers_valid_under_the_2032_rules() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Synthetic numbers (month + 80).
+    for pid in ["15838510083", "15838510091", "15838510180", "15834060091"] {
+        let out = casegate()
+            .args(["dev", "token", "--org", "portal", "--role", "jobseeker"])
+            .args(["--pid", pid, "--data"])
+            .arg(dir.path())
+            .output()
+            .await
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{}: {stderr}", &pid[..4]);
+    }
+    let out = casegate()
+        .args(["dev", "token", "--org", "portal", "--role", "jobseeker"])
+        .args(["--pid", "81819012349", "--data"])
+        .arg(dir.path())
+        .output()
+        .await
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("FH numbers") && !stderr.contains("81819012349"),
+        "{stderr}"
+    );
+}

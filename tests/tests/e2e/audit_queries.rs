@@ -703,3 +703,20 @@ async fn a_report_is_shown_only_as_its_verified_bytes_say() {
         Err(ReportError::Checkpoint(_))
     ));
 }
+
+/// Identity numbers valid only under the rules announced for 2032 (synthetic, month + 80) are
+/// served end to end: granted about, carried in a jobseeker's token, reported on.
+#[tokio::test]
+async fn identity_numbers_valid_under_the_2032_rules_are_served() {
+    let gw = TestGateway::start().await;
+    // First check digit remainder 1, and an individual number that says no century.
+    for number in ["15838510083", "15834060091"] {
+        let me: casegate_consent::SubjectId = number.parse().expect("valid under 2032 rules");
+        grant_ips_consent(&gw, &me).await;
+        let mine = report(&mut gw.jobseeker(&me).await, &me)
+            .await
+            .expect("the jobseeker's own report");
+        assert_eq!(mine.consent_versions.len(), 1);
+        verify_report(&gw, &mine);
+    }
+}
