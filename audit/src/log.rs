@@ -13,7 +13,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex, RwLock,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicI64, AtomicUsize, Ordering},
         mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError},
     },
     thread::JoinHandle,
@@ -115,6 +115,11 @@ pub enum AppendError {
     Closed,
     #[error("the audit log failed to write and accepts no more appends: {0}")]
     Failed(String),
+    /// The entry's time is older than the newest entry's: the log's times never go back.
+    #[error(
+        "entry time {time} µs is older than the log's newest entry ({newest} µs): the log's times never go backwards"
+    )]
+    TimeWentBack { time: i64, newest: i64 },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +185,24 @@ struct Shared {
     published: RwLock<Published>,
     /// Appends sent to the writer and not yet taken by it.
     queued: AtomicUsize,
+    /// The newest entry's time (µs since the Unix epoch), `i64::MIN` when none is known.
+    newest_time: AtomicI64,
+}
+
+impl Shared {
+    /// The canonical bytes of entry `index` (which must be below the published size).
+    fn entry(&self, index: u64) -> Result<Vec<u8>, ReadError> {
+        let offset = u64::from_be_bytes(self.offsets.get(index)?);
+        let file = {
+            let segments = self.segments.read().unwrap_or_else(|p| p.into_inner());
+            let at = segments.partition_point(|(first, _)| *first <= index);
+            segments
+                .get(at.wrapping_sub(1))
+                .map(|(_, f)| f.clone())
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no segment"))?
+        };
+        Ok(segment::read_record(&file, offset, index)?)
+    }
 }
 
 /// The audit log. Appends go through the writer thread; reads are concurrent.
@@ -424,7 +447,17 @@ impl AuditLog {
                 failed: None,
             }),
             queued: AtomicUsize::new(0),
+            newest_time: AtomicI64::new(i64::MIN),
         });
+        if size > 0 {
+            let newest = shared.entry(size - 1).map_err(|e| OpenError::Damaged {
+                index: size - 1,
+                reason: e.to_string(),
+            })?;
+            if let Some(time) = entry_time(&newest) {
+                shared.newest_time.store(time, Ordering::Release);
+            }
+        }
         let (tx, rx) = mpsc::sync_channel(options.queue_capacity.max(1));
         let writer = Writer {
             shared: shared.clone(),
@@ -567,20 +600,17 @@ impl AuditLog {
     /// The canonical bytes of entry `index`.
     pub fn entry(&self, index: u64) -> Result<Vec<u8>, ReadError> {
         self.check_index(index)?;
-        let offset = u64::from_be_bytes(self.shared.offsets.get(index)?);
-        let file = {
-            let segments = self
-                .shared
-                .segments
-                .read()
-                .unwrap_or_else(|p| p.into_inner());
-            let at = segments.partition_point(|(first, _)| *first <= index);
-            segments
-                .get(at.wrapping_sub(1))
-                .map(|(_, f)| f.clone())
-                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no segment"))?
-        };
-        Ok(segment::read_record(&file, offset, index)?)
+        self.shared.entry(index)
+    }
+
+    /// The time of the newest entry, in microseconds since the Unix epoch (`None` while the
+    /// log holds no entry with a readable time). Appends are never older than this: see
+    /// [`AppendError::TimeWentBack`].
+    pub fn newest_time(&self) -> Option<i64> {
+        match self.shared.newest_time.load(Ordering::Acquire) {
+            i64::MIN => None,
+            t => Some(t),
+        }
     }
 
     /// The RFC 6962 leaf hash of entry `index`.
@@ -863,6 +893,26 @@ impl Writer {
             }
             return;
         }
+        // Times never go backwards in the log: an entry older than its predecessor is refused
+        // (its caller stamps it again) and the rest of the batch goes on.
+        let mut newest = self.shared.newest_time.load(Ordering::Acquire);
+        let batch: Vec<Job> = batch
+            .into_iter()
+            .filter_map(|job| match entry_time(&job.entry) {
+                Some(time) if time < newest => {
+                    (job.done)(Err(AppendError::TimeWentBack { time, newest }));
+                    None
+                }
+                Some(time) => {
+                    newest = time;
+                    Some(job)
+                }
+                None => Some(job),
+            })
+            .collect();
+        if batch.is_empty() {
+            return;
+        }
         let start = self.range.size();
         let synced = match self.write(&batch) {
             Ok(synced) => synced,
@@ -897,6 +947,7 @@ impl Writer {
         if self.file_due().is_some_and(|due| due <= Instant::now()) {
             self.write_checkpoint_file();
         }
+        self.shared.newest_time.store(newest, Ordering::Release);
         {
             let mut published = self
                 .shared
@@ -1023,6 +1074,13 @@ impl Writer {
         clean.sync_all()?;
         sync_dir(&self.shared.dir)
     }
+}
+
+/// The time of an entry in the canonical encoding, or `None` for bytes that are not one.
+fn entry_time(bytes: &[u8]) -> Option<i64> {
+    crate::entry::Entry::decode(bytes)
+        .ok()
+        .map(|entry| entry.time_micros)
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The offline verifier: from the segment files and the public key alone, re-hash every
 //! record, rebuild the root, check the newest checkpoint's signature and that it covers the
 //! records, and — given an older trusted checkpoint — that the log is consistent with it.
-//! The derived files (tree, offsets) are not trusted and not read.
+//! The derived files (tree, offsets) are not trusted and not read. Entry times must not go
+//! backwards: the log refuses such an append, so one found here was written around it.
 
 use std::path::{Path, PathBuf};
 
@@ -51,6 +52,10 @@ pub enum Failure {
     RootMismatch(u64),
     #[error("not consistent with the trusted checkpoint (size {trusted}): {reason}")]
     Inconsistent { trusted: u64, reason: &'static str },
+    #[error(
+        "index {index}: the entry's time is {earlier_by_micros} µs earlier than its predecessor's (the log's times never go backwards)"
+    )]
+    TimeWentBack { index: u64, earlier_by_micros: i64 },
 }
 
 impl Failure {
@@ -59,6 +64,7 @@ impl Failure {
         match self {
             Failure::Entry { index, .. } => Some(*index),
             Failure::Truncated { size, .. } => Some(*size),
+            Failure::TimeWentBack { index, .. } => Some(*index),
             _ => None,
         }
     }
@@ -133,6 +139,7 @@ pub fn verify_with(
     note_root(&range, &mut roots);
     let mut torn_tail_bytes = 0;
     let mut next = 0u64;
+    let mut previous_time = i64::MIN;
     for (n, (first, path)) in segments.iter().enumerate() {
         if *first != next {
             return Err(Failure::Entry {
@@ -145,11 +152,17 @@ pub fn verify_with(
             source,
         })?;
         let mut bad_entry = None;
+        let mut went_back = None;
         let scan = segment::scan(&bytes, *first, |index, _, payload| {
-            if bad_entry.is_none()
-                && let Err(e) = Entry::decode(payload)
-            {
-                bad_entry = Some((index, e));
+            match Entry::decode(payload) {
+                Err(e) if bad_entry.is_none() => bad_entry = Some((index, e)),
+                Err(_) => {}
+                Ok(entry) => {
+                    if entry.time_micros < previous_time && went_back.is_none() {
+                        went_back = Some((index, previous_time - entry.time_micros));
+                    }
+                    previous_time = previous_time.max(entry.time_micros);
+                }
             }
             range.append(merkle::leaf_hash(payload), |_, _, _| {});
             note_root(&range, &mut roots);
@@ -158,6 +171,12 @@ pub fn verify_with(
             return Err(Failure::Entry {
                 index,
                 reason: format!("not a valid entry: {e}"),
+            });
+        }
+        if let Some((index, earlier_by_micros)) = went_back {
+            return Err(Failure::TimeWentBack {
+                index,
+                earlier_by_micros,
             });
         }
         if let Some(flaw) = scan.flaw {

@@ -21,6 +21,9 @@ pub struct Audit {
     /// One permit per queue slot: async callers wait here instead of blocking a runtime
     /// thread on the log's bounded queue.
     slots: Arc<Semaphore>,
+    /// The newest time stamped on a queued entry, held while the next is stamped and queued,
+    /// so entries reach the log in time order.
+    stamped: Arc<std::sync::Mutex<i64>>,
 }
 
 /// The log's behaviour as configured.
@@ -42,10 +45,10 @@ pub fn load_signer(path: &Path) -> Result<Signer, String> {
     Signer::from_skey(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Microseconds since the Unix epoch, now.
+/// Microseconds since the Unix epoch, now, on the gateway's clock (never going backwards: see
+/// [`crate::clock`]).
 pub fn now_micros() -> i64 {
-    let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
-    i64::try_from(nanos / 1000).unwrap_or(i64::MAX)
+    crate::clock::now_micros()
 }
 
 /// The audit actor for a verified caller.
@@ -77,11 +80,18 @@ impl Audit {
             ..log_options(config)
         };
         let (log, recovery) = AuditLog::open(dir, signer, options)?;
+        // The newest entry is durable: the clock never reads earlier than it, even after a
+        // restart with the system clock set back.
+        let newest = log.newest_time();
+        if let Some(newest) = newest {
+            crate::clock::raise_floor(newest);
+        }
         Ok((
             Self {
                 log: Arc::new(log),
                 index,
                 slots: Arc::new(Semaphore::new(config.queue_capacity)),
+                stamped: Arc::new(std::sync::Mutex::new(newest.unwrap_or(i64::MIN))),
             },
             recovery,
         ))
@@ -101,11 +111,10 @@ impl Audit {
         self.index.catch_up(log.size(), |i| log.entry(i))
     }
 
-    /// Appends `entry` and waits until it is durable.
+    /// Appends `entry` and waits until it is durable. An entry whose time is earlier than the
+    /// entry queued before it (decided a moment earlier, queued a moment later) takes that
+    /// entry's time, so the log's times never go backwards.
     pub async fn append(&self, entry: &Entry) -> Result<Appended, AppendError> {
-        let bytes = entry
-            .encode()
-            .map_err(|e| AppendError::Failed(e.to_string()))?;
         let permit = self
             .slots
             .clone()
@@ -113,10 +122,12 @@ impl Audit {
             .await
             .map_err(|_| AppendError::Closed)?;
         let (tx, rx) = oneshot::channel();
-        // A permit guarantees a free queue slot, so this never blocks the runtime.
-        self.log.try_append(bytes, move |result| {
-            drop(permit);
-            let _ = tx.send(result);
+        self.stamped(entry, |log, bytes| {
+            // A permit guarantees a free queue slot, so this never blocks the runtime.
+            log.try_append(bytes, move |result| {
+                drop(permit);
+                let _ = tx.send(result);
+            })
         })?;
         rx.await.map_err(|_| AppendError::Closed)?
     }
@@ -125,10 +136,35 @@ impl Audit {
     pub fn record_start(&self, version: &str) -> Result<Appended, AppendError> {
         let mut entry = Entry::new(EntryKind::GatewayStarted, now_micros());
         entry.detail = Some(format!("casegate {version}"));
-        let bytes = entry
-            .encode()
-            .map_err(|e| AppendError::Failed(e.to_string()))?;
-        self.log.append_blocking(bytes)
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.stamped(&entry, |log, bytes| {
+            log.append(bytes, move |result| {
+                let _ = tx.send(result);
+            })
+        })?;
+        rx.recv().map_err(|_| AppendError::Closed)?
+    }
+
+    /// Hands `entry`'s bytes to `queue` with a time no earlier than the last queued entry's.
+    fn stamped(
+        &self,
+        entry: &Entry,
+        queue: impl FnOnce(&AuditLog, Vec<u8>) -> Result<(), AppendError>,
+    ) -> Result<(), AppendError> {
+        let mut last = self.stamped.lock().unwrap_or_else(|p| p.into_inner());
+        let time = entry.time_micros.max(*last);
+        let bytes = if time == entry.time_micros {
+            entry.encode()
+        } else {
+            let mut later = entry.clone();
+            later.time_micros = time;
+            later.encode()
+        }
+        .map_err(|e| AppendError::Failed(e.to_string()))?;
+        crate::clock::raise_floor(time);
+        queue(&self.log, bytes)?;
+        *last = time;
+        Ok(())
     }
 
     /// Flushes and closes the log; later appends fail.

@@ -554,6 +554,11 @@ impl Authenticate {
         identity: Option<Result<ClientIdentity, IdentityError>>,
         authorization: Option<http::HeaderValue>,
     ) -> Result<Principal, Status> {
+        // Decisions and audit times must not go backwards: no call while the clock is
+        // behind the audit log (see `crate::clock`).
+        if let Some(behind) = crate::clock::too_far_behind() {
+            return Err(crate::clock::unavailable(behind));
+        }
         let client = identity
             .ok_or(AuthError::NoCertificate)?
             .map_err(AuthError::from)?;

@@ -8,6 +8,7 @@ pub mod auth;
 mod b64;
 pub mod call_span;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod convert;
 pub mod data_dir;

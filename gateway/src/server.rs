@@ -234,7 +234,7 @@ impl Gateway {
         } = self;
         let limits = &config.limits;
         let (health, health_service) = tonic_health::server::health_reporter();
-        set_health(&health, true).await;
+        set_health(&health, crate::clock::too_far_behind().is_none()).await;
 
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
@@ -290,6 +290,17 @@ impl Gateway {
             async move { authenticator.prefetch().await }
         });
         tasks.spawn("CRL reloader", reload_crls(tls.clone()));
+        tasks.spawn("clock watch", {
+            let health = health.clone();
+            async move {
+                crate::clock::watch(CLOCK_CHECK_INTERVAL, move |serving| {
+                    let health = health.clone();
+                    async move { set_health(&health, serving).await }
+                })
+                .await;
+                Ok(())
+            }
+        });
         tasks.spawn("note sweep", {
             let (notes, audit) = (notes.clone(), audit.clone());
             let (ttl, every) = (config.notes.ttl, config.notes.sweep_interval);
@@ -574,6 +585,9 @@ async fn set_health(health: &HealthReporter, serving: bool) {
         health.set_service_status(service, status).await;
     }
 }
+
+/// How often the system clock is compared with the audit log's newest entry.
+const CLOCK_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often the audit index catches up with the log in the background. Often, so each
 /// catch-up is small: a second's worth of entries under load took long enough to show in the

@@ -57,7 +57,9 @@ pub fn append_error(e: AppendError) -> Status {
             AppendError::QueueFull | AppendError::Closed => {
                 Status::unavailable("the audit log is not accepting entries; retry shortly")
             }
-            AppendError::TooLarge(_) | AppendError::Failed(_) => {
+            AppendError::TooLarge(_)
+            | AppendError::Failed(_)
+            | AppendError::TimeWentBack { .. } => {
                 Status::internal("the audit log could not record this call")
             }
         }

@@ -16,6 +16,13 @@ fn entry(n: u64) -> Vec<u8> {
     e.encode().expect("encodes")
 }
 
+/// Entry `n`, stamped at `time` (µs).
+fn entry_at(time: i64, n: u64) -> Vec<u8> {
+    let mut e = Entry::new(EntryKind::NoteDelivered, time);
+    e.detail = Some(format!("entry {n}"));
+    e.encode().expect("encodes")
+}
+
 fn open(
     dir: &Path,
     signer: &Signer,
@@ -99,7 +106,7 @@ fn concurrent_appenders_get_distinct_indexes() {
             std::thread::spawn(move || {
                 (0..50)
                     .map(|n| {
-                        log.append_blocking(entry(t * 1000 + n))
+                        log.append_blocking(entry_at(0, t * 1000 + n))
                             .expect("append")
                             .index
                     })
@@ -114,6 +121,41 @@ fn concurrent_appenders_get_distinct_indexes() {
     all.sort();
     assert_eq!(all, (0..800).collect::<Vec<_>>());
     assert_eq!(log.size(), 800);
+}
+
+#[test]
+fn an_entry_older_than_the_newest_is_refused_even_after_reopening() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let signer = signer();
+    {
+        let (log, _) = open(dir.path(), &signer, LogOptions::new(ORIGIN)).expect("open");
+        assert_eq!(log.newest_time(), None);
+        log.append_blocking(entry_at(2_000, 0)).expect("append");
+        log.append_blocking(entry_at(2_000, 1))
+            .expect("the same time is fine");
+        assert!(matches!(
+            log.append_blocking(entry_at(1_999, 2)),
+            Err(AppendError::TimeWentBack {
+                time: 1_999,
+                newest: 2_000
+            })
+        ));
+        assert_eq!(log.size(), 2, "the refused entry was not written");
+        log.close().expect("close");
+    }
+    // The newest time is read back from the log itself, clean close or not.
+    for clean in [true, false] {
+        if !clean {
+            let _ = std::fs::remove_file(dir.path().join(CLEAN));
+        }
+        let (log, _) = open(dir.path(), &signer, LogOptions::new(ORIGIN)).expect("reopen");
+        assert_eq!(log.newest_time(), Some(2_000));
+        assert!(matches!(
+            log.append_blocking(entry_at(1_000, 3)),
+            Err(AppendError::TimeWentBack { .. })
+        ));
+        log.close().expect("close");
+    }
 }
 
 #[test]

@@ -57,7 +57,9 @@ fn rewritten_history_with_fresh_checksums_is_caught_by_the_roots() {
     let mut rebuilt = segment::header(*first).to_vec();
     segment::scan(&bytes, *first, |index, _, payload| {
         let payload = if index == 2 {
-            entry(999)
+            let mut e = Entry::new(EntryKind::DisclosurePermitted, 2);
+            e.request_id = Some("request-forged".into());
+            e.encode().expect("encodes")
         } else {
             payload.to_vec()
         };
@@ -72,6 +74,50 @@ fn rewritten_history_with_fresh_checksums_is_caught_by_the_roots() {
     // checkpoint independently shows the rewrite.
     let trusted_only = verify(dir.path(), &signer.verifier(), Some(&early));
     assert!(trusted_only.is_err());
+}
+
+#[test]
+fn an_entry_time_going_backwards_is_flagged_even_under_a_valid_signature() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (signer, _) = log_with(dir.path(), 12, 0);
+    // Entry 7 rewritten to a time before entry 6's, and the checkpoint re-signed over the new
+    // records, as a key holder rewriting history would: roots and signature all verify.
+    let segments = segment::list(&dir.path().join("segments")).expect("list");
+    let mut range = CompactRange::new();
+    for (first, path) in &segments {
+        let bytes = fs::read(path).expect("read");
+        let mut rebuilt = segment::header(*first).to_vec();
+        segment::scan(&bytes, *first, |index, _, payload| {
+            let payload = if index == 7 {
+                let mut e = Entry::new(EntryKind::DisclosurePermitted, 3);
+                e.request_id = Some("request-7".into());
+                e.encode().expect("encodes")
+            } else {
+                payload.to_vec()
+            };
+            range.append(merkle::leaf_hash(&payload), |_, _, _| {});
+            segment::encode_frame(index, &payload, &mut rebuilt);
+        });
+        fs::write(path, rebuilt).expect("write");
+    }
+    let resigned = signer.sign(&Checkpoint {
+        origin: ORIGIN.into(),
+        size: range.size(),
+        root: range.root(),
+    });
+    fs::write(dir.path().join("checkpoint"), &resigned.note).expect("write");
+    let failure = verify(dir.path(), &signer.verifier(), None).expect_err("flagged");
+    assert!(
+        matches!(
+            failure,
+            Failure::TimeWentBack {
+                index: 7,
+                earlier_by_micros: 3
+            }
+        ),
+        "{failure}"
+    );
+    assert_eq!(failure.index(), Some(7));
 }
 
 #[test]

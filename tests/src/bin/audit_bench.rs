@@ -50,12 +50,10 @@ fn args() -> Args {
     args
 }
 
-/// A realistic `disclosure permitted` entry (synthetic values, ~250 bytes).
+/// A realistic `disclosure permitted` entry (synthetic values, ~250 bytes). Every entry has
+/// the same time: appenders on several threads must not send times that go backwards.
 fn entry(n: u64) -> Vec<u8> {
-    let mut e = Entry::new(
-        EntryKind::DisclosurePermitted,
-        1_800_000_000_000_000 + n as i64,
-    );
+    let mut e = Entry::new(EntryKind::DisclosurePermitted, 1_800_000_000_000_000);
     e.actor = Some(Actor {
         orgnr: "910000020".into(),
         user_id: "nav-counsellor-17".into(),

@@ -37,7 +37,8 @@ fn main() {
             let out = out.clone();
             std::thread::spawn(move || {
                 for n in 0u64.. {
-                    let mut entry = Entry::new(EntryKind::NoteDelivered, n as i64);
+                    // One time for all: threads must not send times that go backwards.
+                    let mut entry = Entry::new(EntryKind::NoteDelivered, 0);
                     entry.detail = Some(entry_detail(t, n));
                     let appended = log
                         .append_blocking(entry.encode().expect("encode"))

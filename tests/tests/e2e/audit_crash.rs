@@ -80,7 +80,7 @@ fn sigkill_under_load_never_loses_an_acknowledged_append() {
                 "round {round}, index {index}"
             );
         }
-        let mut probe = Entry::new(EntryKind::GatewayStarted, round as i64);
+        let mut probe = Entry::new(EntryKind::GatewayStarted, 0);
         probe.detail = Some(format!("after crash {round}"));
         let appended = log
             .append_blocking(probe.encode().expect("encode"))

@@ -1,0 +1,149 @@
+//! Running the real `casegate` binary in tests: `casegate dev` in a child process (optionally
+//! under a wrapper such as `faketime`), mutual-TLS channels with its generated PKI, and its
+//! development tokens.
+
+#![allow(dead_code)] // Each test binary uses a part.
+
+use std::{path::Path, process::Stdio, time::Duration};
+
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_casegate");
+
+/// A `casegate dev` child: its address and a task collecting its log (standard error).
+pub struct DevGateway {
+    pub child: Child,
+    pub addr: String,
+    pub log: tokio::task::JoinHandle<Vec<String>>,
+}
+
+/// `program` (the binary, or a wrapper followed by the binary) with no `CASEGATE_` setting
+/// leaking in from the environment of whoever runs the tests.
+pub fn command(program: &[&str]) -> Command {
+    let (first, rest) = program.split_first().expect("a program");
+    let mut cmd = Command::new(first);
+    cmd.args(rest).env_remove("RUST_LOG").kill_on_drop(true);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("CASEGATE_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
+/// Starts `program dev` on an ephemeral loopback port over `data` (a grace period of one
+/// second), with `env` set, and waits for its address.
+pub async fn start_dev(program: &[&str], data: &Path, env: &[(&str, &str)]) -> DevGateway {
+    let mut child = command(program)
+        .args(["dev", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .env("CASEGATE_SERVER__SHUTDOWN_GRACE", "1s")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start casegate dev");
+    let stderr = child.stderr.take().expect("stderr");
+    let log = tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        let mut seen = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            seen.push(line);
+        }
+        seen
+    });
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let find = async {
+        while let Some(line) = lines.next_line().await.expect("read stdout") {
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                return rest.split_whitespace().next().map(str::to_owned);
+            }
+        }
+        None
+    };
+    let addr = tokio::time::timeout(Duration::from_secs(60), find)
+        .await
+        .expect("dev gateway printed its address in time")
+        .expect("dev gateway printed its address");
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    DevGateway { child, addr, log }
+}
+
+impl DevGateway {
+    /// SIGTERM, then waits (at most 30 s) for the exit; returns its log.
+    pub async fn stop(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let pid = self.child.id().expect("running").to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+        let exit = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("stops after SIGTERM")
+            .expect("wait");
+        (exit, self.log.await.expect("log"))
+    }
+}
+
+/// A mutual-TLS channel to a dev gateway as the development organisation `org`.
+pub async fn dev_channel(data: &Path, org: &str, addr: &str) -> Channel {
+    let read =
+        |name: String| std::fs::read_to_string(data.join("pki").join(name)).expect("pki file");
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("ca.pem".into())))
+        .identity(Identity::from_pem(
+            read(format!("{org}.pem")),
+            read(format!("{org}.key")),
+        ))
+        .domain_name("localhost");
+    Channel::from_shared(format!("https://{addr}"))
+        .expect("uri")
+        .tls_config(tls)
+        .expect("tls")
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .expect("connect")
+}
+
+/// A development token from `casegate dev token`.
+pub fn dev_token(data: &Path, org: &str, role: &str, pid: Option<&str>) -> String {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["dev", "token", "--org", org, "--role", role, "--data"])
+        .arg(data);
+    if let Some(pid) = pid {
+        cmd.args(["--pid", pid]);
+    }
+    let out = cmd.output().expect("token");
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_owned()
+}
+
+/// The organisation number of a development organisation.
+pub fn dev_orgnr(slug: &str) -> String {
+    casegate::dev::ORGS
+        .iter()
+        .find(|o| o.slug == slug)
+        .expect("org")
+        .orgnr
+        .to_owned()
+}
+
+/// `message` with a bearer token.
+pub fn with<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii"),
+    );
+    request
+}
