@@ -12,7 +12,7 @@ use casegate_proto::v1::{
     CheckDisclosureRequest, GrantConsentRequest, Party, Period, Provision, ReasonCode,
     consent_service_client::ConsentServiceClient,
 };
-use support::{BIN, dev_channel, dev_orgnr, dev_token, start_dev, with};
+use support::{BIN, dev_channel, dev_orgnr, dev_token, dev_token_with, start_dev, with};
 use tonic::Code;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -49,12 +49,15 @@ fn unix_now() -> i64 {
 }
 
 /// The dry-run decision NAV gets for the jobseeker: Ok((permitted, reason)) or the status.
+/// The token is minted under `clock` (the gateway's faked clock, or none), as NAV's own
+/// identity provider would mint it on the same wrong clock.
 async fn nav_checks(
     data: &std::path::Path,
     addr: &str,
     subject: &SubjectId,
+    clock: &[(&str, &str)],
 ) -> Result<(bool, ReasonCode), tonic::Status> {
-    let token = dev_token(data, "nav", "nav_counsellor", None);
+    let token = dev_token_with(data, "nav", "nav_counsellor", None, clock);
     let mut nav = ConsentServiceClient::new(dev_channel(data, "nav", addr).await);
     let decision = nav
         .check_disclosure(with(
@@ -95,7 +98,7 @@ async fn a_clock_set_back_an_hour_neither_revives_an_expired_consent_nor_rewinds
     let data = dir.path().join("dev");
     let subject = SubjectId::synthetic(3, 4, 1991, 212).expect("synthetic");
 
-    // A consent whose period ends in three seconds.
+    // A consent in force since two hours ago, whose period ends in three seconds.
     let gateway = start_dev(&[BIN], &data, &[]).await;
     let token = dev_token(&data, "portal", "jobseeker", Some(&subject.expose()));
     let mut portal = ConsentServiceClient::new(dev_channel(&data, "portal", &gateway.addr).await);
@@ -119,7 +122,7 @@ async fn a_clock_set_back_an_hour_neither_revives_an_expired_consent_nor_rewinds
                     purposes: vec!["ips_follow_up".into()],
                 }],
                 period: Some(Period {
-                    start: at(now - 60),
+                    start: at(now - 7200),
                     end: at(now + 3),
                 }),
                 ..Default::default()
@@ -128,14 +131,14 @@ async fn a_clock_set_back_an_hour_neither_revives_an_expired_consent_nor_rewinds
         .await
         .expect("grant");
     assert_eq!(
-        nav_checks(&data, &gateway.addr, &subject)
+        nav_checks(&data, &gateway.addr, &subject, &[])
             .await
             .expect("check"),
         (true, ReasonCode::Unspecified)
     );
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(
-        nav_checks(&data, &gateway.addr, &subject)
+        nav_checks(&data, &gateway.addr, &subject, &[])
             .await
             .expect("check"),
         (false, ReasonCode::ConsentExpired)
@@ -151,7 +154,7 @@ async fn a_clock_set_back_an_hour_neither_revives_an_expired_consent_nor_rewinds
         ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
     ];
     let behind = start_dev(&[BIN], &data, &faked).await;
-    let refused = nav_checks(&data, &behind.addr, &subject)
+    let refused = nav_checks(&data, &behind.addr, &subject, &faked)
         .await
         .expect_err("refused while the clock is behind");
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
@@ -181,7 +184,7 @@ async fn a_clock_set_back_an_hour_neither_revives_an_expired_consent_nor_rewinds
     // Back on the right time: the consent is expired, as it was.
     let again = start_dev(&[BIN], &data, &[]).await;
     assert_eq!(
-        nav_checks(&data, &again.addr, &subject)
+        nav_checks(&data, &again.addr, &subject, &[])
             .await
             .expect("check"),
         (false, ReasonCode::ConsentExpired)

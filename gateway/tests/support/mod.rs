@@ -115,9 +115,21 @@ pub async fn dev_channel(data: &Path, org: &str, addr: &str) -> Channel {
 
 /// A development token from `casegate dev token`.
 pub fn dev_token(data: &Path, org: &str, role: &str, pid: Option<&str>) -> String {
+    dev_token_with(data, org, role, pid, &[])
+}
+
+/// A development token from `casegate dev token` run with `env` set (e.g. a faked clock).
+pub fn dev_token_with(
+    data: &Path,
+    org: &str,
+    role: &str,
+    pid: Option<&str>,
+    env: &[(&str, &str)],
+) -> String {
     let mut cmd = std::process::Command::new(BIN);
     cmd.args(["dev", "token", "--org", org, "--role", role, "--data"])
-        .arg(data);
+        .arg(data)
+        .envs(env.iter().copied());
     if let Some(pid) = pid {
         cmd.args(["--pid", pid]);
     }
