@@ -34,7 +34,7 @@ pub const MAX_SIGNATURES: usize = 100;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("key name must be non-empty and contain no '+' or whitespace")]
+    #[error("key name must be non-empty and contain no '+', whitespace or control characters")]
     KeyName,
     #[error("malformed key: {0}")]
     KeyFormat(&'static str),
@@ -58,8 +58,12 @@ pub enum CheckpointError {
     OriginMismatch { origin: String, key: String },
 }
 
+/// C2SP signed-note: non-empty, no Unicode spaces, no `+`; and no control characters, which
+/// no note may hold (so a key named with one could never verify anything).
 fn valid_name(name: &str) -> bool {
-    !name.is_empty() && !name.contains('+') && !name.chars().any(char::is_whitespace)
+    !name.is_empty()
+        && !name.contains('+')
+        && !name.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 fn key_id(name: &str, public: &[u8]) -> [u8; 4] {

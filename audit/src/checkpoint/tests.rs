@@ -76,6 +76,9 @@ fn tampering_and_foreign_keys_are_refused() {
     let wrong_id = format!("{}+00000000+{key}", verifier.name());
     assert!(Verifier::from_vkey(&wrong_id).is_err());
     assert!(Signer::generate("has space").is_err());
+    assert!(Signer::generate("has\u{1b}escape").is_err());
+    let escaped = format!("a\u{1b}b+{}", vkey.split_once('+').expect("name").1);
+    assert_eq!(Verifier::from_vkey(&escaped), Err(CheckpointError::KeyName));
 }
 
 /// A verifier key text for raw public-key bytes, with the C2SP key id they imply.
