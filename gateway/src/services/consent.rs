@@ -232,6 +232,11 @@ impl ConsentService for ConsentApi {
             evidence,
         };
         let supersedes = input.supersedes;
+        // Only a consent the caller may read can be replaced; any other id, existing or not,
+        // gets the same refusal.
+        if let Some(id) = supersedes {
+            self.visible(principal, id, None).await?;
+        }
         let _write = self.writes.lock().await;
         let record = self
             .blocking(move |s| s.prepare_grant(new, supersedes, now()))

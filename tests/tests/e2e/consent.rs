@@ -535,6 +535,42 @@ async fn a_party_named_in_no_consent_learns_nothing_of_them_and_every_look_is_au
     }
     assert_eq!(gets[0], gets[1]);
 
+    // Nor can IPS replace the consent by recording a new version of it: refused as for an
+    // id that does not exist, and the consent stays as it was.
+    let mut takeover = nav_grant(&gw, &me);
+    takeover.provisions[0].senders = vec![party(&gw, "ips", &[])];
+    takeover.evidence = Some(signed_form());
+    let mut supersede_refusals = Vec::new();
+    for id in [
+        consent.consent_id.clone(),
+        "0190b6c2-5a1e-7000-8000-00000000abcd".to_owned(),
+    ] {
+        let mut request = takeover.clone();
+        request.supersedes_consent_id = id;
+        let status = ips
+            .consent
+            .grant_consent(request)
+            .await
+            .expect_err("not the caller's to replace");
+        supersede_refusals.push((status.code(), status.message().to_owned()));
+    }
+    assert_eq!(supersede_refusals[0], supersede_refusals[1]);
+    assert_eq!(supersede_refusals[0].0, Code::PermissionDenied);
+    let still = gw
+        .jobseeker(&me)
+        .await
+        .consent
+        .get_consent(GetConsentRequest {
+            consent_id: consent.consent_id.clone(),
+            version: 0,
+        })
+        .await
+        .expect("the jobseeker reads it")
+        .into_inner()
+        .consent
+        .expect("record");
+    assert_eq!((still.version, still.status()), (1, ConsentStatus::Active));
+
     // Every one of those looks is in the log, as IPS's.
     let ips_orgnr = gw.org("ips").orgnr.clone();
     let entries: Vec<_> = gw
