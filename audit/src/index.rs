@@ -56,7 +56,7 @@ pub struct Filter {
     pub subject: Option<[u8; 32]>,
     /// Entries whose actor, sender or recipient is this organisation.
     pub orgnr: Option<String>,
-    /// Entries this organisation may see (it is actor, sender or recipient); `None` sees all.
+    /// Entries this organisation may see ([`visible_to`]); `None` sees all.
     pub visible_to: Option<String>,
     /// Entries of these kinds; empty means every kind.
     pub kinds: Vec<EntryKind>,
@@ -73,11 +73,34 @@ impl Filter {
         self.subject
             .is_none_or(|s| entry.subject_pseudonym == Some(s))
             && self.orgnr.as_deref().is_none_or(involves)
-            && self.visible_to.as_deref().is_none_or(involves)
+            && self
+                .visible_to
+                .as_deref()
+                .is_none_or(|org| visible_to(entry, org))
             && (self.kinds.is_empty() || self.kinds.contains(&entry.kind))
             && self.from_micros.is_none_or(|t| entry.time_micros >= t)
             && self.until_micros.is_none_or(|t| entry.time_micros < t)
     }
+}
+
+/// Whether organisation `org` may see `entry`: it acted, or it is the sender or recipient of a
+/// note that was disclosed (permitted, delivered, acknowledged or purged). A refused or dry-run
+/// disclosure is its actor's alone: the recipient it named received nothing, and seeing it
+/// would tell that organisation that the sender knows the jobseeker — for IPS, that they are in
+/// treatment.
+pub fn visible_to(entry: &Entry, org: &str) -> bool {
+    let acted = entry.actor.as_ref().is_some_and(|a| a.orgnr == org);
+    let disclosed = matches!(
+        entry.kind,
+        EntryKind::DisclosurePermitted
+            | EntryKind::NoteDelivered
+            | EntryKind::NoteAcknowledged
+            | EntryKind::NotePurged
+    );
+    acted
+        || (disclosed
+            && (entry.sender_orgnr.as_deref() == Some(org)
+                || entry.recipient_orgnr.as_deref() == Some(org)))
 }
 
 /// The organisations an entry involves: its actor, sender and recipient.

@@ -290,3 +290,46 @@ fn an_earlier_sled_index_is_removed_and_the_index_starts_empty() {
     left.sort();
     assert_eq!(left, vec![POSTINGS.to_owned()]);
 }
+
+#[test]
+fn a_refused_or_dry_run_disclosure_is_visible_to_its_actor_alone() {
+    let (sender, recipient, other) = ("910000098", "910000071", "910000063");
+    let entry = |kind| {
+        let mut e = Entry::new(kind, 1);
+        e.actor = Some(Actor {
+            orgnr: sender.into(),
+            user_id: "u".into(),
+            role: "employment_specialist".into(),
+            cert_sha256: [0; 32],
+        });
+        e.sender_orgnr = Some(sender.into());
+        e.recipient_orgnr = Some(recipient.into());
+        e
+    };
+    for (kind, recipient_sees) in [
+        (EntryKind::DisclosureRefused, false),
+        (EntryKind::DisclosureChecked, false),
+        (EntryKind::DisclosurePermitted, true),
+        (EntryKind::NoteDelivered, true),
+        (EntryKind::NoteAcknowledged, true),
+        (EntryKind::NotePurged, true),
+    ] {
+        let e = entry(kind);
+        assert!(visible_to(&e, sender), "{kind}: the actor sees it");
+        assert_eq!(
+            visible_to(&e, recipient),
+            recipient_sees,
+            "{kind}: the recipient"
+        );
+        assert!(!visible_to(&e, other), "{kind}: an unrelated organisation");
+        let filter = Filter {
+            visible_to: Some(recipient.into()),
+            ..Filter::default()
+        };
+        assert_eq!(
+            filter.matches(&e),
+            recipient_sees,
+            "{kind}: the filter agrees"
+        );
+    }
+}

@@ -571,8 +571,32 @@ async fn a_party_named_in_no_consent_learns_nothing_of_them_and_every_look_is_au
         .expect("record");
     assert_eq!((still.version, still.status()), (1, ConsentStatus::Active));
 
-    // Every one of those looks is in the log, as IPS's.
+    // NAV, named as the recipient of IPS's refused attempts and dry runs, never sees them: to
+    // its privacy officer the log holds nothing of IPS about this jobseeker.
+    let mut nav_officer = gw.caller("nav", "privacy_officer").await;
+    let mut stream = nav_officer
+        .audit
+        .query_audit(casegate_proto::v1::QueryAuditRequest {
+            subject_id: me.expose(),
+            ..Default::default()
+        })
+        .await
+        .expect("query")
+        .into_inner();
     let ips_orgnr = gw.org("ips").orgnr.clone();
+    let mut seen_by_nav = 0;
+    while let Some(item) = stream.message().await.expect("entry") {
+        let entry = item.entry.expect("entry");
+        seen_by_nav += 1;
+        assert!(
+            entry.actor.as_ref().is_none_or(|a| a.orgnr != ips_orgnr),
+            "NAV sees IPS's {:?}",
+            entry.kind
+        );
+    }
+    assert_eq!(seen_by_nav, 1, "NAV sees only its own query");
+
+    // Every one of those looks is in the log, as IPS's.
     let entries: Vec<_> = gw
         .audit_entries()
         .await
