@@ -3,22 +3,15 @@
 //! it with a non-zero exit code (so a supervisor restarts it). The failures are injected by an
 //! `LD_PRELOAD` shim compiled here with the system C compiler.
 
+mod support;
+
 use std::{
     path::{Path, PathBuf},
-    process::Stdio,
     time::Duration,
 };
 
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
-
-const BIN: &str = env!("CARGO_BIN_EXE_casegate");
+use support::DevGateway;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 /// Wraps `accept` and `accept4`. `SHIM_ACCEPT_ERRNOS="71,23"` makes the first accepts that
 /// find a connection take it, close it and fail with those errno values in turn;
@@ -91,54 +84,10 @@ fn build_shim(dir: &Path) -> PathBuf {
 }
 
 /// `casegate dev` on an ephemeral loopback port with the shim preloaded and `env` set.
-/// Returns the child, its address and a task collecting its log (standard error).
-async fn start_dev(
-    data: &Path,
-    shim: &Path,
-    env: &[(&str, &str)],
-) -> (Child, String, tokio::task::JoinHandle<Vec<String>>) {
-    let mut cmd = Command::new(BIN);
-    cmd.env_remove("RUST_LOG").kill_on_drop(true);
-    for (name, _) in std::env::vars() {
-        if name.starts_with("CASEGATE_") || name.starts_with("SHIM_") {
-            cmd.env_remove(name);
-        }
-    }
-    let mut child = cmd
-        .args(["dev", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .env("CASEGATE_SERVER__SHUTDOWN_GRACE", "1s")
-        .env("CASEGATE_METRICS__LISTEN", "127.0.0.1:0")
-        .env("LD_PRELOAD", shim)
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start casegate dev");
-    let stderr = child.stderr.take().expect("stderr");
-    let log = tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        let mut seen = Vec::new();
-        while let Ok(Some(line)) = lines.next_line().await {
-            seen.push(line);
-        }
-        seen
-    });
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let find = async {
-        while let Some(line) = lines.next_line().await.expect("read stdout") {
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                return rest.split_whitespace().next().map(str::to_owned);
-            }
-        }
-        None
-    };
-    let addr = tokio::time::timeout(Duration::from_secs(60), find)
-        .await
-        .expect("dev gateway printed its address in time")
-        .expect("dev gateway printed its address");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr, log)
+async fn start_dev(data: &Path, shim: &Path, env: &[(&str, &str)]) -> DevGateway {
+    let mut all = vec![("LD_PRELOAD", shim.to_str().expect("shim path"))];
+    all.extend_from_slice(env);
+    support::start_dev(data, &all).await
 }
 
 /// Opens a TCP connection and closes it: enough to make the gateway call `accept`.
@@ -150,25 +99,7 @@ async fn knock(addr: &str) {
 }
 
 async fn health(data: &Path, addr: &str) -> Result<ServingStatus, String> {
-    let read = |name: &str| std::fs::read_to_string(data.join("pki").join(name)).expect("pki");
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read("ca.pem")))
-        .identity(Identity::from_pem(read("nav.pem"), read("nav.key")))
-        .domain_name("localhost");
-    let channel = Channel::from_shared(format!("https://{addr}"))
-        .expect("uri")
-        .tls_config(tls)
-        .expect("tls")
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let response = HealthClient::new(channel)
-        .check(HealthCheckRequest::default())
-        .await
-        .map_err(|e| format!("check: {e}"))?;
-    Ok(response.into_inner().status())
+    support::health(data, "nav", addr).await
 }
 
 #[tokio::test]
@@ -178,8 +109,11 @@ async fn failed_accepts_of_connections_and_resources_are_retried_and_the_gateway
     let data = dir.path().join("dev");
     // EPROTO, ENFILE, ENOBUFS, EHOSTUNREACH, EMFILE: one accept each.
     let errnos = ["71", "23", "105", "113", "24"];
-    let (mut child, addr, log) =
-        start_dev(&data, &shim, &[("SHIM_ACCEPT_ERRNOS", &errnos.join(","))]).await;
+    let DevGateway {
+        mut child,
+        addr,
+        log,
+    } = start_dev(&data, &shim, &[("SHIM_ACCEPT_ERRNOS", &errnos.join(","))]).await;
     for _ in errnos {
         knock(&addr).await;
     }
@@ -219,8 +153,11 @@ async fn an_unusable_listener_stops_the_gateway_with_a_non_zero_exit_and_says_wh
     let shim = build_shim(dir.path());
     let data = dir.path().join("dev");
     // EINVAL: the socket is not listening.
-    let (mut child, addr, log) =
-        start_dev(&data, &shim, &[("SHIM_ACCEPT_ERRNO_ALWAYS", "22")]).await;
+    let DevGateway {
+        mut child,
+        addr,
+        log,
+    } = start_dev(&data, &shim, &[("SHIM_ACCEPT_ERRNO_ALWAYS", "22")]).await;
     knock(&addr).await;
     let exit = tokio::time::timeout(Duration::from_secs(30), child.wait())
         .await

@@ -3,85 +3,21 @@
 
 use std::{path::Path, process::Stdio, time::Duration};
 
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
+mod support;
+
+use support::{
+    BIN, DevGateway, casegate, dev_channel, dev_orgnr, dev_token, signal, start_dev, with,
 };
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_casegate");
-
-fn casegate() -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env_remove("RUST_LOG").kill_on_drop(true);
-    // No settings may leak in from the environment of whoever runs the tests.
-    for (name, _) in std::env::vars() {
-        if name.starts_with("CASEGATE_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd
-}
-
-/// Starts `casegate dev` on an ephemeral loopback port and returns it with its address.
-async fn start_dev(data: &Path, grace: &str) -> (Child, String) {
-    let mut child = casegate()
-        .args(["dev", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .env("CASEGATE_SERVER__SHUTDOWN_GRACE", grace)
-        .env("CASEGATE_METRICS__LISTEN", "127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start casegate dev");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let find = async {
-        while let Some(line) = lines.next_line().await.expect("read stdout") {
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                return rest.split_whitespace().next().map(str::to_owned);
-            }
-        }
-        None
-    };
-    let addr = tokio::time::timeout(Duration::from_secs(60), find)
-        .await
-        .expect("dev gateway printed its address in time")
-        .expect("dev gateway printed its address");
-    // Keep draining stdout so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+/// `casegate dev` over `data` with a grace period of `grace`: the child and its address.
+async fn dev_with_grace(data: &Path, grace: &str) -> (tokio::process::Child, String) {
+    let DevGateway { child, addr, .. } =
+        start_dev(data, &[("CASEGATE_SERVER__SHUTDOWN_GRACE", grace)]).await;
     (child, addr)
-}
-
-async fn dev_channel(data: &Path, org: &str, addr: &str) -> Channel {
-    let read =
-        |name: String| std::fs::read_to_string(data.join("pki").join(name)).expect("pki file");
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read("ca.pem".into())))
-        .identity(Identity::from_pem(
-            read(format!("{org}.pem")),
-            read(format!("{org}.key")),
-        ))
-        .domain_name("localhost");
-    Channel::from_shared(format!("https://{addr}"))
-        .expect("uri")
-        .tls_config(tls)
-        .expect("tls")
-        .connect()
-        .await
-        .expect("connect")
-}
-
-fn signal(child: &Child, name: &str) {
-    let pid = child.id().expect("running").to_string();
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{name}"), &pid])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
 }
 
 #[tokio::test]
@@ -245,7 +181,7 @@ async fn check_config_refuses_a_key_set_holding_a_small_order_ed25519_key() {
 #[tokio::test]
 async fn sigterm_during_a_streaming_call_exits_zero_within_the_grace_period() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut child, addr) = start_dev(dir.path(), "2s").await;
+    let (mut child, addr) = dev_with_grace(dir.path(), "2s").await;
 
     let mut health = HealthClient::new(dev_channel(dir.path(), "clinic", &addr).await);
     let mut watch = health
@@ -284,7 +220,7 @@ async fn sigterm_during_a_streaming_call_exits_zero_within_the_grace_period() {
 #[tokio::test]
 async fn dev_mode_serves_tokens_that_the_gateway_accepts_and_sigint_stops_it() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut child, addr) = start_dev(dir.path(), "5s").await;
+    let (mut child, addr) = dev_with_grace(dir.path(), "5s").await;
     for file in [
         "ca.pem",
         "clinic.pem",
@@ -484,20 +420,6 @@ async fn dev_token_refuses_unknown_organisations_roles_and_identity_numbers() {
 
 /// `message` with a bearer token.
 /// A token from `casegate dev token` for a development organisation.
-fn dev_token(data: &Path, org: &str, role: &str, pid: Option<&str>) -> String {
-    let mut cmd = std::process::Command::new(BIN);
-    cmd.args(["dev", "token", "--org", org, "--role", role, "--data"])
-        .arg(data);
-    if let Some(pid) = pid {
-        cmd.args(["--pid", pid]);
-    }
-    let out = cmd.output().expect("token");
-    String::from_utf8(out.stdout)
-        .expect("utf8")
-        .trim()
-        .to_owned()
-}
-
 /// The jobseeker's consent for `sender` to send benefit counselling to `recipient` (dev
 /// organisation slugs) for `purpose`, valid from a minute ago for a day.
 fn dev_grant(
@@ -530,25 +452,6 @@ fn dev_grant(
         }),
         ..Default::default()
     }
-}
-
-/// The organisation number of a development organisation.
-fn dev_orgnr(slug: &str) -> String {
-    casegate::dev::ORGS
-        .iter()
-        .find(|o| o.slug == slug)
-        .expect("org")
-        .orgnr
-        .to_owned()
-}
-
-fn with<T>(token: &str, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("ascii"),
-    );
-    request
 }
 
 /// Fetches `http://addr/metrics` with a bare HTTP/1.1 request.
@@ -780,7 +683,7 @@ async fn rotating_the_audit_key_keeps_the_whole_log_verifiable() {
     };
 
     // A first run, then keep its checkpoint as a privacy officer would.
-    let (mut child, _) = start_dev(dir.path(), "5s").await;
+    let (mut child, _) = dev_with_grace(dir.path(), "5s").await;
     signal(&child, "INT");
     assert!(child.wait().await.expect("wait").success());
     let old_vkey = vkey(&config);
@@ -810,7 +713,7 @@ async fn rotating_the_audit_key_keeps_the_whole_log_verifiable() {
     );
 
     // A second run signs with the new key only.
-    let (mut child, _) = start_dev(dir.path(), "5s").await;
+    let (mut child, _) = dev_with_grace(dir.path(), "5s").await;
     signal(&child, "INT");
     assert!(child.wait().await.expect("wait").success());
 
@@ -855,7 +758,7 @@ async fn an_officer_queries_and_reports_from_the_command_line_and_replays_offlin
 
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path();
-    let (mut child, addr) = start_dev(data, "2s").await;
+    let (mut child, addr) = dev_with_grace(data, "2s").await;
     let subject = casegate_consent::SubjectId::synthetic_all()
         .nth(77)
         .expect("subject")

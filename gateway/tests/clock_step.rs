@@ -14,9 +14,7 @@ use casegate_proto::v1::{
 };
 use support::{BIN, dev_channel, dev_orgnr, dev_token, dev_token_with, start_dev, with};
 use tonic::Code;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 /// Debian's `libfaketime` (package `faketime`), preloaded into the gateway itself so that
 /// signals reach it (the `faketime` wrapper does not pass SIGTERM on); `None` when it is
@@ -81,12 +79,7 @@ async fn nav_checks(
 }
 
 async fn health(data: &std::path::Path, addr: &str) -> ServingStatus {
-    HealthClient::new(dev_channel(data, "nav", addr).await)
-        .check(HealthCheckRequest::default())
-        .await
-        .expect("health")
-        .into_inner()
-        .status()
+    support::health(data, "nav", addr).await.expect("health")
 }
 
 #[tokio::test]
@@ -99,7 +92,7 @@ async fn a_clock_set_back_an_hour_neither_revives_an_expired_consent_nor_rewinds
     let subject = SubjectId::synthetic(3, 4, 1991, 212).expect("synthetic");
 
     // A consent in force since two hours ago, whose period ends in three seconds.
-    let gateway = start_dev(&[BIN], &data, &[]).await;
+    let gateway = start_dev(&data, &[]).await;
     let token = dev_token(&data, "portal", "jobseeker", Some(&subject.expose()));
     let mut portal = ConsentServiceClient::new(dev_channel(&data, "portal", &gateway.addr).await);
     let now = unix_now();
@@ -153,7 +146,7 @@ async fn a_clock_set_back_an_hour_neither_revives_an_expired_consent_nor_rewinds
         // Timers and timeouts run on the monotonic clock, which is not the point here.
         ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
     ];
-    let behind = start_dev(&[BIN], &data, &faked).await;
+    let behind = start_dev(&data, &faked).await;
     let refused = nav_checks(&data, &behind.addr, &subject, &faked)
         .await
         .expect_err("refused while the clock is behind");
@@ -182,7 +175,7 @@ async fn a_clock_set_back_an_hour_neither_revives_an_expired_consent_nor_rewinds
     );
 
     // Back on the right time: the consent is expired, as it was.
-    let again = start_dev(&[BIN], &data, &[]).await;
+    let again = start_dev(&data, &[]).await;
     assert_eq!(
         nav_checks(&data, &again.addr, &subject, &[])
             .await

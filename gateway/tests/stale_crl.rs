@@ -2,6 +2,8 @@
 //! warns (or, with `tls.stale_crls = "refuse"`, fails), and a serving gateway logs it and
 //! exports it as a metric.
 
+mod support;
+
 use std::{
     path::Path,
     process::Stdio,
@@ -13,17 +15,11 @@ use tokio::{
     process::Command,
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_casegate");
 const STALE_CRL: &str = "pki/stale-ca.crl.pem";
 
+/// The binary, its CRL setting pointing at the stale CRL.
 fn casegate() -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env_remove("RUST_LOG").kill_on_drop(true);
-    for (name, _) in std::env::vars() {
-        if name.starts_with("CASEGATE_") {
-            cmd.env_remove(name);
-        }
-    }
+    let mut cmd = support::casegate();
     cmd.env("CASEGATE_TLS__CLIENT_CRLS", format!("[\"{STALE_CRL}\"]"));
     cmd
 }

@@ -21,12 +21,11 @@ pub struct DevGateway {
     pub log: tokio::task::JoinHandle<Vec<String>>,
 }
 
-/// `program` (the binary, or a wrapper followed by the binary) with no `CASEGATE_` setting
-/// leaking in from the environment of whoever runs the tests.
-pub fn command(program: &[&str]) -> Command {
-    let (first, rest) = program.split_first().expect("a program");
-    let mut cmd = Command::new(first);
-    cmd.args(rest).env_remove("RUST_LOG").kill_on_drop(true);
+/// The `casegate` binary, with no `CASEGATE_` setting (nor `RUST_LOG`) leaking in from the
+/// environment of whoever runs the tests.
+pub fn casegate() -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_remove("RUST_LOG").kill_on_drop(true);
     for (name, _) in std::env::vars() {
         if name.starts_with("CASEGATE_") {
             cmd.env_remove(name);
@@ -35,13 +34,15 @@ pub fn command(program: &[&str]) -> Command {
     cmd
 }
 
-/// Starts `program dev` on an ephemeral loopback port over `data` (a grace period of one
-/// second), with `env` set, and waits for its address.
-pub async fn start_dev(program: &[&str], data: &Path, env: &[(&str, &str)]) -> DevGateway {
-    let mut child = command(program)
+/// Starts `casegate dev` on an ephemeral loopback port over `data`, with a grace period of one
+/// second and metrics on an ephemeral port unless `env` says otherwise, and waits for its
+/// address.
+pub async fn start_dev(data: &Path, env: &[(&str, &str)]) -> DevGateway {
+    let mut child = casegate()
         .args(["dev", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
         .env("CASEGATE_SERVER__SHUTDOWN_GRACE", "1s")
+        .env("CASEGATE_METRICS__LISTEN", "127.0.0.1:0")
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -74,15 +75,20 @@ pub async fn start_dev(program: &[&str], data: &Path, env: &[(&str, &str)]) -> D
     DevGateway { child, addr, log }
 }
 
+/// Sends the signal `name` (`TERM`, `INT`, …) to `child`.
+pub fn signal(child: &Child, name: &str) {
+    let pid = child.id().expect("running").to_string();
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
 impl DevGateway {
     /// SIGTERM, then waits (at most 30 s) for the exit; returns its log.
     pub async fn stop(mut self) -> (std::process::ExitStatus, Vec<String>) {
-        let pid = self.child.id().expect("running").to_string();
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
-        assert!(sent.success());
+        signal(&self.child, "TERM");
         let exit = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
             .expect("stops after SIGTERM")
@@ -91,8 +97,12 @@ impl DevGateway {
     }
 }
 
-/// A mutual-TLS channel to a dev gateway as the development organisation `org`.
-pub async fn dev_channel(data: &Path, org: &str, addr: &str) -> Channel {
+/// A mutual-TLS connection to a dev gateway as the development organisation `org`.
+pub async fn connect(
+    data: &Path,
+    org: &str,
+    addr: &str,
+) -> Result<Channel, tonic::transport::Error> {
     let read =
         |name: String| std::fs::read_to_string(data.join("pki").join(name)).expect("pki file");
     let tls = ClientTlsConfig::new()
@@ -104,13 +114,16 @@ pub async fn dev_channel(data: &Path, org: &str, addr: &str) -> Channel {
         .domain_name("localhost");
     Channel::from_shared(format!("https://{addr}"))
         .expect("uri")
-        .tls_config(tls)
-        .expect("tls")
+        .tls_config(tls)?
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(10))
         .connect()
         .await
-        .expect("connect")
+}
+
+/// As [`connect`], which must succeed.
+pub async fn dev_channel(data: &Path, org: &str, addr: &str) -> Channel {
+    connect(data, org, addr).await.expect("connect")
 }
 
 /// A development token from `casegate dev token`.
@@ -148,6 +161,23 @@ pub fn dev_orgnr(slug: &str) -> String {
         .expect("org")
         .orgnr
         .to_owned()
+}
+
+/// The gateway's health as seen over `org`'s connection, or why it could not be asked.
+pub async fn health(
+    data: &Path,
+    org: &str,
+    addr: &str,
+) -> Result<tonic_health::pb::health_check_response::ServingStatus, String> {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let channel = connect(data, org, addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let response = HealthClient::new(channel)
+        .check(HealthCheckRequest::default())
+        .await
+        .map_err(|e| format!("check: {e}"))?;
+    Ok(response.into_inner().status())
 }
 
 /// `message` with a bearer token.
