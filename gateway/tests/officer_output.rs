@@ -3,12 +3,12 @@
 //! then altered, and query answers full of text meant for terminals and spreadsheets. What the
 //! officer is shown must be what was verified, and safe where it is printed.
 
+mod support;
+
 use std::{
     path::Path,
     pin::Pin,
-    process::Stdio,
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
 use casegate_audit::entry::EntryKind;
@@ -23,108 +23,15 @@ use casegate_proto::v1::{
     consent_service_client::ConsentServiceClient,
     disclosure_service_client::DisclosureServiceClient,
 };
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-};
+use support::{BIN, dev_channel, dev_orgnr, dev_token, start_dev, with};
 use tokio_stream::Stream;
 use tonic::{
     Request, Response, Status,
-    transport::{Certificate, Channel, ClientTlsConfig, Identity, Server, ServerTlsConfig},
+    transport::{Identity, Server, ServerTlsConfig},
 };
-
-const BIN: &str = env!("CARGO_BIN_EXE_casegate");
-
-fn casegate() -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env_remove("RUST_LOG").kill_on_drop(true);
-    for (name, _) in std::env::vars() {
-        if name.starts_with("CASEGATE_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd
-}
-
-/// Starts `casegate dev` on an ephemeral loopback port and returns it with its address.
-async fn start_dev(data: &Path) -> (Child, String) {
-    let mut child = casegate()
-        .args(["dev", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .env("CASEGATE_METRICS__LISTEN", "127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start casegate dev");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let find = async {
-        while let Some(line) = lines.next_line().await.expect("read stdout") {
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                return rest.split_whitespace().next().map(str::to_owned);
-            }
-        }
-        None
-    };
-    let addr = tokio::time::timeout(Duration::from_secs(60), find)
-        .await
-        .expect("dev gateway printed its address in time")
-        .expect("dev gateway printed its address");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr)
-}
 
 fn pki(data: &Path, name: &str) -> String {
     std::fs::read_to_string(data.join("pki").join(name)).expect("pki file")
-}
-
-async fn dev_channel(data: &Path, org: &str, addr: &str) -> Channel {
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(pki(data, "ca.pem")))
-        .identity(Identity::from_pem(
-            pki(data, &format!("{org}.pem")),
-            pki(data, &format!("{org}.key")),
-        ))
-        .domain_name("localhost");
-    Channel::from_shared(format!("https://{addr}"))
-        .expect("uri")
-        .tls_config(tls)
-        .expect("tls")
-        .connect()
-        .await
-        .expect("connect")
-}
-
-fn dev_token(data: &Path, org: &str, role: &str, pid: Option<&str>) -> String {
-    let mut cmd = std::process::Command::new(BIN);
-    cmd.args(["dev", "token", "--org", org, "--role", role, "--data"])
-        .arg(data);
-    if let Some(pid) = pid {
-        cmd.args(["--pid", pid]);
-    }
-    let out = cmd.output().expect("token");
-    String::from_utf8(out.stdout)
-        .expect("utf8")
-        .trim()
-        .to_owned()
-}
-
-fn dev_orgnr(slug: &str) -> String {
-    casegate::dev::ORGS
-        .iter()
-        .find(|o| o.slug == slug)
-        .expect("org")
-        .orgnr
-        .to_owned()
-}
-
-fn with<T>(token: &str, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("header"),
-    );
-    request
 }
 
 fn run(args: &[&str]) -> (i32, String, String) {
@@ -259,7 +166,8 @@ fn unsafe_char(c: char) -> bool {
 async fn an_officer_is_shown_only_what_verified_and_only_safe_text() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path();
-    let (mut child, addr) = start_dev(data).await;
+    let dev = start_dev(data, &[]).await;
+    let addr = dev.addr.clone();
     let subject = casegate_consent::SubjectId::synthetic_all()
         .nth(91)
         .expect("subject")
@@ -456,6 +364,6 @@ async fn an_officer_is_shown_only_what_verified_and_only_safe_text() {
     let json: serde_json::Value = serde_json::from_str(&json).expect("JSON");
     assert_eq!(json[0]["detail"], "permitted\u{202E}desufer\u{202C}");
 
-    let _ = child.start_kill();
-    let _ = child.wait().await;
+    let (exit, _) = dev.stop().await;
+    assert!(exit.success());
 }
