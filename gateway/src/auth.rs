@@ -91,8 +91,8 @@ pub enum AuthError {
         "token cnf names a confirmation method this gateway cannot check (only x5t#S256, RFC 8705)"
     )]
     UnsupportedConfirmation,
-    #[error("token pid is not a valid national identity number")]
-    InvalidPid,
+    #[error("token pid is not a valid national identity number: {0}")]
+    InvalidPid(casegate_consent::ParseError),
     #[error("token is bound to a different client certificate (cnf x5t#S256)")]
     CertificateBinding,
     #[error("token org does not match the client certificate's organisation")]
@@ -408,7 +408,7 @@ impl Authenticator {
         let pid = claims
             .pid
             .as_deref()
-            .map(|p| p.parse::<SubjectId>().map_err(|_| AuthError::InvalidPid))
+            .map(|p| p.parse::<SubjectId>().map_err(AuthError::InvalidPid))
             .transpose()?;
         if org
             .parse::<OrgNumber>()

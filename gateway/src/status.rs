@@ -24,7 +24,7 @@ impl From<AuthError> for Status {
             | AuthError::UnknownKey
             | AuthError::Invalid(_)
             | AuthError::MissingClaim(_)
-            | AuthError::InvalidPid
+            | AuthError::InvalidPid(_)
             | AuthError::InvalidClaim(..)
             | AuthError::InvalidOrg
             | AuthError::UnsupportedHeader(_)

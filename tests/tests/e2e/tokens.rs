@@ -156,7 +156,15 @@ async fn tokens_are_checked_on_every_call() {
             name: "pid that is not an identity number",
             token: sign(&with(&|c| c["pid"] = json!("12345678901"))),
             code: Code::Unauthenticated,
-            message: "pid is not a valid",
+            message: "pid is not a valid national identity number: national identity number \
+                      check digits do not match: the first",
+        },
+        Case {
+            name: "pid that is an FH number",
+            token: sign(&with(&|c| c["pid"] = json!("81819012349"))),
+            code: Code::Unauthenticated,
+            message: "FH numbers (the health sector's help numbers, first digit 8 or 9) are not \
+                      supported",
         },
         Case {
             name: "org differs from the certificate's",
