@@ -58,6 +58,9 @@ pub struct Filter {
     pub orgnr: Option<String>,
     /// Entries this organisation may see ([`visible_to`]); `None` sees all.
     pub visible_to: Option<String>,
+    /// With `visible_to`: also the grant and withdrawal entries of these consent versions
+    /// (id, version) — the versions that organisation may read, whoever recorded them.
+    pub consents: Vec<(String, u32)>,
     /// Entries of these kinds; empty means every kind.
     pub kinds: Vec<EntryKind>,
     /// Entries at or after this time (microseconds since the epoch).
@@ -76,10 +79,24 @@ impl Filter {
             && self
                 .visible_to
                 .as_deref()
-                .is_none_or(|org| visible_to(entry, org))
+                .is_none_or(|org| visible_to(entry, org) || self.records_consent(entry))
             && (self.kinds.is_empty() || self.kinds.contains(&entry.kind))
             && self.from_micros.is_none_or(|t| entry.time_micros >= t)
             && self.until_micros.is_none_or(|t| entry.time_micros < t)
+    }
+}
+
+impl Filter {
+    /// Whether `entry` grants or withdraws one of [`Filter::consents`].
+    fn records_consent(&self, entry: &Entry) -> bool {
+        matches!(
+            entry.kind,
+            EntryKind::ConsentGranted | EntryKind::ConsentWithdrawn
+        ) && entry.consent.as_ref().is_some_and(|c| {
+            self.consents
+                .iter()
+                .any(|(id, version)| *id == c.id && *version == c.version)
+        })
     }
 }
 
@@ -463,7 +480,11 @@ impl AuditIndex {
         if start >= end {
             return Ok(Box::new(std::iter::empty()));
         }
-        let org = filter.orgnr.as_deref().or(filter.visible_to.as_deref());
+        // Consent entries widen what `visible_to` lets through beyond the organisation's list.
+        let org = match filter.consents.is_empty() {
+            true => filter.orgnr.as_deref().or(filter.visible_to.as_deref()),
+            false => filter.orgnr.as_deref(),
+        };
         if let Some(subject) = filter.subject {
             return Ok(Box::new(self.list(List::Subject(subject), start, end)));
         }

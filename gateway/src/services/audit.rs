@@ -296,6 +296,7 @@ impl AuditService for AuditApi {
             subject: pseudonym,
             orgnr: query.orgnr.map(|o| o.to_string()),
             visible_to: scope.visible_to(),
+            consents: Vec::new(),
             kinds: query.kinds.clone(),
             from_micros: query.from.map(|t| t.0),
             until_micros: query.until.map(|t| t.0),
@@ -351,11 +352,32 @@ impl AuditService for AuditApi {
         entry.detail = Some(scope.to_string());
         let appended = self.audit.append(&entry).await.map_err(append_error)?;
 
+        let consents = self.consents.clone();
+        let now = Timestamp(audit::now_micros());
+        let consents = blocking(move || {
+            let records = consents.for_subject(&subject).map_err(|e| {
+                tracing::error!(error = %e, "consent store failed");
+                Status::internal("the consent store failed")
+            })?;
+            Ok((subject, records))
+        })
+        .await?;
+        let (subject, mut records) = consents;
+        records.retain(|r| scope.sees_consent(r));
         let checkpoint = appended.checkpoint.clone();
         let end = checkpoint.checkpoint.size;
+        // An officer sees the grant and withdrawal of every consent version the report
+        // holds, whoever recorded them, so its state is proven by entries in the report.
         let filter = Filter {
             subject: Some(pseudonym),
             visible_to: scope.visible_to(),
+            consents: match scope {
+                Scope::All => Vec::new(),
+                Scope::Org(_) => records
+                    .iter()
+                    .map(|r| (r.id.to_string(), r.version))
+                    .collect(),
+            },
             ..Filter::default()
         };
         let (audit, names) = (self.audit.clone(), self.names.clone());
@@ -393,18 +415,6 @@ impl AuditService for AuditApi {
             Ok(events)
         })
         .await?;
-        let consents = self.consents.clone();
-        let now = Timestamp(audit::now_micros());
-        let consents = blocking(move || {
-            let records = consents.for_subject(&subject).map_err(|e| {
-                tracing::error!(error = %e, "consent store failed");
-                Status::internal("the consent store failed")
-            })?;
-            Ok((subject, records))
-        })
-        .await?;
-        let (subject, mut records) = consents;
-        records.retain(|r| scope.sees_consent(r));
         let report = SubjectAccessReportResponse {
             subject_id: subject.expose(),
             issued_at: Some(timestamp_to_wire(Timestamp(entry.time_micros))),
