@@ -105,12 +105,27 @@ impl Material {
             .map(Arc::new)
             .map_err(|p| problems.extend(p));
         let auth = Authenticator::from_config(&config.auth).map_err(|p| problems.extend(p));
-        let signer = audit::load_signer(&config.audit.signing_key).map_err(|message| {
-            problems.push(Problem {
-                key: "audit.signing_key".into(),
-                message,
+        let signer = audit::load_signer(&config.audit.signing_key)
+            .and_then(|signer| {
+                // C2SP tlog-checkpoint: the origin is the name of the key that signs it; a log
+                // whose origin is another name would fail `audit verify`.
+                if signer.name() == config.audit.origin {
+                    Ok(signer)
+                } else {
+                    Err(format!(
+                        "the signing key is named {:?} but audit.origin is {:?}; a checkpoint's \
+                         origin must be its key's name (C2SP tlog-checkpoint)",
+                        signer.name(),
+                        config.audit.origin
+                    ))
+                }
             })
-        });
+            .map_err(|message| {
+                problems.push(Problem {
+                    key: "audit.signing_key".into(),
+                    message,
+                })
+            });
         let pseudonyms = std::fs::read_to_string(&config.privacy.pseudonym_key)
             .map_err(|e| e.to_string())
             .and_then(|text| Pseudonymizer::from_text(&text))

@@ -179,6 +179,30 @@ async fn check_config_refuses_a_key_set_holding_a_small_order_ed25519_key() {
 }
 
 #[tokio::test]
+async fn check_config_refuses_an_audit_origin_that_is_not_the_signing_keys_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = casegate::dev::prepare(dir.path()).expect("dev setup");
+    let check = |origin: Option<&str>| {
+        let mut cmd = casegate();
+        cmd.arg("check-config").arg(&config);
+        if let Some(origin) = origin {
+            cmd.env("CASEGATE_AUDIT__ORIGIN", origin);
+        }
+        cmd.output()
+    };
+    let fine = check(None).await.expect("run");
+    assert_eq!(fine.status.code(), Some(0), "{fine:?}");
+    let other = check(Some("other.example/audit")).await.expect("run");
+    let stderr = String::from_utf8_lossy(&other.stderr);
+    assert_eq!(other.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("audit.signing_key:")
+            && stderr.contains("audit.origin is \"other.example/audit\""),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
 async fn sigterm_during_a_streaming_call_exits_zero_within_the_grace_period() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut child, addr) = dev_with_grace(dir.path(), "2s").await;

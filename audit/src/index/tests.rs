@@ -30,6 +30,13 @@ fn entry(n: u64) -> Entry {
         e.sender_orgnr = Some(ORGS[((n / 3) % 4) as usize].into());
         e.recipient_orgnr = Some(ORGS[((n / 7) % 4) as usize].into());
     }
+    if matches!(kind, EntryKind::ConsentGranted | EntryKind::ConsentWithdrawn) {
+        e.consent = Some(crate::entry::ConsentRef {
+            id: format!("consent-{}", n % 4),
+            version: 1 + (n % 2) as u32,
+            record_sha256: [0; 32],
+        });
+    }
     e
 }
 
@@ -76,8 +83,9 @@ fn filter_strategy() -> impl Strategy<Value = Filter> {
         prop::collection::vec(0usize..11, 0..3),
         prop::option::of(0i64..60),
         prop::option::of(0i64..60),
+        prop::collection::vec((0u64..5, 1u32..3), 0..3),
     )
-        .prop_map(|(subject, org, visible, kinds, from, until)| {
+        .prop_map(|(subject, org, visible, kinds, from, until, consents)| {
             let org_name = |i: usize| {
                 ORGS.get(i)
                     .map_or("999999999".to_owned(), |o| o.to_string())
@@ -86,6 +94,10 @@ fn filter_strategy() -> impl Strategy<Value = Filter> {
                 subject: subject.map(|s| [s; 32]),
                 orgnr: org.map(org_name),
                 visible_to: visible.map(org_name),
+                consents: consents
+                    .into_iter()
+                    .map(|(c, v)| (format!("consent-{c}"), v))
+                    .collect(),
                 kinds: kinds.into_iter().map(|k| EntryKind::ALL[k]).collect(),
                 from_micros: from.map(|h| 1_800_000_000_000_000 + h * HOUR),
                 until_micros: until.map(|h| 1_800_000_000_000_000 + h * HOUR + 17),
