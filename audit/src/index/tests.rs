@@ -30,7 +30,10 @@ fn entry(n: u64) -> Entry {
         e.sender_orgnr = Some(ORGS[((n / 3) % 4) as usize].into());
         e.recipient_orgnr = Some(ORGS[((n / 7) % 4) as usize].into());
     }
-    if matches!(kind, EntryKind::ConsentGranted | EntryKind::ConsentWithdrawn) {
+    if matches!(
+        kind,
+        EntryKind::ConsentGranted | EntryKind::ConsentWithdrawn
+    ) {
         e.consent = Some(crate::entry::ConsentRef {
             id: format!("consent-{}", n % 4),
             version: 1 + (n % 2) as u32,
