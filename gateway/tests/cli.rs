@@ -80,10 +80,9 @@ data_dir = "data"
     );
 }
 
-#[tokio::test]
-async fn key_material_problems_are_reported_together_and_exit_64() {
-    // Every file exists but none holds what it should.
-    let dir = tempfile::tempdir().expect("tempdir");
+/// A configuration in `dir` whose key files all exist but hold nothing usable (so every one
+/// is checked and reported), with `jwks` as its one issuer's key set.
+fn unusable_key_material(dir: &Path, jwks: &str) -> std::path::PathBuf {
     for name in [
         "server.pem",
         "server.key",
@@ -92,14 +91,10 @@ async fn key_material_problems_are_reported_together_and_exit_64() {
         "pseudonym.key",
         "notes.keyring",
     ] {
-        std::fs::write(dir.path().join(name), "not PEM\n").expect("write");
+        std::fs::write(dir.join(name), "not PEM\n").expect("write");
     }
-    std::fs::write(
-        dir.path().join("jwks.json"),
-        r#"{"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "h"}]}"#,
-    )
-    .expect("write");
-    let config = dir.path().join("casegate.toml");
+    std::fs::write(dir.join("jwks.json"), jwks).expect("write");
+    let config = dir.join("casegate.toml");
     std::fs::write(
         &config,
         "[server]\nlisten = \"127.0.0.1:0\"\n[tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"ca.pem\"\n\
@@ -108,6 +103,16 @@ async fn key_material_problems_are_reported_together_and_exit_64() {
          [privacy]\npseudonym_key = \"pseudonym.key\"\n[notes]\nkeyring = \"notes.keyring\"\n",
     )
     .expect("write");
+    config
+}
+
+#[tokio::test]
+async fn key_material_problems_are_reported_together_and_exit_64() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = unusable_key_material(
+        dir.path(),
+        r#"{"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "h"}]}"#,
+    );
     let out = casegate()
         .args(["serve", "--config"])
         .arg(&config)
@@ -133,32 +138,11 @@ async fn key_material_problems_are_reported_together_and_exit_64() {
 #[tokio::test]
 async fn check_config_refuses_a_key_set_holding_a_small_order_ed25519_key() {
     let dir = tempfile::tempdir().expect("tempdir");
-    // The other files exist (so the key material is checked) but hold nothing usable.
-    for name in [
-        "server.pem",
-        "server.key",
-        "ca.pem",
-        "audit.key",
-        "pseudonym.key",
-        "notes.keyring",
-    ] {
-        std::fs::write(dir.path().join(name), "not PEM\n").expect("write");
-    }
     // The identity point: with it as a key, "R = identity, S = 0" verifies for any token.
-    std::fs::write(
-        dir.path().join("jwks.json"),
+    let config = unusable_key_material(
+        dir.path(),
         r#"{"keys": [{"kty":"OKP","crv":"Ed25519","kid":"weak","alg":"EdDSA","x":"AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}]}"#,
-    )
-    .expect("write");
-    let config = dir.path().join("casegate.toml");
-    std::fs::write(
-        &config,
-        "[server]\nlisten = \"127.0.0.1:0\"\n[tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"ca.pem\"\n\
-         [[auth.issuers]]\niss = \"i\"\naudience = \"a\"\nalgorithms = [\"EdDSA\"]\njwks_file = \"jwks.json\"\n\
-         [storage]\ndata_dir = \"data\"\n[audit]\norigin = \"t/audit\"\nsigning_key = \"audit.key\"\n\
-         [privacy]\npseudonym_key = \"pseudonym.key\"\n[notes]\nkeyring = \"notes.keyring\"\n",
-    )
-    .expect("write");
+    );
     let out = casegate()
         .arg("check-config")
         .arg(&config)

@@ -390,24 +390,41 @@ async fn audit_queries_and_reports_sit_behind_authentication() {
     assert_eq!(status.code(), Code::Unauthenticated);
 }
 
-#[tokio::test]
-async fn keys_fetched_over_https_are_refreshed_on_a_new_kid_and_kept_when_the_issuer_is_down() {
-    use casegate_tests::jwks_server::JwksServer;
-
-    const ISS: &str = "https://idp2.test.invalid";
+/// A gateway that also trusts issuer `iss`, whose key set (at first `key` alone) it fetches
+/// over HTTPS from a test server with its own CA, refreshing on any unknown `kid`. The CA file
+/// must outlive the gateway.
+async fn with_https_issuer(
+    iss: &str,
+    key: &TokenIssuer,
+) -> (
+    casegate_tests::jwks_server::JwksServer,
+    TestGateway,
+    tempfile::NamedTempFile,
+) {
     let idp_ca = casegate::dev::DevCa::generate("idp test CA").expect("CA");
-    let first = TokenIssuer::generate(ISS, AUDIENCE).expect("key A");
-    let second = TokenIssuer::generate(ISS, AUDIENCE).expect("key B");
-    let server = JwksServer::start(&idp_ca, json!({ "keys": [first.jwk()] }).to_string()).await;
+    let server = casegate_tests::jwks_server::JwksServer::start(
+        &idp_ca,
+        json!({ "keys": [key.jwk()] }).to_string(),
+    )
+    .await;
     let ca_file = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(ca_file.path(), &idp_ca.cert_pem).expect("write CA");
     let gw = TestGateway::start_with(&format!(
-        "[[auth.issuers]]\niss = \"{ISS}\"\naudience = \"{AUDIENCE}\"\nalgorithms = [\"EdDSA\"]\n\
+        "[[auth.issuers]]\niss = \"{iss}\"\naudience = \"{AUDIENCE}\"\nalgorithms = [\"EdDSA\"]\n\
          jwks_url = \"{}\"\njwks_ca = \"{}\"\njwks_min_refresh = \"0s\"\n",
         server.url(),
         ca_file.path().display()
     ))
     .await;
+    (server, gw, ca_file)
+}
+
+#[tokio::test]
+async fn keys_fetched_over_https_are_refreshed_on_a_new_kid_and_kept_when_the_issuer_is_down() {
+    const ISS: &str = "https://idp2.test.invalid";
+    let first = TokenIssuer::generate(ISS, AUDIENCE).expect("key A");
+    let second = TokenIssuer::generate(ISS, AUDIENCE).expect("key B");
+    let (server, gw, _ca_file) = with_https_issuer(ISS, &first).await;
     let token = |issuer: &TokenIssuer| {
         let mut claims = gw.claims("clinic", "clinician");
         claims["iss"] = json!(ISS);
@@ -444,21 +461,9 @@ async fn keys_fetched_over_https_are_refreshed_on_a_new_kid_and_kept_when_the_is
 
 #[tokio::test]
 async fn a_refreshed_key_set_with_a_small_order_key_is_refused_and_the_last_good_set_kept() {
-    use casegate_tests::jwks_server::JwksServer;
-
     const ISS: &str = "https://idp3.test.invalid";
-    let idp_ca = casegate::dev::DevCa::generate("idp test CA").expect("CA");
     let good = TokenIssuer::generate(ISS, AUDIENCE).expect("key");
-    let server = JwksServer::start(&idp_ca, json!({ "keys": [good.jwk()] }).to_string()).await;
-    let ca_file = tempfile::NamedTempFile::new().expect("temp file");
-    std::fs::write(ca_file.path(), &idp_ca.cert_pem).expect("write CA");
-    let gw = TestGateway::start_with(&format!(
-        "[[auth.issuers]]\niss = \"{ISS}\"\naudience = \"{AUDIENCE}\"\nalgorithms = [\"EdDSA\"]\n\
-         jwks_url = \"{}\"\njwks_ca = \"{}\"\njwks_min_refresh = \"0s\"\n",
-        server.url(),
-        ca_file.path().display()
-    ))
-    .await;
+    let (server, gw, _ca_file) = with_https_issuer(ISS, &good).await;
     let mut claims = gw.claims("privacy", "privacy_officer");
     claims["iss"] = json!(ISS);
     let officer = |token: String| async {
