@@ -354,6 +354,10 @@ impl Authenticator {
         validation.set_audience(&[&issuer.audience]);
         validation.validate_nbf = true;
         validation.leeway = self.leeway_secs;
+        if alg == Algorithm::EdDSA && key.ed25519.is_none() {
+            // Every EdDSA key was checked at load; one without that check verifies nothing.
+            return Err(AuthError::AlgorithmNotAllowed(format!("{alg:?}")));
+        }
         if let Some(public) = &key.ed25519 {
             // jsonwebtoken verifies EdDSA without the strict rules; check them first.
             let (signing_input, signature) = token
@@ -557,7 +561,7 @@ impl Authenticate {
         // Decisions and audit times must not go backwards: no call while the clock is
         // behind the audit log (see `crate::clock`).
         if let Some(behind) = crate::clock::too_far_behind() {
-            return Err(crate::clock::unavailable(behind));
+            return Err(crate::status::clock_behind(behind));
         }
         let client = identity
             .ok_or(AuthError::NoCertificate)?

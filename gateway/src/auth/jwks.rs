@@ -103,24 +103,22 @@ fn verification_key(jwk: &Jwk) -> Result<VerificationKey, String> {
         ),
     };
     let ed25519 = match &jwk.algorithm {
-        AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => {
+        AlgorithmParameters::OctetKeyPair(okp) => {
+            // Only Ed25519 (RFC 8037 §2); any other label would still be loaded as an Ed25519
+            // key by the token library, past the checks below.
+            if okp.curve != EllipticCurve::Ed25519 {
+                return Err(format!(
+                    "refused: an OKP key must be on curve Ed25519, not {:?}",
+                    okp.curve
+                ));
+            }
             let x = URL_SAFE_NO_PAD
                 .decode(&okp.x)
                 .map_err(|_| "\"x\" is not unpadded base64url".to_owned())?;
             Some(ed25519::PublicKey::from_bytes(&x).map_err(|e| format!("refused: {e}"))?)
         }
         AlgorithmParameters::RSA(rsa) => {
-            let n = URL_SAFE_NO_PAD
-                .decode(&rsa.n)
-                .map_err(|_| "\"n\" is not unpadded base64url".to_owned())?;
-            let bits = n.iter().position(|&b| b != 0).map_or(0, |first| {
-                (n.len() - first) * 8 - n[first].leading_zeros() as usize
-            });
-            if bits < MIN_RSA_BITS {
-                return Err(format!(
-                    "refused: RSA modulus of {bits} bits (at least {MIN_RSA_BITS} required)"
-                ));
-            }
+            check_rsa(&rsa.n, &rsa.e)?;
             None
         }
         _ => None,
@@ -139,6 +137,34 @@ fn verification_key(jwk: &Jwk) -> Result<VerificationKey, String> {
         algorithm,
         ed25519,
     })
+}
+
+/// Refuses an RSA public key (RFC 7518 §6.3.1, base64url `n` and `e`) whose modulus is under
+/// [`MIN_RSA_BITS`] or whose exponent is not an odd number of at least 3.
+fn check_rsa(n: &str, e: &str) -> Result<(), String> {
+    let decode = |name: &str, value: &str| {
+        URL_SAFE_NO_PAD
+            .decode(value)
+            .map_err(|_| format!("\"{name}\" is not unpadded base64url"))
+    };
+    let bits = |bytes: &[u8]| {
+        bytes.iter().position(|&b| b != 0).map_or(0, |first| {
+            (bytes.len() - first) * 8 - bytes[first].leading_zeros() as usize
+        })
+    };
+    let n = decode("n", n)?;
+    if bits(&n) < MIN_RSA_BITS {
+        return Err(format!(
+            "refused: RSA modulus of {} bits (at least {MIN_RSA_BITS} required)",
+            bits(&n)
+        ));
+    }
+    let e = decode("e", e)?;
+    let odd = e.last().is_some_and(|last| last & 1 == 1);
+    if !odd || bits(&e) < 2 {
+        return Err("refused: RSA exponent must be an odd number of at least 3".to_owned());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
