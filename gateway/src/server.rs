@@ -570,6 +570,19 @@ async fn reload_crls(tls: Arc<tls::TlsReloader>) -> Result<(), String> {
         let stale = tls.stale_crls(std::time::SystemTime::now());
         crate::metrics::crls(stale.len(), tls.earliest_next_update());
         let now_reported: Vec<String> = stale.iter().map(|s| s.key.clone()).collect();
+        if !stale.is_empty() && tls.stale_policy() == crate::config::StaleCrls::Refuse {
+            // A CRL gone stale refuses its CA's certificates on open connections too. Checked
+            // at every tick while one is stale: the handshake check counts whole seconds, so
+            // it may agree only a moment after the CRL was first found stale.
+            let cut = tls.cut_refused();
+            if cut > 0 {
+                tracing::warn!(
+                    connections = cut,
+                    "closed open connections whose CA's CRL is past its nextUpdate"
+                );
+                crate::metrics::connections_cut_on_revocation(cut);
+            }
+        }
         if now_reported != reported {
             for crl in &stale {
                 match tls.stale_policy() {

@@ -243,14 +243,19 @@ fn client_verifier(
     builder.build().map_err(|e| e.to_string())
 }
 
-/// Whether `verifier` refuses `chain` (leaf first) as revoked now.
+/// Whether `verifier` refuses `chain` (leaf first) now for what its CRLs say: a revoked
+/// certificate, or (with `tls.stale_crls = "refuse"`) a CRL past its `nextUpdate`.
 fn is_revoked(verifier: &dyn ClientCertVerifier, chain: &[CertificateDer<'static>]) -> bool {
     let Some((leaf, intermediates)) = chain.split_first() else {
         return false;
     };
     matches!(
         verifier.verify_client_cert(leaf, intermediates, UnixTime::now()),
-        Err(rustls::Error::InvalidCertificate(CertificateError::Revoked))
+        Err(rustls::Error::InvalidCertificate(
+            CertificateError::Revoked
+                | CertificateError::ExpiredRevocationList
+                | CertificateError::ExpiredRevocationListContext { .. }
+        ))
     )
 }
 
@@ -390,24 +395,32 @@ impl TlsReloader {
         })
     }
 
-    /// Registers a connection whose handshake ran with configuration `generation`. If a
-    /// reload happened meanwhile (its sweep may have missed this connection), the chain is
-    /// checked against the newest CRLs; `None` when they revoke it.
+    /// Cuts the open connections that the current configuration refuses for what its CRLs
+    /// say now (a CRL that has passed its `nextUpdate` under `stale_crls = "refuse"`, without
+    /// any file changing). Returns how many were cut.
+    pub fn cut_refused(&self) -> usize {
+        let (_, built) = self.built();
+        self.live
+            .cut_where(|chain| is_revoked(built.verifier.as_ref(), chain))
+    }
+
+    /// Registers a connection, then checks its chain against the newest CRLs; `None` when
+    /// they refuse it. The handshake alone is not enough: a reload may have happened since
+    /// (its sweep may have missed this connection), and a resumed TLS session (RFC 8446
+    /// §2.2) carries the client certificate verified when the session was first made, before
+    /// a revocation or a CRL going stale.
     fn admit(
         &self,
         stream: TlsStream<TcpStream>,
-        generation: u64,
         lifetime: Option<Duration>,
     ) -> Option<Connection> {
         // Registered first: a reload from now on finds it in its sweep.
         let connection = Connection::new(stream, &self.live, lifetime);
-        let (now, built) = self.built();
-        if now != generation {
-            let (_, session) = connection.stream.get_ref();
-            let chain = session.peer_certificates().unwrap_or_default();
-            if is_revoked(built.verifier.as_ref(), chain) {
-                return None;
-            }
+        let (_, built) = self.built();
+        let (_, session) = connection.stream.get_ref();
+        let chain = session.peer_certificates().unwrap_or_default();
+        if is_revoked(built.verifier.as_ref(), chain) {
+            return None;
         }
         Some(connection)
     }
@@ -462,19 +475,19 @@ pub fn accept(
                 continue;
             };
             let _ = tcp.set_nodelay(true);
-            let (generation, built) = config.built();
+            let (_, built) = config.built();
             let acceptor = TlsAcceptor::from(built.config);
             let tx = tx.clone();
             let config = config.clone();
             tokio::spawn(async move {
                 let _permit = permit;
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => match config.admit(stream, generation, lifetime) {
+                    Ok(Ok(stream)) => match config.admit(stream, lifetime) {
                         Some(connection) => {
                             let _ = tx.send(Ok(connection)).await;
                         }
                         None => {
-                            tracing::info!(%peer, "client certificate revoked during the handshake; connection closed")
+                            tracing::info!(%peer, "client certificate refused by the newest CRLs after the handshake; connection closed")
                         }
                     },
                     Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake refused"),

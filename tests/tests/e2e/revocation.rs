@@ -193,6 +193,11 @@ async fn with_refuse_a_crl_that_passes_its_next_update_while_loaded_refuses_its_
     })
     .await;
     assert!(loaded);
+    let mut open = gw.caller("clinic", "clinician").await;
+    open.audit
+        .get_checkpoint(GetCheckpointRequest {})
+        .await
+        .expect("served while the CRL is fresh");
     // …and once past its nextUpdate, certificates of its CA are refused in the handshake.
     let refused = eventually(Duration::from_secs(15), || async {
         probe(gw.addr, gw.ca_pem(), Some(clinic)).await.is_err()
@@ -201,5 +206,20 @@ async fn with_refuse_a_crl_that_passes_its_next_update_while_loaded_refuses_its_
     assert!(
         refused,
         "a client of a CA whose CRL is stale must be refused"
+    );
+    // The connection opened while it was fresh is closed too (and cannot reconnect).
+    let cut = eventually(RELOAD_BOUND, || {
+        let mut open = open.clone();
+        async move {
+            open.audit
+                .get_checkpoint(GetCheckpointRequest {})
+                .await
+                .is_err()
+        }
+    })
+    .await;
+    assert!(
+        cut,
+        "calls on a connection opened before the CRL went stale still succeed"
     );
 }
