@@ -131,10 +131,11 @@ pub enum AuditAction {
         /// The jobseeker's national identity number or D-number.
         #[arg(long, value_name = "NNIN")]
         subject: String,
-        /// The gateway's verifier key (`name+id+key`) or a file holding it: the report's
-        /// checkpoint must be signed by it. Without it, the key the report names is used.
+        /// The gateway's verifier key (`name+id+key`) or a file holding it, as its operator
+        /// hands it out: the report's checkpoint must be signed by it. Required: a key the
+        /// report itself named would let a dishonest gateway sign a log of its own making.
         #[arg(long, value_name = "VKEY")]
-        vkey: Option<String>,
+        vkey: String,
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
@@ -284,7 +285,7 @@ pub fn audit(action: AuditAction) -> std::process::ExitCode {
             subject,
             vkey,
             format,
-        } => officer::report(&connection, &subject, vkey.as_deref(), format),
+        } => officer::report(&connection, &subject, &vkey, format),
         AuditAction::Vkey { config } => {
             let config = match crate::config::Config::load(&config) {
                 Ok(c) => c,

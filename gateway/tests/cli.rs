@@ -970,6 +970,10 @@ async fn an_officer_queries_and_reports_from_the_command_line_and_replays_offlin
     ]);
     assert_eq!(code, 1);
     assert!(err.contains("checkpoint"), "{err}");
+    // Without a key from the operator there is nothing to check the report against.
+    let (code, _, err) = officer(&["audit", "report", "--subject", &subject]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--vkey"), "{err}");
 
     // Offline, with the gateway stopped: rebuild the index, replay the refusal from the report.
     signal(&child, "TERM");

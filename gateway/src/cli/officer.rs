@@ -10,7 +10,6 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
-use casegate_audit::checkpoint::Verifier;
 use casegate_consent::SubjectId;
 use casegate_proto::v1::{
     self, AuditEntry, QueryAuditRequest, SubjectAccessReportRequest,
@@ -279,14 +278,14 @@ pub fn query(connection: &Connection, args: QueryArgs, format: OutputFormat) -> 
 pub fn report(
     connection: &Connection,
     subject: &str,
-    vkey: Option<&str>,
+    vkey: &str,
     format: OutputFormat,
 ) -> ExitCode {
     let result = (|| {
         let asked: SubjectId = subject
             .parse()
             .map_err(|e| Failure::Usage(format!("--subject: {e}")))?;
-        let pinned = vkey.map(read_vkey).transpose().map_err(Failure::Usage)?;
+        let key = read_vkey(vkey).map_err(Failure::Usage)?;
         let report = runtime()?.block_on(async {
             let mut client = connect(connection).await?;
             let report = client
@@ -297,11 +296,6 @@ pub fn report(
                 .into_inner();
             Ok::<_, Failure>(report)
         })?;
-        let key = match pinned {
-            Some(key) => key,
-            None => Verifier::from_vkey(&report.verifier_key)
-                .map_err(|e| Failure::Failed(format!("the report's verifier key: {e}")))?,
-        };
         let verified = report::verify(&report, &asked, std::slice::from_ref(&key))
             .map_err(|e| Failure::Failed(format!("the report does not verify: {e}")))?;
         match format {
@@ -324,12 +318,6 @@ pub fn report(
                     render::terminal(&key.label()),
                     verified.events.len()
                 );
-                if vkey.is_none() {
-                    println!(
-                        "(checked with the key the report names; pass --vkey to pin the \
-                         gateway's key)"
-                    );
-                }
                 println!("\nConsents");
                 print!("{}", consent_table(&verified.consents));
                 println!("\nEvents");
