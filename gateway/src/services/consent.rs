@@ -232,12 +232,13 @@ impl ConsentService for ConsentApi {
             evidence,
         };
         let supersedes = input.supersedes;
+        let _write = self.writes.lock().await;
         // Only a consent the caller may read can be replaced; any other id, existing or not,
-        // gets the same refusal.
+        // gets the same refusal. Checked under the write lock, so no newer version can slip
+        // in between.
         if let Some(id) = supersedes {
             self.visible(principal, id, None).await?;
         }
-        let _write = self.writes.lock().await;
         let record = self
             .blocking(move |s| s.prepare_grant(new, supersedes, now()))
             .await
@@ -310,18 +311,20 @@ impl ConsentService for ConsentApi {
             page_token,
         } = request.get_ref();
         let subject = convert::subject("subject_id", subject_id)?;
-        match principal.role {
-            Role::Admin => {
-                return Err(Status::permission_denied(
-                    "role admin may not list consents",
-                ));
-            }
+        let refusal = match principal.role {
+            Role::Admin => Some("role admin may not list consents"),
             Role::Jobseeker if principal.pid != Some(subject) => {
-                return Err(Status::permission_denied(
-                    "a jobseeker may list only their own consents (token pid)",
-                ));
+                Some("a jobseeker may list only their own consents (token pid)")
             }
-            _ => {}
+            _ => None,
+        };
+        if let Some(refusal) = refusal {
+            // A refused look at a jobseeker's consents is a look all the same.
+            let mut entry = self.read_entry(principal, "list_consents".to_owned());
+            entry.subject_pseudonym = Some(self.pseudonyms.pseudonym(&subject));
+            entry.reason = Some("not_permitted".to_owned());
+            self.audit_read(entry).await?;
+            return Err(Status::permission_denied(refusal));
         }
         let page = match *page_size as usize {
             0 => PAGE_DEFAULT,
@@ -389,13 +392,14 @@ impl ConsentService for ConsentApi {
             .as_ref()
             .map(|e| convert::consent::evidence("evidence", e))
             .transpose()?;
-        let current = self.visible(principal, id, None).await?;
         let evidence = match principal.role {
             Role::Jobseeker => None,
             _ => recorded_evidence(principal, sent)?,
         };
         let by = convert::consent::actor(principal);
         let _write = self.writes.lock().await;
+        // Under the write lock: the version withdrawn is the one the caller may read.
+        let current = self.visible(principal, id, None).await?;
         // Store first: a crash before the audit entry leaves the consent withdrawn (fails
         // closed), never a withdrawal the store does not know.
         let withdrawn = self

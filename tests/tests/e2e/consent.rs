@@ -596,6 +596,31 @@ async fn a_party_named_in_no_consent_learns_nothing_of_them_and_every_look_is_au
     }
     assert_eq!(seen_by_nav, 1, "NAV sees only its own query");
 
+    // Another jobseeker asking for this one's consents is refused, and that look is logged.
+    let status = gw
+        .jobseeker(&nobody)
+        .await
+        .consent
+        .list_consents(ListConsentsRequest {
+            subject_id: me.expose(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("not their own");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let portal_orgnr = gw.org("portal").orgnr.clone();
+    let all = gw.audit_entries().await;
+    let refused_list = all
+        .iter()
+        .map(|(_, e)| e)
+        .find(|e| {
+            e.kind == EntryKind::ConsentsRead
+                && e.actor.as_ref().is_some_and(|a| a.orgnr == portal_orgnr)
+                && e.reason.as_deref() == Some("not_permitted")
+        })
+        .expect("the refused list is audited");
+    assert!(refused_list.subject_pseudonym.is_some());
+
     // Every one of those looks is in the log, as IPS's.
     let entries: Vec<_> = gw
         .audit_entries()
