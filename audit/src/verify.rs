@@ -159,7 +159,7 @@ pub fn verify_with(
                 Err(_) => {}
                 Ok(entry) => {
                     if entry.time_micros < previous_time && went_back.is_none() {
-                        went_back = Some((index, previous_time - entry.time_micros));
+                        went_back = Some((index, previous_time.saturating_sub(entry.time_micros)));
                     }
                     previous_time = previous_time.max(entry.time_micros);
                 }

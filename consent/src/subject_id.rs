@@ -307,7 +307,7 @@ mod tests {
         );
     }
 
-    /// FH numbers used to be refused as a "date" problem; the message now says what they are.
+    /// An FH number is refused as what it is, not as a number with an impossible date.
     #[test]
     fn fh_numbers_are_refused_as_fh_numbers() {
         let fh = first_with("808190", 499, 0);

@@ -92,15 +92,6 @@ pub fn too_far_behind() -> Option<Duration> {
     Some(behind()).filter(|b| *b > TOLERANCE)
 }
 
-/// The refusal for calls while the clock is too far behind.
-pub fn unavailable(behind: Duration) -> tonic::Status {
-    tonic::Status::unavailable(format!(
-        "the gateway's clock is {} s behind its audit log's newest entry; it refuses calls until \
-         the clock is corrected",
-        behind.as_secs()
-    ))
-}
-
 /// Checks the clock every `every` for as long as it runs: reports `casegate_clock_behind_seconds`,
 /// logs when the clock falls too far behind and when it catches up, and calls `serving(false)`
 /// and `serving(true)` at those moments (health reporting).
@@ -113,9 +104,11 @@ where
     let mut was_behind = false;
     loop {
         tick.tick().await;
+        // One reading per tick: what is logged, reported and remembered must agree.
         let behind = behind();
+        let far = behind > TOLERANCE;
         metrics::gauge!("casegate_clock_behind_seconds").set(behind.as_secs_f64());
-        match (too_far_behind().is_some(), was_behind) {
+        match (far, was_behind) {
             (true, false) => {
                 tracing::error!(
                     behind_seconds = behind.as_secs(),
@@ -130,7 +123,7 @@ where
             }
             _ => {}
         }
-        was_behind = too_far_behind().is_some();
+        was_behind = far;
     }
 }
 

@@ -78,11 +78,16 @@ impl AcceptFailure {
 /// from [`Backoff::FIRST`] doubling up to [`Backoff::MAX`]. A successful accept resets it.
 #[derive(Debug, Default)]
 pub struct Backoff {
+    /// Failures in a row.
     failures: u32,
+    /// Pauses in a row (each twice the one before).
+    pauses: u32,
 }
 
 impl Backoff {
+    /// The first pause.
     pub const FIRST: Duration = Duration::from_millis(10);
+    /// The longest pause.
     pub const MAX: Duration = Duration::from_secs(1);
     /// Connection errors in a row retried at once before pausing (a storm of them is
     /// treated like a resource shortage).
@@ -94,12 +99,14 @@ impl Backoff {
         if kind == AcceptFailure::Connection && self.failures <= Self::IMMEDIATE {
             return Duration::ZERO;
         }
-        let doublings = self.failures.saturating_sub(1).min(16);
+        let doublings = self.pauses.min(16);
+        self.pauses = self.pauses.saturating_add(1);
         Self::FIRST.saturating_mul(1 << doublings).min(Self::MAX)
     }
 
+    /// After a successful accept: the next failure starts the sequence again.
     pub fn reset(&mut self) {
-        self.failures = 0;
+        *self = Self::default();
     }
 }
 
@@ -193,10 +200,20 @@ mod tests {
         assert_eq!(pauses.last(), Some(&Backoff::MAX));
         backoff.reset();
         assert_eq!(backoff.next(AcceptFailure::Connection), Duration::ZERO);
-        // A storm of connection errors is paused like a resource shortage.
-        let storm: Vec<Duration> = (0..20)
+        // A storm of connection errors is paused like a resource shortage, starting from
+        // the first pause, not from where the count of errors would put it.
+        let storm: Vec<Duration> = (0..19)
             .map(|_| backoff.next(AcceptFailure::Connection))
             .collect();
-        assert!(storm.last().is_some_and(|p| !p.is_zero()));
+        assert!(storm[..15].iter().all(Duration::is_zero), "{storm:?}");
+        assert_eq!(
+            storm[15..],
+            [
+                Backoff::FIRST,
+                Backoff::FIRST * 2,
+                Backoff::FIRST * 4,
+                Backoff::FIRST * 8
+            ]
+        );
     }
 }

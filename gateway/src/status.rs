@@ -35,6 +35,16 @@ impl From<AuthError> for Status {
     }
 }
 
+/// The refusal of every call while the system clock is `behind` the audit log's newest entry
+/// by more than [`crate::clock::TOLERANCE`].
+pub fn clock_behind(behind: std::time::Duration) -> Status {
+    Status::unavailable(format!(
+        "the gateway's clock is {} s behind its audit log's newest entry; it refuses calls until \
+         the clock is corrected",
+        behind.as_secs()
+    ))
+}
+
 /// A failed audit-log read.
 pub fn read_error(e: ReadError) -> Status {
     {
