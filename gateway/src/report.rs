@@ -52,10 +52,13 @@ pub struct VerifiedReport {
 /// One event: its entry decoded from the canonical bytes whose inclusion proof verified.
 #[derive(Debug, Clone)]
 pub struct VerifiedEvent {
+    /// The entry's index in the log.
     pub index: u64,
+    /// The entry, decoded from `bytes`.
     pub entry: Entry,
     /// The canonical encoding, as proven.
     pub bytes: Vec<u8>,
+    /// RFC 6962 leaf hash of `bytes`.
     pub leaf_hash: Hash,
     /// The inclusion proof to the report's checkpoint.
     pub proof: Vec<Hash>,

@@ -11,7 +11,9 @@ use tokio::{sync::mpsc, task::AbortHandle};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{task} stopped: {reason}")]
 pub struct TaskEnded {
+    /// The task's name, as given to [`Supervisor::spawn`].
     pub task: &'static str,
+    /// Why it ended: its error, "it ended", or its panic's message.
     pub reason: String,
 }
 
@@ -30,6 +32,7 @@ impl Default for Supervisor {
 }
 
 impl Supervisor {
+    /// A supervisor with no task yet.
     pub fn new() -> Self {
         let (ended_tx, ended_rx) = mpsc::unbounded_channel();
         Self {

@@ -18,6 +18,7 @@ use crate::config::Problem;
 pub struct CrlFile {
     /// The configuration key, e.g. `tls.client_crls[0]`.
     pub key: String,
+    /// The CRL file.
     pub path: PathBuf,
     /// The earliest `nextUpdate` of the lists in the file, in seconds since the Unix epoch;
     /// `None` when no list in it carries one (RFC 5280 requires it; some issuers omit it).
@@ -27,7 +28,9 @@ pub struct CrlFile {
 /// A CRL file past its `nextUpdate`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaleCrl {
+    /// The configuration key naming the file, e.g. `tls.client_crls[0]`.
     pub key: String,
+    /// The CRL file.
     pub path: PathBuf,
     /// `nextUpdate`, seconds since the Unix epoch.
     pub next_update: i64,

@@ -88,6 +88,7 @@ impl LiveConnections {
         self.lock().len()
     }
 
+    /// Whether no connection is open.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
