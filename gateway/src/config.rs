@@ -56,6 +56,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// How long a client may take to complete the TLS handshake.
     pub handshake_timeout: Duration,
+    /// Open client connections at most; a connection beyond it is closed as soon as it is
+    /// accepted, before its handshake.
+    pub max_connections: usize,
     /// A connection older than this is asked to close (HTTP/2 GOAWAY, RFC 9113 §6.8) and
     /// cut `max_connection_age_grace` later: the longest a connection can outlive a
     /// revocation of its certificate if no CRL reload reaches it.
@@ -390,6 +393,7 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
             Duration::from_millis(100),
             Duration::from_secs(120),
         );
+        let max_connections = s.count_or("max_connections", 10_000, 1_000_000);
         let max_connection_age = s.duration_or(
             "max_connection_age",
             Duration::from_secs(3600),
@@ -419,6 +423,7 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
             listen,
             shutdown_grace,
             handshake_timeout,
+            max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
             max_connection_age,
             max_connection_age_grace,
             keepalive_interval,

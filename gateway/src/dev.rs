@@ -247,6 +247,7 @@ shutdown_grace = "10s"
 # Connections get GOAWAY after this long and are cut after the grace period.
 max_connection_age = "1h"
 max_connection_age_grace = "30s"
+max_connections = 10000
 
 [tls]
 cert = "pki/server.pem"

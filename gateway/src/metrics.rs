@@ -172,6 +172,12 @@ pub fn connections_cut_on_revocation(n: usize) {
     metrics::counter!("casegate_tls_connections_closed_revoked_total").increment(n as u64);
 }
 
+/// A new connection closed at once because the gateway already holds `server.max_connections`.
+pub fn connection_over_limit() {
+    metrics::counter!("casegate_connections_refused_total", "reason" => "too_many_connections")
+        .increment(1);
+}
+
 /// Binds the admin listener for metrics.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await

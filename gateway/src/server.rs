@@ -373,8 +373,13 @@ impl Gateway {
         let (connections, acceptor) = tls::accept(
             listener,
             tls,
-            config.server.handshake_timeout,
-            Some(config.server.max_connection_age + config.server.max_connection_age_grace),
+            tls::AcceptBounds {
+                handshake_timeout: config.server.handshake_timeout,
+                lifetime: Some(
+                    config.server.max_connection_age + config.server.max_connection_age_grace,
+                ),
+                max_connections: config.server.max_connections,
+            },
         );
         let stop_accepting = acceptor.abort_handle();
         tasks.spawn("gRPC listener", async move {
@@ -495,7 +500,9 @@ impl Gateway {
 ///   later by [`tls::accept`] (so a revoked certificate's connection ends within that bound
 ///   in any case);
 /// - the TLS handshake: `server.handshake_timeout`, at most
-///   [`tls::MAX_PENDING_HANDSHAKES`] at once (in [`tls::accept`]).
+///   [`tls::MAX_PENDING_HANDSHAKES`] at once (in [`tls::accept`]);
+/// - connections, open and in handshake: at most `server.max_connections` (in
+///   [`tls::accept`]).
 pub fn connection_bounds(server: Server, config: &Config) -> Server {
     server
         .max_concurrent_streams(config.limits.max_concurrent_streams)

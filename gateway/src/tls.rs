@@ -433,22 +433,32 @@ pub struct Reloaded {
     pub connections_cut: usize,
 }
 
+/// The bounds the accept loop enforces on each connection.
+#[derive(Debug, Clone, Copy)]
+pub struct AcceptBounds {
+    /// How long a client may take to complete the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// With a value, each connection is cut that long after its handshake (a bound for
+    /// clients that ignore GOAWAY).
+    pub lifetime: Option<Duration>,
+    /// Connections at most, open ones and handshakes in progress together; one beyond it is
+    /// closed as soon as it is accepted.
+    pub max_connections: usize,
+}
+
 /// Accepts TCP connections and completes TLS handshakes concurrently, handing finished
 /// connections (their client certificate read, registered among the live connections) to
 /// the gRPC server through a bounded channel. A slow or failed handshake never holds up the
 /// others; accept errors of one connection or of the process's resources are retried with
-/// bounded back-off ([`crate::listener::accept`]).
-///
-/// With `lifetime`, each connection is cut that long after its handshake (a bound for
-/// clients that ignore GOAWAY).
+/// bounded back-off ([`crate::listener::accept`]). `bounds` limits each connection's
+/// handshake time and lifetime and how many there are.
 ///
 /// The task ends with `Ok` when the receiver is dropped and with the error when the listening
 /// socket itself fails; aborting it closes the listener.
 pub fn accept(
     listener: TcpListener,
     config: Arc<TlsReloader>,
-    handshake_timeout: Duration,
-    lifetime: Option<Duration>,
+    bounds: AcceptBounds,
 ) -> (
     mpsc::Receiver<io::Result<Connection>>,
     JoinHandle<io::Result<()>>,
@@ -468,6 +478,13 @@ pub fn accept(
                 },
                 () = tx.closed() => return Ok(()),
             };
+            // A bounded number of connections: beyond it, new ones are closed at once.
+            let in_handshake = MAX_PENDING_HANDSHAKES - pending.available_permits();
+            if config.live().len() + in_handshake >= bounds.max_connections {
+                tracing::warn!(%peer, max = bounds.max_connections, "too many connections; connection closed");
+                crate::metrics::connection_over_limit();
+                continue;
+            }
             // A bounded number of handshakes at a time: beyond it, connections are closed at
             // once rather than piling up (slow or hostile clients cannot exhaust memory).
             let Ok(permit) = pending.clone().try_acquire_owned() else {
@@ -481,8 +498,8 @@ pub fn accept(
             let config = config.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => match config.admit(stream, lifetime) {
+                match tokio::time::timeout(bounds.handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => match config.admit(stream, bounds.lifetime) {
                         Some(connection) => {
                             let _ = tx.send(Ok(connection)).await;
                         }

@@ -207,6 +207,7 @@ fn the_example_production_config_is_valid() {
 #[test]
 fn connection_age_and_stale_crls_have_defaults_bounds_and_a_closed_set_of_values() {
     let config = parse(BASE, &[]).expect("valid");
+    assert_eq!(config.server.max_connections, 10_000);
     assert_eq!(config.server.max_connection_age, Duration::from_secs(3600));
     assert_eq!(
         config.server.max_connection_age_grace,

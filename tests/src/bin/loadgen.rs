@@ -246,8 +246,11 @@ async fn serve_echo(files: ServerTls) {
     let (connections, _acceptor) = tls::accept(
         listener,
         Arc::new(baseline_tls),
-        Duration::from_secs(10),
-        None,
+        tls::AcceptBounds {
+            handshake_timeout: Duration::from_secs(10),
+            lifetime: None,
+            max_connections: 100_000,
+        },
     );
     let (_reporter, health) = tonic_health::server::health_reporter();
     child::announce(addr, None);

@@ -333,3 +333,33 @@ async fn a_client_that_does_not_answer_keepalive_pings_is_disconnected() {
         "the connection must be closed: {after:?}"
     );
 }
+
+#[tokio::test]
+async fn connections_beyond_the_bound_are_closed_as_soon_as_they_are_accepted() {
+    let gw =
+        TestGateway::start_with_overrides("", &[("CASEGATE_SERVER__MAX_CONNECTIONS", "2")]).await;
+    let client = &gw.org("clinic").cert;
+    let first = connect(&gw, client).await;
+    let _second = connect(&gw, client).await;
+    // The two are registered once the server's side of their handshakes is done.
+    let mut third = Ok(());
+    for _ in 0..50 {
+        third = casegate_tests::tls_probe::probe(gw.addr, gw.ca_pem(), Some(client)).await;
+        if third.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(third.is_err(), "a third connection must be closed");
+    // Once one of the two closes, a new connection is served again.
+    drop(first);
+    let mut again = Err(String::new());
+    for _ in 0..50 {
+        again = casegate_tests::tls_probe::probe(gw.addr, gw.ca_pem(), Some(client)).await;
+        if again.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(again, Ok(()));
+}
