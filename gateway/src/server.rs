@@ -548,11 +548,17 @@ async fn reload_crls(tls: Arc<tls::TlsReloader>) -> Result<(), String> {
                 }
             } => true,
         };
-        let result = if forced {
-            tls.reload().map(Some)
-        } else {
-            tls.reload_if_changed()
-        };
+        // Reading CRLs and checking every open connection's chain is blocking work.
+        let reloader = tls.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            if forced {
+                reloader.reload().map(Some)
+            } else {
+                reloader.reload_if_changed()
+            }
+        })
+        .await
+        .map_err(|e| format!("the CRL reload panicked: {e}"))?;
         match result {
             Ok(Some(reloaded)) => {
                 tracing::info!(
@@ -581,7 +587,10 @@ async fn reload_crls(tls: Arc<tls::TlsReloader>) -> Result<(), String> {
             // A CRL gone stale refuses its CA's certificates on open connections too. Checked
             // at every tick while one is stale: the handshake check counts whole seconds, so
             // it may agree only a moment after the CRL was first found stale.
-            let cut = tls.cut_refused();
+            let reloader = tls.clone();
+            let cut = tokio::task::spawn_blocking(move || reloader.cut_refused())
+                .await
+                .map_err(|e| format!("the stale-CRL sweep panicked: {e}"))?;
             if cut > 0 {
                 tracing::warn!(
                     connections = cut,
