@@ -13,6 +13,7 @@
 //! matches the client certificate (RFC 8705 §3.1) — a confirmation method this gateway cannot
 //! check is refused rather than treated as unbound.
 
+mod header;
 mod https;
 mod jwks;
 mod verified;
@@ -43,8 +44,6 @@ use verified::{Verified, VerifiedTokens};
 const REMEMBERED_TOKENS: usize = 8192;
 /// The longest `sub` accepted, in bytes (the bound of other user ids, such as a witness's).
 const MAX_SUB_BYTES: usize = 200;
-/// The longest `kid` accepted, in bytes.
-const MAX_KID_BYTES: usize = 256;
 
 use crate::{
     config::{AuthConfig, JwksLocation, Problem},
@@ -203,28 +202,6 @@ struct Confirmation {
     others: HashMap<String, serde::de::IgnoredAny>,
 }
 
-/// The JOSE header parameters this gateway reads or must refuse (RFC 7515 §4.1, RFC 7797 §3,
-/// RFC 7516 §4.1). Others (`x5t`, `x5c`, …) carry nothing the verification uses and are
-/// ignored, as RFC 7515 §4 allows for parameters not listed in `crit`. A repeated parameter
-/// is refused by the parser (RFC 7515 §5.2).
-#[derive(Deserialize)]
-struct JoseHeader {
-    alg: Option<String>,
-    kid: Option<serde_json::Value>,
-    typ: Option<serde_json::Value>,
-    cty: Option<serde_json::Value>,
-    crit: Option<serde_json::Value>,
-    b64: Option<serde_json::Value>,
-    zip: Option<serde_json::Value>,
-    enc: Option<serde_json::Value>,
-}
-
-/// What the header says, once checked.
-struct TokenHeader {
-    alg: Algorithm,
-    kid: String,
-}
-
 #[derive(Deserialize)]
 struct IssuerOnly {
     iss: Option<String>,
@@ -302,7 +279,7 @@ impl Authenticator {
         {
             return self.principal(&iss, &claims, client);
         }
-        let header = parse_header(token)?;
+        let header = header::parse(token)?;
         // Only to pick the issuer's keys; everything is verified below.
         let iss = jsonwebtoken::dangerous::insecure_decode_claims::<IssuerOnly>(token)
             .map_err(|_| AuthError::Malformed("payload is not a JSON object"))?
@@ -441,68 +418,6 @@ impl Authenticator {
             certificate_bound,
         })
     }
-}
-
-/// Reads and checks a compact JWS's protected header (RFC 7515 §7.1): base64url of a JSON
-/// object with an `alg` this gateway implements and a `kid`, and nothing that changes how the
-/// token must be processed.
-fn parse_header(token: &str) -> Result<TokenHeader, AuthError> {
-    let encoded = match token.split('.').collect::<Vec<_>>()[..] {
-        [header, _, _] => header,
-        _ => {
-            return Err(AuthError::Malformed(
-                "not a compact JWS (three dot-separated parts)",
-            ));
-        }
-    };
-    let bytes = URL_SAFE_NO_PAD
-        .decode(encoded)
-        .map_err(|_| AuthError::Malformed("header is not unpadded base64url"))?;
-    let header: JoseHeader = serde_json::from_slice(&bytes).map_err(|_| {
-        AuthError::Malformed("header is not a JSON object of JWS parameters (each at most once)")
-    })?;
-    // Any `crit`, even an empty list (which RFC 7515 §4.1.11 forbids producers to send): no
-    // extension is implemented here.
-    if header.crit.is_some() {
-        return Err(AuthError::UnsupportedHeader("crit"));
-    }
-    if header.b64.is_some() {
-        return Err(AuthError::UnsupportedHeader("b64"));
-    }
-    if header.zip.is_some() {
-        return Err(AuthError::UnsupportedHeader("zip"));
-    }
-    if header.enc.is_some() {
-        return Err(AuthError::UnsupportedHeader("enc"));
-    }
-    if header.cty.is_some() {
-        return Err(AuthError::UnsupportedHeader("cty"));
-    }
-    match &header.typ {
-        None => {}
-        Some(serde_json::Value::String(typ))
-            if ["JWT", "at+jwt", "application/at+jwt"]
-                .iter()
-                .any(|t| t.eq_ignore_ascii_case(typ)) => {}
-        Some(_) => {
-            return Err(AuthError::InvalidHeader(
-                "typ must be JWT or at+jwt (RFC 7519 §5.1, RFC 9068 §2.1)",
-            ));
-        }
-    }
-    let alg = header
-        .alg
-        .ok_or(AuthError::InvalidHeader("alg is missing"))?
-        .parse::<Algorithm>()
-        .map_err(|_| AuthError::Malformed("header is not a JWS header with a supported alg"))?;
-    let kid = match header.kid {
-        None => return Err(AuthError::MissingKeyId),
-        Some(serde_json::Value::String(kid)) => kid,
-        Some(_) => return Err(AuthError::InvalidHeader("kid must be a string")),
-    };
-    crate::text::check(&kid, MAX_KID_BYTES)
-        .map_err(|_| AuthError::InvalidHeader("kid must be 1 to 256 bytes of visible text"))?;
-    Ok(TokenHeader { alg, kid })
 }
 
 fn url_source(url: &str, ca: Option<&Path>, min_refresh: Duration) -> Result<Source, String> {
