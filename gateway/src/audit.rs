@@ -5,9 +5,13 @@ use std::{path::Path, sync::Arc};
 
 use casegate_audit::{
     checkpoint::Signer,
-    entry::{Actor, Entry, EntryKind},
+    entry::{Actor, ConsentRef, Entry, EntryKind},
     index::{AuditIndex, IndexError},
     log::{AppendError, Appended, AuditLog, LogOptions, OpenError, Recovery},
+};
+use casegate_consent::{
+    decision::{Decision, DisclosureRequest, POLICY_VERSION},
+    record::ConsentRecord,
 };
 use tokio::sync::{Semaphore, oneshot};
 
@@ -49,6 +53,46 @@ pub fn load_signer(path: &Path) -> Result<Signer, String> {
 /// [`crate::clock`]).
 pub fn now_micros() -> i64 {
     crate::clock::now_micros()
+}
+
+/// The entry recording a decision about `request` (a disclosure, or a dry run of one) taken for
+/// `principal` about the subject with `pseudonym`: who acted, the parties, category, purpose
+/// and policy version; a permit names the consent version it relied on, a refusal its reason.
+pub fn decision_entry(
+    kind: EntryKind,
+    principal: &Principal,
+    pseudonym: [u8; 32],
+    request: &DisclosureRequest,
+    decision: &Decision,
+) -> Entry {
+    let mut entry = Entry::new(kind, now_micros());
+    entry.actor = Some(actor(principal));
+    entry.subject_pseudonym = Some(pseudonym);
+    entry.category = Some(request.category.to_string());
+    entry.purpose = Some(request.purpose.to_string());
+    entry.sender_orgnr = Some(request.sender_org.to_string());
+    entry.recipient_orgnr = Some(request.recipient_org.to_string());
+    entry.policy_version = Some(POLICY_VERSION.to_owned());
+    match decision {
+        Decision::Permit(permit) => {
+            entry.consent = Some(ConsentRef {
+                id: permit.consent_id.to_string(),
+                version: permit.version,
+                record_sha256: permit.record_hash,
+            });
+        }
+        Decision::Deny(deny) => entry.reason = Some(deny.reason.code().to_owned()),
+    }
+    entry
+}
+
+/// The reference an entry pins for a consent version: id, version and record hash.
+pub fn consent_ref(record: &ConsentRecord) -> ConsentRef {
+    ConsentRef {
+        id: record.id.to_string(),
+        version: record.version,
+        record_sha256: record.record_hash(),
+    }
 }
 
 /// The audit actor for a verified caller.

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use casegate_audit::entry::{ConsentRef, Entry, EntryKind};
+use casegate_audit::entry::{Entry, EntryKind};
 use casegate_consent::{
     Role, Vocabulary,
     decision::{self, POLICY_VERSION},
@@ -94,11 +94,7 @@ impl ConsentApi {
         let mut entry = Entry::new(kind, audit::now_micros());
         entry.actor = Some(audit::actor(principal));
         entry.subject_pseudonym = Some(self.pseudonyms.pseudonym(&record.subject));
-        entry.consent = Some(ConsentRef {
-            id: record.id.to_string(),
-            version: record.version,
-            record_sha256: record.record_hash(),
-        });
+        entry.consent = Some(audit::consent_ref(record));
         entry.policy_version = Some(POLICY_VERSION.to_owned());
         entry
     }
@@ -288,11 +284,7 @@ impl ConsentService for ConsentApi {
         };
         let mut entry = self.read_entry(principal, "get_consent".to_owned());
         entry.subject_pseudonym = Some(self.pseudonyms.pseudonym(&record.subject));
-        entry.consent = Some(ConsentRef {
-            id: record.id.to_string(),
-            version: record.version,
-            record_sha256: record.record_hash(),
-        });
+        entry.consent = Some(audit::consent_ref(&record));
         self.audit_read(entry).await?;
         Ok(Response::new(GetConsentResponse {
             consent: Some(record_to_wire(&record, now())),
@@ -440,24 +432,13 @@ impl ConsentService for ConsentApi {
             decision::Decision::Permit(_) => "permit",
             decision::Decision::Deny(d) => d.reason.code(),
         });
-        let mut entry = Entry::new(EntryKind::DisclosureChecked, audit::now_micros());
-        entry.actor = Some(audit::actor(principal));
-        entry.subject_pseudonym = Some(self.pseudonyms.pseudonym(&subject));
-        entry.category = Some(disclosure.category.to_string());
-        entry.purpose = Some(disclosure.purpose.to_string());
-        entry.sender_orgnr = Some(disclosure.sender_org.to_string());
-        entry.recipient_orgnr = Some(disclosure.recipient_org.to_string());
-        entry.policy_version = Some(POLICY_VERSION.to_owned());
-        match &decision {
-            decision::Decision::Permit(p) => {
-                entry.consent = Some(ConsentRef {
-                    id: p.consent_id.to_string(),
-                    version: p.version,
-                    record_sha256: p.record_hash,
-                });
-            }
-            decision::Decision::Deny(d) => entry.reason = Some(d.reason.code().to_owned()),
-        }
+        let entry = audit::decision_entry(
+            EntryKind::DisclosureChecked,
+            principal,
+            self.pseudonyms.pseudonym(&subject),
+            &disclosure,
+            &decision,
+        );
         self.audit.append(&entry).await.map_err(append_error)?;
         Ok(Response::new(CheckDisclosureResponse {
             decision: Some(decision_to_wire(&decision)),

@@ -96,6 +96,14 @@ pub fn note_entry(kind: EntryKind, actor: Option<&Principal>, note: &Note) -> En
     entry
 }
 
+/// A decision on a disclosure, with what its entry and its note share (computed once).
+struct Disclosed<'a> {
+    request: &'a decision::DisclosureRequest,
+    decision: &'a Decision,
+    pseudonym: [u8; 32],
+    content_sha256: [u8; 32],
+}
+
 fn note_error(e: NoteError) -> Status {
     tracing::error!(error = %e, "note store failed");
     Status::internal("the note store failed")
@@ -164,17 +172,23 @@ impl DisclosureApi {
     }
 
     /// The audit entry of a decision about `input` by `principal`.
-    fn entry(&self, kind: EntryKind, principal: &Principal, input: &DiscloseInput) -> Entry {
-        let mut entry = Entry::new(kind, audit_log::now_micros());
-        entry.actor = Some(audit_log::actor(principal));
-        entry.subject_pseudonym = Some(self.pseudonyms.pseudonym(&input.subject));
-        entry.category = Some(input.category.to_string());
-        entry.purpose = Some(input.purpose.to_string());
-        entry.sender_orgnr = Some(principal.orgnr.to_string());
-        entry.recipient_orgnr = Some(input.recipient_org.to_string());
-        entry.content_sha256 = Some(sha256(&input.body));
+    /// The entry recording `decision` on `input`: [`audit_log::decision_entry`] with the
+    /// note's content hash, request id and (in `detail`) recipient role and approval.
+    fn entry(
+        kind: EntryKind,
+        principal: &Principal,
+        input: &DiscloseInput,
+        disclosed: &Disclosed<'_>,
+    ) -> Entry {
+        let mut entry = audit_log::decision_entry(
+            kind,
+            principal,
+            disclosed.pseudonym,
+            disclosed.request,
+            disclosed.decision,
+        );
+        entry.content_sha256 = Some(disclosed.content_sha256);
         entry.request_id = Some(input.request_id.clone());
-        entry.policy_version = Some(POLICY_VERSION.to_owned());
         entry.detail = crate::convert::audit::disclosure_detail(
             input.recipient_role,
             input.approval.is_some(),
@@ -278,31 +292,35 @@ impl DisclosureService for DisclosureApi {
             Decision::Permit(_) => "permit",
             Decision::Deny(d) => d.reason.code(),
         });
+        // Computed once, for the entry and the note.
+        let pseudonym = self.pseudonyms.pseudonym(&input.subject);
+        let content_sha256 = sha256(&input.body);
+        let disclosed = Disclosed {
+            request: &disclosure,
+            decision: &decided,
+            pseudonym,
+            content_sha256,
+        };
 
-        let permit = match decided {
+        let permit = match &decided {
             Decision::Permit(permit) => permit,
             Decision::Deny(deny) => {
                 // Refusals are audited; the request id stays free for a later attempt.
                 self.notes
                     .release(principal.orgnr, &input.request_id)
                     .map_err(note_error)?;
-                let mut entry = self.entry(EntryKind::DisclosureRefused, principal, &input);
-                entry.reason = Some(deny.reason.code().to_owned());
+                let mut entry =
+                    Self::entry(EntryKind::DisclosureRefused, principal, &input, &disclosed);
                 if let Some((consent_id, version)) = deny.nearest
                     && let Ok(record) = self.consents.get(&consent_id, Some(version))
                 {
-                    entry.consent = Some(ConsentRef {
-                        id: consent_id.to_string(),
-                        version,
-                        record_sha256: record.record_hash(),
-                    });
+                    entry.consent = Some(audit_log::consent_ref(&record));
                 }
                 self.audit.append(&entry).await.map_err(append_error)?;
                 return Err(refusal(deny.reason));
             }
         };
 
-        let pseudonym = self.pseudonyms.pseudonym(&input.subject);
         let secret = Secret {
             subject: input.subject,
             title: input.title.clone(),
@@ -331,7 +349,7 @@ impl DisclosureService for DisclosureApi {
             consent_id: permit.consent_id,
             consent_version: permit.version,
             consent_record_hash: permit.record_hash,
-            content_sha256: sha256(&input.body),
+            content_sha256,
             subject_pseudonym: pseudonym,
             disclosed_at: now(),
             audit_index: None,
@@ -346,12 +364,12 @@ impl DisclosureService for DisclosureApi {
         // holding this note's entry, so the entry is never durable before the note.
         self.notes.stage_pending(&note).map_err(note_error)?;
 
-        let mut entry = self.entry(EntryKind::DisclosurePermitted, principal, &input);
-        entry.consent = Some(ConsentRef {
-            id: permit.consent_id.to_string(),
-            version: permit.version,
-            record_sha256: permit.record_hash,
-        });
+        let mut entry = Self::entry(
+            EntryKind::DisclosurePermitted,
+            principal,
+            &input,
+            &disclosed,
+        );
         entry.disclosure_id = Some(id.to_string());
         let appended = self.audit.append(&entry).await.map_err(append_error)?;
         let note = self
