@@ -290,7 +290,7 @@ fn file_problem(key: &str, path: &Path, message: &str) -> Problem {
 #[derive(Debug)]
 pub struct TlsReloader {
     files: TlsConfig,
-    current: std::sync::RwLock<(u64, Built)>,
+    current: std::sync::RwLock<Built>,
     /// (modified time, length) of each CRL file when last loaded.
     stamps: std::sync::Mutex<Vec<Option<(std::time::SystemTime, u64)>>>,
     live: Arc<LiveConnections>,
@@ -302,7 +302,7 @@ impl TlsReloader {
         Ok(Self {
             stamps: std::sync::Mutex::new(Self::stamps_of(files)),
             files: files.clone(),
-            current: std::sync::RwLock::new((0, built)),
+            current: std::sync::RwLock::new(built),
             live: Arc::new(LiveConnections::default()),
         })
     }
@@ -319,7 +319,7 @@ impl TlsReloader {
             .collect()
     }
 
-    fn built(&self) -> (u64, Built) {
+    fn built(&self) -> Built {
         self.current
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -327,7 +327,7 @@ impl TlsReloader {
     }
 
     pub fn current(&self) -> Arc<ServerConfig> {
-        self.built().1.config
+        self.built().config
     }
 
     pub fn crl_reload_interval(&self) -> Duration {
@@ -342,7 +342,6 @@ impl TlsReloader {
     /// The loaded CRL files past their `nextUpdate` at `now`.
     pub fn stale_crls(&self, now: SystemTime) -> Vec<StaleCrl> {
         self.built()
-            .1
             .crls
             .iter()
             .filter_map(|f| f.stale_at(now))
@@ -351,12 +350,7 @@ impl TlsReloader {
 
     /// The earliest `nextUpdate` of the loaded CRLs, in seconds since the Unix epoch.
     pub fn earliest_next_update(&self) -> Option<i64> {
-        self.built()
-            .1
-            .crls
-            .iter()
-            .filter_map(|f| f.next_update)
-            .min()
+        self.built().crls.iter().filter_map(|f| f.next_update).min()
     }
 
     /// What is done with a stale CRL.
@@ -382,26 +376,19 @@ impl TlsReloader {
     /// the new CRLs revoke.
     pub fn reload(&self) -> Result<Reloaded, Vec<Problem>> {
         let built = build(&self.files, SystemTime::now())?;
-        let verifier = built.verifier.clone();
-        {
-            let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
-            *current = (current.0 + 1, built);
-        }
-        let cut = self
-            .live
-            .cut_where(|chain| is_revoked(verifier.as_ref(), chain));
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = built;
         Ok(Reloaded {
-            connections_cut: cut,
+            connections_cut: self.cut_refused(),
         })
     }
 
     /// Cuts the open connections that the current configuration refuses for what its CRLs
-    /// say now (a CRL that has passed its `nextUpdate` under `stale_crls = "refuse"`, without
-    /// any file changing). Returns how many were cut.
+    /// say now: a revoked certificate, or (under `stale_crls = "refuse"`) a CRL that has
+    /// passed its `nextUpdate` without any file changing. Returns how many were cut.
     pub fn cut_refused(&self) -> usize {
-        let (_, built) = self.built();
+        let verifier = self.built().verifier;
         self.live
-            .cut_where(|chain| is_revoked(built.verifier.as_ref(), chain))
+            .cut_where(|chain| is_revoked(verifier.as_ref(), chain))
     }
 
     /// Registers a connection, then checks its chain against the newest CRLs; `None` when
@@ -416,10 +403,9 @@ impl TlsReloader {
     ) -> Option<Connection> {
         // Registered first: a reload from now on finds it in its sweep.
         let connection = Connection::new(stream, &self.live, lifetime);
-        let (_, built) = self.built();
         let (_, session) = connection.stream.get_ref();
         let chain = session.peer_certificates().unwrap_or_default();
-        if is_revoked(built.verifier.as_ref(), chain) {
+        if is_revoked(self.built().verifier.as_ref(), chain) {
             return None;
         }
         Some(connection)
@@ -492,8 +478,7 @@ pub fn accept(
                 continue;
             };
             let _ = tcp.set_nodelay(true);
-            let (_, built) = config.built();
-            let acceptor = TlsAcceptor::from(built.config);
+            let acceptor = TlsAcceptor::from(config.current());
             let tx = tx.clone();
             let config = config.clone();
             tokio::spawn(async move {
