@@ -330,6 +330,19 @@ impl<'a> Reader<'a> {
 }
 
 impl Entry {
+    /// The time (µs since the Unix epoch) of the entry encoded in `bytes`, read from its fixed
+    /// header (version, kind, time, flags) without decoding the rest: `Some` for every byte
+    /// string [`Entry::decode`] accepts, with the same time; `None` where that header is not
+    /// version 1's.
+    pub fn time_of(bytes: &[u8]) -> Option<i64> {
+        let header: &[u8; 12] = bytes.get(..12)?.try_into().ok()?;
+        let [version, kind, time @ .., f0, f1] = *header;
+        (version == VERSION
+            && EntryKind::from_code(kind).is_some()
+            && u16::from_be_bytes([f0, f1]) & !F_ALL == 0)
+            .then(|| i64::from_be_bytes(time))
+    }
+
     /// Decodes exactly one entry from `bytes`.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader(bytes);
@@ -440,6 +453,7 @@ mod tests {
         #[test]
         fn decode_inverts_encode(e in entry()) {
             let bytes = e.encode().expect("encodes");
+            prop_assert_eq!(Entry::time_of(&bytes), Some(e.time_micros));
             prop_assert_eq!(Entry::decode(&bytes), Ok(e));
         }
 
@@ -457,6 +471,7 @@ mod tests {
         #[test]
         fn accepted_bytes_re_encode_to_themselves(bytes in prop::collection::vec(any::<u8>(), 0..120)) {
             if let Ok(e) = Entry::decode(&bytes) {
+                prop_assert_eq!(Entry::time_of(&bytes), Some(e.time_micros));
                 prop_assert_eq!(e.encode().expect("encodes"), bytes);
             }
         }

@@ -454,7 +454,7 @@ impl AuditLog {
                 index: size - 1,
                 reason: e.to_string(),
             })?;
-            if let Some(time) = entry_time(&newest) {
+            if let Some(time) = crate::entry::Entry::time_of(&newest) {
                 shared.newest_time.store(time, Ordering::Release);
             }
         }
@@ -898,7 +898,7 @@ impl Writer {
         let mut newest = self.shared.newest_time.load(Ordering::Acquire);
         let batch: Vec<Job> = batch
             .into_iter()
-            .filter_map(|job| match entry_time(&job.entry) {
+            .filter_map(|job| match crate::entry::Entry::time_of(&job.entry) {
                 Some(time) if time < newest => {
                     (job.done)(Err(AppendError::TimeWentBack { time, newest }));
                     None
@@ -1074,13 +1074,6 @@ impl Writer {
         clean.sync_all()?;
         sync_dir(&self.shared.dir)
     }
-}
-
-/// The time of an entry in the canonical encoding, or `None` for bytes that are not one.
-fn entry_time(bytes: &[u8]) -> Option<i64> {
-    crate::entry::Entry::decode(bytes)
-        .ok()
-        .map(|entry| entry.time_micros)
 }
 
 #[cfg(test)]
