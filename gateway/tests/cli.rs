@@ -6,7 +6,8 @@ use std::{path::Path, process::Stdio, time::Duration};
 mod support;
 
 use support::{
-    BIN, DevGateway, casegate, dev_channel, dev_orgnr, dev_token, signal, start_dev, with,
+    BIN, DevGateway, casegate, check_config, dev_channel, dev_orgnr, dev_token, signal, start_dev,
+    with,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tonic_health::pb::{
@@ -143,12 +144,7 @@ async fn check_config_refuses_a_key_set_holding_a_small_order_ed25519_key() {
         dir.path(),
         r#"{"keys": [{"kty":"OKP","crv":"Ed25519","kid":"weak","alg":"EdDSA","x":"AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}]}"#,
     );
-    let out = casegate()
-        .arg("check-config")
-        .arg(&config)
-        .output()
-        .await
-        .expect("run");
+    let out = check_config(&config, &[]).await;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -166,17 +162,13 @@ async fn check_config_refuses_a_key_set_holding_a_small_order_ed25519_key() {
 async fn check_config_refuses_an_audit_origin_that_is_not_the_signing_keys_name() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = casegate::dev::prepare(dir.path()).expect("dev setup");
-    let check = |origin: Option<&str>| {
-        let mut cmd = casegate();
-        cmd.arg("check-config").arg(&config);
-        if let Some(origin) = origin {
-            cmd.env("CASEGATE_AUDIT__ORIGIN", origin);
-        }
-        cmd.output()
-    };
-    let fine = check(None).await.expect("run");
+    let fine = check_config(&config, &[]).await;
     assert_eq!(fine.status.code(), Some(0), "{fine:?}");
-    let other = check(Some("other.example/audit")).await.expect("run");
+    let other = check_config(
+        &config,
+        &[("CASEGATE_AUDIT__ORIGIN", "other.example/audit")],
+    )
+    .await;
     let stderr = String::from_utf8_lossy(&other.stderr);
     assert_eq!(other.status.code(), Some(64), "{stderr}");
     assert!(

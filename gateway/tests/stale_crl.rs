@@ -16,11 +16,13 @@ use tokio::{
 };
 
 const STALE_CRL: &str = "pki/stale-ca.crl.pem";
+/// The CRL setting (`tls.client_crls`) pointing at the stale CRL.
+const CRLS: &str = "[\"pki/stale-ca.crl.pem\"]";
 
 /// The binary, its CRL setting pointing at the stale CRL.
 fn casegate() -> Command {
     let mut cmd = support::casegate();
-    cmd.env("CASEGATE_TLS__CLIENT_CRLS", format!("[\"{STALE_CRL}\"]"));
+    cmd.env("CASEGATE_TLS__CLIENT_CRLS", CRLS);
     cmd
 }
 
@@ -41,12 +43,8 @@ async fn check_config_warns_about_a_stale_crl_and_fails_when_told_to_refuse_it()
     let dir = tempfile::tempdir().expect("tempdir");
     let config = prepare(dir.path());
 
-    let out = casegate()
-        .arg("check-config")
-        .arg(&config)
-        .output()
-        .await
-        .expect("run");
+    let crls = ("CASEGATE_TLS__CLIENT_CRLS", CRLS);
+    let out = support::check_config(&config, &[crls]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert!(
@@ -54,13 +52,7 @@ async fn check_config_warns_about_a_stale_crl_and_fails_when_told_to_refuse_it()
         "{stdout}"
     );
 
-    let out = casegate()
-        .arg("check-config")
-        .arg(&config)
-        .env("CASEGATE_TLS__STALE_CRLS", "refuse")
-        .output()
-        .await
-        .expect("run");
+    let out = support::check_config(&config, &[crls, ("CASEGATE_TLS__STALE_CRLS", "refuse")]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{stderr}");
     assert!(

@@ -34,6 +34,17 @@ pub fn casegate() -> Command {
     cmd
 }
 
+/// `casegate check-config CONFIG` with `env` set.
+pub async fn check_config(config: &Path, env: &[(&str, &str)]) -> std::process::Output {
+    casegate()
+        .arg("check-config")
+        .arg(config)
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .expect("run casegate check-config")
+}
+
 /// Starts `casegate dev` on an ephemeral loopback port over `data`, with a grace period of one
 /// second and metrics on an ephemeral port unless `env` says otherwise, and waits for its
 /// address.

@@ -30,6 +30,21 @@ async fn eventually<F: Future<Output = bool>>(
     false
 }
 
+/// Whether calls by `caller` fail within `bound` (its connection cut, and no new one let in).
+async fn calls_fail_within(bound: Duration, caller: &casegate_tests::Caller) -> bool {
+    eventually(bound, || {
+        let mut caller = caller.clone();
+        async move {
+            caller
+                .audit
+                .get_checkpoint(GetCheckpointRequest {})
+                .await
+                .is_err()
+        }
+    })
+    .await
+}
+
 #[tokio::test]
 async fn an_open_connection_is_closed_once_a_crl_revokes_its_certificate() {
     let gw = TestGateway::start().await;
@@ -46,16 +61,7 @@ async fn an_open_connection_is_closed_once_a_crl_revokes_its_certificate() {
         .expect("served");
 
     gw.revoke(&["nav"]);
-    let cut = eventually(RELOAD_BOUND, || {
-        let mut nav = nav.clone();
-        async move {
-            nav.audit
-                .get_checkpoint(GetCheckpointRequest {})
-                .await
-                .is_err()
-        }
-    })
-    .await;
+    let cut = calls_fail_within(RELOAD_BOUND, &nav).await;
     assert!(
         cut,
         "calls on the revoked certificate's open connection still succeed"
@@ -208,16 +214,7 @@ async fn with_refuse_a_crl_that_passes_its_next_update_while_loaded_refuses_its_
         "a client of a CA whose CRL is stale must be refused"
     );
     // The connection opened while it was fresh is closed too (and cannot reconnect).
-    let cut = eventually(RELOAD_BOUND, || {
-        let mut open = open.clone();
-        async move {
-            open.audit
-                .get_checkpoint(GetCheckpointRequest {})
-                .await
-                .is_err()
-        }
-    })
-    .await;
+    let cut = calls_fail_within(RELOAD_BOUND, &open).await;
     assert!(
         cut,
         "calls on a connection opened before the CRL went stale still succeed"
