@@ -347,9 +347,16 @@ impl Authenticator {
                 .verify_strict(signing_input.as_bytes(), &signature)
                 .map_err(|_| AuthError::Invalid("signature does not verify"))?;
         }
-        jsonwebtoken::decode::<Claims>(token, &key.key, &validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, &key.key, &validation)
             .map(|data| data.claims)
-            .map_err(|e| AuthError::Invalid(describe(e.kind())))
+            .map_err(|e| AuthError::Invalid(describe(e.kind())))?;
+        // Checked once, before the token is remembered; an empty `sub` is refused as missing
+        // on every call.
+        if let Some(sub) = claims.sub.as_deref().filter(|s| !s.is_empty()) {
+            crate::text::check(sub, MAX_SUB_BYTES)
+                .map_err(|rule| AuthError::InvalidClaim("sub", rule))?;
+        }
+        Ok(claims)
     }
 
     /// The caller a verified token names, checked against the connection's certificate.
@@ -364,8 +371,6 @@ impl Authenticator {
             .clone()
             .filter(|s| !s.is_empty())
             .ok_or(AuthError::MissingClaim("sub"))?;
-        crate::text::check(&user_id, MAX_SUB_BYTES)
-            .map_err(|rule| AuthError::InvalidClaim("sub", rule))?;
         let org = claims
             .org
             .as_deref()
