@@ -295,3 +295,18 @@ pub async fn ips_scenario(gw: &TestGateway, me: &SubjectId) -> Outcome {
         purged: waiting,
     }
 }
+
+/// Polls `check` every 100 ms until it returns `true`, for at most `bound`.
+pub async fn eventually<F: Future<Output = bool>>(
+    bound: std::time::Duration,
+    mut check: impl FnMut() -> F,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + bound;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
+}

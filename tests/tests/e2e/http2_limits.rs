@@ -5,7 +5,7 @@
 use std::{sync::Arc, time::Duration};
 
 use casegate::dev::pki::CertifiedKey;
-use casegate_tests::TestGateway;
+use casegate_tests::{TestGateway, scenario::eventually};
 use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
 use tokio::{
@@ -341,25 +341,15 @@ async fn connections_beyond_the_bound_are_closed_as_soon_as_they_are_accepted() 
     let client = &gw.org("clinic").cert;
     let first = connect(&gw, client).await;
     let _second = connect(&gw, client).await;
+    let probe = || casegate_tests::tls_probe::probe(gw.addr, gw.ca_pem(), Some(client));
     // The two are registered once the server's side of their handshakes is done.
-    let mut third = Ok(());
-    for _ in 0..50 {
-        third = casegate_tests::tls_probe::probe(gw.addr, gw.ca_pem(), Some(client)).await;
-        if third.is_err() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(third.is_err(), "a third connection must be closed");
+    let bound = Duration::from_secs(5);
+    let third_refused = eventually(bound, || async { probe().await.is_err() }).await;
+    assert!(third_refused, "a third connection must be closed");
     // Once one of the two closes, a new connection is served again.
     drop(first);
-    let mut again = Err(String::new());
-    for _ in 0..50 {
-        again = casegate_tests::tls_probe::probe(gw.addr, gw.ca_pem(), Some(client)).await;
-        if again.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(again, Ok(()));
+    assert!(
+        eventually(bound, || async { probe().await.is_ok() }).await,
+        "a connection is served again once one closes"
+    );
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use casegate::{config::Config, dev::pki::CertifiedKey, server::Material};
 use casegate_proto::v1::GetCheckpointRequest;
-use casegate_tests::{TestGateway, tls_probe::probe};
+use casegate_tests::{TestGateway, scenario::eventually, tls_probe::probe};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -14,21 +14,6 @@ use tonic_health::pb::{
 
 /// How long the tests allow for a reload (the test gateway checks its CRL every 100 ms).
 const RELOAD_BOUND: Duration = Duration::from_secs(5);
-
-/// Polls `check` every 100 ms until it returns `true`, for at most `bound`.
-async fn eventually<F: Future<Output = bool>>(
-    bound: Duration,
-    mut check: impl FnMut() -> F,
-) -> bool {
-    let deadline = tokio::time::Instant::now() + bound;
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
 
 /// Whether calls by `caller` fail within `bound` (its connection cut, and no new one let in).
 async fn calls_fail_within(bound: Duration, caller: &casegate_tests::Caller) -> bool {
