@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod checkpoint;
+pub mod durable;
 pub mod ed25519;
 pub mod entry;
 pub mod index;

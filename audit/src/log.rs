@@ -3,9 +3,12 @@
 //! the Merkle tree's nodes, and signs a checkpoint after every batch. Readers get entries,
 //! checkpoints and O(log n) proofs concurrently.
 //!
-//! Folder layout: `segments/*.seg` (the records, the only durable truth), `tree/level-NN` and
-//! `offsets` (derived, rebuilt after a crash), `checkpoint` (the newest signed note), `clean`
-//! (present only after a clean shutdown: lets start-up skip re-hashing).
+//! Folder layout: `segments/*.seg` (the records and, after each batch, a commit frame naming
+//! the size its callers were handed: the only durable truth), `tree/level-NN` and `offsets`
+//! (derived, rebuilt after a crash), `checkpoint` (a recent signed note, replaced atomically
+//! and synced; it also catches lost segments), `clean` (present only after a clean shutdown:
+//! lets start-up skip re-hashing). Whatever state a derived file is in — missing, empty,
+//! truncated, garbage — start-up rebuilds it from the segments.
 
 use std::{
     fs::{self, File, OpenOptions},
@@ -20,10 +23,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 
 use crate::{
     checkpoint::{Checkpoint, CheckpointError, SignedCheckpoint, Signer, Verifier},
+    durable,
     merkle::{self, CompactRange, Hash},
     segment::{self, Flaw},
     store::{FixedFile, TreeStore},
@@ -139,6 +143,9 @@ pub enum OpenError {
     Truncated { size: u64, checkpoint: u64 },
     #[error("the first {checkpoint} entries do not hash to the last signed checkpoint's root")]
     RootMismatch { checkpoint: u64 },
+    /// A commit frame in the segments names a root the records before it do not hash to.
+    #[error("the first {size} entries do not hash to the root their commit frame names")]
+    CommitMismatch { size: u64 },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -159,8 +166,13 @@ pub struct Recovery {
     pub clean: bool,
     /// Bytes of an unacknowledged, torn tail that were cut.
     pub discarded_bytes: u64,
-    /// The size of the signed checkpoint found, if any.
+    /// The size of the signed checkpoint found in the checkpoint file, if any.
     pub checkpoint_size: Option<u64>,
+    /// The largest size any caller may have been handed: the newest commit frame's, or the
+    /// checkpoint file's if larger. Nothing below it was cut.
+    pub acknowledged: u64,
+    /// Why the checkpoint file was unusable and rebuilt (empty, torn, not a signed note).
+    pub checkpoint_file_rebuilt: Option<String>,
 }
 
 type Done = Box<dyn FnOnce(Result<Appended, AppendError>) + Send>;
@@ -229,51 +241,60 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> OpenError + '_ {
     }
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
+use durable::sync_dir;
 
-/// Creates (or truncates) a file readable by its owner only: the log names organisations and
-/// pseudonyms.
-fn private_file(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-}
-
-/// Creates a folder (and its parents) accessible to its owner only.
+/// Creates a folder (and its parents) accessible to its owner only, durably.
 pub(crate) fn private_dirs(path: &Path) -> io::Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
+    durable::create_dirs(path)
 }
 
 const CHECKPOINT: &str = "checkpoint";
 const CLEAN: &str = "clean";
 
 /// The checkpoint file is rewritten at most this often while appends flow (a newer checkpoint
-/// waits at most this long for its turn) and on close. Each rewrite is a create, a write and a
-/// rename; once per batch, they cost a sizeable part of the writer's time under load.
+/// waits at most this long for its turn) and on close. Each rewrite is a create, a write, two
+/// syncs and a rename; once per batch, they would cost a sizeable part of the writer's time
+/// under load. Callers learn what was acknowledged from the commit frames, never from this
+/// file, so its lag loses nothing.
 const CHECKPOINT_FILE_EVERY: Duration = Duration::from_millis(100);
 
-/// Writes the checkpoint note by rename. Not synced: a checkpoint can always be re-signed
-/// from the records, which are.
-fn write_checkpoint(dir: &Path, note: &str, sync: bool) -> io::Result<()> {
-    let tmp = dir.join("checkpoint.tmp");
-    let mut file = private_file(&tmp)?;
-    file.write_all(note.as_bytes())?;
-    if sync {
-        file.sync_all()?;
+/// Replaces the checkpoint file atomically and durably ([`durable::replace_file`]): after a
+/// power cut it holds the old note or the new one, never an empty or partial file.
+fn write_checkpoint(dir: &Path, note: &str) -> io::Result<()> {
+    durable::replace_file(&dir.join(CHECKPOINT), note.as_bytes())
+}
+
+/// What the checkpoint file held at start-up.
+enum CheckpointFile {
+    Missing,
+    /// Not a signed note at all (empty, torn, garbage): derived, so rebuilt.
+    Unusable(String),
+    Found(SignedCheckpoint),
+}
+
+/// Reads the checkpoint file for [`AuditLog::open`]. A file that is not a well-formed signed
+/// note is reported as unusable (it is rebuilt); a well-formed note that the key does not
+/// verify refuses to open — the log would otherwise go on under another key.
+fn read_checkpoint_file(dir: &Path, verifier: &Verifier) -> Result<CheckpointFile, OpenError> {
+    let path = dir.join(CHECKPOINT);
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(CheckpointFile::Missing),
+        Err(e) => return Err(io_at(&path)(e)),
+    };
+    let Ok(note) = String::from_utf8(bytes) else {
+        return Ok(CheckpointFile::Unusable("not UTF-8 text".into()));
+    };
+    if note.is_empty() {
+        return Ok(CheckpointFile::Unusable("empty".into()));
     }
-    fs::rename(&tmp, dir.join(CHECKPOINT))?;
-    if sync {
-        sync_dir(dir)?;
+    match verifier.verify(&note) {
+        Ok(checkpoint) => Ok(CheckpointFile::Found(SignedCheckpoint { checkpoint, note })),
+        Err(e @ (CheckpointError::NoteFormat(_) | CheckpointError::BodyFormat(_))) => {
+            Ok(CheckpointFile::Unusable(e.to_string()))
+        }
+        Err(e) => Err(e.into()),
     }
-    Ok(())
 }
 
 /// Replaces the checkpoint signing key of a closed log: appends `rotation_entry` (which should
@@ -297,7 +318,7 @@ pub fn rotate_key(
         ));
     };
     let bridged = Signer::cosign(&[&old, new], &newest.checkpoint);
-    write_checkpoint(dir, &bridged.note, true).map_err(|e| RotateError::Io(e.to_string()))?;
+    write_checkpoint(dir, &bridged.note).map_err(|e| RotateError::Io(e.to_string()))?;
     Ok(appended)
 }
 
@@ -342,7 +363,11 @@ impl AuditLog {
         let seg_dir = dir.join("segments");
         private_dirs(&seg_dir).map_err(io_at(&seg_dir))?;
         let verifier = signer.verifier();
-        let found = read_checkpoint(dir, &verifier)?;
+        let (found, checkpoint_file_rebuilt) = match read_checkpoint_file(dir, &verifier)? {
+            CheckpointFile::Found(cp) => (Some(cp), None),
+            CheckpointFile::Missing => (None, None),
+            CheckpointFile::Unusable(reason) => (None, Some(reason)),
+        };
         if let Some(cp) = &found
             && cp.checkpoint.origin != options.origin
         {
@@ -361,50 +386,54 @@ impl AuditLog {
         let clean_size = fs::read_to_string(&clean_path)
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok());
-        let mut recovered = None;
-        if let Some(size) = clean_size {
-            recovered = fast_open(&segments, &tree, &offsets, size)?;
-        }
-        let clean = recovered.is_some();
-        let (size, range, tail) = match recovered {
-            Some((size, range)) => (size, range, None),
+        // After a clean shutdown the derived files are trusted, but only if they agree with
+        // the segments and the checkpoint; otherwise they are rebuilt like after a crash.
+        let fast = match clean_size {
+            Some(size) => fast_open(&segments, &tree, &offsets, size)?
+                .filter(|scanned| check_roots(scanned, found.as_ref(), &tree, &tree_dir).is_ok()),
+            None => None,
+        };
+        let clean = fast.is_some();
+        let scanned = match fast {
+            Some(scanned) => scanned,
             None => rebuild(&segments, &tree, &offsets)?,
         };
-
-        if let Some(cp) = &found {
-            let cp = &cp.checkpoint;
-            match &tail {
-                // The flaw is inside what the checkpoint covers: acknowledged data is damaged.
-                Some(tail) if cp.size > tail.index => {
-                    return Err(OpenError::Damaged {
-                        index: tail.index,
-                        reason: tail.flaw.to_string(),
-                    });
-                }
-                _ if cp.size > size => {
-                    return Err(OpenError::Truncated {
-                        size,
-                        checkpoint: cp.size,
-                    });
-                }
-                _ => {}
-            }
-            let root = if cp.size == size {
-                range.root()
-            } else {
-                merkle::subtree_root(0, cp.size, &|l, i| tree.node(l, i))
-                    .map_err(io_at(&tree_dir))?
-            };
-            if root != cp.root {
-                return Err(OpenError::RootMismatch {
-                    checkpoint: cp.size,
+        // What any caller may have been handed: commit frames first (written and synced with
+        // each batch), the checkpoint file as well (it catches a lost segment).
+        let acknowledged = [
+            scanned.commit.map(|(size, _)| size),
+            scanned.tail.as_ref().and_then(|t| t.commit_beyond),
+            found.as_ref().map(|cp| cp.checkpoint.size),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(0);
+        let size = scanned.size;
+        match &scanned.tail {
+            // The flaw is inside what was acknowledged: keep every byte and refuse.
+            Some(tail) if acknowledged > tail.index => {
+                return Err(OpenError::Damaged {
+                    index: tail.index,
+                    reason: tail.flaw.to_string(),
                 });
             }
+            _ if acknowledged > size => {
+                return Err(OpenError::Truncated {
+                    size,
+                    checkpoint: acknowledged,
+                });
+            }
+            _ => {}
         }
-        let discarded = match &tail {
+        if !clean {
+            check_roots(&scanned, found.as_ref(), &tree, &tree_dir)?;
+        }
+        let discarded = match &scanned.tail {
             Some(tail) => tail.cut()?,
             None => 0,
         };
+        let range = scanned.range;
         // From here on the derived files change: a crash must not be mistaken for clean.
         if clean_path.exists() {
             fs::remove_file(&clean_path).map_err(io_at(&clean_path))?;
@@ -418,7 +447,7 @@ impl AuditLog {
                     size,
                     root: range.root(),
                 });
-                write_checkpoint(dir, &signed.note, false).map_err(io_at(dir))?;
+                write_checkpoint(dir, &signed.note).map_err(io_at(dir))?;
                 signed
             }
         };
@@ -435,6 +464,18 @@ impl AuditLog {
         let segment_len = match segments.last() {
             Some((_, path)) => fs::metadata(path).map_err(io_at(path))?.len(),
             None => 0,
+        };
+        // A segment from before commit frames is not appended to: older readers would take a
+        // commit frame for damage.
+        let legacy_tail = match segments.last() {
+            Some((_, path)) if segment_len > segment::HEADER_LEN => {
+                let mut magic = [0u8; 8];
+                File::open(path)
+                    .and_then(|f| std::os::unix::fs::FileExt::read_exact_at(&f, &mut magic, 0))
+                    .map_err(io_at(path))?;
+                segment::is_v1(&magic)
+            }
+            _ => false,
         };
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
@@ -466,6 +507,7 @@ impl AuditLog {
             range,
             segment_len,
             seg_dir,
+            roll: legacy_tail,
             unwritten: None,
             file_written: None,
         };
@@ -478,6 +520,8 @@ impl AuditLog {
             clean,
             discarded_bytes: discarded,
             checkpoint_size: found.map(|c| c.checkpoint.size),
+            acknowledged,
+            checkpoint_file_rebuilt,
         };
         Ok((
             Self {
@@ -676,6 +720,53 @@ impl Drop for AuditLog {
     }
 }
 
+/// What start-up read from the segments.
+struct Scanned {
+    size: u64,
+    range: CompactRange,
+    /// A flaw at the end of the last segment, not yet cut.
+    tail: Option<Tail>,
+    /// The newest intact commit frame: (size, root).
+    commit: Option<(u64, Hash)>,
+}
+
+/// Checks that the tree of the scanned records has the roots the checkpoint file and the
+/// newest commit frame name.
+fn check_roots(
+    scanned: &Scanned,
+    found: Option<&SignedCheckpoint>,
+    tree: &TreeStore,
+    tree_dir: &Path,
+) -> Result<(), OpenError> {
+    let root_at = |size: u64| -> Result<Hash, OpenError> {
+        if size == scanned.size {
+            Ok(scanned.range.root())
+        } else {
+            merkle::subtree_root(0, size, &|l, i| tree.node(l, i)).map_err(io_at(tree_dir))
+        }
+    };
+    if let Some(cp) = found {
+        let cp = &cp.checkpoint;
+        if cp.size > scanned.size {
+            return Err(OpenError::Truncated {
+                size: scanned.size,
+                checkpoint: cp.size,
+            });
+        }
+        if root_at(cp.size)? != cp.root {
+            return Err(OpenError::RootMismatch {
+                checkpoint: cp.size,
+            });
+        }
+    }
+    if let Some((size, root)) = scanned.commit
+        && root_at(size)? != root
+    {
+        return Err(OpenError::CommitMismatch { size });
+    }
+    Ok(())
+}
+
 /// Start-up after a clean shutdown: trust the derived files, checking only that the last
 /// segment ends where the clean marker says. `None` means "rebuild instead".
 fn fast_open(
@@ -683,16 +774,16 @@ fn fast_open(
     tree: &TreeStore,
     offsets: &FixedFile<8>,
     size: u64,
-) -> Result<Option<(u64, CompactRange)>, OpenError> {
-    let end = match segments.last() {
-        None => 0,
+) -> Result<Option<Scanned>, OpenError> {
+    let (end, commit) = match segments.last() {
+        None => (0, None),
         Some((first, path)) => {
             let bytes = segment::read(path).map_err(io_at(path))?;
             let scan = segment::scan(&bytes, *first, |_, _, _| {});
             if scan.flaw.is_some() {
                 return Ok(None);
             }
-            scan.next_index
+            (scan.next_index, scan.commit)
         }
     };
     if end != size
@@ -703,20 +794,28 @@ fn fast_open(
         return Ok(None);
     }
     match CompactRange::from_store(size, |l, i| tree.node(l, i)) {
-        Ok(range) => Ok(Some((size, range))),
+        Ok(range) => Ok(Some(Scanned {
+            size,
+            range,
+            tail: None,
+            commit,
+        })),
         Err(_) => Ok(None),
     }
 }
 
-/// A flawed end of the last segment: unacknowledged if the checkpoint does not reach into it.
+/// A flawed end of the last segment: unacknowledged if no commit frame and no checkpoint
+/// reaches into it.
 struct Tail {
     path: PathBuf,
     first: u64,
-    /// Bytes to keep (the header and the good records).
+    /// Bytes to keep (the header and the good frames).
     keep: u64,
     len: u64,
     index: u64,
     flaw: Flaw,
+    /// The largest size named by an intact commit frame after the flaw.
+    commit_beyond: Option<u64>,
 }
 
 impl Tail {
@@ -745,12 +844,13 @@ fn rebuild(
     segments: &[(u64, PathBuf)],
     tree: &TreeStore,
     offsets: &FixedFile<8>,
-) -> Result<(u64, CompactRange, Option<Tail>), OpenError> {
+) -> Result<Scanned, OpenError> {
     tree.clear().map_err(io_at(Path::new("tree")))?;
     let mut range = CompactRange::new();
     let mut levels: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut offset_bytes = Vec::new();
     let mut tail = None;
+    let mut commit = None;
     let mut next = 0u64;
     for (n, (first, path)) in segments.iter().enumerate() {
         if *first != next {
@@ -770,6 +870,9 @@ fn rebuild(
                 levels[level].1.extend_from_slice(hash);
             });
         });
+        if scan.commit.is_some() {
+            commit = scan.commit;
+        }
         if let Some(flaw) = scan.flaw {
             let last = n + 1 == segments.len();
             // A header that never reached the disk leaves at most a partial header.
@@ -786,6 +889,7 @@ fn rebuild(
                 keep: scan.good_len.max(segment::HEADER_LEN),
                 len: bytes.len() as u64,
                 index: scan.next_index,
+                commit_beyond: segment::commit_beyond(&bytes, scan.good_len as usize),
                 flaw,
             });
         }
@@ -799,7 +903,12 @@ fn rebuild(
     offsets
         .put(0, &offset_bytes)
         .map_err(io_at(Path::new("offsets")))?;
-    Ok((next, range, tail))
+    Ok(Scanned {
+        size: next,
+        range,
+        tail,
+        commit,
+    })
 }
 
 // === the writer ===
@@ -811,6 +920,8 @@ struct Writer {
     range: CompactRange,
     segment_len: u64,
     seg_dir: PathBuf,
+    /// Start a new segment before the next write.
+    roll: bool,
     /// A checkpoint newer than the checkpoint file, waiting for its turn.
     unwritten: Option<Arc<SignedCheckpoint>>,
     /// When the checkpoint file was last written.
@@ -863,8 +974,8 @@ impl Writer {
 
     fn write_checkpoint_file(&mut self) {
         if let Some(checkpoint) = self.unwritten.take() {
-            // Not synced, and a failure only leaves an older (still valid) checkpoint there.
-            let _ = write_checkpoint(&self.shared.dir, &checkpoint.note, false);
+            // A failure only leaves an older (still valid) checkpoint there.
+            let _ = write_checkpoint(&self.shared.dir, &checkpoint.note);
             self.file_written = Some(Instant::now());
         }
     }
@@ -942,7 +1053,7 @@ impl Writer {
             size: self.range.size(),
             root: self.range.root(),
         }));
-        // The records are durable; the checkpoint file is a convenience re-signed on start.
+        // The records and their commit frame are durable; the checkpoint file follows.
         self.unwritten = Some(checkpoint.clone());
         if self.file_due().is_some_and(|due| due <= Instant::now()) {
             self.write_checkpoint_file();
@@ -971,14 +1082,29 @@ impl Writer {
         }
     }
 
-    /// Writes and syncs the batch's records, then stores the tree nodes and offsets. Returns
-    /// the time spent in `fdatasync`.
+    /// Writes the batch's records and its commit frame and syncs them, then stores the tree
+    /// nodes and offsets. Returns the time spent in `fdatasync`.
     fn write(&mut self, batch: &[Job]) -> io::Result<Duration> {
         let mut synced = Duration::ZERO;
         let start = self.range.size();
+        let mut range = self.range.clone();
+        let mut levels: Vec<(u64, Vec<u8>)> = Vec::new();
+        for job in batch {
+            range.append(merkle::leaf_hash(&job.entry), |level, index, hash| {
+                let level = level as usize;
+                if levels.len() <= level {
+                    levels.push((index, Vec::new()));
+                }
+                levels[level].1.extend_from_slice(hash);
+            });
+        }
         let mut frames = Vec::new();
         let mut offsets = Vec::with_capacity(batch.len() * 8);
-        let mut file = self.current_segment(start)?;
+        let mut file = if std::mem::take(&mut self.roll) {
+            self.new_segment(start)?
+        } else {
+            self.current_segment(start)?
+        };
         for (i, job) in batch.iter().enumerate() {
             let index = start + i as u64;
             let len = segment::frame_len(job.entry.len());
@@ -996,22 +1122,14 @@ impl Writer {
             segment::encode_frame(index, &job.entry, &mut frames);
             self.segment_len += len;
         }
+        segment::encode_commit(range.size(), &range.root(), &mut frames);
+        self.segment_len += segment::COMMIT_LEN as u64;
         file.as_ref().write_all(&frames)?;
         let t = Instant::now();
         file.sync_data()?;
         synced += t.elapsed();
 
-        let mut levels: Vec<(u64, Vec<u8>)> = Vec::new();
-        for job in batch {
-            self.range
-                .append(merkle::leaf_hash(&job.entry), |level, index, hash| {
-                    let level = level as usize;
-                    if levels.len() <= level {
-                        levels.push((index, Vec::new()));
-                    }
-                    levels[level].1.extend_from_slice(hash);
-                });
-        }
+        self.range = range;
         for (level, (first, bytes)) in levels.iter().enumerate() {
             self.shared.tree.put(level as u32, *first, bytes)?;
         }
@@ -1068,11 +1186,11 @@ impl Writer {
             .unwrap_or_else(|p| p.into_inner())
             .checkpoint
             .clone();
-        write_checkpoint(&self.shared.dir, &checkpoint.note, true)?;
-        let mut clean = private_file(&self.shared.dir.join(CLEAN))?;
-        clean.write_all(format!("{}\n", self.range.size()).as_bytes())?;
-        clean.sync_all()?;
-        sync_dir(&self.shared.dir)
+        write_checkpoint(&self.shared.dir, &checkpoint.note)?;
+        durable::write_file(
+            &self.shared.dir.join(CLEAN),
+            format!("{}\n", self.range.size()).as_bytes(),
+        )
     }
 }
 

@@ -1,12 +1,18 @@
 //! Segment files: the durable form of the log. A segment starts with a 16-byte header (magic,
-//! index of its first record) and holds framed records:
+//! index of its first record) and holds framed records, each batch of them followed by a
+//! commit frame:
 //!
 //! ```text
-//! u32 payload length | u32 CRC-32C of (index, payload) | u64 index | payload
+//! record: u32 payload length | u32 CRC-32C of (index, payload)        | u64 index | payload
+//! commit: u32 0xFFFF_FFFF    | u32 CRC-32C of ("commit", size, root)  | u64 size  | 32-byte root
 //! ```
 //!
 //! The index inside each frame makes a deleted, duplicated or reordered record visible even
-//! when every frame is intact.
+//! when every frame is intact. A commit frame is written and synced with the batch it ends,
+//! before any caller is answered: it names the log size (and RFC 6962 root) the batch's
+//! callers were handed, so recovery knows from the segments themselves which records were
+//! acknowledged. Segments written before commit frames existed start with magic `CGAUDIT1`;
+//! they are read as before, and new records go to a new segment.
 
 use std::{
     fs,
@@ -14,9 +20,16 @@ use std::{
     path::{Path, PathBuf},
 };
 
-pub const MAGIC: &[u8; 8] = b"CGAUDIT1";
+/// The magic of segments written now (with commit frames).
+pub const MAGIC: &[u8; 8] = b"CGAUDIT2";
+/// The magic of segments written before commit frames existed.
+pub const MAGIC_V1: &[u8; 8] = b"CGAUDIT1";
 pub const HEADER_LEN: u64 = 16;
 pub const FRAME_HEADER_LEN: usize = 16;
+/// The length field that marks a commit frame.
+pub const COMMIT_MARK: u32 = u32::MAX;
+/// The bytes a commit frame takes.
+pub const COMMIT_LEN: usize = FRAME_HEADER_LEN + 32;
 /// Largest entry the log accepts.
 pub const MAX_ENTRY_BYTES: usize = 1 << 20;
 
@@ -51,6 +64,68 @@ pub fn header(first: u64) -> [u8; HEADER_LEN as usize] {
     h
 }
 
+/// Whether `bytes` start with the header of a segment whose first record is `first` (either
+/// version).
+fn header_ok(bytes: &[u8], first: u64) -> bool {
+    bytes.len() >= HEADER_LEN as usize
+        && (bytes[..8] == *MAGIC || bytes[..8] == *MAGIC_V1)
+        && bytes[8..16] == first.to_be_bytes()
+}
+
+/// Whether a segment's bytes start with the magic of segments written before commit frames.
+pub fn is_v1(bytes: &[u8]) -> bool {
+    bytes.get(..8) == Some(&MAGIC_V1[..])
+}
+
+fn commit_checksum(size: u64, root: &[u8; 32]) -> u32 {
+    crc32c::crc32c_append(
+        crc32c::crc32c_append(crc32c::crc32c(b"commit"), &size.to_be_bytes()),
+        root,
+    )
+}
+
+/// Appends a commit frame: the batch before it leaves the log at `size` entries with RFC 6962
+/// root `root`.
+pub fn encode_commit(size: u64, root: &[u8; 32], out: &mut Vec<u8>) {
+    out.extend_from_slice(&COMMIT_MARK.to_be_bytes());
+    out.extend_from_slice(&commit_checksum(size, root).to_be_bytes());
+    out.extend_from_slice(&size.to_be_bytes());
+    out.extend_from_slice(root);
+}
+
+/// The commit frame at the start of `bytes`, if one is there intact: (size, root).
+fn commit_at(bytes: &[u8]) -> Option<(u64, [u8; 32])> {
+    let frame = bytes.get(..COMMIT_LEN)?;
+    if frame[..4] != COMMIT_MARK.to_be_bytes() {
+        return None;
+    }
+    let crc = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let mut size = [0u8; 8];
+    size.copy_from_slice(&frame[8..16]);
+    let size = u64::from_be_bytes(size);
+    let mut root = [0u8; 32];
+    root.copy_from_slice(&frame[16..]);
+    (commit_checksum(size, &root) == crc).then_some((size, root))
+}
+
+/// The largest size named by an intact commit frame anywhere in `bytes` from byte `from` on,
+/// found by searching every position (a flaw may hide where frames start). Used after a
+/// flaw: a commit frame beyond it means the flawed record was acknowledged.
+pub fn commit_beyond(bytes: &[u8], from: usize) -> Option<u64> {
+    let mark = COMMIT_MARK.to_be_bytes();
+    let mut best = None;
+    let mut at = from;
+    while at + COMMIT_LEN <= bytes.len() {
+        if bytes[at..at + 4] == mark
+            && let Some((size, _)) = commit_at(&bytes[at..])
+        {
+            best = best.max(Some(size));
+        }
+        at += 1;
+    }
+    best
+}
+
 fn checksum(index: u64, payload: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&index.to_be_bytes()), payload)
 }
@@ -82,6 +157,8 @@ pub enum Flaw {
     Checksum,
     /// An intact frame carries another record's index.
     Index { found: u64 },
+    /// An intact commit frame names a size other than the records before it.
+    Commit { size: u64 },
 }
 
 impl std::fmt::Display for Flaw {
@@ -95,6 +172,10 @@ impl std::fmt::Display for Flaw {
                 f,
                 "found record {found} here (records deleted, duplicated or reordered)"
             ),
+            Flaw::Commit { size } => write!(
+                f,
+                "a commit frame for size {size} stands here (records deleted or duplicated)"
+            ),
         }
     }
 }
@@ -104,10 +185,12 @@ impl std::fmt::Display for Flaw {
 pub struct ScanEnd {
     /// Index the next record would have.
     pub next_index: u64,
-    /// Byte offset just after the last good record.
+    /// Byte offset just after the last good frame.
     pub good_len: u64,
     /// Why the scan stopped before the end of the file, if it did.
     pub flaw: Option<Flaw>,
+    /// The last good commit frame before the flaw or the end: (size, root).
+    pub commit: Option<(u64, [u8; 32])>,
 }
 
 /// Reads a whole segment file.
@@ -125,15 +208,17 @@ pub fn scan<'a>(
     first: u64,
     mut record: impl FnMut(u64, u64, &'a [u8]),
 ) -> ScanEnd {
-    if bytes.len() < HEADER_LEN as usize || bytes[..HEADER_LEN as usize] != header(first) {
+    if !header_ok(bytes, first) {
         return ScanEnd {
             next_index: first,
             good_len: 0,
             flaw: Some(Flaw::Header),
+            commit: None,
         };
     }
     let mut at = HEADER_LEN as usize;
     let mut index = first;
+    let mut commit = None;
     while at < bytes.len() {
         let flaw = match bytes.get(at..at + FRAME_HEADER_LEN) {
             None => Some(Flaw::Incomplete),
@@ -144,7 +229,18 @@ pub fn scan<'a>(
                 idx.copy_from_slice(&h[8..16]);
                 let found = u64::from_be_bytes(idx);
                 let start = at + FRAME_HEADER_LEN;
-                if len as usize > MAX_ENTRY_BYTES {
+                if len == COMMIT_MARK {
+                    match commit_at(&bytes[at..]) {
+                        None if bytes.len() < at + COMMIT_LEN => Some(Flaw::Incomplete),
+                        None => Some(Flaw::Checksum),
+                        Some((size, _)) if size != index => Some(Flaw::Commit { size }),
+                        Some(found) => {
+                            commit = Some(found);
+                            at += COMMIT_LEN;
+                            None
+                        }
+                    }
+                } else if len as usize > MAX_ENTRY_BYTES {
                     Some(Flaw::Length(len))
                 } else {
                     match bytes.get(start..start + len as usize) {
@@ -166,6 +262,7 @@ pub fn scan<'a>(
                 next_index: index,
                 good_len: at as u64,
                 flaw: Some(flaw),
+                commit,
             };
         }
     }
@@ -173,6 +270,7 @@ pub fn scan<'a>(
         next_index: index,
         good_len: at as u64,
         flaw: None,
+        commit,
     }
 }
 
@@ -273,5 +371,42 @@ mod tests {
         assert_eq!(end.flaw, Some(Flaw::Index { found: 12 }));
 
         assert_eq!(indexes(&good, 11).1.flaw, Some(Flaw::Header));
+    }
+
+    #[test]
+    fn commit_frames_are_scanned_checked_and_found_past_a_flaw() {
+        let mut bytes = segment(0, &[b"a", b"bb"]);
+        encode_commit(2, &[1u8; 32], &mut bytes);
+        encode_frame(2, b"ccc", &mut bytes);
+        encode_commit(3, &[2u8; 32], &mut bytes);
+        let (seen, end) = indexes(&bytes, 0);
+        assert_eq!(seen, [0, 1, 2]);
+        assert_eq!(end.flaw, None);
+        assert_eq!(end.commit, Some((3, [2u8; 32])));
+        assert_eq!(end.good_len, bytes.len() as u64);
+
+        // A commit frame for another size is a flaw (records deleted or duplicated).
+        let mut wrong = segment(0, &[b"a"]);
+        encode_commit(2, &[1u8; 32], &mut wrong);
+        assert_eq!(indexes(&wrong, 0).1.flaw, Some(Flaw::Commit { size: 2 }));
+
+        // A torn commit frame is incomplete; a changed one fails its checksum.
+        let (_, end) = indexes(&bytes[..bytes.len() - 1], 0);
+        assert_eq!(end.flaw, Some(Flaw::Incomplete));
+        assert_eq!(end.commit, Some((2, [1u8; 32])));
+        let mut changed = bytes.clone();
+        let last = changed.len() - 1;
+        changed[last] ^= 1;
+        assert_eq!(indexes(&changed, 0).1.flaw, Some(Flaw::Checksum));
+
+        // A flaw in record 1's length hides the frames after it from the scan, but not from
+        // the search for commit frames.
+        let mut hidden = bytes.clone();
+        let record_1 = HEADER_LEN as usize + frame_len(1) as usize;
+        hidden[record_1] ^= 0x10;
+        let end = indexes(&hidden, 0).1;
+        assert_eq!(end.next_index, 1);
+        assert_eq!(commit_beyond(&hidden, end.good_len as usize), Some(3));
+        assert_eq!(commit_beyond(&bytes[..record_1], HEADER_LEN as usize), None);
     }
 }

@@ -225,9 +225,11 @@ impl TreeStore {
         Ok(())
     }
 
+    /// Syncs every level's file and the folder that names them.
     pub fn sync(&self) -> io::Result<()> {
         let levels = self.levels.read().unwrap_or_else(|p| p.into_inner());
-        levels.iter().try_for_each(|stored| stored.file.sync())
+        levels.iter().try_for_each(|stored| stored.file.sync())?;
+        crate::durable::sync_dir(&self.dir)
     }
 }
 

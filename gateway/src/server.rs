@@ -191,9 +191,16 @@ impl Gateway {
         tracing::info!(
             entries = recovery.size,
             clean = recovery.clean,
+            acknowledged = recovery.acknowledged,
             discarded_bytes = recovery.discarded_bytes,
             "audit log open"
         );
+        if let Some(reason) = &recovery.checkpoint_file_rebuilt {
+            tracing::warn!(
+                reason = reason.as_str(),
+                "audit checkpoint file was unusable and was rebuilt from the segments"
+            );
+        }
         let consents = ConsentStore::open(&data.path().join("consents"))?;
         let (made, dropped) = crate::notes::recover(&notes, audit.log())?;
         if made + dropped > 0 {

@@ -50,6 +50,22 @@ fn last_segment(dir: &Path) -> PathBuf {
         .1
 }
 
+/// The byte offset of record `index`'s frame in the last segment.
+fn record_offset(dir: &Path, index: u64) -> usize {
+    let (first, path) = segment::list(&dir.join("segments"))
+        .expect("list")
+        .pop()
+        .expect("a segment");
+    let bytes = fs::read(&path).expect("read");
+    let mut found = None;
+    segment::scan(&bytes, first, |i, offset, _| {
+        if i == index {
+            found = Some(offset as usize);
+        }
+    });
+    found.expect("the record is in the last segment")
+}
+
 #[test]
 fn appends_are_durable_readable_and_provable() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -225,12 +241,11 @@ fn losing_acknowledged_entries_refuses_to_open() {
     }
     log.close().expect("close");
     let path = last_segment(dir.path());
-    let len = fs::metadata(&path).expect("meta").len();
     fs::OpenOptions::new()
         .write(true)
         .open(&path)
         .expect("open")
-        .set_len(len - segment::frame_len(entry(9).len()))
+        .set_len(record_offset(dir.path(), 9) as u64)
         .expect("truncate");
     fs::remove_file(dir.path().join(CLEAN)).expect("unmark");
     match open(dir.path(), &key, small_segments()) {
@@ -278,9 +293,8 @@ fn damage_in_the_last_segment_under_the_checkpoint_is_refused_and_left_alone() {
     }
     log.close().expect("close");
     let path = last_segment(dir.path());
+    let at = record_offset(dir.path(), 4) + segment::FRAME_HEADER_LEN;
     let mut bytes = fs::read(&path).expect("read");
-    let frame = segment::frame_len(entry(0).len()) as usize;
-    let at = segment::HEADER_LEN as usize + 4 * frame + segment::FRAME_HEADER_LEN;
     bytes[at] ^= 0x01;
     fs::write(&path, &bytes).expect("write");
     fs::remove_file(dir.path().join(CLEAN)).expect("unmark");
@@ -379,4 +393,171 @@ fn the_hook_runs_before_each_batch_is_written_and_its_failure_fails_only_that_ba
     // The log itself is fine: once the hook succeeds, appends do too.
     failing.store(false, Ordering::SeqCst);
     assert_eq!(log.append_blocking(entry(3)).expect("append").index, 2);
+}
+
+/// Appends entries `from..to`, one batch (and one commit frame) each, and returns the newest
+/// checkpoint note.
+fn append_range(log: &AuditLog, from: u64, to: u64) -> String {
+    for n in from..to {
+        log.append_blocking(entry(n)).expect("append");
+    }
+    log.checkpoint().note.clone()
+}
+
+#[test]
+fn a_zero_length_or_garbled_checkpoint_file_is_rebuilt_from_the_segments() {
+    // A checkpoint file replaced without a sync can be left empty by a power cut; whatever
+    // state it is in, it is derived, so the log opens and writes a good one.
+    for (name, contents) in [
+        ("empty", Vec::new()),
+        ("torn", b"casegate.test/audit\n12\n".to_vec()),
+        ("garbage", vec![0xff, 0x00, 0x17]),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = signer();
+        let (log, _) = open(dir.path(), &key, small_segments()).expect("open");
+        append_range(&log, 0, 12);
+        let root = log.checkpoint().checkpoint.root;
+        log.close().expect("close");
+        fs::write(dir.path().join(CHECKPOINT), &contents).expect("damage");
+        fs::remove_file(dir.path().join(CLEAN)).expect("unmark");
+
+        let (log, recovery) = open(dir.path(), &key, small_segments())
+            .unwrap_or_else(|e| panic!("{name} checkpoint file: {e}"));
+        assert_eq!(recovery.size, 12, "{name}");
+        assert_eq!(recovery.acknowledged, 12, "{name}: from the commit frames");
+        assert!(recovery.checkpoint_file_rebuilt.is_some(), "{name}");
+        assert_eq!(log.checkpoint().checkpoint.root, root, "{name}");
+        let on_file = read_checkpoint(dir.path(), &key.verifier())
+            .expect("readable")
+            .expect("rewritten");
+        assert_eq!(on_file.checkpoint.size, 12, "{name}");
+    }
+}
+
+#[test]
+fn a_lagging_checkpoint_file_does_not_let_recovery_cut_an_acknowledged_record() {
+    // Record 9 was synced and its caller handed a checkpoint of size 10; the checkpoint file
+    // still says 6. A flaw in record 9 must refuse to open (keeping the bytes), never be cut
+    // as a torn tail: the next append would re-use index 9 and fork the log.
+    for damage in ["payload", "length field"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = signer();
+        let (log, _) = open(dir.path(), &key, LogOptions::new(ORIGIN)).expect("open");
+        let at_six = append_range(&log, 0, 6);
+        append_range(&log, 6, 10);
+        log.close().expect("close");
+        fs::write(dir.path().join(CHECKPOINT), at_six).expect("lagging checkpoint");
+        let path = last_segment(dir.path());
+        let frame = record_offset(dir.path(), 9);
+        let at = match damage {
+            "payload" => frame + segment::FRAME_HEADER_LEN + 2,
+            _ => frame,
+        };
+        let mut bytes = fs::read(&path).expect("read");
+        bytes[at] ^= 0x40;
+        fs::write(&path, &bytes).expect("write");
+        fs::remove_file(dir.path().join(CLEAN)).expect("unmark");
+
+        match open(dir.path(), &key, LogOptions::new(ORIGIN)) {
+            Err(OpenError::Damaged { index, .. }) => assert_eq!(index, 9, "{damage}"),
+            Ok((log, recovery)) => panic!(
+                "{damage}: opened at size {} (cut {} bytes): the log forked",
+                log.size(),
+                recovery.discarded_bytes
+            ),
+            Err(other) => panic!("{damage}: expected damage at 9, got {other}"),
+        }
+        assert_eq!(
+            fs::read(&path).expect("read"),
+            bytes,
+            "{damage}: bytes kept"
+        );
+    }
+}
+
+#[test]
+fn a_torn_batch_after_the_last_commit_frame_is_cut() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = signer();
+    let (log, _) = open(dir.path(), &key, LogOptions::new(ORIGIN)).expect("open");
+    append_range(&log, 0, 10);
+    log.close().expect("close");
+    // A batch whose write never completed: whole records, no commit frame, then half a record.
+    let mut torn = Vec::new();
+    segment::encode_frame(10, &entry(10), &mut torn);
+    segment::encode_frame(11, &entry(11), &mut torn);
+    let half = torn.len() - 10;
+    torn.truncate(half);
+    OpenOptions::new()
+        .append(true)
+        .open(last_segment(dir.path()))
+        .expect("segment")
+        .write_all(&torn)
+        .expect("tear");
+    fs::remove_file(dir.path().join(CLEAN)).expect("unmark");
+
+    let (log, recovery) = open(dir.path(), &key, LogOptions::new(ORIGIN)).expect("recovers");
+    assert_eq!(recovery.acknowledged, 10);
+    // The whole record 10 stays (it is intact); the half of 11 goes.
+    assert_eq!(recovery.size, 11);
+    assert_eq!(
+        recovery.discarded_bytes,
+        (half as u64) - segment::frame_len(entry(10).len())
+    );
+    assert_eq!(log.append_blocking(entry(11)).expect("append").index, 11);
+}
+
+#[test]
+fn a_commit_frame_that_contradicts_the_records_refuses_to_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = signer();
+    let (log, _) = open(dir.path(), &key, LogOptions::new(ORIGIN)).expect("open");
+    append_range(&log, 0, 5);
+    log.close().expect("close");
+    fs::remove_file(dir.path().join(CHECKPOINT)).expect("no checkpoint file");
+    fs::remove_file(dir.path().join(CLEAN)).expect("unmark");
+    // A commit frame naming size 5 with another root.
+    let mut frame = Vec::new();
+    segment::encode_commit(5, &[9u8; 32], &mut frame);
+    OpenOptions::new()
+        .append(true)
+        .open(last_segment(dir.path()))
+        .expect("segment")
+        .write_all(&frame)
+        .expect("append");
+    assert!(matches!(
+        open(dir.path(), &key, LogOptions::new(ORIGIN)),
+        Err(OpenError::CommitMismatch { size: 5 })
+    ));
+}
+
+#[test]
+fn a_segment_from_before_commit_frames_opens_and_is_not_appended_to() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = signer();
+    let seg_dir = dir.path().join("segments");
+    fs::create_dir_all(&seg_dir).expect("dirs");
+    let mut old = segment::header(0).to_vec();
+    old[..8].copy_from_slice(segment::MAGIC_V1);
+    for n in 0..3 {
+        segment::encode_frame(n, &entry(n), &mut old);
+    }
+    fs::write(seg_dir.join(segment::file_name(0)), &old).expect("old segment");
+
+    let (log, recovery) = open(dir.path(), &key, LogOptions::new(ORIGIN)).expect("opens");
+    assert_eq!(recovery.size, 3);
+    assert_eq!(log.entry(2).expect("read"), entry(2));
+    assert_eq!(log.append_blocking(entry(3)).expect("append").index, 3);
+    log.close().expect("close");
+    assert_eq!(
+        fs::read(seg_dir.join(segment::file_name(0))).expect("read"),
+        old,
+        "the old segment is left as it was"
+    );
+    let segments = segment::list(&seg_dir).expect("list");
+    assert_eq!(segments.len(), 2);
+    assert_eq!(segments[1].0, 3);
+    let (log, _) = open(dir.path(), &key, LogOptions::new(ORIGIN)).expect("reopens");
+    assert_eq!(log.size(), 4);
 }
