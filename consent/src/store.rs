@@ -1,6 +1,11 @@
 //! The consent store over sled. Every version is kept. Records are keyed by subject first, so
 //! a decision reads one subject's records with one range scan, however many consents the
-//! store holds. Writes are flushed before they return.
+//! store holds. Writes are durable before they return: sled 0.34's `flush` ends in
+//! `sync_file_range(2)`, which promises nothing after a power cut (sled issue #1452), so every
+//! flush is followed by `fdatasync` of sled's log file and `fsync` of its folders.
+//!
+//! The audit log is the truth the store is reconciled against at start
+//! ([`ConsentStore::reconcile`]); `meta` holds how far that has been done.
 //!
 //! Trees: `records` — subject (11 digits) ‖ consent id (16) ‖ version (u32 BE) → record JSON;
 //! `ids` — consent id → subject ‖ latest version; `terms` — subject → the compact decision
@@ -9,6 +14,7 @@
 
 use std::{
     collections::HashMap,
+    fs::File,
     path::Path,
     sync::{Arc, RwLock},
 };
@@ -31,6 +37,8 @@ use crate::{
 pub enum StoreError {
     #[error("consent store: {0}")]
     Storage(#[from] sled::Error),
+    #[error("consent store: {0}")]
+    Io(#[from] std::io::Error),
     #[error("consent store holds an unreadable record: {0}")]
     Corrupt(String),
     #[error("no such consent")]
@@ -43,16 +51,83 @@ pub enum StoreError {
     SubjectMismatch,
 }
 
+/// A consent change as the audit log records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoggedChange {
+    /// A version was granted (superseding the one before it, if `version > 1`).
+    Granted {
+        id: ConsentId,
+        version: u32,
+        /// SHA-256 of the version's canonical content ([`ConsentRecord::record_hash`]).
+        record_sha256: [u8; 32],
+    },
+    /// A version was withdrawn.
+    Withdrawn {
+        id: ConsentId,
+        version: u32,
+        by: Actor,
+        at: Timestamp,
+    },
+}
+
+/// What [`ConsentStore::reconcile`] found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconciled {
+    /// The store already held the change.
+    InStore,
+    /// A withdrawal the store had lost was applied again.
+    WithdrawalReapplied,
+    /// The store lacks the granted version: it stays refused. `previous_superseded`: the
+    /// version before it was still active and is now marked superseded.
+    GrantLost { previous_superseded: bool },
+    /// The store holds the version with other content than the log's hash.
+    Different,
+    /// A withdrawal of a version the store does not hold (its grant was lost too).
+    WithdrawnNotHeld,
+}
+
 /// Decision index bytes by subject.
 type Index = HashMap<[u8; 11], Box<[u8]>>;
+
+/// What is synced after every sled flush: its log file and the folders naming its files.
+#[derive(Debug)]
+struct SledFiles {
+    log: File,
+    folders: Vec<File>,
+}
+
+impl SledFiles {
+    fn open(path: &Path) -> std::io::Result<Self> {
+        let mut folders = vec![File::open(path)?, File::open(path.join("blobs"))?];
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            folders.push(File::open(parent)?);
+        }
+        Ok(Self {
+            log: File::open(path.join("db"))?,
+            folders,
+        })
+    }
+
+    fn sync(&self) -> std::io::Result<()> {
+        // Syncing through another descriptor syncs the same file: the kernel's cache, and so
+        // `fsync(2)`, is per file, not per descriptor.
+        self.log.sync_data()?;
+        self.folders.iter().try_for_each(File::sync_all)
+    }
+}
+
+/// Key of the reconciliation mark in the `meta` tree.
+const RECONCILED_THROUGH: &[u8] = b"reconciled_through";
 
 /// The durable consent store.
 #[derive(Debug, Clone)]
 pub struct ConsentStore {
     db: sled::Db,
+    files: Arc<SledFiles>,
     records: sled::Tree,
     ids: sled::Tree,
     terms: sled::Tree,
+    meta: sled::Tree,
     /// Every subject's decision index in memory (loaded on open, replaced after each committed
     /// write): a decision then costs the same however large the store grows.
     index: Arc<RwLock<Index>>,
@@ -112,6 +187,9 @@ impl ConsentStore {
             .path(path)
             .cache_capacity(16 << 20)
             .open()?;
+        let files = Arc::new(SledFiles::open(path)?);
+        // The files sled created are named durably before anything is acknowledged.
+        files.sync()?;
         let terms = db.open_tree("terms")?;
         let mut index = HashMap::new();
         for item in terms.iter() {
@@ -125,8 +203,10 @@ impl ConsentStore {
         Ok(Self {
             records: db.open_tree("records")?,
             ids: db.open_tree("ids")?,
+            meta: db.open_tree("meta")?,
             terms,
             index: Arc::new(RwLock::new(index)),
+            files,
             db,
         })
     }
@@ -230,12 +310,12 @@ impl ConsentStore {
                 }
             })
             .map_err(flatten)?;
-        self.db.flush()?;
+        self.sync()?;
         self.cache(&record.subject, Some(new_index));
         Ok(())
     }
 
-    /// Withdraws the current version of `id`, at once and for good, and flushes.
+    /// Withdraws the current version of `id`, at once and for good, and syncs.
     pub fn withdraw(
         &self,
         id: &ConsentId,
@@ -244,45 +324,20 @@ impl ConsentStore {
         evidence: Option<Evidence>,
         now: Timestamp,
     ) -> Result<ConsentRecord, StoreError> {
-        let (subject, version) = self.locate(id)?;
-        let key = record_key(&subject, id, version);
-        let subject_key = subject.expose().into_bytes();
-        let (withdrawn, new_index) = (&self.records, &self.terms)
-            .transaction(|(records, index)| {
-                let Some(bytes) = records.get(&key)? else {
-                    return abort(StoreError::NotFound);
-                };
-                let mut record = match decode(&bytes) {
-                    Ok(r) => r,
-                    Err(e) => return abort(e),
-                };
-                if record.status == Status::Withdrawn {
-                    return abort(StoreError::AlreadyWithdrawn);
-                }
-                record.status = Status::Withdrawn;
-                record.withdrawal = Some(Withdrawal {
-                    at: now,
-                    by: by.clone(),
-                    reason: reason.clone(),
-                    evidence: evidence.clone(),
-                });
-                records.insert(key.as_slice(), encode(&record))?;
-                let current = index.get(&subject_key)?;
-                match replace_entry(
-                    current.as_deref(),
-                    &record.id,
-                    &terms::encode_entry(&record),
-                ) {
-                    Ok(updated) => {
-                        index.insert(subject_key.as_slice(), updated.as_slice())?;
-                        Ok((record, updated))
-                    }
-                    Err(e) => abort(e),
-                }
-            })
-            .map_err(flatten)?;
-        self.db.flush()?;
-        self.cache(&subject, Some(new_index));
+        let (_, version) = self.locate(id)?;
+        let (withdrawn, _) = self.restate(id, version, |record| {
+            if record.status == Status::Withdrawn {
+                return Err(StoreError::AlreadyWithdrawn);
+            }
+            record.status = Status::Withdrawn;
+            record.withdrawal = Some(Withdrawal {
+                at: now,
+                by: by.clone(),
+                reason: reason.clone(),
+                evidence: evidence.clone(),
+            });
+            Ok(true)
+        })?;
         Ok(withdrawn)
     }
 
@@ -329,10 +384,151 @@ impl ConsentStore {
         }
     }
 
-    /// Flushes everything written so far.
+    /// Makes everything written so far durable (see the module documentation).
     pub fn flush(&self) -> Result<(), StoreError> {
+        self.sync()
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
         self.db.flush()?;
+        self.files.sync()?;
         Ok(())
+    }
+
+    /// The audit log size up to which the store has been reconciled with the log (0 when
+    /// never): every consent change in entries below it is in the store.
+    pub fn reconciled_through(&self) -> Result<u64, StoreError> {
+        match self.meta.get(RECONCILED_THROUGH)? {
+            None => Ok(0),
+            Some(v) => <[u8; 8]>::try_from(v.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt("bad reconciliation mark".into())),
+        }
+    }
+
+    /// Records, durably, that every consent change in the first `size` audit entries is in
+    /// the store. The caller must know it: no change may be between its audit entry and its
+    /// store write.
+    pub fn set_reconciled_through(&self, size: u64) -> Result<(), StoreError> {
+        self.meta.insert(RECONCILED_THROUGH, &size.to_be_bytes())?;
+        self.sync()
+    }
+
+    /// Brings the store in line with one consent change the audit log holds — the log is
+    /// fsync'd with every batch, so it is the truth — and says what that took:
+    /// - a grant the store lacks stays refused (its content is not in the log) and is
+    ///   reported; the version it superseded is marked superseded, so the older terms it
+    ///   replaced do not come back into force;
+    /// - a withdrawal the store lacks is re-applied, as of the log's time, with the actor the
+    ///   log names (reason and evidence, kept in the store only, are lost).
+    ///
+    /// Idempotent; the result is durable before it returns.
+    pub fn reconcile(&self, change: &LoggedChange) -> Result<Reconciled, StoreError> {
+        match change {
+            LoggedChange::Granted {
+                id,
+                version,
+                record_sha256,
+            } => match self.get(id, Some(*version)) {
+                Ok(held) if held.record_hash() == *record_sha256 => Ok(Reconciled::InStore),
+                Ok(_) => Ok(Reconciled::Different),
+                Err(StoreError::NotFound) => {
+                    let superseded = *version > 1
+                        && self
+                            .restate(id, version - 1, |record| {
+                                let active = record.status == Status::Active;
+                                if active {
+                                    record.status = Status::Superseded;
+                                }
+                                Ok(active)
+                            })?
+                            .1;
+                    Ok(Reconciled::GrantLost {
+                        previous_superseded: superseded,
+                    })
+                }
+                Err(e) => Err(e),
+            },
+            LoggedChange::Withdrawn {
+                id,
+                version,
+                by,
+                at,
+            } => match self.get(id, Some(*version)) {
+                Ok(held) if held.status == Status::Withdrawn => Ok(Reconciled::InStore),
+                Ok(_) => {
+                    self.restate(id, *version, |record| {
+                        let held = record.status != Status::Withdrawn;
+                        if held {
+                            record.status = Status::Withdrawn;
+                            record.withdrawal = Some(Withdrawal {
+                                at: *at,
+                                by: by.clone(),
+                                reason: None,
+                                evidence: None,
+                            });
+                        }
+                        Ok(held)
+                    })?;
+                    Ok(Reconciled::WithdrawalReapplied)
+                }
+                Err(StoreError::NotFound) => Ok(Reconciled::WithdrawnNotHeld),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// Changes the stored state of version `version` of `id` with `change` (which says
+    /// whether it changed anything, or refuses), keeping the decision index in step, and
+    /// syncs. Returns the version as stored and whether it changed.
+    fn restate(
+        &self,
+        id: &ConsentId,
+        version: u32,
+        change: impl Fn(&mut ConsentRecord) -> Result<bool, StoreError>,
+    ) -> Result<(ConsentRecord, bool), StoreError> {
+        let (subject, latest) = self.locate(id)?;
+        let key = record_key(&subject, id, version);
+        let subject_key = subject.expose().into_bytes();
+        let (record, new_index) = (&self.records, &self.terms)
+            .transaction(|(records, index)| {
+                let Some(bytes) = records.get(&key)? else {
+                    return abort(StoreError::NotFound);
+                };
+                let mut record = match decode(&bytes) {
+                    Ok(r) => r,
+                    Err(e) => return abort(e),
+                };
+                match change(&mut record) {
+                    Ok(true) => {}
+                    Ok(false) => return Ok((record, None)),
+                    Err(e) => return abort(e),
+                }
+                records.insert(key.as_slice(), encode(&record))?;
+                if version != latest {
+                    // Only the latest version is in the decision index.
+                    return Ok((record, Some(None)));
+                }
+                let current = index.get(&subject_key)?;
+                match replace_entry(
+                    current.as_deref(),
+                    &record.id,
+                    &terms::encode_entry(&record),
+                ) {
+                    Ok(updated) => {
+                        index.insert(subject_key.as_slice(), updated.as_slice())?;
+                        Ok((record, Some(Some(updated))))
+                    }
+                    Err(e) => abort(e),
+                }
+            })
+            .map_err(flatten)?;
+        let Some(new_index) = new_index else {
+            return Ok((record, false));
+        };
+        self.sync()?;
+        self.cache(&subject, new_index);
+        Ok((record, true))
     }
 
     /// Stores a record as is, without flushing (bulk loading for benchmarks).

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! u8 version = 1 | u16 count | count × entry
-//! entry: [16] id | u32 version | [32] record hash | u8 status (0 active, 1 withdrawn)
+//! entry: [16] id | u32 version | [32] record hash | u8 status (0 active, 1 withdrawn, 2 superseded)
 //!        | i64 start | i64 end | i64 recorded_at | u8 provisions | provisions × provision
 //! provision: u8 n | n × party (senders) | u8 n | n × party (recipients)
 //!            | u8 n | n × term (categories) | u8 n | n × term (purposes)
@@ -204,10 +204,10 @@ impl<'a> Terms for TermsView<'a> {
         h
     }
     fn status(&self) -> Status {
-        if self.raw[52] == 1 {
-            Status::Withdrawn
-        } else {
-            Status::Active
+        match self.raw[52] {
+            0 => Status::Active,
+            1 => Status::Withdrawn,
+            _ => Status::Superseded,
         }
     }
     fn period(&self) -> Period {
@@ -327,7 +327,12 @@ pub fn encode_entry(record: &ConsentRecord) -> Vec<u8> {
     out.extend_from_slice(record.id.as_bytes());
     out.extend_from_slice(&record.version.to_be_bytes());
     out.extend_from_slice(&record.record_hash());
-    out.push(u8::from(record.status == Status::Withdrawn));
+    out.push(match record.status {
+        Status::Active => 0,
+        Status::Withdrawn => 1,
+        // Only after a reconciliation: a version whose successor's grant was lost.
+        Status::Superseded => 2,
+    });
     out.extend_from_slice(&record.period.start.0.to_be_bytes());
     out.extend_from_slice(&record.period.end.0.to_be_bytes());
     out.extend_from_slice(&record.recorded_at.0.to_be_bytes());

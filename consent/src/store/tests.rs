@@ -206,3 +206,116 @@ fn reopen(path: &std::path::Path) -> ConsentStore {
         }
     }
 }
+
+/// Whether the decision index of `subject` holds `id` as active.
+fn active_in_index(store: &ConsentStore, subject: &SubjectId, id: &ConsentId) -> bool {
+    store
+        .with_terms(subject, |views| {
+            views
+                .iter()
+                .any(|v| v.id() == *id && v.status() == Status::Active)
+        })
+        .expect("index")
+}
+
+#[test]
+fn reconciling_reapplies_a_lost_withdrawal_and_supersedes_under_a_lost_grant() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = ConsentStore::open(dir.path()).expect("open");
+    let who = subject(3);
+    let v1 = store
+        .prepare_grant(new_consent(who, "ips_follow_up"), None, NOW)
+        .expect("prepare");
+    store.commit_grant(&v1).expect("grant");
+    assert_eq!(store.reconciled_through().expect("mark"), 0);
+
+    // The log holds a withdrawal of v1 the store lost.
+    let withdrawn = LoggedChange::Withdrawn {
+        id: v1.id,
+        version: 1,
+        by: actor(),
+        at: Timestamp(NOW.0 + DAY),
+    };
+    assert!(active_in_index(&store, &who, &v1.id));
+    assert_eq!(
+        store.reconcile(&withdrawn).expect("reconcile"),
+        Reconciled::WithdrawalReapplied
+    );
+    assert!(!active_in_index(&store, &who, &v1.id));
+    let held = store.get(&v1.id, None).expect("get");
+    assert_eq!(held.status, Status::Withdrawn);
+    assert_eq!(
+        held.withdrawal.expect("withdrawal").at,
+        Timestamp(NOW.0 + DAY)
+    );
+    assert_eq!(
+        store.reconcile(&withdrawn).expect("again"),
+        Reconciled::InStore,
+        "idempotent"
+    );
+
+    // The log holds version 2 of another consent; the store has only version 1, active.
+    let w1 = store
+        .prepare_grant(new_consent(who, "ips_follow_up"), None, NOW)
+        .expect("prepare");
+    store.commit_grant(&w1).expect("grant");
+    let w2 = store
+        .prepare_grant(new_consent(who, "ips_follow_up"), Some(w1.id), NOW)
+        .expect("prepare v2");
+    let granted = |record: &ConsentRecord| LoggedChange::Granted {
+        id: record.id,
+        version: record.version,
+        record_sha256: record.record_hash(),
+    };
+    assert_eq!(
+        store.reconcile(&granted(&w1)).expect("v1"),
+        Reconciled::InStore
+    );
+    assert_eq!(
+        store.reconcile(&granted(&w2)).expect("v2"),
+        Reconciled::GrantLost {
+            previous_superseded: true
+        }
+    );
+    assert!(
+        !active_in_index(&store, &who, &w1.id),
+        "the terms v2 replaced are not in force again"
+    );
+    assert_eq!(
+        store.reconcile(&granted(&w2)).expect("again"),
+        Reconciled::GrantLost {
+            previous_superseded: false
+        }
+    );
+    // Other content than the log's hash is reported.
+    let other = LoggedChange::Granted {
+        id: w1.id,
+        version: 1,
+        record_sha256: [0; 32],
+    };
+    assert_eq!(
+        store.reconcile(&other).expect("other"),
+        Reconciled::Different
+    );
+
+    // A withdrawal of a version the store never held.
+    let lost = LoggedChange::Withdrawn {
+        id: w2.id,
+        version: 2,
+        by: actor(),
+        at: NOW,
+    };
+    assert_eq!(
+        store.reconcile(&lost).expect("lost"),
+        Reconciled::WithdrawnNotHeld
+    );
+
+    store.set_reconciled_through(42).expect("mark");
+    drop(store);
+    let store = reopen(dir.path());
+    assert_eq!(store.reconciled_through().expect("mark"), 42);
+    assert_eq!(
+        store.get(&v1.id, None).expect("get").status,
+        Status::Withdrawn
+    );
+}
