@@ -343,6 +343,15 @@ impl Entry {
             .then(|| i64::from_be_bytes(time))
     }
 
+    /// The kind of the entry encoded in `bytes`, read without decoding the rest (`None` when
+    /// the header is not one this version writes).
+    pub fn kind_of(bytes: &[u8]) -> Option<EntryKind> {
+        match bytes {
+            [VERSION, kind, ..] => EntryKind::from_code(*kind),
+            _ => None,
+        }
+    }
+
     /// Decodes exactly one entry from `bytes`.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader(bytes);

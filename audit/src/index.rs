@@ -21,7 +21,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     fs::File,
     io::{self, BufReader, Read},
-    os::unix::fs::{DirBuilderExt, FileExt},
+    os::unix::fs::FileExt,
     path::Path,
     sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard},
 };
@@ -328,10 +328,7 @@ impl AuditIndex {
     /// short or damaged ends what the index covers there; the rest is indexed again by the
     /// next catch-up.
     pub fn open(path: &Path) -> Result<Self, IndexError> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(path)?;
+        crate::durable::create_dirs(path)?;
         remove_earlier_format(path)?;
         let file = crate::store::open_private(&path.join(POSTINGS))?;
         let (postings, len) = load(&file)?;

@@ -180,8 +180,14 @@ impl Audit {
     pub fn record_start(&self, version: &str) -> Result<Appended, AppendError> {
         let mut entry = Entry::new(EntryKind::GatewayStarted, now_micros());
         entry.detail = Some(format!("casegate {version}"));
+        self.append_blocking(&entry)
+    }
+
+    /// Appends `entry` and waits until it is durable, blocking the thread (start-up work,
+    /// before serving).
+    pub fn append_blocking(&self, entry: &Entry) -> Result<Appended, AppendError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.stamped(&entry, |log, bytes| {
+        self.stamped(entry, |log, bytes| {
             log.append(bytes, move |result| {
                 let _ = tx.send(result);
             })

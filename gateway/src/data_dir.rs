@@ -3,7 +3,7 @@
 
 use std::{
     fs::{File, OpenOptions},
-    os::unix::fs::{DirBuilderExt, OpenOptionsExt},
+    os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
 };
 
@@ -33,12 +33,9 @@ impl DataDir {
             path: path.to_owned(),
             source,
         };
-        // Consents, notes and the audit log live here: owner only.
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(path)
-            .map_err(open_err)?;
+        // Consents, notes and the audit log live here: owner only, and named durably before
+        // anything in it is acknowledged.
+        casegate_audit::durable::create_dirs(path).map_err(open_err)?;
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)

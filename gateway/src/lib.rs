@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod notes;
 pub mod principal;
 pub mod pseudonym;
+pub mod reconcile;
 pub mod replay;
 pub mod report;
 pub mod server;

@@ -178,6 +178,26 @@ pub fn connection_over_limit() {
         .increment(1);
 }
 
+/// What reconciling the consent store with the audit log found at the last start: losses
+/// the store had (each should be zero; see `deploy/README.md`).
+pub fn reconciled(summary: &crate::reconcile::Summary) {
+    let set = |outcome: &'static str, n: u64| {
+        metrics::gauge!("casegate_consent_reconciliation_at_start", "outcome" => outcome)
+            .set(n as f64);
+    };
+    set(
+        "withdrawal_reapplied",
+        summary.withdrawals_reapplied.len() as u64,
+    );
+    set("grant_lost", summary.grants_lost);
+    set("superseded", summary.superseded);
+    set("different", summary.different);
+    set("withdrawn_not_held", summary.withdrawn_not_held);
+    set("unreadable", summary.unreadable);
+    metrics::gauge!("casegate_consent_reconciliation_entries_read")
+        .set(summary.to.saturating_sub(summary.from) as f64);
+}
+
 /// Binds the admin listener for metrics.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await

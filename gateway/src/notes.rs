@@ -30,7 +30,7 @@ use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     fs::{File, OpenOptions},
     io::{self, BufReader, Read},
-    os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt},
+    os::unix::fs::{FileExt, OpenOptionsExt},
     path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard},
 };
@@ -533,10 +533,7 @@ impl NoteStore {
 
     /// [`Self::open`] with journal files begun past `file_bytes`.
     fn open_with(path: &Path, file_bytes: u64) -> Result<Self, NoteError> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(path)?;
+        casegate_audit::durable::create_dirs(path)?;
         if path.join("db").exists() || path.join("conf").exists() {
             return Err(NoteError::Corrupt(format!(
                 "{} holds a note database in an earlier format (sled); this version keeps a \

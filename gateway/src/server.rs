@@ -31,7 +31,7 @@ use crate::{
     limits::{self, RateLimiter},
     notes::{NoteError, NoteStore},
     pseudonym::Pseudonymizer,
-    services::{AuditApi, ConsentApi, DisclosureApi},
+    services::{AuditApi, ConsentApi, ConsentWrites, DisclosureApi},
     supervisor::{Supervisor, TaskEnded},
     tls,
 };
@@ -49,6 +49,8 @@ pub struct Gateway {
     keyring: Arc<Keyring>,
     pseudonyms: Pseudonymizer,
     data: DataDir,
+    /// What reconciling the consent store with the audit log found at start.
+    reconciled: crate::reconcile::Summary,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +69,10 @@ pub enum StartError {
     Consents(#[from] StoreError),
     #[error("cannot open the note store: {0}")]
     Notes(#[from] NoteError),
+    #[error("cannot reconcile the consent store with the audit log: {0}")]
+    Reconcile(#[from] crate::reconcile::ReconcileError),
+    #[error("cannot purge the notes under a withdrawal applied again: {0}")]
+    Purge(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -206,6 +212,36 @@ impl Gateway {
         if made + dropped > 0 {
             tracing::info!(made_deliverable = made, dropped, "pending notes recovered");
         }
+        let reconciled = crate::reconcile::consents(audit.log(), &consents)?;
+        let purged =
+            crate::reconcile::purge_withdrawn(&notes, &audit, &reconciled.withdrawals_reapplied)
+                .map_err(StartError::Purge)?;
+        let summary = format!(
+            "read entries {}..{}: {} consent changes; {} withdrawals applied again ({} waiting \
+             notes purged), {} grants lost (still refused; {} earlier versions superseded), {} \
+             versions differing from the log, {} withdrawals of versions not held, {} unreadable",
+            reconciled.from,
+            reconciled.to,
+            reconciled.changes,
+            reconciled.withdrawals_reapplied.len(),
+            purged,
+            reconciled.grants_lost,
+            reconciled.superseded,
+            reconciled.different,
+            reconciled.withdrawn_not_held,
+            reconciled.unreadable,
+        );
+        if reconciled.found_losses() {
+            tracing::warn!(
+                summary = summary.as_str(),
+                "consent store reconciled with the audit log: it had lost changes"
+            );
+        } else {
+            tracing::info!(
+                summary = summary.as_str(),
+                "consent store reconciled with the audit log"
+            );
+        }
         audit.record_start(env!("CARGO_PKG_VERSION"))?;
         let indexed = audit.catch_up_index().map_err(StartError::Index)?;
         if indexed > 0 {
@@ -222,6 +258,7 @@ impl Gateway {
             keyring,
             pseudonyms,
             data,
+            reconciled,
         })
     }
 
@@ -253,6 +290,7 @@ impl Gateway {
             keyring,
             pseudonyms,
             data,
+            reconciled,
         } = self;
         let limits = &config.limits;
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -265,6 +303,7 @@ impl Gateway {
             rate: Arc::new(RateLimiter::new(limits.rate_per_second, limits.rate_burst)),
         };
         let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
+        let consent_writes = ConsentWrites::default();
         let consent = authenticate.layer(
             ConsentServiceServer::new(ConsentApi::new(
                 consents.clone(),
@@ -273,6 +312,7 @@ impl Gateway {
                 pseudonyms.clone(),
                 Arc::new(config.vocabulary.clone()),
                 config.max_consent_period,
+                consent_writes.clone(),
             ))
             .max_decoding_message_size(limits.max_message_bytes)
             .max_encoding_message_size(limits.max_message_bytes),
@@ -358,6 +398,19 @@ impl Gateway {
                 }
             }
         });
+        tasks.spawn("consent reconciliation mark", {
+            let (writes, consents, audit) =
+                (consent_writes.clone(), consents.clone(), audit.clone());
+            async move {
+                let mut tick = tokio::time::interval(RECONCILED_MARK_INTERVAL);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = writes.mark_reconciled(&consents, &audit).await {
+                        tracing::error!(error = %e, "consent store reconciliation mark not moved");
+                    }
+                }
+            }
+        });
         tasks.spawn("storage", {
             let (audit, notes) = (audit.clone(), notes.clone());
             async move {
@@ -375,6 +428,7 @@ impl Gateway {
         });
         if let Some(listener) = metrics_listener {
             crate::metrics::init().map_err(ServeError::Metrics)?;
+            crate::metrics::reconciled(&reconciled);
             tasks.spawn("metrics listener", crate::metrics::serve(listener));
         }
         let (connections, acceptor) = tls::accept(
@@ -471,8 +525,9 @@ impl Gateway {
                 }
             }
         };
-        // Flush storage: consents, then the audit log (which marks a clean shutdown).
-        if let Err(e) = consents.flush() {
+        // Flush storage: consents (reconciled up to the log's end, so the next start reads
+        // nothing), then the audit log (which marks a clean shutdown).
+        if let Err(e) = consent_writes.mark_reconciled(&consents, &audit).await {
             tracing::error!(error = %e, "consent store did not flush");
         }
         if let Err(e) = notes.flush() {
@@ -636,6 +691,10 @@ async fn set_health(health: &HealthReporter, serving: bool) {
         health.set_service_status(service, status).await;
     }
 }
+
+/// How often the consent store's reconciliation mark moves to the audit log's end: a start
+/// after a crash reads at most this long's entries to reconcile the store.
+const RECONCILED_MARK_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How often the system clock is compared with the audit log's newest entry.
 const CLOCK_CHECK_INTERVAL: Duration = Duration::from_secs(1);
