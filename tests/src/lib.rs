@@ -10,6 +10,7 @@ pub mod crash;
 pub mod fixtures;
 pub mod gateway;
 pub mod jwks_server;
+pub mod powercut;
 pub mod scenario;
 pub mod tls_probe;
 
