@@ -64,30 +64,44 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Starts `command` and waits for its announcement.
-    pub fn spawn(mut command: Command) -> Self {
+    pub fn spawn(command: Command) -> Self {
+        Self::try_spawn(command).expect("start server child")
+    }
+
+    /// As [`ServerProcess::spawn`], with an error (the child reaped) when it cannot be
+    /// started or ends its output without announcing an address.
+    pub fn try_spawn(mut command: Command) -> std::io::Result<Self> {
         let mut process = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .spawn()
-            .expect("start server child");
-        let stdout = process.stdout.take().expect("stdout");
+            .spawn()?;
+        let Some(stdout) = process.stdout.take() else {
+            return Err(std::io::Error::other("no standard output"));
+        };
         let (mut addr, mut metrics) = (None, None);
         for line in BufReader::new(stdout).lines() {
-            let line = line.expect("child output");
-            let parse = |rest: &str| rest.trim().parse::<SocketAddr>().expect("address");
+            let Ok(line) = line else { break };
+            let parse = |rest: &str| rest.trim().parse::<SocketAddr>().ok();
             if let Some(rest) = line.strip_prefix("listening on ") {
-                addr = Some(parse(rest));
+                addr = parse(rest);
             } else if let Some(rest) = line.strip_prefix("metrics on ") {
-                metrics = Some(parse(rest));
+                metrics = parse(rest);
             } else if line == "ready" {
                 break;
             }
         }
-        Self {
-            addr: addr.expect("the child announced no address"),
+        let Some(addr) = addr else {
+            let _ = process.kill();
+            let status = process.wait()?;
+            return Err(std::io::Error::other(format!(
+                "the child announced no address ({status})"
+            )));
+        };
+        Ok(Self {
+            addr,
             metrics,
             process,
-        }
+        })
     }
 
     /// The child's peak resident memory so far (`VmHWM`), in MiB.

@@ -334,11 +334,19 @@ keyring = "notes.keyring"
 
     /// Typed clients for a jobseeker acting for themself through the portal.
     pub async fn jobseeker(&self, subject: &casegate_consent::SubjectId) -> Caller {
+        Caller::new(
+            self.channel("portal").await,
+            Some(self.jobseeker_token(subject)),
+        )
+    }
+
+    /// A valid token for the jobseeker `subject` acting for themself through the portal (to
+    /// be used over a `portal` channel).
+    pub fn jobseeker_token(&self, subject: &casegate_consent::SubjectId) -> String {
         let mut claims = self.claims("portal", "jobseeker");
         claims["sub"] = serde_json::json!(format!("portal-user-{}", &subject.expose()[6..]));
         claims["pid"] = serde_json::json!(subject.expose());
-        let token = self.issuer.sign_value(&claims).expect("sign token");
-        Caller::new(self.channel("portal").await, Some(token))
+        self.issuer.sign_value(&claims).expect("sign token")
     }
 
     /// An mTLS channel presenting `client` (or no certificate).

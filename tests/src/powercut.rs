@@ -8,6 +8,10 @@
 //!
 //! Tests that need FUSE call [`mount_for_test`]: where FUSE cannot be used it fails the test
 //! under CI (`CI=true`) and otherwise says why it skipped.
+//!
+//! [`run`] puts the gateway, running in a child process with its data folder on such a
+//! filesystem, through power cuts under load, and checks after each that nothing any client
+//! was acknowledged is lost.
 
 use std::{
     io,
@@ -19,8 +23,16 @@ use std::{
 
 use fuser::{BackgroundSession, MountOption};
 
+mod check;
 mod fs;
+mod ledger;
+mod load;
 mod pages;
+mod trial;
+
+pub use check::{Check, Checks, Failure};
+pub use ledger::Ops;
+pub use trial::{Options, Report, run};
 
 use fs::{PowerCutFs, Tree};
 
@@ -90,6 +102,13 @@ impl Mounted {
         let report = lock(&self.tree).cut();
         self.session = Some(spawn(&self.path, &self.tree)?);
         Ok(report)
+    }
+
+    /// Makes everything durable as it is now, as the kernel's background writeback would
+    /// given time: for a test about what a program syncs itself after some set-up that is
+    /// not under test.
+    pub fn settle(&self) {
+        lock(&self.tree).settle();
     }
 
     /// The counters so far.

@@ -11,6 +11,7 @@ mod e2e {
     mod handshake;
     mod http2_limits;
     mod limits;
+    mod power_cut;
     mod revocation;
     mod service_discovery;
     mod tokens;

@@ -152,6 +152,18 @@ impl Tree {
         report
     }
 
+    /// Makes everything durable as it is now, as the kernel's background writeback would
+    /// given time (no program asked for it).
+    pub(super) fn settle(&mut self) {
+        for node in self.nodes.values_mut() {
+            match &mut node.body {
+                Body::File { live, durable } => *durable = live.clone(),
+                Body::Dir { live, durable } => *durable = live.clone(),
+            }
+            node.durable_links = node.links;
+        }
+    }
+
     /// Bytes held in pages (live and durable versions, each shared page once).
     pub(super) fn resident_bytes(&self) -> u64 {
         let mut seen = HashSet::new();
