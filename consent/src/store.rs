@@ -433,16 +433,22 @@ impl ConsentStore {
                 Ok(held) if held.record_hash() == *record_sha256 => Ok(Reconciled::InStore),
                 Ok(_) => Ok(Reconciled::Different),
                 Err(StoreError::NotFound) => {
-                    let superseded = *version > 1
-                        && self
-                            .restate(id, version - 1, |record| {
+                    let restated = match *version {
+                        1 => Ok(false),
+                        v => self
+                            .restate(id, v - 1, |record| {
                                 let active = record.status == Status::Active;
                                 if active {
                                     record.status = Status::Superseded;
                                 }
                                 Ok(active)
-                            })?
-                            .1;
+                            })
+                            .map(|(_, changed)| changed),
+                    };
+                    let superseded = match restated {
+                        Err(StoreError::NotFound) => false,
+                        other => other?,
+                    };
                     Ok(Reconciled::GrantLost {
                         previous_superseded: superseded,
                     })

@@ -355,7 +355,7 @@ async fn dev_mode_serves_tokens_that_the_gateway_accepts_and_sigint_stops_it() {
     assert!(out.status.success(), "{verdict}");
     assert!(verdict.starts_with("OK: 1 entries"), "{verdict}");
 
-    // Damage the log: the gateway refuses to start and names the index.
+    // Damage the log's one record: the gateway refuses to start and names the index.
     let segment = std::fs::read_dir(dir.path().join("audit/segments"))
         .expect("segments")
         .next()
@@ -363,8 +363,10 @@ async fn dev_mode_serves_tokens_that_the_gateway_accepts_and_sigint_stops_it() {
         .expect("entry")
         .path();
     let mut bytes = std::fs::read(&segment).expect("read");
-    let last = bytes.len() - 1;
-    bytes[last] ^= 0xff;
+    let in_record = casegate_audit::segment::HEADER_LEN as usize
+        + casegate_audit::segment::FRAME_HEADER_LEN
+        + 2;
+    bytes[in_record] ^= 0xff;
     std::fs::write(&segment, bytes).expect("write");
     let out = casegate()
         .env("CASEGATE_METRICS__LISTEN", "127.0.0.1:0")

@@ -310,6 +310,19 @@ fn reconciling_reapplies_a_lost_withdrawal_and_supersedes_under_a_lost_grant() {
         Reconciled::WithdrawnNotHeld
     );
 
+    // A grant of a consent the store holds no version of at all.
+    let unknown = LoggedChange::Granted {
+        id: ConsentId::generate(),
+        version: 3,
+        record_sha256: [5; 32],
+    };
+    assert_eq!(
+        store.reconcile(&unknown).expect("unknown"),
+        Reconciled::GrantLost {
+            previous_superseded: false
+        }
+    );
+
     store.set_reconciled_through(42).expect("mark");
     drop(store);
     let store = reopen(dir.path());
