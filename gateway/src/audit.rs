@@ -28,6 +28,10 @@ pub struct Audit {
     /// The newest time stamped on a queued entry, held while the next is stamped and queued,
     /// so entries reach the log in time order.
     stamped: Arc<std::sync::Mutex<i64>>,
+    /// Shared by every store change in progress between its audit entry and its store write
+    /// ([`Audit::store_change`]); taken whole to move the reconciliation mark
+    /// ([`Audit::quiet_size`]).
+    changes: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// The log's behaviour as configured.
@@ -136,6 +140,7 @@ impl Audit {
                 index,
                 slots: Arc::new(Semaphore::new(config.queue_capacity)),
                 stamped: Arc::new(std::sync::Mutex::new(newest.unwrap_or(i64::MIN))),
+                changes: Arc::default(),
             },
             recovery,
         ))
@@ -174,6 +179,34 @@ impl Audit {
             })
         })?;
         rx.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// Runs `work` — a store change: its audit entry and the store write that goes with it —
+    /// in a task of its own, so a cancelled call cannot stop it between the two, and holds the
+    /// reconciliation mark back until it ends ([`Audit::quiet_size`]).
+    ///
+    /// # Errors
+    /// `work`'s error, or `INTERNAL` if its task panicked.
+    pub async fn store_change<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, tonic::Status>> + Send + 'static,
+    ) -> Result<T, tonic::Status> {
+        let change = self.changes.clone().read_owned().await;
+        tokio::spawn(async move {
+            let _change = change;
+            work.await
+        })
+        .await
+        .map_err(|_| tonic::Status::internal("a store change failed to finish"))?
+    }
+
+    /// Waits until no store change is between its audit entry and its store write, and
+    /// returns the log's size then with a guard that holds new changes off: every change
+    /// recorded in the entries below that size is in its store.
+    pub async fn quiet_size(&self) -> (tokio::sync::OwnedRwLockWriteGuard<()>, u64) {
+        let quiet = self.changes.clone().write_owned().await;
+        let size = self.log.size();
+        (quiet, size)
     }
 
     /// Records that the gateway started (blocking; used before serving).

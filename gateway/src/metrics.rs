@@ -178,8 +178,9 @@ pub fn connection_over_limit() {
         .increment(1);
 }
 
-/// What reconciling the consent store with the audit log found at the last start: losses
-/// the store had (each should be zero; see `deploy/README.md`).
+/// What reconciling the stores with the audit log found at the last start: losses the consent
+/// store had (each should be zero), and note changes finished after a crash (see
+/// `deploy/README.md`).
 pub fn reconciled(summary: &crate::reconcile::Summary) {
     let set = |outcome: &'static str, n: u64| {
         metrics::gauge!("casegate_consent_reconciliation_at_start", "outcome" => outcome)
@@ -194,6 +195,11 @@ pub fn reconciled(summary: &crate::reconcile::Summary) {
     set("different", summary.different);
     set("withdrawn_not_held", summary.withdrawn_not_held);
     set("unreadable", summary.unreadable);
+    set(
+        "acknowledgement_finished",
+        summary.acknowledgements_finished,
+    );
+    set("purge_finished", summary.purges_finished);
     metrics::gauge!("casegate_consent_reconciliation_entries_read")
         .set(summary.to.saturating_sub(summary.from) as f64);
 }

@@ -1,12 +1,18 @@
 //! Start-up reconciliation of the other stores against the audit log.
 //!
 //! The audit log is the one record synced with every batch before anyone is answered, so at
-//! start it is the truth the consent store is brought in line with: every consent change the
-//! log holds (grants, supersessions, withdrawals) that the store lacks is replayed
-//! ([`ConsentStore::reconcile`]). A withdrawal the store forgot is applied again and the notes
-//! still waiting under it are purged (audited); a grant whose record content was lost stays
-//! refused and is reported. Only the entries after the store's `reconciled_through` mark are
-//! read, so a start after a clean shutdown reads none.
+//! start it is the truth the consent and note stores are brought in line with:
+//! - every consent change the log holds (grants, supersessions, withdrawals) that the consent
+//!   store lacks is replayed ([`ConsentStore::reconcile`]): a withdrawal the store forgot is
+//!   applied again and the notes still waiting under it are purged (audited); a grant whose
+//!   record content was lost stays refused and is reported;
+//! - every note acknowledgement and purge the log holds that the note store lacks is finished
+//!   (they are written entry first, so a crash can leave exactly that).
+//!
+//! Only the entries from the `reconciled_through` mark (kept in the consent store) on are
+//! read. The mark moves to the log's end while no store change is between its entry and its
+//! store write ([`mark`]): every 10 s and at shutdown, so a start after a clean shutdown reads
+//! no entry and one after a crash at most some seconds' worth.
 
 use casegate_audit::{
     entry::{Entry, EntryKind},
@@ -16,6 +22,8 @@ use casegate_consent::{
     record::{Actor, ConsentId, Timestamp},
     store::{ConsentStore, LoggedChange, Reconciled, StoreError},
 };
+
+use crate::notes::{NoteError, NoteState, NoteStore};
 
 /// What reconciling the consent store found, for the start-up log line and the metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -37,6 +45,10 @@ pub struct Summary {
     pub withdrawn_not_held: u64,
     /// Consent entries that could not be read as a change (reported, skipped).
     pub unreadable: u64,
+    /// Note acknowledgements in the log that the note store had not made, now made.
+    pub acknowledgements_finished: u64,
+    /// Note purges in the log that the note store had not made, now made.
+    pub purges_finished: u64,
 }
 
 impl Summary {
@@ -57,6 +69,8 @@ pub enum ReconcileError {
     Log { index: u64, reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("note store: {0}")]
+    Notes(#[from] NoteError),
 }
 
 /// The consent change an audit entry records, if it records one: `Some(Err(()))` for a
@@ -95,12 +109,18 @@ fn logged_change(entry: &Entry) -> Option<Result<LoggedChange, ()>> {
     Some(change().ok_or(()))
 }
 
-/// Replays into `store` every consent change in the log's entries from the store's
-/// `reconciled_through` mark to the log's end, then moves the mark to the end (durably).
+/// Replays into the stores every consent change, note acknowledgement and note purge in the
+/// log's entries from the `reconciled_through` mark to the log's end, then moves the mark to
+/// the end (durably). `retention`: how long an acknowledged note's body is kept.
 ///
 /// # Errors
-/// An entry cannot be read, or the store cannot be written.
-pub fn consents(log: &AuditLog, store: &ConsentStore) -> Result<Summary, ReconcileError> {
+/// An entry cannot be read, or a store cannot be written.
+pub fn stores(
+    log: &AuditLog,
+    store: &ConsentStore,
+    notes: &NoteStore,
+    retention: std::time::Duration,
+) -> Result<Summary, ReconcileError> {
     let to = log.size();
     let from = store.reconciled_through()?.min(to);
     let mut summary = Summary {
@@ -113,16 +133,28 @@ pub fn consents(log: &AuditLog, store: &ConsentStore) -> Result<Summary, Reconci
             index,
             reason: e.to_string(),
         })?;
-        // Only consent entries are decoded in full.
+        // Only the entries of store changes are decoded in full.
         if !matches!(
             Entry::kind_of(&bytes),
-            Some(EntryKind::ConsentGranted | EntryKind::ConsentWithdrawn) | None
+            Some(
+                EntryKind::ConsentGranted
+                    | EntryKind::ConsentWithdrawn
+                    | EntryKind::NoteAcknowledged
+                    | EntryKind::NotePurged
+            ) | None
         ) {
             continue;
         }
         let Ok(entry) = Entry::decode(&bytes) else {
             continue;
         };
+        if finish_note_change(&entry, notes, retention)? {
+            match entry.kind {
+                EntryKind::NoteAcknowledged => summary.acknowledgements_finished += 1,
+                _ => summary.purges_finished += 1,
+            }
+            continue;
+        }
         let Some(change) = logged_change(&entry) else {
             continue;
         };
@@ -172,25 +204,81 @@ pub fn consents(log: &AuditLog, store: &ConsentStore) -> Result<Summary, Reconci
     Ok(summary)
 }
 
+/// Makes the note acknowledgement or purge `entry` records, if the note store has not made it
+/// (the entry is written first): `Ok(true)` when it did so now.
+fn finish_note_change(
+    entry: &Entry,
+    notes: &NoteStore,
+    retention: std::time::Duration,
+) -> Result<bool, NoteError> {
+    let wanted = match entry.kind {
+        EntryKind::NoteAcknowledged => NoteState::Acknowledged,
+        EntryKind::NotePurged => NoteState::Purged,
+        _ => return Ok(false),
+    };
+    let Some(id) = entry
+        .disclosure_id
+        .as_deref()
+        .and_then(|id| uuid::Uuid::try_parse(id).ok())
+    else {
+        return Ok(false);
+    };
+    let note = match notes.get(&id) {
+        Ok(note) => note,
+        // Forgotten after its purge: nothing left to do.
+        Err(NoteError::NotFound) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if note.state >= wanted {
+        return Ok(false);
+    }
+    match wanted {
+        NoteState::Acknowledged => {
+            let at = Timestamp(entry.time_micros);
+            let purge_after = crate::services::disclosure::purge_after(at, retention);
+            notes.acknowledge(&id, at, purge_after)?;
+        }
+        _ => {
+            notes.purge(&id)?;
+        }
+    }
+    Ok(true)
+}
+
+/// Moves the reconciliation mark to the audit log's size while no store change is between its
+/// audit entry and its store write ([`crate::audit::Audit::quiet_size`]): every change the
+/// log holds below it is then in its store.
+///
+/// # Errors
+/// The consent store cannot be written.
+pub async fn mark(store: &ConsentStore, audit: &crate::audit::Audit) -> Result<u64, StoreError> {
+    let (_quiet, size) = audit.quiet_size().await;
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || store.set_reconciled_through(size))
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Corrupt("store task failed".into())))?;
+    Ok(size)
+}
+
 /// Purges the notes still waiting under each consent whose withdrawal was applied again, as
 /// the withdrawal itself would have (`note purged`, reason `consent_withdrawn`, audited with
-/// no actor: the gateway acted). Returns how many were purged.
+/// no actor: the gateway acted; the entry first). Returns how many were purged.
 ///
 /// # Errors
 /// The note store or the audit log fails.
 pub fn purge_withdrawn(
-    notes: &crate::notes::NoteStore,
+    notes: &NoteStore,
     audit: &crate::audit::Audit,
     withdrawn: &[ConsentId],
 ) -> Result<u64, String> {
     let mut purged = 0;
     for id in withdrawn {
         for note in notes.undelivered_for(id).map_err(|e| e.to_string())? {
-            let note = notes.purge(&note.id).map_err(|e| e.to_string())?;
             let mut entry =
                 crate::services::disclosure::note_entry(EntryKind::NotePurged, None, &note);
             entry.reason = Some("consent_withdrawn".to_owned());
             audit.append_blocking(&entry).map_err(|e| e.to_string())?;
+            notes.purge(&note.id).map_err(|e| e.to_string())?;
             purged += 1;
         }
     }

@@ -31,7 +31,7 @@ use crate::{
     limits::{self, RateLimiter},
     notes::{NoteError, NoteStore},
     pseudonym::Pseudonymizer,
-    services::{AuditApi, ConsentApi, ConsentWrites, DisclosureApi},
+    services::{AuditApi, ConsentApi, DisclosureApi},
     supervisor::{Supervisor, TaskEnded},
     tls,
 };
@@ -212,14 +212,16 @@ impl Gateway {
         if made + dropped > 0 {
             tracing::info!(made_deliverable = made, dropped, "pending notes recovered");
         }
-        let reconciled = crate::reconcile::consents(audit.log(), &consents)?;
+        let reconciled =
+            crate::reconcile::stores(audit.log(), &consents, &notes, config.notes.retention)?;
         let purged =
             crate::reconcile::purge_withdrawn(&notes, &audit, &reconciled.withdrawals_reapplied)
                 .map_err(StartError::Purge)?;
         let summary = format!(
             "read entries {}..{}: {} consent changes; {} withdrawals applied again ({} waiting \
              notes purged), {} grants lost (still refused; {} earlier versions superseded), {} \
-             versions differing from the log, {} withdrawals of versions not held, {} unreadable",
+             versions differing from the log, {} withdrawals of versions not held, {} unreadable; \
+             {} note acknowledgements and {} note purges finished",
             reconciled.from,
             reconciled.to,
             reconciled.changes,
@@ -230,11 +232,13 @@ impl Gateway {
             reconciled.different,
             reconciled.withdrawn_not_held,
             reconciled.unreadable,
+            reconciled.acknowledgements_finished,
+            reconciled.purges_finished,
         );
         if reconciled.found_losses() {
             tracing::warn!(
                 summary = summary.as_str(),
-                "consent store reconciled with the audit log: it had lost changes"
+                "stores reconciled with the audit log: the consent store had lost changes"
             );
         } else {
             tracing::info!(
@@ -303,7 +307,6 @@ impl Gateway {
             rate: Arc::new(RateLimiter::new(limits.rate_per_second, limits.rate_burst)),
         };
         let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
-        let consent_writes = ConsentWrites::default();
         let consent = authenticate.layer(
             ConsentServiceServer::new(ConsentApi::new(
                 consents.clone(),
@@ -312,7 +315,6 @@ impl Gateway {
                 pseudonyms.clone(),
                 Arc::new(config.vocabulary.clone()),
                 config.max_consent_period,
-                consent_writes.clone(),
             ))
             .max_decoding_message_size(limits.max_message_bytes)
             .max_encoding_message_size(limits.max_message_bytes),
@@ -399,13 +401,12 @@ impl Gateway {
             }
         });
         tasks.spawn("consent reconciliation mark", {
-            let (writes, consents, audit) =
-                (consent_writes.clone(), consents.clone(), audit.clone());
+            let (consents, audit) = (consents.clone(), audit.clone());
             async move {
                 let mut tick = tokio::time::interval(RECONCILED_MARK_INTERVAL);
                 loop {
                     tick.tick().await;
-                    if let Err(e) = writes.mark_reconciled(&consents, &audit).await {
+                    if let Err(e) = crate::reconcile::mark(&consents, &audit).await {
                         tracing::error!(error = %e, "consent store reconciliation mark not moved");
                     }
                 }
@@ -527,7 +528,7 @@ impl Gateway {
         };
         // Flush storage: consents (reconciled up to the log's end, so the next start reads
         // nothing), then the audit log (which marks a clean shutdown).
-        if let Err(e) = consent_writes.mark_reconciled(&consents, &audit).await {
+        if let Err(e) = crate::reconcile::mark(&consents, &audit).await {
             tracing::error!(error = %e, "consent store did not flush");
         }
         if let Err(e) = notes.flush() {

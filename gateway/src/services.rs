@@ -12,7 +12,7 @@ use futures_util::Stream;
 use tonic::Status;
 
 pub use audit::AuditApi;
-pub use consent::{ConsentApi, ConsentWrites};
+pub use consent::ConsentApi;
 pub use disclosure::DisclosureApi;
 
 /// A server-streaming response body.

@@ -236,7 +236,21 @@ keyring = "notes.keyring"
         let config =
             Config::load_with_env(&config_path, self.overrides.clone()).expect("valid test config");
         let metrics = config.metrics_listen;
-        let mut gateway = Gateway::build(config).expect("gateway builds");
+        // A gateway stopped in this process may hold sled's folder lock for a moment while
+        // its last store handles are dropped (its background threads end after the drop).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut gateway = loop {
+            match Gateway::build(config.clone()) {
+                Ok(gateway) => break gateway,
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("gateway builds: {e}"),
+            }
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");

@@ -56,40 +56,8 @@ pub struct ConsentApi {
     pseudonyms: Pseudonymizer,
     vocabulary: Arc<Vocabulary>,
     max_period_micros: i64,
-    writes: ConsentWrites,
-}
-
-/// Grants and withdrawals one at a time (prepare, audit and commit must not interleave), and
-/// the consent store's reconciliation mark, which moves only while none is in progress.
-#[derive(Debug, Clone, Default)]
-pub struct ConsentWrites(Arc<Mutex<()>>);
-
-impl ConsentWrites {
-    /// Waits for the grant or withdrawal in progress, if any, and holds the next off until the
-    /// guard is dropped.
-    async fn lock(&self) -> tokio::sync::OwnedMutexGuard<()> {
-        self.0.clone().lock_owned().await
-    }
-
-    /// Moves the consent store's reconciliation mark to the audit log's size: with no grant or
-    /// withdrawal between its audit entry and its store write, every consent change the log
-    /// holds is in the store. Bounds what the next start after a crash reads.
-    ///
-    /// # Errors
-    /// The store cannot be written.
-    pub async fn mark_reconciled(
-        &self,
-        store: &ConsentStore,
-        audit: &Audit,
-    ) -> Result<u64, StoreError> {
-        let _write = self.lock().await;
-        let size = audit.log().size();
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || store.set_reconciled_through(size))
-            .await
-            .unwrap_or_else(|_| Err(StoreError::Corrupt("store task failed".into())))?;
-        Ok(size)
-    }
+    /// Grants and withdrawals one at a time: prepare, audit and commit must not interleave.
+    writes: Arc<Mutex<()>>,
 }
 
 impl ConsentApi {
@@ -100,7 +68,6 @@ impl ConsentApi {
         pseudonyms: Pseudonymizer,
         vocabulary: Arc<Vocabulary>,
         max_period: std::time::Duration,
-        writes: ConsentWrites,
     ) -> Self {
         Self {
             store,
@@ -109,7 +76,7 @@ impl ConsentApi {
             pseudonyms,
             vocabulary,
             max_period_micros: i64::try_from(max_period.as_micros()).unwrap_or(i64::MAX),
-            writes,
+            writes: Arc::default(),
         }
     }
 
@@ -261,7 +228,7 @@ impl ConsentService for ConsentApi {
             evidence,
         };
         let supersedes = input.supersedes;
-        let write = self.writes.lock().await;
+        let write = self.writes.clone().lock_owned().await;
         // Only a consent the caller may read can be replaced; any other id, existing or not,
         // gets the same refusal. Checked under the write lock, so no newer version can slip
         // in between.
@@ -283,16 +250,17 @@ impl ConsentService for ConsentApi {
         // between the two.
         let entry = self.entry(EntryKind::ConsentGranted, principal, &record);
         let (api, stored) = (self.clone(), record.clone());
-        let appended = tokio::spawn(async move {
-            let _write = write;
-            let appended = api.audit.append(&entry).await.map_err(append_error)?;
-            api.blocking(move |s| s.commit_grant(&stored))
-                .await
-                .map_err(store_error)?;
-            Ok::<_, Status>(appended)
-        })
-        .await
-        .map_err(|_| Status::internal("the grant's write task failed"))??;
+        let appended = self
+            .audit
+            .store_change(async move {
+                let _write = write;
+                let appended = api.audit.append(&entry).await.map_err(append_error)?;
+                api.blocking(move |s| s.commit_grant(&stored))
+                    .await
+                    .map_err(store_error)?;
+                Ok(appended)
+            })
+            .await?;
         Ok(Response::new(GrantConsentResponse {
             consent: Some(record_to_wire(&record, now())),
             receipt: Some(receipt(&self.audit, &appended)?),
@@ -427,25 +395,26 @@ impl ConsentService for ConsentApi {
             _ => recorded_evidence(principal, sent)?,
         };
         let by = convert::consent::actor(principal);
-        let write = self.writes.lock().await;
+        let write = self.writes.clone().lock_owned().await;
         // Under the write lock: the version withdrawn is the one the caller may read.
         let current = self.visible(principal, id, None).await?;
         // Store first: a crash before the audit entry leaves the consent withdrawn (fails
         // closed), never a withdrawal the store does not know. Its own task: a cancelled call
         // does not stop it between the two.
         let (api, who) = (self.clone(), principal.clone());
-        let (withdrawn, appended) = tokio::spawn(async move {
-            let _write = write;
-            let withdrawn = api
-                .blocking(move |s| s.withdraw(&current.id, by, reason, evidence, now()))
-                .await
-                .map_err(store_error)?;
-            let entry = api.entry(EntryKind::ConsentWithdrawn, &who, &withdrawn);
-            let appended = api.audit.append(&entry).await.map_err(append_error)?;
-            Ok::<_, Status>((withdrawn, appended))
-        })
-        .await
-        .map_err(|_| Status::internal("the withdrawal's write task failed"))??;
+        let (withdrawn, appended) = self
+            .audit
+            .store_change(async move {
+                let _write = write;
+                let withdrawn = api
+                    .blocking(move |s| s.withdraw(&current.id, by, reason, evidence, now()))
+                    .await
+                    .map_err(store_error)?;
+                let entry = api.entry(EntryKind::ConsentWithdrawn, &who, &withdrawn);
+                let appended = api.audit.append(&entry).await.map_err(append_error)?;
+                Ok((withdrawn, appended))
+            })
+            .await?;
         // Withdrawal bites: notes that relied on the consent and were not delivered go now.
         // (Any that slip past, e.g. after a crash here, are caught by the check at delivery.)
         let purged_notes =

@@ -131,6 +131,12 @@ fn refusal(reason: Reason) -> Status {
     )
 }
 
+/// When an acknowledged note's body is purged: `retention` after its acknowledgement.
+pub fn purge_after(acknowledged_at: Timestamp, retention: std::time::Duration) -> Timestamp {
+    let retention = i64::try_from(retention.as_micros()).unwrap_or(i64::MAX);
+    Timestamp(acknowledged_at.0.saturating_add(retention))
+}
+
 /// Runs note-store work off the async runtime.
 async fn on_notes<T: Send + 'static>(
     notes: &NoteStore,
@@ -154,13 +160,32 @@ pub async fn purge_for_consent(
     let pending = on_notes(notes, move |n| n.undelivered_for(&consent)).await?;
     let mut purged_notes = 0;
     for note in pending {
-        let purged = on_notes(notes, move |n| n.purge(&note.id)).await?;
-        let mut entry = note_entry(EntryKind::NotePurged, Some(by), &purged);
-        entry.reason = Some("consent_withdrawn".to_owned());
-        audit.append(&entry).await.map_err(append_error)?;
+        purge_note(notes, audit, &note, Some(by), "consent_withdrawn").await?;
         purged_notes += 1;
     }
     Ok(purged_notes)
+}
+
+/// Purges `note` (its body deleted, out of the inbox for good) for `reason`, as a store
+/// change ([`Audit::store_change`]) with its `note purged` entry first: a crash between the
+/// two leaves an entry whose purge the start-up reconciliation finishes
+/// ([`crate::reconcile`]), never a purge the log does not show.
+pub async fn purge_note(
+    notes: &NoteStore,
+    audit: &Audit,
+    note: &Note,
+    by: Option<&Principal>,
+    reason: &str,
+) -> Result<Note, Status> {
+    let mut entry = note_entry(EntryKind::NotePurged, by, note);
+    entry.reason = Some(reason.to_owned());
+    let (notes, log, id) = (notes.clone(), audit.clone(), note.id);
+    audit
+        .store_change(async move {
+            log.append(&entry).await.map_err(append_error)?;
+            on_notes(&notes, move |n| n.purge(&id)).await
+        })
+        .await
 }
 
 impl DisclosureApi {
@@ -524,20 +549,20 @@ impl DisclosureService for DisclosureApi {
             }
         }
         let at = now();
-        let retention = i64::try_from(self.retention.as_micros()).unwrap_or(i64::MAX);
-        let purge_after = Timestamp(at.0.saturating_add(retention));
-        let acknowledged = self
-            .blocking(move |n| n.acknowledge(&id, at, purge_after))
-            .await?;
+        let purge_after = purge_after(at, self.retention);
+        // The entry first, as a store change: a crash between the two leaves an entry whose
+        // acknowledgement the start-up reconciliation finishes, never an acknowledged note
+        // the log does not show (it would be out of the inbox, its receipt never confirmed).
+        let entry = note_entry(EntryKind::NoteAcknowledged, Some(principal), &note);
+        let (notes, audit) = (self.notes.clone(), self.audit.clone());
         let appended = self
             .audit
-            .append(&note_entry(
-                EntryKind::NoteAcknowledged,
-                Some(principal),
-                &acknowledged,
-            ))
-            .await
-            .map_err(append_error)?;
+            .store_change(async move {
+                let appended = audit.append(&entry).await.map_err(append_error)?;
+                on_notes(&notes, move |n| n.acknowledge(&id, at, purge_after)).await?;
+                Ok(appended)
+            })
+            .await?;
         Ok(Response::new(AcknowledgeResponse {
             acknowledged_at: Some(timestamp_to_wire(at)),
             purge_after: Some(timestamp_to_wire(purge_after)),
@@ -596,10 +621,14 @@ impl DisclosureApi {
             })?;
         let id = note.id;
         if let Decision::Deny(deny) = decided {
-            let purged = self.blocking(move |n| n.purge(&id)).await?;
-            let mut entry = note_entry(EntryKind::NotePurged, Some(principal), &purged);
-            entry.reason = Some(deny.reason.code().to_owned());
-            self.audit.append(&entry).await.map_err(append_error)?;
+            purge_note(
+                &self.notes,
+                &self.audit,
+                &note,
+                Some(principal),
+                deny.reason.code(),
+            )
+            .await?;
             return Ok(None);
         }
         self.audit
@@ -666,10 +695,7 @@ pub async fn sweep(
         let due = on_notes(notes, move |n| n.due(ttl_cutoff, now, ROUND)).await?;
         let last_round = due.len() < ROUND;
         for (note, expiry) in due {
-            let purged = on_notes(notes, move |n| n.purge(&note.id)).await?;
-            let mut entry = note_entry(EntryKind::NotePurged, None, &purged);
-            entry.reason = Some(expiry.code().to_owned());
-            audit.append(&entry).await.map_err(append_error)?;
+            purge_note(notes, audit, &note, None, expiry.code()).await?;
             count += 1;
         }
         if last_round {
