@@ -384,6 +384,18 @@ fn parse(bytes: &[u8]) -> Option<(u8, &[u8])> {
     (crc32c::crc32c_append(crc32c::crc32c(&[kind]), payload) == crc).then_some((kind, payload))
 }
 
+/// The offset of the first intact record (whole, its checksum right, a known kind) that
+/// starts after byte `flaw` of `file`, searching every position.
+fn intact_record_after(file: &File, flaw: u64, size: u64) -> io::Result<Option<u64>> {
+    let mut rest = vec![0u8; usize::try_from(size - flaw).unwrap_or(usize::MAX)];
+    file.read_exact_at(&mut rest, flaw)?;
+    Ok((1..rest.len())
+        .find(|&at| {
+            matches!(parse(&rest[at..]), Some((kind, _)) if kind == KIND_NOTE || kind == KIND_FORGET)
+        })
+        .map(|at| flaw + at as u64))
+}
+
 fn file_name(number: u32) -> String {
     format!("journal-{number:08}")
 }
@@ -468,6 +480,14 @@ fn replay(dir: &Path, number: u32, newest: bool, state: &mut State) -> Result<()
             if !newest {
                 return Err(NoteError::Corrupt(format!(
                     "{} is damaged at byte {offset}",
+                    path.display()
+                )));
+            }
+            // A write cut short ends the file; a flaw with an intact record after it is
+            // damage to what was synced (and acknowledged): keep every byte and refuse.
+            if let Some(at) = intact_record_after(&file, offset, size)? {
+                return Err(NoteError::Corrupt(format!(
+                    "{} is damaged at byte {offset}, with an intact record at byte {at} after it",
                     path.display()
                 )));
             }

@@ -256,6 +256,29 @@ fn a_write_cut_short_at_the_end_is_cut_off_and_damage_elsewhere_stops_the_start(
 }
 
 #[test]
+fn damage_in_the_newest_file_with_synced_records_after_it_is_refused_not_cut() {
+    // Only a write cut short ends the newest file; a flaw with intact records after it is
+    // damage to notes already acknowledged, which a cut would lose.
+    let (dir, store) = store();
+    let first = deliverable(&store, 1_000);
+    let _second = deliverable(&store, 1_001);
+    store.flush().expect("flush");
+    drop(store);
+    let newest = files(&dir).pop().expect("a file");
+    let mut bytes = std::fs::read(&newest).expect("read");
+    let in_first = encode(&first).expect("encode").len() / 2;
+    bytes[in_first] ^= 0x55;
+    std::fs::write(&newest, &bytes).expect("write");
+    match NoteStore::open(&dir.path().join("notes")) {
+        Err(NoteError::Corrupt(why)) => {
+            assert!(why.contains("intact record"), "{why}");
+        }
+        other => panic!("a damaged journal opened: {other:?}"),
+    }
+    assert_eq!(std::fs::read(&newest).expect("read"), bytes, "bytes kept");
+}
+
+#[test]
 fn compaction_deletes_mostly_superseded_files_and_keeps_every_live_note() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("notes");
