@@ -306,7 +306,6 @@ pub fn audit(action: AuditAction) -> std::process::ExitCode {
             }
         }
         AuditAction::Keygen { name, out } => {
-            use std::{io::Write, os::unix::fs::OpenOptionsExt};
             let signer = match Signer::generate(&name) {
                 Ok(s) => s,
                 Err(e) => {
@@ -314,15 +313,10 @@ pub fn audit(action: AuditAction) -> std::process::ExitCode {
                     return ExitCode::from(EXIT_USAGE);
                 }
             };
-            let written = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&out)
-                .and_then(|mut f| {
-                    f.write_all(format!("{}\n", signer.to_skey()).as_bytes())?;
-                    f.sync_all()
-                });
+            let written = casegate_audit::durable::write_new_file(
+                &out,
+                format!("{}\n", signer.to_skey()).as_bytes(),
+            );
             match written {
                 Ok(()) => {
                     println!("{}", signer.verifier().to_vkey());
@@ -432,7 +426,8 @@ pub fn rotate_audit(path: &std::path::Path) -> std::process::ExitCode {
         key_path.display(),
         old_label.rsplit('+').next().unwrap_or("old")
     ));
-    let moved = std::fs::rename(key_path, &retired).and_then(|()| std::fs::rename(&next, key_path));
+    let moved = casegate_audit::durable::rename(key_path, &retired)
+        .and_then(|()| casegate_audit::durable::rename(&next, key_path));
     if let Err(e) = moved {
         return fail(format!("{}: {e}", key_path.display()));
     }
@@ -446,15 +441,7 @@ pub fn rotate_audit(path: &std::path::Path) -> std::process::ExitCode {
 }
 
 fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::{io::Write, os::unix::fs::OpenOptionsExt};
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()
+    casegate_audit::durable::write_file(path, text.as_bytes())
 }
 
 /// `casegate keys rotate-notes`.

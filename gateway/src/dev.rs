@@ -113,7 +113,9 @@ fn write_new(path: &Path, contents: &str, secret: bool) -> Result<(), DevError> 
     }
     let mut file = options.open(path).map_err(io_err(path))?;
     file.write_all(contents.as_bytes()).map_err(io_err(path))?;
-    file.sync_all().map_err(io_err(path))
+    file.sync_all().map_err(io_err(path))?;
+    let folder = path.parent().unwrap_or(Path::new("."));
+    casegate_audit::durable::sync_dir(folder).map_err(io_err(folder))
 }
 
 /// The files of a dev data folder.
@@ -164,7 +166,7 @@ impl DevLayout {
 pub fn prepare(root: &Path) -> Result<PathBuf, DevError> {
     let layout = DevLayout::new(root);
     let pki = layout.pki();
-    fs::create_dir_all(&pki).map_err(io_err(&pki))?;
+    casegate_audit::durable::create_dirs(&pki).map_err(io_err(&pki))?;
 
     let ca = if layout.ca_cert().exists() {
         DevCa::load(&read(&layout.ca_cert())?, &read(&layout.key("ca"))?)?
