@@ -32,7 +32,7 @@ mod trial;
 
 pub use check::{Check, Checks, Failure};
 pub use ledger::Ops;
-pub use trial::{Options, Report, run};
+pub use trial::{Options, Report, run, start_child};
 
 use fs::{PowerCutFs, Tree};
 

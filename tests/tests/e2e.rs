@@ -12,6 +12,7 @@ mod e2e {
     mod http2_limits;
     mod limits;
     mod power_cut;
+    mod power_cut_cases;
     mod revocation;
     mod service_discovery;
     mod tokens;

@@ -155,6 +155,7 @@ pub async fn run(options: &Options) -> Result<Report, String> {
                 report.failures.push(Failure {
                     round,
                     check: Check::GatewayStart,
+                    item: "start".into(),
                     detail: e.clone(),
                 });
                 report.aborted = Some(format!(
@@ -181,6 +182,7 @@ pub async fn run(options: &Options) -> Result<Report, String> {
             report.failures.push(Failure {
                 round,
                 check: Check::OfflineVerify,
+                item: e.clone(),
                 detail: e,
             });
         }
@@ -193,8 +195,9 @@ pub async fn run(options: &Options) -> Result<Report, String> {
     Ok(report)
 }
 
-/// Starts the gateway child on `data`, its standard error going to `log`.
-fn start_child(
+/// Starts the gateway child (the `gateway_child` binary at `child`) on the data folder
+/// `data`, its standard error going to `log`, and points `gw`'s clients at it.
+pub fn start_child(
     gw: &mut TestGateway,
     child: &Path,
     data: &Path,
@@ -325,26 +328,26 @@ impl fmt::Display for Report {
         kinds.dedup();
         for kind in kinds {
             let of_kind: Vec<&Failure> = self.failures.iter().filter(|x| x.check == kind).collect();
-            // A thing lost stays lost: each later check reports it again. Show each once,
-            // with the round it was first seen in.
+            // A thing lost stays lost: each later check finds it again. Show each once, with
+            // the round it was first found in.
             let mut seen = std::collections::HashSet::new();
-            let distinct: Vec<(&str, usize)> = of_kind
+            let first: Vec<&Failure> = of_kind
                 .iter()
-                .filter(|x| seen.insert(x.detail.as_str()))
-                .map(|x| (x.detail.as_str(), x.round))
+                .copied()
+                .filter(|x| seen.insert(x.item.as_str()))
                 .collect();
             let rounds: std::collections::BTreeSet<usize> =
                 of_kind.iter().map(|x| x.round).collect();
             writeln!(
                 f,
-                "  {kind}: {} failures, {} distinct, in {} rounds (first in round {})",
+                "  {kind}: {} failures about {} distinct things, in {} rounds (first in round {})",
                 of_kind.len(),
-                distinct.len(),
+                first.len(),
                 rounds.len(),
                 rounds.first().copied().unwrap_or(0)
             )?;
-            for (detail, round) in distinct.iter().take(10) {
-                writeln!(f, "    round {round}: {detail}")?;
+            for x in first.iter().take(10) {
+                writeln!(f, "    round {}: {}", x.round, x.detail)?;
             }
         }
         Ok(())

@@ -1,0 +1,93 @@
+//! Named power-cut cases: a withdrawal acknowledged a moment before the power goes still holds
+//! after it. (The audit log's own cases — a zero-length checkpoint file, a lagging one that
+//! must not let recovery cut an acknowledged record — are tests of `casegate_audit::log`.)
+
+use std::{fs::File, os::unix::fs::DirBuilderExt, time::Duration};
+
+use casegate_proto::v1::{CheckDisclosureRequest, Party, WithdrawConsentRequest};
+use casegate_tests::{TestGateway, powercut, scenario};
+
+const CHILD: &str = env!("CARGO_BIN_EXE_gateway_child");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawal_acknowledged_just_before_a_power_cut_still_holds_after_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).expect("mount point");
+    let Some(mut fs) = powercut::mount_for_test(&mnt) else {
+        return;
+    };
+    let data = mnt.join("data");
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&data)
+        .and_then(|()| File::open(&mnt)?.sync_all())
+        .expect("data folder");
+    let mut gw = TestGateway::prepare("", &[]);
+    let log = |name: &str| dir.path().join(name);
+
+    // Three times, as the fault was seen: grant, wait two seconds, withdraw (OK), and cut the
+    // power at once.
+    for try_n in 0..3 {
+        let child = powercut::start_child(&mut gw, CHILD.as_ref(), &data, &log("run.log"))
+            .expect("the gateway starts");
+        let subject = scenario::subject(9100 + try_n);
+        let mut jobseeker = gw.jobseeker(&subject).await;
+        let granted = jobseeker
+            .consent
+            .grant_consent(scenario::ips_consent(&gw, &subject))
+            .await
+            .expect("grant")
+            .into_inner()
+            .consent
+            .expect("consent");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        jobseeker
+            .consent
+            .withdraw_consent(WithdrawConsentRequest {
+                consent_id: granted.consent_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("the withdrawal is acknowledged");
+        child.kill();
+        fs.cut_power().expect("cut the power");
+
+        let child = powercut::start_child(&mut gw, CHILD.as_ref(), &data, &log("check.log"))
+            .expect("the gateway starts after the cut");
+        let mut nav = gw.caller("nav", "nav_counsellor").await;
+        let decision = nav
+            .consent
+            .check_disclosure(CheckDisclosureRequest {
+                subject_id: subject.expose(),
+                recipient: Some(Party {
+                    orgnr: gw.org("ips").orgnr.clone(),
+                    roles: vec![],
+                }),
+                category: "benefit_counselling".into(),
+                purpose: "ips_follow_up".into(),
+                approval_attested: false,
+            })
+            .await
+            .expect("check")
+            .into_inner()
+            .decision
+            .expect("decision");
+        assert!(
+            !decision.permitted,
+            "try {try_n}: the withdrawn consent permits again after the power cut: {decision:?}"
+        );
+        let refused = nav
+            .disclosure
+            .disclose(scenario::update(
+                &gw,
+                &subject,
+                &format!("after-cut-{try_n}"),
+                "note",
+            ))
+            .await
+            .expect_err("a disclosure under the withdrawn consent is refused");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+        child.stop();
+    }
+}
