@@ -53,6 +53,9 @@ pub struct Failure {
     /// The round whose cut preceded the check.
     pub round: usize,
     pub check: Check,
+    /// What was lost or wrong (a consent id, a note's disclosure id, an entry): the same
+    /// thing found again by a later check has the same `item`.
+    pub item: String,
     pub detail: String,
 }
 
@@ -141,9 +144,14 @@ impl Checker<'_> {
     }
 
     fn fail(&mut self, check: Check, detail: String) {
+        self.fail_about(check, detail.clone(), detail);
+    }
+
+    fn fail_about(&mut self, check: Check, item: String, detail: String) {
         self.failures.push(Failure {
             round: self.round,
             check,
+            item,
             detail,
         });
     }
@@ -374,7 +382,7 @@ impl Checker<'_> {
                     } else {
                         Check::Grant
                     };
-                    self.fail(check, detail);
+                    self.fail_about(check, id.clone(), detail);
                 }
             }
         }
@@ -449,8 +457,9 @@ impl Checker<'_> {
         for (id, withdrawn_in, problems) in results {
             self.checks.withdrawals += 1;
             for problem in problems {
-                self.fail(
+                self.fail_about(
                     Check::Withdrawal,
+                    id.clone(),
                     format!("consent {id}, withdrawn in round {withdrawn_in}: {problem}"),
                 );
             }
@@ -488,9 +497,11 @@ impl Checker<'_> {
         let receipts = self.ledger().receipts.clone();
         for r in receipts {
             self.checks.receipts += 1;
+            let item = format!("{:?} {}", r.kind, r.id);
             let Some((bytes, entry)) = entries.get(r.index as usize) else {
-                self.fail(
+                self.fail_about(
                     Check::Receipt,
+                    item,
                     format!(
                         "{:?} {} (round {}) at index {}: the log has only {} entries",
                         r.kind,
@@ -512,8 +523,9 @@ impl Checker<'_> {
                 .leaf_hash
                 .is_none_or(|leaf| leaf == merkle::leaf_hash(bytes));
             if !leaf_ok || entry.kind != r.kind || id != Some(r.id.as_str()) {
-                self.fail(
+                self.fail_about(
                     Check::Receipt,
+                    item,
                     format!(
                         "{:?} {} (round {}) at index {}: the log has {:?} {:?} there{}",
                         r.kind,
@@ -568,19 +580,27 @@ impl Checker<'_> {
         for d in delivered {
             self.checks.notes += 1;
             if !seen.insert(d.as_str()) {
-                problems.push(format!("note {d} delivered twice in one backlog"));
+                problems.push((
+                    d.to_string(),
+                    format!("note {d} delivered twice in one backlog"),
+                ));
             }
             if let Some(round) = acknowledged.get(d) {
-                problems.push(format!(
-                    "note {d}, acknowledged in round {round}, delivered again"
+                problems.push((
+                    d.to_string(),
+                    format!("note {d}, acknowledged in round {round}, delivered again"),
                 ));
             } else if !permitted.contains_key(d.as_str()) {
-                problems.push(format!(
-                    "note {d} delivered without its `disclosure permitted` entry"
+                problems.push((
+                    d.to_string(),
+                    format!("note {d} delivered without its `disclosure permitted` entry"),
                 ));
             } else if !deliverable.contains_key(d.as_str()) {
-                problems.push(format!(
-                    "note {d} delivered though the log acknowledges, purges or withdraws it"
+                problems.push((
+                    d.to_string(),
+                    format!(
+                        "note {d} delivered though the log acknowledges, purges or withdraws it"
+                    ),
                 ));
             }
         }
@@ -604,14 +624,14 @@ impl Checker<'_> {
                 } else {
                     "no acknowledgement was ever sent"
                 };
-                problems.push(format!(
+                problems.push((d.to_string(), format!(
                     "note {d} ({sent}; {ack}) is permitted in the log, neither acknowledged nor purged there, \
                      but not delivered"
-                ));
+                )));
             }
         }
-        for p in problems {
-            self.fail(Check::Notes, p);
+        for (item, detail) in problems {
+            self.fail_about(Check::Notes, item, detail);
         }
     }
 }
