@@ -200,7 +200,9 @@ pub fn stores(
             Reconciled::WithdrawnNotHeld => summary.withdrawn_not_held += 1,
         }
     }
-    store.set_reconciled_through(to)?;
+    if to != from {
+        store.set_reconciled_through(to)?;
+    }
     Ok(summary)
 }
 

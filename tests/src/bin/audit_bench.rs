@@ -197,9 +197,82 @@ fn main() {
     startup(&args, &signer);
 }
 
+/// Held notes whose start-up time is measured.
+const HELD_NOTES: u64 = 200_000;
+
+/// A held note as `Disclose` leaves it: deliverable, its ~1 KiB body sealed.
+fn held_note(keyring: &casegate::keyring::Keyring, n: u64) -> casegate::notes::Note {
+    use casegate::notes::{Note, NoteState};
+    use casegate_consent::record::{Actor as ConsentActor, ConsentId, Timestamp};
+    let id = uuid::Uuid::now_v7();
+    let recipient = "910000039".parse().expect("orgnr");
+    let pseudonym = [n as u8; 32];
+    let body = vec![b'x'; 1024];
+    Note {
+        id,
+        state: NoteState::Pending,
+        request_id: format!("req-{n:012}"),
+        fingerprint: [1; 32],
+        sender: ConsentActor {
+            orgnr: "910000020".parse().expect("orgnr"),
+            user_id: "nav-counsellor-17".into(),
+            role: casegate_consent::Role::NavCounsellor,
+        },
+        recipient_org: recipient,
+        recipient_role: None,
+        category: "benefit_counselling".parse().expect("category"),
+        purpose: "ips_follow_up".parse().expect("purpose"),
+        content_type: "text/plain".into(),
+        consent_id: ConsentId::generate(),
+        consent_version: 1,
+        consent_record_hash: [2; 32],
+        content_sha256: [3; 32],
+        subject_pseudonym: pseudonym,
+        disclosed_at: Timestamp(1_800_000_000_000_000 + n as i64),
+        audit_index: None,
+        log_size_hint: n,
+        delivered: false,
+        acknowledged_at: None,
+        purge_after: None,
+        purged_at: None,
+        sealed: Some(
+            keyring
+                .seal(&body, &Note::aad(&id, &pseudonym, recipient))
+                .expect("seal"),
+        ),
+    }
+}
+
+/// Start-up time of the note store holding [`HELD_NOTES`] deliverable notes (the journal is
+/// read whole at every start, clean or not).
+fn notes_startup(dir: &Path) {
+    use casegate::{keyring::Keyring, notes::NoteStore};
+    let keyring = Keyring::parse(&Keyring::new_line("k1").expect("key")).expect("keyring");
+    let path = fresh(dir).join("notes");
+    {
+        let store = NoteStore::open(&path).expect("note store");
+        for n in 0..HELD_NOTES {
+            let note = held_note(&keyring, n);
+            store.stage_pending(&note).expect("stage");
+            store.make_deliverable(note, n).expect("deliverable");
+        }
+        store.flush().expect("flush");
+    }
+    let t = Instant::now();
+    let store = NoteStore::open(&path).expect("reopen");
+    let took = t.elapsed();
+    assert_eq!(store.backlog() as u64, HELD_NOTES);
+    println!(
+        "note store start-up, {HELD_NOTES} held notes  {:>10} ({:.1} µs per note)",
+        ms(took),
+        took.as_secs_f64() * 1e6 / HELD_NOTES as f64
+    );
+}
+
 /// Start-up time over a log of `--startup-entries` entries, clean and after a crash, and the
 /// offline verifier's rate over it.
 fn startup(args: &Args, signer: &Signer) {
+    notes_startup(&args.dir.join("notes-startup"));
     let signer = Signer::from_skey(&signer.to_skey()).expect("key");
     if args.startup_entries > 0 {
         let dir = args.dir.join("startup");
