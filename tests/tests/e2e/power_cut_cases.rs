@@ -4,7 +4,9 @@
 
 use std::{fs::File, os::unix::fs::DirBuilderExt, time::Duration};
 
-use casegate_proto::v1::{CheckDisclosureRequest, Party, WithdrawConsentRequest};
+use casegate_proto::v1::{
+    CheckDisclosureRequest, ConsentStatus, GetConsentRequest, Party, WithdrawConsentRequest,
+};
 use casegate_tests::{TestGateway, powercut, scenario};
 
 const CHILD: &str = env!("CARGO_BIN_EXE_gateway_child");
@@ -55,6 +57,24 @@ async fn a_withdrawal_acknowledged_just_before_a_power_cut_still_holds_after_it(
 
         let child = powercut::start_child(&mut gw, CHILD.as_ref(), &data, &log("check.log"))
             .expect("the gateway starts after the cut");
+        // The consent is there, withdrawn: the grant and the withdrawal were both answered OK.
+        let mut jobseeker = gw.jobseeker(&subject).await;
+        let held = jobseeker
+            .consent
+            .get_consent(GetConsentRequest {
+                consent_id: granted.consent_id.clone(),
+                version: 0,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("try {try_n}: the acknowledged grant is gone: {e:?}"))
+            .into_inner()
+            .consent
+            .expect("consent");
+        assert_eq!(
+            held.status(),
+            ConsentStatus::Withdrawn,
+            "try {try_n}: the acknowledged withdrawal was undone by the power cut"
+        );
         let mut nav = gw.caller("nav", "nav_counsellor").await;
         let decision = nav
             .consent
