@@ -27,7 +27,7 @@ use std::os::unix::fs::OpenOptionsExt;
 
 use crate::{
     checkpoint::{Checkpoint, CheckpointError, SignedCheckpoint, Signer, Verifier},
-    durable,
+    durable::{self, sync_dir},
     merkle::{self, CompactRange, Hash},
     segment::{self, Flaw},
     store::{FixedFile, TreeStore},
@@ -240,8 +240,6 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> OpenError + '_ {
         source,
     }
 }
-
-use durable::sync_dir;
 
 /// Creates a folder (and its parents) accessible to its owner only, durably.
 pub(crate) fn private_dirs(path: &Path) -> io::Result<()> {

@@ -70,6 +70,16 @@ pub enum LoggedChange {
     },
 }
 
+/// What [`ConsentStore::reconcile`] does about a grant the log holds and the store lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostGrants {
+    /// Mark the version it superseded superseded: the terms the subject replaced do not come
+    /// back into force.
+    Supersede,
+    /// Change nothing; report it.
+    Report,
+}
+
 /// What [`ConsentStore::reconcile`] found and did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reconciled {
@@ -89,21 +99,29 @@ pub enum Reconciled {
 /// Decision index bytes by subject.
 type Index = HashMap<[u8; 11], Box<[u8]>>;
 
-/// What is synced after every sled flush: its log file and the folders naming its files.
+/// What is synced after every sled flush: its log file, the blob files it wrote since (sled
+/// writes a value larger than about a quarter of a segment to a file of its own, unsynced),
+/// and the folders naming its files.
 #[derive(Debug)]
 struct SledFiles {
     log: File,
+    blobs: std::path::PathBuf,
+    /// Blob files already synced (sled writes each once).
+    synced_blobs: std::sync::Mutex<std::collections::HashSet<std::ffi::OsString>>,
     folders: Vec<File>,
 }
 
 impl SledFiles {
     fn open(path: &Path) -> std::io::Result<Self> {
-        let mut folders = vec![File::open(path)?, File::open(path.join("blobs"))?];
+        let blobs = path.join("blobs");
+        let mut folders = vec![File::open(path)?, File::open(&blobs)?];
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             folders.push(File::open(parent)?);
         }
         Ok(Self {
             log: File::open(path.join("db"))?,
+            blobs,
+            synced_blobs: Default::default(),
             folders,
         })
     }
@@ -112,6 +130,20 @@ impl SledFiles {
         // Syncing through another descriptor syncs the same file: the kernel's cache, and so
         // `fsync(2)`, is per file, not per descriptor.
         self.log.sync_data()?;
+        let mut synced = self.synced_blobs.lock().unwrap_or_else(|p| p.into_inner());
+        for blob in std::fs::read_dir(&self.blobs)? {
+            let name = blob?.file_name();
+            if synced.contains(&name) {
+                continue;
+            }
+            match File::open(self.blobs.join(&name)) {
+                Ok(file) => file.sync_data()?,
+                // Removed by sled meanwhile: nothing to keep.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+            synced.insert(name);
+        }
         self.folders.iter().try_for_each(File::sync_all)
     }
 }
@@ -395,20 +427,28 @@ impl ConsentStore {
         Ok(())
     }
 
-    /// The audit log size up to which the store has been reconciled with the log (0 when
-    /// never): every consent change in entries below it is in the store.
-    pub fn reconciled_through(&self) -> Result<u64, StoreError> {
-        match self.meta.get(RECONCILED_THROUGH)? {
-            None => Ok(0),
-            Some(v) => <[u8; 8]>::try_from(v.as_ref())
-                .map(u64::from_be_bytes)
-                .map_err(|_| StoreError::Corrupt("bad reconciliation mark".into())),
-        }
+    /// The audit log size up to which the store has been reconciled with the log (`None`
+    /// when never): every consent change in entries below it is in the store.
+    ///
+    /// # Errors
+    /// The store cannot be read, or holds a mark that is not 8 bytes.
+    pub fn reconciled_through(&self) -> Result<Option<u64>, StoreError> {
+        self.meta
+            .get(RECONCILED_THROUGH)?
+            .map(|v| {
+                <[u8; 8]>::try_from(v.as_ref())
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt("bad reconciliation mark".into()))
+            })
+            .transpose()
     }
 
     /// Records, durably, that every consent change in the first `size` audit entries is in
     /// the store. The caller must know it: no change may be between its audit entry and its
     /// store write.
+    ///
+    /// # Errors
+    /// The store cannot be written or synced.
     pub fn set_reconciled_through(&self, size: u64) -> Result<(), StoreError> {
         self.meta.insert(RECONCILED_THROUGH, &size.to_be_bytes())?;
         self.sync()
@@ -422,8 +462,18 @@ impl ConsentStore {
     /// - a withdrawal the store lacks is re-applied, as of the log's time, with the actor the
     ///   log names (reason and evidence, kept in the store only, are lost).
     ///
+    /// With [`LostGrants::Report`] a lost grant is only reported (for a first reconciliation
+    /// over a log written before there was one, whose orphan grants are calls that failed).
+    ///
     /// Idempotent; the result is durable before it returns.
-    pub fn reconcile(&self, change: &LoggedChange) -> Result<Reconciled, StoreError> {
+    ///
+    /// # Errors
+    /// The store cannot be read or written, or holds an unreadable record.
+    pub fn reconcile(
+        &self,
+        change: &LoggedChange,
+        lost_grants: LostGrants,
+    ) -> Result<Reconciled, StoreError> {
         match change {
             LoggedChange::Granted {
                 id,
@@ -434,6 +484,7 @@ impl ConsentStore {
                 Ok(_) => Ok(Reconciled::Different),
                 Err(StoreError::NotFound) => {
                     let restated = match *version {
+                        _ if lost_grants == LostGrants::Report => Ok(false),
                         1 => Ok(false),
                         v => self
                             .restate(id, v - 1, |record| {

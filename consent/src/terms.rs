@@ -2,10 +2,10 @@
 //! the decision rules are written once and run both over full records and over the store's
 //! compact per-subject index, which is read without allocating.
 //!
-//! Index encoding (version 1), the current versions of one subject's consents:
+//! Index encoding, the current versions of one subject's consents:
 //!
 //! ```text
-//! u8 version = 1 | u16 count | count × entry
+//! u8 version (1, or 2 when an entry is superseded) | u16 count | count × entry
 //! entry: [16] id | u32 version | [32] record hash | u8 status (0 active, 1 withdrawn, 2 superseded)
 //!        | i64 start | i64 end | i64 recorded_at | u8 provisions | provisions × provision
 //! provision: u8 n | n × party (senders) | u8 n | n × party (recipients)
@@ -94,6 +94,11 @@ impl ProvisionTerms for &Provision {
 // === the compact index ===
 
 const INDEX_VERSION: u8 = 1;
+/// The version of an index holding a superseded entry (only after a reconciliation): a
+/// binary that knows only version 1 refuses it rather than read the entry as active.
+const INDEX_VERSION_SUPERSEDED: u8 = 2;
+/// Where an entry's status byte is.
+const STATUS_AT: usize = 16 + 4 + 32;
 const PARTY_LEN: usize = 5;
 const FIXED_LEN: usize = 16 + 4 + 32 + 1 + 8 + 8 + 8;
 
@@ -204,7 +209,7 @@ impl<'a> Terms for TermsView<'a> {
         h
     }
     fn status(&self) -> Status {
-        match self.raw[52] {
+        match self.raw[STATUS_AT] {
             0 => Status::Active,
             1 => Status::Withdrawn,
             _ => Status::Superseded,
@@ -274,7 +279,7 @@ pub fn parse_index(bytes: &[u8]) -> Result<Vec<TermsView<'_>>, IndexError> {
     if bytes.is_empty() {
         return Ok(Vec::new());
     }
-    let [INDEX_VERSION, c0, c1, body @ ..] = bytes else {
+    let [INDEX_VERSION | INDEX_VERSION_SUPERSEDED, c0, c1, body @ ..] = bytes else {
         return Err(IndexError);
     };
     let mut rest: &[u8] = body;
@@ -355,6 +360,9 @@ pub fn encode_index<'a>(entries: impl ExactSizeIterator<Item = &'a [u8]>) -> Vec
             .to_be_bytes(),
     );
     for e in entries {
+        if e.get(STATUS_AT) == Some(&2) {
+            out[0] = INDEX_VERSION_SUPERSEDED;
+        }
         out.extend_from_slice(e);
     }
     out

@@ -32,6 +32,9 @@ pub struct Audit {
     /// ([`Audit::store_change`]); taken whole to move the reconciliation mark
     /// ([`Audit::quiet_size`]).
     changes: Arc<tokio::sync::RwLock<()>>,
+    /// The log's size when the earliest store change that failed began: the reconciliation
+    /// mark stays at or below it until the next start replays it (`u64::MAX`: none failed).
+    unfinished: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The log's behaviour as configured.
@@ -141,6 +144,7 @@ impl Audit {
                 slots: Arc::new(Semaphore::new(config.queue_capacity)),
                 stamped: Arc::new(std::sync::Mutex::new(newest.unwrap_or(i64::MIN))),
                 changes: Arc::default(),
+                unfinished: Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
             },
             recovery,
         ))
@@ -183,7 +187,9 @@ impl Audit {
 
     /// Runs `work` — a store change: its audit entry and the store write that goes with it —
     /// in a task of its own, so a cancelled call cannot stop it between the two, and holds the
-    /// reconciliation mark back until it ends ([`Audit::quiet_size`]).
+    /// reconciliation mark back until it ends ([`Audit::quiet_size`]). A change that fails
+    /// (or panics) may have left its entry without its store write: the mark then stays below
+    /// where it began until the next start replays it.
     ///
     /// # Errors
     /// `work`'s error, or `INTERNAL` if its task panicked.
@@ -191,22 +197,31 @@ impl Audit {
         &self,
         work: impl Future<Output = Result<T, tonic::Status>> + Send + 'static,
     ) -> Result<T, tonic::Status> {
+        use std::sync::atomic::Ordering;
         let change = self.changes.clone().read_owned().await;
-        tokio::spawn(async move {
+        let began = self.log.size();
+        let done = tokio::spawn(async move {
             let _change = change;
             work.await
         })
         .await
-        .map_err(|_| tonic::Status::internal("a store change failed to finish"))?
+        .map_err(|_| tonic::Status::internal("a store change failed to finish"))
+        .and_then(|result| result);
+        if done.is_err() {
+            self.unfinished.fetch_min(began, Ordering::AcqRel);
+        }
+        done
     }
 
-    /// Waits until no store change is between its audit entry and its store write, and
-    /// returns the log's size then with a guard that holds new changes off: every change
-    /// recorded in the entries below that size is in its store.
-    pub async fn quiet_size(&self) -> (tokio::sync::OwnedRwLockWriteGuard<()>, u64) {
-        let quiet = self.changes.clone().write_owned().await;
-        let size = self.log.size();
-        (quiet, size)
+    /// Waits until no store change is between its audit entry and its store write and
+    /// returns the log's size then — or, if a change failed since the start, the size when it
+    /// began: every change recorded in the entries below the returned size is in its store.
+    /// Changes that begin later append at or above it.
+    pub async fn quiet_size(&self) -> u64 {
+        let _quiet = self.changes.write().await;
+        self.log
+            .size()
+            .min(self.unfinished.load(std::sync::atomic::Ordering::Acquire))
     }
 
     /// Records that the gateway started (blocking; used before serving).
@@ -254,5 +269,76 @@ impl Audit {
     pub fn close(&self) -> std::io::Result<()> {
         self.slots.close();
         self.log.close()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ORIGIN: &str = "casegate.test/audit";
+
+    fn open(dir: &Path) -> Audit {
+        let config = AuditConfig {
+            origin: ORIGIN.into(),
+            signing_key: dir.join("unused.key"),
+            segment_bytes: 1 << 20,
+            queue_capacity: 16,
+            max_batch: 16,
+            linger: std::time::Duration::ZERO,
+        };
+        let notes = crate::notes::NoteStore::open(&dir.join("notes")).expect("notes");
+        let index = AuditIndex::open(&dir.join("index")).expect("index");
+        let signer = Signer::generate(ORIGIN).expect("key");
+        Audit::open(&dir.join("audit"), index, &config, signer, &notes)
+            .expect("audit")
+            .0
+    }
+
+    fn entry() -> Entry {
+        Entry::new(EntryKind::NoteDelivered, now_micros())
+    }
+
+    #[tokio::test]
+    async fn the_mark_stays_below_a_store_change_that_failed_after_its_entry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let audit = open(dir.path());
+        let log = audit.clone();
+        audit
+            .store_change(async move {
+                log.append(&entry())
+                    .await
+                    .map_err(|e| tonic::Status::internal(e.to_string()))
+            })
+            .await
+            .expect("a change that finishes");
+        assert_eq!(audit.quiet_size().await, 1);
+
+        // The entry is durable, the store write after it fails.
+        let log = audit.clone();
+        let failed = audit
+            .store_change(async move {
+                log.append(&entry())
+                    .await
+                    .map_err(|e| tonic::Status::internal(e.to_string()))?;
+                Err::<(), _>(tonic::Status::internal("the store failed"))
+            })
+            .await;
+        assert!(failed.is_err());
+        let log = audit.clone();
+        audit
+            .store_change(async move {
+                log.append(&entry())
+                    .await
+                    .map_err(|e| tonic::Status::internal(e.to_string()))
+            })
+            .await
+            .expect("a later change");
+        assert_eq!(audit.log().size(), 3);
+        assert_eq!(
+            audit.quiet_size().await,
+            1,
+            "the mark may not pass the change that failed: the next start replays it"
+        );
     }
 }

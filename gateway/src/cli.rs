@@ -426,7 +426,10 @@ pub fn rotate_audit(path: &std::path::Path) -> std::process::ExitCode {
         key_path.display(),
         old_label.rsplit('+').next().unwrap_or("old")
     ));
-    let moved = casegate_audit::durable::rename(key_path, &retired)
+    // The old key gets its second name first, then the new key replaces the first name in
+    // one rename: at no moment is there no key at the configured path.
+    let moved = casegate_audit::durable::remove_file(&retired)
+        .and_then(|()| std::fs::hard_link(key_path, &retired))
         .and_then(|()| casegate_audit::durable::rename(&next, key_path));
     if let Err(e) = moved {
         return fail(format!("{}: {e}", key_path.display()));

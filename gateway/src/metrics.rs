@@ -200,6 +200,7 @@ pub fn reconciled(summary: &crate::reconcile::Summary) {
         summary.acknowledgements_finished,
     );
     set("purge_finished", summary.purges_finished);
+    set("delivery_finished", summary.deliveries_finished);
     metrics::gauge!("casegate_consent_reconciliation_entries_read")
         .set(summary.to.saturating_sub(summary.from) as f64);
 }

@@ -136,6 +136,9 @@ pub enum NoteError {
     Keyring(#[from] KeyringError),
     #[error("no such note")]
     NotFound,
+    /// The change needs a deliverable note (in the inbox) and the note is not.
+    #[error("the note is {0}, not in the inbox")]
+    NotDeliverable(&'static str),
 }
 
 /// A request id already used by the same sender.
@@ -166,6 +169,18 @@ pub enum Expiry {
     RetentionElapsed,
     /// Never acknowledged within the TTL.
     TtlElapsed,
+}
+
+impl NoteState {
+    /// The state's name, as messages show it.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Deliverable => "deliverable",
+            Self::Acknowledged => "acknowledged",
+            Self::Purged => "purged",
+        }
+    }
 }
 
 impl Expiry {
@@ -792,11 +807,18 @@ impl NoteStore {
         purge_after: Timestamp,
     ) -> Result<Note, NoteError> {
         let note = self.update(id, |note| {
+            // Only from the inbox: never over a purge that came first.
+            if note.state != NoteState::Deliverable {
+                return false;
+            }
             note.state = NoteState::Acknowledged;
             note.acknowledged_at = Some(at);
             note.purge_after = Some(purge_after);
             true
         })?;
+        if note.state != NoteState::Acknowledged || note.acknowledged_at != Some(at) {
+            return Err(NoteError::NotDeliverable(note.state.code()));
+        }
         self.flush()?;
         Ok(note)
     }

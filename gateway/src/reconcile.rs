@@ -20,7 +20,7 @@ use casegate_audit::{
 };
 use casegate_consent::{
     record::{Actor, ConsentId, Timestamp},
-    store::{ConsentStore, LoggedChange, Reconciled, StoreError},
+    store::{ConsentStore, LoggedChange, LostGrants, Reconciled, StoreError},
 };
 
 use crate::notes::{NoteError, NoteState, NoteStore};
@@ -49,6 +49,11 @@ pub struct Summary {
     pub acknowledgements_finished: u64,
     /// Note purges in the log that the note store had not made, now made.
     pub purges_finished: u64,
+    /// Note deliveries in the log that the note store had not recorded, now recorded.
+    pub deliveries_finished: u64,
+    /// No mark was found: the whole log was read, and lost grants only reported (a log
+    /// written before reconciliation existed holds grants whose calls failed).
+    pub first: bool,
 }
 
 impl Summary {
@@ -71,6 +76,8 @@ pub enum ReconcileError {
     Store(#[from] StoreError),
     #[error("note store: {0}")]
     Notes(#[from] NoteError),
+    #[error("audit log: {0}")]
+    Append(#[from] casegate_audit::log::AppendError),
 }
 
 /// The consent change an audit entry records, if it records one: `Some(Err(()))` for a
@@ -109,9 +116,10 @@ fn logged_change(entry: &Entry) -> Option<Result<LoggedChange, ()>> {
     Some(change().ok_or(()))
 }
 
-/// Replays into the stores every consent change, note acknowledgement and note purge in the
-/// log's entries from the `reconciled_through` mark to the log's end, then moves the mark to
-/// the end (durably). `retention`: how long an acknowledged note's body is kept.
+/// Replays into the stores every consent change, note delivery, acknowledgement and purge in
+/// the log's entries from the `reconciled_through` mark to the log's end. `retention`: how
+/// long an acknowledged note's body is kept. The caller moves the mark to `summary.to` once
+/// what follows from the summary (purging under re-applied withdrawals) is done.
 ///
 /// # Errors
 /// An entry cannot be read, or a store cannot be written.
@@ -122,11 +130,18 @@ pub fn stores(
     retention: std::time::Duration,
 ) -> Result<Summary, ReconcileError> {
     let to = log.size();
-    let from = store.reconciled_through()?.min(to);
+    let mark = store.reconciled_through()?;
+    let from = mark.unwrap_or(0).min(to);
     let mut summary = Summary {
         from,
         to,
+        first: mark.is_none(),
         ..Summary::default()
+    };
+    let lost_grants = if summary.first {
+        LostGrants::Report
+    } else {
+        LostGrants::Supersede
     };
     for index in from..to {
         let bytes = log.entry(index).map_err(|e| ReconcileError::Log {
@@ -139,6 +154,7 @@ pub fn stores(
             Some(
                 EntryKind::ConsentGranted
                     | EntryKind::ConsentWithdrawn
+                    | EntryKind::NoteDelivered
                     | EntryKind::NoteAcknowledged
                     | EntryKind::NotePurged
             ) | None
@@ -146,11 +162,14 @@ pub fn stores(
             continue;
         }
         let Ok(entry) = Entry::decode(&bytes) else {
+            tracing::error!(index, "audit entry of a store change cannot be decoded");
+            summary.unreadable += 1;
             continue;
         };
         if finish_note_change(&entry, notes, retention)? {
             match entry.kind {
                 EntryKind::NoteAcknowledged => summary.acknowledgements_finished += 1,
+                EntryKind::NoteDelivered => summary.deliveries_finished += 1,
                 _ => summary.purges_finished += 1,
             }
             continue;
@@ -167,14 +186,14 @@ pub fn stores(
             summary.unreadable += 1;
             continue;
         };
-        match store.reconcile(&change)? {
+        match store.reconcile(&change, lost_grants)? {
             Reconciled::InStore => {}
             Reconciled::WithdrawalReapplied => {
                 if let LoggedChange::Withdrawn { id, .. } = &change {
                     tracing::warn!(
                         index,
-                        consent_id = %id,
-                        "the consent store had lost a withdrawal the audit log holds; applied again"
+                        "the consent store had lost a withdrawal the audit log holds (its entry \
+                         is at this index); applied again"
                     );
                     summary.withdrawals_reapplied.push(*id);
                 }
@@ -200,9 +219,7 @@ pub fn stores(
             Reconciled::WithdrawnNotHeld => summary.withdrawn_not_held += 1,
         }
     }
-    if to != from {
-        store.set_reconciled_through(to)?;
-    }
+    notes.flush()?;
     Ok(summary)
 }
 
@@ -214,6 +231,7 @@ fn finish_note_change(
     retention: std::time::Duration,
 ) -> Result<bool, NoteError> {
     let wanted = match entry.kind {
+        EntryKind::NoteDelivered => NoteState::Deliverable,
         EntryKind::NoteAcknowledged => NoteState::Acknowledged,
         EntryKind::NotePurged => NoteState::Purged,
         _ => return Ok(false),
@@ -231,10 +249,21 @@ fn finish_note_change(
         Err(NoteError::NotFound) => return Ok(false),
         Err(e) => return Err(e),
     };
+    if wanted == NoteState::Deliverable {
+        // Recorded after its entry and flushed with later writes: a cut can lose it, and a
+        // note delivered is never purged as undelivered.
+        if note.delivered {
+            return Ok(false);
+        }
+        notes.mark_delivered(&id)?;
+        return Ok(true);
+    }
     if note.state >= wanted {
         return Ok(false);
     }
     match wanted {
+        // Acknowledged only from the inbox (a pending note was never delivered).
+        NoteState::Acknowledged if note.state != NoteState::Deliverable => return Ok(false),
         NoteState::Acknowledged => {
             let at = Timestamp(entry.time_micros);
             let purge_after = crate::services::disclosure::purge_after(at, retention);
@@ -254,7 +283,7 @@ fn finish_note_change(
 /// # Errors
 /// The consent store cannot be written.
 pub async fn mark(store: &ConsentStore, audit: &crate::audit::Audit) -> Result<u64, StoreError> {
-    let (_quiet, size) = audit.quiet_size().await;
+    let size = audit.quiet_size().await;
     let store = store.clone();
     tokio::task::spawn_blocking(move || store.set_reconciled_through(size))
         .await
@@ -272,15 +301,13 @@ pub fn purge_withdrawn(
     notes: &NoteStore,
     audit: &crate::audit::Audit,
     withdrawn: &[ConsentId],
-) -> Result<u64, String> {
+) -> Result<u64, ReconcileError> {
     let mut purged = 0;
     for id in withdrawn {
-        for note in notes.undelivered_for(id).map_err(|e| e.to_string())? {
-            let mut entry =
-                crate::services::disclosure::note_entry(EntryKind::NotePurged, None, &note);
-            entry.reason = Some("consent_withdrawn".to_owned());
-            audit.append_blocking(&entry).map_err(|e| e.to_string())?;
-            notes.purge(&note.id).map_err(|e| e.to_string())?;
+        for note in notes.undelivered_for(id)? {
+            let entry = crate::services::disclosure::purge_entry(&note, None, "consent_withdrawn");
+            audit.append_blocking(&entry)?;
+            notes.purge(&note.id)?;
             purged += 1;
         }
     }
@@ -289,9 +316,215 @@ pub fn purge_withdrawn(
 
 #[cfg(test)]
 mod tests {
-    use casegate_audit::entry::{Actor as EntryActor, ConsentRef};
+    use std::collections::BTreeSet;
+
+    use casegate_audit::{
+        checkpoint::Signer,
+        entry::{Actor as EntryActor, ConsentRef},
+        log::LogOptions,
+    };
+    use casegate_consent::{
+        SubjectId,
+        record::{ConsentRecord, Evidence, NewConsent, Party, Period, Provision, Status},
+    };
 
     use super::*;
+    use crate::notes::Note;
+
+    const ORIGIN: &str = "casegate.test/audit";
+    const NOW: i64 = 1_800_000_000_000_000;
+    const NAV: &str = "910000071";
+    const IPS: &str = "910000063";
+
+    fn new_consent(subject: SubjectId) -> NewConsent {
+        let party = |orgnr: &str| Party {
+            orgnr: orgnr.parse().expect("orgnr"),
+            roles: BTreeSet::new(),
+        };
+        NewConsent {
+            subject,
+            recorded_by: actor(),
+            provisions: vec![Provision {
+                senders: vec![party(NAV)],
+                recipients: vec![party(IPS)],
+                categories: ["benefit_counselling".parse().expect("term")].into(),
+                purposes: ["ips_follow_up".parse().expect("term")].into(),
+            }],
+            period: Period {
+                start: Timestamp(NOW),
+                end: Timestamp(NOW + 86_400_000_000),
+            },
+            evidence: Evidence::SignedForm {
+                sha256: [1; 32],
+                reference: "form-1".into(),
+            },
+        }
+    }
+
+    fn actor() -> Actor {
+        Actor {
+            orgnr: NAV.parse().expect("orgnr"),
+            user_id: "nav-1".into(),
+            role: casegate_consent::Role::NavCounsellor,
+        }
+    }
+
+    fn consent_entry(kind: EntryKind, time: i64, record: &ConsentRecord) -> Vec<u8> {
+        let mut entry = Entry::new(kind, time);
+        entry.consent = Some(ConsentRef {
+            id: record.id.to_string(),
+            version: record.version,
+            record_sha256: record.record_hash(),
+        });
+        entry.actor = Some(EntryActor {
+            orgnr: NAV.into(),
+            user_id: "nav-1".into(),
+            role: "nav_counsellor".into(),
+            cert_sha256: [0; 32],
+        });
+        entry.encode().expect("encodes")
+    }
+
+    fn note_entry(kind: EntryKind, time: i64, note: &Note) -> Vec<u8> {
+        let mut entry = Entry::new(kind, time);
+        entry.disclosure_id = Some(note.id.to_string());
+        entry.encode().expect("encodes")
+    }
+
+    /// A note in the recipient's inbox.
+    fn deliverable(notes: &NoteStore, n: i64) -> Note {
+        let note = Note {
+            id: uuid::Uuid::now_v7(),
+            state: NoteState::Pending,
+            request_id: format!("request-{n}"),
+            fingerprint: [1; 32],
+            sender: actor(),
+            recipient_org: IPS.parse().expect("orgnr"),
+            recipient_role: None,
+            category: "benefit_counselling".parse().expect("category"),
+            purpose: "ips_follow_up".parse().expect("purpose"),
+            content_type: "text/plain".into(),
+            consent_id: ConsentId::generate(),
+            consent_version: 1,
+            consent_record_hash: [2; 32],
+            content_sha256: [3; 32],
+            subject_pseudonym: [4; 32],
+            disclosed_at: Timestamp(NOW + n),
+            audit_index: None,
+            log_size_hint: 0,
+            delivered: false,
+            acknowledged_at: None,
+            purge_after: None,
+            purged_at: None,
+            sealed: None,
+        };
+        notes.stage_pending(&note).expect("stage");
+        notes.make_deliverable(note, 0).expect("deliverable")
+    }
+
+    #[test]
+    fn the_log_is_replayed_into_the_stores_from_the_mark() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (log, _) = AuditLog::open(
+            &dir.path().join("audit"),
+            Signer::generate(ORIGIN).expect("key"),
+            LogOptions::new(ORIGIN),
+        )
+        .expect("log");
+        let consents = ConsentStore::open(&dir.path().join("consents")).expect("consents");
+        let notes = NoteStore::open(&dir.path().join("notes")).expect("notes");
+        let mut subjects = SubjectId::synthetic_all();
+        let mut subject = || subjects.next().expect("subject");
+        let now = Timestamp(NOW);
+
+        // In the store and withdrawn in the log only.
+        let withdrawn = consents
+            .prepare_grant(new_consent(subject()), None, now)
+            .expect("prepare");
+        consents.commit_grant(&withdrawn).expect("grant");
+        // Version 1 in the store; version 2 granted in the log only.
+        let v1 = consents
+            .prepare_grant(new_consent(subject()), None, now)
+            .expect("prepare");
+        consents.commit_grant(&v1).expect("grant");
+        let v2 = consents
+            .prepare_grant(new_consent(v1.subject), Some(v1.id), now)
+            .expect("prepare v2");
+        let (delivered, acknowledged, purged) = (
+            deliverable(&notes, 1),
+            deliverable(&notes, 2),
+            deliverable(&notes, 3),
+        );
+        for (i, bytes) in [
+            consent_entry(EntryKind::ConsentGranted, NOW + 1, &withdrawn),
+            consent_entry(EntryKind::ConsentGranted, NOW + 2, &v1),
+            consent_entry(EntryKind::ConsentGranted, NOW + 3, &v2),
+            consent_entry(EntryKind::ConsentWithdrawn, NOW + 4, &withdrawn),
+            note_entry(EntryKind::NoteDelivered, NOW + 5, &delivered),
+            note_entry(EntryKind::NoteAcknowledged, NOW + 6, &acknowledged),
+            note_entry(EntryKind::NotePurged, NOW + 7, &purged),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            assert_eq!(log.append_blocking(bytes).expect("append").index, i as u64);
+        }
+
+        // The first reconciliation of this folder: the whole log, lost grants only reported.
+        let first =
+            stores(&log, &consents, &notes, std::time::Duration::from_secs(60)).expect("reconcile");
+        assert!(first.first);
+        assert_eq!((first.from, first.to, first.changes), (0, 7, 4));
+        assert_eq!(first.withdrawals_reapplied, [withdrawn.id]);
+        assert_eq!((first.grants_lost, first.superseded), (1, 0));
+        assert_eq!(
+            (
+                first.deliveries_finished,
+                first.acknowledgements_finished,
+                first.purges_finished
+            ),
+            (1, 1, 1)
+        );
+        assert_eq!(
+            consents.get(&withdrawn.id, None).expect("get").status,
+            Status::Withdrawn
+        );
+        assert_eq!(
+            consents.get(&v1.id, None).expect("get").status,
+            Status::Active
+        );
+        assert!(notes.get(&delivered.id).expect("note").delivered);
+        let acked = notes.get(&acknowledged.id).expect("note");
+        assert_eq!(acked.state, NoteState::Acknowledged);
+        assert_eq!(acked.acknowledged_at, Some(Timestamp(NOW + 6)));
+        assert_eq!(
+            notes.get(&purged.id).expect("note").state,
+            NoteState::Purged
+        );
+
+        // With a mark (here from the start): the lost version 2 supersedes version 1, and what
+        // was replayed before is found in the stores.
+        consents.set_reconciled_through(0).expect("mark");
+        let again =
+            stores(&log, &consents, &notes, std::time::Duration::from_secs(60)).expect("reconcile");
+        assert!(!again.first);
+        assert_eq!((again.grants_lost, again.superseded), (1, 1));
+        assert!(again.withdrawals_reapplied.is_empty());
+        assert_eq!(
+            again.deliveries_finished + again.acknowledgements_finished + again.purges_finished,
+            0
+        );
+        assert_eq!(
+            consents.get(&v1.id, None).expect("get").status,
+            Status::Superseded
+        );
+
+        // From the end: nothing is read.
+        consents.set_reconciled_through(7).expect("mark");
+        let clean =
+            stores(&log, &consents, &notes, std::time::Duration::from_secs(60)).expect("reconcile");
+        assert_eq!((clean.from, clean.to, clean.changes), (7, 7, 0));
+    }
 
     #[test]
     fn only_consent_entries_with_a_readable_consent_are_changes() {

@@ -71,8 +71,6 @@ pub enum StartError {
     Notes(#[from] NoteError),
     #[error("cannot reconcile the consent store with the audit log: {0}")]
     Reconcile(#[from] crate::reconcile::ReconcileError),
-    #[error("cannot purge the notes under a withdrawal applied again: {0}")]
-    Purge(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -215,13 +213,15 @@ impl Gateway {
         let reconciled =
             crate::reconcile::stores(audit.log(), &consents, &notes, config.notes.retention)?;
         let purged =
-            crate::reconcile::purge_withdrawn(&notes, &audit, &reconciled.withdrawals_reapplied)
-                .map_err(StartError::Purge)?;
+            crate::reconcile::purge_withdrawn(&notes, &audit, &reconciled.withdrawals_reapplied)?;
+        if reconciled.first || reconciled.to != reconciled.from {
+            consents.set_reconciled_through(reconciled.to)?;
+        }
         let summary = format!(
             "read entries {}..{}: {} consent changes; {} withdrawals applied again ({} waiting \
              notes purged), {} grants lost (still refused; {} earlier versions superseded), {} \
              versions differing from the log, {} withdrawals of versions not held, {} unreadable; \
-             {} note acknowledgements and {} note purges finished",
+             {} note deliveries, {} acknowledgements and {} purges finished{}",
             reconciled.from,
             reconciled.to,
             reconciled.changes,
@@ -232,8 +232,15 @@ impl Gateway {
             reconciled.different,
             reconciled.withdrawn_not_held,
             reconciled.unreadable,
+            reconciled.deliveries_finished,
             reconciled.acknowledgements_finished,
             reconciled.purges_finished,
+            if reconciled.first {
+                " (first reconciliation of this data folder: the whole log was read, lost grants \
+                 only reported)"
+            } else {
+                ""
+            },
         );
         if reconciled.found_losses() {
             tracing::warn!(

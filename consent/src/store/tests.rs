@@ -227,7 +227,7 @@ fn reconciling_reapplies_a_lost_withdrawal_and_supersedes_under_a_lost_grant() {
         .prepare_grant(new_consent(who, "ips_follow_up"), None, NOW)
         .expect("prepare");
     store.commit_grant(&v1).expect("grant");
-    assert_eq!(store.reconciled_through().expect("mark"), 0);
+    assert_eq!(store.reconciled_through().expect("mark"), None);
 
     // The log holds a withdrawal of v1 the store lost.
     let withdrawn = LoggedChange::Withdrawn {
@@ -238,7 +238,9 @@ fn reconciling_reapplies_a_lost_withdrawal_and_supersedes_under_a_lost_grant() {
     };
     assert!(active_in_index(&store, &who, &v1.id));
     assert_eq!(
-        store.reconcile(&withdrawn).expect("reconcile"),
+        store
+            .reconcile(&withdrawn, LostGrants::Supersede)
+            .expect("reconcile"),
         Reconciled::WithdrawalReapplied
     );
     assert!(!active_in_index(&store, &who, &v1.id));
@@ -249,7 +251,9 @@ fn reconciling_reapplies_a_lost_withdrawal_and_supersedes_under_a_lost_grant() {
         Timestamp(NOW.0 + DAY)
     );
     assert_eq!(
-        store.reconcile(&withdrawn).expect("again"),
+        store
+            .reconcile(&withdrawn, LostGrants::Supersede)
+            .expect("again"),
         Reconciled::InStore,
         "idempotent"
     );
@@ -268,11 +272,25 @@ fn reconciling_reapplies_a_lost_withdrawal_and_supersedes_under_a_lost_grant() {
         record_sha256: record.record_hash(),
     };
     assert_eq!(
-        store.reconcile(&granted(&w1)).expect("v1"),
+        store
+            .reconcile(&granted(&w1), LostGrants::Supersede)
+            .expect("v1"),
         Reconciled::InStore
     );
+    // A first reconciliation only reports it.
     assert_eq!(
-        store.reconcile(&granted(&w2)).expect("v2"),
+        store
+            .reconcile(&granted(&w2), LostGrants::Report)
+            .expect("v2, first"),
+        Reconciled::GrantLost {
+            previous_superseded: false
+        }
+    );
+    assert!(active_in_index(&store, &who, &w1.id));
+    assert_eq!(
+        store
+            .reconcile(&granted(&w2), LostGrants::Supersede)
+            .expect("v2"),
         Reconciled::GrantLost {
             previous_superseded: true
         }
@@ -282,7 +300,9 @@ fn reconciling_reapplies_a_lost_withdrawal_and_supersedes_under_a_lost_grant() {
         "the terms v2 replaced are not in force again"
     );
     assert_eq!(
-        store.reconcile(&granted(&w2)).expect("again"),
+        store
+            .reconcile(&granted(&w2), LostGrants::Supersede)
+            .expect("again"),
         Reconciled::GrantLost {
             previous_superseded: false
         }
@@ -294,7 +314,9 @@ fn reconciling_reapplies_a_lost_withdrawal_and_supersedes_under_a_lost_grant() {
         record_sha256: [0; 32],
     };
     assert_eq!(
-        store.reconcile(&other).expect("other"),
+        store
+            .reconcile(&other, LostGrants::Supersede)
+            .expect("other"),
         Reconciled::Different
     );
 
@@ -306,7 +328,7 @@ fn reconciling_reapplies_a_lost_withdrawal_and_supersedes_under_a_lost_grant() {
         at: NOW,
     };
     assert_eq!(
-        store.reconcile(&lost).expect("lost"),
+        store.reconcile(&lost, LostGrants::Supersede).expect("lost"),
         Reconciled::WithdrawnNotHeld
     );
 
@@ -317,7 +339,9 @@ fn reconciling_reapplies_a_lost_withdrawal_and_supersedes_under_a_lost_grant() {
         record_sha256: [5; 32],
     };
     assert_eq!(
-        store.reconcile(&unknown).expect("unknown"),
+        store
+            .reconcile(&unknown, LostGrants::Supersede)
+            .expect("unknown"),
         Reconciled::GrantLost {
             previous_superseded: false
         }
@@ -326,7 +350,7 @@ fn reconciling_reapplies_a_lost_withdrawal_and_supersedes_under_a_lost_grant() {
     store.set_reconciled_through(42).expect("mark");
     drop(store);
     let store = reopen(dir.path());
-    assert_eq!(store.reconciled_through().expect("mark"), 42);
+    assert_eq!(store.reconciled_through().expect("mark"), Some(42));
     assert_eq!(
         store.get(&v1.id, None).expect("get").status,
         Status::Withdrawn

@@ -279,6 +279,18 @@ fn damage_in_the_newest_file_with_synced_records_after_it_is_refused_not_cut() {
 }
 
 #[test]
+fn a_purged_note_is_not_acknowledged_after_all() {
+    let (_dir, store) = store();
+    let note = deliverable(&store, 1_000);
+    store.purge(&note.id).expect("purge");
+    match store.acknowledge(&note.id, Timestamp(2_000), Timestamp(3_000)) {
+        Err(NoteError::NotDeliverable(state)) => assert_eq!(state, "purged"),
+        other => panic!("a purged note was acknowledged: {other:?}"),
+    }
+    assert_eq!(store.get(&note.id).expect("get").state, NoteState::Purged);
+}
+
+#[test]
 fn compaction_deletes_mostly_superseded_files_and_keeps_every_live_note() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("notes");

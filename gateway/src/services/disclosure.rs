@@ -105,6 +105,10 @@ struct Disclosed<'a> {
 }
 
 fn note_error(e: NoteError) -> Status {
+    if let NoteError::NotDeliverable(state) = e {
+        // Changed meanwhile (a purge won the race): the caller's view is stale.
+        return Status::failed_precondition(format!("the note is {state}, not in the inbox"));
+    }
     tracing::error!(error = %e, "note store failed");
     Status::internal("the note store failed")
 }
@@ -129,6 +133,13 @@ fn refusal(reason: Reason) -> Status {
             HashMap::<String, String>::new(),
         ),
     )
+}
+
+/// The `note purged` entry of `note`, purged by `by` (`None`: the gateway) for `reason`.
+pub fn purge_entry(note: &Note, by: Option<&Principal>, reason: &str) -> Entry {
+    let mut entry = note_entry(EntryKind::NotePurged, by, note);
+    entry.reason = Some(reason.to_owned());
+    entry
 }
 
 /// When an acknowledged note's body is purged: `retention` after its acknowledgement.
@@ -177,8 +188,7 @@ pub async fn purge_note(
     by: Option<&Principal>,
     reason: &str,
 ) -> Result<Note, Status> {
-    let mut entry = note_entry(EntryKind::NotePurged, by, note);
-    entry.reason = Some(reason.to_owned());
+    let entry = purge_entry(note, by, reason);
     let (notes, log, id) = (notes.clone(), audit.clone(), note.id);
     audit
         .store_change(async move {
