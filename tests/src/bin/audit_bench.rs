@@ -305,7 +305,11 @@ fn startup(args: &Args, signer: &Signer) {
         )
         .expect("reconcile");
         let clean_reconcile = t.elapsed();
-        assert_eq!(reconciled.to - reconciled.from, 0, "nothing to read after a clean start");
+        assert_eq!(
+            reconciled.to - reconciled.from,
+            0,
+            "nothing to read after a clean start"
+        );
         log.close().expect("close");
         fs::remove_file(dir.join("clean")).expect("simulate a crash");
         let t = Instant::now();
