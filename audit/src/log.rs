@@ -381,15 +381,19 @@ impl AuditLog {
         let segments = segment::list(&seg_dir).map_err(io_at(&seg_dir))?;
 
         let clean_path = dir.join(CLEAN);
-        let clean_size = fs::read_to_string(&clean_path)
+        let left = fs::read_to_string(&clean_path)
             .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok());
-        // After a clean shutdown the derived files are trusted, but only if they agree with
-        // the segments and the checkpoint; otherwise they are rebuilt like after a crash.
-        let fast = match clean_size {
-            Some(size) => fast_open(&segments, &tree, &offsets, size)?
-                .filter(|scanned| check_roots(scanned, found.as_ref(), &tree, &tree_dir).is_ok()),
-            None => None,
+            .and_then(|text| CleanState::parse(&text));
+        // After a clean shutdown the derived files are trusted, but only if the segments and
+        // the derived files are as the shutdown left them and agree with the checkpoint;
+        // otherwise they are rebuilt like after a crash.
+        let fast = match left {
+            Some(left) if left.is_current(dir, &segments) => {
+                fast_open(&segments, &tree, &offsets, left.size)?.filter(|scanned| {
+                    check_roots(scanned, found.as_ref(), &tree, &tree_dir).is_ok()
+                })
+            }
+            _ => None,
         };
         let clean = fast.is_some();
         let scanned = match fast {
@@ -716,6 +720,111 @@ impl Drop for AuditLog {
     fn drop(&mut self) {
         let _ = self.close();
     }
+}
+
+/// What a clean shutdown leaves in the `clean` marker: the log's size, every segment's first
+/// index and length, and every derived file's length and CRC-32C. A start that finds them all
+/// as left trusts the derived files; anything else (a file lost, cut, changed, or a marker in
+/// an older format) is rebuilt from the segments.
+///
+/// ```text
+/// casegate-clean 2
+/// size N
+/// segment FIRST LENGTH          (one per segment)
+/// derived NAME LENGTH CRC32C    (offsets, tree/level-NN)
+/// ```
+#[derive(Debug, PartialEq, Eq)]
+struct CleanState {
+    size: u64,
+    segments: Vec<(u64, u64)>,
+    derived: Vec<(String, u64, u32)>,
+}
+
+impl CleanState {
+    const HEADER: &'static str = "casegate-clean 2";
+
+    /// The state of the log folder `dir` now, with `size` entries in `segments`.
+    fn now(dir: &Path, size: u64, segments: &[(u64, PathBuf)]) -> io::Result<Self> {
+        let segments = segments
+            .iter()
+            .map(|(first, path)| Ok((*first, fs::metadata(path)?.len())))
+            .collect::<io::Result<_>>()?;
+        Ok(Self {
+            size,
+            segments,
+            derived: derived_files(dir)?,
+        })
+    }
+
+    fn render(&self) -> String {
+        let mut out = format!("{}\nsize {}\n", Self::HEADER, self.size);
+        for (first, len) in &self.segments {
+            out.push_str(&format!("segment {first} {len}\n"));
+        }
+        for (name, len, crc) in &self.derived {
+            out.push_str(&format!("derived {name} {len} {crc:08x}\n"));
+        }
+        out
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        let mut lines = text.lines();
+        if lines.next()? != Self::HEADER {
+            return None;
+        }
+        let size = lines.next()?.strip_prefix("size ")?.parse().ok()?;
+        let mut state = Self {
+            size,
+            segments: Vec::new(),
+            derived: Vec::new(),
+        };
+        for line in lines {
+            let fields: Vec<&str> = line.split(' ').collect();
+            match fields.as_slice() {
+                ["segment", first, len] => state
+                    .segments
+                    .push((first.parse().ok()?, len.parse().ok()?)),
+                ["derived", name, len, crc] => state.derived.push((
+                    (*name).to_owned(),
+                    len.parse().ok()?,
+                    u32::from_str_radix(crc, 16).ok()?,
+                )),
+                _ => return None,
+            }
+        }
+        Some(state)
+    }
+
+    /// Whether the folder is still as this state says: the same segments at the same lengths,
+    /// the same derived files with the same contents.
+    fn is_current(&self, dir: &Path, segments: &[(u64, PathBuf)]) -> bool {
+        let now = Self::now(dir, self.size, segments);
+        now.is_ok_and(|now| now == *self)
+    }
+}
+
+/// The derived files of a log folder (`offsets`, `tree/level-NN`, those present), each with
+/// its length and CRC-32C.
+fn derived_files(dir: &Path) -> io::Result<Vec<(String, u64, u32)>> {
+    let mut names = vec!["offsets".to_owned()];
+    let mut levels: Vec<String> = match fs::read_dir(dir.join("tree")) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|name| name.starts_with("level-"))
+            .map(|name| format!("tree/{name}"))
+            .collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    levels.sort();
+    names.extend(levels);
+    names
+        .into_iter()
+        .map(|name| {
+            let bytes = fs::read(dir.join(&name))?;
+            Ok((name, bytes.len() as u64, crc32c::crc32c(&bytes)))
+        })
+        .collect()
 }
 
 /// What start-up read from the segments.
@@ -1185,10 +1294,9 @@ impl Writer {
             .checkpoint
             .clone();
         write_checkpoint(&self.shared.dir, &checkpoint.note)?;
-        durable::write_file(
-            &self.shared.dir.join(CLEAN),
-            format!("{}\n", self.range.size()).as_bytes(),
-        )
+        let segments = segment::list(&self.seg_dir)?;
+        let left = CleanState::now(&self.shared.dir, self.range.size(), &segments)?;
+        durable::write_file(&self.shared.dir.join(CLEAN), left.render().as_bytes())
     }
 }
 

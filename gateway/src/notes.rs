@@ -268,6 +268,9 @@ struct Forget {
     request: RequestKey,
 }
 
+/// A forget record's payload: the note id and its request key, 16 bytes each.
+const FORGET_LEN: usize = 32;
+
 impl Forget {
     fn of(note: &Note) -> Self {
         Self {
@@ -283,7 +286,7 @@ impl Forget {
     }
 
     fn decode(payload: &[u8]) -> Option<Self> {
-        if payload.len() != 32 {
+        if payload.len() != FORGET_LEN {
             return None;
         }
         Some(Self {
@@ -400,14 +403,25 @@ fn parse(bytes: &[u8]) -> Option<(u8, &[u8])> {
 }
 
 /// The offset of the first intact record (whole, its checksum right, a known kind) that
-/// starts after byte `flaw` of `file`, searching every position.
+/// starts after byte `flaw` of `file`, searching every position. A position is checksummed
+/// only if it looks like a record's start (a known kind; a forget record's fixed length, a
+/// note's JSON object), so a tail of garbage costs time in proportion to its length.
 fn intact_record_after(file: &File, flaw: u64, size: u64) -> io::Result<Option<u64>> {
     let mut rest = vec![0u8; usize::try_from(size - flaw).unwrap_or(usize::MAX)];
     file.read_exact_at(&mut rest, flaw)?;
+    let plausible = |bytes: &[u8]| -> bool {
+        let Some(header) = bytes.get(..HEADER) else {
+            return false;
+        };
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        match header[8] {
+            KIND_FORGET => len == FORGET_LEN,
+            KIND_NOTE => bytes.get(HEADER..HEADER + 2) == Some(b"{\""),
+            _ => false,
+        }
+    };
     Ok((1..rest.len())
-        .find(|&at| {
-            matches!(parse(&rest[at..]), Some((kind, _)) if kind == KIND_NOTE || kind == KIND_FORGET)
-        })
+        .find(|&at| plausible(&rest[at..]) && parse(&rest[at..]).is_some())
         .map(|at| flaw + at as u64))
 }
 

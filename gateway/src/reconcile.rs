@@ -130,8 +130,10 @@ pub fn stores(
     retention: std::time::Duration,
 ) -> Result<Summary, ReconcileError> {
     let to = log.size();
-    let mark = store.reconciled_through()?;
-    let from = mark.unwrap_or(0).min(to);
+    // A mark past the log's end (a log restored from an older copy) says nothing about this
+    // log: read it all, as the first time.
+    let mark = store.reconciled_through()?.filter(|&mark| mark <= to);
+    let from = mark.unwrap_or(0);
     let mut summary = Summary {
         from,
         to,

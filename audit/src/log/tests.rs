@@ -561,3 +561,60 @@ fn a_segment_from_before_commit_frames_opens_and_is_not_appended_to() {
     let (log, _) = open(dir.path(), &key, LogOptions::new(ORIGIN)).expect("reopens");
     assert_eq!(log.size(), 4);
 }
+
+#[test]
+fn after_a_clean_shutdown_derived_files_and_segments_not_as_left_are_rebuilt_or_refused() {
+    let build = || {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = signer();
+        let (log, _) = open(dir.path(), &key, small_segments()).expect("open");
+        append_range(&log, 0, 40);
+        let root = log.checkpoint().checkpoint.root;
+        log.close().expect("close");
+        (dir, key, root)
+    };
+
+    // Derived files changed after the clean shutdown: rebuilt, and the proofs are right.
+    for damage in ["tree", "offsets", "old marker"] {
+        let (dir, key, root) = build();
+        match damage {
+            "tree" => {
+                let path = dir.path().join("tree/level-00");
+                let mut bytes = fs::read(&path).expect("read");
+                bytes[..64].iter_mut().for_each(|b| *b ^= 0x5a);
+                fs::write(&path, bytes).expect("write");
+            }
+            "offsets" => {
+                let path = dir.path().join("offsets");
+                let mut bytes = fs::read(&path).expect("read");
+                bytes[..80].iter_mut().for_each(|b| *b = 0);
+                fs::write(&path, bytes).expect("write");
+            }
+            _ => fs::write(dir.path().join(CLEAN), "40\n").expect("marker"),
+        }
+        let (log, recovery) =
+            open(dir.path(), &key, small_segments()).unwrap_or_else(|e| panic!("{damage}: {e}"));
+        assert!(!recovery.clean, "{damage}: the derived files were trusted");
+        assert_eq!(log.root(40).expect("root"), root, "{damage}");
+        for index in [0, 9, 39] {
+            assert_eq!(log.entry(index).expect("read"), entry(index), "{damage}");
+            let proof = log.inclusion_proof(index, 40).expect("proof");
+            let leaf = merkle::leaf_hash(&entry(index));
+            merkle::verify_inclusion(&leaf, index, 40, &proof, &root)
+                .unwrap_or_else(|e| panic!("{damage}: proof of {index}: {e:?}"));
+        }
+    }
+
+    // A segment lost after the clean shutdown: refused, naming the first missing index.
+    let (dir, key, _) = build();
+    let segments = segment::list(&dir.path().join("segments")).expect("list");
+    let (first, path) = &segments[1];
+    fs::remove_file(path).expect("lose a segment");
+    match open(dir.path(), &key, small_segments()) {
+        Err(OpenError::Damaged { index, .. }) => assert_eq!(index, *first),
+        other => panic!(
+            "a log with a segment missing opened: {:?}",
+            other.map(|(_, r)| r)
+        ),
+    }
+}

@@ -279,6 +279,33 @@ fn damage_in_the_newest_file_with_synced_records_after_it_is_refused_not_cut() {
 }
 
 #[test]
+fn a_tail_of_garbage_after_the_last_record_is_cut() {
+    // What a disk may leave where a write never finished: bytes of no record at all.
+    let (dir, store) = store();
+    let kept = deliverable(&store, 1_000);
+    store.flush().expect("flush");
+    drop(store);
+    let newest = files(&dir).pop().expect("a file");
+    let whole = std::fs::metadata(&newest).expect("size").len();
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let garbage: Vec<u8> = (0..1 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let mut file = OpenOptions::new().append(true).open(&newest).expect("open");
+    std::io::Write::write_all(&mut file, &garbage).expect("append");
+    drop(file);
+
+    let store = NoteStore::open(&dir.path().join("notes")).expect("opens");
+    assert_eq!(std::fs::metadata(&newest).expect("size").len(), whole);
+    assert_eq!(store.get(&kept.id).expect("kept"), kept);
+}
+
+#[test]
 fn a_purged_note_is_not_acknowledged_after_all() {
     let (_dir, store) = store();
     let note = deliverable(&store, 1_000);
