@@ -111,3 +111,97 @@ async fn a_withdrawal_acknowledged_just_before_a_power_cut_still_holds_after_it(
         child.stop();
     }
 }
+
+/// A consent record large enough that sled keeps it in a blob file of its own (sled writes
+/// those without syncing them) is still there after a power cut.
+#[test]
+fn a_consent_record_in_a_sled_blob_file_survives_a_power_cut() {
+    use std::collections::BTreeSet;
+
+    use casegate_consent::{
+        OrgNumber, SubjectId,
+        record::{Actor, Evidence, NewConsent, Party, Period, Provision, Timestamp},
+        store::ConsentStore,
+    };
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).expect("mount point");
+    let Some(mut fs) = powercut::mount_for_test(&mnt) else {
+        return;
+    };
+    let path = mnt.join("consents");
+    // Synthetic organisation numbers: those with a valid check digit from 910000000 on.
+    let orgs: Vec<OrgNumber> = (910_000_000u32..)
+        .filter_map(|n| n.to_string().parse().ok())
+        .take(200)
+        .collect();
+    let party = |orgnr: OrgNumber| Party {
+        orgnr,
+        roles: BTreeSet::new(),
+    };
+    let new = NewConsent {
+        subject: SubjectId::synthetic_all().nth(9200).expect("subject"),
+        recorded_by: Actor {
+            orgnr: orgs[0],
+            user_id: "nav-1".into(),
+            role: casegate_consent::Role::NavCounsellor,
+        },
+        // 200 provisions × 200 recipients: a record of over a megabyte of JSON.
+        provisions: orgs
+            .iter()
+            .map(|&sender| Provision {
+                senders: vec![party(sender)],
+                recipients: orgs.iter().map(|&o| party(o)).collect(),
+                categories: ["benefit_counselling".parse().expect("term")].into(),
+                purposes: ["ips_follow_up".parse().expect("term")].into(),
+            })
+            .collect(),
+        period: Period {
+            start: Timestamp(1_800_000_000_000_000),
+            end: Timestamp(1_800_000_000_000_000 + 86_400_000_000),
+        },
+        evidence: Evidence::SignedForm {
+            sha256: [1; 32],
+            reference: "form-1".into(),
+        },
+    };
+    let granted = {
+        let store = ConsentStore::open(&path).expect("open");
+        let record = store
+            .prepare_grant(new, None, Timestamp(1_800_000_000_000_000))
+            .expect("prepare");
+        store
+            .commit_grant(&record)
+            .expect("the grant is acknowledged");
+        record
+    };
+    let blobs = std::fs::read_dir(path.join("blobs"))
+        .expect("blobs")
+        .count();
+    assert!(
+        blobs > 0,
+        "the record is not in a blob file: the test tests nothing"
+    );
+    // sled's threads end a moment after the last handle is dropped.
+    std::thread::sleep(Duration::from_millis(500));
+    fs.cut_power().expect("cut the power");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let store = loop {
+        match ConsentStore::open(&path) {
+            Ok(store) => break store,
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("the store does not open after the cut: {e}"),
+        }
+    };
+    let held = store
+        .get(&granted.id, None)
+        .expect("the acknowledged grant survives the power cut");
+    assert_eq!(held, granted);
+}
