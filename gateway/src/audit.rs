@@ -15,7 +15,7 @@ use casegate_consent::{
 };
 use tokio::sync::{Semaphore, oneshot};
 
-use crate::{config::AuditConfig, principal::Principal};
+use crate::{config::AuditConfig, notes::Note, principal::Principal};
 
 /// The open audit log and its query index, shared by every service.
 #[derive(Debug, Clone)]
@@ -90,6 +90,34 @@ pub fn decision_entry(
         }
         Decision::Deny(deny) => entry.reason = Some(deny.reason.code().to_owned()),
     }
+    entry
+}
+
+/// The audit entry about an existing note.
+pub fn note_entry(kind: EntryKind, by: Option<&Principal>, note: &Note) -> Entry {
+    let mut entry = Entry::new(kind, now_micros());
+    entry.actor = by.map(actor);
+    entry.subject_pseudonym = Some(note.subject_pseudonym);
+    entry.consent = Some(ConsentRef {
+        id: note.consent_id.to_string(),
+        version: note.consent_version,
+        record_sha256: note.consent_record_hash,
+    });
+    entry.category = Some(note.category.to_string());
+    entry.purpose = Some(note.purpose.to_string());
+    entry.sender_orgnr = Some(note.sender.orgnr.to_string());
+    entry.recipient_orgnr = Some(note.recipient_org.to_string());
+    entry.content_sha256 = Some(note.content_sha256);
+    entry.request_id = Some(note.request_id.clone());
+    entry.policy_version = Some(POLICY_VERSION.to_owned());
+    entry.disclosure_id = Some(note.id.to_string());
+    entry
+}
+
+/// The `note purged` entry of `note`, purged by `by` (`None`: the gateway) for `reason`.
+pub fn purge_entry(note: &Note, by: Option<&Principal>, reason: &str) -> Entry {
+    let mut entry = note_entry(EntryKind::NotePurged, by, note);
+    entry.reason = Some(reason.to_owned());
     entry
 }
 

@@ -1125,6 +1125,12 @@ impl NoteStore {
     }
 }
 
+/// When an acknowledged note's body is purged: `retention` after its acknowledgement.
+pub fn purge_after(acknowledged_at: Timestamp, retention: std::time::Duration) -> Timestamp {
+    let retention = i64::try_from(retention.as_micros()).unwrap_or(i64::MAX);
+    Timestamp(acknowledged_at.0.saturating_add(retention))
+}
+
 /// Reads and checks the note record at `at`.
 fn read_note(file: &File, at: Location) -> Result<Note, NoteError> {
     let mut bytes = vec![0u8; at.len as usize];

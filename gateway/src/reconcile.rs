@@ -268,7 +268,7 @@ fn finish_note_change(
         NoteState::Acknowledged if note.state != NoteState::Deliverable => return Ok(false),
         NoteState::Acknowledged => {
             let at = Timestamp(entry.time_micros);
-            let purge_after = crate::services::disclosure::purge_after(at, retention);
+            let purge_after = crate::notes::purge_after(at, retention);
             notes.acknowledge(&id, at, purge_after)?;
         }
         _ => {
@@ -307,7 +307,7 @@ pub fn purge_withdrawn(
     let mut purged = 0;
     for id in withdrawn {
         for note in notes.undelivered_for(id)? {
-            let entry = crate::services::disclosure::purge_entry(&note, None, "consent_withdrawn");
+            let entry = crate::audit::purge_entry(&note, None, "consent_withdrawn");
             audit.append_blocking(&entry)?;
             notes.purge(&note.id)?;
             purged += 1;

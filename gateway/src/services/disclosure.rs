@@ -12,10 +12,10 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use casegate_audit::entry::{ConsentRef, Entry, EntryKind};
+use casegate_audit::entry::{Entry, EntryKind};
 use casegate_consent::{
     OrgNumber, Vocabulary,
-    decision::{self, Decision, POLICY_VERSION, Reason},
+    decision::{self, Decision, Reason},
     record::Timestamp,
     store::ConsentStore,
 };
@@ -32,7 +32,7 @@ use super::{
     audit::{receipt, receipt_at},
 };
 use crate::{
-    audit::{self as audit_log, Audit},
+    audit::{self as audit_log, Audit, note_entry, purge_entry},
     convert::{
         FieldError,
         consent::{PROFESSIONALS, actor},
@@ -40,7 +40,7 @@ use crate::{
         optional_role, role_to_wire, timestamp_to_wire,
     },
     keyring::Keyring,
-    notes::{Note, NoteError, NoteState, NoteStore, Secret},
+    notes::{Note, NoteError, NoteState, NoteStore, Secret, purge_after},
     principal::Principal,
     pseudonym::Pseudonymizer,
     status::append_error,
@@ -73,27 +73,6 @@ pub struct DisclosureApi {
 /// whole organisation or to their role.
 fn addressed_to(note: &Note, principal: &Principal) -> bool {
     note.recipient_org == principal.orgnr && note.recipient_role.is_none_or(|r| r == principal.role)
-}
-
-/// The audit entry about an existing note.
-pub fn note_entry(kind: EntryKind, actor: Option<&Principal>, note: &Note) -> Entry {
-    let mut entry = Entry::new(kind, audit_log::now_micros());
-    entry.actor = actor.map(audit_log::actor);
-    entry.subject_pseudonym = Some(note.subject_pseudonym);
-    entry.consent = Some(ConsentRef {
-        id: note.consent_id.to_string(),
-        version: note.consent_version,
-        record_sha256: note.consent_record_hash,
-    });
-    entry.category = Some(note.category.to_string());
-    entry.purpose = Some(note.purpose.to_string());
-    entry.sender_orgnr = Some(note.sender.orgnr.to_string());
-    entry.recipient_orgnr = Some(note.recipient_org.to_string());
-    entry.content_sha256 = Some(note.content_sha256);
-    entry.request_id = Some(note.request_id.clone());
-    entry.policy_version = Some(POLICY_VERSION.to_owned());
-    entry.disclosure_id = Some(note.id.to_string());
-    entry
 }
 
 /// A decision on a disclosure, with what its entry and its note share (computed once).
@@ -133,19 +112,6 @@ fn refusal(reason: Reason) -> Status {
             HashMap::<String, String>::new(),
         ),
     )
-}
-
-/// The `note purged` entry of `note`, purged by `by` (`None`: the gateway) for `reason`.
-pub fn purge_entry(note: &Note, by: Option<&Principal>, reason: &str) -> Entry {
-    let mut entry = note_entry(EntryKind::NotePurged, by, note);
-    entry.reason = Some(reason.to_owned());
-    entry
-}
-
-/// When an acknowledged note's body is purged: `retention` after its acknowledgement.
-pub fn purge_after(acknowledged_at: Timestamp, retention: std::time::Duration) -> Timestamp {
-    let retention = i64::try_from(retention.as_micros()).unwrap_or(i64::MAX);
-    Timestamp(acknowledged_at.0.saturating_add(retention))
 }
 
 /// Runs note-store work off the async runtime.
