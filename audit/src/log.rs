@@ -435,7 +435,7 @@ impl AuditLog {
             Some(tail) => tail.cut()?,
             None => 0,
         };
-        let range = scanned.range;
+        let (range, last_is_v1) = (scanned.range, scanned.last_is_v1);
         // From here on the derived files change: a crash must not be mistaken for clean.
         if clean_path.exists() {
             fs::remove_file(&clean_path).map_err(io_at(&clean_path))?;
@@ -469,16 +469,7 @@ impl AuditLog {
         };
         // A segment from before commit frames is not appended to: older readers would take a
         // commit frame for damage.
-        let legacy_tail = match segments.last() {
-            Some((_, path)) if segment_len > segment::HEADER_LEN => {
-                let mut magic = [0u8; 8];
-                File::open(path)
-                    .and_then(|f| std::os::unix::fs::FileExt::read_exact_at(&f, &mut magic, 0))
-                    .map_err(io_at(path))?;
-                segment::is_v1(&magic)
-            }
-            _ => false,
-        };
+        let legacy_tail = last_is_v1 && segment_len > segment::HEADER_LEN;
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
             tree,
@@ -835,6 +826,8 @@ struct Scanned {
     tail: Option<Tail>,
     /// The newest intact commit frame: (size, root).
     commit: Option<(u64, Hash)>,
+    /// The last segment was written before commit frames existed (magic `CGAUDIT1`).
+    last_is_v1: bool,
 }
 
 /// Checks that the tree of the scanned records has the roots the checkpoint file and the
@@ -882,15 +875,15 @@ fn fast_open(
     offsets: &FixedFile<8>,
     size: u64,
 ) -> Result<Option<Scanned>, OpenError> {
-    let (end, commit) = match segments.last() {
-        None => (0, None),
+    let (end, commit, last_is_v1) = match segments.last() {
+        None => (0, None, false),
         Some((first, path)) => {
             let bytes = segment::read(path).map_err(io_at(path))?;
             let scan = segment::scan(&bytes, *first, |_, _, _| {});
             if scan.flaw.is_some() {
                 return Ok(None);
             }
-            (scan.next_index, scan.commit)
+            (scan.next_index, scan.commit, segment::is_v1(&bytes))
         }
     };
     if end != size
@@ -906,8 +899,32 @@ fn fast_open(
             range,
             tail: None,
             commit,
+            last_is_v1,
         })),
         Err(_) => Ok(None),
+    }
+}
+
+/// The tree nodes appends complete, gathered per level (consecutive from the first one of
+/// each level) to be stored in one write per level.
+#[derive(Default)]
+struct NewNodes(Vec<(u64, Vec<u8>)>);
+
+impl NewNodes {
+    /// Records node `index` of `level` (called by [`CompactRange::append`], in order).
+    fn add(&mut self, level: u32, index: u64, hash: &Hash) {
+        let level = level as usize;
+        if self.0.len() <= level {
+            self.0.push((index, Vec::new()));
+        }
+        self.0[level].1.extend_from_slice(hash);
+    }
+
+    fn store(&self, tree: &TreeStore) -> io::Result<()> {
+        for (level, (first, bytes)) in self.0.iter().enumerate() {
+            tree.put(level as u32, *first, bytes)?;
+        }
+        Ok(())
     }
 }
 
@@ -954,10 +971,11 @@ fn rebuild(
 ) -> Result<Scanned, OpenError> {
     tree.clear().map_err(io_at(Path::new("tree")))?;
     let mut range = CompactRange::new();
-    let mut levels: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut nodes = NewNodes::default();
     let mut offset_bytes = Vec::new();
     let mut tail = None;
     let mut commit = None;
+    let mut last_is_v1 = false;
     let mut next = 0u64;
     for (n, (first, path)) in segments.iter().enumerate() {
         if *first != next {
@@ -970,16 +988,13 @@ fn rebuild(
         let scan = segment::scan(&bytes, *first, |_, offset, payload| {
             offset_bytes.extend_from_slice(&offset.to_be_bytes());
             range.append(merkle::leaf_hash(payload), |level, index, hash| {
-                let level = level as usize;
-                if levels.len() <= level {
-                    levels.push((index, Vec::new()));
-                }
-                levels[level].1.extend_from_slice(hash);
+                nodes.add(level, index, hash)
             });
         });
         if scan.commit.is_some() {
             commit = scan.commit;
         }
+        last_is_v1 = segment::is_v1(&bytes);
         if let Some(flaw) = scan.flaw {
             let last = n + 1 == segments.len();
             // A header that never reached the disk leaves at most a partial header.
@@ -1002,10 +1017,7 @@ fn rebuild(
         }
         next = scan.next_index;
     }
-    for (level, (first, bytes)) in levels.iter().enumerate() {
-        tree.put(level as u32, *first, bytes)
-            .map_err(io_at(Path::new("tree")))?;
-    }
+    nodes.store(tree).map_err(io_at(Path::new("tree")))?;
     offsets.truncate(0).map_err(io_at(Path::new("offsets")))?;
     offsets
         .put(0, &offset_bytes)
@@ -1015,6 +1027,7 @@ fn rebuild(
         range,
         tail,
         commit,
+        last_is_v1,
     })
 }
 
@@ -1195,14 +1208,10 @@ impl Writer {
         let mut synced = Duration::ZERO;
         let start = self.range.size();
         let mut range = self.range.clone();
-        let mut levels: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut nodes = NewNodes::default();
         for job in batch {
             range.append(merkle::leaf_hash(&job.entry), |level, index, hash| {
-                let level = level as usize;
-                if levels.len() <= level {
-                    levels.push((index, Vec::new()));
-                }
-                levels[level].1.extend_from_slice(hash);
+                nodes.add(level, index, hash)
             });
         }
         let mut frames = Vec::new();
@@ -1237,9 +1246,7 @@ impl Writer {
         synced += t.elapsed();
 
         self.range = range;
-        for (level, (first, bytes)) in levels.iter().enumerate() {
-            self.shared.tree.put(level as u32, *first, bytes)?;
-        }
+        nodes.store(&self.shared.tree)?;
         self.shared.offsets.put(start, &offsets)?;
         Ok(synced)
     }

@@ -323,45 +323,32 @@ mod tests {
             .0
     }
 
-    fn entry() -> Entry {
-        Entry::new(EntryKind::NoteDelivered, now_micros())
+    /// A store change that appends an entry, then fails in its store write if `fails`.
+    async fn change(audit: &Audit, fails: bool) -> Result<(), tonic::Status> {
+        let log = audit.clone();
+        audit
+            .store_change(async move {
+                log.append(&Entry::new(EntryKind::NoteDelivered, now_micros()))
+                    .await
+                    .map_err(|e| tonic::Status::internal(e.to_string()))?;
+                if fails {
+                    return Err(tonic::Status::internal("the store failed"));
+                }
+                Ok(())
+            })
+            .await
     }
 
     #[tokio::test]
     async fn the_mark_stays_below_a_store_change_that_failed_after_its_entry() {
         let dir = tempfile::tempdir().expect("tempdir");
         let audit = open(dir.path());
-        let log = audit.clone();
-        audit
-            .store_change(async move {
-                log.append(&entry())
-                    .await
-                    .map_err(|e| tonic::Status::internal(e.to_string()))
-            })
-            .await
-            .expect("a change that finishes");
+        change(&audit, false).await.expect("a change that finishes");
         assert_eq!(audit.quiet_size().await, 1);
 
         // The entry is durable, the store write after it fails.
-        let log = audit.clone();
-        let failed = audit
-            .store_change(async move {
-                log.append(&entry())
-                    .await
-                    .map_err(|e| tonic::Status::internal(e.to_string()))?;
-                Err::<(), _>(tonic::Status::internal("the store failed"))
-            })
-            .await;
-        assert!(failed.is_err());
-        let log = audit.clone();
-        audit
-            .store_change(async move {
-                log.append(&entry())
-                    .await
-                    .map_err(|e| tonic::Status::internal(e.to_string()))
-            })
-            .await
-            .expect("a later change");
+        assert!(change(&audit, true).await.is_err());
+        change(&audit, false).await.expect("a later change");
         assert_eq!(audit.log().size(), 3);
         assert_eq!(
             audit.quiet_size().await,

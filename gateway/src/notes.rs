@@ -1239,4 +1239,4 @@ pub fn recover(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -331,7 +331,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::notes::Note;
+    use crate::notes::{Note, tests::deliverable};
 
     const ORIGIN: &str = "casegate.test/audit";
     const NOW: i64 = 1_800_000_000_000_000;
@@ -391,37 +391,6 @@ mod tests {
         let mut entry = Entry::new(kind, time);
         entry.disclosure_id = Some(note.id.to_string());
         entry.encode().expect("encodes")
-    }
-
-    /// A note in the recipient's inbox.
-    fn deliverable(notes: &NoteStore, n: i64) -> Note {
-        let note = Note {
-            id: uuid::Uuid::now_v7(),
-            state: NoteState::Pending,
-            request_id: format!("request-{n}"),
-            fingerprint: [1; 32],
-            sender: actor(),
-            recipient_org: IPS.parse().expect("orgnr"),
-            recipient_role: None,
-            category: "benefit_counselling".parse().expect("category"),
-            purpose: "ips_follow_up".parse().expect("purpose"),
-            content_type: "text/plain".into(),
-            consent_id: ConsentId::generate(),
-            consent_version: 1,
-            consent_record_hash: [2; 32],
-            content_sha256: [3; 32],
-            subject_pseudonym: [4; 32],
-            disclosed_at: Timestamp(NOW + n),
-            audit_index: None,
-            log_size_hint: 0,
-            delivered: false,
-            acknowledged_at: None,
-            purge_after: None,
-            purged_at: None,
-            sealed: None,
-        };
-        notes.stage_pending(&note).expect("stage");
-        notes.make_deliverable(note, 0).expect("deliverable")
     }
 
     #[test]

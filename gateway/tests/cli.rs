@@ -6,8 +6,8 @@ use std::{path::Path, process::Stdio, time::Duration};
 mod support;
 
 use support::{
-    BIN, DevGateway, casegate, check_config, dev_channel, dev_orgnr, dev_token, signal, start_dev,
-    with,
+    BIN, DevGateway, casegate, check_config, dev_channel, dev_grant, dev_orgnr, dev_token,
+    refused_disclosure, signal, start_dev, with,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tonic_health::pb::{
@@ -420,42 +420,6 @@ async fn dev_token_refuses_unknown_organisations_roles_and_identity_numbers() {
     }
 }
 
-/// `message` with a bearer token.
-/// A token from `casegate dev token` for a development organisation.
-/// The jobseeker's consent for `sender` to send benefit counselling to `recipient` (dev
-/// organisation slugs) for `purpose`, valid from a minute ago for a day.
-fn dev_grant(
-    subject: &str,
-    sender: &str,
-    recipient: &str,
-    purpose: &str,
-) -> casegate_proto::v1::GrantConsentRequest {
-    use casegate_proto::v1::{GrantConsentRequest, Party, Period, Provision};
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64;
-    let at = |seconds| Some(prost_types::Timestamp { seconds, nanos: 0 });
-    let party = |slug| Party {
-        orgnr: dev_orgnr(slug),
-        roles: vec![],
-    };
-    GrantConsentRequest {
-        subject_id: subject.to_owned(),
-        provisions: vec![Provision {
-            senders: vec![party(sender)],
-            recipients: vec![party(recipient)],
-            categories: vec!["benefit_counselling".into()],
-            purposes: vec![purpose.into()],
-        }],
-        period: Some(Period {
-            start: at(now - 60),
-            end: at(now + 86_400),
-        }),
-        ..Default::default()
-    }
-}
-
 /// Fetches `http://addr/metrics` with a bare HTTP/1.1 request.
 async fn scrape(addr: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -753,10 +717,7 @@ fn run_casegate(args: &[&str]) -> (i32, String, String) {
 
 #[tokio::test]
 async fn an_officer_queries_and_reports_from_the_command_line_and_replays_offline() {
-    use casegate_proto::v1::{
-        DiscloseRequest, consent_service_client::ConsentServiceClient,
-        disclosure_service_client::DisclosureServiceClient,
-    };
+    use casegate_proto::v1::consent_service_client::ConsentServiceClient;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path();
@@ -774,24 +735,7 @@ async fn an_officer_queries_and_reports_from_the_command_line_and_replays_offlin
         .await
         .expect("grant");
     // A refusal (the purpose is not covered) to replay later.
-    let nav = dev_token(data, "nav", "nav_counsellor", None);
-    let refused = DisclosureServiceClient::new(dev_channel(data, "nav", &addr).await)
-        .disclose(with(
-            &nav,
-            DiscloseRequest {
-                request_id: "cli-1".into(),
-                subject_id: subject.clone(),
-                recipient_orgnr: dev_orgnr("ips"),
-                category: "benefit_counselling".into(),
-                purpose: "benefit_planning".into(),
-                title: "t".into(),
-                body: b"b".to_vec(),
-                content_type: "text/plain".into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect_err("not covered");
+    let refused = refused_disclosure(data, &addr, &subject, "cli-1").await;
     assert_eq!(refused.code(), tonic::Code::PermissionDenied);
 
     let token_file = data.join("officer.token");

@@ -13,17 +13,17 @@ use std::{
 
 use casegate_audit::entry::EntryKind;
 use casegate_proto::v1::{
-    AuditActor, AuditEntry, DiscloseRequest, ExportEntriesRequest, ExportEntriesResponse,
-    GetCheckpointRequest, GetCheckpointResponse, GetConsistencyProofRequest,
-    GetConsistencyProofResponse, GetInclusionProofRequest, GetInclusionProofResponse, Party,
-    Period, Provision, QueryAuditRequest, QueryAuditResponse, SubjectAccessReportRequest,
-    SubjectAccessReportResponse,
+    AuditActor, AuditEntry, ExportEntriesRequest, ExportEntriesResponse, GetCheckpointRequest,
+    GetCheckpointResponse, GetConsistencyProofRequest, GetConsistencyProofResponse,
+    GetInclusionProofRequest, GetInclusionProofResponse, QueryAuditRequest, QueryAuditResponse,
+    SubjectAccessReportRequest, SubjectAccessReportResponse,
     audit_service_client::AuditServiceClient,
     audit_service_server::{AuditService, AuditServiceServer},
     consent_service_client::ConsentServiceClient,
-    disclosure_service_client::DisclosureServiceClient,
 };
-use support::{BIN, dev_channel, dev_orgnr, dev_token, start_dev, with};
+use support::{
+    BIN, dev_channel, dev_grant, dev_orgnr, dev_token, refused_disclosure, start_dev, with,
+};
 use tokio_stream::Stream;
 use tonic::{
     Request, Response, Status,
@@ -174,54 +174,21 @@ async fn an_officer_is_shown_only_what_verified_and_only_safe_text() {
         .expose();
 
     // A consent, and a refused disclosure (the purpose is not covered).
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64;
-    let at = |seconds| Some(prost_types::Timestamp { seconds, nanos: 0 });
-    let party = |slug| Party {
-        orgnr: dev_orgnr(slug),
-        roles: vec![],
-    };
     let portal = dev_token(data, "portal", "jobseeker", Some(&subject));
     ConsentServiceClient::new(dev_channel(data, "portal", &addr).await)
         .grant_consent(with(
             &portal,
-            casegate_proto::v1::GrantConsentRequest {
-                subject_id: subject.clone(),
-                provisions: vec![Provision {
-                    senders: vec![party("nav")],
-                    recipients: vec![party("ips")],
-                    categories: vec!["benefit_counselling".into()],
-                    purposes: vec!["ips_follow_up".into()],
-                }],
-                period: Some(Period {
-                    start: at(now - 60),
-                    end: at(now + 86_400),
-                }),
-                ..Default::default()
-            },
+            dev_grant(&subject, "nav", "ips", "ips_follow_up"),
         ))
         .await
         .expect("grant");
-    let nav = dev_token(data, "nav", "nav_counsellor", None);
-    DisclosureServiceClient::new(dev_channel(data, "nav", &addr).await)
-        .disclose(with(
-            &nav,
-            DiscloseRequest {
-                request_id: "=HYPERLINK(\"https://evil.example\",\"open\")".into(),
-                subject_id: subject.clone(),
-                recipient_orgnr: dev_orgnr("ips"),
-                category: "benefit_counselling".into(),
-                purpose: "benefit_planning".into(),
-                title: "t".into(),
-                body: b"b".to_vec(),
-                content_type: "text/plain".into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect_err("not covered");
+    refused_disclosure(
+        data,
+        &addr,
+        &subject,
+        "=HYPERLINK(\"https://evil.example\",\"open\")",
+    )
+    .await;
 
     // The genuine report, and the gateway's key as the operator hands it out.
     let officer_token = dev_token(data, "privacy", "privacy_officer", None);

@@ -404,6 +404,18 @@ fn append_range(log: &AuditLog, from: u64, to: u64) -> String {
     log.checkpoint().note.clone()
 }
 
+/// A closed log of `entries` entries, one batch (and commit frame) each: its folder, its key
+/// and its root.
+fn closed_log(entries: u64, options: LogOptions) -> (tempfile::TempDir, Signer, Hash) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = signer();
+    let (log, _) = open(dir.path(), &key, options).expect("open");
+    append_range(&log, 0, entries);
+    let root = log.checkpoint().checkpoint.root;
+    log.close().expect("close");
+    (dir, key, root)
+}
+
 #[test]
 fn a_zero_length_or_garbled_checkpoint_file_is_rebuilt_from_the_segments() {
     // A checkpoint file replaced without a sync can be left empty by a power cut; whatever
@@ -413,12 +425,7 @@ fn a_zero_length_or_garbled_checkpoint_file_is_rebuilt_from_the_segments() {
         ("torn", b"casegate.test/audit\n12\n".to_vec()),
         ("garbage", vec![0xff, 0x00, 0x17]),
     ] {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let key = signer();
-        let (log, _) = open(dir.path(), &key, small_segments()).expect("open");
-        append_range(&log, 0, 12);
-        let root = log.checkpoint().checkpoint.root;
-        log.close().expect("close");
+        let (dir, key, root) = closed_log(12, small_segments());
         fs::write(dir.path().join(CHECKPOINT), &contents).expect("damage");
         fs::remove_file(dir.path().join(CLEAN)).expect("unmark");
 
@@ -478,11 +485,7 @@ fn a_lagging_checkpoint_file_does_not_let_recovery_cut_an_acknowledged_record() 
 
 #[test]
 fn a_torn_batch_after_the_last_commit_frame_is_cut() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let key = signer();
-    let (log, _) = open(dir.path(), &key, LogOptions::new(ORIGIN)).expect("open");
-    append_range(&log, 0, 10);
-    log.close().expect("close");
+    let (dir, key, _) = closed_log(10, LogOptions::new(ORIGIN));
     // A batch whose write never completed: whole records, no commit frame, then half a record.
     let mut torn = Vec::new();
     segment::encode_frame(10, &entry(10), &mut torn);
@@ -510,11 +513,7 @@ fn a_torn_batch_after_the_last_commit_frame_is_cut() {
 
 #[test]
 fn a_commit_frame_that_contradicts_the_records_refuses_to_open() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let key = signer();
-    let (log, _) = open(dir.path(), &key, LogOptions::new(ORIGIN)).expect("open");
-    append_range(&log, 0, 5);
-    log.close().expect("close");
+    let (dir, key, _) = closed_log(5, LogOptions::new(ORIGIN));
     fs::remove_file(dir.path().join(CHECKPOINT)).expect("no checkpoint file");
     fs::remove_file(dir.path().join(CLEAN)).expect("unmark");
     // A commit frame naming size 5 with another root.
@@ -564,15 +563,7 @@ fn a_segment_from_before_commit_frames_opens_and_is_not_appended_to() {
 
 #[test]
 fn after_a_clean_shutdown_derived_files_and_segments_not_as_left_are_rebuilt_or_refused() {
-    let build = || {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let key = signer();
-        let (log, _) = open(dir.path(), &key, small_segments()).expect("open");
-        append_range(&log, 0, 40);
-        let root = log.checkpoint().checkpoint.root;
-        log.close().expect("close");
-        (dir, key, root)
-    };
+    let build = || closed_log(40, small_segments());
 
     // Derived files changed after the clean shutdown: rebuilt, and the proofs are right.
     for damage in ["tree", "offsets", "old marker"] {

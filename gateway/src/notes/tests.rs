@@ -10,7 +10,7 @@ fn store() -> (tempfile::TempDir, NoteStore) {
     (dir, store)
 }
 
-fn note(disclosed_at: i64) -> Note {
+pub(crate) fn note(disclosed_at: i64) -> Note {
     Note {
         id: uuid::Uuid::now_v7(),
         state: NoteState::Pending,
@@ -43,7 +43,7 @@ fn note(disclosed_at: i64) -> Note {
 }
 
 /// A note staged and made deliverable, as `Disclose` leaves it.
-fn deliverable(store: &NoteStore, disclosed_at: i64) -> Note {
+pub(crate) fn deliverable(store: &NoteStore, disclosed_at: i64) -> Note {
     let pending = note(disclosed_at);
     store.stage_pending(&pending).expect("stage");
     store.make_deliverable(pending, 7).expect("deliverable")

@@ -191,6 +191,69 @@ pub async fn health(
     Ok(response.into_inner().status())
 }
 
+/// The jobseeker's consent for `sender` to send benefit counselling to `recipient` (dev
+/// organisation slugs) for `purpose`, valid from a minute ago for a day.
+pub fn dev_grant(
+    subject: &str,
+    sender: &str,
+    recipient: &str,
+    purpose: &str,
+) -> casegate_proto::v1::GrantConsentRequest {
+    use casegate_proto::v1::{GrantConsentRequest, Party, Period, Provision};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let at = |seconds| Some(prost_types::Timestamp { seconds, nanos: 0 });
+    let party = |slug| Party {
+        orgnr: dev_orgnr(slug),
+        roles: vec![],
+    };
+    GrantConsentRequest {
+        subject_id: subject.to_owned(),
+        provisions: vec![Provision {
+            senders: vec![party(sender)],
+            recipients: vec![party(recipient)],
+            categories: vec!["benefit_counselling".into()],
+            purposes: vec![purpose.into()],
+        }],
+        period: Some(Period {
+            start: at(now - 60),
+            end: at(now + 86_400),
+        }),
+        ..Default::default()
+    }
+}
+
+/// NAV's disclosure to IPS about `subject` for `benefit_planning`, which a [`dev_grant`] for
+/// `ips_follow_up` does not cover: the refusal's status.
+pub async fn refused_disclosure(
+    data: &Path,
+    addr: &str,
+    subject: &str,
+    request_id: &str,
+) -> tonic::Status {
+    use casegate_proto::v1::{DiscloseRequest, disclosure_service_client::DisclosureServiceClient};
+    let nav = dev_token(data, "nav", "nav_counsellor", None);
+    DisclosureServiceClient::new(dev_channel(data, "nav", addr).await)
+        .disclose(with(
+            &nav,
+            DiscloseRequest {
+                request_id: request_id.into(),
+                subject_id: subject.to_owned(),
+                recipient_orgnr: dev_orgnr("ips"),
+                category: "benefit_counselling".into(),
+                purpose: "benefit_planning".into(),
+                title: "t".into(),
+                body: b"b".to_vec(),
+                content_type: "text/plain".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect_err("not covered")
+}
+
 /// `message` with a bearer token.
 pub fn with<T>(token: &str, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);

@@ -197,6 +197,21 @@ fn main() {
     startup(&args, &signer);
 }
 
+/// The gateway's start-up reconciliation of `consents` and `notes` with `log` from `mark`:
+/// (entries read, time taken).
+fn reconcile(
+    log: &AuditLog,
+    consents: &casegate_consent::store::ConsentStore,
+    notes: &casegate::notes::NoteStore,
+    mark: u64,
+) -> (u64, Duration) {
+    consents.set_reconciled_through(mark).expect("mark");
+    let t = Instant::now();
+    let reconciled = casegate::reconcile::stores(log, consents, notes, Duration::from_secs(3600))
+        .expect("reconcile");
+    (reconciled.to - reconciled.from, t.elapsed())
+}
+
 /// Held notes whose start-up time is measured.
 const HELD_NOTES: u64 = 200_000;
 
@@ -293,40 +308,16 @@ fn startup(args: &Args, signer: &Signer) {
         let (log, recovery) = open(&dir, &signer);
         let clean = t.elapsed();
         assert!(recovery.clean && recovery.size == args.startup_entries);
-        consents
-            .set_reconciled_through(recovery.size)
-            .expect("mark");
-        let t = Instant::now();
-        let reconciled = casegate::reconcile::stores(
-            &log,
-            &consents,
-            &notes,
-            std::time::Duration::from_secs(3600),
-        )
-        .expect("reconcile");
-        let clean_reconcile = t.elapsed();
-        assert_eq!(
-            reconciled.to - reconciled.from,
-            0,
-            "nothing to read after a clean start"
-        );
+        let (read, clean_reconcile) = reconcile(&log, &consents, &notes, recovery.size);
+        assert_eq!(read, 0, "nothing to read after a clean start");
         log.close().expect("close");
         fs::remove_file(dir.join("clean")).expect("simulate a crash");
         let t = Instant::now();
         let (log, recovery) = open(&dir, &signer);
         let crashed = t.elapsed();
         assert!(!recovery.clean && recovery.size == args.startup_entries);
-        consents.set_reconciled_through(0).expect("mark");
-        let t = Instant::now();
-        let reconciled = casegate::reconcile::stores(
-            &log,
-            &consents,
-            &notes,
-            std::time::Duration::from_secs(3600),
-        )
-        .expect("reconcile");
-        let crash_reconcile = t.elapsed();
-        assert_eq!(reconciled.to - reconciled.from, args.startup_entries);
+        let (read, crash_reconcile) = reconcile(&log, &consents, &notes, 0);
+        assert_eq!(read, args.startup_entries);
         log.close().expect("close");
         println!("start-up, clean shutdown before        {:>10}", ms(clean));
         println!(

@@ -11,12 +11,19 @@ use casegate_tests::{TestGateway, powercut, scenario};
 
 const CHILD: &str = env!("CARGO_BIN_EXE_gateway_child");
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_withdrawal_acknowledged_just_before_a_power_cut_still_holds_after_it() {
+/// A power-cut filesystem mounted at `mnt` in a new temporary folder: (the folder, the mount,
+/// `mnt`). `None` when FUSE cannot be used here (see [`powercut::mount_for_test`]).
+fn power_cut_folder() -> Option<(tempfile::TempDir, powercut::Mounted, std::path::PathBuf)> {
     let dir = tempfile::tempdir().expect("tempdir");
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).expect("mount point");
-    let Some(mut fs) = powercut::mount_for_test(&mnt) else {
+    let fs = powercut::mount_for_test(&mnt)?;
+    Some((dir, fs, mnt))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawal_acknowledged_just_before_a_power_cut_still_holds_after_it() {
+    let Some((dir, mut fs, mnt)) = power_cut_folder() else {
         return;
     };
     let data = mnt.join("data");
@@ -124,10 +131,7 @@ fn a_consent_record_in_a_sled_blob_file_survives_a_power_cut() {
         store::ConsentStore,
     };
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).expect("mount point");
-    let Some(mut fs) = powercut::mount_for_test(&mnt) else {
+    let Some((_dir, mut fs, mnt)) = power_cut_folder() else {
         return;
     };
     let path = mnt.join("consents");
