@@ -63,6 +63,8 @@ pub struct Filter {
     pub consents: Vec<(String, u32)>,
     /// Entries of these kinds; empty means every kind.
     pub kinds: Vec<EntryKind>,
+    /// Entries with one of these reason codes; empty means any reason or none.
+    pub reasons: Vec<String>,
     /// Entries at or after this time (microseconds since the epoch).
     pub from_micros: Option<i64>,
     /// Entries before this time.
@@ -81,6 +83,11 @@ impl Filter {
                 .as_deref()
                 .is_none_or(|org| visible_to(entry, org) || self.records_consent(entry))
             && (self.kinds.is_empty() || self.kinds.contains(&entry.kind))
+            && (self.reasons.is_empty()
+                || entry
+                    .reason
+                    .as_ref()
+                    .is_some_and(|r| self.reasons.contains(r)))
             && self.from_micros.is_none_or(|t| entry.time_micros >= t)
             && self.until_micros.is_none_or(|t| entry.time_micros < t)
     }

@@ -1,7 +1,7 @@
 //! The `casegate` command line.
 
 mod audit_tools;
-mod officer;
+pub(crate) mod officer;
 pub mod render;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};

@@ -3,6 +3,7 @@
 //! is bound.
 
 mod reader;
+mod web;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -18,6 +19,7 @@ use toml::{Table, Value};
 
 pub use reader::Problem;
 use reader::{Problems, Section};
+pub use web::{AudienceConfig, WebConfig};
 
 /// Prefix of environment variables that override settings: `CASEGATE_SERVER__LISTEN` sets
 /// `server.listen` (sections separated by a double underscore).
@@ -45,8 +47,14 @@ pub struct Config {
     pub vocabulary: Vocabulary,
     /// The longest validity period a consent may have.
     pub max_consent_period: Duration,
-    /// Registered names of organisations, for reports (`[organisations]`, orgnr = name).
+    /// Registered names of organisations, for reports (`[organisations]`: orgnr = name, or
+    /// orgnr = { name, contact }).
     pub organisations: BTreeMap<casegate_consent::OrgNumber, String>,
+    /// Where a jobseeker can ask an organisation about what it received (`contact` in
+    /// `[organisations]`): an `https:`, `mailto:` or `tel:` URI.
+    pub contacts: BTreeMap<casegate_consent::OrgNumber, String>,
+    /// The web tier; off when absent.
+    pub web: Option<WebConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -539,19 +547,52 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
         })
     };
 
-    let organisations = {
+    let (organisations, contacts) = {
         let mut s = root.section("organisations");
         let mut names = BTreeMap::new();
-        for (key, name) in s.string_entries() {
+        let mut contacts = BTreeMap::new();
+        for (key, value) in s.entries() {
+            let (name, contact) = match value {
+                Value::String(name) => (Some(name), None),
+                Value::Table(table) => {
+                    let mut t = Section::new(s.key(&key), table, s.problems());
+                    let name = t.string("name");
+                    let contact = t.opt_string("contact");
+                    if let Some(uri) = &contact
+                        && !["https://", "mailto:", "tel:"]
+                            .iter()
+                            .any(|scheme| uri.starts_with(scheme))
+                    {
+                        t.problem("contact", "must be an https:, mailto: or tel: URI");
+                    }
+                    t.finish();
+                    (name, contact)
+                }
+                other => {
+                    s.problem(
+                        &key,
+                        format!(
+                            "expected a name or a table {{ name, contact }}, found {}",
+                            other.type_str()
+                        ),
+                    );
+                    continue;
+                }
+            };
             match key.parse::<casegate_consent::OrgNumber>() {
                 Ok(org) => {
-                    names.insert(org, name);
+                    if let Some(name) = name {
+                        names.insert(org, name);
+                    }
+                    if let Some(contact) = contact {
+                        contacts.insert(org, contact);
+                    }
                 }
                 Err(e) => s.problem(&key, e.to_string()),
             }
         }
         s.finish();
-        names
+        (names, contacts)
     };
 
     let notes = {
@@ -673,6 +714,20 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
         (vocabulary, max)
     };
 
+    let web = web::read(&mut root, base);
+    if let (Some(web), Some(auth)) = (&web, &auth)
+        && !auth.issuers.iter().any(|i| i.iss == web.issuer)
+    {
+        root.problems().push(
+            "web.issuer",
+            format!(
+                "{:?} is not the iss of any [[auth.issuers]]: the gateway would refuse the web \
+                 tier's tokens",
+                web.issuer
+            ),
+        );
+    }
+
     root.finish();
     Some(Config {
         source: source.to_owned(),
@@ -689,6 +744,8 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
         vocabulary: vocabulary?,
         max_consent_period,
         organisations,
+        contacts,
+        web,
     })
 }
 

@@ -22,6 +22,10 @@ pub use pki::DevCa;
 
 /// The dev token issuer's `iss` and the gateway's audience.
 pub const DEV_ISSUER: &str = "casegate-dev";
+/// The `iss` of the web tier's own tokens.
+pub const WEB_ISSUER: &str = "casegate-web";
+/// Where `casegate dev` serves the web pages.
+pub const DEFAULT_WEB_LISTEN: &str = "127.0.0.1:8080";
 pub const DEV_AUDIENCE: &str = "casegate";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 /// The dev audit log's origin (and its signing key's name).
@@ -151,6 +155,12 @@ impl DevLayout {
     pub fn jwks(&self) -> PathBuf {
         self.pki().join("issuer-jwks.json")
     }
+    pub fn web_issuer_key(&self) -> PathBuf {
+        self.pki().join("web-issuer.key")
+    }
+    pub fn web_jwks(&self) -> PathBuf {
+        self.pki().join("web-issuer-jwks.json")
+    }
     pub fn audit_key(&self) -> PathBuf {
         self.root.join("audit-signing.key")
     }
@@ -193,6 +203,11 @@ pub fn prepare(root: &Path) -> Result<PathBuf, DevError> {
         write_new(&layout.issuer_key(), &issuer.private_key_pem(), true)?;
         write_new(&layout.jwks(), &issuer.jwks_json(), false)?;
     }
+    if !layout.web_issuer_key().exists() {
+        let issuer = TokenIssuer::generate(WEB_ISSUER, DEV_AUDIENCE)?;
+        write_new(&layout.web_issuer_key(), &issuer.private_key_pem(), true)?;
+        write_new(&layout.web_jwks(), &issuer.jwks_json(), false)?;
+    }
     if !layout.audit_key().exists() {
         let signer =
             casegate_audit::checkpoint::Signer::generate(DEV_AUDIT_ORIGIN).map_err(|e| {
@@ -227,19 +242,70 @@ pub fn prepare(root: &Path) -> Result<PathBuf, DevError> {
     let config = layout.config();
     if !config.exists() {
         write_new(&config, &dev_config(), false)?;
+    } else {
+        add_web_section(&config)?;
     }
     Ok(config)
 }
+
+/// The web tier's part of the dev config: its token issuer and its `[web]` section.
+fn web_config() -> String {
+    let portal = ORGS[4].slug;
+    let privacy = ORGS[3].slug;
+    format!(
+        r#"
+# The web tier's own tokens (it mints one per call for the logged-in person).
+[[auth.issuers]]
+iss = "{WEB_ISSUER}"
+audience = "{DEV_AUDIENCE}"
+algorithms = ["EdDSA"]
+jwks_file = "pki/web-issuer-jwks.json"
+
+# Web pages for jobseekers and privacy officers; `casegate dev` adds a login picker.
+[web]
+listen = "{DEFAULT_WEB_LISTEN}"
+gateway_ca = "pki/ca.pem"
+issuer = "{WEB_ISSUER}"
+issuer_key = "pki/web-issuer.key"
+
+[web.jobseekers]
+cert = "pki/{portal}.pem"
+key = "pki/{portal}.key"
+
+[web.officers]
+cert = "pki/{privacy}.pem"
+key = "pki/{privacy}.key"
+"#
+    )
+}
+
+/// Adds the web tier to a dev config written before it existed (a config `casegate dev`
+/// wrote, recognised by its first line, and without `[web]`).
+fn add_web_section(config: &Path) -> Result<(), DevError> {
+    let text = read(config)?;
+    if !text.starts_with(CONFIG_HEADER) || text.lines().any(|l| l.trim() == "[web]") {
+        return Ok(());
+    }
+    let updated = format!("{text}{}", web_config());
+    casegate_audit::durable::replace_file(config, updated.as_bytes()).map_err(io_err(config))
+}
+
+const CONFIG_HEADER: &str = "# casegate development configuration, written by `casegate dev`";
 
 fn dev_config() -> String {
     const PORTAL: &str = ORGS[4].orgnr;
     const PRIVACY: &str = ORGS[3].orgnr;
     let names: String = ORGS
         .iter()
-        .map(|o| format!("\"{}\" = \"{}\"\n", o.orgnr, o.name))
+        .map(|o| {
+            format!(
+                "\"{}\" = {{ name = \"{}\", contact = \"https://{}.casegate.example/contact\" }}\n",
+                o.orgnr, o.name, o.slug
+            )
+        })
         .collect();
     format!(
-        r#"# casegate development configuration, written by `casegate dev` on first run.
+        r#"{CONFIG_HEADER} on first run.
 # Paths are relative to this file. Any setting can be overridden by an environment variable:
 # CASEGATE_<SECTION>__<KEY>, e.g. CASEGATE_SERVER__LISTEN=127.0.0.1:50052.
 
@@ -284,7 +350,8 @@ supervisory_orgs = ["{PRIVACY}"]
 [notes]
 keyring = "notes.keyring"
 
-# Registered names, shown in subject access reports.
+# Registered names, shown in subject access reports and on the web pages, and where a
+# jobseeker can ask each organisation about what it received.
 [organisations]
 {names}
 [log]
@@ -293,7 +360,8 @@ filter = "info"
 
 [metrics]
 listen = "127.0.0.1:9464"
-"#
+{web}"#,
+        web = web_config()
     )
 }
 
@@ -342,16 +410,26 @@ pub fn token(root: &Path, request: &TokenRequest) -> Result<String, DevError> {
         pid: request.pid.clone(),
         bind_cert_sha256: Some(identity.cert_sha256),
         ttl: request.ttl,
+        ..TokenClaims::default()
     })?)
 }
 
 /// The screen `casegate dev` prints once it is listening.
-pub fn connection_screen(root: &Path, addr: SocketAddr, metrics: Option<SocketAddr>) -> String {
+pub fn connection_screen(
+    root: &Path,
+    addr: SocketAddr,
+    metrics: Option<SocketAddr>,
+    web: Option<SocketAddr>,
+) -> String {
     let root = root.display();
     let port = addr.port();
     let metrics = metrics.map_or_else(
         || "off ([metrics] listen in the config)".to_owned(),
         |m| format!("http://{m}/metrics"),
+    );
+    let web = web.map_or_else(
+        || "off (no [web] in the config)".to_owned(),
+        |w| format!("http://{w}/  (log in as a synthetic jobseeker or officer)"),
     );
     let mut orgs = String::new();
     for org in ORGS {
@@ -363,6 +441,8 @@ pub fn connection_screen(root: &Path, addr: SocketAddr, metrics: Option<SocketAd
     format!(
         r#"
 casegate dev gateway listening on {addr} (mutual TLS; every casegate.v1 call needs a token)
+
+  web pages          {web}
 
   CA certificate     {root}/pki/ca.pem
   organisations      {root}/pki/<slug>.pem and {root}/pki/<slug>.key

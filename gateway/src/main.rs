@@ -20,6 +20,7 @@ use casegate::{
     dev,
     server::{Gateway, StartError},
     shutdown, tls,
+    web::Web,
 };
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -126,6 +127,15 @@ fn run(config_path: &Path, env: Vec<(String, String)>, dev_root: Option<PathBuf>
     };
     runtime.block_on(async move {
         let shutdown = shutdown::install();
+        // One signal stops both listeners.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
         let addr = gateway.config().server.listen;
         let listener = match tokio::net::TcpListener::bind(addr).await {
             Ok(listener) => listener,
@@ -151,10 +161,25 @@ fn run(config_path: &Path, env: Vec<(String, String)>, dev_root: Option<PathBuf>
                 }
             }
         }
+        let web_at = match start_web(gateway.config(), bound, dev_root.is_some(), {
+            let rx = stop_rx.clone();
+            stopped(rx)
+        })
+        .await
+        {
+            Ok(at) => at,
+            Err(e) => {
+                eprintln!("casegate: web pages: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         if let Some(root) = dev_root {
-            println!("{}", dev::connection_screen(&root, bound, metrics_at));
+            println!(
+                "{}",
+                dev::connection_screen(&root, bound, metrics_at, web_at)
+            );
         }
-        match gateway.serve(listener, shutdown).await {
+        match gateway.serve(listener, stopped(stop_rx)).await {
             Ok(drained) => {
                 tracing::info!(?drained, "stopped");
                 ExitCode::SUCCESS
@@ -165,6 +190,31 @@ fn run(config_path: &Path, env: Vec<(String, String)>, dev_root: Option<PathBuf>
             }
         }
     })
+}
+
+/// Binds and starts the web tier when the config has `[web]`; returns its address.
+async fn start_web(
+    config: &Config,
+    gateway: std::net::SocketAddr,
+    dev: bool,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<Option<std::net::SocketAddr>, String> {
+    let Some(web) = Web::build(config, gateway, dev).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let addr = config.web.as_ref().map(|w| w.listen).unwrap_or(gateway);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(%bound, "serving web pages");
+    let router = web.router();
+    tokio::spawn(async move {
+        if let Err(e) = casegate::web::serve(listener, router, shutdown).await {
+            tracing::error!(error = %e, "web listener failed");
+        }
+    });
+    Ok(Some(bound))
 }
 
 fn init_tracing(format: LogFormat, filter: &str) {

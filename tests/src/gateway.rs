@@ -336,6 +336,7 @@ keyring = "notes.keyring"
             pid: None,
             bind_cert_sha256: Some(org.cert_sha256()),
             ttl: Duration::from_secs(600),
+            ..TokenClaims::default()
         })
     }
 

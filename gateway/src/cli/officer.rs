@@ -85,6 +85,9 @@ pub struct QueryArgs {
     /// Only entries of this kind (repeatable), e.g. disclosure_refused.
     #[arg(long = "kind", value_name = "KIND")]
     pub kinds: Vec<String>,
+    /// Only entries with this reason code (repeatable), e.g. consent_withdrawn.
+    #[arg(long = "reason", value_name = "CODE")]
+    pub reasons: Vec<String>,
     /// Resume from this index.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub start_index: u64,
@@ -98,7 +101,7 @@ pub struct QueryArgs {
 
 /// Puts the caller's token on every request.
 #[derive(Debug, Clone)]
-struct Bearer(MetadataValue<Ascii>);
+pub(crate) struct Bearer(pub(crate) MetadataValue<Ascii>);
 
 impl tonic::service::Interceptor for Bearer {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
@@ -224,6 +227,7 @@ pub fn query(connection: &Connection, args: QueryArgs, format: OutputFormat) -> 
                 .collect::<Result<_, _>>()?,
             start_index: args.start_index,
             limit: args.limit.unwrap_or(0),
+            reasons: args.reasons.clone(),
         };
         let page_size = args
             .limit
@@ -329,7 +333,7 @@ pub fn report(
     finish("report", result)
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -337,14 +341,14 @@ fn wire_time(t: &prost_types::Timestamp) -> String {
     rfc3339(t.seconds * 1_000_000 + i64::from(t.nanos / 1000))
 }
 
-fn kind_name(kind: i32) -> String {
+pub(crate) fn kind_name(kind: i32) -> String {
     u8::try_from(kind)
         .ok()
         .and_then(casegate_audit::entry::EntryKind::from_code)
         .map_or_else(|| format!("kind {kind}"), |k| k.as_str().to_owned())
 }
 
-fn role_name(role: i32) -> &'static str {
+pub(crate) fn role_name(role: i32) -> &'static str {
     v1::Role::try_from(role).map_or("", |r| match r {
         v1::Role::Unspecified => "",
         v1::Role::Clinician => "clinician",
@@ -357,7 +361,7 @@ fn role_name(role: i32) -> &'static str {
 }
 
 /// One printed line of entries.
-struct Row([String; 11]);
+pub(crate) struct Row([String; 11]);
 
 const HEADER: [&str; 11] = [
     "index",
@@ -374,7 +378,7 @@ const HEADER: [&str; 11] = [
 ];
 
 impl Row {
-    fn of(e: &AuditEntry) -> Self {
+    pub(crate) fn of(e: &AuditEntry) -> Self {
         let actor = e.actor.as_ref().map_or_else(String::new, |a| {
             format!("{} {}", a.orgnr, role_name(a.role))
         });
@@ -399,7 +403,7 @@ impl Row {
 }
 
 /// The report's events, each rendered from its verified bytes.
-fn report_rows(report: &VerifiedReport) -> Vec<Row> {
+pub(crate) fn report_rows(report: &VerifiedReport) -> Vec<Row> {
     report.events.iter().map(|e| Row::of(&e.view())).collect()
 }
 
@@ -492,7 +496,7 @@ fn consent_table(consents: &[VerifiedConsent]) -> String {
     )
 }
 
-fn csv(rows: &[Row]) -> String {
+pub(crate) fn csv(rows: &[Row]) -> String {
     let mut out = format!("{}\r\n", HEADER.join(","));
     for row in rows {
         let cells: Vec<String> = row.0.iter().map(|c| render::csv_cell(c)).collect();
@@ -502,7 +506,7 @@ fn csv(rows: &[Row]) -> String {
     out
 }
 
-fn entry_json(e: &AuditEntry) -> Value {
+pub(crate) fn entry_json(e: &AuditEntry) -> Value {
     json!({
         "index": e.index,
         "kind": kind_name(e.kind),
@@ -531,7 +535,7 @@ fn entry_json(e: &AuditEntry) -> Value {
     })
 }
 
-fn report_json(report: &VerifiedReport, subject: &SubjectId) -> Value {
+pub(crate) fn report_json(report: &VerifiedReport, subject: &SubjectId) -> Value {
     let time = |t: casegate_consent::record::Timestamp| rfc3339(t.0);
     json!({
         "subject_id": subject.expose(),

@@ -119,6 +119,16 @@ impl<'p> Section<'p> {
         }
     }
 
+    /// Whether nothing is left to read (an absent section reads as empty).
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// Every remaining key and its value, in key order. Leaves the section empty.
+    pub fn entries(&mut self) -> Vec<(String, Value)> {
+        std::mem::take(&mut self.table).into_iter().collect()
+    }
+
     pub fn problems(&mut self) -> &mut Problems {
         self.problems
     }
@@ -250,21 +260,6 @@ impl<'p> Section<'p> {
             self.problems.1.push((format!("{full}[{i}]"), path.clone()));
         }
         paths
-    }
-
-    /// Every remaining key of this section whose value is a string, in key order; other
-    /// values are reported. Leaves the section empty.
-    pub fn string_entries(&mut self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        let keys: Vec<String> = self.table.keys().cloned().collect();
-        for key in keys {
-            match self.table.remove(&key) {
-                Some(Value::String(v)) => out.push((key, v)),
-                Some(other) => self.wrong_type(&key, "a string", &other),
-                None => {}
-            }
-        }
-        out
     }
 
     /// Reports every key that was not read as unknown.

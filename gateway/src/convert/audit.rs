@@ -19,6 +19,8 @@ pub struct AuditQuery {
     pub from: Option<Timestamp>,
     pub until: Option<Timestamp>,
     pub kinds: Vec<EntryKind>,
+    /// Reason codes (lower snake case); empty means any.
+    pub reasons: Vec<String>,
     pub start_index: u64,
     pub limit: u32,
 }
@@ -43,6 +45,9 @@ impl AuditQuery {
         if !self.kinds.is_empty() {
             let kinds: Vec<&str> = self.kinds.iter().map(|k| k.as_str()).collect();
             parts.push(format!("kinds={}", kinds.join(",")));
+        }
+        if !self.reasons.is_empty() {
+            parts.push(format!("reasons={}", self.reasons.join(",")));
         }
         parts.push(format!("start_index={}", self.start_index));
         parts.push(format!("limit={}", self.limit));
@@ -95,6 +100,7 @@ pub fn query_request(wire: &v1::QueryAuditRequest) -> Parsed<AuditQuery> {
         kinds,
         start_index,
         limit,
+        reasons,
     } = wire;
     let subject = optional(subject_id, |t| subject("subject_id", t))?;
     let orgnr = optional(org, |t| orgnr("orgnr", t))?;
@@ -116,6 +122,7 @@ pub fn query_request(wire: &v1::QueryAuditRequest) -> Parsed<AuditQuery> {
         .enumerate()
         .map(|(i, k)| kind(&format!("kinds[{i}]"), *k))
         .collect::<Parsed<Vec<_>>>()?;
+    let reasons = reason_codes("reasons", reasons)?;
     let limit = match *limit {
         0 => DEFAULT_QUERY_LIMIT,
         n if n > MAX_QUERY_LIMIT => {
@@ -132,9 +139,37 @@ pub fn query_request(wire: &v1::QueryAuditRequest) -> Parsed<AuditQuery> {
         from,
         until,
         kinds,
+        reasons,
         start_index: *start_index,
         limit,
     })
+}
+
+/// The most reason codes one filter may name.
+const MAX_REASONS: usize = 32;
+
+/// Reason codes as a filter names them: lower snake case, at most 64 characters each.
+pub fn reason_codes(field: &str, wire: &[String]) -> Parsed<Vec<String>> {
+    if wire.len() > MAX_REASONS {
+        return Err(FieldError::new(
+            field,
+            format!("at most {MAX_REASONS} reason codes"),
+        ));
+    }
+    for (i, code) in wire.iter().enumerate() {
+        let valid = !code.is_empty()
+            && code.len() <= 64
+            && code
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !valid {
+            return Err(FieldError::new(
+                format!("{field}[{i}]"),
+                "a reason code is lower snake case (e.g. consent_withdrawn), at most 64 characters",
+            ));
+        }
+    }
+    Ok(wire.to_vec())
 }
 
 pub fn report_request(wire: &v1::SubjectAccessReportRequest) -> Parsed<SubjectId> {

@@ -66,7 +66,8 @@ fn parties(field: &str, wire: &[v1::Party]) -> Parsed<Vec<Party>> {
         .collect()
 }
 
-fn provision(field: &str, wire: &v1::Provision, vocabulary: &Vocabulary) -> Parsed<Provision> {
+/// A provision as sent, checked against the vocabulary (`field` names it in errors).
+pub fn provision(field: &str, wire: &v1::Provision, vocabulary: &Vocabulary) -> Parsed<Provision> {
     let v1::Provision {
         senders,
         recipients,

@@ -54,6 +54,11 @@ pub struct TokenClaims {
     /// SHA-256 of the client certificate (DER) to bind the token to (RFC 8705).
     pub bind_cert_sha256: Option<[u8; 32]>,
     pub ttl: std::time::Duration,
+    /// The identity provider that logged the person in upstream (claim `idp`), when the
+    /// token is minted by a backend-for-frontend such as the web tier.
+    pub idp: Option<String>,
+    /// The assurance level of that login (OpenID Connect Core §2 `acr`).
+    pub acr: Option<String>,
 }
 
 impl TokenIssuer {
@@ -151,6 +156,12 @@ impl TokenIssuer {
         });
         if let Some(pid) = &claims.pid {
             body["pid"] = json!(pid);
+        }
+        if let Some(idp) = &claims.idp {
+            body["idp"] = json!(idp);
+        }
+        if let Some(acr) = &claims.acr {
+            body["acr"] = json!(acr);
         }
         if let Some(hash) = claims.bind_cert_sha256 {
             body["cnf"] = json!({ "x5t#S256": URL_SAFE_NO_PAD.encode(hash) });

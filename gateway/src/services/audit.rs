@@ -1,6 +1,8 @@
 //! `casegate.v1.AuditService`: checkpoints, proofs and export; audit queries and subject
 //! access reports, both answered from the audit index and both audited themselves.
 
+mod summary;
+
 use std::{collections::BTreeMap, sync::Arc};
 
 use casegate_audit::{
@@ -19,7 +21,8 @@ use casegate_proto::v1::{
     GetCheckpointRequest, GetCheckpointResponse, GetConsistencyProofRequest,
     GetConsistencyProofResponse, GetInclusionProofRequest, GetInclusionProofResponse,
     InclusionProof, QueryAuditRequest, QueryAuditResponse, ReportEvent, SubjectAccessReportRequest,
-    SubjectAccessReportResponse, audit_service_server::AuditService,
+    SubjectAccessReportResponse, SummarizeAuditRequest, SummarizeAuditResponse,
+    audit_service_server::AuditService,
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -298,6 +301,7 @@ impl AuditService for AuditApi {
             visible_to: scope.visible_to(),
             consents: Vec::new(),
             kinds: query.kinds.clone(),
+            reasons: query.reasons.clone(),
             from_micros: query.from.map(|t| t.0),
             until_micros: query.until.map(|t| t.0),
         };
@@ -323,6 +327,13 @@ impl AuditService for AuditApi {
         })
         .await?;
         Ok(Response::new(Box::pin(tokio_stream::iter(found))))
+    }
+
+    async fn summarize_audit(
+        &self,
+        request: Request<SummarizeAuditRequest>,
+    ) -> Result<Response<SummarizeAuditResponse>, Status> {
+        self.summarize(request).await
     }
 
     async fn subject_access_report(

@@ -1,0 +1,58 @@
+//! Times as people read them: in Europe/Oslo ([`crate::oslo`]), in the page's language.
+
+use super::text::Lang;
+use crate::oslo;
+
+fn format(micros: i64, nordic: &str, english: &str, lang: Lang) -> String {
+    oslo::zoned(micros).map_or_else(String::new, |z| {
+        z.strftime(match lang {
+            Lang::Nb | Lang::Nn => nordic,
+            Lang::En => english,
+        })
+        .to_string()
+    })
+}
+
+/// `micros` since the Unix epoch as a date and time in Oslo: `5.12.2026 kl. 20.15` (nb, nn),
+/// `5 Dec 2026, 20:15` (en).
+pub fn date_time(micros: i64, lang: Lang) -> String {
+    format(micros, "%-d.%-m.%Y kl. %H.%M", "%-d %b %Y, %H:%M", lang)
+}
+
+/// `micros` as a date in Oslo: `1.7.2027` (nb, nn), `1 Jul 2027` (en).
+pub fn date(micros: i64, lang: Lang) -> String {
+    format(micros, "%-d.%-m.%Y", "%-d %b %Y", lang)
+}
+
+/// Only the time of day in Oslo: `20.15` (nb, nn), `20:15` (en).
+pub fn clock(micros: i64, lang: Lang) -> String {
+    format(micros, "%H.%M", "%H:%M", lang)
+}
+
+/// Midnight at the start of `date` (`YYYY-MM-DD`, as an `<input type=date>` sends it) in Oslo,
+/// as microseconds since the Unix epoch.
+pub fn parse_date(date: &str) -> Option<i64> {
+    oslo::start_of(date.parse().ok()?)
+}
+
+/// `micros` as `YYYY-MM-DD` in Oslo, for an `<input type=date>` value.
+pub fn input_date(micros: i64) -> String {
+    oslo::day(micros)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oslo_summer_and_winter_time() {
+        // 2026-07-01T10:00:00Z is 12:00 CEST; 2026-12-01T10:00:00Z is 11:00 CET.
+        let summer = 1_782_900_000_000_000;
+        let winter = 1_796_119_200_000_000;
+        assert_eq!(date_time(summer, Lang::Nb), "1.7.2026 kl. 12.00");
+        assert_eq!(date_time(winter, Lang::En), "1 Dec 2026, 11:00");
+        assert_eq!(clock(winter, Lang::Nn), "11.00");
+        assert_eq!(parse_date("2026-07-01"), Some(summer - 12 * 3_600_000_000));
+        assert_eq!(input_date(summer), "2026-07-01");
+    }
+}
