@@ -200,6 +200,12 @@ impl Web {
     }
 }
 
+/// The `n`th synthetic jobseeker of the development login (`jobseeker-{n+1}`): a synthetic
+/// identity number with valid check digits, no real person's.
+pub fn dev_jobseeker(n: usize) -> Option<SubjectId> {
+    SubjectId::synthetic_all().step_by(997).nth(n)
+}
+
 /// An identity number as pages show it: the date of birth, the rest masked.
 pub fn masked(subject: &SubjectId) -> String {
     let digits = subject.expose();

@@ -68,6 +68,9 @@ impl std::fmt::Debug for TestGateway {
     }
 }
 
+/// The `iss` of the web tier's tokens in the test configuration.
+pub const WEB_ISSUER: &str = "casegate-test-web";
+
 /// Synthetic organisations: numbers with valid check digits, used by no real organisation here.
 /// `authority` is a supervisory organisation: its privacy officers see every audit entry.
 const ORGS: [(&str, &str); 6] = [
@@ -144,6 +147,15 @@ impl TestGateway {
         write("server.pem", &server.cert_pem);
         write("server.key", &server.key_pem);
         write("jwks.json", &issuer.jwks_json());
+        // What a `[web]` section (crate::web::CONFIG) refers to: each organisation's
+        // certificate and key, and the web tier's own token issuer.
+        for org in &orgs {
+            write(&format!("{}.pem", org.slug), &org.cert.cert_pem);
+            write(&format!("{}.key", org.slug), &org.cert.key_pem);
+        }
+        let web_issuer = TokenIssuer::generate(WEB_ISSUER, AUDIENCE).expect("web issuer");
+        write("web-issuer.key", &web_issuer.private_key_pem());
+        write("web-jwks.json", &web_issuer.jwks_json());
         let audit_key =
             casegate_audit::checkpoint::Signer::generate(AUDIT_ORIGIN).expect("audit key");
         write("audit.key", &audit_key.to_skey());
@@ -159,7 +171,11 @@ impl TestGateway {
         let authority = ORGS[5].1;
         let names: String = ORGS
             .iter()
-            .map(|(slug, orgnr)| format!("\"{orgnr}\" = \"Test {slug}\"\n"))
+            .map(|(slug, orgnr)| {
+                format!(
+                    "\"{orgnr}\" = {{ name = \"Test {slug}\", contact = \"https://{slug}.test.casegate.invalid/contact\" }}\n"
+                )
+            })
             .collect();
         let config_text = format!(
             r#"
@@ -182,6 +198,12 @@ iss = "{ISSUER}"
 audience = "{AUDIENCE}"
 algorithms = ["EdDSA"]
 jwks_file = "jwks.json"
+
+[[auth.issuers]]
+iss = "{WEB_ISSUER}"
+audience = "{AUDIENCE}"
+algorithms = ["EdDSA"]
+jwks_file = "web-jwks.json"
 
 [storage]
 data_dir = "data"

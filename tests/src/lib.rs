@@ -13,5 +13,6 @@ pub mod jwks_server;
 pub mod powercut;
 pub mod scenario;
 pub mod tls_probe;
+pub mod web;
 
 pub use gateway::{Caller, TestGateway, TestOrg};

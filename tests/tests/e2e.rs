@@ -16,4 +16,5 @@ mod e2e {
     mod revocation;
     mod service_discovery;
     mod tokens;
+    mod web;
 }

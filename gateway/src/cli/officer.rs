@@ -361,19 +361,21 @@ pub(crate) fn role_name(role: i32) -> &'static str {
 }
 
 /// One printed line of entries.
-pub(crate) struct Row([String; 11]);
+pub(crate) struct Row([String; 13]);
 
-const HEADER: [&str; 11] = [
+const HEADER: [&str; 13] = [
     "index",
     "time",
     "kind",
     "actor",
+    "user",
     "sender",
     "recipient",
     "category",
     "purpose",
     "consent",
     "reason",
+    "request_id",
     "detail",
 ];
 
@@ -387,6 +389,9 @@ impl Row {
             e.time.as_ref().map_or_else(String::new, wire_time),
             kind_name(e.kind),
             actor.trim().to_owned(),
+            e.actor
+                .as_ref()
+                .map_or_else(String::new, |a| a.user_id.clone()),
             e.sender_orgnr.clone(),
             e.recipient_orgnr.clone(),
             e.category.clone(),
@@ -397,6 +402,7 @@ impl Row {
                 format!("{} v{}", e.consent_id, e.consent_version)
             },
             e.reason.clone(),
+            e.request_id.clone(),
             e.detail.clone(),
         ])
     }

@@ -10,7 +10,6 @@ use axum::{
     extract::State,
     response::{IntoResponse, Redirect, Response},
 };
-use casegate_consent::SubjectId;
 use serde::Deserialize;
 use tower_sessions::Session;
 
@@ -29,10 +28,8 @@ pub struct DevPerson {
 
 /// Three synthetic jobseekers (valid check digits, no real person) and one privacy officer.
 pub fn dev_people(upstream: &Upstream) -> Vec<DevPerson> {
-    let mut people: Vec<DevPerson> = SubjectId::synthetic_all()
-        .step_by(997)
-        .take(3)
-        .enumerate()
+    let mut people: Vec<DevPerson> = (0..3)
+        .filter_map(|i| super::dev_jobseeker(i).map(|s| (i, s)))
         .map(|(i, subject)| DevPerson {
             key: format!("jobseeker-{}", i + 1),
             person: Person {
