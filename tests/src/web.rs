@@ -159,6 +159,11 @@ impl WebClient {
             .await
     }
 
+    /// Continues a browser's session (its `name=value` session cookie).
+    pub fn use_cookie(&self, pair: String) {
+        *self.cookie.lock().expect("cookie") = Some(pair);
+    }
+
     /// Logs in through the development picker as `who` (`jobseeker-1`, `officer`, …).
     pub async fn dev_login(&self, who: &str) {
         let picker = self.get("/dev/login").await;

@@ -5,6 +5,7 @@ mod e2e {
     mod audit_log;
     mod audit_queries;
     mod boundaries;
+    mod browser;
     mod consent;
     mod disclosure;
     mod disclosure_crash;

@@ -176,8 +176,23 @@ fn timeline(web: &Web, tr: &Tr, report: &VerifiedReport, consent: Option<&str>) 
     let mut items: Vec<Item> = Vec::new();
     let mut notes: BTreeMap<String, usize> = BTreeMap::new();
     let mut in_scope: Vec<String> = Vec::new();
+    // Every visit to these pages is itself recorded; the jobseeker's own looks are one line.
+    let mut own_looks: Vec<i64> = Vec::new();
     for event in &report.events {
         let entry = &event.entry;
+        let by_self = entry
+            .actor
+            .as_ref()
+            .is_some_and(|a| a.role == casegate_consent::Role::Jobseeker.as_str());
+        if by_self
+            && matches!(
+                entry.kind,
+                EntryKind::SubjectReportIssued | EntryKind::ConsentsRead
+            )
+        {
+            own_looks.push(entry.time_micros);
+            continue;
+        }
         let about = entry.consent.as_ref().map(|r| r.id.as_str());
         if let Some(wanted) = consent {
             let step_of_note = sentence::is_note_step(entry.kind)
@@ -224,6 +239,19 @@ fn timeline(web: &Web, tr: &Tr, report: &VerifiedReport, consent: Option<&str>) 
             refused: entry.kind == EntryKind::DisclosureRefused,
             contacts,
             micros: entry.time_micros,
+        });
+    }
+    if let (Some(&last), None) = (own_looks.last(), consent) {
+        items.push(Item {
+            time: time::date_time(last, tr.lang),
+            text: tr.fill(
+                "event.own_looks",
+                &[("count", &own_looks.len().to_string())],
+            ),
+            steps: Vec::new(),
+            refused: false,
+            contacts: Vec::new(),
+            micros: last,
         });
     }
     items.sort_by_key(|i| std::cmp::Reverse(i.micros));
