@@ -130,6 +130,14 @@ pub fn consent_ref(record: &ConsentRecord) -> ConsentRef {
     }
 }
 
+/// `detail` followed by the caller's upstream login, if a backend-for-frontend vouched for one.
+pub fn with_login(detail: Option<String>, principal: &Principal) -> Option<String> {
+    match (detail, &principal.login) {
+        (Some(detail), Some(login)) => Some(format!("{detail} {login}")),
+        (detail, login) => detail.or_else(|| login.clone()),
+    }
+}
+
 /// The audit actor for a verified caller.
 pub fn actor(principal: &Principal) -> Actor {
     Actor {

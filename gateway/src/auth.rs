@@ -190,6 +190,11 @@ struct Claims {
     role: Option<String>,
     pid: Option<String>,
     cnf: Option<Confirmation>,
+    /// The identity provider of an upstream login, in tokens a backend-for-frontend (the web
+    /// tier) mints for the person it logged in.
+    idp: Option<String>,
+    /// That login's assurance level (OpenID Connect Core §2 `acr`).
+    acr: Option<String>,
 }
 
 /// The `cnf` claim (RFC 7800 §3.1): only the certificate thumbprint method of RFC 8705 §3.1 is
@@ -356,6 +361,18 @@ impl Authenticator {
             crate::text::check(sub, MAX_SUB_BYTES)
                 .map_err(|rule| AuthError::InvalidClaim("sub", rule))?;
         }
+        for (name, value) in [("idp", &claims.idp), ("acr", &claims.acr)] {
+            if let Some(value) = value {
+                crate::text::check(value, MAX_SUB_BYTES)
+                    .map_err(|rule| AuthError::InvalidClaim(name, rule))?;
+                if value.contains(char::is_whitespace) {
+                    return Err(AuthError::InvalidClaim(
+                        name,
+                        crate::text::TextRule::Whitespace,
+                    ));
+                }
+            }
+        }
         Ok(claims)
     }
 
@@ -421,6 +438,10 @@ impl Authenticator {
             pid,
             cert_sha256: client.cert_sha256,
             certificate_bound,
+            login: claims.idp.as_ref().map(|idp| match &claims.acr {
+                Some(acr) => format!("login={idp} acr={acr}"),
+                None => format!("login={idp}"),
+            }),
         })
     }
 }

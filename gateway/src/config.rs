@@ -19,7 +19,7 @@ use toml::{Table, Value};
 
 pub use reader::Problem;
 use reader::{Problems, Section};
-pub use web::{AudienceConfig, WebConfig};
+pub use web::{AudienceConfig, OidcConfig, WebConfig};
 
 /// Prefix of environment variables that override settings: `CASEGATE_SERVER__LISTEN` sets
 /// `server.listen` (sections separated by a double underscore).

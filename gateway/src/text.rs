@@ -18,6 +18,9 @@ pub enum TextRule {
     Control,
     #[error("must not contain invisible format characters (such as bidirectional controls)")]
     Format,
+    /// For single words (a claim that becomes `name=value` in an audit entry's detail).
+    #[error("must not contain whitespace")]
+    Whitespace,
 }
 
 /// Checks `value` against the rule: non-blank, at most `max` bytes (UTF-8), no control or

@@ -12,6 +12,7 @@ mod chrome;
 mod jobseeker;
 mod login;
 mod officer;
+mod oidc;
 mod security;
 mod sentence;
 mod session;
@@ -46,6 +47,9 @@ pub struct Web {
     /// The audit log's verifier keys: reports and checkpoints are verified against these,
     /// never against a key the gateway's answer names.
     verifiers: Vec<Verifier>,
+    /// OpenID Connect login per audience, where configured.
+    jobseeker_login: Option<oidc::Provider>,
+    officer_login: Option<oidc::Provider>,
     /// The synthetic people of the development login; `None` outside `casegate dev`.
     dev_people: Option<Vec<login::DevPerson>>,
     session_idle: std::time::Duration,
@@ -62,6 +66,8 @@ pub enum WebError {
     Upstream(#[from] UpstreamError),
     #[error("audit signing key: {0}")]
     Verifier(String),
+    #[error("OpenID Connect: {0}")]
+    Oidc(#[from] oidc::SetupError),
 }
 
 impl Web {
@@ -92,12 +98,24 @@ impl Web {
         let signer = crate::audit::load_signer(&config.audit.signing_key)
             .map_err(|e| WebError::Verifier(e.to_string()))?;
         let dev_people = dev.then(|| login::dev_people(&upstream));
+        let public_url = web.public_url.clone().unwrap_or_default();
+        let provider = |config: &crate::config::AudienceConfig, audience| {
+            config
+                .oidc
+                .as_ref()
+                .map(|oidc| oidc::Provider::new(oidc, audience, &public_url))
+                .transpose()
+        };
+        let jobseeker_login = provider(&web.jobseekers, Audience::Jobseeker)?;
+        let officer_login = provider(&web.officers, Audience::Officer)?;
         Ok(Some(Self {
             upstream,
             vocabulary: config.vocabulary.clone(),
             organisations: config.organisations.clone(),
             contacts: config.contacts.clone(),
             verifiers: vec![signer.verifier()],
+            jobseeker_login,
+            officer_login,
             dev_people,
             session_idle: web.session_idle,
             max_consent_period: config.max_consent_period,
@@ -123,6 +141,8 @@ impl Web {
             .route("/static/site.css", get(chrome::stylesheet))
             .route("/session/extend", post(chrome::extend))
             .route("/logout", post(login::logout))
+            .route("/login/{audience}", get(login::oidc_start))
+            .route("/login/{audience}/callback", get(login::oidc_callback))
             .route("/me", get(jobseeker::consents))
             .route("/me/consents/new", get(jobseeker::new_form))
             .route("/me/consents/preview", post(jobseeker::preview))

@@ -11,6 +11,7 @@ pub mod crash;
 pub mod fixtures;
 pub mod gateway;
 pub mod jwks_server;
+pub mod oidc_provider;
 pub mod powercut;
 pub mod scenario;
 pub mod tls_probe;

@@ -20,6 +20,8 @@ use crate::TestGateway;
 pub const CONFIG: &str = r#"
 [web]
 listen = "127.0.0.1:0"
+# TestWeb sets the real address (CASEGATE_WEB__PUBLIC_URL) once it has bound its port.
+public_url = "http://127.0.0.1:9"
 gateway_ca = "ca.pem"
 issuer = "casegate-test-web"
 issuer_key = "web-issuer.key"
@@ -45,14 +47,18 @@ impl TestWeb {
     /// Serves the web tier of `gateway` (started with [`CONFIG`] in its config); `dev` turns on
     /// the development login picker.
     pub async fn start(gateway: &TestGateway, dev: bool) -> Self {
-        let config = Config::load(&gateway.config_path()).expect("config");
-        let web = Web::build(&config, gateway.addr, dev)
-            .expect("web tier builds")
-            .expect("the config has [web]");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
         let addr = listener.local_addr().expect("addr");
+        let public_url = (
+            "CASEGATE_WEB__PUBLIC_URL".to_owned(),
+            format!("http://{addr}"),
+        );
+        let config = Config::load_with_env(&gateway.config_path(), [public_url]).expect("config");
+        let web = Web::build(&config, gateway.addr, dev)
+            .expect("web tier builds")
+            .expect("the config has [web]");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(casegate::web::serve(listener, web.router(), async {
             let _ = stopped.await;

@@ -18,4 +18,5 @@ mod e2e {
     mod service_discovery;
     mod tokens;
     mod web;
+    mod web_login;
 }

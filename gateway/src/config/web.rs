@@ -15,6 +15,10 @@ pub struct WebConfig {
     /// Where browsers connect. Without `[web] tls_cert` the listener speaks plain HTTP and must be
     /// on loopback, behind a TLS-terminating reverse proxy on the same host.
     pub listen: SocketAddr,
+    /// The address browsers use for these pages (`https://…`, no path), which the identity
+    /// providers redirect back to (`<public_url>/login/<audience>/callback`). Required when an
+    /// audience logs in with OpenID Connect.
+    pub public_url: Option<String>,
     /// The gateway's gRPC address as the web tier dials it, e.g. `https://localhost:50051`
     /// (the host must be a name in the gateway's server certificate). Default: `localhost` and
     /// the port of `[server] listen`.
@@ -37,13 +41,42 @@ pub struct WebConfig {
     pub officers: AudienceConfig,
 }
 
-/// One audience's client certificate (the organisation the web tier acts through).
+/// One audience's client certificate (the organisation the web tier acts through) and how
+/// its people log in.
 #[derive(Debug, Clone)]
 pub struct AudienceConfig {
     /// PEM client certificate chain.
     pub cert: PathBuf,
     /// PEM private key.
     pub key: PathBuf,
+    /// OpenID Connect login (`[web.<audience>.oidc]`); without it only `casegate dev`'s picker
+    /// logs this audience in.
+    pub oidc: Option<OidcConfig>,
+}
+
+/// An OpenID Connect provider (OpenID Connect Core 1.0 §3.1, authorization code flow, with
+/// PKCE, RFC 7636): ID-porten for jobseekers, HelseID or Entra ID for officers.
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    /// The provider's issuer (`iss`); its discovery document is at
+    /// `<issuer_url>/.well-known/openid-configuration` (OpenID Connect Discovery 1.0 §4).
+    pub issuer_url: String,
+    /// The web tier's client id at the provider.
+    pub client_id: String,
+    /// A file holding the client secret (`client_secret_basic`); a public client with PKCE
+    /// alone when absent.
+    pub client_secret_file: Option<PathBuf>,
+    /// PEM roots to trust for the provider; the public web PKI when absent.
+    pub ca: Option<PathBuf>,
+    /// Scopes besides `openid`, e.g. `profile`.
+    pub scopes: Vec<String>,
+    /// `acr_values` to ask for, e.g. `idporten-loa-high`.
+    pub acr_values: Option<String>,
+    /// The ID token claim holding a jobseeker's national identity number (ID-porten: `pid`).
+    pub pid_claim: String,
+    /// For officers: the claim (a string or an array of strings) that must hold `role_value`.
+    pub role_claim: Option<String>,
+    pub role_value: Option<String>,
 }
 
 /// Reads `[web]`; `None` when absent or invalid (problems recorded).
@@ -72,6 +105,16 @@ pub(super) fn read(root: &mut Section<'_>, base: &Path) -> Option<WebConfig> {
              reverse proxy on the same host",
         );
     }
+    let public_url = s.opt_string("public_url");
+    if let Some(url) = &public_url
+        && (!url.starts_with("https://") && !url.starts_with("http://127.0.0.1:")
+            || url.ends_with('/'))
+    {
+        s.problem(
+            "public_url",
+            "must be https://host[:port] with no trailing slash (http only for 127.0.0.1)",
+        );
+    }
     let gateway_url = s.opt_string("gateway_url");
     if let Some(url) = &gateway_url
         && !url.starts_with("https://")
@@ -93,11 +136,21 @@ pub(super) fn read(root: &mut Section<'_>, base: &Path) -> Option<WebConfig> {
         Duration::from_secs(60),
         Duration::from_secs(8 * 3600),
     );
-    let jobseekers = audience(&mut s, "jobseekers", base);
-    let officers = audience(&mut s, "officers", base);
+    let jobseekers = audience(&mut s, "jobseekers", base, false);
+    let officers = audience(&mut s, "officers", base, true);
+    let uses_oidc = [&jobseekers, &officers]
+        .iter()
+        .any(|a| a.as_ref().is_some_and(|a| a.oidc.is_some()));
+    if uses_oidc && public_url.is_none() {
+        s.problem(
+            "public_url",
+            "missing: OpenID Connect providers redirect back to it",
+        );
+    }
     s.finish();
     Some(WebConfig {
         listen: listen?,
+        public_url,
         gateway_url,
         gateway_ca: gateway_ca?,
         issuer: issuer?,
@@ -109,13 +162,67 @@ pub(super) fn read(root: &mut Section<'_>, base: &Path) -> Option<WebConfig> {
     })
 }
 
-fn audience(s: &mut Section<'_>, key: &str, base: &Path) -> Option<AudienceConfig> {
+fn audience(s: &mut Section<'_>, key: &str, base: &Path, officers: bool) -> Option<AudienceConfig> {
     let mut a = s.section(key);
     let cert = a.file("cert", base);
     let key = a.file("key", base);
+    let oidc = {
+        let mut o = a.section("oidc");
+        if o.is_empty() {
+            o.finish();
+            None
+        } else {
+            let issuer_url = o.string("issuer_url");
+            if let Some(url) = &issuer_url
+                && !url.starts_with("https://")
+            {
+                o.problem("issuer_url", "must start with https://");
+            }
+            let client_id = o.string("client_id");
+            let client_secret_file = o.opt_string("client_secret_file").map(|p| {
+                let path = base.join(p);
+                let key = o.key("client_secret_file");
+                o.problems().1.push((key, path.clone()));
+                path
+            });
+            let ca = o.opt_string("ca").map(|p| {
+                let path = base.join(p);
+                let key = o.key("ca");
+                o.problems().1.push((key, path.clone()));
+                path
+            });
+            let scopes = o.strings("scopes", false).unwrap_or_default();
+            let acr_values = o.opt_string("acr_values");
+            let pid_claim = o
+                .opt_string("pid_claim")
+                .unwrap_or_else(|| "pid".to_owned());
+            let role_claim = o.opt_string("role_claim");
+            let role_value = o.opt_string("role_value");
+            if officers && (role_claim.is_none() || role_value.is_none()) {
+                o.problem(
+                    "role_claim",
+                    "officers need role_claim and role_value: the claim that makes a person a \
+                     privacy officer",
+                );
+            }
+            o.finish();
+            Some(OidcConfig {
+                issuer_url: issuer_url?,
+                client_id: client_id?,
+                client_secret_file,
+                ca,
+                scopes,
+                acr_values,
+                pid_claim,
+                role_claim,
+                role_value,
+            })
+        }
+    };
     a.finish();
     Some(AudienceConfig {
         cert: cert?,
         key: key?,
+        oidc,
     })
 }

@@ -292,7 +292,7 @@ impl AuditService for AuditApi {
         let scope = self.scope(principal);
         let pseudonym = query.subject.as_ref().map(|s| self.pseudonyms.pseudonym(s));
         let mut entry = look(EntryKind::AuditQueried, principal, pseudonym);
-        entry.detail = Some(format!("{} {scope}", query.describe()));
+        entry.detail = audit::with_login(Some(format!("{} {scope}", query.describe())), principal);
         let appended = self.audit.append(&entry).await.map_err(append_error)?;
 
         let filter = Filter {
@@ -360,7 +360,7 @@ impl AuditService for AuditApi {
             }
         };
         let mut entry = look(EntryKind::SubjectReportIssued, principal, Some(pseudonym));
-        entry.detail = Some(scope.to_string());
+        entry.detail = audit::with_login(Some(scope.to_string()), principal);
         let appended = self.audit.append(&entry).await.map_err(append_error)?;
 
         let consents = self.consents.clone();
@@ -544,6 +544,7 @@ fn look(kind: EntryKind, principal: &Principal, subject: Option<[u8; 32]>) -> En
     let mut entry = Entry::new(kind, audit::now_micros());
     entry.actor = Some(audit::actor(principal));
     entry.subject_pseudonym = subject;
+    entry.detail = principal.login.clone();
     entry
 }
 

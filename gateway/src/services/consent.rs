@@ -96,6 +96,7 @@ impl ConsentApi {
         entry.subject_pseudonym = Some(self.pseudonyms.pseudonym(&record.subject));
         entry.consent = Some(audit::consent_ref(record));
         entry.policy_version = Some(POLICY_VERSION.to_owned());
+        entry.detail = principal.login.clone();
         entry
     }
 
@@ -124,7 +125,7 @@ impl ConsentApi {
     fn read_entry(&self, principal: &Principal, detail: String) -> Entry {
         let mut entry = Entry::new(EntryKind::ConsentsRead, audit::now_micros());
         entry.actor = Some(audit::actor(principal));
-        entry.detail = Some(detail);
+        entry.detail = audit::with_login(Some(detail), principal);
         entry
     }
 }

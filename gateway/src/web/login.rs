@@ -7,7 +7,7 @@ use std::sync::Arc;
 use askama::Template;
 use axum::{
     Form,
-    extract::State,
+    extract::{Path, Query, State},
     response::{IntoResponse, Redirect, Response},
 };
 use serde::Deserialize;
@@ -16,7 +16,7 @@ use tower_sessions::Session;
 use super::{
     Audience, Person, Upstream, Web,
     chrome::{Chrome, render},
-    masked, session,
+    masked, oidc, session,
 };
 
 /// A synthetic person of the development login.
@@ -59,6 +59,8 @@ pub fn dev_people(upstream: &Upstream) -> Vec<DevPerson> {
 struct Landing {
     c: Chrome,
     dev: bool,
+    jobseeker_login: bool,
+    officer_login: bool,
 }
 
 /// `GET /`: the way in, or the logged-in person's own start page.
@@ -69,6 +71,8 @@ pub async fn landing(State(web): State<Arc<Web>>, session: Session) -> Response 
         None => render(&Landing {
             c: Chrome::new(&web, &session, "landing.title", "/").await,
             dev: web.dev_people.is_some(),
+            jobseeker_login: web.jobseeker_login.is_some(),
+            officer_login: web.officer_login.is_some(),
         }),
     }
 }
@@ -147,6 +151,87 @@ pub async fn dev_login(
     };
     session::log_in(&session, &picked.person).await;
     Redirect::to("/").into_response()
+}
+
+fn provider<'w>(web: &'w Web, audience: &str) -> Option<&'w oidc::Provider> {
+    match audience {
+        "jobseeker" => web.jobseeker_login.as_ref(),
+        "officer" => web.officer_login.as_ref(),
+        _ => None,
+    }
+}
+
+/// `GET /login/{jobseeker|officer}`: off to the audience's identity provider (a GET link, since
+/// `form-action 'self'` would stop a form's redirect to another site).
+pub async fn oidc_start(
+    State(web): State<Arc<Web>>,
+    session: Session,
+    Path(audience): Path<String>,
+) -> Response {
+    let Some(provider) = provider(&web, &audience) else {
+        return super::chrome::not_found(State(web), session).await;
+    };
+    match provider.start().await {
+        Ok((url, pending)) => {
+            session::put(&session, &pending_key(&audience), &pending).await;
+            Redirect::to(&url).into_response()
+        }
+        Err(e) => login_failed(&web, &session, &e).await,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Callback {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+}
+
+/// `GET /login/{jobseeker|officer}/callback`: the provider's answer.
+pub async fn oidc_callback(
+    State(web): State<Arc<Web>>,
+    session: Session,
+    Path(audience): Path<String>,
+    Query(answer): Query<Callback>,
+) -> Response {
+    let Some(provider) = provider(&web, &audience) else {
+        return super::chrome::not_found(State(web), session).await;
+    };
+    // A pending login is used once, whatever the outcome.
+    let pending = session::take::<oidc::Pending>(&session, &pending_key(&audience)).await;
+    let result = match (pending, answer.error, answer.code) {
+        (None, ..) => Err(oidc::LoginError::State),
+        (_, Some(error), _) => Err(oidc::LoginError::Provider(error)),
+        (_, None, None) => Err(oidc::LoginError::Provider("no code".into())),
+        (Some(pending), None, Some(code)) => {
+            provider
+                .finish(pending, answer.state.as_deref().unwrap_or_default(), &code)
+                .await
+        }
+    };
+    match result {
+        Ok(person) => {
+            tracing::info!(idp = %person.idp, audience, "logged in");
+            session::log_in(&session, &person).await;
+            Redirect::to("/").into_response()
+        }
+        Err(e) => login_failed(&web, &session, &e).await,
+    }
+}
+
+fn pending_key(audience: &str) -> String {
+    format!("oidc_pending_{audience}")
+}
+
+async fn login_failed(web: &Web, session: &Session, e: &oidc::LoginError) -> Response {
+    tracing::warn!(error = %e, "login failed");
+    let c = Chrome::new(web, session, "login.failed_title", "/").await;
+    let page = super::chrome::ErrorPage {
+        message: c.t.get("login.failed"),
+        detail: e.to_string(),
+        c,
+    };
+    (axum::http::StatusCode::FORBIDDEN, render(&page)).into_response()
 }
 
 /// `POST /logout`: ends the session.

@@ -31,6 +31,13 @@ pub fn random_token() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// Whether two secrets (tokens, OAuth `state`) are equal. Compared as SHA-256 digests, so the
+/// comparison's time says nothing about the secret.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    let digest = |text: &str| ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    digest(a).as_ref() == digest(b).as_ref()
+}
+
 /// The session's CSRF token, created on first use.
 pub async fn csrf(session: &Session) -> String {
     if let Ok(Some(token)) = session.get::<String>(CSRF).await {
@@ -84,6 +91,11 @@ pub async fn put<T: Serialize>(session: &Session, key: &str, value: &T) {
 /// A value kept by [`put`]; it stays until replaced, so reloading the page shows it again.
 pub async fn peek<T: DeserializeOwned>(session: &Session, key: &str) -> Option<T> {
     session.get::<T>(key).await.ok().flatten()
+}
+
+/// Takes a value out of the session (it is gone afterwards).
+pub async fn take<T: DeserializeOwned>(session: &Session, key: &str) -> Option<T> {
+    session.remove::<T>(key).await.ok().flatten()
 }
 
 async fn store<T: Serialize>(session: &Session, key: &str, value: &T) {

@@ -67,25 +67,28 @@ impl AuditApi {
         let scope = self.scope(principal);
 
         let mut entry = look(EntryKind::AuditQueried, principal, None);
-        entry.detail = Some(format!(
-            "summary from={}{}{}{} {scope}",
-            convert_audit::rfc3339(from.0),
-            until.map_or_else(String::new, |u| format!(
-                " until={}",
-                convert_audit::rfc3339(u.0)
+        entry.detail = crate::audit::with_login(
+            Some(format!(
+                "summary from={}{}{}{} {scope}",
+                convert_audit::rfc3339(from.0),
+                until.map_or_else(String::new, |u| format!(
+                    " until={}",
+                    convert_audit::rfc3339(u.0)
+                )),
+                if kinds.is_empty() {
+                    String::new()
+                } else {
+                    let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+                    format!(" kinds={}", names.join(","))
+                },
+                if reasons.is_empty() {
+                    String::new()
+                } else {
+                    format!(" reasons={}", reasons.join(","))
+                },
             )),
-            if kinds.is_empty() {
-                String::new()
-            } else {
-                let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
-                format!(" kinds={}", names.join(","))
-            },
-            if reasons.is_empty() {
-                String::new()
-            } else {
-                format!(" reasons={}", reasons.join(","))
-            },
-        ));
+            principal,
+        );
         let appended = self.audit.append(&entry).await.map_err(append_error)?;
         let end = appended.checkpoint.checkpoint.size;
         let filter = Filter {

@@ -1,0 +1,287 @@
+//! Logging people in with OpenID Connect (OpenID Connect Core 1.0 §3.1, the authorization code
+//! flow) with PKCE (RFC 7636, S256), through the kept `openidconnect` crate: ID-porten for
+//! jobseekers, the organisation's provider (HelseID, Entra ID) for officers.
+//!
+//! The provider is discovered (OpenID Connect Discovery 1.0) at the start of each login and
+//! again at its callback, so a rotated signing key is always the current one. The ID token's
+//! signature, `iss`, `aud`, `exp` and `nonce` are checked by the library; the jobseeker's
+//! identity number and the officer's role are read from the verified token.
+
+use std::time::Duration;
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use casegate_consent::SubjectId;
+use openidconnect::{
+    AuthenticationContextClass, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
+    EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, Nonce, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+    core::{CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata},
+};
+use rustls_pki_types::{CertificateDer, pem::PemObject};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{Audience, Person};
+use crate::config::OidcConfig;
+
+/// What a login waits for between leaving for the provider and coming back (kept in the
+/// session).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pending {
+    state: String,
+    nonce: String,
+    verifier: String,
+}
+
+/// Why a login failed. Messages name the step, never the person.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("the identity provider could not be reached or described itself wrongly: {0}")]
+    Discovery(String),
+    #[error("the login came back without a matching request (state)")]
+    State,
+    #[error("the identity provider refused: {0}")]
+    Provider(String),
+    #[error("the authorization code could not be exchanged: {0}")]
+    Exchange(String),
+    #[error("the ID token was refused: {0}")]
+    IdToken(String),
+    #[error("the ID token has no valid {0} claim")]
+    Claim(String),
+    #[error("the person does not have the privacy officer role")]
+    Role,
+}
+
+/// Why a provider cannot be set up from the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+type Discovered = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+/// Signature algorithms an ID token may use: asymmetric only (no `none`, no HMAC).
+const ALGORITHMS: [CoreJwsSigningAlgorithm; 9] = [
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha384,
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha512,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha256,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha384,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha512,
+    CoreJwsSigningAlgorithm::EcdsaP256Sha256,
+    CoreJwsSigningAlgorithm::EcdsaP384Sha384,
+    CoreJwsSigningAlgorithm::EdDsa,
+];
+
+/// One audience's OpenID provider.
+#[derive(Debug)]
+pub struct Provider {
+    audience: Audience,
+    issuer: IssuerUrl,
+    client_id: ClientId,
+    secret: Option<ClientSecret>,
+    redirect: RedirectUrl,
+    config: OidcConfig,
+    http: reqwest::Client,
+}
+
+impl Provider {
+    /// Sets up the provider; `public_url` is where browsers reach the web tier.
+    ///
+    /// # Errors
+    /// An unreadable secret or CA file, or an unusable URL.
+    pub fn new(
+        config: &OidcConfig,
+        audience: Audience,
+        public_url: &str,
+    ) -> Result<Self, SetupError> {
+        let read = |path: &std::path::Path| {
+            std::fs::read_to_string(path).map_err(|e| SetupError::File {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })
+        };
+        let secret = config
+            .client_secret_file
+            .as_deref()
+            .map(read)
+            .transpose()?
+            .map(|s| ClientSecret::new(s.trim().to_owned()));
+        let mut roots = rustls::RootCertStore::empty();
+        match &config.ca {
+            Some(path) => {
+                for cert in CertificateDer::pem_slice_iter(read(path)?.as_bytes()) {
+                    let cert =
+                        cert.map_err(|e| SetupError::Invalid(format!("{}: {e}", path.display())))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| SetupError::Invalid(format!("{}: {e}", path.display())))?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| SetupError::Invalid(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        // No redirects: the library requires it (a redirect could send the code elsewhere).
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| SetupError::Invalid(e.to_string()))?;
+        let path = match audience {
+            Audience::Jobseeker => "jobseeker",
+            Audience::Officer => "officer",
+        };
+        Ok(Self {
+            audience,
+            issuer: IssuerUrl::new(config.issuer_url.clone())
+                .map_err(|e| SetupError::Invalid(format!("issuer_url: {e}")))?,
+            client_id: ClientId::new(config.client_id.clone()),
+            secret,
+            redirect: RedirectUrl::new(format!("{public_url}/login/{path}/callback"))
+                .map_err(|e| SetupError::Invalid(format!("public_url: {e}")))?,
+            config: config.clone(),
+            http,
+        })
+    }
+
+    async fn discover(&self) -> Result<Discovered, LoginError> {
+        let metadata = CoreProviderMetadata::discover_async(self.issuer.clone(), &self.http)
+            .await
+            .map_err(|e| LoginError::Discovery(error_chain(&e)))?;
+        Ok(CoreClient::from_provider_metadata(
+            metadata,
+            self.client_id.clone(),
+            self.secret.clone(),
+        )
+        .set_redirect_uri(self.redirect.clone()))
+    }
+
+    /// Where to send the browser, and what to keep until it comes back.
+    ///
+    /// # Errors
+    /// [`LoginError::Discovery`].
+    pub async fn start(&self) -> Result<(String, Pending), LoginError> {
+        let client = self.discover().await?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut request = client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .set_pkce_challenge(challenge);
+        for scope in &self.config.scopes {
+            request = request.add_scope(Scope::new(scope.clone()));
+        }
+        if let Some(acr) = &self.config.acr_values {
+            request = request.add_auth_context_value(AuthenticationContextClass::new(acr.clone()));
+        }
+        let (url, state, nonce) = request.url();
+        Ok((
+            url.to_string(),
+            Pending {
+                state: state.secret().clone(),
+                nonce: nonce.secret().clone(),
+                verifier: verifier.secret().clone(),
+            },
+        ))
+    }
+
+    /// Finishes a login from the provider's redirect (`code`, `state`, or an `error`).
+    ///
+    /// # Errors
+    /// Any [`LoginError`]: nothing is logged in.
+    pub async fn finish(
+        &self,
+        pending: Pending,
+        state: &str,
+        code: &str,
+    ) -> Result<Person, LoginError> {
+        if state.is_empty() || !super::session::same_secret(state, &pending.state) {
+            return Err(LoginError::State);
+        }
+        let client = self.discover().await?;
+        let tokens = client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .map_err(|e| LoginError::Exchange(e.to_string()))?
+            .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier))
+            .request_async(&self.http)
+            .await
+            .map_err(|e| LoginError::Exchange(error_chain(&e)))?;
+        let id_token = tokens
+            .id_token()
+            .ok_or_else(|| LoginError::IdToken("the provider sent none".into()))?;
+        let verifier = client.id_token_verifier().set_allowed_algs(ALGORITHMS);
+        let claims = id_token
+            .claims(&verifier, &Nonce::new(pending.nonce))
+            .map_err(|e| LoginError::IdToken(error_chain(&e)))?;
+        // The compact token whose signature the library has just verified.
+        let payload = id_token
+            .to_string()
+            .split('.')
+            .nth(1)
+            .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+            .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+            .unwrap_or(Value::Null);
+        let pid = match self.audience {
+            Audience::Jobseeker => {
+                let claim = &self.config.pid_claim;
+                let pid = payload[claim.as_str()].as_str().unwrap_or_default();
+                pid.parse::<SubjectId>()
+                    .map_err(|_| LoginError::Claim(claim.clone()))?
+                    .expose()
+            }
+            Audience::Officer => {
+                let (Some(claim), Some(value)) = (&self.config.role_claim, &self.config.role_value)
+                else {
+                    return Err(LoginError::Role);
+                };
+                let holds = match &payload[claim.as_str()] {
+                    Value::String(s) => s == value,
+                    Value::Array(items) => items.iter().any(|i| i.as_str() == Some(value)),
+                    _ => false,
+                };
+                if !holds {
+                    return Err(LoginError::Role);
+                }
+                String::new()
+            }
+        };
+        Ok(Person {
+            sub: claims.subject().as_str().to_owned(),
+            pid,
+            role: self.audience,
+            idp: claims.issuer().as_str().to_owned(),
+            acr: claims
+                .auth_context_ref()
+                .map_or_else(String::new, |a| a.as_str().to_owned()),
+        })
+    }
+}
+
+/// An error and its sources, one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,176 @@
+//! The production login path: an OpenID provider started by the test on loopback (HTTPS
+//! discovery, JWKS, authorization code with PKCE, an ID token with the login's nonce) logs a
+//! jobseeker and an officer in through the web tier's real code; a wrong nonce, issuer or
+//! audience, an expired ID token, a state that does not match, a replayed callback and an
+//! officer without the role are all refused, and nobody is logged in by them.
+
+use casegate_consent::SubjectId;
+use casegate_tests::{
+    TestGateway,
+    oidc_provider::{CLIENT_ID, Fault, OidcProvider},
+    web::{CONFIG, TestWeb, WebClient},
+};
+use serde_json::json;
+
+async fn start(op: &OidcProvider) -> (TestGateway, TestWeb) {
+    let issuer = op.issuer_url();
+    let ca = op.ca_file.path().display().to_string();
+    let extra = format!(
+        r#"{CONFIG}
+[web.jobseekers.oidc]
+issuer_url = "{issuer}"
+client_id = "{CLIENT_ID}"
+ca = "{ca}"
+scopes = ["profile"]
+acr_values = "idporten-loa-high"
+
+[web.officers.oidc]
+issuer_url = "{issuer}"
+client_id = "{CLIENT_ID}"
+ca = "{ca}"
+role_claim = "roles"
+role_value = "privacy_officer"
+"#
+    );
+    let gw = TestGateway::start_with(&extra).await;
+    let web = TestWeb::start(&gw, false).await;
+    (gw, web)
+}
+
+/// Goes out to the provider and back; returns the web tier's answer to the callback.
+async fn log_in(
+    op: &OidcProvider,
+    client: &WebClient,
+    audience: &str,
+) -> casegate_tests::web::Page {
+    let start = client.get(&format!("/login/{audience}")).await;
+    assert_eq!(start.status, 303, "{}", start.body);
+    let authorize = start.location().to_owned();
+    assert!(
+        authorize.contains("code_challenge_method=S256"),
+        "{authorize}"
+    );
+    assert!(authorize.contains("nonce="), "{authorize}");
+    client.get(&op.approve(&authorize)).await
+}
+
+fn jobseeker() -> SubjectId {
+    SubjectId::synthetic_all()
+        .nth(40)
+        .expect("synthetic subject")
+}
+
+#[tokio::test]
+async fn a_jobseeker_and_an_officer_log_in_through_the_provider() {
+    let op = OidcProvider::start().await;
+    let (gw, web) = start(&op).await;
+    let landing = web.client().get("/").await;
+    assert!(
+        landing.body.contains("href=\"/login/jobseeker\""),
+        "{}",
+        landing.body
+    );
+    assert!(!landing.body.contains("/dev/login"));
+
+    let subject = jobseeker();
+    op.next_person(
+        json!({"sub": "pairwise-1", "pid": subject.expose(), "acr": "idporten-loa-high"}),
+    );
+    let person = web.client();
+    let done = log_in(&op, &person, "jobseeker").await;
+    assert_eq!((done.status, done.location()), (303, "/"), "{}", done.body);
+    let me = person.get("/me").await;
+    assert_eq!(me.status, 200, "{}", me.body);
+    assert!(
+        me.body
+            .contains(&format!("{} *****", &subject.expose()[..6])),
+        "{}",
+        me.body
+    );
+    // The gateway saw the login's provider and assurance level in the web tier's token.
+    let received = person.get("/me/received").await;
+    assert_eq!(received.status, 200);
+    let entries = gw.audit_entries().await;
+    let report = entries
+        .iter()
+        .rev()
+        .find(|(_, e)| e.kind == casegate_audit::entry::EntryKind::SubjectReportIssued)
+        .expect("a report entry");
+    let detail = report.1.detail.clone().unwrap_or_default();
+    assert!(
+        detail.contains(&format!("login={}", op.issuer_url())),
+        "{detail}"
+    );
+    assert!(detail.contains("acr=idporten-loa-high"), "{detail}");
+
+    op.next_person(json!({"sub": "officer-7", "roles": ["privacy_officer"], "acr": "Level4"}));
+    let officer = web.client();
+    let done = log_in(&op, &officer, "officer").await;
+    assert_eq!((done.status, done.location()), (303, "/"), "{}", done.body);
+    assert_eq!(officer.get("/officer").await.status, 200);
+    assert_eq!(officer.get("/me").await.location(), "/");
+
+    op.next_person(json!({"sub": "clerk-3", "roles": ["clinician"]}));
+    let clerk = web.client();
+    let refused = log_in(&op, &clerk, "officer").await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert_eq!(clerk.get("/officer").await.location(), "/");
+    web.stop().await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_id_token_or_callback_logs_nobody_in() {
+    let op = OidcProvider::start().await;
+    let (gw, web) = start(&op).await;
+    let subject = jobseeker();
+    for fault in [Fault::Nonce, Fault::Issuer, Fault::Audience, Fault::Expired] {
+        op.next_person(json!({"sub": "pairwise-2", "pid": subject.expose()}));
+        op.next_fault(fault);
+        let client = web.client();
+        let answer = log_in(&op, &client, "jobseeker").await;
+        assert_eq!(answer.status, 403, "{fault:?}: {}", answer.body);
+        assert!(
+            answer.body.contains("the ID token was refused"),
+            "{fault:?}: {}",
+            answer.body
+        );
+        assert_eq!(
+            client.get("/me").await.location(),
+            "/",
+            "{fault:?} logged someone in"
+        );
+    }
+    // A token without a valid identity number.
+    op.next_person(json!({"sub": "pairwise-3", "pid": "12345678901"}));
+    let client = web.client();
+    let answer = log_in(&op, &client, "jobseeker").await;
+    assert_eq!(answer.status, 403);
+    assert!(
+        answer.body.contains("no valid pid claim"),
+        "{}",
+        answer.body
+    );
+
+    // A callback whose state is not the login's, and a callback used twice.
+    op.next_person(json!({"sub": "pairwise-4", "pid": subject.expose()}));
+    let client = web.client();
+    let start = client.get("/login/jobseeker").await;
+    let back = op.approve(start.location());
+    let forged = back.replace("state=", "state=x");
+    assert_eq!(client.get(&forged).await.status, 403);
+    assert_eq!(client.get("/me").await.location(), "/");
+    let client = web.client();
+    let start = client.get("/login/jobseeker").await;
+    let back = op.approve(start.location());
+    assert_eq!(client.get(&back).await.status, 303);
+    let other = web.client();
+    assert_eq!(
+        other.get(&back).await.status,
+        403,
+        "a callback from another session"
+    );
+    assert_eq!(client.get(&back).await.status, 403, "a callback used twice");
+    web.stop().await;
+    gw.stop().await;
+}
