@@ -159,6 +159,19 @@ pub enum KeysAction {
         #[arg(long, short, value_name = "FILE", env = "CASEGATE_CONFIG")]
         config: PathBuf,
     },
+    /// Create the web tier's token signing key (Ed25519, PKCS#8 PEM, readable by its owner only)
+    /// and its public key set (JWKS) for the `[[auth.issuers]]` entry that trusts it.
+    WebIssuer {
+        /// The `iss` the web tier's tokens carry (`[web] issuer`).
+        #[arg(long)]
+        iss: String,
+        /// Where to write the private key; must not exist.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Where to write the JWKS; must not exist.
+        #[arg(long, value_name = "FILE")]
+        jwks: PathBuf,
+    },
     /// Replace the audit checkpoint signing key: records the rotation in the log, leaves the
     /// newest checkpoint signed by both keys, keeps the old key file as `<file>.retired-<id>`,
     /// and prints the new verifier key.
@@ -340,6 +353,30 @@ fn read_vkey(arg: &str) -> Result<casegate_audit::checkpoint::Verifier, String> 
         std::fs::read_to_string(arg).map_err(|e| format!("--vkey {arg}: {e}"))?
     };
     casegate_audit::checkpoint::Verifier::from_vkey(&text).map_err(|e| format!("--vkey: {e}"))
+}
+
+/// `casegate keys web-issuer`.
+pub fn web_issuer(
+    iss: &str,
+    key: &std::path::Path,
+    jwks: &std::path::Path,
+) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let issuer = match crate::dev::TokenIssuer::generate(iss, "") {
+        Ok(issuer) => issuer,
+        Err(e) => {
+            eprintln!("casegate keys web-issuer: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for (path, text) in [(key, issuer.private_key_pem()), (jwks, issuer.jwks_json())] {
+        if let Err(e) = casegate_audit::durable::write_new_file(path, text.as_bytes()) {
+            eprintln!("casegate keys web-issuer: {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    println!("key id {}", issuer.kid());
+    ExitCode::SUCCESS
 }
 
 /// `casegate check-config FILE`.

@@ -39,6 +39,9 @@ fn main() -> ExitCode {
         Command::Keys {
             action: casegate::cli::KeysAction::RotateNotes { config },
         } => casegate::cli::rotate_notes(&config),
+        Command::Keys {
+            action: casegate::cli::KeysAction::WebIssuer { iss, key, jwks },
+        } => casegate::cli::web_issuer(&iss, &key, &jwks),
         Command::Dev {
             action:
                 Some(DevAction::Token {

@@ -113,6 +113,7 @@ async fn failed_accepts_of_connections_and_resources_are_retried_and_the_gateway
         mut child,
         addr,
         log,
+        ..
     } = start_dev(&data, &shim, &[("SHIM_ACCEPT_ERRNOS", &errnos.join(","))]).await;
     for _ in errnos {
         knock(&addr).await;
@@ -157,6 +158,7 @@ async fn an_unusable_listener_stops_the_gateway_with_a_non_zero_exit_and_says_wh
         mut child,
         addr,
         log,
+        ..
     } = start_dev(&data, &shim, &[("SHIM_ACCEPT_ERRNO_ALWAYS", "22")]).await;
     knock(&addr).await;
     let exit = tokio::time::timeout(Duration::from_secs(30), child.wait())

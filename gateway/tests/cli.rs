@@ -979,3 +979,39 @@ async fn dev_token_takes_identity_numbers_valid_under_the_2032_rules() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn casegate_dev_prints_the_web_address_and_serves_the_pages_there() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let DevGateway { mut child, web, .. } = start_dev(&dir.path().join("dev"), &[]).await;
+    let web = web.expect("the connection screen names the web pages");
+    let authority = web
+        .strip_prefix("http://")
+        .and_then(|rest| rest.strip_suffix('/'))
+        .expect("http://ADDR/");
+    assert!(authority.starts_with("127.0.0.1:"), "{web}");
+    let mut stream = tokio::net::TcpStream::connect(authority)
+        .await
+        .expect("connect to the web listener");
+    stream
+        .write_all(
+            format!("GET / HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .expect("request");
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_string(&mut answer))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("<html lang=\"nb\">"), "{answer}");
+    assert!(
+        answer.contains("href=\"/dev/login\""),
+        "the development login is offered"
+    );
+    signal(&child, "TERM");
+    let status = child.wait().await.expect("wait");
+    assert!(status.success(), "{status}");
+}

@@ -88,6 +88,13 @@ impl AuditService for Lies {
         Err(Status::unimplemented("stand-in"))
     }
 
+    async fn summarize_audit(
+        &self,
+        _: Request<casegate_proto::v1::SummarizeAuditRequest>,
+    ) -> Result<Response<casegate_proto::v1::SummarizeAuditResponse>, Status> {
+        Err(Status::unimplemented("stand-in"))
+    }
+
     async fn query_audit(
         &self,
         _: Request<QueryAuditRequest>,

@@ -11,7 +11,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 data="$(mktemp -d)"
 out="$data/stdout"
-CASEGATE_METRICS__LISTEN=127.0.0.1:0 "$bin" dev --data "$data/dev" --listen 127.0.0.1:0 >"$out" 2>"$data/stderr" &
+CASEGATE_METRICS__LISTEN=127.0.0.1:0 CASEGATE_WEB__LISTEN=127.0.0.1:0 "$bin" dev --data "$data/dev" --listen 127.0.0.1:0 >"$out" 2>"$data/stderr" &
 pid=$!
 trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$data"' EXIT
 addr=""

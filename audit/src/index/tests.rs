@@ -40,8 +40,19 @@ fn entry(n: u64) -> Entry {
             record_sha256: [0; 32],
         });
     }
+    if matches!(kind, EntryKind::DisclosureRefused | EntryKind::NotePurged) {
+        e.reason = Some(REASONS[(n % 3) as usize].into());
+    }
     e
 }
+
+/// Reason codes the synthetic entries carry, and one none carries.
+const REASONS: [&str; 4] = [
+    "no_consent",
+    "consent_withdrawn",
+    "ttl_elapsed",
+    "unused_reason",
+];
 
 fn entries(n: u64) -> Vec<Vec<u8>> {
     (0..n)
@@ -87,25 +98,29 @@ fn filter_strategy() -> impl Strategy<Value = Filter> {
         prop::option::of(0i64..60),
         prop::option::of(0i64..60),
         prop::collection::vec((0u64..5, 1u32..3), 0..3),
+        prop::collection::vec(0usize..4, 0..3),
     )
-        .prop_map(|(subject, org, visible, kinds, from, until, consents)| {
-            let org_name = |i: usize| {
-                ORGS.get(i)
-                    .map_or("999999999".to_owned(), |o| o.to_string())
-            };
-            Filter {
-                subject: subject.map(|s| [s; 32]),
-                orgnr: org.map(org_name),
-                visible_to: visible.map(org_name),
-                consents: consents
-                    .into_iter()
-                    .map(|(c, v)| (format!("consent-{c}"), v))
-                    .collect(),
-                kinds: kinds.into_iter().map(|k| EntryKind::ALL[k]).collect(),
-                from_micros: from.map(|h| 1_800_000_000_000_000 + h * HOUR),
-                until_micros: until.map(|h| 1_800_000_000_000_000 + h * HOUR + 17),
-            }
-        })
+        .prop_map(
+            |(subject, org, visible, kinds, from, until, consents, reasons)| {
+                let org_name = |i: usize| {
+                    ORGS.get(i)
+                        .map_or("999999999".to_owned(), |o| o.to_string())
+                };
+                Filter {
+                    subject: subject.map(|s| [s; 32]),
+                    orgnr: org.map(org_name),
+                    visible_to: visible.map(org_name),
+                    consents: consents
+                        .into_iter()
+                        .map(|(c, v)| (format!("consent-{c}"), v))
+                        .collect(),
+                    kinds: kinds.into_iter().map(|k| EntryKind::ALL[k]).collect(),
+                    reasons: reasons.into_iter().map(|r| REASONS[r].to_owned()).collect(),
+                    from_micros: from.map(|h| 1_800_000_000_000_000 + h * HOUR),
+                    until_micros: until.map(|h| 1_800_000_000_000_000 + h * HOUR + 17),
+                }
+            },
+        )
 }
 
 proptest! {

@@ -531,22 +531,7 @@ pub async fn entry(
             web.config_path.display()
         )
     });
-    let json = entry_json(&entry);
-    let fields = json
-        .as_object()
-        .map(|o| {
-            o.iter()
-                .map(|(k, v)| {
-                    let text = match v {
-                        serde_json::Value::String(s) => s.clone(),
-                        serde_json::Value::Null => String::new(),
-                        other => other.to_string(),
-                    };
-                    (k.clone(), text)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let fields = fields_of(&entry_json(&entry));
     let hashes = proof
         .proof
         .as_ref()
@@ -561,6 +546,30 @@ pub async fn entry(
         proof_ok,
         replay,
     })
+}
+
+/// Every field of an entry's JSON form as (name, text), nested objects flattened
+/// (`actor.orgnr`).
+fn fields_of(json: &serde_json::Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let Some(object) = json.as_object() else {
+        return out;
+    };
+    for (key, value) in object {
+        match value {
+            serde_json::Value::Object(_) => {
+                out.extend(
+                    fields_of(value)
+                        .into_iter()
+                        .map(|(k, v)| (format!("{key}.{k}"), v)),
+                );
+            }
+            serde_json::Value::String(s) => out.push((key.clone(), s.clone())),
+            serde_json::Value::Null => out.push((key.clone(), String::new())),
+            other => out.push((key.clone(), other.to_string())),
+        }
+    }
+    out
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -18,6 +18,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_casegate");
 pub struct DevGateway {
     pub child: Child,
     pub addr: String,
+    /// The web pages' address, as the connection screen printed it.
+    pub web: Option<String>,
     pub log: tokio::task::JoinHandle<Vec<String>>,
 }
 
@@ -46,14 +48,15 @@ pub async fn check_config(config: &Path, env: &[(&str, &str)]) -> std::process::
 }
 
 /// Starts `casegate dev` on an ephemeral loopback port over `data`, with a grace period of one
-/// second and metrics on an ephemeral port unless `env` says otherwise, and waits for its
-/// address.
+/// second and metrics and web pages on ephemeral ports unless `env` says otherwise, and waits
+/// for its address.
 pub async fn start_dev(data: &Path, env: &[(&str, &str)]) -> DevGateway {
     let mut child = casegate()
         .args(["dev", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
         .env("CASEGATE_SERVER__SHUTDOWN_GRACE", "1s")
         .env("CASEGATE_METRICS__LISTEN", "127.0.0.1:0")
+        .env("CASEGATE_WEB__LISTEN", "127.0.0.1:0")
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -70,20 +73,34 @@ pub async fn start_dev(data: &Path, env: &[(&str, &str)]) -> DevGateway {
     });
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let find = async {
+        let mut addr = None;
         while let Some(line) = lines.next_line().await.expect("read stdout") {
             if let Some(rest) = line.split("listening on ").nth(1) {
-                return rest.split_whitespace().next().map(str::to_owned);
+                addr = rest.split_whitespace().next().map(str::to_owned);
+            }
+            // The screen names the web pages next (or says they are off).
+            if let Some(rest) = line.trim().strip_prefix("web pages") {
+                let web = rest
+                    .split_whitespace()
+                    .next()
+                    .filter(|w| w.starts_with("http"));
+                return addr.map(|a| (a, web.map(str::to_owned)));
             }
         }
-        None
+        addr.map(|a| (a, None))
     };
-    let addr = tokio::time::timeout(Duration::from_secs(60), find)
+    let (addr, web) = tokio::time::timeout(Duration::from_secs(60), find)
         .await
         .expect("dev gateway printed its address in time")
         .expect("dev gateway printed its address");
     // Keep draining stdout so the child never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    DevGateway { child, addr, log }
+    DevGateway {
+        child,
+        addr,
+        web,
+        log,
+    }
 }
 
 /// Sends the signal `name` (`TERM`, `INT`, …) to `child`.
