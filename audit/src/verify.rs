@@ -52,6 +52,8 @@ pub enum Failure {
     RootMismatch(u64),
     #[error("not consistent with the trusted checkpoint (size {trusted}): {reason}")]
     Inconsistent { trusted: u64, reason: &'static str },
+    #[error("the export file is malformed: {0}")]
+    Export(String),
     #[error(
         "index {index}: the entry's time is {earlier_by_micros} µs earlier than its predecessor's (the log's times never go backwards)"
     )]
@@ -70,6 +72,11 @@ impl Failure {
     }
 }
 
+/// The first line of an export file ([`EXPORT_HEADER`], then one base64 canonical entry per
+/// line from index 0, a blank line, and the signed checkpoint note covering exactly those
+/// entries).
+pub const EXPORT_HEADER: &str = "casegate-audit-export 1";
+
 /// Verifies the log in `dir` against `verifier`, and against `trusted` (an older signed
 /// checkpoint note) when given.
 pub fn verify(dir: &Path, verifier: &Verifier, trusted: Option<&str>) -> Result<Report, Failure> {
@@ -83,14 +90,9 @@ pub fn verify_with(
     verifiers: &[Verifier],
     trusted: Option<&str>,
 ) -> Result<Report, Failure> {
-    // Every known key's signature must verify, and the origin must be the name of a key
-    // that signed (C2SP signed-note, tlog-checkpoint).
-    let check = |note: &str| -> Result<Checkpoint, CheckpointError> {
-        checkpoint::verify_log_checkpoint(verifiers, note)
-    };
     let note_path = dir.join("checkpoint");
-    let newest = match std::fs::read_to_string(&note_path) {
-        Ok(note) => check(&note).map_err(Failure::Checkpoint)?,
+    let note = match std::fs::read_to_string(&note_path) {
+        Ok(note) => note,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Failure::NoCheckpoint(dir.to_owned()));
         }
@@ -101,49 +103,17 @@ pub fn verify_with(
             });
         }
     };
-    let trusted = trusted
-        .map(|note| check(note).map_err(Failure::Trusted))
-        .transpose()?;
-    if let Some(t) = &trusted {
-        if t.origin != newest.origin {
-            return Err(Failure::Inconsistent {
-                trusted: t.size,
-                reason: "it is for another log (origin differs)",
-            });
-        }
-        if t.size > newest.size {
-            return Err(Failure::Inconsistent {
-                trusted: t.size,
-                reason: "it is larger than the newest checkpoint",
-            });
-        }
-    }
-
+    let mut hasher = Hasher::new(verifiers, &note, trusted)?;
     let seg_dir = dir.join("segments");
     let segments = segment::list(&seg_dir).map_err(|source| Failure::Io {
         path: seg_dir.clone(),
         source,
     })?;
-    let mut range = CompactRange::new();
-    let mut roots: Vec<(u64, Option<Hash>)> = vec![(newest.size, None)];
-    if let Some(t) = &trusted {
-        roots.push((t.size, None));
-    }
-    let note_root = |range: &CompactRange, roots: &mut Vec<(u64, Option<Hash>)>| {
-        for (size, root) in roots.iter_mut() {
-            if *size == range.size() {
-                *root = Some(range.root());
-            }
-        }
-    };
-    note_root(&range, &mut roots);
     let mut torn_tail_bytes = 0;
-    let mut next = 0u64;
-    let mut previous_time = i64::MIN;
     for (n, (first, path)) in segments.iter().enumerate() {
-        if *first != next {
+        if *first != hasher.next {
             return Err(Failure::Entry {
-                index: next,
+                index: hasher.next,
                 reason: format!("segment {} starts at record {first}", file_name(path)),
             });
         }
@@ -151,38 +121,21 @@ pub fn verify_with(
             path: path.clone(),
             source,
         })?;
-        let mut bad_entry = None;
-        let mut went_back = None;
-        let scan = segment::scan(&bytes, *first, |index, _, payload| {
-            match Entry::decode(payload) {
-                Err(e) if bad_entry.is_none() => bad_entry = Some((index, e)),
-                Err(_) => {}
-                Ok(entry) => {
-                    if entry.time_micros < previous_time && went_back.is_none() {
-                        went_back = Some((index, previous_time.saturating_sub(entry.time_micros)));
-                    }
-                    previous_time = previous_time.max(entry.time_micros);
-                }
+        let mut failed = None;
+        let scan = segment::scan(&bytes, *first, |_, _, payload| {
+            if let Err(e) = hasher.entry(payload)
+                && failed.is_none()
+            {
+                failed = Some(e);
             }
-            range.append(merkle::leaf_hash(payload), |_, _, _| {});
-            note_root(&range, &mut roots);
         });
-        if let Some((index, e)) = bad_entry {
-            return Err(Failure::Entry {
-                index,
-                reason: format!("not a valid entry: {e}"),
-            });
-        }
-        if let Some((index, earlier_by_micros)) = went_back {
-            return Err(Failure::TimeWentBack {
-                index,
-                earlier_by_micros,
-            });
+        if let Some(e) = failed {
+            return Err(e);
         }
         if let Some(flaw) = scan.flaw {
             let last = n + 1 == segments.len();
             let tolerable = last
-                && scan.next_index >= newest.size
+                && scan.next_index >= hasher.newest.size
                 && matches!(flaw, Flaw::Incomplete | Flaw::Checksum);
             if !tolerable {
                 return Err(Failure::Entry {
@@ -192,33 +145,162 @@ pub fn verify_with(
             }
             torn_tail_bytes = bytes.len() as u64 - scan.good_len;
         }
-        next = scan.next_index;
     }
-    if next < newest.size {
-        return Err(Failure::Truncated {
-            size: next,
-            checkpoint: newest.size,
-        });
+    hasher.finish(torn_tail_bytes)
+}
+
+/// Verifies an export file's text ([`EXPORT_HEADER`]): the same checks as [`verify_with`] over
+/// the exported entries, which must be exactly those the exported checkpoint covers.
+pub fn verify_export(
+    text: &str,
+    verifiers: &[Verifier],
+    trusted: Option<&str>,
+) -> Result<Report, Failure> {
+    let malformed = |reason: &str| Failure::Export(reason.to_owned());
+    let rest = text
+        .strip_prefix(EXPORT_HEADER)
+        .and_then(|r| r.strip_prefix('\n'))
+        .ok_or_else(|| malformed("it does not start with the export header line"))?;
+    let (entries, note) = match rest.split_once("\n\n") {
+        Some(parts) => parts,
+        // No entries: the blank line follows the header at once.
+        None if rest.starts_with('\n') => ("", &rest[1..]),
+        None => return Err(malformed("no blank line before the checkpoint")),
+    };
+    let entries = entries.strip_prefix('\n').unwrap_or(entries);
+    let mut hasher = Hasher::new(verifiers, note, trusted)?;
+    for line in entries.lines().filter(|l| !l.is_empty()) {
+        let index = hasher.next;
+        let payload = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, line)
+            .map_err(|_| Failure::Entry {
+                index,
+                reason: "not base64".into(),
+            })?;
+        hasher.entry(&payload)?;
     }
-    let root_at = |size: u64| roots.iter().find(|(s, _)| *s == size).and_then(|(_, r)| *r);
-    if root_at(newest.size) != Some(newest.root) {
-        return Err(Failure::RootMismatch(newest.size));
+    if hasher.next > hasher.newest.size {
+        return Err(malformed(
+            "it holds more entries than its checkpoint covers",
+        ));
     }
-    if let Some(t) = &trusted
-        && root_at(t.size) != Some(t.root)
-    {
-        return Err(Failure::Inconsistent {
-            trusted: t.size,
-            reason: "the log's first entries do not hash to its root (history was rewritten)",
-        });
+    hasher.finish(0)
+}
+
+/// What both forms share: each entry decoded, its time checked, its leaf added to the tree,
+/// and the roots at the checkpoints' sizes kept.
+struct Hasher {
+    newest: Checkpoint,
+    trusted: Option<Checkpoint>,
+    range: CompactRange,
+    roots: Vec<(u64, Option<Hash>)>,
+    previous_time: i64,
+    next: u64,
+}
+
+impl Hasher {
+    /// Checks the newest checkpoint `note` (every known key's signature must verify, and the
+    /// origin must be the name of a key that signed: C2SP signed-note, tlog-checkpoint) and the
+    /// trusted one against it.
+    fn new(verifiers: &[Verifier], note: &str, trusted: Option<&str>) -> Result<Self, Failure> {
+        let newest =
+            checkpoint::verify_log_checkpoint(verifiers, note).map_err(Failure::Checkpoint)?;
+        let trusted = trusted
+            .map(|note| {
+                checkpoint::verify_log_checkpoint(verifiers, note).map_err(Failure::Trusted)
+            })
+            .transpose()?;
+        if let Some(t) = &trusted {
+            if t.origin != newest.origin {
+                return Err(Failure::Inconsistent {
+                    trusted: t.size,
+                    reason: "it is for another log (origin differs)",
+                });
+            }
+            if t.size > newest.size {
+                return Err(Failure::Inconsistent {
+                    trusted: t.size,
+                    reason: "it is larger than the newest checkpoint",
+                });
+            }
+        }
+        let mut roots: Vec<(u64, Option<Hash>)> = vec![(newest.size, None)];
+        if let Some(t) = &trusted {
+            roots.push((t.size, None));
+        }
+        let mut hasher = Self {
+            newest,
+            trusted,
+            range: CompactRange::new(),
+            roots,
+            previous_time: i64::MIN,
+            next: 0,
+        };
+        hasher.note_root();
+        Ok(hasher)
     }
-    Ok(Report {
-        entries: next,
-        uncovered: next - newest.size,
-        checkpoint: newest,
-        torn_tail_bytes,
-        consistent_with: trusted.map(|t| t.size),
-    })
+
+    fn note_root(&mut self) {
+        for (size, root) in &mut self.roots {
+            if *size == self.range.size() {
+                *root = Some(self.range.root());
+            }
+        }
+    }
+
+    /// Takes the entry at the next index.
+    fn entry(&mut self, payload: &[u8]) -> Result<(), Failure> {
+        let index = self.next;
+        let entry = Entry::decode(payload).map_err(|e| Failure::Entry {
+            index,
+            reason: format!("not a valid entry: {e}"),
+        })?;
+        if entry.time_micros < self.previous_time {
+            return Err(Failure::TimeWentBack {
+                index,
+                earlier_by_micros: self.previous_time.saturating_sub(entry.time_micros),
+            });
+        }
+        self.previous_time = entry.time_micros;
+        self.range.append(merkle::leaf_hash(payload), |_, _, _| {});
+        self.next += 1;
+        self.note_root();
+        Ok(())
+    }
+
+    fn finish(self, torn_tail_bytes: u64) -> Result<Report, Failure> {
+        let Hasher {
+            newest,
+            trusted,
+            roots,
+            next,
+            ..
+        } = self;
+        if next < newest.size {
+            return Err(Failure::Truncated {
+                size: next,
+                checkpoint: newest.size,
+            });
+        }
+        let root_at = |size: u64| roots.iter().find(|(s, _)| *s == size).and_then(|(_, r)| *r);
+        if root_at(newest.size) != Some(newest.root) {
+            return Err(Failure::RootMismatch(newest.size));
+        }
+        if let Some(t) = &trusted
+            && root_at(t.size) != Some(t.root)
+        {
+            return Err(Failure::Inconsistent {
+                trusted: t.size,
+                reason: "the log's first entries do not hash to its root (history was rewritten)",
+            });
+        }
+        Ok(Report {
+            entries: next,
+            uncovered: next - newest.size,
+            checkpoint: newest,
+            torn_tail_bytes,
+            consistent_with: trusted.map(|t| t.size),
+        })
+    }
 }
 
 fn file_name(path: &Path) -> String {

@@ -65,10 +65,14 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum AuditAction {
     /// Verify an audit log offline, from its files and the public verifier key alone.
+    #[command(group = clap::ArgGroup::new("source").required(true).args(["log", "export"]))]
     Verify {
         /// The audit log folder (`<data_dir>/audit`).
         #[arg(long, value_name = "DIR")]
-        log: PathBuf,
+        log: Option<PathBuf>,
+        /// An export file (entries and their checkpoint), as the officers' web pages download it.
+        #[arg(long, value_name = "FILE")]
+        export: Option<PathBuf>,
         /// A verifier key (`name+id+key`), or a file holding it. Repeat it to accept the
         /// keys of earlier rotations: each checkpoint must be signed by one of them.
         #[arg(long, value_name = "VKEY", required = true)]
@@ -220,7 +224,12 @@ pub fn audit(action: AuditAction) -> std::process::ExitCode {
     };
 
     match action {
-        AuditAction::Verify { log, vkey, trusted } => {
+        AuditAction::Verify {
+            log,
+            export,
+            vkey,
+            trusted,
+        } => {
             let mut verifiers = Vec::new();
             for vkey in vkey {
                 match read_vkey(&vkey) {
@@ -238,7 +247,20 @@ pub fn audit(action: AuditAction) -> std::process::ExitCode {
                     return ExitCode::from(EXIT_USAGE);
                 }
             };
-            match verify::verify_with(&log, &verifiers, trusted.as_deref()) {
+            let result = match (log, export) {
+                (Some(log), _) => verify::verify_with(&log, &verifiers, trusted.as_deref()),
+                (None, export) => {
+                    let export = export.unwrap_or_default();
+                    match std::fs::read_to_string(&export) {
+                        Ok(text) => verify::verify_export(&text, &verifiers, trusted.as_deref()),
+                        Err(e) => {
+                            eprintln!("casegate audit verify: --export {}: {e}", export.display());
+                            return ExitCode::from(EXIT_USAGE);
+                        }
+                    }
+                }
+            };
+            match result {
                 Ok(report) => {
                     let labels: Vec<String> = verifiers.iter().map(Verifier::label).collect();
                     let mut line = format!(

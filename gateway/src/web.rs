@@ -175,6 +175,7 @@ impl Web {
                 "/officer/integrity/checkpoint.txt",
                 get(officer::checkpoint_file),
             )
+            .route("/officer/integrity/export", get(officer::export_file))
             .route("/officer/anomalies", get(officer::anomalies));
         if dev {
             router = router.route("/dev/login", get(login::dev_picker).post(login::dev_login));

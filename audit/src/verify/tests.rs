@@ -159,3 +159,70 @@ fn a_checkpoint_for_another_origin_signed_by_the_same_key_fails() {
         "{failure}"
     );
 }
+
+/// The export text of the first `n` entries of `entry(..)` under a checkpoint `signer` signs.
+fn export(signer: &Signer, n: u64, payload: impl Fn(u64) -> Vec<u8>) -> String {
+    use base64::Engine;
+    let mut range = CompactRange::new();
+    let mut text = format!("{EXPORT_HEADER}\n");
+    for i in 0..n {
+        let bytes = payload(i);
+        range.append(merkle::leaf_hash(&bytes), |_, _, _| {});
+        text.push_str(&base64::engine::general_purpose::STANDARD.encode(&bytes));
+        text.push('\n');
+    }
+    let note = signer.sign(&Checkpoint {
+        origin: ORIGIN.to_owned(),
+        size: range.size(),
+        root: range.root(),
+    });
+    format!("{text}\n{}", note.note)
+}
+
+#[test]
+fn an_export_verifies_like_the_folder_and_its_faults_are_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (signer, early) = log_with(dir.path(), 40, 12);
+    let text = export(&signer, 40, entry);
+    let report = verify_export(&text, &[signer.verifier()], Some(&early)).expect("verifies");
+    assert_eq!((report.entries, report.checkpoint.size), (40, 40));
+    assert_eq!(report.consistent_with, Some(12));
+
+    // One entry changed after the checkpoint was signed.
+    let changed = text.replacen(
+        &base64::Engine::encode(&base64::engine::general_purpose::STANDARD, entry(3)),
+        &base64::Engine::encode(&base64::engine::general_purpose::STANDARD, entry(4)),
+        1,
+    );
+    assert!(matches!(
+        verify_export(&changed, &[signer.verifier()], None),
+        Err(Failure::RootMismatch(40) | Failure::TimeWentBack { .. })
+    ));
+    // The last entry left out.
+    let lines: Vec<&str> = text.lines().collect();
+    let short = format!("{}\n", [&lines[..40], &lines[41..]].concat().join("\n"));
+    assert!(matches!(
+        verify_export(&short, &[signer.verifier()], None),
+        Err(Failure::Truncated {
+            size: 39,
+            checkpoint: 40
+        })
+    ));
+    // Another log's history under the same key: not consistent with the trusted checkpoint.
+    let other = export(&signer, 40, |i| entry(i + 1000));
+    assert!(matches!(
+        verify_export(&other, &[signer.verifier()], Some(&early)),
+        Err(Failure::Inconsistent { trusted: 12, .. })
+    ));
+    // Not an export at all.
+    assert!(matches!(
+        verify_export("hello\n", &[signer.verifier()], None),
+        Err(Failure::Export(_))
+    ));
+    // An unknown key.
+    let stranger = Signer::generate(ORIGIN).expect("key");
+    assert!(matches!(
+        verify_export(&text, &[stranger.verifier()], None),
+        Err(Failure::Checkpoint(_))
+    ));
+}

@@ -199,9 +199,52 @@ fn the_example_production_config_is_valid() {
         |_| Ok(()),
     )
     .expect("the shipped example parses");
-    assert_eq!(config.auth.issuers.len(), 2);
+    assert_eq!(config.auth.issuers.len(), 3);
     assert_eq!(config.log.format, LogFormat::Json);
     assert_eq!(config.vocabulary, Vocabulary::default());
+    let web = config.web.expect("the example serves the web pages");
+    assert!(web.jobseekers.oidc.is_some() && web.officers.oidc.is_some());
+}
+
+#[test]
+fn the_web_section_is_checked_as_a_whole() {
+    let web = r#"
+[web]
+listen = "0.0.0.0:8080"
+gateway_ca = "ca.pem"
+issuer = "no-such-issuer"
+issuer_key = "web.key"
+
+[web.jobseekers]
+cert = "portal.pem"
+key = "portal.key"
+
+[web.jobseekers.oidc]
+issuer_url = "http://idp.example"
+client_id = "c"
+
+[web.officers]
+cert = "privacy.pem"
+key = "privacy.key"
+
+[web.officers.oidc]
+issuer_url = "https://idp.example"
+client_id = "c"
+"#;
+    let problems = match parse(&format!("{BASE}{web}"), &[]) {
+        Err(ConfigError::Invalid { problems, .. }) => problems,
+        other => panic!("expected problems, got {other:?}"),
+    };
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    for key in [
+        "web.listen",
+        "web.issuer",
+        "web.public_url",
+        "web.jobseekers.oidc.issuer_url",
+        "web.officers.oidc.role_claim",
+    ] {
+        assert!(keys.contains(&key), "{key} not among {keys:?}");
+    }
 }
 
 #[test]

@@ -941,6 +941,7 @@ struct IntegrityPage {
     signed_line: String,
     check: Option<Consistency>,
     verify_command: String,
+    export_command: String,
 }
 
 /// `GET /officer/integrity`: the newest signed checkpoint, verified with the log's key.
@@ -981,6 +982,9 @@ pub async fn integrity(State(web): State<Arc<Web>>, Officer(person, s): Officer)
         key_label: key.map_or_else(String::new, checkpoint::Verifier::label),
         verify_command: format!(
             "casegate audit verify --log <data_dir>/audit --vkey '{vkey}' --trusted checkpoint.txt"
+        ),
+        export_command: format!(
+            "casegate audit verify --export casegate-audit-export.txt --vkey '{vkey}' --trusted checkpoint.txt"
         ),
         vkey,
         note,
@@ -1111,4 +1115,65 @@ pub async fn checkpoint_file(State(web): State<Arc<Web>>, Officer(person, s): Of
             &status,
         ),
     }
+}
+
+/// `GET /officer/integrity/export`: every entry up to the newest checkpoint and that checkpoint,
+/// in the file `casegate audit verify --export` reads (`casegate_audit::verify::EXPORT_HEADER`),
+/// streamed as the gateway exports it. `ExportEntries` is for officers of supervisory
+/// organisations; others get the gateway's refusal.
+pub async fn export_file(State(web): State<Arc<Web>>, Officer(person, s): Officer) -> Response {
+    use futures_util::StreamExt;
+    let opened = async {
+        let mut client = web.upstream.audit(&person)?;
+        let note = client
+            .get_checkpoint(v1::GetCheckpointRequest {})
+            .await?
+            .into_inner()
+            .checkpoint
+            .map(|c| (c.tree_size, c.signed_note))
+            .ok_or_else(|| Status::internal("the gateway sent no checkpoint"))?;
+        let entries = client
+            .export_entries(v1::ExportEntriesRequest {
+                start_index: 0,
+                end_index: note.0,
+            })
+            .await?
+            .into_inner();
+        Ok::<_, Status>((note.1, entries))
+    }
+    .await;
+    let (note, entries) = match opened {
+        Ok(o) => o,
+        Err(status) => {
+            return failure(
+                Chrome::new(&web, &s, "integrity.title", "/officer/integrity").await,
+                &status,
+            );
+        }
+    };
+    let header = futures_util::stream::once(async {
+        Ok::<_, std::io::Error>(format!("{}\n", casegate_audit::verify::EXPORT_HEADER))
+    });
+    let lines = entries.map(|answer| {
+        answer
+            .map(|e| {
+                let mut line =
+                    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &e.entry);
+                line.push('\n');
+                line
+            })
+            .map_err(|status| std::io::Error::other(status.message().to_owned()))
+    });
+    let footer = futures_util::stream::once(async move { Ok(format!("\n{note}")) });
+    (
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"casegate-audit-export.txt\"",
+            ),
+        ],
+        axum::body::Body::from_stream(header.chain(lines).chain(footer)),
+    )
+        .into_response()
 }

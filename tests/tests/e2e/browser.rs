@@ -101,6 +101,23 @@ async fn the_ips_scenario_in_a_real_browser() {
     b.press(&Key::Enter.to_string()).await;
     wait_for_title(&b, "Gi samtykke").await;
     violations.extend(check(&b, &axe, "grant-form").await);
+    // Sent empty: the form again, with an error summary whose links lead to the fields.
+    b.click("form[action='/me/consents/preview'] button").await;
+    wait_for_title(&b, "Feil: Gi samtykke").await;
+    let summary = b.text().await;
+    assert!(summary.contains("Dette må rettes") && summary.contains("Velg hvem som kan dele"));
+    violations.extend(check(&b, &axe, "grant-form-errors").await);
+    b.click("#error-summary + ul a[href='#sender']").await;
+    let focused = b
+        .client
+        .execute("return document.activeElement.id;", Vec::new())
+        .await
+        .expect("script");
+    assert_eq!(
+        focused,
+        json!("sender"),
+        "the summary's link leads to its field"
+    );
     choose(&b, "#sender", "Test n", &gw.org("nav").orgnr).await;
     choose(&b, "#recipient", "Test i", &gw.org("ips").orgnr).await;
     b.tab_to("input[name=category][value=benefit_counselling]")
@@ -136,6 +153,13 @@ async fn the_ips_scenario_in_a_real_browser() {
         .signed_note;
     b.goto(&web.url("/me")).await;
     violations.extend(check(&b, &axe, "my-consents").await);
+    b.goto(&format!("{consent_url}/change")).await;
+    wait_for_title(&b, "Endre samtykke").await;
+    violations.extend(check(&b, &axe, "change-form").await);
+    b.goto(&web.url("/me/received/print")).await;
+    violations.extend(check(&b, &axe, "received-print").await);
+    b.goto(&web.url("/no/such/page")).await;
+    violations.extend(check(&b, &axe, "not-found").await);
     b.goto(&web.url("/me/received")).await;
     let received = b.text().await;
     assert!(
@@ -249,8 +273,47 @@ async fn the_ips_scenario_in_a_real_browser() {
         "{integrity}"
     );
 
+    // The export file verifies offline, consistent with the older checkpoint.
+    let export = download.get("/officer/integrity/export").await;
+    assert_eq!(export.status, 200);
+    let vkey = casegate_audit::checkpoint::Verifier::from_vkey(
+        &b.client
+            .find(fantoccini::Locator::Css("dd.hash:last-of-type"))
+            .await
+            .expect("the verifier key on the page")
+            .text()
+            .await
+            .expect("text"),
+    )
+    .expect("a verifier key");
+    let verified = casegate_audit::verify::verify_export(&export.body, &[vkey], Some(&older))
+        .expect("the export verifies");
+    assert!(
+        verified.entries > 10 && verified.consistent_with.is_some(),
+        "{verified:?}"
+    );
+
     b.goto(&web.url("/officer/report")).await;
     violations.extend(check(&b, &axe, "officer-report").await);
+    b.client
+        .find(fantoccini::Locator::Css("#subject"))
+        .await
+        .expect("field")
+        .send_keys(&subject.expose())
+        .await
+        .expect("type");
+    b.click("form[action='/officer/report'] button").await;
+    wait_for_title(&b, "Kontrollert innsynsrapport").await;
+    let report = b.text().await;
+    assert!(
+        report.contains("er kontrollert mot loggens sjekkpunkt"),
+        "{report}"
+    );
+    assert!(
+        !report.contains(&subject.expose()),
+        "the identity number shown unmasked"
+    );
+    violations.extend(check(&b, &axe, "officer-report-result").await);
     b.close().await;
     assert!(
         violations.is_empty(),
