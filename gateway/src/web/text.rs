@@ -122,10 +122,13 @@ mod tests {
     fn every_key_the_code_and_templates_use_is_in_the_table() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut sources = Vec::new();
-        for folder in ["templates", "src/web"] {
-            for file in std::fs::read_dir(root.join(folder)).expect("folder") {
+        let mut folders = vec![root.join("templates"), root.join("src/web")];
+        while let Some(folder) = folders.pop() {
+            for file in std::fs::read_dir(&folder).expect("folder") {
                 let path = file.expect("entry").path();
-                if matches!(
+                if path.is_dir() {
+                    folders.push(path);
+                } else if matches!(
                     path.extension().and_then(|e| e.to_str()),
                     Some("html" | "rs")
                 ) {

@@ -1,0 +1,217 @@
+//! Anomaly views: patterns from one audited `SummarizeAudit`, each with the search that shows
+//! its entries.
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::{
+    extract::{Query, State},
+    response::Response,
+};
+use casegate_audit::entry::EntryKind;
+use casegate_proto::v1;
+use serde::Deserialize;
+use tonic::Status;
+
+use crate::{
+    cli::officer::hex,
+    web::{
+        Web,
+        chrome::{Chrome, failure, render},
+        sentence,
+        session::Officer,
+        time,
+    },
+};
+
+/// One anomaly view: a heading, an explanation, its rows and the search that shows the entries.
+#[derive(Debug, Clone)]
+struct View {
+    id: &'static str,
+    title: String,
+    text: String,
+    rows: Vec<(String, String, u64)>,
+    kinds: Vec<&'static str>,
+    reasons: Vec<&'static str>,
+}
+
+#[derive(Debug, Template)]
+#[template(path = "anomalies.html")]
+struct AnomaliesPage {
+    c: Chrome,
+    views: Vec<View>,
+    period: String,
+    from: String,
+    counted: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AnomaliesQuery {
+    days: Option<u32>,
+}
+
+/// `GET /officer/anomalies?days=30`: patterns worth a look, from one audited summary.
+pub async fn anomalies(
+    State(web): State<Arc<Web>>,
+    Officer(person, s): Officer,
+    Query(q): Query<AnomaliesQuery>,
+) -> Response {
+    let c = Chrome::new(&web, &s, "anomalies.title", "/officer/anomalies").await;
+    let days = q.days.unwrap_or(30).clamp(1, 366);
+    let from = crate::clock::now_micros() - i64::from(days) * 86_400_000_000;
+    let answer = async {
+        Ok::<_, Status>(
+            web.upstream
+                .audit(&person)?
+                .summarize_audit(v1::SummarizeAuditRequest {
+                    from: Some(prost_types::Timestamp {
+                        seconds: from.div_euclid(1_000_000),
+                        nanos: 0,
+                    }),
+                    by_subject: true,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner(),
+        )
+    }
+    .await;
+    let summary = match answer {
+        Ok(a) => a,
+        Err(status) => return failure(c, &status),
+    };
+    let kind_of = |n: &v1::AuditCount| u8::try_from(n.kind).ok().and_then(EntryKind::from_code);
+    let t = c.t;
+    let tally = |pick: &dyn Fn(&v1::AuditCount) -> bool,
+                 label: &dyn Fn(&v1::AuditCount) -> (String, String)| {
+        let mut out: std::collections::BTreeMap<(String, String), u64> = Default::default();
+        for n in summary.counts.iter().filter(|n| pick(n)) {
+            *out.entry(label(n)).or_default() += n.count;
+        }
+        let mut rows: Vec<(String, String, u64)> =
+            out.into_iter().map(|((a, b), n)| (a, b, n)).collect();
+        rows.sort_by(|x, y| y.2.cmp(&x.2).then(x.cmp(y)));
+        rows.truncate(20);
+        rows
+    };
+    let org_day = |n: &v1::AuditCount| (web.org_name(&n.orgnr), n.day.clone());
+    let refused = |reason: &'static str| {
+        move |n: &v1::AuditCount| {
+            kind_of(n) == Some(EntryKind::DisclosureRefused) && n.reason == reason
+        }
+    };
+    let jobseeker = |n: &v1::AuditCount| {
+        (
+            t.fill(
+                "anomalies.jobseeker",
+                &[(
+                    "pseudonym",
+                    &hex(&n.subject_pseudonym[..n.subject_pseudonym.len().min(4)]),
+                )],
+            ),
+            n.day.clone(),
+        )
+    };
+    let views = vec![
+        View {
+            id: "after-withdrawal",
+            title: t.get("anomalies.after_withdrawal"),
+            text: t.get("anomalies.after_withdrawal_text"),
+            rows: tally(&refused("consent_withdrawn"), &org_day),
+            kinds: vec!["disclosure_refused"],
+            reasons: vec!["consent_withdrawn"],
+        },
+        View {
+            id: "no-consent-sender",
+            title: t.get("anomalies.no_consent_sender"),
+            text: t.get("anomalies.no_consent_sender_text"),
+            rows: tally(&refused("no_consent"), &org_day),
+            kinds: vec!["disclosure_refused"],
+            reasons: vec!["no_consent"],
+        },
+        View {
+            id: "no-consent-jobseeker",
+            title: t.get("anomalies.no_consent_jobseeker"),
+            text: t.get("anomalies.no_consent_jobseeker_text"),
+            rows: tally(&refused("no_consent"), &jobseeker),
+            kinds: vec!["disclosure_refused"],
+            reasons: vec!["no_consent"],
+        },
+        View {
+            id: "approval-missing",
+            title: t.get("anomalies.approval_missing"),
+            text: t.get("anomalies.approval_missing_text"),
+            rows: tally(&refused("approval_missing"), &org_day),
+            kinds: vec!["disclosure_refused"],
+            reasons: vec!["approval_missing"],
+        },
+        View {
+            id: "purged",
+            title: t.get("anomalies.purged"),
+            text: t.get("anomalies.purged_text"),
+            rows: tally(
+                &|n| kind_of(n) == Some(EntryKind::NotePurged) && n.reason != "retention_elapsed",
+                &|n| (sentence::reason(&t, &n.reason), n.day.clone()),
+            ),
+            kinds: vec!["note_purged"],
+            reasons: vec!["consent_withdrawn", "ttl_elapsed"],
+        },
+        View {
+            id: "officer-lookups",
+            title: t.get("anomalies.lookups"),
+            text: t.get("anomalies.lookups_text"),
+            rows: tally(
+                &|n| {
+                    kind_of(n) == Some(EntryKind::SubjectReportIssued)
+                        && n.actor_role == v1::Role::PrivacyOfficer as i32
+                },
+                &org_day,
+            ),
+            kinds: vec!["subject_report_issued"],
+            reasons: vec![],
+        },
+        View {
+            id: "off-hours",
+            title: t.get("anomalies.off_hours"),
+            text: t.get("anomalies.off_hours_text"),
+            rows: tally(
+                &|n| {
+                    n.outside_office_hours
+                        && !matches!(
+                            kind_of(n),
+                            Some(EntryKind::GatewayStarted | EntryKind::KeyRotated)
+                        )
+                },
+                &|n| {
+                    (
+                        format!(
+                            "{} – {}",
+                            web.org_name(&n.orgnr),
+                            kind_of(n).map_or_else(String::new, |k| sentence::term(
+                                &t,
+                                "kind",
+                                k.as_str()
+                            ))
+                        ),
+                        n.day.clone(),
+                    )
+                },
+            ),
+            kinds: vec![],
+            reasons: vec![],
+        },
+    ];
+    render(&AnomaliesPage {
+        period: t.fill("anomalies.period", &[("days", &days.to_string())]),
+        from: time::input_date(from),
+        counted: t.fill(
+            "anomalies.counted",
+            &[
+                ("entries", &summary.entries.to_string()),
+                ("size", &summary.tree_size.to_string()),
+            ],
+        ),
+        views,
+        c,
+    })
+}
