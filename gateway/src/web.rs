@@ -132,7 +132,9 @@ impl Web {
             .with_secure(true)
             .with_http_only(true)
             .with_same_site(SameSite::Strict)
-            .with_expiry(Expiry::OnInactivity(idle));
+            .with_expiry(Expiry::OnInactivity(idle))
+            // Every request renews the idle time, not only those that change the session.
+            .with_always_save(true);
         let dev = self.dev_people.is_some();
         let state = Arc::new(self);
         let mut router = Router::new()

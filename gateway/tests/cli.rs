@@ -313,6 +313,7 @@ async fn dev_mode_serves_tokens_that_the_gateway_accepts_and_sigint_stops_it() {
     // A second gateway on the same data folder refuses to start.
     let second = casegate()
         .env("CASEGATE_METRICS__LISTEN", "127.0.0.1:0")
+        .env("CASEGATE_WEB__LISTEN", "127.0.0.1:0")
         .args(["dev", "--listen", "127.0.0.1:0", "--data"])
         .arg(dir.path())
         .output()
@@ -370,6 +371,7 @@ async fn dev_mode_serves_tokens_that_the_gateway_accepts_and_sigint_stops_it() {
     std::fs::write(&segment, bytes).expect("write");
     let out = casegate()
         .env("CASEGATE_METRICS__LISTEN", "127.0.0.1:0")
+        .env("CASEGATE_WEB__LISTEN", "127.0.0.1:0")
         .args(["dev", "--listen", "127.0.0.1:0", "--data"])
         .arg(dir.path())
         .output()
@@ -457,6 +459,7 @@ async fn metrics_count_calls_and_neither_metrics_nor_logs_show_identity_numbers(
         .args(["dev", "--listen", "127.0.0.1:0", "--data"])
         .arg(dir.path())
         .env("CASEGATE_METRICS__LISTEN", "127.0.0.1:0")
+        .env("CASEGATE_WEB__LISTEN", "127.0.0.1:0")
         .env("CASEGATE_LOG__FORMAT", "json")
         .env("CASEGATE_NOTES__SWEEP_INTERVAL", "100ms")
         .env("RUST_LOG", "debug")
@@ -475,7 +478,9 @@ async fn metrics_count_calls_and_neither_metrics_nor_logs_show_identity_numbers(
         if let Some(rest) = line.split("listening on ").nth(1) {
             addr = rest.split_whitespace().next().map(str::to_owned);
         }
-        if let Some(rest) = line.split("http://").nth(1) {
+        if let Some(rest) = line.split("http://").nth(1)
+            && rest.ends_with("/metrics")
+        {
             metrics = rest.strip_suffix("/metrics").map(str::to_owned);
             break;
         }

@@ -70,6 +70,7 @@ async fn a_serving_gateway_logs_a_stale_crl_and_exports_it_as_a_metric() {
         .arg(dir.path())
         .env("CASEGATE_SERVER__SHUTDOWN_GRACE", "1s")
         .env("CASEGATE_METRICS__LISTEN", "127.0.0.1:0")
+        .env("CASEGATE_WEB__LISTEN", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

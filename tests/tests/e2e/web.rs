@@ -351,6 +351,44 @@ async fn every_page_renders_in_every_language_without_untranslated_text() {
                 "{lang} {path}: title repeats"
             );
         }
+        // The pages a form's POST shows, and the way in, in this language too.
+        let anonymous = web.client();
+        anonymous.get(&format!("/language?to={lang}&back=/")).await;
+        let form = jobseeker.get("/me/consents/new").await;
+        let empty = jobseeker
+            .post("/me/consents/preview", &[("csrf", &form.csrf())])
+            .await;
+        let valid = [
+            ("csrf", form.csrf()),
+            ("sender", gw.org("nav").orgnr.clone()),
+            ("recipient", gw.org("ips").orgnr.clone()),
+            ("category", "benefit_counselling".to_owned()),
+            ("purpose", "ips_follow_up".to_owned()),
+            ("end", proposed_end(&form)),
+        ];
+        let valid: Vec<(&str, &str)> = valid.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let preview = jobseeker.post("/me/consents/preview", &valid).await;
+        assert_eq!(empty.status, 422);
+        assert!(
+            empty.body.contains("id=\"error-summary\""),
+            "{lang}: no error summary"
+        );
+        for (what, page) in [
+            ("the start page", anonymous.get("/").await),
+            ("the development login", anonymous.get("/dev/login").await),
+            ("the form with errors", empty),
+            ("the preview", preview),
+        ] {
+            assert!(
+                page.body.contains(&format!("<html lang=\"{lang}\">")),
+                "{lang} {what}"
+            );
+            assert!(!page.body.contains('⟦'), "{lang} {what}: untranslated text");
+            assert!(
+                titles.insert(page.title().to_owned()),
+                "{lang} {what}: title repeats"
+            );
+        }
         // The printable report shows the identity number masked, never whole.
         let print = jobseeker.get("/me/received/print").await;
         assert!(
@@ -363,6 +401,57 @@ async fn every_page_renders_in_every_language_without_untranslated_text() {
                 .contains(&format!("{} *****", &subject.expose()[..6]))
         );
     }
+    web.stop().await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn changing_a_consent_makes_a_new_version_and_keeps_the_old_one_in_the_history() {
+    let (gw, web) = start(true).await;
+    let client = web.client();
+    client.dev_login("jobseeker-3").await;
+    let id = grant_by_form(&gw, &client).await;
+    let form = client.get(&format!("/me/consents/{id}/change")).await;
+    assert_eq!(form.status, 200);
+    assert!(
+        form.body
+            .contains(&format!("name=\"supersedes\" value=\"{id}\""))
+    );
+    let fields = [
+        ("csrf", form.csrf()),
+        ("sender", gw.org("nav").orgnr.clone()),
+        ("recipient", gw.org("ips").orgnr.clone()),
+        ("category", "benefit_counselling".to_owned()),
+        ("category", "meeting_summary".to_owned()),
+        ("purpose", "ips_follow_up".to_owned()),
+        ("end", proposed_end(&form)),
+        ("supersedes", id.clone()),
+    ];
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let done = client.post("/me/consents", &fields).await;
+    assert_eq!(
+        (done.status, done.location()),
+        (303, format!("/me/consents/{id}").as_str())
+    );
+    client.get("/language?to=en&back=/").await;
+    let detail = client.get(&format!("/me/consents/{id}")).await;
+    assert!(
+        detail.body.contains("<dt>Version</dt><dd>2</dd>"),
+        "{}",
+        detail.body
+    );
+    assert!(
+        detail.body.contains("summaries of meetings"),
+        "{}",
+        detail.body
+    );
+    assert!(
+        detail
+            .body
+            .contains("<strong>Version 1</strong> · Replaced by a newer version"),
+        "{}",
+        detail.body
+    );
     web.stop().await;
     gw.stop().await;
 }
