@@ -171,8 +171,28 @@ pub fn replay(
         ControlFlow::Continue(())
     })?;
     let bytes = target.ok_or(ReplayError::NoEntry { index, size })?;
+    let entry = Entry::decode(&bytes).map_err(|e| ReplayError::Unreadable {
+        index,
+        reason: e.to_string(),
+    })?;
+    replay_entry(index, &entry, earlier, export, vocabulary)
+}
+
+/// Replays the decision `entry`, recorded at `index`, from `earlier`: the consent grants and
+/// withdrawals recorded before it, as (index, entry) — read from the log's segments by
+/// [`replay`], or taken from a verified subject access report. Entries about other subjects
+/// are ignored.
+///
+/// # Errors
+/// As [`replay`], except for reading the log.
+pub fn replay_entry(
+    index: u64,
+    entry: &Entry,
+    earlier: impl IntoIterator<Item = (u64, Entry)>,
+    export: &[ConsentRecord],
+    vocabulary: &Vocabulary,
+) -> Result<Replay, ReplayError> {
     let unreadable = |reason: String| ReplayError::Unreadable { index, reason };
-    let entry = Entry::decode(&bytes).map_err(|e| unreadable(e.to_string()))?;
     let recorded = match entry.kind {
         EntryKind::DisclosurePermitted => {
             let consent = entry
@@ -238,8 +258,13 @@ pub fn replay(
     let mut granted: BTreeMap<String, Vec<Recorded>> = BTreeMap::new();
     let mut withdrawn: BTreeMap<String, u64> = BTreeMap::new();
     for (at, e) in earlier {
-        let (Some(consent), true) = (e.consent, e.subject_pseudonym == entry.subject_pseudonym)
-        else {
+        let relevant = at < index
+            && e.subject_pseudonym == entry.subject_pseudonym
+            && matches!(
+                e.kind,
+                EntryKind::ConsentGranted | EntryKind::ConsentWithdrawn
+            );
+        let (Some(consent), true) = (e.consent, relevant) else {
             continue;
         };
         match e.kind {

@@ -164,6 +164,7 @@ impl Web {
             .route("/officer/results.csv", get(officer::results_csv))
             .route("/officer/results.json", get(officer::results_json))
             .route("/officer/entries/{index}", get(officer::entry))
+            .route("/officer/entries/{index}/replay", post(officer::replay))
             .route(
                 "/officer/report",
                 get(officer::report_form).post(officer::report),

@@ -33,7 +33,7 @@ mod report;
 mod results;
 
 pub use anomalies::anomalies;
-pub use entry::entry;
+pub use entry::{entry, replay};
 pub use integrity::{checkpoint_file, consistency, export_file, integrity};
 pub use report::{report, report_form, report_result};
 pub use results::{results, results_csv, results_json};

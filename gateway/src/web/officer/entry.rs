@@ -5,18 +5,23 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::{
+    Form,
     extract::{Path, State},
-    response::Response,
+    response::{IntoResponse, Redirect, Response},
 };
 use casegate_audit::{checkpoint, entry::EntryKind, merkle};
 use casegate_proto::v1;
+use serde::{Deserialize, Serialize};
 use tonic::Status;
 
 use crate::{
     cli::officer::{entry_json, hex},
+    replay::{self, Outcome},
     web::{
         Web,
         chrome::{Chrome, failure, render},
+        jobseeker::verified_report,
+        sentence, session,
         session::Officer,
         text::Tr,
     },
@@ -31,7 +36,17 @@ struct EntryPage {
     proof: Vec<String>,
     proof_line: String,
     proof_ok: bool,
+    /// A decision: the offline command, and the last in-page replay of it.
     replay: Option<String>,
+    replayed: Option<Replayed>,
+}
+
+/// The result of replaying a decision, kept for the page after the redirect.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Replayed {
+    index: u64,
+    reproduced: bool,
+    message: String,
 }
 
 /// `GET /officer/entries/{index}`: every field of one entry, its inclusion proof verified
@@ -87,6 +102,9 @@ pub async fn entry(
             web.config_path.display()
         )
     });
+    let replayed = session::peek::<Replayed>(&s, "replayed")
+        .await
+        .filter(|r| r.index == index);
     let fields = fields_of(&entry_json(&entry));
     let hashes = proof
         .proof
@@ -101,7 +119,93 @@ pub async fn entry(
         proof_line,
         proof_ok,
         replay,
+        replayed,
     })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ReplayForm {
+    subject: String,
+}
+
+/// `POST /officer/entries/{index}/replay`: replays the decision from the jobseeker's subject
+/// access report, verified as `casegate audit report` does — its grants and withdrawals and its
+/// consent versions, each checked against the record hash the log pinned. The jobseeker is
+/// named in the form, never in a URL.
+pub async fn replay(
+    State(web): State<Arc<Web>>,
+    Officer(person, s): Officer,
+    Path(index): Path<u64>,
+    Form(form): Form<ReplayForm>,
+) -> Response {
+    let here = format!("/officer/entries/{index}");
+    let c = Chrome::new(&web, &s, "entry.title", &here).await;
+    let subject = form.subject.trim();
+    if subject.parse::<casegate_consent::SubjectId>().is_err() {
+        return failure(
+            c,
+            &Status::invalid_argument("not a national identity number"),
+        );
+    }
+    let (report, _) = match verified_report(&web, &person, subject).await {
+        Ok(r) => r,
+        Err(status) => return failure(c, &status),
+    };
+    let Some(target) = report.events.iter().find(|e| e.index == index) else {
+        let replayed = Replayed {
+            index,
+            reproduced: false,
+            message: c.t.get("replay.not_about"),
+        };
+        session::put(&s, "replayed", &replayed).await;
+        return Redirect::to(&here).into_response();
+    };
+    let earlier = report
+        .events
+        .iter()
+        .filter(|e| e.index < index)
+        .map(|e| (e.index, e.entry.clone()));
+    let versions: Vec<_> = report.consents.iter().map(|v| v.record.clone()).collect();
+    let outcome = |o: &Outcome| match o {
+        Outcome::Permit {
+            consent_id,
+            version,
+            ..
+        } => c.t.fill(
+            "replay.permit",
+            &[("consent", consent_id), ("version", &version.to_string())],
+        ),
+        Outcome::Refuse { reason } => c.t.fill(
+            "replay.refuse",
+            &[("reason", &sentence::reason(&c.t, reason))],
+        ),
+    };
+    let replayed =
+        match replay::replay_entry(index, &target.entry, earlier, &versions, &web.vocabulary) {
+            Ok(r) => Replayed {
+                index,
+                reproduced: r.reproduced(),
+                message: c.t.fill(
+                    if r.reproduced() {
+                        "replay.reproduced"
+                    } else {
+                        "replay.not_reproduced"
+                    },
+                    &[
+                        ("recorded", &outcome(&r.recorded)),
+                        ("replayed", &outcome(&r.replayed)),
+                        ("versions", &r.checked_versions.to_string()),
+                    ],
+                ),
+            },
+            Err(e) => Replayed {
+                index,
+                reproduced: false,
+                message: c.t.fill("replay.failed", &[("error", &e.to_string())]),
+            },
+        };
+    session::put(&s, "replayed", &replayed).await;
+    Redirect::to(&here).into_response()
 }
 
 /// Every field of an entry's JSON form as (name, text), nested objects flattened
