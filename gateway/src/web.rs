@@ -29,7 +29,8 @@ use axum::{
 use casegate_audit::checkpoint::Verifier;
 use casegate_consent::{OrgNumber, SubjectId, Vocabulary};
 use tokio::net::TcpListener;
-use tower_sessions::{Expiry, MemoryStore, SessionManagerLayer, cookie::SameSite};
+use tower_sessions::{Expiry, SessionManagerLayer, cookie::SameSite};
+use tower_sessions_moka_store::MokaStore;
 
 use crate::config::Config;
 pub use upstream::{Audience, Person, Upstream, UpstreamError};
@@ -53,6 +54,7 @@ pub struct Web {
     /// The synthetic people of the development login; `None` outside `casegate dev`.
     dev_people: Option<Vec<login::DevPerson>>,
     session_idle: std::time::Duration,
+    max_sessions: u64,
     /// The longest consent the gateway accepts (the grant form says so before it is sent).
     max_consent_period: std::time::Duration,
     /// Where the gateway's configuration was read from, for the commands the pages print.
@@ -118,6 +120,7 @@ impl Web {
             officer_login,
             dev_people,
             session_idle: web.session_idle,
+            max_sessions: web.max_sessions,
             max_consent_period: config.max_consent_period,
             config_path: config.source.clone(),
         }))
@@ -127,7 +130,8 @@ impl Web {
     pub fn router(self) -> Router {
         let idle = tower_sessions::cookie::time::Duration::try_from(self.session_idle)
             .unwrap_or(tower_sessions::cookie::time::Duration::minutes(15));
-        let sessions = SessionManagerLayer::new(MemoryStore::default())
+        // Expired sessions leave the store at their expiry; a full store drops the least used.
+        let sessions = SessionManagerLayer::new(MokaStore::new(Some(self.max_sessions)))
             .with_name(SESSION_COOKIE)
             .with_secure(true)
             .with_http_only(true)

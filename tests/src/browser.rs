@@ -48,6 +48,16 @@ impl Browser {
     /// Starts chromedriver and a browser window `width` CSS pixels wide; `None` (after
     /// [`unavailable`]) when they are not installed.
     pub async fn start(width: u32) -> Option<Self> {
+        Self::launch(width, false).await
+    }
+
+    /// As [`Browser::start`], accepting certificates no trusted CA issued (W3C WebDriver
+    /// `acceptInsecureCerts`): for the test OpenID provider's own CA.
+    pub async fn start_accepting_test_certificates(width: u32) -> Option<Self> {
+        Self::launch(width, true).await
+    }
+
+    async fn launch(width: u32, accept_insecure_certs: bool) -> Option<Self> {
         for program in [CHROMIUM, CHROMEDRIVER] {
             if !std::path::Path::new(program).exists() {
                 unavailable(&format!(
@@ -66,6 +76,7 @@ impl Browser {
             .spawn()
             .expect("chromedriver starts");
         let mut capabilities = serde_json::Map::new();
+        capabilities.insert("acceptInsecureCerts".into(), json!(accept_insecure_certs));
         capabilities.insert(
             "goog:chromeOptions".into(),
             json!({

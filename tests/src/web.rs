@@ -2,7 +2,7 @@
 //! of a [`TestGateway`], and [`WebClient`] is a small cookie-keeping HTTP/1.1 client for
 //! tests that look at status codes, headers and HTML without a browser.
 
-use std::{net::SocketAddr, sync::Mutex};
+use std::{collections::BTreeMap, net::SocketAddr, sync::Mutex};
 
 use casegate::{config::Config, web::Web};
 use http_body_util::{BodyExt, Full};
@@ -80,7 +80,7 @@ impl TestWeb {
         WebClient {
             base: self.url(""),
             http: Client::builder(TokioExecutor::new()).build_http(),
-            cookie: Mutex::new(None),
+            cookies: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -129,12 +129,13 @@ impl Page {
     }
 }
 
-/// A cookie-keeping client for one person's browser session.
+/// A cookie-keeping client for one person's browser session. It keeps every cookie by name
+/// and sends them all (it does not model `SameSite`: the browser tests do).
 #[derive(Debug)]
 pub struct WebClient {
     base: String,
     http: Client<HttpConnector, Full<Bytes>>,
-    cookie: Mutex<Option<String>>,
+    cookies: Mutex<BTreeMap<String, String>>,
 }
 
 impl WebClient {
@@ -165,9 +166,12 @@ impl WebClient {
             .await
     }
 
-    /// Continues a browser's session (its `name=value` session cookie).
-    pub fn use_cookie(&self, pair: String) {
-        *self.cookie.lock().expect("cookie") = Some(pair);
+    /// Continues a browser's session with its cookie `name` = `value`.
+    pub fn use_cookie(&self, name: &str, value: &str) {
+        self.cookies
+            .lock()
+            .expect("cookies")
+            .insert(name.to_owned(), value.to_owned());
     }
 
     /// Logs in through the development picker as `who` (`jobseeker-1`, `officer`, …).
@@ -190,8 +194,15 @@ impl WebClient {
         let mut request = http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base));
-        if let Some(cookie) = self.cookie.lock().expect("cookie").clone() {
-            request = request.header(http::header::COOKIE, cookie);
+        let cookies: Vec<String> = self
+            .cookies
+            .lock()
+            .expect("cookies")
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        if !cookies.is_empty() {
+            request = request.header(http::header::COOKIE, cookies.join("; "));
         }
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -208,9 +219,14 @@ impl WebClient {
         let headers = response.headers().clone();
         for set in headers.get_all(http::header::SET_COOKIE) {
             let text = set.to_str().unwrap_or_default();
-            let pair = text.split(';').next().unwrap_or_default().to_owned();
-            let removed = text.contains("Max-Age=0") || pair.ends_with('=');
-            *self.cookie.lock().expect("cookie") = (!removed).then_some(pair);
+            let pair = text.split(';').next().unwrap_or_default();
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let mut cookies = self.cookies.lock().expect("cookies");
+            if text.contains("Max-Age=0") || value.is_empty() {
+                cookies.remove(name);
+            } else {
+                cookies.insert(name.to_owned(), value.to_owned());
+            }
         }
         let body = response
             .into_body()

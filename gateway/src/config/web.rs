@@ -12,8 +12,8 @@ use super::reader::Section;
 /// The web tier (`[web]`; off when the section is absent).
 #[derive(Debug, Clone)]
 pub struct WebConfig {
-    /// Where browsers connect. Without `[web] tls_cert` the listener speaks plain HTTP and must be
-    /// on loopback, behind a TLS-terminating reverse proxy on the same host.
+    /// Where browsers connect. The listener speaks plain HTTP and must be on loopback, behind a
+    /// TLS-terminating reverse proxy on the same host.
     pub listen: SocketAddr,
     /// The address browsers use for these pages (`https://…`, no path), which the identity
     /// providers redirect back to (`<public_url>/login/<audience>/callback`). Required when an
@@ -35,6 +35,8 @@ pub struct WebConfig {
     /// A session ends after this long without a request (WCAG 2.2.1: every page says when and
     /// offers to extend it).
     pub session_idle: Duration,
+    /// Sessions kept at most (in memory; the least used go first when it is full).
+    pub max_sessions: u64,
     /// The certificate the web tier presents for jobseekers: the portal organisation's.
     pub jobseekers: AudienceConfig,
     /// The certificate the web tier presents for privacy officers: their organisation's.
@@ -136,6 +138,7 @@ pub(super) fn read(root: &mut Section<'_>, base: &Path) -> Option<WebConfig> {
         Duration::from_secs(60),
         Duration::from_secs(8 * 3600),
     );
+    let max_sessions = s.count_or("max_sessions", 100_000, 10_000_000);
     let jobseekers = audience(&mut s, "jobseekers", base, false);
     let officers = audience(&mut s, "officers", base, true);
     let uses_oidc = [&jobseekers, &officers]
@@ -157,6 +160,7 @@ pub(super) fn read(root: &mut Section<'_>, base: &Path) -> Option<WebConfig> {
         issuer_key: issuer_key?,
         token_ttl,
         session_idle,
+        max_sessions,
         jobseekers: jobseekers?,
         officers: officers?,
     })

@@ -34,6 +34,8 @@ pub struct Chrome {
     pub csrf: String,
     /// When the session ends without activity, and how to stay (WCAG 2.2.1).
     pub idle_text: String,
+    /// This page's path, where "stay logged in" comes back to.
+    pub here: String,
 }
 
 /// A link in the language switch or the navigation.
@@ -57,7 +59,11 @@ impl Chrome {
         let langs = Lang::ALL
             .into_iter()
             .map(|l| Link {
-                href: format!("/language?to={}&back={here}", l.code()),
+                href: format!(
+                    "/language?{}",
+                    serde_urlencoded::to_string([("to", l.code()), ("back", here)])
+                        .unwrap_or_default()
+                ),
                 label: l.name().to_owned(),
                 current: l == t.lang,
                 lang: l.code(),
@@ -107,6 +113,7 @@ impl Chrome {
             officer,
             csrf,
             idle_text,
+            here: here.to_owned(),
         }
     }
 }
@@ -194,10 +201,20 @@ pub async fn language(session: Session, Query(q): Query<LanguageQuery>) -> Respo
     Redirect::to(&local_path(q.back.as_deref())).into_response()
 }
 
-/// `back` when it is a path on this site; `/` otherwise (no open redirect).
+/// `back` when it is a path on this site; `/` otherwise (no open redirect). Browsers drop tabs
+/// and line breaks from a `Location` and read `\\` as `/`, so any whitespace, control
+/// character or backslash refuses it, as does a second leading slash.
 pub fn local_path(back: Option<&str>) -> String {
     match back {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p.to_owned(),
+        Some(p)
+            if p.starts_with('/')
+                && !p.starts_with("//")
+                && !p
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == '\\') =>
+        {
+            p.to_owned()
+        }
         _ => "/".to_owned(),
     }
 }
@@ -223,4 +240,29 @@ pub async fn stylesheet() -> Response {
         include_str!("site.css"),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_path;
+
+    #[test]
+    fn only_paths_on_this_site_are_followed_back() {
+        for (back, to) in [
+            (Some("/me/received"), "/me/received"),
+            (Some("/language?to=nn&back=/me"), "/language?to=nn&back=/me"),
+            (None, "/"),
+            (Some(""), "/"),
+            (Some("https://evil.example/"), "/"),
+            (Some("//evil.example"), "/"),
+            (Some("/\\evil.example"), "/"),
+            (Some("\\\\evil.example"), "/"),
+            (Some("/\t/evil.example"), "/"),
+            (Some("/\n/evil.example"), "/"),
+            (Some("/ /evil.example"), "/"),
+            (Some("javascript:alert(1)"), "/"),
+        ] {
+            assert_eq!(local_path(back), to, "{back:?}");
+        }
+    }
 }

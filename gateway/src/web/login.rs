@@ -8,10 +8,15 @@ use askama::Template;
 use axum::{
     Form,
     extract::{Path, Query, State},
+    http::{HeaderMap, header},
     response::{IntoResponse, Redirect, Response},
 };
-use serde::Deserialize;
-use tower_sessions::Session;
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use serde::{Deserialize, Serialize};
+use tower_sessions::{
+    Session,
+    cookie::{Cookie, SameSite, time::Duration as CookieDuration},
+};
 
 use super::{
     Audience, Person, Upstream, Web,
@@ -173,11 +178,51 @@ pub async fn oidc_start(
     };
     match provider.start().await {
         Ok((url, pending)) => {
-            session::put(&session, &pending_key(&audience), &pending).await;
-            Redirect::to(&url).into_response()
+            let cookie = pending_cookie(&PendingLogin { audience, pending });
+            ([(header::SET_COOKIE, cookie)], Redirect::to(&url)).into_response()
         }
         Err(e) => login_failed(&web, &session, &e).await,
     }
+}
+
+/// The cookie that carries a login's `state`, `nonce` and PKCE verifier to its callback. The
+/// session cookie is `SameSite=Strict`, so browsers do not send it on the provider's
+/// cross-site redirect back; this one is `Lax` (sent on that top-level GET), lives ten
+/// minutes, and its `__Host-` prefix keeps other hosts from planting one.
+const LOGIN_COOKIE: &str = "__Host-casegate_login";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct PendingLogin {
+    audience: String,
+    pending: oidc::Pending,
+}
+
+fn pending_cookie(login: &PendingLogin) -> String {
+    let value = URL_SAFE_NO_PAD.encode(serde_json::to_vec(login).unwrap_or_default());
+    login_cookie(value, CookieDuration::minutes(10))
+}
+
+fn login_cookie(value: String, max_age: CookieDuration) -> String {
+    Cookie::build((LOGIN_COOKIE, value))
+        .path("/")
+        .secure(true)
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .max_age(max_age)
+        .build()
+        .to_string()
+}
+
+fn read_pending(headers: &HeaderMap) -> Option<PendingLogin> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == LOGIN_COOKIE)
+        .and_then(|c| URL_SAFE_NO_PAD.decode(c.value()).ok())
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
 }
 
 #[derive(Debug, Deserialize)]
@@ -193,12 +238,19 @@ pub async fn oidc_callback(
     session: Session,
     Path(audience): Path<String>,
     Query(answer): Query<Callback>,
+    headers: HeaderMap,
 ) -> Response {
     let Some(provider) = provider(&web, &audience) else {
         return super::chrome::not_found(State(web), session).await;
     };
-    // A pending login is used once, whatever the outcome.
-    let pending = session::take::<oidc::Pending>(&session, &pending_key(&audience)).await;
+    // A pending login is used once, whatever the outcome: its cookie goes with this answer.
+    let clear = [(
+        header::SET_COOKIE,
+        login_cookie(String::new(), CookieDuration::ZERO),
+    )];
+    let pending = read_pending(&headers)
+        .filter(|p| p.audience == audience)
+        .map(|p| p.pending);
     let result = match (pending, answer.error, answer.code) {
         (None, ..) => Err(oidc::LoginError::State),
         (_, Some(error), _) => Err(oidc::LoginError::Provider(error)),
@@ -211,24 +263,21 @@ pub async fn oidc_callback(
     };
     match result {
         Ok(person) => {
-            tracing::info!(idp = %person.idp, audience, "logged in");
+            tracing::info!(idp = ?person.idp, audience, "logged in");
             session::log_in(&session, &person).await;
-            Redirect::to("/").into_response()
+            (clear, Redirect::to("/")).into_response()
         }
-        Err(e) => login_failed(&web, &session, &e).await,
+        Err(e) => (clear, login_failed(&web, &session, &e).await).into_response(),
     }
 }
 
-fn pending_key(audience: &str) -> String {
-    format!("oidc_pending_{audience}")
-}
-
 async fn login_failed(web: &Web, session: &Session, e: &oidc::LoginError) -> Response {
-    tracing::warn!(error = %e, "login failed");
+    // Debug-formatted: what the provider or the browser sent cannot forge log lines.
+    tracing::warn!(error = ?e, "login failed");
     let c = Chrome::new(web, session, "login.failed_title", "/").await;
     let page = super::chrome::ErrorPage {
         message: c.t.get("login.failed"),
-        detail: e.to_string(),
+        detail: e.summary().to_owned(),
         c,
     };
     (axum::http::StatusCode::FORBIDDEN, render(&page)).into_response()

@@ -50,6 +50,25 @@ pub enum LoginError {
     Claim(String),
     #[error("the person does not have the privacy officer role")]
     Role,
+    #[error("the login's assurance level is not one that was asked for")]
+    Assurance,
+}
+
+impl LoginError {
+    /// What went wrong, in words that carry nothing the provider or the browser sent (those
+    /// go to the log only).
+    pub fn summary(&self) -> &'static str {
+        match self {
+            LoginError::Discovery(_) => "the identity provider could not be reached",
+            LoginError::State => "the login came back without a matching request",
+            LoginError::Provider(_) => "the identity provider refused the login",
+            LoginError::Exchange(_) => "the authorization code could not be exchanged",
+            LoginError::IdToken(_) => "the ID token was refused",
+            LoginError::Claim(_) => "the ID token lacks a valid identity claim",
+            LoginError::Role => "the person does not have the privacy officer role",
+            LoginError::Assurance => "the login's assurance level is too low",
+        }
+    }
 }
 
 /// Why a provider cannot be set up from the configuration.
@@ -238,6 +257,16 @@ impl Provider {
             .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
             .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
             .unwrap_or(Value::Null);
+        let acr = claims
+            .auth_context_ref()
+            .map_or_else(String::new, |a| a.as_str().to_owned());
+        // The front channel can be changed by the browser: the level asked for is checked in
+        // what came back (OpenID Connect Core §3.1.3.7, step 12).
+        if let Some(wanted) = &self.config.acr_values
+            && !wanted.split_whitespace().any(|w| w == acr)
+        {
+            return Err(LoginError::Assurance);
+        }
         let pid = match self.audience {
             Audience::Jobseeker => {
                 let claim = &self.config.pid_claim;
@@ -267,9 +296,7 @@ impl Provider {
             pid,
             role: self.audience,
             idp: claims.issuer().as_str().to_owned(),
-            acr: claims
-                .auth_context_ref()
-                .map_or_else(String::new, |a| a.as_str().to_owned()),
+            acr,
         })
     }
 }

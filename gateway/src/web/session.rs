@@ -67,11 +67,15 @@ pub async fn person(session: &Session) -> Option<Person> {
     session.get::<Person>(PERSON).await.ok().flatten()
 }
 
-/// Logs `person` in: a new session id (no fixation) and a new CSRF token, keeping the language.
+/// Logs `person` in: a new session id (no fixation), nothing kept from before but the language
+/// (no earlier person's searches or results), and a new CSRF token.
 pub async fn log_in(session: &Session, person: &Person) {
+    let lang = lang(session).await;
+    session.clear().await;
     if let Err(e) = session.cycle_id().await {
         tracing::error!(error = %e, "cannot renew the session id");
     }
+    set_lang(session, lang).await;
     store(session, CSRF, &random_token()).await;
     store(session, PERSON, person).await;
 }
@@ -91,11 +95,6 @@ pub async fn put<T: Serialize>(session: &Session, key: &str, value: &T) {
 /// A value kept by [`put`]; it stays until replaced, so reloading the page shows it again.
 pub async fn peek<T: DeserializeOwned>(session: &Session, key: &str) -> Option<T> {
     session.get::<T>(key).await.ok().flatten()
-}
-
-/// Takes a value out of the session (it is gone afterwards).
-pub async fn take<T: DeserializeOwned>(session: &Session, key: &str) -> Option<T> {
-    session.remove::<T>(key).await.ok().flatten()
 }
 
 async fn store<T: Serialize>(session: &Session, key: &str, value: &T) {

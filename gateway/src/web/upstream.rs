@@ -138,8 +138,8 @@ impl Upstream {
                 pid: (!person.pid.is_empty()).then(|| person.pid.clone()),
                 bind_cert_sha256: Some(via.identity.cert_sha256),
                 ttl: self.ttl,
-                idp: Some(person.idp.clone()),
-                acr: Some(person.acr.clone()),
+                idp: (!person.idp.is_empty()).then(|| person.idp.clone()),
+                acr: (!person.acr.is_empty()).then(|| person.acr.clone()),
             })
             .map_err(|e| tonic::Status::internal(format!("cannot sign the call's token: {e}")))?;
         let header: MetadataValue<Ascii> = format!("Bearer {token}")

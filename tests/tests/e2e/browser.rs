@@ -246,7 +246,7 @@ async fn the_ips_scenario_in_a_real_browser() {
         .await
         .expect("the session cookie");
     let download = web.client();
-    download.use_cookie(format!("{}={}", cookie.name(), cookie.value()));
+    download.use_cookie(cookie.name(), cookie.value());
     let csv = download.get("/officer/results.csv").await;
     assert_eq!(csv.status, 200);
     assert!(

@@ -7,6 +7,7 @@
 use casegate_consent::SubjectId;
 use casegate_tests::{
     TestGateway,
+    browser::Browser,
     oidc_provider::{CLIENT_ID, Fault, OidcProvider},
     web::{CONFIG, TestWeb, WebClient},
 };
@@ -103,7 +104,9 @@ async fn a_jobseeker_and_an_officer_log_in_through_the_provider() {
     );
     assert!(detail.contains("acr=idporten-loa-high"), "{detail}");
 
-    op.next_person(json!({"sub": "officer-7", "roles": ["privacy_officer"], "acr": "Level4"}));
+    // No acr at all (as from Entra ID): the officer's provider asks for none, and the gateway
+    // takes the web tier's token without one.
+    op.next_person(json!({"sub": "officer-7", "roles": ["privacy_officer"]}));
     let officer = web.client();
     let done = log_in(&op, &officer, "officer").await;
     assert_eq!((done.status, done.location()), (303, "/"), "{}", done.body);
@@ -120,12 +123,32 @@ async fn a_jobseeker_and_an_officer_log_in_through_the_provider() {
 }
 
 #[tokio::test]
+async fn a_login_below_the_assurance_level_asked_for_is_refused() {
+    let op = OidcProvider::start().await;
+    let (gw, web) = start(&op).await;
+    op.next_person(json!({"sub": "pairwise-5", "pid": jobseeker().expose(), "acr": "idporten-loa-substantial"}));
+    let client = web.client();
+    let answer = log_in(&op, &client, "jobseeker").await;
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    assert!(
+        answer.body.contains("assurance level is too low"),
+        "{}",
+        answer.body
+    );
+    assert_eq!(client.get("/me").await.location(), "/");
+    web.stop().await;
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn a_wrong_id_token_or_callback_logs_nobody_in() {
     let op = OidcProvider::start().await;
     let (gw, web) = start(&op).await;
     let subject = jobseeker();
     for fault in [Fault::Nonce, Fault::Issuer, Fault::Audience, Fault::Expired] {
-        op.next_person(json!({"sub": "pairwise-2", "pid": subject.expose()}));
+        op.next_person(
+            json!({"sub": "pairwise-2", "pid": subject.expose(), "acr": "idporten-loa-high"}),
+        );
         op.next_fault(fault);
         let client = web.client();
         let answer = log_in(&op, &client, "jobseeker").await;
@@ -142,18 +165,20 @@ async fn a_wrong_id_token_or_callback_logs_nobody_in() {
         );
     }
     // A token without a valid identity number.
-    op.next_person(json!({"sub": "pairwise-3", "pid": "12345678901"}));
+    op.next_person(json!({"sub": "pairwise-3", "pid": "12345678901", "acr": "idporten-loa-high"}));
     let client = web.client();
     let answer = log_in(&op, &client, "jobseeker").await;
     assert_eq!(answer.status, 403);
     assert!(
-        answer.body.contains("no valid pid claim"),
+        answer.body.contains("lacks a valid identity claim"),
         "{}",
         answer.body
     );
 
     // A callback whose state is not the login's, and a callback used twice.
-    op.next_person(json!({"sub": "pairwise-4", "pid": subject.expose()}));
+    op.next_person(
+        json!({"sub": "pairwise-4", "pid": subject.expose(), "acr": "idporten-loa-high"}),
+    );
     let client = web.client();
     let start = client.get("/login/jobseeker").await;
     let back = op.approve(start.location());
@@ -171,6 +196,44 @@ async fn a_wrong_id_token_or_callback_logs_nobody_in() {
         "a callback from another session"
     );
     assert_eq!(client.get(&back).await.status, 403, "a callback used twice");
+    web.stop().await;
+    gw.stop().await;
+}
+
+/// The same login in a real browser, where cookies follow `SameSite`: the provider's redirect
+/// back is a cross-site navigation, and the login must still complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_logs_in_through_the_provider_across_sites() {
+    let Some(b) = Browser::start_accepting_test_certificates(1280).await else {
+        return;
+    };
+    let op = OidcProvider::start().await;
+    let (gw, web) = start(&op).await;
+    let subject = jobseeker();
+    op.next_person(
+        json!({"sub": "pairwise-9", "pid": subject.expose(), "acr": "idporten-loa-high"}),
+    );
+    b.goto(&web.url("/")).await;
+    b.click("a[href='/login/jobseeker']").await;
+    let mut title = String::new();
+    for _ in 0..100 {
+        title = b.title().await;
+        if title.contains("Mine samtykker") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        title.contains("Mine samtykker"),
+        "landed on {title:?}: {}",
+        b.text().await
+    );
+    assert!(
+        b.text()
+            .await
+            .contains(&format!("{} *****", &subject.expose()[..6]))
+    );
+    b.close().await;
     web.stop().await;
     gw.stop().await;
 }
