@@ -161,13 +161,13 @@ pub fn verify_export(
         .strip_prefix(EXPORT_HEADER)
         .and_then(|r| r.strip_prefix('\n'))
         .ok_or_else(|| malformed("it does not start with the export header line"))?;
-    let (entries, note) = match rest.split_once("\n\n") {
-        Some(parts) => parts,
-        // No entries: the blank line follows the header at once.
-        None if rest.starts_with('\n') => ("", &rest[1..]),
-        None => return Err(malformed("no blank line before the checkpoint")),
+    // Entries end at the first blank line (a signed note has one of its own, further on).
+    let (entries, note) = if let Some(note) = rest.strip_prefix('\n') {
+        ("", note)
+    } else {
+        rest.split_once("\n\n")
+            .ok_or_else(|| malformed("no blank line before the checkpoint"))?
     };
-    let entries = entries.strip_prefix('\n').unwrap_or(entries);
     let mut hasher = Hasher::new(verifiers, note, trusted)?;
     for line in entries.lines().filter(|l| !l.is_empty()) {
         let index = hasher.next;

@@ -214,6 +214,10 @@ fn an_export_verifies_like_the_folder_and_its_faults_are_named() {
         verify_export(&other, &[signer.verifier()], Some(&early)),
         Err(Failure::Inconsistent { trusted: 12, .. })
     ));
+    // An empty log's export: no entries, the blank line at once, then the note.
+    let empty = export(&signer, 0, entry);
+    let report = verify_export(&empty, &[signer.verifier()], None).expect("an empty log verifies");
+    assert_eq!((report.entries, report.checkpoint.size), (0, 0));
     // Not an export at all.
     assert!(matches!(
         verify_export("hello\n", &[signer.verifier()], None),

@@ -87,7 +87,10 @@ fn view(web: &Web, tr: &Tr, c: &VerifiedConsent, report: &VerifiedReport) -> Con
             "consent.period",
             &[
                 ("start", &time::date(c.record.period.start.0, tr.lang)),
-                ("end", &time::date(c.record.period.end.0, tr.lang)),
+                (
+                    "end",
+                    &time::date(time::last_instant(c.record.period.end.0), tr.lang),
+                ),
             ],
         ),
         shared: report

@@ -111,8 +111,9 @@ impl Search {
         if until == Some(None) {
             out.push(("until", "search.error.date"));
         }
+        // `until` is a whole day (inclusive): the same day as `from` is a one-day search.
         if let (Some(Some(f)), Some(Some(u))) = (from, until)
-            && u <= f
+            && u < f
         {
             out.push(("until", "search.error.order"));
         }

@@ -73,7 +73,7 @@ pub fn provision(web: &Web, tr: &Tr, provision: &Provision, end_micros: i64) -> 
             ("categories", &list(tr, &categories)),
             ("recipients", &parties(web, tr, &provision.recipients)),
             ("purposes", &list(tr, &purposes)),
-            ("end", &time::date(end_micros, tr.lang)),
+            ("end", &time::date(time::last_instant(end_micros), tr.lang)),
         ],
     )
 }

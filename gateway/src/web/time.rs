@@ -35,6 +35,19 @@ pub fn parse_date(date: &str) -> Option<i64> {
     oslo::start_of(date.parse().ok()?)
 }
 
+/// The end of `date` (`YYYY-MM-DD`) in Oslo: midnight at the start of the next day, as
+/// microseconds — the exclusive end of a period that includes the whole of `date`.
+pub fn end_of(date: &str) -> Option<i64> {
+    let day: jiff::civil::Date = date.parse().ok()?;
+    oslo::start_of(day.tomorrow().ok()?)
+}
+
+/// The last instant a period with exclusive end `end_micros` includes, for showing its last day
+/// ("until and including").
+pub fn last_instant(end_micros: i64) -> i64 {
+    end_micros.saturating_sub(1)
+}
+
 /// `micros` as `YYYY-MM-DD` in Oslo, for an `<input type=date>` value.
 pub fn input_date(micros: i64) -> String {
     oslo::day(micros)
@@ -54,5 +67,11 @@ mod tests {
         assert_eq!(clock(winter, Lang::Nn), "11.00");
         assert_eq!(parse_date("2026-07-01"), Some(summer - 12 * 3_600_000_000));
         assert_eq!(input_date(summer), "2026-07-01");
+        // A consent "until and including 1 July" ends at midnight starting 2 July, and shows
+        // 1 July again.
+        let end = end_of("2026-07-01").expect("a date");
+        assert_eq!(end, parse_date("2026-07-02").expect("a date"));
+        assert_eq!(date(last_instant(end), Lang::Nb), "1.7.2026");
+        assert_eq!(input_date(last_instant(end)), "2026-07-01");
     }
 }

@@ -11,6 +11,14 @@ use casegate_tests::{
     web::{CONFIG, TestWeb, WebClient},
 };
 
+/// Today's date in Oslo, `YYYY-MM-DD`.
+fn oslo_today() -> String {
+    jiff::Zoned::now()
+        .with_time_zone(jiff::tz::TimeZone::get("Europe/Oslo").expect("tz"))
+        .strftime("%Y-%m-%d")
+        .to_string()
+}
+
 async fn start(dev: bool) -> (TestGateway, TestWeb) {
     let gw = TestGateway::start_with(CONFIG).await;
     let web = TestWeb::start(&gw, dev).await;
@@ -452,12 +460,91 @@ async fn changing_a_consent_makes_a_new_version_and_keeps_the_old_one_in_the_his
         "{}",
         detail.body
     );
+    // A consent the form cannot show (two provisions, role limits) is not changed here.
+    let subject = dev_jobseeker(2).expect("synthetic jobseeker");
+    grant_ips_consent(&gw, &subject).await;
+    let listed = gw
+        .jobseeker(&subject)
+        .await
+        .consent
+        .list_consents(ListConsentsRequest {
+            subject_id: subject.expose(),
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .consents;
+    let wide = listed
+        .iter()
+        .find(|r| r.provisions.len() == 2)
+        .expect("the IPS consent");
+    let refused = client
+        .get(&format!("/me/consents/{}/change", wide.consent_id))
+        .await;
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert!(
+        refused.body.contains("cannot be changed here"),
+        "{}",
+        refused.body
+    );
+    web.stop().await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_consent_given_until_a_day_includes_that_whole_day() {
+    let (gw, web) = start(true).await;
+    let client = web.client();
+    client.dev_login("jobseeker-2").await;
+    let form = client.get("/me/consents/new").await;
+    let end = proposed_end(&form);
+    let id = grant_by_form(&gw, &client).await;
+    let subject = dev_jobseeker(1).expect("synthetic jobseeker");
+    let record = gw
+        .jobseeker(&subject)
+        .await
+        .consent
+        .get_consent(casegate_proto::v1::GetConsentRequest {
+            consent_id: id.clone(),
+            version: 0,
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .consent
+        .expect("record");
+    let period_end = record.period.and_then(|p| p.end).expect("an end");
+    // The period is half-open: it ends at midnight (Oslo) after the chosen day.
+    let next_midnight = {
+        let day: jiff::civil::Date = end.parse().expect("a date");
+        let next = day
+            .tomorrow()
+            .expect("a day after")
+            .to_zoned(jiff::tz::TimeZone::get("Europe/Oslo").expect("tz"))
+            .expect("zoned");
+        next.timestamp().as_second()
+    };
+    assert_eq!(period_end.seconds, next_midnight);
+    // And the page says the chosen day.
+    client.get("/language?to=en&back=/").await;
+    let detail = client.get(&format!("/me/consents/{id}")).await;
+    let shown = jiff::civil::Date::strptime("%Y-%m-%d", &end)
+        .expect("a date")
+        .strftime("%-d %b %Y")
+        .to_string();
+    assert!(
+        detail.body.contains(&format!("until {shown}")),
+        "{shown}: {}",
+        detail.body
+    );
     web.stop().await;
     gw.stop().await;
 }
 
 #[tokio::test]
 async fn the_officers_csv_export_neutralises_formula_cells() {
+    let first_day = oslo_today();
     let (gw, web) = start(true).await;
     let subject = dev_jobseeker(1).expect("synthetic jobseeker");
     grant_ips_consent(&gw, &subject).await;
@@ -467,12 +554,21 @@ async fn the_officers_csv_export_neutralises_formula_cells() {
     let officer = web.client();
     officer.dev_login("officer").await;
     let token = officer.get("/officer").await.csrf();
-    officer
+    // A one-day search: from and until the same (inclusive) day (two days only if the test
+    // runs across midnight in Oslo).
+    let (first_day, today) = (first_day, oslo_today());
+    let searched = officer
         .post(
             "/officer",
-            &[("csrf", &token), ("kind", "disclosure_permitted")],
+            &[
+                ("csrf", &token),
+                ("kind", "disclosure_permitted"),
+                ("from", &first_day),
+                ("until", &today),
+            ],
         )
         .await;
+    assert_eq!(searched.status, 303, "{}", searched.body);
     let csv = officer.get("/officer/results.csv").await;
     assert_eq!(csv.status, 200);
     assert!(

@@ -140,7 +140,7 @@ impl AuditApi {
             Ok((counts, entries))
         })
         .await?;
-        if entries == MAX_SUMMARY_ENTRIES as u64 {
+        if entries > MAX_SUMMARY_ENTRIES as u64 {
             return Err(Status::resource_exhausted(format!(
                 "the period holds more than {MAX_SUMMARY_ENTRIES} matching entries; summarise a \
                  shorter period"

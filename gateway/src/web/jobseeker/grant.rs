@@ -82,7 +82,7 @@ impl GrantForm {
         }
         let now = crate::clock::now_micros();
         let max = i64::try_from(web.max_consent_period.as_micros()).unwrap_or(i64::MAX / 2);
-        match time::parse_date(&self.end) {
+        match time::end_of(&self.end) {
             None => out.push(("end", "grant.error.end")),
             Some(end) if end <= now => out.push(("end", "grant.error.end_past")),
             Some(end) if end - now > max => out.push(("end", "grant.error.end_far")),
@@ -110,7 +110,7 @@ impl GrantForm {
             }],
             period: Some(v1::Period {
                 start: Some(stamp(crate::clock::now_micros())),
-                end: time::parse_date(&self.end).map(stamp),
+                end: time::end_of(&self.end).map(stamp),
             }),
             evidence: None,
             supersedes_consent_id: self.supersedes.clone(),
@@ -218,6 +218,27 @@ pub async fn change_form(
         );
     };
     let record = &current.record;
+    // The form holds one sender, one recipient and no role limits: a consent with more would
+    // come back wider or narrower than it is, so it is not changed here.
+    let representable = match record.provisions.as_slice() {
+        [p] => {
+            p.senders.len() == 1
+                && p.recipients.len() == 1
+                && p.senders
+                    .iter()
+                    .chain(&p.recipients)
+                    .all(|party| party.roles.is_empty())
+        }
+        _ => false,
+    };
+    if !representable {
+        let page = crate::web::chrome::ErrorPage {
+            message: c.t.get("change.unsupported"),
+            detail: String::new(),
+            c,
+        };
+        return (axum::http::StatusCode::CONFLICT, render(&page)).into_response();
+    }
     let first = record.provisions.first();
     let form = GrantForm {
         sender: first
@@ -232,7 +253,7 @@ pub async fn change_form(
         purposes: first.map_or_else(Vec::new, |p| {
             p.purposes.iter().map(|c| c.as_str().to_owned()).collect()
         }),
-        end: time::input_date(record.period.end.0),
+        end: time::input_date(time::last_instant(record.period.end.0)),
         supersedes: id,
     };
     c.title = c.t.get("change.title");
@@ -284,14 +305,7 @@ pub async fn preview(
         .provisions
         .first()
         .and_then(|p| crate::convert::consent::provision("provisions[0]", p, &web.vocabulary).ok())
-        .map(|p| {
-            sentence::provision(
-                &web,
-                &c.t,
-                &p,
-                time::parse_date(&form.end).unwrap_or_default(),
-            )
-        })
+        .map(|p| sentence::provision(&web, &c.t, &p, time::end_of(&form.end).unwrap_or_default()))
         .unwrap_or_default();
     render(&PreviewPage { c, sentence, form })
 }
