@@ -384,7 +384,7 @@ pub fn web_issuer(
     jwks: &std::path::Path,
 ) -> std::process::ExitCode {
     use std::process::ExitCode;
-    let issuer = match crate::dev::TokenIssuer::generate(iss, "") {
+    let issuer = match crate::issuer::TokenIssuer::generate(iss, "") {
         Ok(issuer) => issuer,
         Err(e) => {
             eprintln!("casegate keys web-issuer: {e}");

@@ -2,7 +2,6 @@
 //! certificate for loopback, client certificates for five synthetic organisations, a token
 //! issuer and a config file; later runs reuse them. Everything lives under one data folder.
 
-pub mod issuer;
 pub mod pki;
 
 use std::{
@@ -17,7 +16,7 @@ use casegate_consent::{Role, SubjectId};
 use rustls_pki_types::{CertificateDer, pem::PemObject};
 
 use crate::identity::ClientIdentity;
-pub use issuer::{TokenClaims, TokenIssuer};
+pub use crate::issuer::{TokenClaims, TokenIssuer};
 pub use pki::DevCa;
 
 /// The dev token issuer's `iss` and the gateway's audience.
@@ -87,7 +86,7 @@ pub enum DevError {
     #[error("certificate generation failed: {0}")]
     Pki(#[from] pki::PkiError),
     #[error(transparent)]
-    Issuer(#[from] issuer::IssuerError),
+    Issuer(#[from] crate::issuer::IssuerError),
     #[error("unknown organisation {0:?} (expected clinic, nav, ips, privacy or portal)")]
     UnknownOrg(String),
     #[error("--role: {0}")]

@@ -14,6 +14,7 @@ pub mod convert;
 pub mod data_dir;
 pub mod dev;
 pub mod identity;
+pub mod issuer;
 pub mod keyring;
 pub mod limits;
 pub mod listener;

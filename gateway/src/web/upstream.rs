@@ -21,7 +21,7 @@ use tonic::{
 use crate::{
     cli::officer::Bearer,
     config::{AudienceConfig, WebConfig},
-    dev::{TokenClaims, TokenIssuer},
+    issuer::{TokenClaims, TokenIssuer},
     identity::ClientIdentity,
 };
 
@@ -55,7 +55,7 @@ pub enum UpstreamError {
     #[error("gateway address {0:?}: {1}")]
     Address(String, String),
     #[error("token issuer key: {0}")]
-    Issuer(#[from] crate::dev::issuer::IssuerError),
+    Issuer(#[from] crate::issuer::IssuerError),
 }
 
 /// Clients for the gateway, one channel per audience.

@@ -1,6 +1,7 @@
-//! A development token issuer: an Ed25519 key, its JWKS, and signed access tokens in the shape
-//! the gateway expects. Tests use it too. Production tokens come from the organisations' own
-//! identity providers.
+//! A token issuer: an Ed25519 key, its JWKS, and signed access tokens (RFC 7519, EdDSA per
+//! RFC 8037) in the shape the gateway expects. The web tier mints its per-call tokens with it;
+//! `casegate dev` and the tests use it for their synthetic organisations. Other production
+//! tokens come from the organisations' own identity providers.
 
 use base64::{Engine, engine::general_purpose::STANDARD, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
