@@ -164,25 +164,34 @@ fn run(config_path: &Path, env: Vec<(String, String)>, dev_root: Option<PathBuf>
                 }
             }
         }
-        let web_at = match start_web(gateway.config(), bound, dev_root.is_some(), {
+        let web = match start_web(gateway.config(), bound, dev_root.is_some(), {
             let rx = stop_rx.clone();
             stopped(rx)
         })
         .await
         {
-            Ok(at) => at,
+            Ok(web) => web,
             Err(e) => {
                 eprintln!("casegate: web pages: {e}");
                 return ExitCode::FAILURE;
             }
         };
+        let web_at = web.as_ref().map(|(addr, _)| *addr);
         if let Some(root) = dev_root {
             println!(
                 "{}",
                 dev::connection_screen(&root, bound, metrics_at, web_at)
             );
         }
-        match gateway.serve(listener, stopped(stop_rx)).await {
+        let grace = gateway.config().server.shutdown_grace;
+        let served = gateway.serve(listener, stopped(stop_rx)).await;
+        // The pages stopped taking requests at the same signal; let those in flight finish.
+        if let Some((_, task)) = web
+            && tokio::time::timeout(grace, task).await.is_err()
+        {
+            tracing::warn!("web requests still running after the grace period were cut");
+        }
+        match served {
             Ok(drained) => {
                 tracing::info!(?drained, "stopped");
                 ExitCode::SUCCESS
@@ -195,13 +204,14 @@ fn run(config_path: &Path, env: Vec<(String, String)>, dev_root: Option<PathBuf>
     })
 }
 
-/// Binds and starts the web tier when the config has `[web]`; returns its address.
+/// Binds and starts the web tier when the config has `[web]`; returns its address and its task
+/// (which ends once `shutdown` has resolved and the requests in flight are answered).
 async fn start_web(
     config: &Config,
     gateway: std::net::SocketAddr,
     dev: bool,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<Option<std::net::SocketAddr>, String> {
+) -> Result<Option<(std::net::SocketAddr, tokio::task::JoinHandle<()>)>, String> {
     let Some(web) = Web::build(config, gateway, dev).map_err(|e| e.to_string())? else {
         return Ok(None);
     };
@@ -212,12 +222,12 @@ async fn start_web(
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%bound, "serving web pages");
     let router = web.router();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         if let Err(e) = casegate::web::serve(listener, router, shutdown).await {
             tracing::error!(error = %e, "web listener failed");
         }
     });
-    Ok(Some(bound))
+    Ok(Some((bound, task)))
 }
 
 fn init_tracing(format: LogFormat, filter: &str) {

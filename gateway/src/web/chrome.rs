@@ -84,7 +84,7 @@ impl Chrome {
                 ],
                 Some(t.fill(
                     "chrome.logged_in_jobseeker",
-                    &[("id", &p.pid.parse().map(|s| masked(&s)).unwrap_or_default())],
+                    &[("id", &p.pid.as_ref().map(masked).unwrap_or_default())],
                 )),
                 false,
             ),
@@ -127,6 +127,25 @@ pub fn render<T: Template>(page: &T) -> Response {
             (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
         }
     }
+}
+
+/// `body` as a file to save: its media type and a fixed file name (never taken from input).
+pub fn download(
+    content_type: &'static str,
+    name: &'static str,
+    body: impl IntoResponse,
+) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type.to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// A page with a message and a way back, when there is no frame to draw it in.

@@ -37,29 +37,28 @@ pub use grant::{change_form, grant, new_form, preview};
 pub use received::{printable, received, report_json};
 pub use withdraw::{withdraw, withdraw_confirm, withdrawn};
 
-/// Asks the gateway for everything recorded about the logged-in jobseeker and verifies it
-/// against the log's own keys, exactly as `casegate audit report` does.
+/// Asks the gateway, as `person`, for everything recorded about `subject` (none: the person
+/// has no identity number, which the gateway is not asked about) and verifies it against the
+/// log's own keys, exactly as `casegate audit report` does.
 pub(super) async fn verified_report(
     web: &Web,
     person: &Person,
-    subject: &str,
+    subject: Option<&SubjectId>,
 ) -> Result<(VerifiedReport, SubjectId), Status> {
-    let parsed: SubjectId = subject
-        .parse()
-        .map_err(|_| Status::invalid_argument("not a national identity number"))?;
+    let subject = *subject.ok_or_else(|| Status::permission_denied("no jobseeker is named"))?;
     let answer = web
         .upstream
         .audit(person)?
         .subject_access_report(v1::SubjectAccessReportRequest {
-            subject_id: subject.to_owned(),
+            subject_id: subject.expose(),
         })
         .await?
         .into_inner();
-    let verified = report::verify(&answer, &parsed, &web.verifiers).map_err(|e| {
+    let verified = report::verify(&answer, &subject, &web.verifiers).map_err(|e| {
         tracing::error!(error = %e, "a subject access report did not verify");
         Status::data_loss(format!("the gateway's report did not verify: {e}"))
     })?;
-    Ok((verified, parsed))
+    Ok((verified, subject))
 }
 
 /// One consent as the pages show it (its newest version).
@@ -136,7 +135,7 @@ struct ConsentsPage {
 /// `GET /me`: my consents, grouped by who receives.
 pub async fn consents(State(web): State<Arc<Web>>, Jobseeker(person, s): Jobseeker) -> Response {
     let c = Chrome::new(&web, &s, "consents.title", "/me").await;
-    let (report, _) = match verified_report(&web, &person, &person.pid).await {
+    let (report, _) = match verified_report(&web, &person, person.pid.as_ref()).await {
         Ok(r) => r,
         Err(status) => return failure(c, &status),
     };
@@ -326,7 +325,7 @@ pub async fn detail(
 ) -> Response {
     let here = format!("/me/consents/{id}");
     let c = Chrome::new(&web, &s, "consent.title", &here).await;
-    let (report, _) = match verified_report(&web, &person, &person.pid).await {
+    let (report, _) = match verified_report(&web, &person, person.pid.as_ref()).await {
         Ok(r) => r,
         Err(status) => return failure(c, &status),
     };

@@ -39,7 +39,7 @@ pub fn dev_people(upstream: &Upstream) -> Vec<DevPerson> {
             key: format!("jobseeker-{}", i + 1),
             person: Person {
                 sub: format!("dev-jobseeker-{}", i + 1),
-                pid: subject.expose(),
+                pid: Some(subject),
                 role: Audience::Jobseeker,
                 idp: "dev".to_owned(),
                 acr: "dev".to_owned(),
@@ -50,7 +50,7 @@ pub fn dev_people(upstream: &Upstream) -> Vec<DevPerson> {
         key: "officer".to_owned(),
         person: Person {
             sub: format!("dev-officer-{}", upstream.orgnr(Audience::Officer)),
-            pid: String::new(),
+            pid: None,
             role: Audience::Officer,
             idp: "dev".to_owned(),
             acr: "dev".to_owned(),
@@ -112,10 +112,7 @@ async fn picker(web: &Web, session: &Session, error: bool) -> Response {
             label: match d.person.role {
                 Audience::Jobseeker => c.t.fill(
                     "dev.jobseeker",
-                    &[(
-                        "id",
-                        &d.person.pid.parse().map(|s| masked(&s)).unwrap_or_default(),
-                    )],
+                    &[("id", &d.person.pid.as_ref().map(masked).unwrap_or_default())],
                 ),
                 Audience::Officer => c.t.fill(
                     "dev.officer",

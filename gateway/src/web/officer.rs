@@ -14,7 +14,7 @@ use axum::{
     response::{IntoResponse, Redirect, Response},
 };
 use casegate_audit::entry::EntryKind;
-use casegate_consent::{OrgNumber, SubjectId};
+use casegate_consent::{OrgNumber, SubjectId, record::Timestamp};
 use casegate_proto::v1;
 use serde::{Deserialize, Serialize};
 use tonic::Status;
@@ -131,24 +131,13 @@ impl Search {
     }
 
     fn request(&self, start_index: u64, limit: u32) -> v1::QueryAuditRequest {
-        let stamp = |date: &str| {
-            time::parse_date(date).map(|micros| prost_types::Timestamp {
-                seconds: micros.div_euclid(1_000_000),
-                nanos: 0,
-            })
-        };
+        let wire = |micros: i64| crate::convert::timestamp_to_wire(Timestamp(micros));
         v1::QueryAuditRequest {
             subject_id: self.subject.clone(),
             orgnr: self.orgnr.clone(),
-            from: stamp(&self.from),
+            from: time::parse_date(&self.from).map(wire),
             // The form's "until" day is included: the filter ends at the next midnight.
-            until: time::parse_date(&self.until)
-                .and_then(|m| crate::oslo::zoned(m + 36 * 3_600_000_000))
-                .and_then(|z| time::parse_date(&z.strftime("%Y-%m-%d").to_string()))
-                .map(|micros| prost_types::Timestamp {
-                    seconds: micros.div_euclid(1_000_000),
-                    nanos: 0,
-                }),
+            until: time::end_of(&self.until).map(wire),
             kinds: self
                 .kinds
                 .iter()

@@ -271,9 +271,10 @@ impl Provider {
             Audience::Jobseeker => {
                 let claim = &self.config.pid_claim;
                 let pid = payload[claim.as_str()].as_str().unwrap_or_default();
-                pid.parse::<SubjectId>()
-                    .map_err(|_| LoginError::Claim(claim.clone()))?
-                    .expose()
+                Some(
+                    pid.parse::<SubjectId>()
+                        .map_err(|_| LoginError::Claim(claim.clone()))?,
+                )
             }
             Audience::Officer => {
                 let (Some(claim), Some(value)) = (&self.config.role_claim, &self.config.role_value)
@@ -288,7 +289,7 @@ impl Provider {
                 if !holds {
                     return Err(LoginError::Role);
                 }
-                String::new()
+                None
             }
         };
         Ok(Person {

@@ -6,7 +6,7 @@
 
 use std::{path::Path, time::Duration};
 
-use casegate_consent::{OrgNumber, Role};
+use casegate_consent::{OrgNumber, Role, SubjectId};
 use casegate_proto::v1::{
     audit_service_client::AuditServiceClient, consent_service_client::ConsentServiceClient,
 };
@@ -21,8 +21,8 @@ use tonic::{
 use crate::{
     cli::officer::Bearer,
     config::{AudienceConfig, WebConfig},
-    issuer::{TokenClaims, TokenIssuer},
     identity::ClientIdentity,
+    issuer::{TokenClaims, TokenIssuer},
 };
 
 /// Who is logged in to the web tier, as the upstream login established it.
@@ -30,8 +30,9 @@ use crate::{
 pub struct Person {
     /// The person's stable id at the identity provider (`sub` of the ID token).
     pub sub: String,
-    /// A jobseeker's national identity number (`pid`); empty for officers.
-    pub pid: String,
+    /// A jobseeker's national identity number (`pid`); none for officers. (`SubjectId`'s
+    /// `Debug` hides it.)
+    pub pid: Option<SubjectId>,
     /// `jobseeker` or `privacy_officer`.
     pub role: Audience,
     /// The identity provider that logged the person in (its `iss`, or `dev` for the picker).
@@ -135,7 +136,7 @@ impl Upstream {
                 sub: person.sub.clone(),
                 org: via.identity.orgnr.to_string(),
                 role: role.as_str().to_owned(),
-                pid: (!person.pid.is_empty()).then(|| person.pid.clone()),
+                pid: person.pid.map(|p| p.expose()),
                 bind_cert_sha256: Some(via.identity.cert_sha256),
                 ttl: self.ttl,
                 idp: (!person.idp.is_empty()).then(|| person.idp.clone()),

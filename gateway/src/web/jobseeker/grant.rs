@@ -96,9 +96,8 @@ impl GrantForm {
             orgnr: orgnr.to_owned(),
             roles: Vec::new(),
         };
-        let stamp = |micros: i64| prost_types::Timestamp {
-            seconds: micros.div_euclid(1_000_000),
-            nanos: 0,
+        let stamp = |micros: i64| {
+            crate::convert::timestamp_to_wire(casegate_consent::record::Timestamp(micros))
         };
         v1::GrantConsentRequest {
             subject_id: subject.to_owned(),
@@ -204,7 +203,7 @@ pub async fn change_form(
 ) -> Response {
     let here = format!("/me/consents/{id}/change");
     let mut c = Chrome::new(&web, &s, "change.title", &here).await;
-    let (report, _) = match verified_report(&web, &person, &person.pid).await {
+    let (report, _) = match verified_report(&web, &person, person.pid.as_ref()).await {
         Ok(r) => r,
         Err(status) => return failure(c, &status),
     };
@@ -322,7 +321,11 @@ pub async fn grant(
         return failure(c, &Status::invalid_argument("the form is incomplete"));
     }
     let answer = match web.upstream.consent(&person) {
-        Ok(mut client) => client.grant_consent(form.request(&person.pid)).await,
+        Ok(mut client) => {
+            client
+                .grant_consent(form.request(&person.pid.map(|p| p.expose()).unwrap_or_default()))
+                .await
+        }
         Err(status) => Err(status),
     };
     match answer {

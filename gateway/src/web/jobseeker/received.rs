@@ -4,16 +4,12 @@
 use std::sync::Arc;
 
 use askama::Template;
-use axum::{
-    extract::State,
-    http::header,
-    response::{IntoResponse, Response},
-};
+use axum::{extract::State, response::Response};
 
 use super::{ConsentView, Item, newest, timeline, verified_line, verified_report, view};
 use crate::web::{
     Web,
-    chrome::{Chrome, failure, render},
+    chrome::{Chrome, download, failure, render},
     masked,
     session::Jobseeker,
     time,
@@ -30,7 +26,7 @@ struct ReceivedPage {
 /// `GET /me/received`: every event about me, newest first, each as a sentence.
 pub async fn received(State(web): State<Arc<Web>>, Jobseeker(person, s): Jobseeker) -> Response {
     let c = Chrome::new(&web, &s, "received.title", "/me/received").await;
-    let (report, _) = match verified_report(&web, &person, &person.pid).await {
+    let (report, _) = match verified_report(&web, &person, person.pid.as_ref()).await {
         Ok(r) => r,
         Err(status) => return failure(c, &status),
     };
@@ -53,7 +49,7 @@ struct PrintPage {
 /// `GET /me/received/print`: the same report laid out for paper.
 pub async fn printable(State(web): State<Arc<Web>>, Jobseeker(person, s): Jobseeker) -> Response {
     let c = Chrome::new(&web, &s, "print.title", "/me/received/print").await;
-    let (report, subject) = match verified_report(&web, &person, &person.pid).await {
+    let (report, subject) = match verified_report(&web, &person, person.pid.as_ref()).await {
         Ok(r) => r,
         Err(status) => return failure(c, &status),
     };
@@ -74,29 +70,15 @@ pub async fn printable(State(web): State<Arc<Web>>, Jobseeker(person, s): Jobsee
 /// `GET /me/received.json`: the verified report as `casegate audit report --format json`
 /// writes it, which `casegate audit replay --consents` reads.
 pub async fn report_json(State(web): State<Arc<Web>>, Jobseeker(person, s): Jobseeker) -> Response {
-    match verified_report(&web, &person, &person.pid).await {
-        Ok((report, subject)) => json_download(
-            &crate::cli::officer::report_json(&report, &subject),
+    match verified_report(&web, &person, person.pid.as_ref()).await {
+        Ok((report, subject)) => download(
+            "application/json",
             "casegate-report.json",
+            crate::cli::render::json(&crate::cli::officer::report_json(&report, &subject)),
         ),
         Err(status) => failure(
             Chrome::new(&web, &s, "received.title", "/me/received").await,
             &status,
         ),
     }
-}
-
-/// A JSON document as a download.
-fn json_download(value: &serde_json::Value, name: &str) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "application/json".to_owned()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{name}\""),
-            ),
-        ],
-        crate::cli::render::json(value),
-    )
-        .into_response()
 }

@@ -36,7 +36,7 @@ pub async fn withdraw_confirm(
 ) -> Response {
     let here = format!("/me/consents/{id}/withdraw");
     let c = Chrome::new(&web, &s, "withdraw.title", &here).await;
-    let (report, _) = match verified_report(&web, &person, &person.pid).await {
+    let (report, _) = match verified_report(&web, &person, person.pid.as_ref()).await {
         Ok(r) => r,
         Err(status) => return failure(c, &status),
     };
@@ -78,10 +78,8 @@ pub async fn withdraw(
                 .consent
                 .as_ref()
                 .and_then(|r| r.withdrawal.as_ref())
-                .and_then(|w| w.at.as_ref())
-                .map_or_else(crate::clock::now_micros, |t| {
-                    t.seconds * 1_000_000 + i64::from(t.nanos / 1000)
-                });
+                .and_then(|w| crate::convert::timestamp("at", w.at.as_ref()).ok())
+                .map_or_else(crate::clock::now_micros, |t| t.0);
             let receipt = Receipt::of(&id, answer.receipt.as_ref(), at, answer.purged_notes);
             session::put(&s, "withdrawn", &receipt).await;
             Redirect::to(&format!("/me/consents/{id}/withdrawn")).into_response()

@@ -64,10 +64,9 @@ pub async fn anomalies(
             web.upstream
                 .audit(&person)?
                 .summarize_audit(v1::SummarizeAuditRequest {
-                    from: Some(prost_types::Timestamp {
-                        seconds: from.div_euclid(1_000_000),
-                        nanos: 0,
-                    }),
+                    from: Some(crate::convert::timestamp_to_wire(
+                        casegate_consent::record::Timestamp(from),
+                    )),
                     by_subject: true,
                     ..Default::default()
                 })

@@ -140,14 +140,13 @@ pub async fn replay(
 ) -> Response {
     let here = format!("/officer/entries/{index}");
     let c = Chrome::new(&web, &s, "entry.title", &here).await;
-    let subject = form.subject.trim();
-    if subject.parse::<casegate_consent::SubjectId>().is_err() {
+    let Ok(subject) = form.subject.trim().parse::<casegate_consent::SubjectId>() else {
         return failure(
             c,
             &Status::invalid_argument("not a national identity number"),
         );
-    }
-    let (report, _) = match verified_report(&web, &person, subject).await {
+    };
+    let (report, _) = match verified_report(&web, &person, Some(&subject)).await {
         Ok(r) => r,
         Err(status) => return failure(c, &status),
     };

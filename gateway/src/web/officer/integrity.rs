@@ -7,7 +7,6 @@ use askama::Template;
 use axum::{
     Form,
     extract::State,
-    http::header,
     response::{IntoResponse, Redirect, Response},
 };
 use casegate_audit::{checkpoint, merkle};
@@ -19,7 +18,7 @@ use crate::{
     cli::officer::hex,
     web::{
         Web,
-        chrome::{Chrome, failure, render},
+        chrome::{Chrome, download, failure, render},
         session,
         session::Officer,
         text::Tr,
@@ -52,16 +51,7 @@ struct IntegrityPage {
 /// `GET /officer/integrity`: the newest signed checkpoint, verified with the log's key.
 pub async fn integrity(State(web): State<Arc<Web>>, Officer(person, s): Officer) -> Response {
     let c = Chrome::new(&web, &s, "integrity.title", "/officer/integrity").await;
-    let answer = async {
-        Ok::<_, Status>(
-            web.upstream
-                .audit(&person)?
-                .get_checkpoint(v1::GetCheckpointRequest {})
-                .await?
-                .into_inner(),
-        )
-    }
-    .await;
+    let answer = newest_checkpoint(&web, &person).await;
     let answer = match answer {
         Ok(a) => a,
         Err(status) => return failure(c, &status),
@@ -193,28 +183,13 @@ fn consistent(
 /// `GET /officer/integrity/checkpoint.txt`: the newest signed checkpoint as a file, to keep
 /// and give to `casegate audit verify --trusted` later.
 pub async fn checkpoint_file(State(web): State<Arc<Web>>, Officer(person, s): Officer) -> Response {
-    let answer = async {
-        Ok::<_, Status>(
-            web.upstream
-                .audit(&person)?
-                .get_checkpoint(v1::GetCheckpointRequest {})
-                .await?
-                .into_inner(),
-        )
-    }
-    .await;
+    let answer = newest_checkpoint(&web, &person).await;
     match answer {
-        Ok(a) => (
-            [
-                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"checkpoint.txt\"",
-                ),
-            ],
+        Ok(a) => download(
+            "text/plain; charset=utf-8",
+            "checkpoint.txt",
             a.checkpoint.map(|c| c.signed_note).unwrap_or_default(),
-        )
-            .into_response(),
+        ),
         Err(status) => failure(
             Chrome::new(&web, &s, "integrity.title", "/officer/integrity").await,
             &status,
@@ -229,15 +204,14 @@ pub async fn checkpoint_file(State(web): State<Arc<Web>>, Officer(person, s): Of
 pub async fn export_file(State(web): State<Arc<Web>>, Officer(person, s): Officer) -> Response {
     use futures_util::StreamExt;
     let opened = async {
-        let mut client = web.upstream.audit(&person)?;
-        let note = client
-            .get_checkpoint(v1::GetCheckpointRequest {})
+        let note = newest_checkpoint(&web, &person)
             .await?
-            .into_inner()
             .checkpoint
             .map(|c| (c.tree_size, c.signed_note))
             .ok_or_else(|| Status::internal("the gateway sent no checkpoint"))?;
-        let entries = client
+        let entries = web
+            .upstream
+            .audit(&person)?
             .export_entries(v1::ExportEntriesRequest {
                 start_index: 0,
                 end_index: note.0,
@@ -270,15 +244,22 @@ pub async fn export_file(State(web): State<Arc<Web>>, Officer(person, s): Office
             .map_err(|status| std::io::Error::other(status.message().to_owned()))
     });
     let footer = futures_util::stream::once(async move { Ok(format!("\n{note}")) });
-    (
-        [
-            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-            (
-                header::CONTENT_DISPOSITION,
-                "attachment; filename=\"casegate-audit-export.txt\"",
-            ),
-        ],
+    download(
+        "text/plain; charset=utf-8",
+        "casegate-audit-export.txt",
         axum::body::Body::from_stream(header.chain(lines).chain(footer)),
     )
-        .into_response()
+}
+
+/// The gateway's newest signed checkpoint and its verifier key, as it answered.
+async fn newest_checkpoint(
+    web: &Web,
+    person: &crate::web::Person,
+) -> Result<v1::GetCheckpointResponse, Status> {
+    Ok(web
+        .upstream
+        .audit(person)?
+        .get_checkpoint(v1::GetCheckpointRequest {})
+        .await?
+        .into_inner())
 }

@@ -89,7 +89,8 @@ pub async fn report_result(State(web): State<Arc<Web>>, Officer(person, s): Offi
     let Some(subject) = session::peek::<String>(&s, "report_subject").await else {
         return Redirect::to("/officer/report").into_response();
     };
-    let (report, parsed) = match verified_report(&web, &person, &subject).await {
+    let subject = subject.parse::<SubjectId>().ok();
+    let (report, parsed) = match verified_report(&web, &person, subject.as_ref()).await {
         Ok(r) => r,
         Err(status) => return failure(c, &status),
     };

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use askama::Template;
 use axum::{
     extract::{Query, State},
-    http::header,
     response::{IntoResponse, Redirect, Response},
 };
 use casegate_audit::entry::EntryKind;
@@ -18,7 +17,7 @@ use crate::{
     cli::officer::{Row, csv, entry_json},
     web::{
         Person, Web,
-        chrome::{Chrome, failure, render},
+        chrome::{Chrome, download, failure, render},
         sentence, session,
         session::Officer,
         text::Tr,
@@ -78,10 +77,7 @@ const COLUMNS: [(&str, &str); 7] = [
 ];
 
 pub(super) fn row(web: &Web, tr: &Tr, e: &v1::AuditEntry) -> ResultRow {
-    let micros = e
-        .time
-        .as_ref()
-        .map_or(0, |t| t.seconds * 1_000_000 + i64::from(t.nanos / 1000));
+    let micros = crate::convert::timestamp("time", e.time.as_ref()).map_or(0, |t| t.0);
     let kind = u8::try_from(e.kind)
         .ok()
         .and_then(EntryKind::from_code)
@@ -228,17 +224,7 @@ async fn export(
     match run(web, person, &search).await {
         Ok(entries) => {
             let (content_type, name, body) = format(&entries);
-            (
-                [
-                    (header::CONTENT_TYPE, content_type.to_owned()),
-                    (
-                        header::CONTENT_DISPOSITION,
-                        format!("attachment; filename=\"{name}\""),
-                    ),
-                ],
-                body,
-            )
-                .into_response()
+            download(content_type, name, body)
         }
         Err(status) => failure(
             Chrome::new(web, s, "results.title", "/officer/results").await,
