@@ -34,21 +34,26 @@ impl std::fmt::Debug for JwksServer {
     }
 }
 
+/// A TLS acceptor for an HTTPS test server on `127.0.0.1`, its certificate issued by `ca`.
+pub fn loopback_acceptor(ca: &DevCa) -> TlsAcceptor {
+    casegate::tls::install_provider();
+    let cert = ca.issue_server(&["127.0.0.1"]).expect("server cert");
+    let config = ServerConfig::builder_with_provider(casegate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from_pem_slice(cert.cert_pem.as_bytes()).expect("cert")],
+            PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).expect("key"),
+        )
+        .expect("TLS config");
+    TlsAcceptor::from(Arc::new(config))
+}
+
 impl JwksServer {
     /// Serves `jwks` at `https://127.0.0.1:<port>/jwks.json` with a certificate from `ca`.
     pub async fn start(ca: &DevCa, jwks: String) -> Self {
-        casegate::tls::install_provider();
-        let cert = ca.issue_server(&["127.0.0.1"]).expect("server cert");
-        let config = ServerConfig::builder_with_provider(casegate::tls::provider())
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![CertificateDer::from_pem_slice(cert.cert_pem.as_bytes()).expect("cert")],
-                PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).expect("key"),
-            )
-            .expect("TLS config");
-        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let acceptor = loopback_acceptor(ca);
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");

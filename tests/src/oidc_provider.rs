@@ -19,12 +19,9 @@ use axum::{
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use casegate::dev::{DevCa, TokenIssuer};
 use hyper_util::{rt::TokioIo, service::TowerToHyperService};
-use rustls::ServerConfig;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, task::JoinHandle};
-use tokio_rustls::TlsAcceptor;
 
 /// The client id the web tier is registered with.
 pub const CLIENT_ID: &str = "casegate-web-test";
@@ -66,19 +63,8 @@ pub struct OidcProvider {
 
 impl OidcProvider {
     pub async fn start() -> Self {
-        casegate::tls::install_provider();
         let ca = DevCa::generate("test identity provider CA").expect("CA");
-        let cert = ca.issue_server(&["127.0.0.1"]).expect("server cert");
-        let tls = ServerConfig::builder_with_provider(casegate::tls::provider())
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![CertificateDer::from_pem_slice(cert.cert_pem.as_bytes()).expect("cert")],
-                PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).expect("key"),
-            )
-            .expect("TLS config");
-        let acceptor = TlsAcceptor::from(Arc::new(tls));
+        let acceptor = crate::jwks_server::loopback_acceptor(&ca);
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");

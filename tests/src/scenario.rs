@@ -47,6 +47,24 @@ pub async fn grant_ips_consent(gw: &TestGateway, subject: &SubjectId) {
         .expect("grant");
 }
 
+/// The jobseeker `subject`'s own consents (newest version of each), as the portal lists them.
+pub async fn own_consents(
+    gw: &TestGateway,
+    subject: &SubjectId,
+) -> Vec<casegate_proto::v1::ConsentRecord> {
+    gw.jobseeker(subject)
+        .await
+        .consent
+        .list_consents(casegate_proto::v1::ListConsentsRequest {
+            subject_id: subject.expose(),
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .consents
+}
+
 /// The IPS consent: NAV → IPS specialists (benefit counselling) and clinic → IPS specialists
 /// (treatment summaries), for IPS follow-up.
 pub fn ips_consent(gw: &TestGateway, subject: &SubjectId) -> GrantConsentRequest {

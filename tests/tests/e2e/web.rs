@@ -4,10 +4,10 @@
 //! text, and the officer's CSV export neutralising formula cells.
 
 use casegate::web::dev_jobseeker;
-use casegate_proto::v1::{ListConsentsRequest, WithdrawConsentRequest};
+use casegate_proto::v1::WithdrawConsentRequest;
 use casegate_tests::{
     TestGateway,
-    scenario::{grant_ips_consent, update},
+    scenario::{grant_ips_consent, own_consents, update},
     web::{CONFIG, TestWeb, WebClient},
 };
 
@@ -191,18 +191,7 @@ async fn a_post_without_this_sites_token_changes_nothing() {
         let page = client.post_raw("/me/consents", body, &headers).await;
         assert_eq!(page.status, 403, "{what}: {}", page.body);
     }
-    let consents = gw
-        .jobseeker(&subject)
-        .await
-        .consent
-        .list_consents(ListConsentsRequest {
-            subject_id: subject.expose(),
-            ..Default::default()
-        })
-        .await
-        .expect("list")
-        .into_inner()
-        .consents;
+    let consents = own_consents(&gw, &subject).await;
     assert!(consents.is_empty(), "a refused POST recorded {consents:?}");
     // The same form with this site's token goes through.
     let page = client.post_raw("/me/consents", body(&token), &same).await;
@@ -463,18 +452,7 @@ async fn changing_a_consent_makes_a_new_version_and_keeps_the_old_one_in_the_his
     // A consent the form cannot show (two provisions, role limits) is not changed here.
     let subject = dev_jobseeker(2).expect("synthetic jobseeker");
     grant_ips_consent(&gw, &subject).await;
-    let listed = gw
-        .jobseeker(&subject)
-        .await
-        .consent
-        .list_consents(ListConsentsRequest {
-            subject_id: subject.expose(),
-            ..Default::default()
-        })
-        .await
-        .expect("list")
-        .into_inner()
-        .consents;
+    let listed = own_consents(&gw, &subject).await;
     let wide = listed
         .iter()
         .find(|r| r.provisions.len() == 2)
