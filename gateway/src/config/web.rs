@@ -72,7 +72,8 @@ pub struct OidcConfig {
     pub ca: Option<PathBuf>,
     /// Scopes besides `openid`, e.g. `profile`.
     pub scopes: Vec<String>,
-    /// `acr_values` to ask for, e.g. `idporten-loa-high`.
+    /// `acr_values` to ask for, space-separated in order of preference, e.g.
+    /// `idporten-loa-high`; a login is accepted only at one of these levels.
     pub acr_values: Option<String>,
     /// The ID token claim holding a jobseeker's national identity number (ID-porten: `pid`).
     pub pid_claim: String,

@@ -2,8 +2,9 @@
 //! flow) with PKCE (RFC 7636, S256), through the kept `openidconnect` crate: ID-porten for
 //! jobseekers, the organisation's provider (HelseID, Entra ID) for officers.
 //!
-//! The provider is discovered (OpenID Connect Discovery 1.0) at the start of each login and
-//! again at its callback, so a rotated signing key is always the current one. The ID token's
+//! The provider's metadata and keys (OpenID Connect Discovery 1.0) are kept for a minute in a
+//! kept cache (`moka`), so a burst of logins makes one discovery; a refused ID token drops them,
+//! so a rotated signing key is fetched by the next login. The ID token's
 //! signature, `iss`, `aud`, `exp` and `nonce` are checked by the library; the jobseeker's
 //! identity number and the officer's role are read from the verified token.
 
@@ -112,7 +113,12 @@ pub struct Provider {
     redirect: RedirectUrl,
     config: OidcConfig,
     http: reqwest::Client,
+    /// The discovered metadata and key set, for at most [`DISCOVERY_TTL`].
+    discovered: moka::future::Cache<(), CoreProviderMetadata>,
 }
+
+/// How long discovered metadata and keys are used before they are fetched again.
+pub const DISCOVERY_TTL: Duration = Duration::from_secs(60);
 
 impl Provider {
     /// Sets up the provider; `public_url` is where browsers reach the web tier.
@@ -175,13 +181,23 @@ impl Provider {
                 .map_err(|e| SetupError::Invalid(format!("public_url: {e}")))?,
             config: config.clone(),
             http,
+            discovered: moka::future::Cache::builder()
+                .max_capacity(1)
+                .time_to_live(DISCOVERY_TTL)
+                .build(),
         })
     }
 
     async fn discover(&self) -> Result<Discovered, LoginError> {
-        let metadata = CoreProviderMetadata::discover_async(self.issuer.clone(), &self.http)
+        let metadata = self
+            .discovered
+            .try_get_with((), async {
+                CoreProviderMetadata::discover_async(self.issuer.clone(), &self.http)
+                    .await
+                    .map_err(|e| error_chain(&e))
+            })
             .await
-            .map_err(|e| LoginError::Discovery(error_chain(&e)))?;
+            .map_err(|e| LoginError::Discovery(e.to_string()))?;
         Ok(CoreClient::from_provider_metadata(
             metadata,
             self.client_id.clone(),
@@ -207,8 +223,16 @@ impl Provider {
         for scope in &self.config.scopes {
             request = request.add_scope(Scope::new(scope.clone()));
         }
-        if let Some(acr) = &self.config.acr_values {
-            request = request.add_auth_context_value(AuthenticationContextClass::new(acr.clone()));
+        // `acr_values` is a space-separated list, in order of preference (OpenID Connect Core
+        // §3.1.2.1): every level listed is acceptable.
+        for acr in self
+            .config
+            .acr_values
+            .iter()
+            .flat_map(|a| a.split_whitespace())
+        {
+            request =
+                request.add_auth_context_value(AuthenticationContextClass::new(acr.to_owned()));
         }
         let (url, state, nonce) = request.url();
         Ok((
@@ -246,9 +270,14 @@ impl Provider {
             .id_token()
             .ok_or_else(|| LoginError::IdToken("the provider sent none".into()))?;
         let verifier = client.id_token_verifier().set_allowed_algs(ALGORITHMS);
-        let claims = id_token
-            .claims(&verifier, &Nonce::new(pending.nonce))
-            .map_err(|e| LoginError::IdToken(error_chain(&e)))?;
+        let claims = match id_token.claims(&verifier, &Nonce::new(pending.nonce)) {
+            Ok(claims) => claims,
+            Err(e) => {
+                // Perhaps signed with a key published since: the next login discovers again.
+                self.discovered.invalidate(&()).await;
+                return Err(LoginError::IdToken(error_chain(&e)));
+            }
+        };
         // The compact token whose signature the library has just verified.
         let payload = id_token
             .to_string()

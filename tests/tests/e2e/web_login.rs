@@ -14,6 +14,11 @@ use casegate_tests::{
 use serde_json::json;
 
 async fn start(op: &OidcProvider) -> (TestGateway, TestWeb) {
+    start_asking(op, "idporten-loa-high").await
+}
+
+/// As [`start`], the jobseekers' provider asked for `acr_values`.
+async fn start_asking(op: &OidcProvider, acr_values: &str) -> (TestGateway, TestWeb) {
     let issuer = op.issuer_url();
     let ca = op.ca_file.path().display().to_string();
     let extra = format!(
@@ -23,7 +28,7 @@ issuer_url = "{issuer}"
 client_id = "{CLIENT_ID}"
 ca = "{ca}"
 scopes = ["profile"]
-acr_values = "idporten-loa-high"
+acr_values = "{acr_values}"
 
 [web.officers.oidc]
 issuer_url = "{issuer}"
