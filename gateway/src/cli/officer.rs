@@ -228,6 +228,7 @@ pub fn query(connection: &Connection, args: QueryArgs, format: OutputFormat) -> 
             start_index: args.start_index,
             limit: args.limit.unwrap_or(0),
             reasons: args.reasons.clone(),
+            include_entry_bytes: false,
         };
         let page_size = args
             .limit

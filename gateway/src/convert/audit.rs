@@ -21,6 +21,8 @@ pub struct AuditQuery {
     pub kinds: Vec<EntryKind>,
     /// Reason codes (lower snake case); empty means any.
     pub reasons: Vec<String>,
+    /// Whether each answer carries the entry's canonical bytes.
+    pub include_entry_bytes: bool,
     pub start_index: u64,
     pub limit: u32,
 }
@@ -101,6 +103,7 @@ pub fn query_request(wire: &v1::QueryAuditRequest) -> Parsed<AuditQuery> {
         start_index,
         limit,
         reasons,
+        include_entry_bytes,
     } = wire;
     let subject = optional(subject_id, |t| subject("subject_id", t))?;
     let orgnr = optional(org, |t| orgnr("orgnr", t))?;
@@ -140,6 +143,7 @@ pub fn query_request(wire: &v1::QueryAuditRequest) -> Parsed<AuditQuery> {
         until,
         kinds,
         reasons,
+        include_entry_bytes: *include_entry_bytes,
         start_index: *start_index,
         limit,
     })

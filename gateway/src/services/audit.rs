@@ -307,6 +307,7 @@ impl AuditService for AuditApi {
         };
         let end = appended.checkpoint.checkpoint.size;
         let (start, limit) = (query.start_index, query.limit as usize);
+        let with_bytes = query.include_entry_bytes;
         let audit = self.audit.clone();
         let found = blocking(move || {
             let mut out = Vec::new();
@@ -316,9 +317,10 @@ impl AuditService for AuditApi {
                 start,
                 end,
                 limit,
-                |index, entry, leaf, _| {
+                |index, entry, leaf, bytes| {
                     out.push(Ok(QueryAuditResponse {
                         entry: Some(convert::entry_to_wire(index, entry, leaf)),
+                        entry_bytes: if with_bytes { bytes } else { Vec::new() },
                     }));
                     Ok(())
                 },

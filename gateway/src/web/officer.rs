@@ -147,6 +147,7 @@ impl Search {
             start_index,
             limit,
             reasons: self.reasons.clone(),
+            include_entry_bytes: false,
         }
     }
 }

@@ -745,3 +745,34 @@ async fn a_scoped_report_proves_the_state_of_every_consent_it_holds() {
         assert_eq!(verified.consents[0].status, ViewStatus::Withdrawn, "{org}");
     }
 }
+
+#[tokio::test]
+async fn query_answers_carry_canonical_bytes_only_when_asked_and_they_hash_to_the_leaf() {
+    let gw = TestGateway::start().await;
+    let me = subject(7);
+    grant_ips_consent(&gw, &me).await;
+    let mut officer = gw.caller("authority", "privacy_officer").await;
+    for include_entry_bytes in [false, true] {
+        let mut stream = officer
+            .audit
+            .query_audit(QueryAuditRequest {
+                kinds: vec![EntryKind::ConsentGranted.code().into()],
+                include_entry_bytes,
+                ..Default::default()
+            })
+            .await
+            .expect("query")
+            .into_inner();
+        let answer = stream.next().await.expect("one answer").expect("ok");
+        let entry = answer.entry.expect("entry");
+        if include_entry_bytes {
+            let leaf = casegate_audit::merkle::leaf_hash(&answer.entry_bytes);
+            assert_eq!(leaf.to_vec(), entry.leaf_hash);
+            let decoded = Entry::decode(&answer.entry_bytes).expect("canonical bytes");
+            assert_eq!(decoded.kind, EntryKind::ConsentGranted);
+        } else {
+            assert!(answer.entry_bytes.is_empty(), "bytes sent unasked");
+        }
+    }
+    gw.stop().await;
+}

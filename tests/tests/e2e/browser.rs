@@ -233,7 +233,7 @@ async fn the_ips_scenario_in_a_real_browser() {
     let entry = b.text().await;
     assert!(entry.contains("disclosure_refused"), "{entry}");
     assert!(
-        entry.contains("inklusjonsbeviset er kontrollert mot det signerte sjekkpunktet"),
+        entry.contains("inklusjonsbeviset for kontrollsummen av dem er kontrollert mot det signerte sjekkpunktet"),
         "{entry}"
     );
     violations.extend(check(&b, &axe, "officer-entry").await);

@@ -9,7 +9,11 @@ use axum::{
     extract::{Path, State},
     response::{IntoResponse, Redirect, Response},
 };
-use casegate_audit::{checkpoint, entry::EntryKind, merkle};
+use casegate_audit::{
+    checkpoint,
+    entry::{Entry, EntryKind},
+    merkle,
+};
 use casegate_proto::v1;
 use serde::{Deserialize, Serialize};
 use tonic::Status;
@@ -49,8 +53,9 @@ struct Replayed {
     message: String,
 }
 
-/// `GET /officer/entries/{index}`: every field of one entry, its inclusion proof verified
-/// against the newest signed checkpoint, and how to replay its decision offline.
+/// `GET /officer/entries/{index}`: every field of one entry, decoded from its canonical bytes,
+/// whose leaf hash's inclusion proof is verified against the newest signed checkpoint; and
+/// how to replay its decision.
 pub async fn entry(
     State(web): State<Arc<Web>>,
     Officer(person, s): Officer,
@@ -64,16 +69,23 @@ pub async fn entry(
             .query_audit(v1::QueryAuditRequest {
                 start_index: index,
                 limit: 1,
+                include_entry_bytes: true,
                 ..Default::default()
             })
             .await?
             .into_inner();
-        let entry = stream
+        let answer = stream
             .message()
             .await?
-            .and_then(|a| a.entry)
-            .filter(|e| e.index == index)
+            .filter(|a| a.entry.as_ref().is_some_and(|e| e.index == index))
             .ok_or_else(|| Status::not_found("no entry with this index is visible to you"))?;
+        // What the page shows is decoded from the canonical bytes the proof is checked for.
+        let entry = Entry::decode(&answer.entry_bytes)
+            .map(|decoded| {
+                let leaf = merkle::leaf_hash(&answer.entry_bytes);
+                crate::convert::audit::entry_to_wire(index, &decoded, &leaf)
+            })
+            .map_err(|e| Status::data_loss(format!("the entry's bytes do not decode: {e}")))?;
         let proof = client
             .get_inclusion_proof(v1::GetInclusionProofRequest {
                 leaf_index: index,
