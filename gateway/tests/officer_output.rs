@@ -105,6 +105,7 @@ impl AuditService for Lies {
             .map(|e| {
                 Ok(QueryAuditResponse {
                     entry: Some(e.clone()),
+                    entry_bytes: Vec::new(),
                 })
             })
             .collect();
