@@ -482,6 +482,36 @@ mod tests {
     }
 
     #[test]
+    fn a_dev_config_from_before_the_web_pages_gets_them_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = prepare(dir.path()).expect("first run");
+        let text = fs::read_to_string(&config).expect("config");
+        let web_part = text
+            .find("\n# The web tier's own tokens")
+            .expect("the web part");
+        // A config written before the web tier existed: everything but its part.
+        fs::write(&config, &text[..web_part]).expect("write the old config");
+        let old = crate::config::Config::load_with_env(&config, []).expect("the old config");
+        assert!(old.web.is_none());
+        prepare(dir.path()).expect("second run");
+        prepare(dir.path()).expect("third run");
+        let upgraded = fs::read_to_string(&config).expect("config");
+        assert_eq!(upgraded.matches("\n[web]\n").count(), 1, "{upgraded}");
+        let parsed = crate::config::Config::load_with_env(&config, []).expect("valid config");
+        assert_eq!(
+            parsed.web.expect("web pages").listen.to_string(),
+            DEFAULT_WEB_LISTEN
+        );
+        // A config the operator wrote (not casegate dev's) is left alone.
+        fs::write(&config, &text[web_part..]).expect("write a foreign config");
+        prepare(dir.path()).expect("fourth run");
+        assert_eq!(
+            fs::read_to_string(&config).expect("config"),
+            text[web_part..]
+        );
+    }
+
+    #[test]
     fn prepare_creates_then_reuses() {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = prepare(dir.path()).expect("first run");
