@@ -26,8 +26,8 @@ use std::fmt;
 /// The encoding version written by [`Entry::encode`].
 pub const VERSION: u8 = 1;
 
-/// What an entry records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What an entry records. Ordered by code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EntryKind {
     ConsentGranted = 1,
     ConsentWithdrawn = 2,

@@ -23,7 +23,6 @@ use super::{
 #[derive(Debug, Clone)]
 pub struct Chrome {
     pub t: Tr,
-    pub lang: &'static str,
     /// The page's own title (unique per page), without the site name.
     pub title: String,
     pub langs: Vec<Link>,
@@ -105,7 +104,6 @@ impl Chrome {
         let idle_text = t.fill("chrome.idle", &[("time", &idle_until)]);
         Self {
             t,
-            lang: t.lang.code(),
             title: t.get(title_key),
             langs,
             nav,

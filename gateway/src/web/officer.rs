@@ -19,6 +19,8 @@ use casegate_proto::v1;
 use serde::{Deserialize, Serialize};
 use tonic::Status;
 
+use crate::notes::Expiry;
+
 use super::{
     Person, Web,
     chrome::{Chrome, render},
@@ -38,24 +40,14 @@ pub use integrity::{checkpoint_file, consistency, export_file, integrity};
 pub use report::{report, report_form, report_result};
 pub use results::{results, results_csv, results_json};
 
-/// Every reason code an entry can carry: the refusal reasons of a decision, then the purge
-/// reasons of a note.
-pub const REASONS: [&str; 14] = [
-    "no_consent",
-    "consent_withdrawn",
-    "consent_expired",
-    "consent_not_yet_valid",
-    "sender_not_covered",
-    "recipient_not_covered",
-    "category_not_covered",
-    "purpose_not_covered",
-    "approval_missing",
-    "sender_role_not_allowed",
-    "unknown_category",
-    "unknown_purpose",
-    "ttl_elapsed",
-    "retention_elapsed",
-];
+/// Every reason code an entry can carry: the refusal reasons of a decision, then the reasons a
+/// note's body expires.
+fn reason_codes() -> impl Iterator<Item = &'static str> {
+    casegate_consent::decision::Reason::ALL
+        .into_iter()
+        .map(|r| r.code())
+        .chain([Expiry::TtlElapsed, Expiry::RetentionElapsed].map(Expiry::code))
+}
 
 /// Entries one results page shows.
 const PAGE: usize = 50;
@@ -124,13 +116,14 @@ impl Search {
         {
             out.push(("kind-0", "search.error.kind"));
         }
-        if self.reasons.iter().any(|r| !REASONS.contains(&r.as_str())) {
+        if self.reasons.iter().any(|r| !reason_codes().any(|c| c == r)) {
             out.push(("reason-0", "search.error.reason"));
         }
         out
     }
 
-    fn request(&self, start_index: u64, limit: u32) -> v1::QueryAuditRequest {
+    /// The query for this search: from the log's start, as many entries as one call may ask.
+    fn request(&self) -> v1::QueryAuditRequest {
         let wire = |micros: i64| crate::convert::timestamp_to_wire(Timestamp(micros));
         v1::QueryAuditRequest {
             subject_id: self.subject.clone(),
@@ -144,8 +137,8 @@ impl Search {
                 .filter_map(|k| EntryKind::ALL.into_iter().find(|e| e.as_str() == k))
                 .map(crate::convert::audit::kind_to_wire)
                 .collect(),
-            start_index,
-            limit,
+            start_index: 0,
+            limit: FETCH,
             reasons: self.reasons.clone(),
             include_entry_bytes: false,
         }
@@ -179,10 +172,9 @@ fn search_page(c: Chrome, search: Search, errors: &[(&str, &str)]) -> SearchPage
             checked: search.kinds.iter().any(|x| x == k.as_str()),
         })
         .collect();
-    let reasons = REASONS
-        .iter()
+    let reasons = reason_codes()
         .map(|r| Check {
-            value: (*r).to_owned(),
+            value: r.to_owned(),
             label: sentence::reason(&c.t, r),
             checked: search.reasons.iter().any(|x| x == r),
         })
@@ -231,7 +223,7 @@ async fn run(web: &Web, person: &Person, search: &Search) -> Result<Vec<v1::Audi
     let mut stream = web
         .upstream
         .audit(person)?
-        .query_audit(search.request(0, FETCH))
+        .query_audit(search.request())
         .await?
         .into_inner();
     let mut entries = Vec::new();

@@ -32,24 +32,33 @@ fn proposed_end(form: &casegate_tests::web::Page) -> String {
     form.body[at..].split('"').next().expect("value").to_owned()
 }
 
-/// Gives the IPS consent through the web form (form → preview → confirm); returns its id.
-async fn grant_by_form(gw: &TestGateway, client: &WebClient) -> String {
-    let form = client.get("/me/consents/new").await;
-    assert_eq!(form.status, 200);
-    let fields = [
-        ("csrf", form.csrf()),
+/// The grant form's fields for NAV → IPS, benefit counselling, IPS follow-up, until `end`.
+fn ips_form(gw: &TestGateway, csrf: &str, end: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("csrf", csrf.to_owned()),
         ("sender", gw.org("nav").orgnr.clone()),
         ("recipient", gw.org("ips").orgnr.clone()),
         ("category", "benefit_counselling".to_owned()),
         ("purpose", "ips_follow_up".to_owned()),
-        ("end", proposed_end(&form)),
-        ("supersedes", String::new()),
-    ];
-    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let preview = client.post("/me/consents/preview", &fields).await;
+        ("end", end.to_owned()),
+    ]
+}
+
+/// Owned form fields as the client sends them.
+fn pairs<'a>(fields: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    fields.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// Gives the IPS consent through the web form (form → preview → confirm); returns its id.
+async fn grant_by_form(gw: &TestGateway, client: &WebClient) -> String {
+    let form = client.get("/me/consents/new").await;
+    assert_eq!(form.status, 200);
+    let mut fields = ips_form(gw, &form.csrf(), &proposed_end(&form));
+    fields.push(("supersedes", String::new()));
+    let preview = client.post("/me/consents/preview", &pairs(&fields)).await;
     assert_eq!(preview.status, 200, "{}", preview.body);
     assert!(preview.body.contains("Test nav"), "{}", preview.body);
-    let done = client.post("/me/consents", &fields).await;
+    let done = client.post("/me/consents", &pairs(&fields)).await;
     assert_eq!(done.status, 303, "{}", done.body);
     done.location()
         .strip_prefix("/me/consents/")
@@ -154,17 +163,7 @@ async fn a_post_without_this_sites_token_changes_nothing() {
     let form = client.get("/me/consents/new").await;
     let token = form.csrf();
     let end = proposed_end(&form);
-    let body = |csrf: &str| {
-        serde_urlencoded::to_string([
-            ("csrf", csrf),
-            ("sender", gw.org("nav").orgnr.as_str()),
-            ("recipient", gw.org("ips").orgnr.as_str()),
-            ("category", "benefit_counselling"),
-            ("purpose", "ips_follow_up"),
-            ("end", end.as_str()),
-        ])
-        .expect("form")
-    };
+    let body = |csrf: &str| serde_urlencoded::to_string(ips_form(&gw, csrf, &end)).expect("form");
     let origin = web.url("");
     let same = [
         ("sec-fetch-site", "same-origin"),
@@ -355,16 +354,8 @@ async fn every_page_renders_in_every_language_without_untranslated_text() {
         let empty = jobseeker
             .post("/me/consents/preview", &[("csrf", &form.csrf())])
             .await;
-        let valid = [
-            ("csrf", form.csrf()),
-            ("sender", gw.org("nav").orgnr.clone()),
-            ("recipient", gw.org("ips").orgnr.clone()),
-            ("category", "benefit_counselling".to_owned()),
-            ("purpose", "ips_follow_up".to_owned()),
-            ("end", proposed_end(&form)),
-        ];
-        let valid: Vec<(&str, &str)> = valid.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let preview = jobseeker.post("/me/consents/preview", &valid).await;
+        let valid = ips_form(&gw, &form.csrf(), &proposed_end(&form));
+        let preview = jobseeker.post("/me/consents/preview", &pairs(&valid)).await;
         assert_eq!(empty.status, 422);
         assert!(
             empty.body.contains("id=\"error-summary\""),
@@ -414,18 +405,10 @@ async fn changing_a_consent_makes_a_new_version_and_keeps_the_old_one_in_the_his
         form.body
             .contains(&format!("name=\"supersedes\" value=\"{id}\""))
     );
-    let fields = [
-        ("csrf", form.csrf()),
-        ("sender", gw.org("nav").orgnr.clone()),
-        ("recipient", gw.org("ips").orgnr.clone()),
-        ("category", "benefit_counselling".to_owned()),
-        ("category", "meeting_summary".to_owned()),
-        ("purpose", "ips_follow_up".to_owned()),
-        ("end", proposed_end(&form)),
-        ("supersedes", id.clone()),
-    ];
-    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let done = client.post("/me/consents", &fields).await;
+    let mut fields = ips_form(&gw, &form.csrf(), &proposed_end(&form));
+    fields.push(("category", "meeting_summary".to_owned()));
+    fields.push(("supersedes", id.clone()));
+    let done = client.post("/me/consents", &pairs(&fields)).await;
     assert_eq!(
         (done.status, done.location()),
         (303, format!("/me/consents/{id}").as_str())

@@ -24,7 +24,7 @@ pub const MAX_SUMMARY_ENTRIES: usize = 1_000_000;
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Key {
     day: String,
-    kind: u8,
+    kind: EntryKind,
     reason: String,
     orgnr: String,
     role: String,
@@ -114,7 +114,7 @@ impl AuditApi {
                     let actor = entry.actor.as_ref();
                     let key = Key {
                         day: oslo::day(entry.time_micros),
-                        kind: entry.kind.code(),
+                        kind: entry.kind,
                         reason: entry.reason.clone().unwrap_or_default(),
                         orgnr: entry
                             .sender_orgnr
@@ -149,9 +149,7 @@ impl AuditApi {
         let counts = counts
             .into_iter()
             .map(|(key, count)| AuditCount {
-                kind: convert_audit::kind_to_wire(
-                    EntryKind::from_code(key.kind).unwrap_or(EntryKind::GatewayStarted),
-                ),
+                kind: convert_audit::kind_to_wire(key.kind),
                 reason: key.reason,
                 orgnr: key.orgnr,
                 actor_role: key.role.parse::<Role>().map_or(0, convert::role_to_wire),

@@ -111,39 +111,55 @@ pub async fn anomalies(
             n.day.clone(),
         )
     };
+    // Refusals for one reason, per `label`, with the search that lists them.
+    let refusal = |id: &'static str,
+                   (title, text): (&str, &str),
+                   reason: &'static str,
+                   label: &dyn Fn(&v1::AuditCount) -> (String, String)| View {
+        id,
+        title: t.get(title),
+        text: t.get(text),
+        rows: tally(&refused(reason), label),
+        kinds: vec!["disclosure_refused"],
+        reasons: vec![reason],
+    };
     let views = vec![
-        View {
-            id: "after-withdrawal",
-            title: t.get("anomalies.after_withdrawal"),
-            text: t.get("anomalies.after_withdrawal_text"),
-            rows: tally(&refused("consent_withdrawn"), &org_day),
-            kinds: vec!["disclosure_refused"],
-            reasons: vec!["consent_withdrawn"],
-        },
-        View {
-            id: "no-consent-sender",
-            title: t.get("anomalies.no_consent_sender"),
-            text: t.get("anomalies.no_consent_sender_text"),
-            rows: tally(&refused("no_consent"), &org_day),
-            kinds: vec!["disclosure_refused"],
-            reasons: vec!["no_consent"],
-        },
-        View {
-            id: "no-consent-jobseeker",
-            title: t.get("anomalies.no_consent_jobseeker"),
-            text: t.get("anomalies.no_consent_jobseeker_text"),
-            rows: tally(&refused("no_consent"), &jobseeker),
-            kinds: vec!["disclosure_refused"],
-            reasons: vec!["no_consent"],
-        },
-        View {
-            id: "approval-missing",
-            title: t.get("anomalies.approval_missing"),
-            text: t.get("anomalies.approval_missing_text"),
-            rows: tally(&refused("approval_missing"), &org_day),
-            kinds: vec!["disclosure_refused"],
-            reasons: vec!["approval_missing"],
-        },
+        refusal(
+            "after-withdrawal",
+            (
+                "anomalies.after_withdrawal",
+                "anomalies.after_withdrawal_text",
+            ),
+            "consent_withdrawn",
+            &org_day,
+        ),
+        refusal(
+            "no-consent-sender",
+            (
+                "anomalies.no_consent_sender",
+                "anomalies.no_consent_sender_text",
+            ),
+            "no_consent",
+            &org_day,
+        ),
+        refusal(
+            "no-consent-jobseeker",
+            (
+                "anomalies.no_consent_jobseeker",
+                "anomalies.no_consent_jobseeker_text",
+            ),
+            "no_consent",
+            &jobseeker,
+        ),
+        refusal(
+            "approval-missing",
+            (
+                "anomalies.approval_missing",
+                "anomalies.approval_missing_text",
+            ),
+            "approval_missing",
+            &org_day,
+        ),
         View {
             id: "purged",
             title: t.get("anomalies.purged"),
