@@ -14,7 +14,6 @@
 //! check is refused rather than treated as unbound.
 
 mod header;
-mod https;
 mod jwks;
 mod verified;
 
@@ -31,17 +30,17 @@ use std::{
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use casegate_consent::{OrgNumber, Role, SubjectId};
 use jsonwebtoken::{Algorithm, Validation, errors::ErrorKind};
-use rustls_pki_types::{CertificateDer, pem::PemObject};
 use serde::Deserialize;
 use tonic::Status;
 use tower::{Layer, Service};
 
-pub use https::HttpsUrl;
 pub use jwks::Jwks;
 use verified::{Verified, VerifiedTokens};
 
 /// Verified tokens remembered at most (see [`verified`]).
 const REMEMBERED_TOKENS: usize = 8192;
+/// How long one fetch of an issuer's key set may take.
+const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest `sub` accepted, in bytes (the bound of other user ids, such as a witness's).
 const MAX_SUB_BYTES: usize = 200;
 
@@ -109,8 +108,8 @@ pub enum AuthError {
 enum Source {
     File,
     Url {
-        url: HttpsUrl,
-        tls: Arc<rustls::ClientConfig>,
+        url: reqwest::Url,
+        client: reqwest::Client,
         min_refresh: Duration,
     },
 }
@@ -134,7 +133,7 @@ impl Issuer {
     async fn refresh(&self, iss: &str) {
         let Source::Url {
             url,
-            tls,
+            client,
             min_refresh,
         } = &self.source
         else {
@@ -145,7 +144,7 @@ impl Issuer {
             return;
         }
         *fetched = Some(Instant::now());
-        let result = https::get(url, tls.clone())
+        let result = crate::https::get(client, url)
             .await
             .and_then(|body| String::from_utf8(body).map_err(|_| "body is not UTF-8".to_owned()))
             .and_then(|text| Jwks::from_json(&text));
@@ -447,25 +446,9 @@ impl Authenticator {
 }
 
 fn url_source(url: &str, ca: Option<&Path>, min_refresh: Duration) -> Result<Source, String> {
-    let url = HttpsUrl::parse(url)?;
-    let roots = match ca {
-        None => None,
-        Some(path) => {
-            let mut roots = rustls::RootCertStore::empty();
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-            }
-            Some(roots)
-        }
-    };
     Ok(Source::Url {
-        url,
-        tls: https::client_config(roots)?,
+        url: crate::https::parse_url(url)?,
+        client: crate::https::client(crate::https::roots(ca)?, JWKS_FETCH_TIMEOUT)?,
         min_refresh,
     })
 }
@@ -507,9 +490,7 @@ impl Authenticate {
         let client = identity
             .ok_or(AuthError::NoCertificate)?
             .map_err(AuthError::from)?;
-        self.rate
-            .check(client.orgnr, Instant::now())
-            .map_err(rate_limited)?;
+        self.rate.check(client.orgnr).map_err(rate_limited)?;
         let token = bearer(authorization.as_ref())?;
         let principal = self.authenticator.authenticate(token, &client).await?;
         let span = tracing::Span::current();

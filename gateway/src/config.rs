@@ -822,7 +822,7 @@ fn read_issuers(s: &mut Section<'_>, base: &Path) -> Option<Vec<IssuerConfig>> {
         );
         let jwks = match (jwks_file, jwks_url) {
             (Some(file), None) => Some(JwksLocation::File(file)),
-            (None, Some(url)) => match crate::auth::HttpsUrl::parse(&url) {
+            (None, Some(url)) => match crate::https::parse_url(&url) {
                 Ok(_) => Some(JwksLocation::Url {
                     url,
                     ca: jwks_ca,

@@ -13,6 +13,7 @@ pub mod config;
 pub mod convert;
 pub mod data_dir;
 pub mod dev;
+pub mod https;
 pub mod identity;
 pub mod issuer;
 pub mod keyring;

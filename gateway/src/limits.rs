@@ -1,63 +1,72 @@
 //! Per-organisation rate limiting, keyed on the organisation proven by the client certificate
-//! (not the IP address, which says nothing about who calls through a shared proxy or NAT).
-//! A token bucket per organisation: `rate` calls per second on average, bursts up to `burst`.
+//! (not the IP address, which says nothing about who calls through a shared proxy or NAT):
+//! `governor`'s keyed GCRA limiter (the generic cell rate algorithm, equivalent to a token
+//! bucket of `burst` calls refilled at `rate` per second).
 
-use std::{
-    collections::HashMap,
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::{num::NonZeroU32, time::Duration};
 
 use casegate_consent::OrgNumber;
+use governor::{
+    Quota,
+    clock::{Clock, DefaultClock},
+    middleware::NoOpMiddleware,
+    state::keyed::DefaultKeyedStateStore,
+};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-/// Buckets kept at most; beyond it, full (idle) buckets are forgotten first.
-const MAX_BUCKETS: usize = 10_000;
+/// Organisations whose state is kept before states back at full burst are forgotten (a
+/// forgotten organisation starts again with a full burst, which it had anyway).
+const MAX_KEYS: usize = 10_000;
 
-#[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    last: Instant,
+/// A per-organisation limiter over the clock `C` (the monotonic clock in production, a fake
+/// one in tests).
+pub struct RateLimiter<C: Clock = DefaultClock> {
+    limiter: governor::RateLimiter<
+        OrgNumber,
+        DefaultKeyedStateStore<OrgNumber>,
+        C,
+        NoOpMiddleware<C::Instant>,
+    >,
+    clock: C,
 }
 
-#[derive(Debug)]
-pub struct RateLimiter {
-    rate: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<OrgNumber, Bucket>>,
+impl<C: Clock> std::fmt::Debug for RateLimiter<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("organisations", &self.limiter.len())
+            .finish()
+    }
 }
 
 impl RateLimiter {
+    /// `rate_per_second` calls per second on average per organisation, bursts up to `burst`
+    /// (both at least 1).
     pub fn new(rate_per_second: u32, burst: u32) -> Self {
+        Self::with_clock(rate_per_second, burst, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> RateLimiter<C> {
+    fn with_clock(rate_per_second: u32, burst: u32, clock: C) -> Self {
+        let one = NonZeroU32::MIN;
+        let quota = Quota::per_second(NonZeroU32::new(rate_per_second).unwrap_or(one))
+            .allow_burst(NonZeroU32::new(burst).unwrap_or(one));
         Self {
-            rate: f64::from(rate_per_second.max(1)),
-            burst: f64::from(burst.max(1)),
-            buckets: Mutex::new(HashMap::new()),
+            limiter: governor::RateLimiter::dashmap_with_clock(quota, clock.clone()),
+            clock,
         }
     }
 
-    /// Takes one call from `org`'s bucket; when empty, says how long until the next call fits.
-    pub fn check(&self, org: OrgNumber, now: Instant) -> Result<(), Duration> {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(&org) {
-            let (rate, burst) = (self.rate, self.burst);
-            buckets
-                .retain(|_, b| b.tokens + now.duration_since(b.last).as_secs_f64() * rate < burst);
+    /// Takes one call from `org`'s allowance; when spent, says how long until the next call
+    /// fits (the `RetryInfo` delay).
+    pub fn check(&self, org: OrgNumber) -> Result<(), Duration> {
+        if self.limiter.len() >= MAX_KEYS {
+            self.limiter.retain_recent();
         }
-        let bucket = buckets.entry(org).or_insert(Bucket {
-            tokens: self.burst,
-            last: now,
-        });
-        let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * self.rate).min(self.burst);
-        bucket.last = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / self.rate))
-        }
+        self.limiter
+            .check_key(&org)
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 }
 
@@ -99,28 +108,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_organisation_has_its_own_bucket_that_refills() {
-        let limiter = RateLimiter::new(10, 3);
+    fn each_organisation_has_its_own_allowance_that_refills() {
+        let clock = governor::clock::FakeRelativeClock::default();
+        let limiter = RateLimiter::with_clock(10, 3, clock.clone());
         let (a, b): (OrgNumber, OrgNumber) = (
             "910000063".parse().expect("org"),
             "910000071".parse().expect("org"),
         );
-        let t0 = Instant::now();
         for _ in 0..3 {
-            assert!(limiter.check(a, t0).is_ok());
+            assert!(limiter.check(a).is_ok());
         }
-        let wait = limiter.check(a, t0).expect_err("burst spent");
+        let wait = limiter.check(a).expect_err("burst spent");
+        assert_eq!(wait, Duration::from_millis(100), "one call per 100 ms");
         assert!(
-            wait > Duration::ZERO && wait <= Duration::from_millis(100),
-            "{wait:?}"
-        );
-        assert!(
-            limiter.check(b, t0).is_ok(),
+            limiter.check(b).is_ok(),
             "another organisation is unaffected"
         );
-        assert!(
-            limiter.check(a, t0 + Duration::from_millis(110)).is_ok(),
-            "refilled"
-        );
+        clock.advance(Duration::from_millis(60));
+        assert_eq!(limiter.check(a), Err(Duration::from_millis(40)));
+        clock.advance(Duration::from_millis(40));
+        assert!(limiter.check(a).is_ok(), "refilled");
+        assert!(limiter.check(a).is_err(), "one call refilled, not more");
+    }
+
+    #[test]
+    fn the_refusal_carries_retry_info() {
+        let status = rate_limited(Duration::from_millis(250));
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        let retry = status.get_details_retry_info().expect("RetryInfo");
+        assert_eq!(retry.retry_delay, Some(Duration::from_millis(250)));
     }
 }

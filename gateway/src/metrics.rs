@@ -10,12 +10,10 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use axum::{Router, http::header, routing::get};
 use casegate_audit::log::BatchStats;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpListener,
-};
+use tokio::net::TcpListener;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -64,46 +62,22 @@ fn handle() -> Result<&'static PrometheusHandle, String> {
     Ok(HANDLE.get_or_init(|| handle))
 }
 
-/// Serves `GET /metrics` on `listener` until the task is dropped. Accept errors are retried
-/// with bounded back-off; returns only when the listening socket itself fails.
+/// Serves `GET /metrics` (Prometheus text format 0.0.4) on `listener` with axum until the
+/// task is dropped; any other path is 404. Returns only when the listening socket fails.
 pub async fn serve(listener: TcpListener) -> Result<(), String> {
     let handle = handle()?;
-    let mut backoff = crate::listener::Backoff::default();
-    loop {
-        let (mut stream, _) = crate::listener::accept(&listener, "metrics", &mut backoff)
-            .await
-            .map_err(|e| format!("metrics listener failed: {e}"))?;
-        tokio::spawn(async move {
-            let mut request = vec![0u8; 2048];
-            let mut read = 0;
-            // Read the request head (bounded), answer, close.
-            while read < request.len() {
-                match tokio::time::timeout(
-                    Duration::from_secs(5),
-                    stream.read(&mut request[read..]),
-                )
-                .await
-                {
-                    Ok(Ok(0)) | Err(_) | Ok(Err(_)) => return,
-                    Ok(Ok(n)) => read += n,
-                }
-                if request[..read].windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
-                }
-            }
-            let head = String::from_utf8_lossy(&request[..read]);
-            let (status, body) = if head.starts_with("GET /metrics ") {
-                ("200 OK", handle.render())
-            } else {
-                ("404 Not Found", "not found; try /metrics\n".to_owned())
-            };
-            let response = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
-        });
-    }
+    let router = Router::new().route(
+        "/metrics",
+        get(move || async move {
+            (
+                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                handle.render(),
+            )
+        }),
+    );
+    axum::serve(listener, router)
+        .await
+        .map_err(|e| format!("metrics listener failed: {e}"))
 }
 
 /// Makes sure the recorder exists before the first call is counted.

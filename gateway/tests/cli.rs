@@ -422,19 +422,10 @@ async fn dev_token_refuses_unknown_organisations_roles_and_identity_numbers() {
     }
 }
 
-/// Fetches `http://addr/metrics` with a bare HTTP/1.1 request.
+/// Fetches `http://addr/metrics`.
 async fn scrape(addr: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("metrics listener");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
-        .await
-        .expect("request");
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await.expect("response");
-    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    let (status, body) = support::http_get(&format!("http://{addr}/metrics")).await;
+    assert_eq!(status, 200, "{body}");
     body
 }
 
@@ -987,7 +978,6 @@ async fn dev_token_takes_identity_numbers_valid_under_the_2032_rules() {
 
 #[tokio::test]
 async fn casegate_dev_prints_the_web_address_and_serves_the_pages_there() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().expect("tempdir");
     let DevGateway { mut child, web, .. } = start_dev(&dir.path().join("dev"), &[]).await;
     let web = web.expect("the connection screen names the web pages");
@@ -996,21 +986,8 @@ async fn casegate_dev_prints_the_web_address_and_serves_the_pages_there() {
         .and_then(|rest| rest.strip_suffix('/'))
         .expect("http://ADDR/");
     assert!(authority.starts_with("127.0.0.1:"), "{web}");
-    let mut stream = tokio::net::TcpStream::connect(authority)
-        .await
-        .expect("connect to the web listener");
-    stream
-        .write_all(
-            format!("GET / HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .expect("request");
-    let mut answer = String::new();
-    tokio::time::timeout(Duration::from_secs(30), stream.read_to_string(&mut answer))
-        .await
-        .expect("answer in time")
-        .expect("read");
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let (status, answer) = support::http_get(&web).await;
+    assert_eq!(status, 200, "{answer}");
     assert!(answer.contains("<html lang=\"nb\">"), "{answer}");
     assert!(
         answer.contains("href=\"/dev/login\""),

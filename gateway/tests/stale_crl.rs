@@ -11,7 +11,7 @@ use std::{
 };
 
 use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncBufReadExt, BufReader},
     process::Command,
 };
 
@@ -106,17 +106,8 @@ async fn a_serving_gateway_logs_a_stale_crl_and_exports_it_as_a_metric() {
         .await
         .expect("the metrics address in time")
         .expect("the metrics address");
-    let mut http = tokio::net::TcpStream::connect(&addr)
-        .await
-        .expect("connect");
-    http.write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\n\r\n")
-        .await
-        .expect("request");
-    let mut body = String::new();
-    tokio::time::timeout(Duration::from_secs(10), http.read_to_string(&mut body))
-        .await
-        .expect("response in time")
-        .expect("response");
+    let (status, body) = support::http_get(&format!("http://{addr}/metrics")).await;
+    assert_eq!(status, 200, "{body}");
     assert!(body.contains("casegate_tls_stale_crls 1"), "{body}");
     assert!(
         body.contains("casegate_tls_crl_next_update_timestamp_seconds"),

@@ -10,6 +10,7 @@ pub mod child;
 pub mod crash;
 pub mod fixtures;
 pub mod gateway;
+pub mod https_server;
 pub mod jwks_server;
 pub mod oidc_provider;
 pub mod powercut;

@@ -18,10 +18,9 @@ use axum::{
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use casegate::dev::{DevCa, TokenIssuer};
-use hyper_util::{rt::TokioIo, service::TowerToHyperService};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::task::JoinHandle;
 
 /// The client id the web tier is registered with.
 pub const CLIENT_ID: &str = "casegate-web-test";
@@ -64,17 +63,13 @@ pub struct OidcProvider {
 impl OidcProvider {
     pub async fn start() -> Self {
         let ca = DevCa::generate("test identity provider CA").expect("CA");
-        let acceptor = crate::jwks_server::loopback_acceptor(&ca);
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
-        let addr = listener.local_addr().expect("addr");
-        let base = format!("https://{addr}");
         let ca_file = tempfile::NamedTempFile::new().expect("CA file");
         std::fs::write(ca_file.path(), &ca.cert_pem).expect("write CA");
+        // The issuer URL holds the port, known once the server listens; until then nothing
+        // can reach it.
         let shared = Arc::new(Mutex::new(Shared {
-            issuer: TokenIssuer::generate(&base, CLIENT_ID).expect("signing key"),
-            base,
+            issuer: TokenIssuer::generate("unset", CLIENT_ID).expect("signing key"),
+            base: String::new(),
             person: json!({}),
             fault: Fault::None,
             codes: HashMap::new(),
@@ -85,19 +80,12 @@ impl OidcProvider {
             .route("/authorize", get(authorize))
             .route("/token", post(token))
             .with_state(shared.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let (acceptor, router) = (acceptor.clone(), router.clone());
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), TowerToHyperService::new(router))
-                        .await;
-                });
-            }
-        });
+        let (addr, task) = crate::https_server::serve(&ca, router).await;
+        {
+            let mut shared = shared.lock().expect("provider");
+            shared.base = format!("https://{addr}");
+            shared.issuer = TokenIssuer::generate(&shared.base, CLIENT_ID).expect("signing key");
+        }
         Self {
             addr,
             ca_file,

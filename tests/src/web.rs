@@ -77,11 +77,7 @@ impl TestWeb {
 
     /// A new client with no cookies (a fresh browser).
     pub fn client(&self) -> WebClient {
-        WebClient {
-            base: self.url(""),
-            http: Client::builder(TokioExecutor::new()).build_http(),
-            cookies: Mutex::new(BTreeMap::new()),
-        }
+        WebClient::to(&self.url(""))
     }
 
     /// Stops the listener and waits for it.
@@ -139,6 +135,15 @@ pub struct WebClient {
 }
 
 impl WebClient {
+    /// A client for the plain-HTTP site at `base` (`http://127.0.0.1:PORT`), with no cookies.
+    pub fn to(base: &str) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            http: Client::builder(TokioExecutor::new()).build_http(),
+            cookies: Mutex::new(BTreeMap::new()),
+        }
+    }
+
     /// `GET path`.
     pub async fn get(&self, path: &str) -> Page {
         self.send(http::Method::GET, path, Vec::new(), &[]).await

@@ -8,11 +8,17 @@
 //! against: a refreshed key set (a rotated or withdrawn key) verifies it again. Everything that
 //! depends on the connection — the certificate's organisation, the certificate binding — is
 //! checked on every call by the caller of [`VerifiedTokens::get`]. Failures are not remembered.
+//!
+//! The store is a bounded `moka` cache (TinyLFU admission, LRU eviction): when full, the least
+//! likely to be used again goes, one at a time, and each token leaves by itself once it has
+//! expired.
 
 use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::Arc,
+    time::{Duration, Instant},
 };
+
+use moka::{Expiry, sync::Cache};
 
 use super::Jwks;
 
@@ -28,11 +34,37 @@ pub struct Verified<C> {
     pub claims: Arc<C>,
 }
 
+/// A remembered token and how long it is kept (until its `exp` plus the leeway).
+struct Remembered<C> {
+    verified: Verified<C>,
+    lifetime: Duration,
+}
+
 /// Remembered tokens, at most `capacity` of them.
-#[derive(Debug)]
 pub struct VerifiedTokens<C> {
-    entries: Mutex<HashMap<[u8; 32], Verified<C>>>,
-    capacity: usize,
+    entries: Cache<[u8; 32], Arc<Remembered<C>>>,
+}
+
+impl<C> std::fmt::Debug for VerifiedTokens<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedTokens")
+            .field("entries", &self.entries.entry_count())
+            .finish()
+    }
+}
+
+/// Each entry lives until its token's `exp` plus the leeway, as measured when it was inserted.
+struct UntilExpiry;
+
+impl<C> Expiry<[u8; 32], Arc<Remembered<C>>> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _: &[u8; 32],
+        value: &Arc<Remembered<C>>,
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(value.lifetime)
+    }
 }
 
 /// The key a token is remembered by.
@@ -49,16 +81,19 @@ fn in_time(exp: u64, nbf: Option<u64>, now: u64, leeway: u64) -> bool {
     exp >= now.saturating_sub(leeway) && nbf.is_none_or(|nbf| nbf <= now.saturating_add(leeway))
 }
 
-impl<C> VerifiedTokens<C> {
+impl<C: Send + Sync + 'static> VerifiedTokens<C> {
+    /// A store of at most `capacity` tokens.
     pub fn new(capacity: usize) -> Self {
         Self {
-            entries: Mutex::new(HashMap::new()),
-            capacity,
+            entries: Cache::builder()
+                .max_capacity(capacity as u64)
+                .expire_after(UntilExpiry)
+                .build(),
         }
     }
 
-    /// The issuer and claims of a remembered token, if it still counts at `now`;
-    /// `current_keys` gives an issuer's key set as it is now.
+    /// The issuer and claims of a remembered token, if it still counts at `now` (seconds since
+    /// the Unix epoch); `current_keys` gives an issuer's key set as it is now.
     pub fn get(
         &self,
         digest: &[u8; 32],
@@ -66,33 +101,30 @@ impl<C> VerifiedTokens<C> {
         leeway: u64,
         current_keys: impl Fn(&str) -> Option<Arc<Jwks>>,
     ) -> Option<(String, Arc<C>)> {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = entries.get(digest)?;
+        let remembered = self.entries.get(digest)?;
+        let entry = &remembered.verified;
         let same_keys = current_keys(&entry.iss).is_some_and(|k| Arc::ptr_eq(&k, &entry.keys));
         if same_keys && in_time(entry.exp, entry.nbf, now, leeway) {
             Some((entry.iss.clone(), entry.claims.clone()))
         } else {
-            entries.remove(digest);
+            self.entries.invalidate(digest);
             None
         }
     }
 
-    /// Remembers a token that verified. When full, expired tokens are forgotten first, and
-    /// everything if that is not enough.
+    /// Remembers a token that verified at `now` (seconds since the Unix epoch), until its `exp`
+    /// plus `leeway`.
     pub fn insert(&self, digest: [u8; 32], verified: Verified<C>, now: u64, leeway: u64) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= self.capacity && !entries.contains_key(&digest) {
-            entries.retain(|_, v| in_time(v.exp, v.nbf, now, leeway));
-            if entries.len() >= self.capacity {
-                entries.clear();
-            }
-        }
-        entries.insert(digest, verified);
+        let until = verified.exp.saturating_add(leeway).saturating_sub(now);
+        let lifetime = Duration::from_secs(until.max(1));
+        self.entries
+            .insert(digest, Arc::new(Remembered { verified, lifetime }));
     }
 
     #[cfg(test)]
-    fn len(&self) -> usize {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
+    fn len(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.entry_count()
     }
 
     #[cfg(test)]
@@ -175,18 +207,20 @@ mod tests {
     }
 
     #[test]
-    fn a_full_store_forgets_expired_tokens_first_then_everything() {
+    fn a_full_store_evicts_one_at_a_time_keeping_tokens_in_use() {
         let keys = Arc::new(Jwks::empty());
-        let tokens = VerifiedTokens::new(3);
-        tokens.insert(digest("a"), verified(&keys, NOW - 100, None), NOW, LEEWAY);
-        tokens.insert(digest("b"), verified(&keys, NOW + 600, None), NOW, LEEWAY);
-        tokens.insert(digest("c"), verified(&keys, NOW + 600, None), NOW, LEEWAY);
-        tokens.insert(digest("d"), verified(&keys, NOW + 600, None), NOW, LEEWAY);
-        assert_eq!(tokens.len(), 3);
+        let tokens = VerifiedTokens::new(100);
         let current = |_: &str| Some(keys.clone());
-        assert!(tokens.get(&digest("b"), NOW, LEEWAY, current).is_some());
-        tokens.insert(digest("e"), verified(&keys, NOW + 600, None), NOW, LEEWAY);
-        assert_eq!(tokens.len(), 1);
-        assert!(tokens.get(&digest("e"), NOW, LEEWAY, current).is_some());
+        let hot = digest("a client's token, used on every call");
+        tokens.insert(hot, verified(&keys, NOW + 600, None), NOW, LEEWAY);
+        for i in 0..1_000 {
+            assert!(tokens.get(&hot, NOW, LEEWAY, current).is_some(), "call {i}");
+            let d = digest(&format!("token {i}"));
+            tokens.insert(d, verified(&keys, NOW + 600, None), NOW, LEEWAY);
+        }
+        let kept = tokens.len();
+        assert!(kept <= 100, "{kept} kept, capacity 100");
+        assert!(kept > 1, "not cleared: {kept} kept");
+        assert!(tokens.get(&hot, NOW, LEEWAY, current).is_some());
     }
 }

@@ -18,7 +18,6 @@ use openidconnect::{
     PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
     core::{CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata},
 };
-use rustls_pki_types::{CertificateDer, pem::PemObject};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -142,31 +141,10 @@ impl Provider {
             .map(read)
             .transpose()?
             .map(|s| ClientSecret::new(s.trim().to_owned()));
-        let mut roots = rustls::RootCertStore::empty();
-        match &config.ca {
-            Some(path) => {
-                for cert in CertificateDer::pem_slice_iter(read(path)?.as_bytes()) {
-                    let cert =
-                        cert.map_err(|e| SetupError::Invalid(format!("{}: {e}", path.display())))?;
-                    roots
-                        .add(cert)
-                        .map_err(|e| SetupError::Invalid(format!("{}: {e}", path.display())))?;
-                }
-            }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| SetupError::Invalid(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
         // No redirects: the library requires it (a redirect could send the code elsewhere).
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| SetupError::Invalid(e.to_string()))?;
+        let http = crate::https::roots(config.ca.as_deref())
+            .and_then(|roots| crate::https::client(roots, Duration::from_secs(10)))
+            .map_err(SetupError::Invalid)?;
         let path = match audience {
             Audience::Jobseeker => "jobseeker",
             Audience::Officer => "officer",

@@ -280,3 +280,14 @@ pub fn with<T>(token: &str, message: T) -> tonic::Request<T> {
     );
     request
 }
+
+/// `GET url` over plain HTTP (an admin or web listener on loopback) with the gateway's own
+/// HTTP client: the status and the body, within 30 seconds.
+pub async fn http_get(url: &str) -> (u16, String) {
+    casegate::tls::install_provider();
+    let client = casegate::https::client(rustls::RootCertStore::empty(), Duration::from_secs(30))
+        .expect("HTTP client");
+    let response = client.get(url).send().await.expect("HTTP answer");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("body"))
+}

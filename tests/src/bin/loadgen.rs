@@ -635,20 +635,13 @@ async fn main() {
     peer.stop();
 }
 
-/// `GET /metrics` with a bare HTTP/1.1 request.
+/// `GET /metrics` from the admin listener.
 async fn scrape(addr: std::net::SocketAddr) -> Result<String, String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut text = String::new();
-    stream
-        .read_to_string(&mut text)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(text)
+    let page = casegate_tests::web::WebClient::to(&format!("http://{addr}"))
+        .get("/metrics")
+        .await;
+    match page.status {
+        200 => Ok(page.body),
+        status => Err(format!("HTTP status {status}")),
+    }
 }

@@ -540,3 +540,46 @@ async fn a_token_already_accepted_is_still_checked_against_each_connection() {
         status.message()
     );
 }
+
+#[tokio::test]
+async fn the_key_set_fetch_takes_only_a_bounded_200_from_a_server_the_configured_ca_vouches_for() {
+    use casegate::https;
+    let ca = casegate::dev::DevCa::generate("idp test CA").expect("CA");
+    let server = casegate_tests::jwks_server::JwksServer::start(&ca, "{\"keys\":[]}".into()).await;
+    let ca_file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(ca_file.path(), &ca.cert_pem).expect("write CA");
+    let client = https::client(
+        https::roots(Some(ca_file.path())).expect("roots"),
+        std::time::Duration::from_secs(10),
+    )
+    .expect("client");
+    let url = https::parse_url(&server.url()).expect("url");
+    assert_eq!(
+        https::get(&client, &url).await,
+        Ok(b"{\"keys\":[]}".to_vec())
+    );
+
+    // Exactly the bound passes; one byte more is refused.
+    let at_bound = "x".repeat(1 << 20);
+    server.set(at_bound.clone());
+    assert_eq!(
+        https::get(&client, &url).await.map(|b| b.len()),
+        Ok(at_bound.len())
+    );
+    server.set("x".repeat((1 << 20) + 1));
+    let error = https::get(&client, &url).await.expect_err("over the bound");
+    assert!(error.contains("larger than 1048576 bytes"), "{error}");
+
+    let missing = https::parse_url(&format!("https://{}/other", server.addr)).expect("url");
+    let error = https::get(&client, &missing).await.expect_err("404");
+    assert!(error.contains("HTTP status 404"), "{error}");
+
+    // The public web PKI does not vouch for the test CA's certificate.
+    let public = https::client(
+        https::roots(None).expect("roots"),
+        std::time::Duration::from_secs(10),
+    )
+    .expect("client");
+    let error = https::get(&public, &url).await.expect_err("unknown issuer");
+    assert!(error.to_lowercase().contains("certificate"), "{error}");
+}
