@@ -32,30 +32,48 @@ const SIG_PREFIX: &str = "\u{2014} ";
 /// at least 16; Go's `note.Open` allows 100.
 pub const MAX_SIGNATURES: usize = 100;
 
+/// Why a key or a signed checkpoint note is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CheckpointError {
+    /// A key name that is empty or holds `+`, whitespace or a control character.
     #[error("key name must be non-empty and contain no '+', whitespace or control characters")]
     KeyName,
+    /// Signer or verifier key text that does not parse, or whose key id does not match the
+    /// key; says what.
     #[error("malformed key: {0}")]
     KeyFormat(&'static str),
+    /// A public key that is not a canonical point of large order.
     #[error("unusable Ed25519 public key: {0}")]
     PublicKey(KeyError),
+    /// The system's random number generator failed while generating a key.
     #[error("random number generator failed")]
     Random,
+    /// A note that breaks the C2SP signed-note grammar; says how.
     #[error("malformed signed note: {0}")]
     NoteFormat(&'static str),
+    /// A note text that is not a C2SP tlog-checkpoint body; says how.
     #[error("malformed checkpoint body: {0}")]
     BodyFormat(&'static str),
+    /// No known key signed the note; holds the known keys' labels (`name+id`).
     #[error("checkpoint is not signed by key {0}")]
     NotSigned(String),
+    /// A known key's signature fails strict verification; holds the key's label.
     #[error("checkpoint signature by key {0} does not verify")]
     BadSignature(String),
+    /// Two signature lines by one key (same name and id); holds its label.
     #[error("the note has two signatures by key {0}")]
     DuplicateSignature(String),
+    /// More than [`MAX_SIGNATURES`] signature lines.
     #[error("the note has more than {MAX_SIGNATURES} signature lines")]
     TooManySignatures,
+    /// The checkpoint's origin is not the name of the key that verified it.
     #[error("checkpoint origin {origin:?} is not the name of key {key}, which signed it")]
-    OriginMismatch { origin: String, key: String },
+    OriginMismatch {
+        /// The checkpoint's origin line.
+        origin: String,
+        /// The verifying key's label (`name+id`).
+        key: String,
+    },
 }
 
 /// C2SP signed-note: non-empty, no Unicode spaces, no `+`; and no control characters, which
@@ -189,10 +207,12 @@ impl Signer {
         )
     }
 
+    /// The key name, as the signer key text and signature lines carry it.
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// The verifier of this key's public half.
     pub fn verifier(&self) -> Verifier {
         self.verifier.clone()
     }
@@ -282,6 +302,7 @@ impl Verifier {
         format!("{}+{}+{}", self.name, hex(&self.id), STANDARD.encode(raw))
     }
 
+    /// The key name.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -445,8 +466,11 @@ fn parse_note(note: &str) -> Result<(&str, Vec<SignatureLine<'_>>), CheckpointEr
 /// A tlog checkpoint: the log's origin, its size and its root hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
+    /// The origin line naming the log, e.g. `casegate.example/audit`.
     pub origin: String,
+    /// The tree size: how many entries the root covers.
     pub size: u64,
+    /// The RFC 6962 root hash of the first `size` entries.
     pub root: Hash,
 }
 
@@ -511,6 +535,7 @@ impl Checkpoint {
 /// A checkpoint together with its complete signed note.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedCheckpoint {
+    /// The checkpoint the note's body holds.
     pub checkpoint: Checkpoint,
     /// The signed note text, exactly as signed.
     pub note: String,

@@ -25,12 +25,16 @@ pub const SIGNATURE_LENGTH: usize = 64;
 /// Why bytes are not an acceptable Ed25519 public key. Messages never repeat the key bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
+    /// Not 32 bytes; holds the length given.
     #[error("an Ed25519 public key is 32 bytes, not {0}")]
     Length(usize),
+    /// The bytes do not decompress to a point on the curve.
     #[error("not a point on the Ed25519 curve")]
     NotOnCurve,
+    /// A `y` coordinate not reduced modulo p = 2^255 - 19.
     #[error("non-canonical Ed25519 point encoding (y not reduced modulo 2^255-19)")]
     NonCanonical,
+    /// A point of small order (dividing 8): signatures under it can be forged.
     #[error(
         "small-order Ed25519 point (a weak key: signatures under it can be forged for any message)"
     )]
@@ -40,8 +44,10 @@ pub enum KeyError {
 /// Why a signature did not verify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
+    /// Not 64 bytes; holds the length given.
     #[error("an Ed25519 signature is 64 bytes, not {0}")]
     Length(usize),
+    /// The signature fails verification under the strict rules.
     #[error("Ed25519 signature does not verify (strict RFC 8032 rules)")]
     Invalid,
 }

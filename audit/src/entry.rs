@@ -29,16 +29,27 @@ pub const VERSION: u8 = 1;
 /// What an entry records. Ordered by code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EntryKind {
+    /// A consent version was granted.
     ConsentGranted = 1,
+    /// A consent version was withdrawn.
     ConsentWithdrawn = 2,
+    /// A note was accepted for disclosure under a consent.
     DisclosurePermitted = 3,
+    /// A disclosure was refused; `reason` holds the reason code.
     DisclosureRefused = 4,
+    /// A note was delivered to its recipient.
     NoteDelivered = 5,
+    /// The recipient acknowledged a delivered note.
     NoteAcknowledged = 6,
+    /// A note was purged; `reason` says why (e.g. `consent_withdrawn`, `ttl_elapsed`).
     NotePurged = 7,
+    /// The audit log was queried or summarised; `detail` holds the filter.
     AuditQueried = 8,
+    /// A subject access report was issued.
     SubjectReportIssued = 9,
+    /// The gateway started.
     GatewayStarted = 10,
+    /// The checkpoint signing key was replaced; `detail` names the old and new keys.
     KeyRotated = 11,
     /// A dry-run decision (`CheckDisclosure`) about a subject, with the answer given.
     DisclosureChecked = 12,
@@ -47,6 +58,7 @@ pub enum EntryKind {
 }
 
 impl EntryKind {
+    /// Every kind, in code order.
     pub const ALL: [EntryKind; 13] = [
         EntryKind::ConsentGranted,
         EntryKind::ConsentWithdrawn,
@@ -63,14 +75,17 @@ impl EntryKind {
         EntryKind::ConsentsRead,
     ];
 
+    /// The kind's byte in the encoding (1-13).
     pub fn code(self) -> u8 {
         self as u8
     }
 
+    /// The kind whose code is `code`, or `None` for a code this version does not know.
     pub fn from_code(code: u8) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.code() == code)
     }
 
+    /// The lower snake case name, e.g. `consent_granted`.
     pub fn as_str(self) -> &'static str {
         match self {
             EntryKind::ConsentGranted => "consent_granted",
@@ -99,17 +114,24 @@ impl fmt::Display for EntryKind {
 /// Who caused an entry, as the gateway authenticated them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {
+    /// The organisation number (9 digits) acted for.
     pub orgnr: String,
+    /// The person's user id at their organisation's identity provider.
     pub user_id: String,
+    /// The role acted in, as its token spelling (e.g. `nav_counsellor`).
     pub role: String,
+    /// SHA-256 of the client certificate (DER) the call came over.
     pub cert_sha256: [u8; 32],
 }
 
 /// The consent version a decision relied on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsentRef {
+    /// The consent id (UUID text).
     pub id: String,
+    /// The version number.
     pub version: u32,
+    /// SHA-256 of the version's canonical content (`casegate.consent.v1`).
     pub record_sha256: [u8; 32],
 }
 
@@ -117,21 +139,34 @@ pub struct ConsentRef {
 /// as a keyed pseudonym, a note only as its SHA-256.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// What the entry records.
     pub kind: EntryKind,
     /// Microseconds since the Unix epoch, UTC.
     pub time_micros: i64,
+    /// Who caused it; `None` for the gateway's own entries (e.g. [`EntryKind::GatewayStarted`]).
     pub actor: Option<Actor>,
+    /// The jobseeker it is about, as a keyed pseudonym (HMAC-SHA-256 of the identity number
+    /// under a gateway secret).
     pub subject_pseudonym: Option<[u8; 32]>,
+    /// The consent version granted, withdrawn or relied on.
     pub consent: Option<ConsentRef>,
+    /// The note's category of information (a vocabulary term).
     pub category: Option<String>,
+    /// The note's purpose of disclosure (a vocabulary term).
     pub purpose: Option<String>,
+    /// The sending organisation's number.
     pub sender_orgnr: Option<String>,
+    /// The receiving organisation's number.
     pub recipient_orgnr: Option<String>,
+    /// SHA-256 of the note body; never the body.
     pub content_sha256: Option<[u8; 32]>,
     /// Reason code of a refusal or purge.
     pub reason: Option<String>,
+    /// The sender's idempotency key for a disclosure.
     pub request_id: Option<String>,
+    /// The policy a disclosure decision was taken under (e.g. `casegate-policy-2`).
     pub policy_version: Option<String>,
+    /// The gateway's id of a note (UUID text).
     pub disclosure_id: Option<String>,
     /// Kind-specific detail free of personal data (an audit query's filter, a key id).
     pub detail: Option<String>,
@@ -163,18 +198,25 @@ impl Entry {
 /// Why bytes are not a valid entry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
+    /// No bytes at all.
     #[error("empty entry")]
     Empty,
+    /// The first byte is not [`VERSION`]; holds it.
     #[error("unknown entry encoding version {0}")]
     UnknownVersion(u8),
+    /// The kind byte is not an [`EntryKind`] code; holds it.
     #[error("unknown entry kind {0}")]
     UnknownKind(u8),
+    /// Presence flags beyond the 13 defined; holds the unknown bits.
     #[error("unknown presence flags {0:#06x}")]
     UnknownFlags(u16),
+    /// The bytes end inside a field.
     #[error("entry is truncated")]
     Truncated,
+    /// Bytes follow the entry; holds how many.
     #[error("{0} trailing bytes after the entry")]
     TrailingBytes(usize),
+    /// A text field is not valid UTF-8.
     #[error("a text field is not UTF-8")]
     InvalidUtf8,
 }
@@ -182,6 +224,7 @@ pub enum DecodeError {
 /// Why an entry cannot be encoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EncodeError {
+    /// A text field is longer than its `u16` length can say (65,535 bytes).
     #[error("a text field is longer than 65535 bytes")]
     FieldTooLong,
 }
@@ -216,6 +259,9 @@ impl Writer {
 
 impl Entry {
     /// The canonical version-1 encoding.
+    ///
+    /// # Errors
+    /// [`EncodeError::FieldTooLong`] for a text field longer than 65,535 bytes.
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         let Entry {
             kind,

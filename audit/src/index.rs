@@ -39,12 +39,17 @@ const POSTINGS: &str = "postings";
 /// Record header: length, CRC-32C.
 const HEADER: usize = 6;
 
+/// Why an index operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
+    /// The index holds something it cannot use; says what.
     #[error("audit index: {0}")]
     Corrupt(String),
+    /// Reading an entry from the log failed while catching up; holds the log's error.
     #[error("audit log: {0}")]
     Log(String),
+    /// The index folder, its postings file or the log's segments could not be read, written
+    /// or synced.
     #[error("audit index files: {0}")]
     Io(#[from] std::io::Error),
 }

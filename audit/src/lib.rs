@@ -6,6 +6,7 @@
 //! runtime; callers are told of durability through a completion callback.
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs, unreachable_pub)]
 
 pub mod checkpoint;
 pub mod durable;

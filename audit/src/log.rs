@@ -87,6 +87,8 @@ impl std::fmt::Debug for LogOptions {
 }
 
 impl LogOptions {
+    /// Options for origin `origin` with the defaults: 64 MiB segments, a queue of 8,192
+    /// appends, batches of at most 4,096, no linger, no observer and no hook.
     pub fn new(origin: &str) -> Self {
         Self {
             origin: origin.to_owned(),
@@ -103,57 +105,115 @@ impl LogOptions {
 /// An append made durable.
 #[derive(Debug, Clone)]
 pub struct Appended {
+    /// The entry's zero-based index in the log.
     pub index: u64,
+    /// The entry's RFC 6962 leaf hash: SHA-256 of 0x00 and its canonical bytes.
     pub leaf_hash: Hash,
     /// The checkpoint signed right after the append's batch; it covers the entry.
     pub checkpoint: Arc<SignedCheckpoint>,
 }
 
+/// Why an append was not made durable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AppendError {
+    /// The entry is larger than [`segment::MAX_ENTRY_BYTES`] (1 MiB); holds its length.
     #[error("entry of {0} bytes is larger than the log accepts")]
     TooLarge(usize),
+    /// The queue is full ([`AuditLog::try_append`] only).
     #[error("the audit log's queue is full")]
     QueueFull,
+    /// The log is closed, or its writer ended without answering.
     #[error("the audit log is closed")]
     Closed,
+    /// A write failed, now or before (the log then refuses every append), the `before_write`
+    /// hook failed for this batch, or the leaf hash could not be read back; says why.
     #[error("the audit log failed to write and accepts no more appends: {0}")]
     Failed(String),
     /// The entry's time is older than the newest entry's: the log's times never go back.
     #[error(
         "entry time {time} µs is older than the log's newest entry ({newest} µs): the log's times never go backwards"
     )]
-    TimeWentBack { time: i64, newest: i64 },
+    TimeWentBack {
+        /// The entry's time, in microseconds since the Unix epoch.
+        time: i64,
+        /// The newest entry's time, in microseconds since the Unix epoch.
+        newest: i64,
+    },
 }
 
+/// Why [`AuditLog::open`] or [`read_checkpoint`] refused.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    /// A file or folder could not be created, read, written or synced.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// What the operating system said.
+        source: io::Error,
+    },
+    /// A record within what was acknowledged is damaged; nothing on disk was changed.
     #[error("audit log is damaged at index {index}: {reason}")]
-    Damaged { index: u64, reason: String },
+    Damaged {
+        /// The first bad record's index.
+        index: u64,
+        /// What is wrong there.
+        reason: String,
+    },
+    /// The checkpoint file holds a well-formed signed note the key does not verify (another
+    /// key, or tampering); from [`read_checkpoint`], any note it cannot verify.
     #[error("the last signed checkpoint cannot be used: {0}")]
     Checkpoint(#[from] CheckpointError),
+    /// The checkpoint file is for another log.
     #[error("the last signed checkpoint is for origin {found:?}, not {expected:?}")]
-    Origin { found: String, expected: String },
+    Origin {
+        /// The checkpoint's origin.
+        found: String,
+        /// [`LogOptions::origin`].
+        expected: String,
+    },
+    /// The segments hold fewer entries than a commit frame or the checkpoint file says were
+    /// acknowledged.
     #[error(
         "audit log holds {size} entries but the last signed checkpoint covers {checkpoint}: \
          entries from index {size} are missing"
     )]
-    Truncated { size: u64, checkpoint: u64 },
+    Truncated {
+        /// Entries the segments hold.
+        size: u64,
+        /// Entries acknowledged.
+        checkpoint: u64,
+    },
+    /// The entries do not hash to the checkpoint file's root.
     #[error("the first {checkpoint} entries do not hash to the last signed checkpoint's root")]
-    RootMismatch { checkpoint: u64 },
+    RootMismatch {
+        /// The checkpoint's size.
+        checkpoint: u64,
+    },
     /// A commit frame in the segments names a root the records before it do not hash to.
     #[error("the first {size} entries do not hash to the root their commit frame names")]
-    CommitMismatch { size: u64 },
+    CommitMismatch {
+        /// The size the commit frame names.
+        size: u64,
+    },
 }
 
+/// Why a read of the log failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
+    /// An entry index or tree size beyond the log's size.
     #[error("index {index} is beyond the log's size {size}")]
-    OutOfRange { index: u64, size: u64 },
+    OutOfRange {
+        /// The index or tree size asked for.
+        index: u64,
+        /// The log's size (for an inclusion proof's leaf, the tree size asked for).
+        size: u64,
+    },
+    /// Two tree sizes that admit no consistency proof (the first 0 or above the second, or
+    /// the second beyond the log); holds both.
     #[error("sizes {0} and {1} do not describe a proof")]
     Sizes(u64, u64),
+    /// A stored file could not be read, or did not hold the record its offset names.
     #[error("audit log storage: {0}")]
     Io(#[from] io::Error),
 }
@@ -161,6 +221,7 @@ pub enum ReadError {
 /// What start-up found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recovery {
+    /// Entries in the log once opened.
     pub size: u64,
     /// Whether the previous run shut down cleanly (no re-hash was needed).
     pub clean: bool,
@@ -320,14 +381,20 @@ pub fn rotate_key(
     Ok(appended)
 }
 
+/// Why [`rotate_key`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RotateError {
+    /// The log could not be opened with the old key, or its newest checkpoint not read.
     #[error(transparent)]
     Open(#[from] OpenError),
+    /// The rotation entry could not be appended.
     #[error(transparent)]
     Append(#[from] AppendError),
+    /// The old signer could not be rebuilt from its own key text.
     #[error(transparent)]
     Key(#[from] CheckpointError),
+    /// Closing the log or writing the bridging checkpoint failed, or no checkpoint followed
+    /// the rotation entry; says which.
     #[error("audit log: {0}")]
     Io(String),
 }
@@ -618,10 +685,12 @@ impl AuditLog {
         self.published().size
     }
 
+    /// The newest signed checkpoint: it covers [`AuditLog::size`] entries.
     pub fn checkpoint(&self) -> Arc<SignedCheckpoint> {
         self.published().checkpoint.clone()
     }
 
+    /// The verifier of the key the log signs its checkpoints with.
     pub fn verifier(&self) -> &Verifier {
         &self.verifier
     }

@@ -17,12 +17,21 @@ const NODE_PREFIX: u8 = 0x01;
 /// Why a proof does not verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProofError {
+    /// The leaf index is not below the tree size.
     #[error("index {index} is outside a tree of size {size}")]
-    IndexOutOfRange { index: u64, size: u64 },
+    IndexOutOfRange {
+        /// The zero-based leaf index.
+        index: u64,
+        /// The tree size, in leaves.
+        size: u64,
+    },
+    /// The proof has too few or too many hashes for the index and sizes.
     #[error("proof has the wrong number of hashes")]
     WrongLength,
+    /// The proof's hashes do not lead to the expected root (or roots).
     #[error("computed root does not match")]
     RootMismatch,
+    /// The two tree sizes admit no consistency proof; says why.
     #[error("sizes are inconsistent: {0}")]
     Sizes(&'static str),
 }
@@ -64,6 +73,7 @@ pub struct CompactRange {
 }
 
 impl CompactRange {
+    /// The range of the empty tree.
     pub fn new() -> Self {
         Self::default()
     }
@@ -86,10 +96,12 @@ impl CompactRange {
         Ok(Self { size, hashes })
     }
 
+    /// The number of leaves covered.
     pub fn size(&self) -> u64 {
         self.size
     }
 
+    /// The perfect-subtree roots, largest (leftmost) first: one per set bit of the size.
     pub fn hashes(&self) -> &[Hash] {
         &self.hashes
     }

@@ -24,7 +24,9 @@ use std::{
 pub const MAGIC: &[u8; 8] = b"CGAUDIT2";
 /// The magic of segments written before commit frames existed.
 pub const MAGIC_V1: &[u8; 8] = b"CGAUDIT1";
+/// Bytes of a segment header: the magic, then the first record's index (u64 big-endian).
 pub const HEADER_LEN: u64 = 16;
+/// Bytes of a frame header: length (u32), CRC-32C (u32) and index or size (u64), big-endian.
 pub const FRAME_HEADER_LEN: usize = 16;
 /// The length field that marks a commit frame.
 pub const COMMIT_MARK: u32 = u32::MAX;
@@ -57,6 +59,7 @@ pub fn list(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
+/// The header of a new segment ([`MAGIC`]) whose first record has index `first`.
 pub fn header(first: u64) -> [u8; HEADER_LEN as usize] {
     let mut h = [0u8; HEADER_LEN as usize];
     h[..8].copy_from_slice(MAGIC);
@@ -156,9 +159,15 @@ pub enum Flaw {
     /// The checksum does not match: the record was changed or torn.
     Checksum,
     /// An intact frame carries another record's index.
-    Index { found: u64 },
+    Index {
+        /// The index the frame carries.
+        found: u64,
+    },
     /// An intact commit frame names a size other than the records before it.
-    Commit { size: u64 },
+    Commit {
+        /// The size the commit frame names.
+        size: u64,
+    },
 }
 
 impl std::fmt::Display for Flaw {

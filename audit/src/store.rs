@@ -32,6 +32,7 @@ pub(crate) fn open_private(path: &Path) -> io::Result<File> {
 }
 
 impl<const N: usize> FixedFile<N> {
+    /// Opens the file at `path`, creating it (mode 0600) if missing and keeping what it holds.
     pub fn open(path: &Path) -> io::Result<Self> {
         Ok(Self {
             file: open_private(path)?,
@@ -43,6 +44,10 @@ impl<const N: usize> FixedFile<N> {
         Ok(self.file.metadata()?.len() / N as u64)
     }
 
+    /// Record `index`.
+    ///
+    /// # Errors
+    /// The read fails, or the file ends before the record does (`UnexpectedEof`).
     pub fn get(&self, index: u64) -> io::Result<[u8; N]> {
         let mut out = [0u8; N];
         self.file.read_exact_at(&mut out, index * N as u64)?;
@@ -54,10 +59,12 @@ impl<const N: usize> FixedFile<N> {
         self.file.write_all_at(bytes, first * N as u64)
     }
 
+    /// Cuts the file to its first `records` records (or extends it with zeros to that many).
     pub fn truncate(&self, records: u64) -> io::Result<()> {
         self.file.set_len(records * N as u64)
     }
 
+    /// Syncs the file's data and metadata (`fsync`).
     pub fn sync(&self) -> io::Result<()> {
         self.file.sync_all()
     }
@@ -148,6 +155,8 @@ pub struct TreeStore {
 }
 
 impl TreeStore {
+    /// Opens folder `dir` (creating it, mode 0700, durably) and its `level-NN` files from
+    /// level 0 up to the first one missing.
     pub fn open(dir: &Path) -> io::Result<Self> {
         crate::log::private_dirs(dir)?;
         let mut levels = Vec::new();
@@ -168,6 +177,10 @@ impl TreeStore {
         dir.join(format!("level-{level:02}"))
     }
 
+    /// Node `index` of level `level`: from memory when among the newest, else from its file.
+    ///
+    /// # Errors
+    /// `NotFound` for a level not stored; the read fails or the file ends before the node.
     pub fn node(&self, level: u32, index: u64) -> io::Result<Hash> {
         let levels = self.levels.read().unwrap_or_else(|p| p.into_inner());
         match levels.get(level as usize) {

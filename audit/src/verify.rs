@@ -31,33 +31,65 @@ pub struct Report {
 /// Why the log does not verify.
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
+    /// A file or folder of the log could not be read.
     #[error("cannot read {path}: {source}")]
     Io {
+        /// The file or folder.
         path: PathBuf,
+        /// What the operating system said.
         source: std::io::Error,
     },
+    /// The log folder has no `checkpoint` file; holds the folder.
     #[error("no signed checkpoint in {0}")]
     NoCheckpoint(PathBuf),
+    /// The newest checkpoint does not verify, or its origin is not its key's name.
     #[error("newest checkpoint: {0}")]
     Checkpoint(CheckpointError),
+    /// The trusted checkpoint does not verify, or its origin is not its key's name.
     #[error("trusted checkpoint: {0}")]
     Trusted(CheckpointError),
+    /// A record is missing, damaged, out of place or not a valid entry.
     #[error("index {index}: {reason}")]
-    Entry { index: u64, reason: String },
+    Entry {
+        /// The first bad index.
+        index: u64,
+        /// What is wrong there.
+        reason: String,
+    },
+    /// The log ends before the newest checkpoint's size.
     #[error(
         "index {size}: the log ends here, but the signed checkpoint covers {checkpoint} entries"
     )]
-    Truncated { size: u64, checkpoint: u64 },
+    Truncated {
+        /// Entries found.
+        size: u64,
+        /// The checkpoint's size.
+        checkpoint: u64,
+    },
+    /// The entries do not hash to the newest checkpoint's root; holds its size.
     #[error("the first {0} entries do not hash to the signed checkpoint's root")]
     RootMismatch(u64),
+    /// The log does not extend the trusted checkpoint.
     #[error("not consistent with the trusted checkpoint (size {trusted}): {reason}")]
-    Inconsistent { trusted: u64, reason: &'static str },
+    Inconsistent {
+        /// The trusted checkpoint's size.
+        trusted: u64,
+        /// Why: another origin, a larger size, or other entries below it.
+        reason: &'static str,
+    },
+    /// An export file's text is malformed; says how.
     #[error("the export file is malformed: {0}")]
     Export(String),
+    /// An entry's time is earlier than its predecessor's, which the log never writes.
     #[error(
         "index {index}: the entry's time is {earlier_by_micros} µs earlier than its predecessor's (the log's times never go backwards)"
     )]
-    TimeWentBack { index: u64, earlier_by_micros: i64 },
+    TimeWentBack {
+        /// The entry's index.
+        index: u64,
+        /// How much earlier, in microseconds.
+        earlier_by_micros: i64,
+    },
 }
 
 impl Failure {

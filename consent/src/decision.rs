@@ -27,12 +27,17 @@ pub const POLICY_VERSIONS: [&str; 2] = ["casegate-policy-1", POLICY_VERSION];
 /// A disclosure someone wants to make (or asks about).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DisclosureRequest {
+    /// The organisation sending the note.
     pub sender_org: OrgNumber,
+    /// The role the sender acts in; the category's rule must allow it.
     pub sender_role: Role,
+    /// The organisation the note is addressed to.
     pub recipient_org: OrgNumber,
     /// The role the note is addressed to; `None` means the whole organisation.
     pub recipient_role: Option<Role>,
+    /// The category of information; refused unless the vocabulary holds it.
     pub category: Category,
+    /// The purpose of disclosure; refused unless the vocabulary holds it.
     pub purpose: Purpose,
     /// Whether a clinician's approval attestation accompanies the note.
     pub approval_attested: bool,
@@ -41,21 +46,36 @@ pub struct DisclosureRequest {
 /// Why a disclosure is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Reason {
+    /// `no_consent`: the decision saw no consent that is not superseded (under policy 2 it
+    /// sees only those naming the sender's organisation).
     NoConsent,
+    /// `consent_withdrawn`: a consent covers the request but is withdrawn.
     ConsentWithdrawn,
+    /// `consent_expired`: a consent covers the request but its period has ended.
     ConsentExpired,
+    /// `consent_not_yet_valid`: a consent covers the request but its period has not begun.
     ConsentNotYetValid,
+    /// `sender_not_covered`: no provision has the sender's organisation and role as a sender.
     SenderNotCovered,
+    /// `recipient_not_covered`: a provision covers the sender but not the recipient.
     RecipientNotCovered,
+    /// `category_not_covered`: a provision covers sender and recipient but not the category.
     CategoryNotCovered,
+    /// `purpose_not_covered`: a provision covers all but the purpose.
     PurposeNotCovered,
+    /// `approval_missing`: the category needs a clinician's approval attestation and none came.
     ApprovalMissing,
+    /// `sender_role_not_allowed`: the vocabulary does not let the sender's role send the
+    /// category.
     SenderRoleNotAllowed,
+    /// `unknown_category`: the category is not in the vocabulary.
     UnknownCategory,
+    /// `unknown_purpose`: the purpose is not in the vocabulary.
     UnknownPurpose,
 }
 
 impl Reason {
+    /// Every reason, in declaration order.
     pub const ALL: [Reason; 12] = [
         Reason::NoConsent,
         Reason::ConsentWithdrawn,
@@ -117,8 +137,12 @@ impl fmt::Display for Reason {
 /// What a permit relied on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Permit {
+    /// The consent relied on.
     pub consent_id: ConsentId,
+    /// The version of it relied on.
     pub version: u32,
+    /// SHA-256 of that version's canonical content
+    /// ([`ConsentRecord::record_hash`](crate::record::ConsentRecord::record_hash)).
     pub record_hash: [u8; 32],
     /// Index of the covering provision in the consent.
     pub provision: usize,
@@ -127,13 +151,19 @@ pub struct Permit {
 /// Why a refusal, and the consent version nearest to covering the request, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deny {
+    /// The one reason for the refusal.
     pub reason: Reason,
+    /// The consent id and version that came nearest to covering the request; `None` when the
+    /// decision saw no consent or refused before looking at any.
     pub nearest: Option<(ConsentId, u32)>,
 }
 
+/// The outcome of [`decide`]: deny unless a current consent covers the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
+    /// A consent in force covers the request.
     Permit(Permit),
+    /// Refused, with one reason.
     Deny(Deny),
 }
 

@@ -6,6 +6,7 @@
 //! wire types into these at its edge.
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs, unreachable_pub)]
 
 pub mod decision;
 mod error;

@@ -22,10 +22,12 @@ impl ConsentId {
         Self(uuid::Uuid::now_v7())
     }
 
+    /// The UUID's 16 bytes, as the store keys and the decision index hold them.
     pub fn as_bytes(&self) -> &[u8; 16] {
         self.0.as_bytes()
     }
 
+    /// The id whose UUID is these 16 bytes (any bytes are accepted).
     pub fn from_bytes(bytes: [u8; 16]) -> Self {
         Self(uuid::Uuid::from_bytes(bytes))
     }
@@ -50,24 +52,35 @@ impl fmt::Display for ConsentId {
 /// Why a consent cannot be built as asked. Messages never repeat personal data.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
+    /// Text that is not a UUID.
     #[error("a consent id is a UUID")]
     ConsentIdFormat,
+    /// A list that must not be empty is (which one goes with it: [`ProvisionPart`]).
     #[error("must not be empty")]
     Empty,
+    /// A category the vocabulary does not hold; holds the term.
     #[error("unknown category {0:?} (not in the gateway's vocabulary)")]
     UnknownCategory(String),
+    /// A purpose the vocabulary does not hold; holds the term.
     #[error("unknown purpose {0:?} (not in the gateway's vocabulary)")]
     UnknownPurpose(String),
+    /// A period whose end is not after its start.
     #[error("end must be after start")]
     PeriodOrder,
+    /// A period longer than the longest allowed.
     #[error("is longer than the maximum consent period of {max_days} days")]
-    PeriodTooLong { max_days: i64 },
+    PeriodTooLong {
+        /// The longest period allowed, in whole days (rounded down).
+        max_days: i64,
+    },
 }
 
 /// An organisation, optionally narrowed to some of its roles (empty: every role).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Party {
+    /// The organisation.
     pub orgnr: OrgNumber,
+    /// The roles covered; empty covers every role of the organisation.
     pub roles: BTreeSet<Role>,
 }
 
@@ -81,26 +94,39 @@ impl Party {
 }
 
 /// What a consent allows: every sender may send every category to every recipient for every
-/// purpose.
+/// purpose. [`Provision::new`] checks that the four lists are non-empty and that their terms
+/// are in the vocabulary.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Provision {
+    /// Who may send.
     pub senders: Vec<Party>,
+    /// Who may receive.
     pub recipients: Vec<Party>,
+    /// The categories of information that may be sent.
     pub categories: BTreeSet<Category>,
+    /// The purposes they may be sent for.
     pub purposes: BTreeSet<Purpose>,
 }
 
 /// Which part of a [`Provision`] is wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProvisionPart {
+    /// [`Provision::senders`].
     Senders,
+    /// [`Provision::recipients`].
     Recipients,
+    /// [`Provision::categories`].
     Categories,
+    /// [`Provision::purposes`].
     Purposes,
 }
 
 impl Provision {
     /// A provision whose four lists are non-empty and whose terms are in `vocabulary`.
+    ///
+    /// # Errors
+    /// The first part found wrong, in field order, with [`RecordError::Empty`], then
+    /// [`RecordError::UnknownCategory`] or [`RecordError::UnknownPurpose`].
     pub fn new(
         senders: Vec<Party>,
         recipients: Vec<Party>,
@@ -147,12 +173,18 @@ impl Provision {
 /// A half-open validity period: `start` inclusive, `end` exclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Period {
+    /// The first instant in force.
     pub start: Timestamp,
+    /// The first instant no longer in force.
     pub end: Timestamp,
 }
 
 impl Period {
-    /// A period of positive length no longer than `max_micros`.
+    /// A period of positive length no longer than `max_micros` (microseconds).
+    ///
+    /// # Errors
+    /// [`RecordError::PeriodOrder`] when `end` is not after `start`,
+    /// [`RecordError::PeriodTooLong`] when it is longer than `max_micros`.
     pub fn new(start: Timestamp, end: Timestamp, max_micros: i64) -> Result<Self, RecordError> {
         if end <= start {
             return Err(RecordError::PeriodOrder);
@@ -165,6 +197,7 @@ impl Period {
         Ok(Self { start, end })
     }
 
+    /// Whether `t` is in the period: `start <= t < end`.
     pub fn contains(&self, t: Timestamp) -> bool {
         self.start <= t && t < self.end
     }
@@ -175,13 +208,24 @@ impl Period {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Evidence {
     /// Granted by the jobseeker themself, authenticated as this token subject.
-    Digital { authenticated_as: String },
+    Digital {
+        /// The token subject (`sub`) the jobseeker authenticated as.
+        authenticated_as: String,
+    },
     /// A form signed by the jobseeker, kept by the recording organisation.
-    SignedForm { sha256: [u8; 32], reference: String },
+    SignedForm {
+        /// SHA-256 of the signed form (the scan or the electronic document).
+        sha256: [u8; 32],
+        /// Where the recording organisation keeps the form, e.g. a document id.
+        reference: String,
+    },
     /// Given orally, with a witness.
     Verbal {
+        /// The witness's user id at the recording organisation.
         witness_user_id: String,
+        /// The role the witness acts in.
         witness_role: Role,
+        /// When the consent was given.
         given_at: Timestamp,
     },
 }
@@ -189,8 +233,11 @@ pub enum Evidence {
 /// Who recorded something, as authenticated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Actor {
+    /// The organisation acted for.
     pub orgnr: OrgNumber,
+    /// The person's user id at their organisation's identity provider (a token's `sub`).
     pub user_id: String,
+    /// The role acted in.
     pub role: Role,
 }
 
@@ -198,15 +245,22 @@ pub struct Actor {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
+    /// The consent's current version, not withdrawn (in force during its period).
     Active,
+    /// Replaced by a later version of the same consent.
     Superseded,
+    /// Withdrawn; final.
     Withdrawn,
 }
 
+/// When and by whom a version was withdrawn.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Withdrawal {
+    /// When it was withdrawn.
     pub at: Timestamp,
+    /// Who recorded the withdrawal.
     pub by: Actor,
+    /// Free text given with it; a jobseeker never has to give a reason.
     pub reason: Option<String>,
     /// Evidence when a professional recorded the withdrawal.
     pub evidence: Option<Evidence>,
@@ -215,25 +269,40 @@ pub struct Withdrawal {
 /// What a grant says, before the store gives it an id and version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewConsent {
+    /// The jobseeker the consent is about.
     pub subject: SubjectId,
+    /// Who recorded it: the jobseeker, or a professional for them.
     pub recorded_by: Actor,
+    /// What it allows.
     pub provisions: Vec<Provision>,
+    /// When it is in force.
     pub period: Period,
+    /// How it was obtained.
     pub evidence: Evidence,
 }
 
 /// One version of a consent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsentRecord {
+    /// The consent's id, the same in every version.
     pub id: ConsentId,
+    /// The version number: 1 for a new consent, one more for each that supersedes it.
     pub version: u32,
+    /// The jobseeker the consent is about.
     pub subject: SubjectId,
+    /// Who recorded it: the jobseeker, or a professional for them.
     pub recorded_by: Actor,
+    /// What it allows.
     pub provisions: Vec<Provision>,
+    /// When it is in force.
     pub period: Period,
+    /// How it was obtained.
     pub evidence: Evidence,
+    /// When the store built this version.
     pub recorded_at: Timestamp,
+    /// The stored state (never expired: see [`ConsentRecord::status_at`]).
     pub status: Status,
+    /// Set when [`ConsentRecord::status`] is [`Status::Withdrawn`].
     pub withdrawal: Option<Withdrawal>,
 }
 
@@ -339,8 +408,12 @@ impl ConsentRecord {
 /// A version's status as shown to callers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ViewStatus {
+    /// Active and its period not ended (it may not have begun).
     Active,
+    /// Withdrawn; final.
     Withdrawn,
+    /// Replaced by a later version.
     Superseded,
+    /// Active in the store, but its period has ended.
     Expired,
 }

@@ -7,15 +7,23 @@ use crate::ParseError;
 /// The role of the person acting, as stated by their verified access token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Role {
+    /// A therapist or psychiatrist in the treatment team (`clinician`).
     Clinician,
+    /// A social worker at the NAV office, "NAV-veileder" (`nav_counsellor`).
     NavCounsellor,
+    /// The IPS employment specialist, "jobbspesialist" (`employment_specialist`).
     EmploymentSpecialist,
+    /// An organisation's privacy officer, "personvernombud" (`privacy_officer`).
     PrivacyOfficer,
+    /// The jobseeker, acting for themself (`jobseeker`).
     Jobseeker,
+    /// An operator of the gateway (`admin`).
     Admin,
 }
 
 impl Role {
+    /// Every role, in declaration order. The consent store's decision index encodes a role as
+    /// bit `i` for `ALL[i]` ([`crate::terms`]), so this order must not change.
     pub const ALL: [Role; 6] = [
         Role::Clinician,
         Role::NavCounsellor,

@@ -35,18 +35,27 @@ use crate::{
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// sled failed to open, read, write or flush.
     #[error("consent store: {0}")]
     Storage(#[from] sled::Error),
+    /// Opening or syncing sled's files and folders failed.
     #[error("consent store: {0}")]
     Io(#[from] std::io::Error),
+    /// A stored record, consent location, decision index or reconciliation mark does not
+    /// parse; says which and why.
     #[error("consent store holds an unreadable record: {0}")]
     Corrupt(String),
+    /// No consent has that id, or it has no such version.
     #[error("no such consent")]
     NotFound,
+    /// The consent's current version is already withdrawn.
     #[error("the consent is already withdrawn")]
     AlreadyWithdrawn,
+    /// The consent to supersede is not active: `withdrawn`, `superseded`, or `changed
+    /// meanwhile` when it changed between preparing and committing the grant.
     #[error("the consent to supersede is {0}, not active")]
     NotActive(&'static str),
+    /// The consent to supersede is about another subject.
     #[error("the consent to supersede is about another subject")]
     SubjectMismatch,
 }
@@ -165,6 +174,13 @@ fn flatten(e: TransactionError<StoreError>) -> StoreError {
 }
 
 impl ConsentStore {
+    /// Opens (creating) the store in folder `path`, syncs the files and folders sled created,
+    /// and loads every subject's decision index into memory.
+    ///
+    /// # Errors
+    /// [`StoreError::Storage`] when sled cannot open the database or read the index,
+    /// [`StoreError::Io`] when its files or folders cannot be opened or synced,
+    /// [`StoreError::Corrupt`] for a decision index key that is not 11 bytes.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         // Decisions read the in-memory index; sled's cache (1 GiB by default) serves the rest.
         // sled's memory is many times its cache capacity: 16 MiB took the peak of loading a

@@ -21,24 +21,37 @@ use crate::{
 
 /// The decision-relevant part of one consent version.
 pub trait Terms {
+    /// A view of one of the version's provisions.
     type Provision<'a>: ProvisionTerms
     where
         Self: 'a;
 
+    /// The consent's id.
     fn id(&self) -> ConsentId;
+    /// The version number.
     fn version(&self) -> u32;
+    /// SHA-256 of the version's canonical content ([`ConsentRecord::record_hash`]).
     fn record_hash(&self) -> [u8; 32];
+    /// The stored state.
     fn status(&self) -> Status;
+    /// When the version is in force.
     fn period(&self) -> Period;
+    /// When the version was recorded.
     fn recorded_at(&self) -> Timestamp;
+    /// The provisions, in order (a permit names one by its position).
     fn provisions(&self) -> impl Iterator<Item = Self::Provision<'_>>;
 }
 
 /// The four questions a decision asks of a provision.
 pub trait ProvisionTerms {
+    /// Whether a sender party covers someone of `org` acting as `role`.
     fn covers_sender(&self, org: OrgNumber, role: Role) -> bool;
+    /// Whether a recipient party covers `org` and `role` (`None`: the whole organisation,
+    /// covered only by a party narrowed to no roles).
     fn covers_recipient(&self, org: OrgNumber, role: Option<Role>) -> bool;
+    /// Whether the provision lists `category`.
     fn has_category(&self, category: &Category) -> bool;
+    /// Whether the provision lists `purpose`.
     fn has_purpose(&self, purpose: &Purpose) -> bool;
     /// Whether `org` appears in the provision at all, as a sender or a recipient, whatever
     /// the roles.

@@ -26,6 +26,7 @@ macro_rules! term {
         pub struct $name(String);
 
         impl $name {
+            /// The term as configured: 1-64 characters of `a-z`, `0-9` and `_`.
             pub fn as_str(&self) -> &str {
                 &self.0
             }
@@ -106,18 +107,22 @@ impl Vocabulary {
         })
     }
 
+    /// The rule of `category`, or `None` when the vocabulary does not hold it.
     pub fn category(&self, category: &Category) -> Option<&CategoryRule> {
         self.categories.get(category)
     }
 
+    /// Whether the vocabulary holds `purpose`.
     pub fn has_purpose(&self, purpose: &Purpose) -> bool {
         self.purposes.contains(purpose)
     }
 
+    /// Every category and its rule, sorted by term.
     pub fn categories(&self) -> impl Iterator<Item = (&Category, &CategoryRule)> {
         self.categories.iter()
     }
 
+    /// Every purpose, sorted by term.
     pub fn purposes(&self) -> impl Iterator<Item = &Purpose> {
         self.purposes.iter()
     }

@@ -3,10 +3,11 @@
 //! Nothing but the contract lives here; conversions to domain types belong to the gateway.
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs, unreachable_pub)]
 
 /// Package `casegate.v1`.
 pub mod v1 {
-    #![allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+    #![allow(clippy::all, clippy::pedantic)]
     tonic::include_proto!("casegate.v1");
 }
 

@@ -13,16 +13,23 @@ const RECONCILED_THROUGH: &[u8] = b"reconciled_through";
 pub enum LoggedChange {
     /// A version was granted (superseding the one before it, if `version > 1`).
     Granted {
+        /// The consent.
         id: ConsentId,
+        /// The version granted.
         version: u32,
-        /// SHA-256 of the version's canonical content ([`ConsentRecord::record_hash`]).
+        /// SHA-256 of the version's canonical content
+        /// ([`ConsentRecord::record_hash`](crate::record::ConsentRecord::record_hash)).
         record_sha256: [u8; 32],
     },
     /// A version was withdrawn.
     Withdrawn {
+        /// The consent.
         id: ConsentId,
+        /// The version withdrawn.
         version: u32,
+        /// Who withdrew it: the entry's actor.
         by: Actor,
+        /// When: the entry's time.
         at: Timestamp,
     },
 }
@@ -44,9 +51,11 @@ pub enum Reconciled {
     InStore,
     /// A withdrawal the store had lost was applied again.
     WithdrawalReapplied,
-    /// The store lacks the granted version: it stays refused. `previous_superseded`: the
-    /// version before it was still active and is now marked superseded.
-    GrantLost { previous_superseded: bool },
+    /// The store lacks the granted version: it stays refused.
+    GrantLost {
+        /// Whether the version before it was still active and is now marked superseded.
+        previous_superseded: bool,
+    },
     /// The store holds the version with other content than the log's hash.
     Different,
     /// A withdrawal of a version the store does not hold (its grant was lost too).
