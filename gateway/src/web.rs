@@ -32,7 +32,7 @@ use tokio::net::TcpListener;
 use tower_sessions::{Expiry, SessionManagerLayer, cookie::SameSite};
 use tower_sessions_moka_store::MokaStore;
 
-use crate::config::Config;
+use crate::runtime::config::Config;
 pub use upstream::{Audience, Person, Upstream, UpstreamError};
 
 /// The name of the session cookie.
@@ -97,11 +97,11 @@ impl Web {
             .find(|i| i.iss == web.issuer)
             .map_or_else(String::new, |i| i.audience.clone());
         let upstream = Upstream::new(web, &audience, &url)?;
-        let signer = crate::audit::load_signer(&config.audit.signing_key)
+        let signer = crate::app::audit::load_signer(&config.audit.signing_key)
             .map_err(|e| WebError::Verifier(e.to_string()))?;
         let dev_people = dev.then(|| login::dev_people(&upstream));
         let public_url = web.public_url.clone().unwrap_or_default();
-        let provider = |config: &crate::config::AudienceConfig, audience| {
+        let provider = |config: &crate::runtime::config::AudienceConfig, audience| {
             config
                 .oidc
                 .as_ref()

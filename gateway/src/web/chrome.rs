@@ -100,7 +100,10 @@ impl Chrome {
             None => (Vec::new(), None, false),
         };
         let idle = i64::try_from(web.session_idle.as_micros()).unwrap_or(i64::MAX / 2);
-        let idle_until = time::clock(crate::clock::now_micros().saturating_add(idle), t.lang);
+        let idle_until = time::clock(
+            crate::base::clock::now_micros().saturating_add(idle),
+            t.lang,
+        );
         let idle_text = t.fill("chrome.idle", &[("time", &idle_until)]);
         Self {
             t,

@@ -25,8 +25,8 @@ use super::{
     time,
 };
 use crate::{
-    cli::officer::hex,
-    report::{self, VerifiedConsent, VerifiedReport},
+    client::output::hex,
+    client::report::{self, VerifiedConsent, VerifiedReport},
 };
 
 mod grant;

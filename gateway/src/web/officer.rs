@@ -19,7 +19,7 @@ use casegate_proto::v1;
 use serde::{Deserialize, Serialize};
 use tonic::Status;
 
-use crate::notes::Expiry;
+use crate::app::notes::Expiry;
 
 use super::{
     Person, Web,
@@ -52,7 +52,7 @@ fn reason_codes() -> impl Iterator<Item = &'static str> {
 /// Entries one results page shows.
 const PAGE: usize = 50;
 /// Entries one search fetches at most (the gateway's own maximum per call).
-const FETCH: u32 = crate::convert::audit::MAX_QUERY_LIMIT;
+const FETCH: u32 = crate::edge::convert::audit::MAX_QUERY_LIMIT;
 
 /// A search as the form sent it (kept in the session: it may name a jobseeker, and identity
 /// numbers never go into URLs).
@@ -124,7 +124,7 @@ impl Search {
 
     /// The query for this search: from the log's start, as many entries as one call may ask.
     fn request(&self) -> v1::QueryAuditRequest {
-        let wire = |micros: i64| crate::convert::timestamp_to_wire(Timestamp(micros));
+        let wire = |micros: i64| crate::edge::convert::timestamp_to_wire(Timestamp(micros));
         v1::QueryAuditRequest {
             subject_id: self.subject.clone(),
             orgnr: self.orgnr.clone(),
@@ -135,7 +135,7 @@ impl Search {
                 .kinds
                 .iter()
                 .filter_map(|k| EntryKind::ALL.into_iter().find(|e| e.as_str() == k))
-                .map(crate::convert::audit::kind_to_wire)
+                .map(crate::edge::convert::audit::kind_to_wire)
                 .collect(),
             start_index: 0,
             limit: FETCH,

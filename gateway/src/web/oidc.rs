@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{Audience, Person};
-use crate::config::OidcConfig;
+use crate::runtime::config::OidcConfig;
 
 /// What a login waits for between leaving for the provider and coming back (kept in the
 /// session).
@@ -142,8 +142,8 @@ impl Provider {
             .transpose()?
             .map(|s| ClientSecret::new(s.trim().to_owned()));
         // No redirects: the library requires it (a redirect could send the code elsewhere).
-        let http = crate::https::roots(config.ca.as_deref())
-            .and_then(|roots| crate::https::client(roots, Duration::from_secs(10)))
+        let http = crate::edge::https::roots(config.ca.as_deref())
+            .and_then(|roots| crate::edge::https::client(roots, Duration::from_secs(10)))
             .map_err(SetupError::Invalid)?;
         let path = match audience {
             Audience::Jobseeker => "jobseeker",

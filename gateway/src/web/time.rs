@@ -1,7 +1,7 @@
-//! Times as people read them: in Europe/Oslo ([`crate::oslo`]), in the page's language.
+//! Times as people read them: in Europe/Oslo ([`crate::base::oslo`]), in the page's language.
 
 use super::text::Lang;
-use crate::oslo;
+use crate::base::oslo;
 
 fn format(micros: i64, nordic: &str, english: &str, lang: Lang) -> String {
     oslo::zoned(micros).map_or_else(String::new, |z| {

@@ -19,10 +19,10 @@ use tonic::{
 };
 
 use crate::{
-    cli::officer::Bearer,
-    config::{AudienceConfig, WebConfig},
-    identity::ClientIdentity,
-    issuer::{TokenClaims, TokenIssuer},
+    client::bearer::Bearer,
+    crypto::issuer::{TokenClaims, TokenIssuer},
+    edge::identity::ClientIdentity,
+    runtime::config::{AudienceConfig, WebConfig},
 };
 
 /// Who is logged in to the web tier, as the upstream login established it.
@@ -56,7 +56,7 @@ pub enum UpstreamError {
     #[error("gateway address {0:?}: {1}")]
     Address(String, String),
     #[error("token issuer key: {0}")]
-    Issuer(#[from] crate::issuer::IssuerError),
+    Issuer(#[from] crate::crypto::issuer::IssuerError),
 }
 
 /// Clients for the gateway, one channel per audience.

@@ -80,7 +80,7 @@ impl GrantForm {
         if self.purposes.is_empty() || self.purposes.iter().any(|p| !purposes.contains(p)) {
             out.push(("purpose-0", "grant.error.purpose"));
         }
-        let now = crate::clock::now_micros();
+        let now = crate::base::clock::now_micros();
         let max = i64::try_from(web.max_consent_period.as_micros()).unwrap_or(i64::MAX / 2);
         match time::end_of(&self.end) {
             None => out.push(("end", "grant.error.end")),
@@ -97,7 +97,7 @@ impl GrantForm {
             roles: Vec::new(),
         };
         let stamp = |micros: i64| {
-            crate::convert::timestamp_to_wire(casegate_consent::record::Timestamp(micros))
+            crate::edge::convert::timestamp_to_wire(casegate_consent::record::Timestamp(micros))
         };
         v1::GrantConsentRequest {
             subject_id: subject.to_owned(),
@@ -108,7 +108,7 @@ impl GrantForm {
                 purposes: self.purposes.clone(),
             }],
             period: Some(v1::Period {
-                start: Some(stamp(crate::clock::now_micros())),
+                start: Some(stamp(crate::base::clock::now_micros())),
                 end: time::end_of(&self.end).map(stamp),
             }),
             evidence: None,
@@ -187,7 +187,7 @@ fn grant_page(web: &Web, c: Chrome, form: &GrantForm, errors: &[(&str, &str)]) -
 /// `GET /me/consents/new`: the guided grant form.
 pub async fn new_form(State(web): State<Arc<Web>>, Jobseeker(_, s): Jobseeker) -> Response {
     let c = Chrome::new(&web, &s, "grant.title", "/me/consents/new").await;
-    let six_months = crate::clock::now_micros() + 182 * 86_400 * 1_000_000;
+    let six_months = crate::base::clock::now_micros() + 182 * 86_400 * 1_000_000;
     let form = GrantForm {
         end: time::input_date(six_months),
         ..GrantForm::default()
@@ -303,7 +303,9 @@ pub async fn preview(
     let sentence = request
         .provisions
         .first()
-        .and_then(|p| crate::convert::consent::provision("provisions[0]", p, &web.vocabulary).ok())
+        .and_then(|p| {
+            crate::edge::convert::consent::provision("provisions[0]", p, &web.vocabulary).ok()
+        })
         .map(|p| sentence::provision(&web, &c.t, &p, time::end_of(&form.end).unwrap_or_default()))
         .unwrap_or_default();
     render(&PreviewPage { c, sentence, form })
@@ -335,7 +337,12 @@ pub async fn grant(
                 .consent
                 .as_ref()
                 .map_or_else(String::new, |r| r.consent_id.clone());
-            let receipt = Receipt::of(&id, answer.receipt.as_ref(), crate::clock::now_micros(), 0);
+            let receipt = Receipt::of(
+                &id,
+                answer.receipt.as_ref(),
+                crate::base::clock::now_micros(),
+                0,
+            );
             session::put(&s, "granted", &receipt).await;
             Redirect::to(&format!("/me/consents/{id}")).into_response()
         }

@@ -74,7 +74,7 @@ pub async fn report_json(State(web): State<Arc<Web>>, Jobseeker(person, s): Jobs
         Ok((report, subject)) => download(
             "application/json",
             "casegate-report.json",
-            crate::cli::render::json(&crate::cli::officer::report_json(&report, &subject)),
+            crate::client::render::json(&crate::client::output::report_json(&report, &subject)),
         ),
         Err(status) => failure(
             Chrome::new(&web, &s, "received.title", "/me/received").await,

@@ -78,8 +78,8 @@ pub async fn withdraw(
                 .consent
                 .as_ref()
                 .and_then(|r| r.withdrawal.as_ref())
-                .and_then(|w| crate::convert::timestamp("at", w.at.as_ref()).ok())
-                .map_or_else(crate::clock::now_micros, |t| t.0);
+                .and_then(|w| crate::edge::convert::timestamp("at", w.at.as_ref()).ok())
+                .map_or_else(crate::base::clock::now_micros, |t| t.0);
             let receipt = Receipt::of(&id, answer.receipt.as_ref(), at, answer.purged_notes);
             session::put(&s, "withdrawn", &receipt).await;
             Redirect::to(&format!("/me/consents/{id}/withdrawn")).into_response()

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use tonic::Status;
 
 use crate::{
-    cli::officer::hex,
+    client::output::hex,
     web::{
         Web,
         chrome::{Chrome, failure, render},
@@ -58,13 +58,13 @@ pub async fn anomalies(
 ) -> Response {
     let c = Chrome::new(&web, &s, "anomalies.title", "/officer/anomalies").await;
     let days = q.days.unwrap_or(30).clamp(1, 366);
-    let from = crate::clock::now_micros() - i64::from(days) * 86_400_000_000;
+    let from = crate::base::clock::now_micros() - i64::from(days) * 86_400_000_000;
     let answer = async {
         Ok::<_, Status>(
             web.upstream
                 .audit(&person)?
                 .summarize_audit(v1::SummarizeAuditRequest {
-                    from: Some(crate::convert::timestamp_to_wire(
+                    from: Some(crate::edge::convert::timestamp_to_wire(
                         casegate_consent::record::Timestamp(from),
                     )),
                     by_subject: true,

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use tonic::Status;
 
 use crate::{
-    cli::officer::{entry_json, hex},
-    replay::{self, Outcome},
+    client::output::{entry_json, hex},
+    client::replay::{self, Outcome},
     web::{
         Web,
         chrome::{Chrome, failure, render},
@@ -83,7 +83,7 @@ pub async fn entry(
         let entry = Entry::decode(&answer.entry_bytes)
             .map(|decoded| {
                 let leaf = merkle::leaf_hash(&answer.entry_bytes);
-                crate::convert::audit::entry_to_wire(index, &decoded, &leaf)
+                crate::edge::convert::audit::entry_to_wire(index, &decoded, &leaf)
             })
             .map_err(|e| Status::data_loss(format!("the entry's bytes do not decode: {e}")))?;
         let proof = client

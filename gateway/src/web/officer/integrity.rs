@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tonic::Status;
 
 use crate::{
-    cli::officer::hex,
+    client::output::hex,
     web::{
         Web,
         chrome::{Chrome, download, failure, render},

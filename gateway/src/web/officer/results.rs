@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::{FETCH, PAGE, Search, run};
 use crate::{
-    cli::officer::{Row, csv, entry_json},
+    client::output::{Row, csv, entry_json},
     web::{
         Person, Web,
         chrome::{Chrome, download, failure, render},
@@ -77,13 +77,13 @@ const COLUMNS: [(&str, &str); 7] = [
 ];
 
 pub(super) fn row(web: &Web, tr: &Tr, e: &v1::AuditEntry) -> ResultRow {
-    let micros = crate::convert::timestamp("time", e.time.as_ref()).map_or(0, |t| t.0);
+    let micros = crate::edge::convert::timestamp("time", e.time.as_ref()).map_or(0, |t| t.0);
     let kind = u8::try_from(e.kind)
         .ok()
         .and_then(EntryKind::from_code)
         .map_or_else(String::new, |k| sentence::term(tr, "kind", k.as_str()));
     let actor = e.actor.as_ref().map_or_else(String::new, |a| {
-        let role = crate::convert::role(" ", a.role)
+        let role = crate::edge::convert::role(" ", a.role)
             .map(|r| sentence::role(tr, r))
             .unwrap_or_default();
         format!("{} ({role})", web.org_name(&a.orgnr))
@@ -206,7 +206,7 @@ pub async fn results_json(State(web): State<Arc<Web>>, Officer(person, s): Offic
         (
             "application/json",
             "casegate-audit.json",
-            crate::cli::render::json(&value),
+            crate::client::render::json(&value),
         )
     })
     .await

@@ -1,0 +1,574 @@
+//! `casegate.v1.AuditService`: checkpoints, proofs and export; audit queries and subject
+//! access reports, both answered from the audit index and both audited themselves.
+
+mod summary;
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use casegate_audit::{
+    checkpoint::SignedCheckpoint,
+    entry::{Entry, EntryKind},
+    index::Filter,
+    log::Appended,
+};
+use casegate_consent::{
+    OrgNumber, Role,
+    record::{ConsentRecord, Timestamp},
+    store::ConsentStore,
+};
+use casegate_proto::v1::{
+    AuditReceipt, Checkpoint, ConsistencyProof, ExportEntriesRequest, ExportEntriesResponse,
+    GetCheckpointRequest, GetCheckpointResponse, GetConsistencyProofRequest,
+    GetConsistencyProofResponse, GetInclusionProofRequest, GetInclusionProofResponse,
+    InclusionProof, QueryAuditRequest, QueryAuditResponse, ReportEvent, SubjectAccessReportRequest,
+    SubjectAccessReportResponse, SummarizeAuditRequest, SummarizeAuditResponse,
+    audit_service_server::AuditService,
+};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::ResponseStream;
+use crate::{
+    app::audit::{self, Audit},
+    app::principal::Principal,
+    crypto::pseudonym::Pseudonymizer,
+    edge::convert::{audit as convert, consent::record_to_wire, timestamp_to_wire},
+    edge::status::{self, append_error, read_error},
+};
+
+/// Entries read per blocking step of an export.
+const EXPORT_CHUNK: u64 = 256;
+
+#[derive(Debug, Clone)]
+pub struct AuditApi {
+    pub audit: Audit,
+    pub consents: ConsentStore,
+    pub pseudonyms: Pseudonymizer,
+    /// Organisations whose privacy officers see every entry.
+    pub supervisory: Arc<[OrgNumber]>,
+    /// Registered organisation names, for reports.
+    pub names: Arc<BTreeMap<OrgNumber, String>>,
+    /// The largest message the gateway sends (`[limits] max_message_bytes`).
+    pub max_message_bytes: usize,
+}
+
+/// The wire form of a signed checkpoint.
+pub fn checkpoint_message(signed: &SignedCheckpoint) -> Checkpoint {
+    Checkpoint {
+        signed_note: signed.note.clone(),
+        origin: signed.checkpoint.origin.clone(),
+        tree_size: signed.checkpoint.size,
+        root_hash: signed.checkpoint.root.to_vec(),
+    }
+}
+
+/// A requested tree size, where 0 means the newest checkpoint's; beyond it is `OUT_OF_RANGE`.
+fn tree_size_or_newest(field: &str, requested: u64, newest: u64) -> Result<u64, Status> {
+    match requested {
+        0 => Ok(newest),
+        size if size > newest => Err(Status::out_of_range(format!(
+            "{field} {size} is beyond the newest checkpoint ({newest})"
+        ))),
+        size => Ok(size),
+    }
+}
+
+/// The receipt for an append: its index and leaf hash, and the checkpoint of its batch with an
+/// inclusion proof against it.
+///
+/// Runs inline: the proof is at most 64 reads of 32-byte tree nodes, mostly recent ones served
+/// from the page cache, cheaper than handing the work to another thread.
+pub fn receipt(audit: &Audit, appended: &Appended) -> Result<AuditReceipt, Status> {
+    let size = appended.checkpoint.checkpoint.size;
+    let hashes = audit
+        .log()
+        .inclusion_proof(appended.index, size)
+        .map_err(read_error)?;
+    Ok(AuditReceipt {
+        audit_index: appended.index,
+        leaf_hash: appended.leaf_hash.to_vec(),
+        checkpoint: Some(checkpoint_message(&appended.checkpoint)),
+        inclusion_proof: Some(InclusionProof {
+            leaf_index: appended.index,
+            tree_size: size,
+            hashes: hashes.iter().map(|h| h.to_vec()).collect(),
+        }),
+    })
+}
+
+/// The receipt for entry `index` against the newest checkpoint (a repeated request's receipt).
+pub async fn receipt_at(audit: &Audit, index: u64) -> Result<AuditReceipt, Status> {
+    let log_audit = audit.clone();
+    let appended = blocking(move || {
+        let log = log_audit.log();
+        Ok(Appended {
+            index,
+            leaf_hash: log.leaf_hash(index).map_err(read_error)?,
+            checkpoint: log.checkpoint(),
+        })
+    })
+    .await?;
+    receipt(audit, &appended)
+}
+
+/// Runs blocking log reads off the async runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| Status::internal("internal error"))?
+}
+
+#[tonic::async_trait]
+impl AuditService for AuditApi {
+    async fn get_checkpoint(
+        &self,
+        request: Request<GetCheckpointRequest>,
+    ) -> Result<Response<GetCheckpointResponse>, Status> {
+        Principal::of(&request)?;
+        let log = self.audit.log();
+        Ok(Response::new(GetCheckpointResponse {
+            checkpoint: Some(checkpoint_message(&log.checkpoint())),
+            verifier_key: log.verifier().to_vkey(),
+        }))
+    }
+
+    async fn get_inclusion_proof(
+        &self,
+        request: Request<GetInclusionProofRequest>,
+    ) -> Result<Response<GetInclusionProofResponse>, Status> {
+        Principal::of(&request)?;
+        let GetInclusionProofRequest {
+            leaf_index,
+            tree_size,
+        } = *request.get_ref();
+        let audit = self.audit.clone();
+        let response = blocking(move || {
+            let log = audit.log();
+            let newest = log.checkpoint();
+            let size = tree_size_or_newest("tree_size", tree_size, newest.checkpoint.size)?;
+            if leaf_index >= size {
+                return Err(Status::out_of_range(format!(
+                    "leaf_index {leaf_index} is not in a tree of {size} entries"
+                )));
+            }
+            let hashes = log.inclusion_proof(leaf_index, size).map_err(read_error)?;
+            Ok(GetInclusionProofResponse {
+                proof: Some(InclusionProof {
+                    leaf_index,
+                    tree_size: size,
+                    hashes: hashes.iter().map(|h| h.to_vec()).collect(),
+                }),
+                leaf_hash: log.leaf_hash(leaf_index).map_err(read_error)?.to_vec(),
+                checkpoint: (size == newest.checkpoint.size).then(|| checkpoint_message(&newest)),
+            })
+        })
+        .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        request: Request<GetConsistencyProofRequest>,
+    ) -> Result<Response<GetConsistencyProofResponse>, Status> {
+        Principal::of(&request)?;
+        let GetConsistencyProofRequest {
+            first_size,
+            second_size,
+        } = *request.get_ref();
+        let audit = self.audit.clone();
+        let response = blocking(move || {
+            let log = audit.log();
+            let newest = log.checkpoint();
+            let second = tree_size_or_newest("second_size", second_size, newest.checkpoint.size)?;
+            if first_size == 0 || first_size > second {
+                return Err(Status::invalid_argument(format!(
+                    "first_size must be between 1 and second_size ({second})"
+                )));
+            }
+            let hashes = log
+                .consistency_proof(first_size, second)
+                .map_err(read_error)?;
+            Ok(GetConsistencyProofResponse {
+                proof: Some(ConsistencyProof {
+                    first_size,
+                    second_size: second,
+                    hashes: hashes.iter().map(|h| h.to_vec()).collect(),
+                }),
+                checkpoint: (second == newest.checkpoint.size).then(|| checkpoint_message(&newest)),
+            })
+        })
+        .await?;
+        Ok(Response::new(response))
+    }
+
+    type ExportEntriesStream = ResponseStream<ExportEntriesResponse>;
+
+    async fn export_entries(
+        &self,
+        request: Request<ExportEntriesRequest>,
+    ) -> Result<Response<Self::ExportEntriesStream>, Status> {
+        let principal = Principal::of(&request)?;
+        principal.require_role(&[Role::PrivacyOfficer])?;
+        if self.scope(principal) != Scope::All {
+            return Err(Status::permission_denied(
+                "the whole log is exported only to officers of supervisory organisations \
+                 ([privacy] supervisory_orgs); use QueryAudit for your organisation's entries",
+            ));
+        }
+        let ExportEntriesRequest {
+            start_index,
+            end_index,
+        } = *request.get_ref();
+        let newest = self.audit.log().checkpoint().checkpoint.size;
+        let end = tree_size_or_newest("end_index", end_index, newest)?;
+        if start_index > end {
+            return Err(Status::out_of_range(format!(
+                "start_index {start_index} is after end_index {end}"
+            )));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(EXPORT_CHUNK as usize);
+        let audit = self.audit.clone();
+        // Read a chunk on a blocking thread, then send it at the client's pace without holding
+        // that thread: a slow reader costs a task, not a thread.
+        tokio::spawn(async move {
+            let mut from = start_index;
+            while from < end {
+                let to = end.min(from + EXPORT_CHUNK);
+                let reader = audit.clone();
+                let chunk = blocking(move || {
+                    let log = reader.log();
+                    (from..to)
+                        .map(|index| {
+                            Ok(ExportEntriesResponse {
+                                index,
+                                entry: log.entry(index).map_err(read_error)?,
+                                leaf_hash: log.leaf_hash(index).map_err(read_error)?.to_vec(),
+                            })
+                        })
+                        .collect::<Result<Vec<_>, Status>>()
+                })
+                .await;
+                match chunk {
+                    Ok(items) => {
+                        for item in items {
+                            if tx.send(Ok(item)).await.is_err() {
+                                return; // the client went away
+                            }
+                        }
+                    }
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                }
+                from = to;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type QueryAuditStream = ResponseStream<QueryAuditResponse>;
+
+    async fn query_audit(
+        &self,
+        request: Request<QueryAuditRequest>,
+    ) -> Result<Response<Self::QueryAuditStream>, Status> {
+        let principal = Principal::of(&request)?;
+        if let Err(status) = principal.require_role(&[Role::PrivacyOfficer]) {
+            self.refused(EntryKind::AuditQueried, principal, None)
+                .await?;
+            return Err(status);
+        }
+        let query = convert::query_request(request.get_ref())?;
+        let newest = self.audit.log().checkpoint().checkpoint.size;
+        if query.start_index > newest {
+            return Err(Status::out_of_range(format!(
+                "start_index {} is beyond the newest checkpoint ({newest})",
+                query.start_index
+            )));
+        }
+        let scope = self.scope(principal);
+        let pseudonym = query.subject.as_ref().map(|s| self.pseudonyms.pseudonym(s));
+        let mut entry = look(EntryKind::AuditQueried, principal, pseudonym);
+        entry.detail = audit::with_login(Some(format!("{} {scope}", query.describe())), principal);
+        let appended = self.audit.append(&entry).await.map_err(append_error)?;
+
+        let filter = Filter {
+            subject: pseudonym,
+            orgnr: query.orgnr.map(|o| o.to_string()),
+            visible_to: scope.visible_to(),
+            consents: Vec::new(),
+            kinds: query.kinds.clone(),
+            reasons: query.reasons.clone(),
+            from_micros: query.from.map(|t| t.0),
+            until_micros: query.until.map(|t| t.0),
+        };
+        let end = appended.checkpoint.checkpoint.size;
+        let (start, limit) = (query.start_index, query.limit as usize);
+        let with_bytes = query.include_entry_bytes;
+        let audit = self.audit.clone();
+        let found = blocking(move || {
+            let mut out = Vec::new();
+            matching(
+                &audit,
+                &filter,
+                start,
+                end,
+                limit,
+                |index, entry, leaf, bytes| {
+                    out.push(Ok(QueryAuditResponse {
+                        entry: Some(convert::entry_to_wire(index, entry, leaf)),
+                        entry_bytes: if with_bytes { bytes } else { Vec::new() },
+                    }));
+                    Ok(())
+                },
+            )?;
+            Ok(out)
+        })
+        .await?;
+        Ok(Response::new(Box::pin(tokio_stream::iter(found))))
+    }
+
+    async fn summarize_audit(
+        &self,
+        request: Request<SummarizeAuditRequest>,
+    ) -> Result<Response<SummarizeAuditResponse>, Status> {
+        self.summarize(request).await
+    }
+
+    async fn subject_access_report(
+        &self,
+        request: Request<SubjectAccessReportRequest>,
+    ) -> Result<Response<SubjectAccessReportResponse>, Status> {
+        let principal = Principal::of(&request)?;
+        let subject = convert::report_request(request.get_ref())?;
+        let pseudonym = self.pseudonyms.pseudonym(&subject);
+        let scope = match principal.role {
+            Role::Jobseeker if principal.pid.as_ref() == Some(&subject) => Scope::All,
+            Role::PrivacyOfficer => self.scope(principal),
+            role => {
+                self.refused(EntryKind::SubjectReportIssued, principal, Some(pseudonym))
+                    .await?;
+                return Err(Status::permission_denied(if role == Role::Jobseeker {
+                    "a jobseeker may request only their own report".to_owned()
+                } else {
+                    format!(
+                        "role {role} may not request a subject access report; allowed: \
+                         the jobseeker themself, privacy_officer"
+                    )
+                }));
+            }
+        };
+        let mut entry = look(EntryKind::SubjectReportIssued, principal, Some(pseudonym));
+        entry.detail = audit::with_login(Some(scope.to_string()), principal);
+        let appended = self.audit.append(&entry).await.map_err(append_error)?;
+
+        let consents = self.consents.clone();
+        let now = Timestamp(audit::now_micros());
+        let consents = blocking(move || {
+            let records = consents.for_subject(&subject).map_err(|e| {
+                tracing::error!(error = %e, "consent store failed");
+                Status::internal("the consent store failed")
+            })?;
+            Ok((subject, records))
+        })
+        .await?;
+        let (subject, mut records) = consents;
+        records.retain(|r| scope.sees_consent(r));
+        let checkpoint = appended.checkpoint.clone();
+        let end = checkpoint.checkpoint.size;
+        // An officer sees the grant and withdrawal of every consent version the report
+        // holds, whoever recorded them, so its state is proven by entries in the report.
+        let filter = Filter {
+            subject: Some(pseudonym),
+            visible_to: scope.visible_to(),
+            consents: match scope {
+                Scope::All => Vec::new(),
+                Scope::Org(_) => records
+                    .iter()
+                    .map(|r| (r.id.to_string(), r.version))
+                    .collect(),
+            },
+            ..Filter::default()
+        };
+        let (audit, names) = (self.audit.clone(), self.names.clone());
+        let events = blocking(move || {
+            let log = audit.log();
+            let mut events = Vec::new();
+            matching(
+                &audit,
+                &filter,
+                0,
+                end,
+                usize::MAX,
+                |index, entry, leaf, bytes| {
+                    let name = |org: Option<&str>| {
+                        org.and_then(|o| o.parse::<OrgNumber>().ok())
+                            .and_then(|o| names.get(&o).cloned())
+                            .unwrap_or_default()
+                    };
+                    let hashes = log.inclusion_proof(index, end).map_err(read_error)?;
+                    events.push(ReportEvent {
+                        entry: Some(convert::entry_to_wire(index, entry, leaf)),
+                        sender_name: name(entry.sender_orgnr.as_deref()),
+                        recipient_name: name(entry.recipient_orgnr.as_deref()),
+                        actor_name: name(entry.actor.as_ref().map(|a| a.orgnr.as_str())),
+                        entry_bytes: bytes,
+                        inclusion_proof: Some(InclusionProof {
+                            leaf_index: index,
+                            tree_size: end,
+                            hashes: hashes.iter().map(|h| h.to_vec()).collect(),
+                        }),
+                    });
+                    Ok(())
+                },
+            )?;
+            Ok(events)
+        })
+        .await?;
+        let report = SubjectAccessReportResponse {
+            subject_id: subject.expose(),
+            issued_at: Some(timestamp_to_wire(Timestamp(entry.time_micros))),
+            consents: records.iter().map(|r| record_to_wire(r, now)).collect(),
+            consent_versions: records.iter().map(|r| r.canonical_content()).collect(),
+            events,
+            checkpoint: Some(checkpoint_message(&checkpoint)),
+            verifier_key: self.audit.log().verifier().to_vkey(),
+        };
+        let size = prost::Message::encoded_len(&report);
+        if size > self.max_message_bytes {
+            return Err(Status::resource_exhausted(format!(
+                "the report holds {} events ({size} bytes), more than one answer may carry \
+                 ({} bytes); page through them with QueryAudit and start_index",
+                report.events.len(),
+                self.max_message_bytes
+            )));
+        }
+        Ok(Response::new(report))
+    }
+}
+
+/// What an officer's organisation may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Everything: the jobseeker about themself, a supervisory organisation.
+    All,
+    /// Entries the organisation is actor, sender or recipient of; consents it is a party to.
+    Org(OrgNumber),
+}
+
+impl Scope {
+    fn visible_to(self) -> Option<String> {
+        match self {
+            Scope::All => None,
+            Scope::Org(org) => Some(org.to_string()),
+        }
+    }
+
+    fn sees_consent(self, record: &ConsentRecord) -> bool {
+        let Scope::Org(org) = self else {
+            return true;
+        };
+        record.recorded_by.orgnr == org
+            || record
+                .withdrawal
+                .as_ref()
+                .is_some_and(|w| w.by.orgnr == org)
+            || record.provisions.iter().any(|p| {
+                p.senders
+                    .iter()
+                    .chain(&p.recipients)
+                    .any(|party| party.orgnr == org)
+            })
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::All => f.write_str("scope=all"),
+            Scope::Org(org) => write!(f, "scope=org:{org}"),
+        }
+    }
+}
+
+/// The most recent entries a query reads straight from the log rather than waiting for the
+/// index to take them in (the background indexer keeps the gap to about a second of traffic).
+const UNINDEXED_SCAN: u64 = 50_000;
+
+/// Calls `each` with every entry in `start..end` that `filter` matches (its index, decoded
+/// form, leaf hash and canonical bytes), in log order, at most `limit` of them. Reads the
+/// index's candidates, then the few newest entries the index has not taken in yet; a query
+/// never writes to the index unless it lags by more than [`UNINDEXED_SCAN`] entries.
+fn matching(
+    audit: &Audit,
+    filter: &Filter,
+    start: u64,
+    end: u64,
+    limit: usize,
+    mut each: impl FnMut(u64, &Entry, &[u8], Vec<u8>) -> Result<(), Status>,
+) -> Result<(), Status> {
+    let index = audit.index();
+    let mut indexed = index.indexed().map_err(status::index_error)?;
+    if end.saturating_sub(indexed) > UNINDEXED_SCAN {
+        audit.catch_up_index().map_err(status::index_error)?;
+        indexed = index.indexed().map_err(status::index_error)?;
+    }
+    let log = audit.log();
+    let unindexed = indexed.max(start)..end;
+    let candidates = index
+        .candidates(filter, start, end.min(indexed))
+        .map_err(status::index_error)?
+        .chain(unindexed.map(Ok));
+    let mut found = 0;
+    for index in candidates {
+        if found == limit {
+            break;
+        }
+        let index = index.map_err(status::index_error)?;
+        let bytes = log.entry(index).map_err(read_error)?;
+        let Ok(entry) = Entry::decode(&bytes) else {
+            continue;
+        };
+        if filter.matches(&entry) {
+            let leaf = casegate_audit::merkle::leaf_hash(&bytes);
+            each(index, &entry, &leaf, bytes)?;
+            found += 1;
+        }
+    }
+    Ok(())
+}
+
+/// The entry recording that `principal` looked, or tried to look, at the log (about `subject`).
+fn look(kind: EntryKind, principal: &Principal, subject: Option<[u8; 32]>) -> Entry {
+    let mut entry = Entry::new(kind, audit::now_micros());
+    entry.actor = Some(audit::actor(principal));
+    entry.subject_pseudonym = subject;
+    entry.detail = principal.login.clone();
+    entry
+}
+
+impl AuditApi {
+    fn scope(&self, principal: &Principal) -> Scope {
+        if self.supervisory.contains(&principal.orgnr) {
+            Scope::All
+        } else {
+            Scope::Org(principal.orgnr)
+        }
+    }
+
+    /// Records a refused audit query or report request (the caller learns nothing more).
+    async fn refused(
+        &self,
+        kind: EntryKind,
+        principal: &Principal,
+        subject: Option<[u8; 32]>,
+    ) -> Result<(), Status> {
+        let mut entry = look(kind, principal, subject);
+        entry.reason = Some("permission_denied".to_owned());
+        self.audit.append(&entry).await.map_err(append_error)?;
+        Ok(())
+    }
+}

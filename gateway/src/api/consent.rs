@@ -1,0 +1,451 @@
+//! `casegate.v1.ConsentService`: consent records.
+//!
+//! Who may do what: a jobseeker grants and withdraws their own consents (token `pid`); a
+//! clinician, NAV counsellor or employment specialist records a grant or withdrawal with
+//! evidence, for a consent that names their organisation; parties named in a consent (and the
+//! subject) may read it. Anyone else gets `PERMISSION_DENIED` and learns nothing about the
+//! record, not even whether it exists.
+//!
+//! Every look at a subject's consents is audited before it is answered: reads
+//! (`consents_read`, with how many versions were shown) and dry-run decisions
+//! (`disclosure_checked`, with the answer given). A refused `GetConsent` is audited without
+//! the subject, so the caller's own audit trail does not tell it the consent exists.
+
+use std::sync::Arc;
+
+use casegate_audit::entry::{Entry, EntryKind};
+use casegate_consent::{
+    Role, Vocabulary,
+    decision::{self, POLICY_VERSION},
+    record::{ConsentId, ConsentRecord, Evidence, NewConsent, Timestamp},
+    store::{ConsentStore, StoreError},
+};
+use casegate_proto::v1::{
+    CheckDisclosureRequest, CheckDisclosureResponse, GetConsentRequest, GetConsentResponse,
+    GrantConsentRequest, GrantConsentResponse, ListConsentsRequest, ListConsentsResponse,
+    WithdrawConsentRequest, WithdrawConsentResponse, consent_service_server::ConsentService,
+};
+use tokio::sync::Mutex;
+use tonic::{Request, Response, Status};
+
+use super::{audit::receipt, disclosure::purge_for_consent};
+use crate::{
+    app::audit::{self, Audit},
+    app::notes::NoteStore,
+    app::principal::Principal,
+    crypto::pseudonym::Pseudonymizer,
+    edge::convert::{
+        self, FieldError,
+        consent::{
+            PROFESSIONALS, check_request, consent_id, decision_to_wire, grant_request,
+            record_to_wire,
+        },
+    },
+    edge::status::{self, append_error},
+};
+
+/// Default and largest page of `ListConsents`.
+const PAGE_DEFAULT: usize = 50;
+const PAGE_MAX: usize = 500;
+
+#[derive(Debug, Clone)]
+pub struct ConsentApi {
+    store: ConsentStore,
+    notes: NoteStore,
+    audit: Audit,
+    pseudonyms: Pseudonymizer,
+    vocabulary: Arc<Vocabulary>,
+    max_period_micros: i64,
+    /// Grants and withdrawals one at a time: prepare, audit and commit must not interleave.
+    writes: Arc<Mutex<()>>,
+}
+
+impl ConsentApi {
+    pub fn new(
+        store: ConsentStore,
+        notes: NoteStore,
+        audit: Audit,
+        pseudonyms: Pseudonymizer,
+        vocabulary: Arc<Vocabulary>,
+        max_period: std::time::Duration,
+    ) -> Self {
+        Self {
+            store,
+            notes,
+            audit,
+            pseudonyms,
+            vocabulary,
+            max_period_micros: i64::try_from(max_period.as_micros()).unwrap_or(i64::MAX),
+            writes: Arc::default(),
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&ConsentStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Corrupt("store task failed".into())))
+    }
+
+    fn entry(&self, kind: EntryKind, principal: &Principal, record: &ConsentRecord) -> Entry {
+        let mut entry = Entry::new(kind, audit::now_micros());
+        entry.actor = Some(audit::actor(principal));
+        entry.subject_pseudonym = Some(self.pseudonyms.pseudonym(&record.subject));
+        entry.consent = Some(audit::consent_ref(record));
+        entry.policy_version = Some(POLICY_VERSION.to_owned());
+        entry.detail = principal.login.clone();
+        entry
+    }
+
+    /// The latest version of `id` if `principal` may see it; otherwise the same refusal
+    /// whether or not it exists.
+    async fn visible(
+        &self,
+        principal: &Principal,
+        id: ConsentId,
+        version: Option<u32>,
+    ) -> Result<ConsentRecord, Status> {
+        let found = self.blocking(move |s| s.get(&id, version)).await;
+        match found {
+            Ok(record) if may_read(principal, &record) => Ok(record),
+            Ok(_) | Err(StoreError::NotFound) => Err(status::consent_not_visible()),
+            Err(e) => Err(status::consent_store_error(e)),
+        }
+    }
+
+    /// Records a read of consent records before it is answered.
+    async fn audit_read(&self, entry: Entry) -> Result<(), Status> {
+        self.audit.append(&entry).await.map_err(append_error)?;
+        Ok(())
+    }
+
+    fn read_entry(&self, principal: &Principal, detail: String) -> Entry {
+        let mut entry = Entry::new(EntryKind::ConsentsRead, audit::now_micros());
+        entry.actor = Some(audit::actor(principal));
+        entry.detail = audit::with_login(Some(detail), principal);
+        entry
+    }
+}
+
+fn now() -> Timestamp {
+    Timestamp(audit::now_micros())
+}
+
+/// The subject themself, or someone acting for an organisation the version names.
+fn may_read(principal: &Principal, record: &ConsentRecord) -> bool {
+    match principal.role {
+        Role::Jobseeker => principal.pid == Some(record.subject),
+        Role::Admin => false,
+        _ => record.names(principal.orgnr),
+    }
+}
+
+/// The evidence a grant or withdrawal is recorded with, by who is acting.
+fn recorded_evidence(
+    principal: &Principal,
+    sent: Option<Evidence>,
+) -> Result<Option<Evidence>, Status> {
+    match (principal.role, sent) {
+        (Role::Jobseeker, None | Some(Evidence::Digital { .. })) => Ok(Some(Evidence::Digital {
+            authenticated_as: principal.user_id.clone(),
+        })),
+        (Role::Jobseeker, Some(_)) => Err(FieldError::new(
+            "evidence",
+            "a jobseeker acting for themself records digital evidence only",
+        )
+        .into()),
+        (_, None) => Err(FieldError::new(
+            "evidence",
+            "required when a professional records it (signed_form or verbal)",
+        )
+        .into()),
+        (_, Some(Evidence::Digital { .. })) => Err(FieldError::new(
+            "evidence.digital",
+            "only the jobseeker's own grant is digital; use signed_form or verbal",
+        )
+        .into()),
+        (_, Some(e)) => Ok(Some(e)),
+    }
+}
+
+#[tonic::async_trait]
+impl ConsentService for ConsentApi {
+    async fn grant_consent(
+        &self,
+        request: Request<GrantConsentRequest>,
+    ) -> Result<Response<GrantConsentResponse>, Status> {
+        let principal = Principal::of(&request)?;
+        let mut allowed = vec![Role::Jobseeker];
+        allowed.extend(PROFESSIONALS);
+        principal.require_role(&allowed)?;
+        let input = grant_request(request.get_ref(), &self.vocabulary, self.max_period_micros)?;
+        if principal.role == Role::Jobseeker && principal.pid != Some(input.subject) {
+            return Err(Status::permission_denied(
+                "a jobseeker may grant consent only about themself (token pid)",
+            ));
+        }
+        let evidence =
+            recorded_evidence(principal, input.evidence.clone())?.unwrap_or(Evidence::Digital {
+                authenticated_as: principal.user_id.clone(),
+            });
+        if principal.role != Role::Jobseeker
+            && !input.provisions.iter().any(|p| p.names(principal.orgnr))
+        {
+            return Err(Status::permission_denied(
+                "your organisation must be named in a consent it records",
+            ));
+        }
+        let new = NewConsent {
+            subject: input.subject,
+            recorded_by: convert::consent::actor(principal),
+            provisions: input.provisions,
+            period: input.period,
+            evidence,
+        };
+        let supersedes = input.supersedes;
+        let write = self.writes.clone().lock_owned().await;
+        // Only a consent the caller may read can be replaced; any other id, existing or not,
+        // gets the same refusal. Checked under the write lock, so no newer version can slip
+        // in between.
+        if let Some(id) = supersedes {
+            self.visible(principal, id, None).await?;
+        }
+        let record = self
+            .blocking(move |s| s.prepare_grant(new, supersedes, now()))
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound | StoreError::SubjectMismatch => {
+                    Status::not_found("supersedes_consent_id: no such consent about this subject")
+                }
+                e => status::consent_store_error(e),
+            })?;
+        // Audit first: a crash before the commit leaves an audited grant that does not exist
+        // (fails closed, and reported by the reconciliation at start), never a consent in
+        // force that the log does not show. Its own task: a cancelled call does not stop it
+        // between the two.
+        let entry = self.entry(EntryKind::ConsentGranted, principal, &record);
+        let (api, stored) = (self.clone(), record.clone());
+        let appended = self
+            .audit
+            .store_change(async move {
+                let _write = write;
+                let appended = api.audit.append(&entry).await.map_err(append_error)?;
+                api.blocking(move |s| s.commit_grant(&stored))
+                    .await
+                    .map_err(status::consent_store_error)?;
+                Ok(appended)
+            })
+            .await?;
+        Ok(Response::new(GrantConsentResponse {
+            consent: Some(record_to_wire(&record, now())),
+            receipt: Some(receipt(&self.audit, &appended)?),
+        }))
+    }
+
+    async fn get_consent(
+        &self,
+        request: Request<GetConsentRequest>,
+    ) -> Result<Response<GetConsentResponse>, Status> {
+        let principal = Principal::of(&request)?;
+        let GetConsentRequest {
+            consent_id: id,
+            version,
+        } = request.get_ref();
+        let id = consent_id("consent_id", id)?;
+        let version = (*version != 0).then_some(*version);
+        let record = match self.visible(principal, id, version).await {
+            Ok(record) => record,
+            Err(status) => {
+                // The same entry whether the consent exists or not: no subject, no hash.
+                let mut entry = self.read_entry(principal, format!("get_consent {id}"));
+                entry.reason = Some("not_visible".to_owned());
+                self.audit_read(entry).await?;
+                return Err(status);
+            }
+        };
+        let mut entry = self.read_entry(principal, "get_consent".to_owned());
+        entry.subject_pseudonym = Some(self.pseudonyms.pseudonym(&record.subject));
+        entry.consent = Some(audit::consent_ref(&record));
+        self.audit_read(entry).await?;
+        Ok(Response::new(GetConsentResponse {
+            consent: Some(record_to_wire(&record, now())),
+        }))
+    }
+
+    async fn list_consents(
+        &self,
+        request: Request<ListConsentsRequest>,
+    ) -> Result<Response<ListConsentsResponse>, Status> {
+        let principal = Principal::of(&request)?;
+        let ListConsentsRequest {
+            subject_id,
+            include_history,
+            page_size,
+            page_token,
+        } = request.get_ref();
+        let subject = convert::subject("subject_id", subject_id)?;
+        let refusal = match principal.role {
+            Role::Admin => Some("role admin may not list consents"),
+            Role::Jobseeker if principal.pid != Some(subject) => {
+                Some("a jobseeker may list only their own consents (token pid)")
+            }
+            _ => None,
+        };
+        if let Some(refusal) = refusal {
+            // A refused look at a jobseeker's consents is a look all the same.
+            let mut entry = self.read_entry(principal, "list_consents".to_owned());
+            entry.subject_pseudonym = Some(self.pseudonyms.pseudonym(&subject));
+            entry.reason = Some("not_permitted".to_owned());
+            self.audit_read(entry).await?;
+            return Err(Status::permission_denied(refusal));
+        }
+        let page = match *page_size as usize {
+            0 => PAGE_DEFAULT,
+            n => n.min(PAGE_MAX),
+        };
+        let after = if page_token.is_empty() {
+            None
+        } else {
+            Some(parse_token(page_token)?)
+        };
+        let include_history = *include_history;
+        let all = self
+            .blocking(move |s| s.for_subject(&subject))
+            .await
+            .map_err(status::consent_store_error)?;
+        let visible: Vec<&ConsentRecord> = all
+            .iter()
+            .filter(|r| may_read(principal, r))
+            // Without history, only each consent's latest version (the last in key order).
+            .filter(|r| {
+                include_history || !all.iter().any(|o| o.id == r.id && o.version > r.version)
+            })
+            .filter(|r| after.is_none_or(|(id, v)| (r.id, r.version) > (id, v)))
+            .collect();
+        let shown = visible.len().min(page);
+        let mut entry = self.read_entry(principal, format!("list_consents shown={shown}"));
+        entry.subject_pseudonym = Some(self.pseudonyms.pseudonym(&subject));
+        self.audit_read(entry).await?;
+        let now = now();
+        let consents = visible
+            .iter()
+            .take(page)
+            .map(|r| record_to_wire(r, now))
+            .collect();
+        let next_page_token = match (visible.len() > page, visible.get(page.wrapping_sub(1))) {
+            (true, Some(last)) => format!("{}:{}", last.id, last.version),
+            _ => String::new(),
+        };
+        Ok(Response::new(ListConsentsResponse {
+            consents,
+            next_page_token,
+        }))
+    }
+
+    async fn withdraw_consent(
+        &self,
+        request: Request<WithdrawConsentRequest>,
+    ) -> Result<Response<WithdrawConsentResponse>, Status> {
+        let principal = Principal::of(&request)?;
+        let mut allowed = vec![Role::Jobseeker];
+        allowed.extend(PROFESSIONALS);
+        principal.require_role(&allowed)?;
+        let WithdrawConsentRequest {
+            consent_id: id,
+            reason,
+            evidence,
+        } = request.get_ref();
+        let id = consent_id("consent_id", id)?;
+        let reason = if reason.is_empty() {
+            None
+        } else {
+            Some(convert::text("reason", reason, 500)?)
+        };
+        let sent = evidence
+            .as_ref()
+            .map(|e| convert::consent::evidence("evidence", e))
+            .transpose()?;
+        let evidence = match principal.role {
+            Role::Jobseeker => None,
+            _ => recorded_evidence(principal, sent)?,
+        };
+        let by = convert::consent::actor(principal);
+        let write = self.writes.clone().lock_owned().await;
+        // Under the write lock: the version withdrawn is the one the caller may read.
+        let current = self.visible(principal, id, None).await?;
+        // Store first: a crash before the audit entry leaves the consent withdrawn (fails
+        // closed), never a withdrawal the store does not know. Its own task: a cancelled call
+        // does not stop it between the two.
+        let (api, who) = (self.clone(), principal.clone());
+        let (withdrawn, appended) = self
+            .audit
+            .store_change(async move {
+                let _write = write;
+                let withdrawn = api
+                    .blocking(move |s| s.withdraw(&current.id, by, reason, evidence, now()))
+                    .await
+                    .map_err(status::consent_store_error)?;
+                let entry = api.entry(EntryKind::ConsentWithdrawn, &who, &withdrawn);
+                let appended = api.audit.append(&entry).await.map_err(append_error)?;
+                Ok((withdrawn, appended))
+            })
+            .await?;
+        // Withdrawal bites: notes that relied on the consent and were not delivered go now.
+        // (Any that slip past, e.g. after a crash here, are caught by the check at delivery.)
+        let purged_notes =
+            purge_for_consent(&self.notes, &self.audit, withdrawn.id, principal).await?;
+        Ok(Response::new(WithdrawConsentResponse {
+            consent: Some(record_to_wire(&withdrawn, now())),
+            purged_notes,
+            receipt: Some(receipt(&self.audit, &appended)?),
+        }))
+    }
+
+    async fn check_disclosure(
+        &self,
+        request: Request<CheckDisclosureRequest>,
+    ) -> Result<Response<CheckDisclosureResponse>, Status> {
+        let principal = Principal::of(&request)?;
+        principal.require_role(&PROFESSIONALS)?;
+        let (subject, disclosure) = check_request(request.get_ref(), principal)?;
+        // In memory: no blocking read.
+        let decision = self
+            .store
+            .with_terms(&subject, |views| {
+                decision::decide(&disclosure, views, now(), &self.vocabulary)
+            })
+            .map_err(status::consent_store_error)?;
+        crate::base::metrics::decision(match &decision {
+            decision::Decision::Permit(_) => "permit",
+            decision::Decision::Deny(d) => d.reason.code(),
+        });
+        let entry = audit::decision_entry(
+            EntryKind::DisclosureChecked,
+            principal,
+            self.pseudonyms.pseudonym(&subject),
+            &disclosure,
+            &decision,
+        );
+        self.audit.append(&entry).await.map_err(append_error)?;
+        Ok(Response::new(CheckDisclosureResponse {
+            decision: Some(decision_to_wire(&decision)),
+        }))
+    }
+}
+
+fn parse_token(token: &str) -> Result<(ConsentId, u32), Status> {
+    let bad = || {
+        Status::from(FieldError::new(
+            "page_token",
+            "not a token from a previous page",
+        ))
+    };
+    let (id, version) = token.split_once(':').ok_or_else(bad)?;
+    Ok((
+        id.parse().map_err(|_| bad())?,
+        version.parse().map_err(|_| bad())?,
+    ))
+}

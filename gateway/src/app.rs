@@ -1,0 +1,8 @@
+//! The workflows: the audit trail (entries, reconciliation, reports, replay), the note store, and
+//! the verified caller. Uses `crypto` and `base`; knows nothing of gRPC transport, TLS or
+//! configuration files.
+
+pub mod audit;
+pub mod notes;
+pub mod principal;
+pub mod reconcile;

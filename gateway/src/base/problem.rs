@@ -1,0 +1,19 @@
+//! One problem in a configuration, located by its dotted key path: what every part of the
+//! gateway that checks a setting reports, so that all of them are shown at once.
+
+/// One problem in a configuration, located by its dotted key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.key.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}

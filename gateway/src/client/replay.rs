@@ -1,0 +1,349 @@
+//! Replaying a recorded disclosure decision offline (`casegate audit replay`).
+//!
+//! From the log alone: the decision entry (sender, role, recipient, category, purpose, time,
+//! policy version, the consent version it pinned or the refusal reason), and every consent
+//! grant and withdrawal about the same subject pseudonym before it. From the export: the
+//! consent versions' content, each checked against the record hash its grant entry pinned.
+//! The consents' state at the entry's time is rebuilt from the log (the newest version granted
+//! before it is active, older ones superseded, withdrawn ones withdrawn), the pure decision
+//! function runs again, and the outcome is compared with the recorded one.
+
+use std::{collections::BTreeMap, ops::ControlFlow, path::Path};
+
+use casegate_audit::{
+    entry::{Entry, EntryKind},
+    segment,
+};
+use casegate_consent::{
+    Vocabulary,
+    decision::{self, Decision, DisclosureRequest, POLICY_VERSIONS},
+    record::{ConsentId, ConsentRecord, Status, Timestamp},
+};
+
+use crate::edge::convert::audit::parse_disclosure_detail;
+
+/// A decision's outcome, recorded or replayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Permit {
+        consent_id: String,
+        version: u32,
+        record_hash: [u8; 32],
+    },
+    Refuse {
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Permit {
+                consent_id,
+                version,
+                ..
+            } => write!(f, "permit on consent {consent_id} version {version}"),
+            Outcome::Refuse { reason } => write!(f, "refusal {reason}"),
+        }
+    }
+}
+
+/// What a replay found.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    pub index: u64,
+    pub kind: EntryKind,
+    pub time_micros: i64,
+    pub recorded: Outcome,
+    pub replayed: Outcome,
+    /// Consent versions from the export that were checked against the log.
+    pub checked_versions: usize,
+}
+
+impl Replay {
+    pub fn reproduced(&self) -> bool {
+        self.recorded == self.replayed
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("reading the audit log: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the log holds {size} entries; there is no entry {index}")]
+    NoEntry { index: u64, size: u64 },
+    #[error("entry {index} cannot be read: {reason}")]
+    Unreadable { index: u64, reason: String },
+    #[error("entry {index} records {kind}, not a disclosure decision")]
+    NotADecision { index: u64, kind: EntryKind },
+    #[error(
+        "entry {index} was decided under policy {recorded:?}; this build implements \
+         {POLICY_VERSIONS:?} and cannot replay it"
+    )]
+    Policy { index: u64, recorded: String },
+    #[error("the consent export: {0}")]
+    Export(String),
+    #[error(
+        "the exported consent {id} version {version} does not match the record hash the log \
+         pinned for it at index {at} (exported {exported}, pinned {pinned}): the export was altered"
+    )]
+    Altered {
+        id: String,
+        version: u32,
+        at: u64,
+        exported: String,
+        pinned: String,
+    },
+    #[error(
+        "consent {id} version {version}, granted at index {at}, is not in the export: \
+         the decision cannot be replayed without it"
+    )]
+    Missing { id: String, version: u32, at: u64 },
+}
+
+/// A consent grant or withdrawal recorded before the decision.
+#[derive(Debug, Clone)]
+struct Recorded {
+    at: u64,
+    version: u32,
+    hash: [u8; 32],
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads the consent versions of an export: a JSON array of canonical consent documents, or
+/// an object with such an array under `consent_versions` (a report written as JSON).
+pub fn read_export(bytes: &[u8]) -> Result<Vec<ConsentRecord>, ReplayError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| ReplayError::Export(e.to_string()))?;
+    let items = match &value {
+        serde_json::Value::Array(items) => items,
+        serde_json::Value::Object(map) => match map.get("consent_versions") {
+            Some(serde_json::Value::Array(items)) => items,
+            _ => {
+                return Err(ReplayError::Export(
+                    "expected an array of consent versions or an object with `consent_versions`"
+                        .into(),
+                ));
+            }
+        },
+        _ => {
+            return Err(ReplayError::Export(
+                "expected an array of consent versions".into(),
+            ));
+        }
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let bytes = serde_json::to_vec(item).map_err(|e| ReplayError::Export(e.to_string()))?;
+            ConsentRecord::from_canonical_content(&bytes)
+                .map_err(|e| ReplayError::Export(format!("version [{i}]: {e}")))
+        })
+        .collect()
+}
+
+/// Replays the decision recorded at `index` of the log in `log_dir`.
+pub fn replay(
+    log_dir: &Path,
+    export: &[ConsentRecord],
+    index: u64,
+    vocabulary: &Vocabulary,
+) -> Result<Replay, ReplayError> {
+    let mut earlier = Vec::new();
+    let mut target = None;
+    let size = segment::scan_dir(&log_dir.join("segments"), |i, payload| {
+        if i == index {
+            target = Some(payload.to_vec());
+            return ControlFlow::Break(());
+        }
+        if let Ok(entry) = Entry::decode(payload)
+            && matches!(
+                entry.kind,
+                EntryKind::ConsentGranted | EntryKind::ConsentWithdrawn
+            )
+        {
+            earlier.push((i, entry));
+        }
+        ControlFlow::Continue(())
+    })?;
+    let bytes = target.ok_or(ReplayError::NoEntry { index, size })?;
+    let entry = Entry::decode(&bytes).map_err(|e| ReplayError::Unreadable {
+        index,
+        reason: e.to_string(),
+    })?;
+    replay_entry(index, &entry, earlier, export, vocabulary)
+}
+
+/// Replays the decision `entry`, recorded at `index`, from `earlier`: the consent grants and
+/// withdrawals recorded before it, as (index, entry) — read from the log's segments by
+/// [`replay`], or taken from a verified subject access report. Entries about other subjects
+/// are ignored.
+///
+/// # Errors
+/// As [`replay`], except for reading the log.
+pub fn replay_entry(
+    index: u64,
+    entry: &Entry,
+    earlier: impl IntoIterator<Item = (u64, Entry)>,
+    export: &[ConsentRecord],
+    vocabulary: &Vocabulary,
+) -> Result<Replay, ReplayError> {
+    let unreadable = |reason: String| ReplayError::Unreadable { index, reason };
+    let recorded = match entry.kind {
+        EntryKind::DisclosurePermitted => {
+            let consent = entry
+                .consent
+                .as_ref()
+                .ok_or_else(|| unreadable("a permit without its consent".into()))?;
+            Outcome::Permit {
+                consent_id: consent.id.clone(),
+                version: consent.version,
+                record_hash: consent.record_sha256,
+            }
+        }
+        EntryKind::DisclosureRefused => Outcome::Refuse {
+            reason: entry
+                .reason
+                .clone()
+                .ok_or_else(|| unreadable("a refusal without its reason".into()))?,
+        },
+        kind => return Err(ReplayError::NotADecision { index, kind }),
+    };
+    let policy = entry.policy_version.clone().unwrap_or_default();
+    if !decision::POLICY_VERSIONS.contains(&policy.as_str()) {
+        return Err(ReplayError::Policy {
+            index,
+            recorded: policy,
+        });
+    }
+    let field = |name: &str, value: &Option<String>| {
+        value
+            .clone()
+            .ok_or_else(|| unreadable(format!("no {name}")))
+    };
+    fn parse<T: std::str::FromStr>(index: u64, name: &str, text: String) -> Result<T, ReplayError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        text.parse().map_err(|e: T::Err| ReplayError::Unreadable {
+            index,
+            reason: format!("{name}: {e}"),
+        })
+    }
+    let actor = entry
+        .actor
+        .as_ref()
+        .ok_or_else(|| unreadable("no actor".into()))?;
+    let (recipient_role, approval_attested) =
+        parse_disclosure_detail(entry.detail.as_deref()).map_err(unreadable)?;
+    let request = DisclosureRequest {
+        sender_org: parse(index, "sender", field("sender", &entry.sender_orgnr)?)?,
+        sender_role: parse(index, "role", actor.role.clone())?,
+        recipient_org: parse(
+            index,
+            "recipient",
+            field("recipient", &entry.recipient_orgnr)?,
+        )?,
+        recipient_role,
+        category: parse(index, "category", field("category", &entry.category)?)?,
+        purpose: parse(index, "purpose", field("purpose", &entry.purpose)?)?,
+        approval_attested,
+    };
+
+    // Grants and withdrawals about this subject before the decision, by consent id.
+    let mut granted: BTreeMap<String, Vec<Recorded>> = BTreeMap::new();
+    let mut withdrawn: BTreeMap<String, u64> = BTreeMap::new();
+    for (at, e) in earlier {
+        let relevant = at < index
+            && e.subject_pseudonym == entry.subject_pseudonym
+            && matches!(
+                e.kind,
+                EntryKind::ConsentGranted | EntryKind::ConsentWithdrawn
+            );
+        let (Some(consent), true) = (e.consent, relevant) else {
+            continue;
+        };
+        match e.kind {
+            EntryKind::ConsentGranted => granted.entry(consent.id).or_default().push(Recorded {
+                at,
+                version: consent.version,
+                hash: consent.record_sha256,
+            }),
+            _ => {
+                withdrawn.insert(consent.id, at);
+            }
+        }
+    }
+
+    // The export's versions as they stood at the decision, each checked against its grant.
+    let mut state = Vec::new();
+    for (id, versions) in &granted {
+        let newest = versions.iter().map(|v| v.version).max().unwrap_or(0);
+        for grant in versions {
+            let found = export
+                .iter()
+                .find(|r| r.id.to_string() == *id && r.version == grant.version)
+                .ok_or_else(|| ReplayError::Missing {
+                    id: id.clone(),
+                    version: grant.version,
+                    at: grant.at,
+                })?;
+            let exported = found.record_hash();
+            if exported != grant.hash {
+                return Err(ReplayError::Altered {
+                    id: id.clone(),
+                    version: grant.version,
+                    at: grant.at,
+                    exported: hex(&exported),
+                    pinned: hex(&grant.hash),
+                });
+            }
+            let mut record = found.clone();
+            record.status = if grant.version < newest {
+                Status::Superseded
+            } else if withdrawn.contains_key(id) {
+                Status::Withdrawn
+            } else {
+                Status::Active
+            };
+            state.push(record);
+        }
+    }
+    let checked_versions = state.len();
+    let decided = decision::decide_under(
+        &policy,
+        &request,
+        &state,
+        Timestamp(entry.time_micros),
+        vocabulary,
+    )
+    .ok_or_else(|| ReplayError::Policy {
+        index,
+        recorded: policy.clone(),
+    })?;
+    let replayed = match decided {
+        Decision::Permit(p) => Outcome::Permit {
+            consent_id: ConsentId::to_string(&p.consent_id),
+            version: p.version,
+            record_hash: p.record_hash,
+        },
+        Decision::Deny(d) => Outcome::Refuse {
+            reason: d.reason.code().to_owned(),
+        },
+    };
+    Ok(Replay {
+        index,
+        kind: entry.kind,
+        time_micros: entry.time_micros,
+        recorded,
+        replayed,
+        checked_versions,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,8 @@
+//! Running a gateway: the configuration, the data folder, server assembly, background tasks and
+//! shutdown. Uses every layer below it.
+
+pub mod config;
+pub mod data_dir;
+pub mod server;
+pub mod shutdown;
+pub mod supervisor;

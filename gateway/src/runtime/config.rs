@@ -1,0 +1,870 @@
+//! The gateway's configuration: a TOML file, optionally overridden by `CASEGATE_…` environment
+//! variables, checked as a whole so that every problem is reported at once, before any port
+//! is bound.
+
+mod reader;
+mod web;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use casegate_consent::{Category, CategoryRule, Purpose, Role, Vocabulary};
+use jsonwebtoken::Algorithm;
+use toml::{Table, Value};
+
+pub use reader::Problem;
+use reader::{Problems, Section};
+pub use web::{AudienceConfig, OidcConfig, WebConfig};
+
+pub use crate::{
+    app::audit::AuditConfig,
+    edge::{
+        auth::{AuthConfig, IssuerConfig, JwksLocation},
+        tls::{StaleCrls, TlsConfig},
+    },
+};
+
+/// Prefix of environment variables that override settings: `CASEGATE_SERVER__LISTEN` sets
+/// `server.listen` (sections separated by a double underscore).
+pub const ENV_PREFIX: &str = "CASEGATE_";
+
+/// Token signature algorithms the gateway accepts at all. HMAC and `none` are never allowed.
+pub const ALLOWED_ALGORITHMS: [Algorithm; 3] =
+    [Algorithm::EdDSA, Algorithm::ES256, Algorithm::RS256];
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the config was read from; relative paths in it were resolved against its folder.
+    pub source: PathBuf,
+    pub server: ServerConfig,
+    pub tls: TlsConfig,
+    pub auth: AuthConfig,
+    pub storage: StorageConfig,
+    pub audit: AuditConfig,
+    pub privacy: PrivacyConfig,
+    pub notes: NotesConfig,
+    pub limits: Limits,
+    pub log: LogConfig,
+    /// Where Prometheus metrics are served (off when absent).
+    pub metrics_listen: Option<SocketAddr>,
+    pub vocabulary: Vocabulary,
+    /// The longest validity period a consent may have.
+    pub max_consent_period: Duration,
+    /// Registered names of organisations, for reports (`[organisations]`: orgnr = name, or
+    /// orgnr = { name, contact }).
+    pub organisations: BTreeMap<casegate_consent::OrgNumber, String>,
+    /// Where a jobseeker can ask an organisation about what it received (`contact` in
+    /// `[organisations]`): an `https:`, `mailto:` or `tel:` URI.
+    pub contacts: BTreeMap<casegate_consent::OrgNumber, String>,
+    /// The web tier; off when absent.
+    pub web: Option<WebConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// How long in-flight calls may run on after a shutdown signal.
+    pub shutdown_grace: Duration,
+    /// How long a client may take to complete the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Open client connections at most; a connection beyond it is closed as soon as it is
+    /// accepted, before its handshake.
+    pub max_connections: usize,
+    /// A connection older than this is asked to close (HTTP/2 GOAWAY, RFC 9113 §6.8) and
+    /// cut `max_connection_age_grace` later: the longest a connection can outlive a
+    /// revocation of its certificate if no CRL reload reaches it.
+    pub max_connection_age: Duration,
+    /// How long calls may finish on a connection past its maximum age.
+    pub max_connection_age_grace: Duration,
+    /// Silence on a connection after which the gateway sends an HTTP/2 PING (RFC 9113 §6.7)…
+    pub keepalive_interval: Duration,
+    /// …and how long the client has to answer it before the connection is closed.
+    pub keepalive_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct PrivacyConfig {
+    /// The secret (base64, at least 32 bytes) that keys subject pseudonyms (HMAC-SHA-256).
+    /// Changing it breaks the link between old and new audit entries about a subject.
+    pub pseudonym_key: PathBuf,
+    /// Organisations whose privacy officers see every audit entry (a supervisory authority,
+    /// the operator's data protection officer). Other officers see the entries their own
+    /// organisation is actor, sender or recipient of.
+    pub supervisory_orgs: Vec<casegate_consent::OrgNumber>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NotesConfig {
+    /// The note encryption keyring (`<key id> <base64 key>` lines, newest last).
+    pub keyring: PathBuf,
+    /// How long a note's body is kept after the recipient acknowledged it.
+    pub retention: Duration,
+    /// How long an unacknowledged note waits before it is purged.
+    pub ttl: Duration,
+    /// How often expired bodies are looked for.
+    pub sweep_interval: Duration,
+    /// How long a purged note is remembered (its request id, for idempotency; what it was,
+    /// without its body) before it is forgotten.
+    pub forget_after: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest gRPC message accepted or sent.
+    pub max_message_bytes: usize,
+    /// Largest note body accepted by `Disclose`.
+    pub max_body_bytes: usize,
+    /// Deadline for unary calls.
+    pub request_timeout: Duration,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Calls in progress across all connections; beyond it calls are refused at once
+    /// (`RESOURCE_EXHAUSTED`) rather than queued.
+    pub max_concurrent_calls: usize,
+    /// Calls per second each organisation may make on average…
+    pub rate_per_second: u32,
+    /// …and in a burst.
+    pub rate_burst: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter directive, e.g. `info` or `casegate=debug,info`.
+    pub filter: String,
+}
+
+/// Why a configuration cannot be used. Display lists every problem, one per line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{}", render(.path, .problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+fn render(path: &Path, problems: &[Problem]) -> String {
+    let mut out = format!(
+        "config file {} has {} problem{}:",
+        path.display(),
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+    for p in problems {
+        out.push_str("\n  - ");
+        out.push_str(&p.to_string());
+    }
+    out
+}
+
+impl ConfigError {
+    /// Builds an `Invalid` error from problems found after parsing (files, keys).
+    pub fn invalid(path: &Path, problems: Vec<Problem>) -> Self {
+        ConfigError::Invalid {
+            path: path.to_owned(),
+            problems,
+        }
+    }
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Reads `path` and applies the process environment's overrides.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    pub fn load_with_env(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, path, base, env)
+    }
+
+    /// Parses config text; `base` is the folder relative paths are resolved against. Every
+    /// file the configuration names must be readable.
+    pub fn parse(
+        text: &str,
+        source: &Path,
+        base: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        Self::parse_with(text, source, base, env, |path| {
+            std::fs::File::open(path)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    /// [`Config::parse`] with `readable` deciding whether a named file can be read.
+    pub fn parse_with(
+        text: &str,
+        source: &Path,
+        base: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+        readable: impl Fn(&Path) -> Result<(), String>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: source.to_owned(),
+            message: e.message().to_owned(),
+        })?;
+        let mut problems = Problems::default();
+        apply_env(&mut table, env, &mut problems);
+        let config = read(table, source, base, &mut problems);
+        for (key, path) in std::mem::take(&mut problems.1) {
+            if let Err(e) = readable(&path) {
+                problems.push(key, format!("{}: {e}", path.display()));
+            }
+        }
+        match config {
+            Some(config) if problems.0.is_empty() => Ok(config),
+            _ => Err(ConfigError::invalid(source, problems.0)),
+        }
+    }
+}
+
+/// Applies `CASEGATE_A__B=value` as `a.b = value`. A value that parses as a TOML value
+/// (number, boolean, quoted string, array) is taken as such, anything else as a string.
+fn apply_env(
+    table: &mut Table,
+    env: impl IntoIterator<Item = (String, String)>,
+    problems: &mut Problems,
+) {
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+        if path.iter().any(String::is_empty) {
+            problems.push(
+                name.clone(),
+                "not a valid override name (CASEGATE_SECTION__KEY)",
+            );
+            continue;
+        }
+        let value = toml::from_str::<Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(Value::String(raw));
+        if let Err(section) = insert_path(table, &path, value) {
+            problems.push(name.clone(), format!("{section} is not a table"));
+        }
+    }
+}
+
+/// Sets `path` (all but the last element are tables, created as needed) to `value`.
+/// On a non-table in the way, returns its name.
+fn insert_path(table: &mut Table, path: &[String], value: Value) -> Result<(), String> {
+    match path {
+        [] => Ok(()),
+        [last] => {
+            table.insert(last.clone(), value);
+            Ok(())
+        }
+        [first, rest @ ..] => match table
+            .entry(first.clone())
+            .or_insert_with(|| Value::Table(Table::new()))
+        {
+            Value::Table(inner) => insert_path(inner, rest, value),
+            _ => Err(first.clone()),
+        },
+    }
+}
+
+fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Option<Config> {
+    let mut root = Section::new("", table, problems);
+
+    let server = {
+        let mut s = root.section("server");
+        let listen = s.string("listen").and_then(|text| match text.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                s.problem(
+                    "listen",
+                    format!("{text:?} is not an address like 127.0.0.1:50051"),
+                );
+                None
+            }
+        });
+        let shutdown_grace = s.duration_or(
+            "shutdown_grace",
+            Duration::from_secs(10),
+            Duration::ZERO,
+            Duration::from_secs(300),
+        );
+        let handshake_timeout = s.duration_or(
+            "handshake_timeout",
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+            Duration::from_secs(120),
+        );
+        let max_connections = s.count_or("max_connections", 10_000, 1_000_000);
+        let max_connection_age = s.duration_or(
+            "max_connection_age",
+            Duration::from_secs(3600),
+            Duration::from_secs(1),
+            Duration::from_secs(7 * 86_400),
+        );
+        let max_connection_age_grace = s.duration_or(
+            "max_connection_age_grace",
+            Duration::from_secs(30),
+            Duration::ZERO,
+            Duration::from_secs(3600),
+        );
+        let keepalive_interval = s.duration_or(
+            "keepalive_interval",
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+        );
+        let keepalive_timeout = s.duration_or(
+            "keepalive_timeout",
+            Duration::from_secs(10),
+            Duration::from_secs(1),
+            Duration::from_secs(300),
+        );
+        s.finish();
+        listen.map(|listen| ServerConfig {
+            listen,
+            shutdown_grace,
+            handshake_timeout,
+            max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+            max_connection_age,
+            max_connection_age_grace,
+            keepalive_interval,
+            keepalive_timeout,
+        })
+    };
+
+    let tls = {
+        let mut s = root.section("tls");
+        let cert = s.file("cert", base);
+        let key = s.file("key", base);
+        let client_ca = s.file("client_ca", base);
+        let client_crls = s.files("client_crls", base);
+        let crl_reload_interval = s.duration_or(
+            "crl_reload_interval",
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            Duration::from_secs(3600),
+        );
+        let stale_crls = match s.opt_string("stale_crls").as_deref() {
+            None | Some("warn") => StaleCrls::Warn,
+            Some("refuse") => StaleCrls::Refuse,
+            Some(other) => {
+                s.problem(
+                    "stale_crls",
+                    format!("{other:?} is not one of \"warn\", \"refuse\""),
+                );
+                StaleCrls::Warn
+            }
+        };
+        s.finish();
+        match (cert, key, client_ca) {
+            (Some(cert), Some(key), Some(client_ca)) => Some(TlsConfig {
+                cert,
+                key,
+                client_ca,
+                client_crls,
+                crl_reload_interval,
+                stale_crls,
+            }),
+            _ => None,
+        }
+    };
+
+    let auth = {
+        let mut s = root.section("auth");
+        let leeway = s.duration_or(
+            "leeway",
+            Duration::from_secs(30),
+            Duration::ZERO,
+            Duration::from_secs(300),
+        );
+        let issuers = read_issuers(&mut s, base);
+        let jobseeker_orgs = org_numbers(&mut s, "jobseeker_orgs");
+        s.finish();
+        issuers.map(|issuers| AuthConfig {
+            leeway,
+            issuers,
+            jobseeker_orgs,
+        })
+    };
+
+    let storage = {
+        let mut s = root.section("storage");
+        let data_dir = s.path("data_dir", base);
+        s.finish();
+        data_dir.map(|data_dir| StorageConfig { data_dir })
+    };
+
+    let audit = {
+        let mut s = root.section("audit");
+        let origin = s.string("origin");
+        if let Some(o) = &origin
+            && (o.is_empty() || o.chars().any(char::is_whitespace))
+        {
+            s.problem("origin", "must be non-empty and contain no whitespace");
+        }
+        let signing_key = s.file("signing_key", base);
+        let segment_bytes = s.count_or("segment_bytes", 64 << 20, 1 << 40);
+        if segment_bytes < 4 << 20 {
+            s.problem("segment_bytes", "must be at least 4 MiB (4194304)");
+        }
+        let queue_capacity = s.count_or("queue_capacity", 8192, 1 << 20);
+        let max_batch = s.count_or("max_batch", 4096, 1 << 16);
+        let linger = s.duration_or(
+            "linger",
+            Duration::ZERO,
+            Duration::ZERO,
+            Duration::from_millis(50),
+        );
+        s.finish();
+        match (origin, signing_key) {
+            (Some(origin), Some(signing_key)) => Some(AuditConfig {
+                origin,
+                signing_key,
+                segment_bytes,
+                queue_capacity: usize::try_from(queue_capacity).unwrap_or(usize::MAX),
+                max_batch: usize::try_from(max_batch).unwrap_or(usize::MAX),
+                linger,
+            }),
+            _ => None,
+        }
+    };
+
+    let privacy = {
+        let mut s = root.section("privacy");
+        let pseudonym_key = s.file("pseudonym_key", base);
+        let supervisory_orgs = org_numbers(&mut s, "supervisory_orgs");
+        s.finish();
+        pseudonym_key.map(|pseudonym_key| PrivacyConfig {
+            pseudonym_key,
+            supervisory_orgs,
+        })
+    };
+
+    let (organisations, contacts) = {
+        let mut s = root.section("organisations");
+        let mut names = BTreeMap::new();
+        let mut contacts = BTreeMap::new();
+        for (key, value) in s.entries() {
+            let (name, contact) = match value {
+                Value::String(name) => (Some(name), None),
+                Value::Table(table) => {
+                    let mut t = Section::new(s.key(&key), table, s.problems());
+                    let name = t.string("name");
+                    let contact = t.opt_string("contact");
+                    if let Some(uri) = &contact
+                        && !["https://", "mailto:", "tel:"]
+                            .iter()
+                            .any(|scheme| uri.starts_with(scheme))
+                    {
+                        t.problem("contact", "must be an https:, mailto: or tel: URI");
+                    }
+                    t.finish();
+                    (name, contact)
+                }
+                other => {
+                    s.problem(
+                        &key,
+                        format!(
+                            "expected a name or a table {{ name, contact }}, found {}",
+                            other.type_str()
+                        ),
+                    );
+                    continue;
+                }
+            };
+            match key.parse::<casegate_consent::OrgNumber>() {
+                Ok(org) => {
+                    if let Some(name) = name {
+                        names.insert(org, name);
+                    }
+                    if let Some(contact) = contact {
+                        contacts.insert(org, contact);
+                    }
+                }
+                Err(e) => s.problem(&key, e.to_string()),
+            }
+        }
+        s.finish();
+        (names, contacts)
+    };
+
+    let notes = {
+        let mut s = root.section("notes");
+        let keyring = s.file("keyring", base);
+        let retention = s.duration_or(
+            "retention",
+            Duration::from_secs(7 * 86_400),
+            Duration::ZERO,
+            Duration::from_secs(365 * 86_400),
+        );
+        let ttl = s.duration_or(
+            "ttl",
+            Duration::from_secs(30 * 86_400),
+            Duration::from_secs(1),
+            Duration::from_secs(365 * 86_400),
+        );
+        let sweep_interval = s.duration_or(
+            "sweep_interval",
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            Duration::from_secs(3600),
+        );
+        let forget_after = s.duration_or(
+            "forget_after",
+            Duration::from_secs(30 * 86_400),
+            Duration::ZERO,
+            Duration::from_secs(3650 * 86_400),
+        );
+        s.finish();
+        keyring.map(|keyring| NotesConfig {
+            keyring,
+            retention,
+            ttl,
+            sweep_interval,
+            forget_after,
+        })
+    };
+
+    let limits = {
+        let mut s = root.section("limits");
+        let max_message_bytes = s.count_or("max_message_bytes", 4 << 20, 64 << 20);
+        let max_body_bytes = s.count_or("max_body_bytes", 256 << 10, 16 << 20);
+        if max_body_bytes + (64 << 10) > max_message_bytes {
+            s.problem(
+                "max_body_bytes",
+                "must leave at least 64 KiB of max_message_bytes for the rest of the message",
+            );
+        }
+        let request_timeout = s.duration_or(
+            "request_timeout",
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            Duration::from_secs(600),
+        );
+        let max_concurrent_streams = s.count_or("max_concurrent_streams", 100, 10_000);
+        let max_concurrent_calls = s.count_or("max_concurrent_calls", 1024, 100_000);
+        let rate_per_second = s.count_or("rate_per_second", 200, 1_000_000);
+        let rate_burst = s.count_or("rate_burst", 400, 1_000_000);
+        s.finish();
+        Limits {
+            max_message_bytes: usize::try_from(max_message_bytes).unwrap_or(usize::MAX),
+            max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(usize::MAX),
+            request_timeout,
+            max_concurrent_streams: u32::try_from(max_concurrent_streams).unwrap_or(u32::MAX),
+            max_concurrent_calls: usize::try_from(max_concurrent_calls).unwrap_or(usize::MAX),
+            rate_per_second: u32::try_from(rate_per_second).unwrap_or(u32::MAX),
+            rate_burst: u32::try_from(rate_burst).unwrap_or(u32::MAX),
+        }
+    };
+
+    let log = {
+        let mut s = root.section("log");
+        let format = match s.opt_string("format").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                s.problem(
+                    "format",
+                    format!("{other:?} is not one of \"text\", \"json\""),
+                );
+                LogFormat::Text
+            }
+        };
+        let filter = s.opt_string("filter").unwrap_or_else(|| "info".to_owned());
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&filter) {
+            s.problem("filter", format!("{filter:?} is not a tracing filter: {e}"));
+        }
+        s.finish();
+        LogConfig { format, filter }
+    };
+
+    let metrics_listen = {
+        let mut s = root.section("metrics");
+        let listen = s.opt_string("listen").and_then(|text| match text.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                s.problem(
+                    "listen",
+                    format!("{text:?} is not an address like 127.0.0.1:9464"),
+                );
+                None
+            }
+        });
+        s.finish();
+        listen
+    };
+
+    let (vocabulary, max_consent_period) = {
+        let mut s = root.section("vocabulary");
+        let max = s.duration_or(
+            "max_consent_period",
+            Duration::from_secs(365 * 24 * 3600),
+            Duration::from_secs(24 * 3600),
+            Duration::from_secs(5 * 365 * 24 * 3600),
+        );
+        let vocabulary = read_vocabulary(&mut s);
+        s.finish();
+        (vocabulary, max)
+    };
+
+    let web = web::read(&mut root, base);
+    if let (Some(web), Some(auth)) = (&web, &auth)
+        && !auth.issuers.iter().any(|i| i.iss == web.issuer)
+    {
+        root.problems().push(
+            "web.issuer",
+            format!(
+                "{:?} is not the iss of any [[auth.issuers]]: the gateway would refuse the web \
+                 tier's tokens",
+                web.issuer
+            ),
+        );
+    }
+
+    root.finish();
+    Some(Config {
+        source: source.to_owned(),
+        server: server?,
+        tls: tls?,
+        auth: auth?,
+        storage: storage?,
+        audit: audit?,
+        privacy: privacy?,
+        notes: notes?,
+        limits,
+        log,
+        metrics_listen,
+        vocabulary: vocabulary?,
+        max_consent_period,
+        organisations,
+        contacts,
+        web,
+    })
+}
+
+/// An optional list of organisation numbers, each checked.
+fn org_numbers(s: &mut Section<'_>, key: &str) -> Vec<casegate_consent::OrgNumber> {
+    let mut orgs = Vec::new();
+    for (i, text) in s.strings(key, false).unwrap_or_default().iter().enumerate() {
+        match text.parse::<casegate_consent::OrgNumber>() {
+            Ok(org) => orgs.push(org),
+            Err(e) => s.problem(&format!("{key}[{i}]"), e.to_string()),
+        }
+    }
+    orgs
+}
+
+fn read_issuers(s: &mut Section<'_>, base: &Path) -> Option<Vec<IssuerConfig>> {
+    let Some(tables) = s.tables("issuers") else {
+        s.problem("issuers", "at least one [[auth.issuers]] is required");
+        return None;
+    };
+    if tables.is_empty() {
+        s.problem("issuers", "at least one [[auth.issuers]] is required");
+    }
+    let mut issuers = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (path, table) in tables {
+        let mut t = Section::new(path, table, s.problems());
+        let iss = t.string("iss");
+        if let Some(iss) = &iss {
+            if iss.is_empty() {
+                t.problem("iss", "must not be empty");
+            } else if !seen.insert(iss.clone()) {
+                t.problem("iss", format!("issuer {iss:?} is configured twice"));
+            }
+        }
+        let audience = t.string("audience");
+        if audience.as_deref() == Some("") {
+            t.problem("audience", "must not be empty");
+        }
+        let algorithms = t.strings("algorithms", true).map(|names| {
+            if names.is_empty() {
+                t.problem("algorithms", "at least one algorithm is required");
+            }
+            let mut algs = Vec::new();
+            for name in names {
+                match name.parse::<Algorithm>() {
+                    Ok(alg) if ALLOWED_ALGORITHMS.contains(&alg) => algs.push(alg),
+                    _ => t.problem(
+                        "algorithms",
+                        format!("{name:?} is not allowed (use EdDSA, ES256 or RS256)"),
+                    ),
+                }
+            }
+            algs
+        });
+        let jwks_file = t.opt_string("jwks_file").map(|p| {
+            let path = base.join(p);
+            let key = t.key("jwks_file");
+            t.problems().1.push((key, path.clone()));
+            path
+        });
+        let jwks_url = t.opt_string("jwks_url");
+        let jwks_ca = t.opt_string("jwks_ca").map(|p| {
+            let path = base.join(p);
+            let key = t.key("jwks_ca");
+            t.problems().1.push((key, path.clone()));
+            path
+        });
+        let min_refresh = t.duration_or(
+            "jwks_min_refresh",
+            Duration::from_secs(30),
+            Duration::ZERO,
+            Duration::from_secs(3600),
+        );
+        let jwks = match (jwks_file, jwks_url) {
+            (Some(file), None) => Some(JwksLocation::File(file)),
+            (None, Some(url)) => match crate::edge::https::parse_url(&url) {
+                Ok(_) => Some(JwksLocation::Url {
+                    url,
+                    ca: jwks_ca,
+                    min_refresh,
+                }),
+                Err(e) => {
+                    t.problem("jwks_url", e);
+                    None
+                }
+            },
+            (Some(_), Some(_)) => {
+                t.problem("jwks_url", "give either jwks_file or jwks_url, not both");
+                None
+            }
+            (None, None) => {
+                t.problem("jwks_file", "missing (expected jwks_file or jwks_url)");
+                None
+            }
+        };
+        t.finish();
+        if let (Some(iss), Some(audience), Some(algorithms), Some(jwks)) =
+            (iss, audience, algorithms, jwks)
+        {
+            issuers.push(IssuerConfig {
+                iss,
+                audience,
+                algorithms,
+                jwks,
+            });
+        }
+    }
+    Some(issuers)
+}
+
+fn read_vocabulary(s: &mut Section<'_>) -> Option<Vocabulary> {
+    let categories = s.tables("categories");
+    let purposes = s.tables("purposes");
+    if categories.is_none() && purposes.is_none() {
+        return Some(Vocabulary::default());
+    }
+    let defaults = Vocabulary::default();
+    let mut cats = Vec::new();
+    match categories {
+        Some(tables) => {
+            for (path, table) in tables {
+                let mut t = Section::new(path, table, s.problems());
+                let name = t.string("name").and_then(|n| match n.parse::<Category>() {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        t.problem("name", e.to_string());
+                        None
+                    }
+                });
+                let senders = t.strings("senders", true).map(|names| {
+                    names
+                        .iter()
+                        .filter_map(|n| match n.parse::<Role>() {
+                            Ok(r) => Some(r),
+                            Err(e) => {
+                                t.problem("senders", format!("{n:?}: {e}"));
+                                None
+                            }
+                        })
+                        .collect::<BTreeSet<_>>()
+                });
+                let approval_required = t.bool_or("approval_required", false);
+                let _description = t.opt_string("description");
+                t.finish();
+                if let (Some(name), Some(senders)) = (name, senders) {
+                    cats.push((
+                        name,
+                        CategoryRule {
+                            senders,
+                            approval_required,
+                        },
+                    ));
+                }
+            }
+        }
+        None => cats.extend(defaults.categories().map(|(c, r)| (c.clone(), r.clone()))),
+    }
+    let mut purs = Vec::new();
+    match purposes {
+        Some(tables) => {
+            for (path, table) in tables {
+                let mut t = Section::new(path, table, s.problems());
+                if let Some(name) = t.string("name") {
+                    match name.parse::<Purpose>() {
+                        Ok(p) => purs.push(p),
+                        Err(e) => t.problem("name", e.to_string()),
+                    }
+                }
+                let _description = t.opt_string("description");
+                t.finish();
+            }
+        }
+        None => purs.extend(defaults.purposes().cloned()),
+    }
+    match Vocabulary::new(cats, purs) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            s.problem("", e.to_string());
+            None
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
