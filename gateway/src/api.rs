@@ -2,18 +2,18 @@
 //!
 //! [`Principal`]: crate::app::principal::Principal
 
-pub mod audit;
+pub(crate) mod audit;
 mod consent;
-pub mod disclosure;
+pub(crate) mod disclosure;
 
 use std::pin::Pin;
 
 use futures_util::Stream;
 use tonic::Status;
 
-pub use audit::AuditApi;
-pub use consent::ConsentApi;
-pub use disclosure::DisclosureApi;
+pub(crate) use audit::AuditApi;
+pub(crate) use consent::ConsentApi;
+pub(crate) use disclosure::DisclosureApi;
 
 /// A server-streaming response body.
-pub type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+pub(crate) type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;

@@ -2,7 +2,7 @@
 //! the verified caller. Uses `crypto` and `base`; knows nothing of gRPC transport, TLS or
 //! configuration files.
 
-pub mod audit;
+pub(crate) mod audit;
 pub mod notes;
-pub mod principal;
+pub(crate) mod principal;
 pub mod reconcile;

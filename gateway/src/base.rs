@@ -2,8 +2,8 @@
 //! its listener, Europe/Oslo time, and the one rule for outside text. Uses nothing else in the
 //! crate.
 
-pub mod clock;
+pub(crate) mod clock;
 pub mod metrics;
-pub mod oslo;
-pub mod problem;
-pub mod text;
+pub(crate) mod oslo;
+pub(crate) mod problem;
+pub(crate) mod text;

@@ -3,8 +3,8 @@
 //! terminals, spreadsheets and JSON. Used by the command line and the web pages. Uses `edge`
 //! (the wire conversions), `app`, `crypto` and `base`.
 
-pub mod bearer;
-pub mod output;
-pub mod render;
+pub(crate) mod bearer;
+pub(crate) mod output;
+pub(crate) mod render;
 pub mod replay;
 pub mod report;

@@ -2,6 +2,6 @@
 //! token issuer, and base64 for the stores. Uses only `base`.
 
 pub(crate) mod b64;
-pub mod issuer;
+pub(crate) mod issuer;
 pub mod keyring;
 pub mod pseudonym;

@@ -2,12 +2,12 @@
 //! limits, the per-call span, wire ↔ domain conversion, and the one error → status table. Uses
 //! `app`, `crypto` and `base`.
 
-pub mod auth;
-pub mod call_span;
-pub mod convert;
+pub(crate) mod auth;
+pub(crate) mod call_span;
+pub(crate) mod convert;
 pub mod https;
-pub mod identity;
-pub mod limits;
-pub mod listener;
-pub mod status;
+pub(crate) mod identity;
+pub(crate) mod limits;
+pub(crate) mod listener;
+pub(crate) mod status;
 pub mod tls;

@@ -6,9 +6,9 @@
 //!
 //! | layer | holds |
 //! |---|---|
-//! | [`tools`] | the command line, `casegate dev` |
+//! | `tools` | the command line, `casegate dev` |
 //! | [`web`] | the pages for jobseekers and privacy officers (DESIGN §6) |
-//! | [`runtime`] | configuration, data folder, server assembly, background tasks, shutdown |
+//! | `runtime` | configuration, data folder, server assembly, background tasks, shutdown |
 //! | `client` | a gateway as clients see it: reports verified, decisions replayed, output |
 //! | `api` | the thin `casegate.v1` gRPC handlers |
 //! | `edge` | mutual TLS, identity, authentication, limits, wire conversion, error → status |
@@ -20,6 +20,7 @@
 //! generator use, re-exported below; everything else is private to the crate.
 
 #![forbid(unsafe_code)]
+#![deny(unreachable_pub)]
 
 mod api;
 mod app;
@@ -27,8 +28,8 @@ mod base;
 mod client;
 mod crypto;
 mod edge;
-pub mod runtime;
-pub mod tools;
+mod runtime;
+mod tools;
 pub mod web;
 
 pub use app::{notes, reconcile};

@@ -2,7 +2,7 @@
 //! shutdown. Uses every layer below it.
 
 pub mod config;
-pub mod data_dir;
+pub(crate) mod data_dir;
 pub mod server;
 pub mod shutdown;
-pub mod supervisor;
+pub(crate) mod supervisor;

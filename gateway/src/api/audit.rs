@@ -40,7 +40,7 @@ use crate::{
 const EXPORT_CHUNK: u64 = 256;
 
 #[derive(Debug, Clone)]
-pub struct AuditApi {
+pub(crate) struct AuditApi {
     pub audit: Audit,
     pub consents: ConsentStore,
     pub pseudonyms: Pseudonymizer,
@@ -53,7 +53,7 @@ pub struct AuditApi {
 }
 
 /// The wire form of a signed checkpoint.
-pub fn checkpoint_message(signed: &SignedCheckpoint) -> Checkpoint {
+pub(crate) fn checkpoint_message(signed: &SignedCheckpoint) -> Checkpoint {
     Checkpoint {
         signed_note: signed.note.clone(),
         origin: signed.checkpoint.origin.clone(),
@@ -78,7 +78,7 @@ fn tree_size_or_newest(field: &str, requested: u64, newest: u64) -> Result<u64, 
 ///
 /// Runs inline: the proof is at most 64 reads of 32-byte tree nodes, mostly recent ones served
 /// from the page cache, cheaper than handing the work to another thread.
-pub fn receipt(audit: &Audit, appended: &Appended) -> Result<AuditReceipt, Status> {
+pub(crate) fn receipt(audit: &Audit, appended: &Appended) -> Result<AuditReceipt, Status> {
     let size = appended.checkpoint.checkpoint.size;
     let hashes = audit
         .log()
@@ -97,7 +97,7 @@ pub fn receipt(audit: &Audit, appended: &Appended) -> Result<AuditReceipt, Statu
 }
 
 /// The receipt for entry `index` against the newest checkpoint (a repeated request's receipt).
-pub async fn receipt_at(audit: &Audit, index: u64) -> Result<AuditReceipt, Status> {
+pub(crate) async fn receipt_at(audit: &Audit, index: u64) -> Result<AuditReceipt, Status> {
     let log_audit = audit.clone();
     let appended = blocking(move || {
         let log = log_audit.log();

@@ -49,7 +49,7 @@ const PAGE_DEFAULT: usize = 50;
 const PAGE_MAX: usize = 500;
 
 #[derive(Debug, Clone)]
-pub struct ConsentApi {
+pub(crate) struct ConsentApi {
     store: ConsentStore,
     notes: NoteStore,
     audit: Audit,
@@ -61,7 +61,7 @@ pub struct ConsentApi {
 }
 
 impl ConsentApi {
-    pub fn new(
+    pub(crate) fn new(
         store: ConsentStore,
         notes: NoteStore,
         audit: Audit,

@@ -49,7 +49,7 @@ use crate::{
 const BACKLOG_PAGE: usize = 64;
 
 #[derive(Debug, Clone)]
-pub struct DisclosureApi {
+pub(crate) struct DisclosureApi {
     pub notes: NoteStore,
     pub consents: ConsentStore,
     pub audit: Audit,
@@ -93,7 +93,7 @@ async fn on_notes<T: Send + 'static>(
 
 /// Purges the undelivered notes that relied on `consent` (it was withdrawn), auditing each
 /// with reason `consent_withdrawn`. Returns how many.
-pub async fn purge_for_consent(
+pub(crate) async fn purge_for_consent(
     notes: &NoteStore,
     audit: &Audit,
     consent: casegate_consent::record::ConsentId,
@@ -112,7 +112,7 @@ pub async fn purge_for_consent(
 /// change ([`Audit::store_change`]) with its `note purged` entry first: a crash between the
 /// two leaves an entry whose purge the start-up reconciliation finishes
 /// ([`crate::app::reconcile`]), never a purge the log does not show.
-pub async fn purge_note(
+pub(crate) async fn purge_note(
     notes: &NoteStore,
     audit: &Audit,
     note: &Note,
@@ -622,7 +622,7 @@ impl DisclosureApi {
 /// and notes never acknowledged within the TTL. Each purge is audited. Then forgets the notes
 /// purged more than `forget_after` ago and compacts the note store's journal. Returns how many
 /// notes were purged.
-pub async fn sweep(
+pub(crate) async fn sweep(
     notes: &NoteStore,
     audit: &Audit,
     ttl: std::time::Duration,

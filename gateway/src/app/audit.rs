@@ -42,7 +42,7 @@ pub struct Audit {
 }
 
 /// The log's behaviour as configured.
-pub fn log_options(config: &AuditConfig) -> LogOptions {
+pub(crate) fn log_options(config: &AuditConfig) -> LogOptions {
     LogOptions {
         origin: config.origin.clone(),
         segment_bytes: config.segment_bytes,
@@ -55,21 +55,21 @@ pub fn log_options(config: &AuditConfig) -> LogOptions {
 }
 
 /// Reads the signer key file named in the configuration.
-pub fn load_signer(path: &Path) -> Result<Signer, String> {
+pub(crate) fn load_signer(path: &Path) -> Result<Signer, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     Signer::from_skey(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Microseconds since the Unix epoch, now, on the gateway's clock (never going backwards: see
 /// [`crate::base::clock`]).
-pub fn now_micros() -> i64 {
+pub(crate) fn now_micros() -> i64 {
     crate::base::clock::now_micros()
 }
 
 /// The entry recording a decision about `request` (a disclosure, or a dry run of one) taken for
 /// `principal` about the subject with `pseudonym`: who acted, the parties, category, purpose
 /// and policy version; a permit names the consent version it relied on, a refusal its reason.
-pub fn decision_entry(
+pub(crate) fn decision_entry(
     kind: EntryKind,
     principal: &Principal,
     pseudonym: [u8; 32],
@@ -98,7 +98,7 @@ pub fn decision_entry(
 }
 
 /// The audit entry about an existing note.
-pub fn note_entry(kind: EntryKind, by: Option<&Principal>, note: &Note) -> Entry {
+pub(crate) fn note_entry(kind: EntryKind, by: Option<&Principal>, note: &Note) -> Entry {
     let mut entry = Entry::new(kind, now_micros());
     entry.actor = by.map(actor);
     entry.subject_pseudonym = Some(note.subject_pseudonym);
@@ -119,14 +119,14 @@ pub fn note_entry(kind: EntryKind, by: Option<&Principal>, note: &Note) -> Entry
 }
 
 /// The `note purged` entry of `note`, purged by `by` (`None`: the gateway) for `reason`.
-pub fn purge_entry(note: &Note, by: Option<&Principal>, reason: &str) -> Entry {
+pub(crate) fn purge_entry(note: &Note, by: Option<&Principal>, reason: &str) -> Entry {
     let mut entry = note_entry(EntryKind::NotePurged, by, note);
     entry.reason = Some(reason.to_owned());
     entry
 }
 
 /// The reference an entry pins for a consent version: id, version and record hash.
-pub fn consent_ref(record: &ConsentRecord) -> ConsentRef {
+pub(crate) fn consent_ref(record: &ConsentRecord) -> ConsentRef {
     ConsentRef {
         id: record.id.to_string(),
         version: record.version,
@@ -135,7 +135,7 @@ pub fn consent_ref(record: &ConsentRecord) -> ConsentRef {
 }
 
 /// `detail` followed by the caller's upstream login, if a backend-for-frontend vouched for one.
-pub fn with_login(detail: Option<String>, principal: &Principal) -> Option<String> {
+pub(crate) fn with_login(detail: Option<String>, principal: &Principal) -> Option<String> {
     match (detail, &principal.login) {
         (Some(detail), Some(login)) => Some(format!("{detail} {login}")),
         (detail, login) => detail.or_else(|| login.clone()),
@@ -143,7 +143,7 @@ pub fn with_login(detail: Option<String>, principal: &Principal) -> Option<Strin
 }
 
 /// The audit actor for a verified caller.
-pub fn actor(principal: &Principal) -> Actor {
+pub(crate) fn actor(principal: &Principal) -> Actor {
     Actor {
         orgnr: principal.orgnr.to_string(),
         user_id: principal.user_id.clone(),

@@ -21,17 +21,17 @@ use std::{
 };
 
 /// How far the system clock may be behind the floor before calls are refused.
-pub const TOLERANCE: Duration = Duration::from_secs(1);
+pub(crate) const TOLERANCE: Duration = Duration::from_secs(1);
 
 /// A floor under wall-clock readings.
 #[derive(Debug)]
-pub struct Clock {
+pub(crate) struct Clock {
     floor: AtomicI64,
 }
 
 impl Clock {
     /// A clock with no floor yet.
-    pub const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Self {
             floor: AtomicI64::new(i64::MIN),
         }
@@ -39,17 +39,17 @@ impl Clock {
 
     /// The reading when the system clock says `system` (µs): `max(system, floor)`, which
     /// becomes the floor.
-    pub fn reading(&self, system: i64) -> i64 {
+    pub(crate) fn reading(&self, system: i64) -> i64 {
         self.floor.fetch_max(system, Ordering::AcqRel).max(system)
     }
 
     /// Raises the floor to `micros`.
-    pub fn raise_floor(&self, micros: i64) {
+    pub(crate) fn raise_floor(&self, micros: i64) {
         self.floor.fetch_max(micros, Ordering::AcqRel);
     }
 
     /// How far `system` (µs) is behind the floor (zero when it is not).
-    pub fn behind(&self, system: i64) -> Duration {
+    pub(crate) fn behind(&self, system: i64) -> Duration {
         let behind = self.floor.load(Ordering::Acquire).saturating_sub(system);
         Duration::from_micros(u64::try_from(behind).unwrap_or(0))
     }
@@ -65,37 +65,37 @@ impl Default for Clock {
 static CLOCK: Clock = Clock::new();
 
 /// The system's wall clock, in microseconds since the Unix epoch (UTC).
-pub fn system_micros() -> i64 {
+pub(crate) fn system_micros() -> i64 {
     let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
     i64::try_from(nanos / 1000).unwrap_or(i64::MAX)
 }
 
 /// Microseconds since the Unix epoch, never less than any earlier reading nor than the newest
 /// audit entry's time.
-pub fn now_micros() -> i64 {
+pub(crate) fn now_micros() -> i64 {
     CLOCK.reading(system_micros())
 }
 
 /// Raises the gateway clock's floor to `micros` (the newest audit entry's time, or a time
 /// just stamped on an entry).
-pub fn raise_floor(micros: i64) {
+pub(crate) fn raise_floor(micros: i64) {
     CLOCK.raise_floor(micros);
 }
 
 /// How far the system clock is behind the gateway clock's floor.
-pub fn behind() -> Duration {
+pub(crate) fn behind() -> Duration {
     CLOCK.behind(system_micros())
 }
 
 /// `Some(how far)` when the system clock is further behind the floor than [`TOLERANCE`].
-pub fn too_far_behind() -> Option<Duration> {
+pub(crate) fn too_far_behind() -> Option<Duration> {
     Some(behind()).filter(|b| *b > TOLERANCE)
 }
 
 /// Checks the clock every `every` for as long as it runs: reports `casegate_clock_behind_seconds`,
 /// logs when the clock falls too far behind and when it catches up, and calls `serving(false)`
 /// and `serving(true)` at those moments (health reporting).
-pub async fn watch<F, Fut>(every: Duration, serving: F)
+pub(crate) async fn watch<F, Fut>(every: Duration, serving: F)
 where
     F: Fn(bool) -> Fut,
     Fut: std::future::Future<Output = ()>,

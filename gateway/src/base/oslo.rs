@@ -10,29 +10,29 @@ static OSLO: LazyLock<TimeZone> =
     LazyLock::new(|| TimeZone::get("Europe/Oslo").unwrap_or(TimeZone::UTC));
 
 /// `micros` since the Unix epoch as a zoned time in Oslo; `None` outside jiff's range.
-pub fn zoned(micros: i64) -> Option<Zoned> {
+pub(crate) fn zoned(micros: i64) -> Option<Zoned> {
     Timestamp::from_microsecond(micros)
         .ok()
         .map(|t| t.to_zoned(OSLO.clone()))
 }
 
 /// Midnight at the start of a civil date in Oslo, in microseconds since the Unix epoch.
-pub fn start_of(date: jiff::civil::Date) -> Option<i64> {
+pub(crate) fn start_of(date: jiff::civil::Date) -> Option<i64> {
     date.to_zoned(OSLO.clone())
         .ok()
         .map(|z| z.timestamp().as_microsecond())
 }
 
 /// The calendar day in Oslo, `YYYY-MM-DD`.
-pub fn day(micros: i64) -> String {
+pub(crate) fn day(micros: i64) -> String {
     zoned(micros).map_or_else(String::new, |z| z.strftime("%Y-%m-%d").to_string())
 }
 
 /// Start of office hours in Oslo (inclusive), and their end (exclusive).
-pub const OFFICE_HOURS: (i8, i8) = (8, 16);
+pub(crate) const OFFICE_HOURS: (i8, i8) = (8, 16);
 
 /// Whether `micros` falls outside office hours: Monday–Friday, 08:00–16:00 in Oslo.
-pub fn outside_office_hours(micros: i64) -> bool {
+pub(crate) fn outside_office_hours(micros: i64) -> bool {
     zoned(micros).is_none_or(|z| {
         matches!(z.weekday(), Weekday::Saturday | Weekday::Sunday)
             || z.hour() < OFFICE_HOURS.0

@@ -28,7 +28,7 @@ pub enum TextRule {
 ///
 /// # Errors
 /// The first [`TextRule`] broken, in the order blank, length, control, format.
-pub fn check(value: &str, max: usize) -> Result<(), TextRule> {
+pub(crate) fn check(value: &str, max: usize) -> Result<(), TextRule> {
     if value.trim().is_empty() {
         return Err(TextRule::Blank);
     }
@@ -46,7 +46,7 @@ pub fn check(value: &str, max: usize) -> Result<(), TextRule> {
 
 /// Whether `c` is a format character, Unicode general category Cf (Unicode 16.0,
 /// `DerivedGeneralCategory.txt`).
-pub fn is_format(c: char) -> bool {
+pub(crate) fn is_format(c: char) -> bool {
     matches!(
         c,
         '\u{00AD}'

@@ -22,7 +22,7 @@ fn unsafe_char(c: char) -> bool {
 }
 
 /// `text` with every control and format character replaced by U+FFFD.
-pub fn terminal(text: &str) -> Cow<'_, str> {
+pub(crate) fn terminal(text: &str) -> Cow<'_, str> {
     if text.chars().any(unsafe_char) {
         Cow::Owned(
             text.chars()
@@ -35,7 +35,7 @@ pub fn terminal(text: &str) -> Cow<'_, str> {
 }
 
 /// One CSV cell, safe for spreadsheets (OWASP "CSV Injection") and terminals.
-pub fn csv_cell(cell: &str) -> String {
+pub(crate) fn csv_cell(cell: &str) -> String {
     let text = terminal(cell);
     let formula = text.starts_with([
         '=', '+', '-', '@', '\u{FF1D}', '\u{FF0B}', '\u{FF0D}', '\u{FF20}',
@@ -53,7 +53,7 @@ pub fn csv_cell(cell: &str) -> String {
 }
 
 /// `value` as pretty JSON in which every control and format character is `\u`-escaped.
-pub fn json(value: &serde_json::Value) -> String {
+pub(crate) fn json(value: &serde_json::Value) -> String {
     let text = serde_json::to_string_pretty(value).unwrap_or_default();
     // Outside strings JSON holds only ASCII punctuation, digits, letters and whitespace, so
     // every character escaped here is inside a string, where `\uXXXX` means the same.

@@ -34,7 +34,7 @@ use serde::Deserialize;
 use tonic::Status;
 use tower::{Layer, Service};
 
-pub use jwks::Jwks;
+pub(crate) use jwks::Jwks;
 use verified::{Verified, VerifiedTokens};
 
 /// Verified tokens remembered at most (see [`verified`]).
@@ -480,7 +480,7 @@ fn describe(kind: &ErrorKind) -> &'static str {
 /// the organisation's rate limit (before any token work), verifies the bearer token, and
 /// attaches the verified [`Principal`] to the request. Refusals never reach the handler.
 #[derive(Debug, Clone)]
-pub struct Authenticate {
+pub(crate) struct Authenticate {
     pub authenticator: Authenticator,
     pub rate: Arc<RateLimiter>,
 }
@@ -525,7 +525,7 @@ impl<S> Layer<S> for Authenticate {
 
 /// A service behind [`Authenticate`].
 #[derive(Debug, Clone)]
-pub struct Authenticated<S> {
+pub(crate) struct Authenticated<S> {
     inner: S,
     auth: Authenticate,
 }

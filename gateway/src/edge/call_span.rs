@@ -15,10 +15,10 @@ use tower::{Layer, Service};
 use tracing::{Instrument, field::Empty};
 
 /// Header carrying the request id.
-pub const REQUEST_ID: &str = "x-request-id";
+pub(crate) const REQUEST_ID: &str = "x-request-id";
 
 #[derive(Debug, Clone, Copy, Default)]
-pub struct CallSpanLayer;
+pub(crate) struct CallSpanLayer;
 
 impl<S> Layer<S> for CallSpanLayer {
     type Service = CallSpan<S>;
@@ -29,7 +29,7 @@ impl<S> Layer<S> for CallSpanLayer {
 }
 
 #[derive(Debug, Clone)]
-pub struct CallSpan<S> {
+pub(crate) struct CallSpan<S> {
     inner: S,
 }
 

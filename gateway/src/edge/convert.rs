@@ -3,9 +3,9 @@
 //! messages are destructured without `..`, so a new proto field does not compile until it is
 //! handled here.
 
-pub mod audit;
-pub mod consent;
-pub mod disclosure;
+pub(crate) mod audit;
+pub(crate) mod consent;
+pub(crate) mod disclosure;
 
 use casegate_consent::{Role, SubjectId, record::Timestamp};
 use casegate_proto::v1;
@@ -26,10 +26,10 @@ impl FieldError {
     }
 }
 
-pub type Parsed<T> = Result<T, FieldError>;
+pub(crate) type Parsed<T> = Result<T, FieldError>;
 
 /// A required identity number.
-pub fn subject(field: &str, text: &str) -> Parsed<SubjectId> {
+pub(crate) fn subject(field: &str, text: &str) -> Parsed<SubjectId> {
     if text.is_empty() {
         return Err(FieldError::new(field, "required"));
     }
@@ -37,7 +37,7 @@ pub fn subject(field: &str, text: &str) -> Parsed<SubjectId> {
 }
 
 /// A wire role; `ROLE_UNSPECIFIED` and unknown values are errors.
-pub fn role(field: &str, value: i32) -> Parsed<Role> {
+pub(crate) fn role(field: &str, value: i32) -> Parsed<Role> {
     match v1::Role::try_from(value) {
         Ok(v1::Role::Clinician) => Ok(Role::Clinician),
         Ok(v1::Role::NavCounsellor) => Ok(Role::NavCounsellor),
@@ -54,7 +54,7 @@ pub fn role(field: &str, value: i32) -> Parsed<Role> {
 }
 
 /// An optional wire role: `ROLE_UNSPECIFIED` means none.
-pub fn optional_role(field: &str, value: i32) -> Parsed<Option<Role>> {
+pub(crate) fn optional_role(field: &str, value: i32) -> Parsed<Option<Role>> {
     if value == v1::Role::Unspecified as i32 {
         Ok(None)
     } else {
@@ -62,7 +62,7 @@ pub fn optional_role(field: &str, value: i32) -> Parsed<Option<Role>> {
     }
 }
 
-pub fn role_to_wire(role: Role) -> i32 {
+pub(crate) fn role_to_wire(role: Role) -> i32 {
     (match role {
         Role::Clinician => v1::Role::Clinician,
         Role::NavCounsellor => v1::Role::NavCounsellor,
@@ -74,7 +74,7 @@ pub fn role_to_wire(role: Role) -> i32 {
 }
 
 /// A required timestamp.
-pub fn timestamp(field: &str, value: Option<&prost_types::Timestamp>) -> Parsed<Timestamp> {
+pub(crate) fn timestamp(field: &str, value: Option<&prost_types::Timestamp>) -> Parsed<Timestamp> {
     let t = value.ok_or_else(|| FieldError::new(field, "required"))?;
     if !(0..1_000_000_000).contains(&t.nanos) {
         return Err(FieldError::new(field, "nanos must be within 0..1e9"));
@@ -86,7 +86,7 @@ pub fn timestamp(field: &str, value: Option<&prost_types::Timestamp>) -> Parsed<
         .ok_or_else(|| FieldError::new(field, "out of range"))
 }
 
-pub fn timestamp_to_wire(t: Timestamp) -> prost_types::Timestamp {
+pub(crate) fn timestamp_to_wire(t: Timestamp) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: t.0.div_euclid(1_000_000),
         nanos: i32::try_from(t.0.rem_euclid(1_000_000) * 1000).unwrap_or(0),
@@ -94,7 +94,7 @@ pub fn timestamp_to_wire(t: Timestamp) -> prost_types::Timestamp {
 }
 
 /// A required SHA-256 digest.
-pub fn sha256(field: &str, bytes: &[u8]) -> Parsed<[u8; 32]> {
+pub(crate) fn sha256(field: &str, bytes: &[u8]) -> Parsed<[u8; 32]> {
     bytes.try_into().map_err(|_| {
         FieldError::new(
             field,
@@ -105,7 +105,7 @@ pub fn sha256(field: &str, bytes: &[u8]) -> Parsed<[u8; 32]> {
 
 /// A required, bounded, single-line text without control or format characters
 /// ([`crate::base::text::check`]).
-pub fn text(field: &str, value: &str, max: usize) -> Parsed<String> {
+pub(crate) fn text(field: &str, value: &str, max: usize) -> Parsed<String> {
     crate::base::text::check(value, max).map_err(|rule| FieldError::new(field, rule))?;
     Ok(value.to_owned())
 }

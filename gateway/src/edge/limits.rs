@@ -19,7 +19,7 @@ const MAX_KEYS: usize = 10_000;
 
 /// A per-organisation limiter over the clock `C` (the monotonic clock in production, a fake
 /// one in tests).
-pub struct RateLimiter<C: Clock = DefaultClock> {
+pub(crate) struct RateLimiter<C: Clock = DefaultClock> {
     limiter: governor::RateLimiter<
         OrgNumber,
         DefaultKeyedStateStore<OrgNumber>,
@@ -40,7 +40,7 @@ impl<C: Clock> std::fmt::Debug for RateLimiter<C> {
 impl RateLimiter {
     /// `rate_per_second` calls per second on average per organisation, bursts up to `burst`
     /// (both at least 1).
-    pub fn new(rate_per_second: u32, burst: u32) -> Self {
+    pub(crate) fn new(rate_per_second: u32, burst: u32) -> Self {
         Self::with_clock(rate_per_second, burst, DefaultClock::default())
     }
 }
@@ -58,7 +58,7 @@ impl<C: Clock + Clone> RateLimiter<C> {
 
     /// Takes one call from `org`'s allowance; when spent, says how long until the next call
     /// fits (the `RetryInfo` delay).
-    pub fn check(&self, org: OrgNumber) -> Result<(), Duration> {
+    pub(crate) fn check(&self, org: OrgNumber) -> Result<(), Duration> {
         if self.limiter.len() >= MAX_KEYS {
             self.limiter.retain_recent();
         }
@@ -71,7 +71,9 @@ impl<C: Clock + Clone> RateLimiter<C> {
 /// tonic refuses an oversized request message with `OUT_OF_RANGE`; gRPC's convention (and
 /// this gateway's rule for every limit) is `RESOURCE_EXHAUSTED`. The message, which names the
 /// size and the limit, is kept.
-pub fn oversize_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+pub(crate) fn oversize_is_resource_exhausted<B>(
+    mut response: http::Response<B>,
+) -> http::Response<B> {
     const OUT_OF_RANGE: &str = "11";
     const TOO_LARGE: &str = "Error, decoded message length too large";
     let headers = response.headers();

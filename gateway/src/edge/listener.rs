@@ -9,7 +9,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// What an `accept(2)` error says about the listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AcceptFailure {
+pub(crate) enum AcceptFailure {
     /// A network error of the connection being accepted (Linux passes these on from
     /// `accept`: ECONNABORTED, EPROTO, ENOPROTOOPT, EHOSTDOWN, ENONET, EHOSTUNREACH,
     /// EOPNOTSUPP, ENETDOWN, ENETUNREACH, ETIMEDOUT; EPERM from a firewall rule), or an
@@ -24,29 +24,29 @@ pub enum AcceptFailure {
 
 /// Linux `errno` values (asm-generic) that `accept(2)` documents.
 mod errno {
-    pub const EPERM: i32 = 1;
-    pub const EINTR: i32 = 4;
-    pub const EBADF: i32 = 9;
-    pub const EAGAIN: i32 = 11;
-    pub const EFAULT: i32 = 14;
-    pub const EINVAL: i32 = 22;
-    pub const ENONET: i32 = 64;
-    pub const EPROTO: i32 = 71;
-    pub const ENOTSOCK: i32 = 88;
-    pub const ENOPROTOOPT: i32 = 92;
-    pub const EOPNOTSUPP: i32 = 95;
-    pub const ENETDOWN: i32 = 100;
-    pub const ENETUNREACH: i32 = 101;
-    pub const ECONNABORTED: i32 = 103;
-    pub const ECONNRESET: i32 = 104;
-    pub const ETIMEDOUT: i32 = 110;
-    pub const EHOSTDOWN: i32 = 112;
-    pub const EHOSTUNREACH: i32 = 113;
+    pub(super) const EPERM: i32 = 1;
+    pub(super) const EINTR: i32 = 4;
+    pub(super) const EBADF: i32 = 9;
+    pub(super) const EAGAIN: i32 = 11;
+    pub(super) const EFAULT: i32 = 14;
+    pub(super) const EINVAL: i32 = 22;
+    pub(super) const ENONET: i32 = 64;
+    pub(super) const EPROTO: i32 = 71;
+    pub(super) const ENOTSOCK: i32 = 88;
+    pub(super) const ENOPROTOOPT: i32 = 92;
+    pub(super) const EOPNOTSUPP: i32 = 95;
+    pub(super) const ENETDOWN: i32 = 100;
+    pub(super) const ENETUNREACH: i32 = 101;
+    pub(super) const ECONNABORTED: i32 = 103;
+    pub(super) const ECONNRESET: i32 = 104;
+    pub(super) const ETIMEDOUT: i32 = 110;
+    pub(super) const EHOSTDOWN: i32 = 112;
+    pub(super) const EHOSTUNREACH: i32 = 113;
 }
 
 impl AcceptFailure {
     /// Classifies an error returned by `accept`.
-    pub fn of(e: &io::Error) -> Self {
+    pub(crate) fn of(e: &io::Error) -> Self {
         use errno::*;
         match e.raw_os_error() {
             Some(EBADF | EINVAL | ENOTSOCK | EFAULT) => Self::Listener,
@@ -77,7 +77,7 @@ impl AcceptFailure {
 /// Pauses between failed accepts: none for the first few connection errors in a row, then
 /// from [`Backoff::FIRST`] doubling up to [`Backoff::MAX`]. A successful accept resets it.
 #[derive(Debug, Default)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     /// Failures in a row.
     failures: u32,
     /// Pauses in a row (each twice the one before).
@@ -86,15 +86,15 @@ pub struct Backoff {
 
 impl Backoff {
     /// The first pause.
-    pub const FIRST: Duration = Duration::from_millis(10);
+    pub(crate) const FIRST: Duration = Duration::from_millis(10);
     /// The longest pause.
-    pub const MAX: Duration = Duration::from_secs(1);
+    pub(crate) const MAX: Duration = Duration::from_secs(1);
     /// Connection errors in a row retried at once before pausing (a storm of them is
     /// treated like a resource shortage).
     const IMMEDIATE: u32 = 16;
 
     /// The pause before the next accept after a failure of `kind`.
-    pub fn next(&mut self, kind: AcceptFailure) -> Duration {
+    pub(crate) fn next(&mut self, kind: AcceptFailure) -> Duration {
         self.failures = self.failures.saturating_add(1);
         if kind == AcceptFailure::Connection && self.failures <= Self::IMMEDIATE {
             return Duration::ZERO;
@@ -105,7 +105,7 @@ impl Backoff {
     }
 
     /// After a successful accept: the next failure starts the sequence again.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         *self = Self::default();
     }
 }
@@ -113,7 +113,7 @@ impl Backoff {
 /// Accepts the next connection on `listener`, retrying connection and resource errors (each
 /// logged as a warning and counted in `casegate_accept_errors_total`, with `name` naming the
 /// listener). Returns an error only when the listening socket itself is unusable.
-pub async fn accept(
+pub(crate) async fn accept(
     listener: &TcpListener,
     name: &'static str,
     backoff: &mut Backoff,

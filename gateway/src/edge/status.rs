@@ -17,7 +17,7 @@ use crate::{
 };
 
 /// The `google.rpc.ErrorInfo` domain of refusal reasons.
-pub const ERROR_DOMAIN: &str = "casegate.no";
+pub(crate) const ERROR_DOMAIN: &str = "casegate.no";
 
 impl From<AuthError> for Status {
     fn from(e: AuthError) -> Self {
@@ -55,7 +55,7 @@ impl From<AuthError> for Status {
 }
 
 /// A failed audit-log read.
-pub fn read_error(e: ReadError) -> Status {
+pub(crate) fn read_error(e: ReadError) -> Status {
     {
         match e {
             ReadError::OutOfRange { .. } => Status::out_of_range(e.to_string()),
@@ -69,7 +69,7 @@ pub fn read_error(e: ReadError) -> Status {
 }
 
 /// A failed audit-log append.
-pub fn append_error(e: AppendError) -> Status {
+pub(crate) fn append_error(e: AppendError) -> Status {
     {
         tracing::error!(error = %e, "audit append failed");
         match e {
@@ -86,20 +86,20 @@ pub fn append_error(e: AppendError) -> Status {
 }
 
 /// A failed audit-index query: logged; the caller learns only that it failed.
-pub fn index_error(e: IndexError) -> Status {
+pub(crate) fn index_error(e: IndexError) -> Status {
     tracing::error!(error = %e, "audit index failed");
     Status::internal("the audit index failed")
 }
 
 /// A consent the caller may not see, or that does not exist: the same answer for both, so
 /// that ids cannot be probed.
-pub fn consent_not_visible() -> Status {
+pub(crate) fn consent_not_visible() -> Status {
     Status::permission_denied("no consent with this id is visible to you")
 }
 
 /// A consent store refusal or failure (failures are logged; the caller learns only that the
 /// store failed).
-pub fn consent_store_error(e: StoreError) -> Status {
+pub(crate) fn consent_store_error(e: StoreError) -> Status {
     match e {
         StoreError::NotFound => consent_not_visible(),
         StoreError::AlreadyWithdrawn => {
@@ -119,7 +119,7 @@ pub fn consent_store_error(e: StoreError) -> Status {
 }
 
 /// A note store refusal or failure (failures are logged).
-pub fn note_error(e: NoteError) -> Status {
+pub(crate) fn note_error(e: NoteError) -> Status {
     if let NoteError::NotDeliverable(state) = e {
         // Changed meanwhile (a purge won the race): the caller's view is stale.
         return Status::failed_precondition(format!("the note is {state}, not in the inbox"));
@@ -129,7 +129,7 @@ pub fn note_error(e: NoteError) -> Status {
 }
 
 /// The refusal status for `reason`, machine-readable in its details.
-pub fn refusal(reason: Reason) -> Status {
+pub(crate) fn refusal(reason: Reason) -> Status {
     let code = if reason == Reason::ApprovalMissing {
         Code::FailedPrecondition
     } else {

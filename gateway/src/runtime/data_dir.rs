@@ -11,7 +11,7 @@ const LOCK_FILE: &str = "casegate.lock";
 
 /// An open, locked data folder. The lock is released when this is dropped.
 #[derive(Debug)]
-pub struct DataDir {
+pub(crate) struct DataDir {
     path: PathBuf,
     _lock: File,
 }
@@ -28,7 +28,7 @@ pub enum DataDirError {
 }
 
 impl DataDir {
-    pub fn open(path: &Path) -> Result<Self, DataDirError> {
+    pub(crate) fn open(path: &Path) -> Result<Self, DataDirError> {
         let open_err = |source| DataDirError::Open {
             path: path.to_owned(),
             source,
@@ -55,7 +55,7 @@ impl DataDir {
         }
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 }

@@ -19,7 +19,7 @@ pub struct TaskEnded {
 
 /// The running background tasks.
 #[derive(Debug)]
-pub struct Supervisor {
+pub(crate) struct Supervisor {
     ended_tx: mpsc::UnboundedSender<TaskEnded>,
     ended_rx: mpsc::UnboundedReceiver<TaskEnded>,
     running: Vec<AbortHandle>,
@@ -33,7 +33,7 @@ impl Default for Supervisor {
 
 impl Supervisor {
     /// A supervisor with no task yet.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let (ended_tx, ended_rx) = mpsc::unbounded_channel();
         Self {
             ended_tx,
@@ -44,7 +44,7 @@ impl Supervisor {
 
     /// Runs `task`, which is meant to run until aborted: its end (`Ok` or `Err(reason)`) or
     /// its panic is reported by [`Supervisor::first_end`].
-    pub fn spawn(
+    pub(crate) fn spawn(
         &mut self,
         name: &'static str,
         task: impl Future<Output = Result<(), String>> + Send + 'static,
@@ -65,7 +65,7 @@ impl Supervisor {
 
     /// Runs `task`, which ends of itself when its work is done; only a panic is reported (as
     /// an error in the log), since the gateway keeps doing its job without it.
-    pub fn spawn_once(
+    pub(crate) fn spawn_once(
         &mut self,
         name: &'static str,
         task: impl Future<Output = ()> + Send + 'static,
@@ -82,7 +82,7 @@ impl Supervisor {
     }
 
     /// The first task that ended; pending while all run.
-    pub async fn first_end(&mut self) -> TaskEnded {
+    pub(crate) async fn first_end(&mut self) -> TaskEnded {
         match self.ended_rx.recv().await {
             Some(ended) => ended,
             // Never: `self` holds a sender.
@@ -91,7 +91,7 @@ impl Supervisor {
     }
 
     /// Stops every task.
-    pub fn abort_all(&self) {
+    pub(crate) fn abort_all(&self) {
         for task in &self.running {
             task.abort();
         }

@@ -21,7 +21,7 @@ use super::{
 
 /// The frame of a page, built once per request.
 #[derive(Debug, Clone)]
-pub struct Chrome {
+pub(super) struct Chrome {
     pub t: Tr,
     /// The page's own title (unique per page), without the site name.
     pub title: String,
@@ -39,7 +39,7 @@ pub struct Chrome {
 
 /// A link in the language switch or the navigation.
 #[derive(Debug, Clone)]
-pub struct Link {
+pub(super) struct Link {
     pub href: String,
     pub label: String,
     pub current: bool,
@@ -49,7 +49,7 @@ pub struct Link {
 
 impl Chrome {
     /// The frame for the page at `here`, titled by the text of `title_key`.
-    pub async fn new(web: &Web, session: &Session, title_key: &str, here: &str) -> Self {
+    pub(super) async fn new(web: &Web, session: &Session, title_key: &str, here: &str) -> Self {
         let t = Tr {
             lang: session::lang(session).await,
         };
@@ -120,7 +120,7 @@ impl Chrome {
 }
 
 /// Renders a page; a template failure is logged and answered with a plain 500.
-pub fn render<T: Template>(page: &T) -> Response {
+pub(super) fn render<T: Template>(page: &T) -> Response {
     match page.render() {
         Ok(html) => Html(html).into_response(),
         Err(e) => {
@@ -131,7 +131,7 @@ pub fn render<T: Template>(page: &T) -> Response {
 }
 
 /// `body` as a file to save: its media type and a fixed file name (never taken from input).
-pub fn download(
+pub(super) fn download(
     content_type: &'static str,
     name: &'static str,
     body: impl IntoResponse,
@@ -152,7 +152,7 @@ pub fn download(
 /// A page with a message and a way back, when there is no frame to draw it in.
 #[derive(Debug, Template)]
 #[template(path = "bare.html")]
-pub struct Bare {
+pub(super) struct Bare {
     pub lang: &'static str,
     pub title: String,
     pub message: String,
@@ -162,7 +162,7 @@ pub struct Bare {
 /// A failed call to the gateway, told in the page's language.
 #[derive(Debug, Template)]
 #[template(path = "error.html")]
-pub struct ErrorPage {
+pub(super) struct ErrorPage {
     pub c: Chrome,
     pub message: String,
     /// The gateway's own message (English, free of personal data).
@@ -170,7 +170,7 @@ pub struct ErrorPage {
 }
 
 /// The page for a refusal or failure of the gateway.
-pub fn failure(mut c: Chrome, status: &tonic::Status) -> Response {
+pub(super) fn failure(mut c: Chrome, status: &tonic::Status) -> Response {
     use tonic::Code;
     let (code, key) = match status.code() {
         Code::PermissionDenied | Code::Unauthenticated => (StatusCode::FORBIDDEN, "error.denied"),
@@ -197,7 +197,7 @@ pub fn failure(mut c: Chrome, status: &tonic::Status) -> Response {
 }
 
 /// A page that does not exist.
-pub async fn not_found(State(web): State<Arc<Web>>, session: Session) -> Response {
+pub(super) async fn not_found(State(web): State<Arc<Web>>, session: Session) -> Response {
     let c = Chrome::new(&web, &session, "error.title", "/").await;
     let page = ErrorPage {
         message: c.t.get("error.no_page"),
@@ -208,13 +208,13 @@ pub async fn not_found(State(web): State<Arc<Web>>, session: Session) -> Respons
 }
 
 #[derive(Debug, Deserialize)]
-pub struct LanguageQuery {
+pub(super) struct LanguageQuery {
     to: String,
     back: Option<String>,
 }
 
 /// `GET /language?to=nn&back=/me`: remembers the language and goes back.
-pub async fn language(session: Session, Query(q): Query<LanguageQuery>) -> Response {
+pub(super) async fn language(session: Session, Query(q): Query<LanguageQuery>) -> Response {
     if let Some(lang) = Lang::from_code(&q.to) {
         session::set_lang(&session, lang).await;
     }
@@ -224,7 +224,7 @@ pub async fn language(session: Session, Query(q): Query<LanguageQuery>) -> Respo
 /// `back` when it is a path on this site; `/` otherwise (no open redirect). Browsers drop tabs
 /// and line breaks from a `Location` and read `\\` as `/`, so any whitespace, control
 /// character or backslash refuses it, as does a second leading slash.
-pub fn local_path(back: Option<&str>) -> String {
+pub(super) fn local_path(back: Option<&str>) -> String {
     match back {
         Some(p)
             if p.starts_with('/')
@@ -240,18 +240,18 @@ pub fn local_path(back: Option<&str>) -> String {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct ExtendForm {
+pub(super) struct ExtendForm {
     back: Option<String>,
 }
 
 /// `POST /session/extend`: any request renews the session's idle time; this one exists so a
 /// person can do it without leaving the page's state (WCAG 2.2.1).
-pub async fn extend(axum::Form(form): axum::Form<ExtendForm>) -> Response {
+pub(super) async fn extend(axum::Form(form): axum::Form<ExtendForm>) -> Response {
     Redirect::to(&local_path(form.back.as_deref())).into_response()
 }
 
 /// The one style sheet (no inline styles: the CSP forbids them).
-pub async fn stylesheet() -> Response {
+pub(super) async fn stylesheet() -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/css; charset=utf-8"),

@@ -33,9 +33,9 @@ mod grant;
 mod received;
 mod withdraw;
 
-pub use grant::{change_form, grant, new_form, preview};
-pub use received::{printable, received, report_json};
-pub use withdraw::{withdraw, withdraw_confirm, withdrawn};
+pub(super) use grant::{change_form, grant, new_form, preview};
+pub(super) use received::{printable, received, report_json};
+pub(super) use withdraw::{withdraw, withdraw_confirm, withdrawn};
 
 /// Asks the gateway, as `person`, for everything recorded about `subject` (none: the person
 /// has no identity number, which the gateway is not asked about) and verifies it against the
@@ -63,7 +63,7 @@ pub(super) async fn verified_report(
 
 /// One consent as the pages show it (its newest version).
 #[derive(Debug, Clone)]
-pub struct ConsentView {
+pub(super) struct ConsentView {
     pub id: String,
     pub version: u32,
     pub sentences: Vec<String>,
@@ -133,7 +133,10 @@ struct ConsentsPage {
 }
 
 /// `GET /me`: my consents, grouped by who receives.
-pub async fn consents(State(web): State<Arc<Web>>, Jobseeker(person, s): Jobseeker) -> Response {
+pub(super) async fn consents(
+    State(web): State<Arc<Web>>,
+    Jobseeker(person, s): Jobseeker,
+) -> Response {
     let c = Chrome::new(&web, &s, "consents.title", "/me").await;
     let (report, _) = match verified_report(&web, &person, person.pid.as_ref()).await {
         Ok(r) => r,
@@ -165,14 +168,14 @@ pub async fn consents(State(web): State<Arc<Web>>, Jobseeker(person, s): Jobseek
 
 /// A dated line of a timeline.
 #[derive(Debug, Clone)]
-pub struct Step {
+pub(super) struct Step {
     pub time: String,
     pub text: String,
 }
 
 /// A note with its delivery, acknowledgement and purge as steps, or a single event.
 #[derive(Debug, Clone)]
-pub struct Item {
+pub(super) struct Item {
     pub time: String,
     pub text: String,
     pub steps: Vec<Step>,
@@ -293,7 +296,7 @@ struct DetailPage {
 
 /// What a grant or a withdrawal answered, kept for the page after the redirect.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Receipt {
+pub(super) struct Receipt {
     pub consent_id: String,
     pub audit_index: u64,
     pub tree_size: u64,
@@ -318,7 +321,7 @@ impl Receipt {
 }
 
 /// `GET /me/consents/{id}`: who → whom → what → why, period, evidence, versions, what was shared.
-pub async fn detail(
+pub(super) async fn detail(
     State(web): State<Arc<Web>>,
     Jobseeker(person, s): Jobseeker,
     Path(id): Path<String>,

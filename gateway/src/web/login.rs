@@ -26,13 +26,13 @@ use super::{
 
 /// A synthetic person of the development login.
 #[derive(Debug, Clone)]
-pub struct DevPerson {
+pub(super) struct DevPerson {
     pub key: String,
     pub person: Person,
 }
 
 /// Three synthetic jobseekers (valid check digits, no real person) and one privacy officer.
-pub fn dev_people(upstream: &Upstream) -> Vec<DevPerson> {
+pub(super) fn dev_people(upstream: &Upstream) -> Vec<DevPerson> {
     let mut people: Vec<DevPerson> = (0..3)
         .filter_map(|i| super::dev_jobseeker(i).map(|s| (i, s)))
         .map(|(i, subject)| DevPerson {
@@ -69,7 +69,7 @@ struct Landing {
 }
 
 /// `GET /`: the way in, or the logged-in person's own start page.
-pub async fn landing(State(web): State<Arc<Web>>, session: Session) -> Response {
+pub(super) async fn landing(State(web): State<Arc<Web>>, session: Session) -> Response {
     match session::person(&session).await {
         Some(p) if p.role == Audience::Jobseeker => Redirect::to("/me").into_response(),
         Some(_) => Redirect::to("/officer").into_response(),
@@ -97,7 +97,7 @@ struct Choice {
 }
 
 /// `GET /dev/login`: pick a synthetic person (development mode only).
-pub async fn dev_picker(State(web): State<Arc<Web>>, session: Session) -> Response {
+pub(super) async fn dev_picker(State(web): State<Arc<Web>>, session: Session) -> Response {
     picker(&web, &session, false).await
 }
 
@@ -133,12 +133,12 @@ async fn picker(web: &Web, session: &Session, error: bool) -> Response {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct PickForm {
+pub(super) struct PickForm {
     who: Option<String>,
 }
 
 /// `POST /dev/login`: logs the picked synthetic person in.
-pub async fn dev_login(
+pub(super) async fn dev_login(
     State(web): State<Arc<Web>>,
     session: Session,
     Form(form): Form<PickForm>,
@@ -165,7 +165,7 @@ fn provider<'w>(web: &'w Web, audience: &str) -> Option<&'w oidc::Provider> {
 
 /// `GET /login/{jobseeker|officer}`: off to the audience's identity provider (a GET link, since
 /// `form-action 'self'` would stop a form's redirect to another site).
-pub async fn oidc_start(
+pub(super) async fn oidc_start(
     State(web): State<Arc<Web>>,
     session: Session,
     Path(audience): Path<String>,
@@ -223,14 +223,14 @@ fn read_pending(headers: &HeaderMap) -> Option<PendingLogin> {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct Callback {
+pub(super) struct Callback {
     code: Option<String>,
     state: Option<String>,
     error: Option<String>,
 }
 
 /// `GET /login/{jobseeker|officer}/callback`: the provider's answer.
-pub async fn oidc_callback(
+pub(super) async fn oidc_callback(
     State(web): State<Arc<Web>>,
     session: Session,
     Path(audience): Path<String>,
@@ -281,7 +281,7 @@ async fn login_failed(web: &Web, session: &Session, e: &oidc::LoginError) -> Res
 }
 
 /// `POST /logout`: ends the session.
-pub async fn logout(session: Session) -> Response {
+pub(super) async fn logout(session: Session) -> Response {
     session::log_out(&session).await;
     Redirect::to("/").into_response()
 }

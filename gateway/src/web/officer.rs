@@ -34,11 +34,11 @@ mod integrity;
 mod report;
 mod results;
 
-pub use anomalies::anomalies;
-pub use entry::{entry, replay};
-pub use integrity::{checkpoint_file, consistency, export_file, integrity};
-pub use report::{report, report_form, report_result};
-pub use results::{results, results_csv, results_json};
+pub(super) use anomalies::anomalies;
+pub(super) use entry::{entry, replay};
+pub(super) use integrity::{checkpoint_file, consistency, export_file, integrity};
+pub(super) use report::{report, report_form, report_result};
+pub(super) use results::{results, results_csv, results_json};
 
 /// Every reason code an entry can carry: the refusal reasons of a decision, then the reasons a
 /// note's body expires.
@@ -57,7 +57,7 @@ const FETCH: u32 = crate::edge::convert::audit::MAX_QUERY_LIMIT;
 /// A search as the form sent it (kept in the session: it may name a jobseeker, and identity
 /// numbers never go into URLs).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Search {
+pub(super) struct Search {
     pub subject: String,
     pub orgnr: String,
     pub from: String,
@@ -193,7 +193,7 @@ fn search_page(c: Chrome, search: Search, errors: &[(&str, &str)]) -> SearchPage
 }
 
 /// `GET /officer`: the search form, filled in with the last search.
-pub async fn search_form(State(web): State<Arc<Web>>, Officer(_, s): Officer) -> Response {
+pub(super) async fn search_form(State(web): State<Arc<Web>>, Officer(_, s): Officer) -> Response {
     let c = Chrome::new(&web, &s, "search.title", "/officer").await;
     let search = session::peek::<Search>(&s, "search")
         .await
@@ -202,7 +202,11 @@ pub async fn search_form(State(web): State<Arc<Web>>, Officer(_, s): Officer) ->
 }
 
 /// `POST /officer`: keeps the search and shows its results (or the form with its errors).
-pub async fn search(State(web): State<Arc<Web>>, Officer(_, s): Officer, body: Bytes) -> Response {
+pub(super) async fn search(
+    State(web): State<Arc<Web>>,
+    Officer(_, s): Officer,
+    body: Bytes,
+) -> Response {
     let search = Search::parse(&body);
     let problems = search.problems();
     if !problems.is_empty() {

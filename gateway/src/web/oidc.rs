@@ -27,7 +27,7 @@ use crate::runtime::config::OidcConfig;
 /// What a login waits for between leaving for the provider and coming back (kept in the
 /// session).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Pending {
+pub(super) struct Pending {
     state: String,
     nonce: String,
     verifier: String,
@@ -35,7 +35,7 @@ pub struct Pending {
 
 /// Why a login failed. Messages name the step, never the person.
 #[derive(Debug, thiserror::Error)]
-pub enum LoginError {
+pub(super) enum LoginError {
     #[error("the identity provider could not be reached or described itself wrongly: {0}")]
     Discovery(String),
     #[error("the login came back without a matching request (state)")]
@@ -57,7 +57,7 @@ pub enum LoginError {
 impl LoginError {
     /// What went wrong, in words that carry nothing the provider or the browser sent (those
     /// go to the log only).
-    pub fn summary(&self) -> &'static str {
+    pub(super) fn summary(&self) -> &'static str {
         match self {
             LoginError::Discovery(_) => "the identity provider could not be reached",
             LoginError::State => "the login came back without a matching request",
@@ -104,7 +104,7 @@ const ALGORITHMS: [CoreJwsSigningAlgorithm; 9] = [
 
 /// One audience's OpenID provider.
 #[derive(Debug)]
-pub struct Provider {
+pub(super) struct Provider {
     audience: Audience,
     issuer: IssuerUrl,
     client_id: ClientId,
@@ -117,14 +117,14 @@ pub struct Provider {
 }
 
 /// How long discovered metadata and keys are used before they are fetched again.
-pub const DISCOVERY_TTL: Duration = Duration::from_secs(60);
+pub(super) const DISCOVERY_TTL: Duration = Duration::from_secs(60);
 
 impl Provider {
     /// Sets up the provider; `public_url` is where browsers reach the web tier.
     ///
     /// # Errors
     /// An unreadable secret or CA file, or an unusable URL.
-    pub fn new(
+    pub(super) fn new(
         config: &OidcConfig,
         audience: Audience,
         public_url: &str,
@@ -188,7 +188,7 @@ impl Provider {
     ///
     /// # Errors
     /// [`LoginError::Discovery`].
-    pub async fn start(&self) -> Result<(String, Pending), LoginError> {
+    pub(super) async fn start(&self) -> Result<(String, Pending), LoginError> {
         let client = self.discover().await?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = client
@@ -227,7 +227,7 @@ impl Provider {
     ///
     /// # Errors
     /// Any [`LoginError`]: nothing is logged in.
-    pub async fn finish(
+    pub(super) async fn finish(
         &self,
         pending: Pending,
         state: &str,

@@ -15,7 +15,7 @@ use tower_sessions::Session;
 use super::{session, text::Tr};
 
 /// The headers on every answer.
-pub const HEADERS: [(&str, &str); 8] = [
+pub(super) const HEADERS: [(&str, &str); 8] = [
     (
         "content-security-policy",
         "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
@@ -40,7 +40,7 @@ pub const HEADERS: [(&str, &str); 8] = [
 const MAX_FORM: usize = 64 << 10;
 
 /// Adds [`HEADERS`] to every answer.
-pub async fn headers(request: Request, next: Next) -> Response {
+pub(super) async fn headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     for (name, value) in HEADERS {
@@ -55,7 +55,7 @@ pub async fn headers(request: Request, next: Next) -> Response {
 }
 
 /// Refuses a state-changing request that did not come from one of this site's own forms.
-pub async fn csrf(session: Session, request: Request, next: Next) -> Response {
+pub(super) async fn csrf(session: Session, request: Request, next: Next) -> Response {
     if matches!(*request.method(), Method::GET | Method::HEAD) {
         return next.run(request).await;
     }

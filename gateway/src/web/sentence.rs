@@ -12,7 +12,7 @@ use casegate_consent::{
 use super::{Web, text::Tr, time};
 
 /// "a, b and c" in the page's language.
-pub fn list(tr: &Tr, items: &[String]) -> String {
+pub(super) fn list(tr: &Tr, items: &[String]) -> String {
     match items {
         [] => String::new(),
         [one] => one.clone(),
@@ -21,7 +21,7 @@ pub fn list(tr: &Tr, items: &[String]) -> String {
 }
 
 /// A vocabulary term in words: the text of `{prefix}.{term}`, or the term itself.
-pub fn term(tr: &Tr, prefix: &str, term: &str) -> String {
+pub(super) fn term(tr: &Tr, prefix: &str, term: &str) -> String {
     let key = format!("{prefix}.{term}");
     if tr.has(&key) {
         tr.get(&key)
@@ -31,7 +31,7 @@ pub fn term(tr: &Tr, prefix: &str, term: &str) -> String {
 }
 
 /// A role in words.
-pub fn role(tr: &Tr, role: Role) -> String {
+pub(super) fn role(tr: &Tr, role: Role) -> String {
     term(tr, "role", role.as_str())
 }
 
@@ -55,7 +55,7 @@ fn parties(web: &Web, tr: &Tr, parties: &[Party]) -> String {
 }
 
 /// One provision of a consent as a sentence, ending with the consent's end date.
-pub fn provision(web: &Web, tr: &Tr, provision: &Provision, end_micros: i64) -> String {
+pub(super) fn provision(web: &Web, tr: &Tr, provision: &Provision, end_micros: i64) -> String {
     let categories: Vec<String> = provision
         .categories
         .iter()
@@ -79,7 +79,7 @@ pub fn provision(web: &Web, tr: &Tr, provision: &Provision, end_micros: i64) -> 
 }
 
 /// Every provision of `record` as sentences.
-pub fn consent(web: &Web, tr: &Tr, record: &ConsentRecord) -> Vec<String> {
+pub(super) fn consent(web: &Web, tr: &Tr, record: &ConsentRecord) -> Vec<String> {
     record
         .provisions
         .iter()
@@ -88,7 +88,7 @@ pub fn consent(web: &Web, tr: &Tr, record: &ConsentRecord) -> Vec<String> {
 }
 
 /// A consent's status in words.
-pub fn status(tr: &Tr, status: ViewStatus) -> String {
+pub(super) fn status(tr: &Tr, status: ViewStatus) -> String {
     tr.get(match status {
         ViewStatus::Active => "status.active",
         ViewStatus::Withdrawn => "status.withdrawn",
@@ -98,7 +98,7 @@ pub fn status(tr: &Tr, status: ViewStatus) -> String {
 }
 
 /// Who recorded a consent, and on what evidence.
-pub fn recorded(web: &Web, tr: &Tr, record: &ConsentRecord) -> String {
+pub(super) fn recorded(web: &Web, tr: &Tr, record: &ConsentRecord) -> String {
     let when = time::date_time(record.recorded_at.0, tr.lang);
     match &record.evidence {
         Evidence::Digital { .. } => tr.fill("evidence.digital", &[("time", &when)]),
@@ -124,12 +124,12 @@ pub fn recorded(web: &Web, tr: &Tr, record: &ConsentRecord) -> String {
 }
 
 /// A refusal or purge reason in words (`reason.consent_withdrawn`, …).
-pub fn reason(tr: &Tr, code: &str) -> String {
+pub(super) fn reason(tr: &Tr, code: &str) -> String {
     term(tr, "reason", code)
 }
 
 /// An audit event about the jobseeker, told to the jobseeker.
-pub fn event(web: &Web, tr: &Tr, entry: &Entry) -> String {
+pub(super) fn event(web: &Web, tr: &Tr, entry: &Entry) -> String {
     let org = |o: &Option<String>| web.org_name(o.as_deref().unwrap_or_default());
     let actor_org = entry
         .actor
@@ -195,7 +195,7 @@ pub fn event(web: &Web, tr: &Tr, entry: &Entry) -> String {
 }
 
 /// Whether an event is one step of a note (after its `disclosure permitted` entry).
-pub fn is_note_step(kind: EntryKind) -> bool {
+pub(super) fn is_note_step(kind: EntryKind) -> bool {
     matches!(
         kind,
         EntryKind::NoteDelivered | EntryKind::NoteAcknowledged | EntryKind::NotePurged

@@ -21,7 +21,7 @@ const CSRF: &str = "csrf";
 const LANG: &str = "lang";
 
 /// A fresh random token: 32 bytes, base64url.
-pub fn random_token() -> String {
+pub(super) fn random_token() -> String {
     let mut bytes = [0u8; 32];
     // The system generator does not fail on Linux after boot; an all-zero token would only
     // weaken CSRF protection, and the error is logged.
@@ -33,13 +33,13 @@ pub fn random_token() -> String {
 
 /// Whether two secrets (tokens, OAuth `state`) are equal. Compared as SHA-256 digests, so the
 /// comparison's time says nothing about the secret.
-pub fn same_secret(a: &str, b: &str) -> bool {
+pub(super) fn same_secret(a: &str, b: &str) -> bool {
     let digest = |text: &str| ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
     digest(a).as_ref() == digest(b).as_ref()
 }
 
 /// The session's CSRF token, created on first use.
-pub async fn csrf(session: &Session) -> String {
+pub(super) async fn csrf(session: &Session) -> String {
     if let Ok(Some(token)) = session.get::<String>(CSRF).await {
         return token;
     }
@@ -49,7 +49,7 @@ pub async fn csrf(session: &Session) -> String {
 }
 
 /// The language the person chose; bokmål until they choose.
-pub async fn lang(session: &Session) -> Lang {
+pub(super) async fn lang(session: &Session) -> Lang {
     session
         .get::<Lang>(LANG)
         .await
@@ -58,18 +58,18 @@ pub async fn lang(session: &Session) -> Lang {
         .unwrap_or_default()
 }
 
-pub async fn set_lang(session: &Session, lang: Lang) {
+pub(super) async fn set_lang(session: &Session, lang: Lang) {
     store(session, LANG, &lang).await;
 }
 
 /// The logged-in person, if any.
-pub async fn person(session: &Session) -> Option<Person> {
+pub(super) async fn person(session: &Session) -> Option<Person> {
     session.get::<Person>(PERSON).await.ok().flatten()
 }
 
 /// Logs `person` in: a new session id (no fixation), nothing kept from before but the language
 /// (no earlier person's searches or results), and a new CSRF token.
-pub async fn log_in(session: &Session, person: &Person) {
+pub(super) async fn log_in(session: &Session, person: &Person) {
     let lang = lang(session).await;
     session.clear().await;
     if let Err(e) = session.cycle_id().await {
@@ -81,19 +81,19 @@ pub async fn log_in(session: &Session, person: &Person) {
 }
 
 /// Ends the session: every value and the cookie.
-pub async fn log_out(session: &Session) {
+pub(super) async fn log_out(session: &Session) {
     if let Err(e) = session.flush().await {
         tracing::error!(error = %e, "cannot end the session");
     }
 }
 
 /// Keeps a POST's result for the page it redirects to.
-pub async fn put<T: Serialize>(session: &Session, key: &str, value: &T) {
+pub(super) async fn put<T: Serialize>(session: &Session, key: &str, value: &T) {
     store(session, key, value).await;
 }
 
 /// A value kept by [`put`]; it stays until replaced, so reloading the page shows it again.
-pub async fn peek<T: DeserializeOwned>(session: &Session, key: &str) -> Option<T> {
+pub(super) async fn peek<T: DeserializeOwned>(session: &Session, key: &str) -> Option<T> {
     session.get::<T>(key).await.ok().flatten()
 }
 
@@ -105,11 +105,11 @@ async fn store<T: Serialize>(session: &Session, key: &str, value: &T) {
 
 /// A logged-in jobseeker; anyone else is sent to the start page.
 #[derive(Debug)]
-pub struct Jobseeker(pub Person, pub Session);
+pub(super) struct Jobseeker(pub Person, pub Session);
 
 /// A logged-in privacy officer; anyone else is sent to the start page.
 #[derive(Debug)]
-pub struct Officer(pub Person, pub Session);
+pub(super) struct Officer(pub Person, pub Session);
 
 async fn logged_in(parts: &mut Parts, audience: Audience) -> Result<(Person, Session), Response> {
     let session = Session::from_request_parts(parts, &())

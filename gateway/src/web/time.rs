@@ -15,41 +15,41 @@ fn format(micros: i64, nordic: &str, english: &str, lang: Lang) -> String {
 
 /// `micros` since the Unix epoch as a date and time in Oslo: `5.12.2026 kl. 20.15` (nb, nn),
 /// `5 Dec 2026, 20:15` (en).
-pub fn date_time(micros: i64, lang: Lang) -> String {
+pub(super) fn date_time(micros: i64, lang: Lang) -> String {
     format(micros, "%-d.%-m.%Y kl. %H.%M", "%-d %b %Y, %H:%M", lang)
 }
 
 /// `micros` as a date in Oslo: `1.7.2027` (nb, nn), `1 Jul 2027` (en).
-pub fn date(micros: i64, lang: Lang) -> String {
+pub(super) fn date(micros: i64, lang: Lang) -> String {
     format(micros, "%-d.%-m.%Y", "%-d %b %Y", lang)
 }
 
 /// Only the time of day in Oslo: `20.15` (nb, nn), `20:15` (en).
-pub fn clock(micros: i64, lang: Lang) -> String {
+pub(super) fn clock(micros: i64, lang: Lang) -> String {
     format(micros, "%H.%M", "%H:%M", lang)
 }
 
 /// Midnight at the start of `date` (`YYYY-MM-DD`, as an `<input type=date>` sends it) in Oslo,
 /// as microseconds since the Unix epoch.
-pub fn parse_date(date: &str) -> Option<i64> {
+pub(super) fn parse_date(date: &str) -> Option<i64> {
     oslo::start_of(date.parse().ok()?)
 }
 
 /// The end of `date` (`YYYY-MM-DD`) in Oslo: midnight at the start of the next day, as
 /// microseconds — the exclusive end of a period that includes the whole of `date`.
-pub fn end_of(date: &str) -> Option<i64> {
+pub(super) fn end_of(date: &str) -> Option<i64> {
     let day: jiff::civil::Date = date.parse().ok()?;
     oslo::start_of(day.tomorrow().ok()?)
 }
 
 /// The last instant a period with exclusive end `end_micros` includes, for showing its last day
 /// ("until and including").
-pub fn last_instant(end_micros: i64) -> i64 {
+pub(super) fn last_instant(end_micros: i64) -> i64 {
     end_micros.saturating_sub(1)
 }
 
 /// `micros` as `YYYY-MM-DD` in Oslo, for an `<input type=date>` value.
-pub fn input_date(micros: i64) -> String {
+pub(super) fn input_date(micros: i64) -> String {
     oslo::day(micros)
 }
 

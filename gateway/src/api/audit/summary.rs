@@ -18,7 +18,7 @@ use crate::{
 };
 
 /// The most entries one summary reads; a longer period must be split.
-pub const MAX_SUMMARY_ENTRIES: usize = 1_000_000;
+pub(super) const MAX_SUMMARY_ENTRIES: usize = 1_000_000;
 
 /// One combination of the summary's dimensions.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

@@ -13,7 +13,7 @@ use jsonwebtoken::{
 const MIN_RSA_BITS: usize = 2048;
 
 /// One verification key and what it may verify.
-pub struct VerificationKey {
+pub(crate) struct VerificationKey {
     pub key: DecodingKey,
     /// The JWK's `alg`, when it names one: tokens must then use exactly that algorithm.
     pub algorithm: Option<Algorithm>,
@@ -32,7 +32,7 @@ impl std::fmt::Debug for VerificationKey {
 }
 
 /// The usable signing keys of one issuer, by `kid`.
-pub struct Jwks {
+pub(crate) struct Jwks {
     keys: HashMap<String, VerificationKey>,
 }
 
@@ -49,12 +49,12 @@ impl Jwks {
     /// are refused, because a symmetric key would let anyone holding it mint tokens; so are
     /// weak keys: Ed25519 points of small order or in a non-canonical encoding, and RSA moduli
     /// under 2048 bits. One bad key refuses the whole set, naming it.
-    pub fn from_file(path: &Path) -> Result<Self, String> {
+    pub(crate) fn from_file(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         Self::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
-    pub fn from_json(text: &str) -> Result<Self, String> {
+    pub(crate) fn from_json(text: &str) -> Result<Self, String> {
         let set: JwkSet =
             serde_json::from_str(text).map_err(|e| format!("not a JSON Web Key Set: {e}"))?;
         let mut keys = HashMap::new();
@@ -76,13 +76,13 @@ impl Jwks {
     }
 
     /// A set with no keys (an HTTPS set not fetched yet).
-    pub fn empty() -> Self {
+    pub(crate) fn empty() -> Self {
         Self {
             keys: HashMap::new(),
         }
     }
 
-    pub fn get(&self, kid: &str) -> Option<&VerificationKey> {
+    pub(crate) fn get(&self, kid: &str) -> Option<&VerificationKey> {
         self.keys.get(kid)
     }
 }

@@ -24,7 +24,7 @@ use super::Jwks;
 
 /// How a remembered token was verified, and what it says.
 #[derive(Debug)]
-pub struct Verified<C> {
+pub(super) struct Verified<C> {
     pub iss: String,
     /// The issuer's key set that verified the signature.
     pub keys: Arc<Jwks>,
@@ -41,7 +41,7 @@ struct Remembered<C> {
 }
 
 /// Remembered tokens, at most `capacity` of them.
-pub struct VerifiedTokens<C> {
+pub(super) struct VerifiedTokens<C> {
     entries: Cache<[u8; 32], Arc<Remembered<C>>>,
 }
 
@@ -68,7 +68,7 @@ impl<C> Expiry<[u8; 32], Arc<Remembered<C>>> for UntilExpiry {
 }
 
 /// The key a token is remembered by.
-pub fn digest(token: &str) -> [u8; 32] {
+pub(super) fn digest(token: &str) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref());
     out
@@ -83,7 +83,7 @@ fn in_time(exp: u64, nbf: Option<u64>, now: u64, leeway: u64) -> bool {
 
 impl<C: Send + Sync + 'static> VerifiedTokens<C> {
     /// A store of at most `capacity` tokens.
-    pub fn new(capacity: usize) -> Self {
+    pub(super) fn new(capacity: usize) -> Self {
         Self {
             entries: Cache::builder()
                 .max_capacity(capacity as u64)
@@ -94,7 +94,7 @@ impl<C: Send + Sync + 'static> VerifiedTokens<C> {
 
     /// The issuer and claims of a remembered token, if it still counts at `now` (seconds since
     /// the Unix epoch); `current_keys` gives an issuer's key set as it is now.
-    pub fn get(
+    pub(super) fn get(
         &self,
         digest: &[u8; 32],
         now: u64,
@@ -114,7 +114,7 @@ impl<C: Send + Sync + 'static> VerifiedTokens<C> {
 
     /// Remembers a token that verified at `now` (seconds since the Unix epoch), until its `exp`
     /// plus `leeway`.
-    pub fn insert(&self, digest: [u8; 32], verified: Verified<C>, now: u64, leeway: u64) {
+    pub(super) fn insert(&self, digest: [u8; 32], verified: Verified<C>, now: u64, leeway: u64) {
         let until = verified.exp.saturating_add(leeway).saturating_sub(now);
         let lifetime = Duration::from_secs(until.max(1));
         self.entries

@@ -7,13 +7,13 @@ use casegate_proto::v1;
 use super::{FieldError, Parsed, consent::orgnr, subject, timestamp, timestamp_to_wire};
 
 /// Entries a query returns when it names no limit.
-pub const DEFAULT_QUERY_LIMIT: u32 = 1_000;
+pub(crate) const DEFAULT_QUERY_LIMIT: u32 = 1_000;
 /// The most entries one query may ask for; resume from the last index for more.
-pub const MAX_QUERY_LIMIT: u32 = 10_000;
+pub(crate) const MAX_QUERY_LIMIT: u32 = 10_000;
 
 /// A parsed `QueryAuditRequest`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditQuery {
+pub(crate) struct AuditQuery {
     pub subject: Option<SubjectId>,
     pub orgnr: Option<OrgNumber>,
     pub from: Option<Timestamp>,
@@ -30,7 +30,7 @@ pub struct AuditQuery {
 impl AuditQuery {
     /// The filter as recorded in the `audit queried` entry: everything but the subject, which
     /// the entry carries as its pseudonym.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut parts = Vec::new();
         if self.subject.is_some() {
             parts.push("subject=<pseudonym>".to_owned());
@@ -58,7 +58,7 @@ impl AuditQuery {
 }
 
 /// RFC 3339 text of a time in microseconds since the epoch (UTC).
-pub fn rfc3339(micros: i64) -> String {
+pub(crate) fn rfc3339(micros: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
         .ok()
         .and_then(|t| {
@@ -76,7 +76,7 @@ fn optional<T>(text: &str, parse: impl FnOnce(&str) -> Parsed<T>) -> Parsed<Opti
     }
 }
 
-pub fn kind(field: &str, value: i32) -> Parsed<EntryKind> {
+pub(crate) fn kind(field: &str, value: i32) -> Parsed<EntryKind> {
     match u8::try_from(value).ok().and_then(EntryKind::from_code) {
         Some(kind) => Ok(kind),
         None if value == v1::EntryKind::Unspecified as i32 => {
@@ -89,11 +89,11 @@ pub fn kind(field: &str, value: i32) -> Parsed<EntryKind> {
     }
 }
 
-pub fn kind_to_wire(kind: EntryKind) -> i32 {
+pub(crate) fn kind_to_wire(kind: EntryKind) -> i32 {
     i32::from(kind.code())
 }
 
-pub fn query_request(wire: &v1::QueryAuditRequest) -> Parsed<AuditQuery> {
+pub(crate) fn query_request(wire: &v1::QueryAuditRequest) -> Parsed<AuditQuery> {
     let v1::QueryAuditRequest {
         subject_id,
         orgnr: org,
@@ -153,7 +153,7 @@ pub fn query_request(wire: &v1::QueryAuditRequest) -> Parsed<AuditQuery> {
 const MAX_REASONS: usize = 32;
 
 /// Reason codes as a filter names them: lower snake case, at most 64 characters each.
-pub fn reason_codes(field: &str, wire: &[String]) -> Parsed<Vec<String>> {
+pub(crate) fn reason_codes(field: &str, wire: &[String]) -> Parsed<Vec<String>> {
     if wire.len() > MAX_REASONS {
         return Err(FieldError::new(
             field,
@@ -176,14 +176,17 @@ pub fn reason_codes(field: &str, wire: &[String]) -> Parsed<Vec<String>> {
     Ok(wire.to_vec())
 }
 
-pub fn report_request(wire: &v1::SubjectAccessReportRequest) -> Parsed<SubjectId> {
+pub(crate) fn report_request(wire: &v1::SubjectAccessReportRequest) -> Parsed<SubjectId> {
     let v1::SubjectAccessReportRequest { subject_id } = wire;
     subject("subject_id", subject_id)
 }
 
 /// The `detail` of a disclosure decision's entry: what the decision used beyond the entry's
 /// own fields (the recipient role, whether an approval was attested), so it can be replayed.
-pub fn disclosure_detail(recipient_role: Option<Role>, approval_attested: bool) -> Option<String> {
+pub(crate) fn disclosure_detail(
+    recipient_role: Option<Role>,
+    approval_attested: bool,
+) -> Option<String> {
     let mut parts = Vec::new();
     if let Some(role) = recipient_role {
         parts.push(format!("recipient_role={role}"));
@@ -195,7 +198,9 @@ pub fn disclosure_detail(recipient_role: Option<Role>, approval_attested: bool) 
 }
 
 /// Reads [`disclosure_detail`] back: the recipient role and whether an approval was attested.
-pub fn parse_disclosure_detail(detail: Option<&str>) -> Result<(Option<Role>, bool), String> {
+pub(crate) fn parse_disclosure_detail(
+    detail: Option<&str>,
+) -> Result<(Option<Role>, bool), String> {
     let (mut role, mut approval) = (None, false);
     for part in detail.unwrap_or_default().split_whitespace() {
         match part.split_once('=') {
@@ -213,7 +218,7 @@ pub fn parse_disclosure_detail(detail: Option<&str>) -> Result<(Option<Role>, bo
 }
 
 /// The readable view of entry `index`.
-pub fn entry_to_wire(index: u64, entry: &Entry, leaf_hash: &[u8]) -> v1::AuditEntry {
+pub(crate) fn entry_to_wire(index: u64, entry: &Entry, leaf_hash: &[u8]) -> v1::AuditEntry {
     let Entry {
         kind,
         time_micros,

@@ -19,7 +19,7 @@ use crate::app::principal::Principal;
 
 /// A parsed `GrantConsentRequest`.
 #[derive(Debug, Clone)]
-pub struct GrantInput {
+pub(crate) struct GrantInput {
     pub subject: SubjectId,
     pub provisions: Vec<Provision>,
     pub period: Period,
@@ -28,14 +28,14 @@ pub struct GrantInput {
     pub supersedes: Option<ConsentId>,
 }
 
-pub fn consent_id(field: &str, text: &str) -> Parsed<ConsentId> {
+pub(crate) fn consent_id(field: &str, text: &str) -> Parsed<ConsentId> {
     if text.is_empty() {
         return Err(FieldError::new(field, "required"));
     }
     text.parse().map_err(|e| FieldError::new(field, e))
 }
 
-pub fn orgnr(field: &str, text: &str) -> Parsed<OrgNumber> {
+pub(crate) fn orgnr(field: &str, text: &str) -> Parsed<OrgNumber> {
     if text.is_empty() {
         return Err(FieldError::new(field, "required"));
     }
@@ -67,7 +67,11 @@ fn parties(field: &str, wire: &[v1::Party]) -> Parsed<Vec<Party>> {
 }
 
 /// A provision as sent, checked against the vocabulary (`field` names it in errors).
-pub fn provision(field: &str, wire: &v1::Provision, vocabulary: &Vocabulary) -> Parsed<Provision> {
+pub(crate) fn provision(
+    field: &str,
+    wire: &v1::Provision,
+    vocabulary: &Vocabulary,
+) -> Parsed<Provision> {
     let v1::Provision {
         senders,
         recipients,
@@ -106,7 +110,7 @@ pub fn provision(field: &str, wire: &v1::Provision, vocabulary: &Vocabulary) -> 
 }
 
 /// Evidence as sent (a digital one's subject is filled in by the gateway, not trusted).
-pub fn evidence(field: &str, wire: &v1::Evidence) -> Parsed<Evidence> {
+pub(crate) fn evidence(field: &str, wire: &v1::Evidence) -> Parsed<Evidence> {
     let v1::Evidence { kind } = wire;
     match kind {
         None => Err(FieldError::new(
@@ -141,7 +145,7 @@ pub fn evidence(field: &str, wire: &v1::Evidence) -> Parsed<Evidence> {
     }
 }
 
-pub fn grant_request(
+pub(crate) fn grant_request(
     wire: &v1::GrantConsentRequest,
     vocabulary: &Vocabulary,
     max_period_micros: i64,
@@ -194,7 +198,7 @@ pub fn grant_request(
 }
 
 /// A `CheckDisclosureRequest` from `principal` as sender.
-pub fn check_request(
+pub(crate) fn check_request(
     wire: &v1::CheckDisclosureRequest,
     principal: &Principal,
 ) -> Parsed<(SubjectId, DisclosureRequest)> {
@@ -242,7 +246,7 @@ where
 }
 
 /// An actor for the store from the verified caller.
-pub fn actor(principal: &Principal) -> Actor {
+pub(crate) fn actor(principal: &Principal) -> Actor {
     Actor {
         orgnr: principal.orgnr,
         user_id: principal.user_id.clone(),
@@ -290,7 +294,7 @@ fn evidence_to_wire(evidence: &Evidence) -> v1::Evidence {
 }
 
 /// A stored version as shown to an authorised caller at `now`.
-pub fn record_to_wire(record: &ConsentRecord, now: Timestamp) -> v1::ConsentRecord {
+pub(crate) fn record_to_wire(record: &ConsentRecord, now: Timestamp) -> v1::ConsentRecord {
     let ConsentRecord {
         id,
         version,
@@ -339,7 +343,7 @@ pub fn record_to_wire(record: &ConsentRecord, now: Timestamp) -> v1::ConsentReco
     }
 }
 
-pub fn reason_to_wire(reason: Reason) -> v1::ReasonCode {
+pub(crate) fn reason_to_wire(reason: Reason) -> v1::ReasonCode {
     match reason {
         Reason::NoConsent => v1::ReasonCode::NoConsent,
         Reason::ConsentWithdrawn => v1::ReasonCode::ConsentWithdrawn,
@@ -356,7 +360,7 @@ pub fn reason_to_wire(reason: Reason) -> v1::ReasonCode {
     }
 }
 
-pub fn decision_to_wire(decision: &Decision) -> v1::Decision {
+pub(crate) fn decision_to_wire(decision: &Decision) -> v1::Decision {
     match decision {
         Decision::Permit(p) => v1::Decision {
             permitted: true,
@@ -380,7 +384,7 @@ pub fn decision_to_wire(decision: &Decision) -> v1::Decision {
 }
 
 /// Roles of people who act for an organisation that can be party to a consent.
-pub const PROFESSIONALS: [Role; 3] = [
+pub(crate) const PROFESSIONALS: [Role; 3] = [
     Role::Clinician,
     Role::NavCounsellor,
     Role::EmploymentSpecialist,

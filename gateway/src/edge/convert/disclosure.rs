@@ -8,7 +8,7 @@ use crate::app::notes::Approval;
 
 /// A parsed `DiscloseRequest`.
 #[derive(Debug, Clone)]
-pub struct DiscloseInput {
+pub(crate) struct DiscloseInput {
     pub request_id: String,
     pub subject: SubjectId,
     pub recipient_org: OrgNumber,
@@ -24,7 +24,7 @@ pub struct DiscloseInput {
 impl DiscloseInput {
     /// SHA-256 over every field, in a fixed encoding: the same request gives the same value,
     /// any change gives another (idempotency).
-    pub fn fingerprint(&self) -> [u8; 32] {
+    pub(crate) fn fingerprint(&self) -> [u8; 32] {
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
         let mut field = |bytes: &[u8]| {
             ctx.update(&(bytes.len() as u64).to_be_bytes());
@@ -62,7 +62,7 @@ where
     value.parse().map_err(|e| FieldError::new(field, e))
 }
 
-pub fn disclose_request(
+pub(crate) fn disclose_request(
     wire: &v1::DiscloseRequest,
     max_body_bytes: usize,
 ) -> Parsed<DiscloseInput> {
@@ -140,6 +140,6 @@ pub fn disclose_request(
 }
 
 /// The time now, for notes.
-pub fn now() -> Timestamp {
+pub(crate) fn now() -> Timestamp {
     Timestamp(crate::app::audit::now_micros())
 }

@@ -9,10 +9,10 @@ use toml::{Table, Value};
 
 /// Collected problems, and the files the configuration names (checked after parsing).
 #[derive(Debug, Default)]
-pub struct Problems(pub Vec<Problem>, pub Vec<(String, PathBuf)>);
+pub(super) struct Problems(pub Vec<Problem>, pub Vec<(String, PathBuf)>);
 
 impl Problems {
-    pub fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.0.push(Problem {
             key: key.into(),
             message: message.into(),
@@ -21,14 +21,14 @@ impl Problems {
 }
 
 /// A view of one table at `path`, taking keys out as they are read.
-pub struct Section<'p> {
+pub(super) struct Section<'p> {
     path: String,
     table: Table,
     problems: &'p mut Problems,
 }
 
 impl<'p> Section<'p> {
-    pub fn new(path: impl Into<String>, table: Table, problems: &'p mut Problems) -> Self {
+    pub(super) fn new(path: impl Into<String>, table: Table, problems: &'p mut Problems) -> Self {
         Self {
             path: path.into(),
             table,
@@ -36,7 +36,7 @@ impl<'p> Section<'p> {
         }
     }
 
-    pub fn key(&self, key: &str) -> String {
+    pub(super) fn key(&self, key: &str) -> String {
         if key.is_empty() {
             self.path.clone()
         } else if self.path.is_empty() {
@@ -46,7 +46,7 @@ impl<'p> Section<'p> {
         }
     }
 
-    pub fn problem(&mut self, key: &str, message: impl Into<String>) {
+    pub(super) fn problem(&mut self, key: &str, message: impl Into<String>) {
         let key = self.key(key);
         self.problems.push(key, message);
     }
@@ -67,7 +67,7 @@ impl<'p> Section<'p> {
     }
 
     /// A nested table as its own section; an absent one reads as empty.
-    pub fn section(&mut self, key: &str) -> Section<'_> {
+    pub(super) fn section(&mut self, key: &str) -> Section<'_> {
         let path = self.key(key);
         let table = match self.take(key, "a table", false) {
             Some(Value::Table(t)) => t,
@@ -81,7 +81,7 @@ impl<'p> Section<'p> {
     }
 
     /// An array of tables (`[[key]]`), each as a table with its index in the path.
-    pub fn tables(&mut self, key: &str) -> Option<Vec<(String, Table)>> {
+    pub(super) fn tables(&mut self, key: &str) -> Option<Vec<(String, Table)>> {
         let path = self.key(key);
         match self.take(key, "an array of tables", false)? {
             Value::Array(items) => {
@@ -105,16 +105,16 @@ impl<'p> Section<'p> {
     }
 
     /// Whether nothing is left to read (an absent section reads as empty).
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.table.is_empty()
     }
 
     /// Every remaining key and its value, in key order. Leaves the section empty.
-    pub fn entries(&mut self) -> Vec<(String, Value)> {
+    pub(super) fn entries(&mut self) -> Vec<(String, Value)> {
         std::mem::take(&mut self.table).into_iter().collect()
     }
 
-    pub fn problems(&mut self) -> &mut Problems {
+    pub(super) fn problems(&mut self) -> &mut Problems {
         self.problems
     }
 
@@ -128,15 +128,15 @@ impl<'p> Section<'p> {
         }
     }
 
-    pub fn string(&mut self, key: &str) -> Option<String> {
+    pub(super) fn string(&mut self, key: &str) -> Option<String> {
         self.string_inner(key, true)
     }
 
-    pub fn opt_string(&mut self, key: &str) -> Option<String> {
+    pub(super) fn opt_string(&mut self, key: &str) -> Option<String> {
         self.string_inner(key, false)
     }
 
-    pub fn strings(&mut self, key: &str, required: bool) -> Option<Vec<String>> {
+    pub(super) fn strings(&mut self, key: &str, required: bool) -> Option<Vec<String>> {
         match self.take(key, "an array of strings", required)? {
             Value::Array(items) => {
                 let mut out = Vec::new();
@@ -158,7 +158,7 @@ impl<'p> Section<'p> {
         }
     }
 
-    pub fn bool_or(&mut self, key: &str, default: bool) -> bool {
+    pub(super) fn bool_or(&mut self, key: &str, default: bool) -> bool {
         match self.take(key, "true or false", false) {
             None => default,
             Some(Value::Boolean(b)) => b,
@@ -170,7 +170,7 @@ impl<'p> Section<'p> {
     }
 
     /// A positive integer within `1..=max`.
-    pub fn count_or(&mut self, key: &str, default: u64, max: u64) -> u64 {
+    pub(super) fn count_or(&mut self, key: &str, default: u64, max: u64) -> u64 {
         match self.take(key, "a positive integer", false) {
             None => default,
             Some(Value::Integer(n)) if n >= 1 && n.unsigned_abs() <= max => n.unsigned_abs(),
@@ -186,7 +186,7 @@ impl<'p> Section<'p> {
     }
 
     /// A duration written as text (`"30s"`, `"5m"`, `"1h 30m"`) within `min..=max`.
-    pub fn duration_or(
+    pub(super) fn duration_or(
         &mut self,
         key: &str,
         default: Duration,
@@ -220,12 +220,12 @@ impl<'p> Section<'p> {
     }
 
     /// A path, relative paths taken from `base` (the config file's folder).
-    pub fn path(&mut self, key: &str, base: &Path) -> Option<PathBuf> {
+    pub(super) fn path(&mut self, key: &str, base: &Path) -> Option<PathBuf> {
         self.string(key).map(|p| base.join(p))
     }
 
     /// A path to a file that must exist and be readable when the configuration is used.
-    pub fn file(&mut self, key: &str, base: &Path) -> Option<PathBuf> {
+    pub(super) fn file(&mut self, key: &str, base: &Path) -> Option<PathBuf> {
         let path = self.path(key, base)?;
         let full = self.key(key);
         self.problems.1.push((full, path.clone()));
@@ -233,7 +233,7 @@ impl<'p> Section<'p> {
     }
 
     /// An optional list of files that must exist and be readable.
-    pub fn files(&mut self, key: &str, base: &Path) -> Vec<PathBuf> {
+    pub(super) fn files(&mut self, key: &str, base: &Path) -> Vec<PathBuf> {
         let full = self.key(key);
         let paths: Vec<PathBuf> = self
             .strings(key, false)
@@ -248,7 +248,7 @@ impl<'p> Section<'p> {
     }
 
     /// Reports every key that was not read as unknown.
-    pub fn finish(self) {
+    pub(super) fn finish(self) {
         let Section {
             path,
             table,

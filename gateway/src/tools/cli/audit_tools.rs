@@ -11,7 +11,7 @@ use crate::{
 };
 
 /// `casegate audit reindex`: drops the audit index and rebuilds it from the segment files.
-pub fn reindex(config: &Path) -> ExitCode {
+pub(super) fn reindex(config: &Path) -> ExitCode {
     let (_config, data) = match stopped_gateway(config, "reindex") {
         Ok(found) => found,
         Err(code) => return code,
@@ -69,7 +69,7 @@ pub fn replay_verdict(result: &Result<Replay, ReplayError>) -> (String, bool) {
 }
 
 /// `casegate audit replay`.
-pub fn replay(log: &Path, consents: &Path, index: u64, config: Option<&Path>) -> ExitCode {
+pub(super) fn replay(log: &Path, consents: &Path, index: u64, config: Option<&Path>) -> ExitCode {
     let vocabulary = match config {
         None => casegate_consent::Vocabulary::default(),
         Some(path) => match crate::runtime::config::Config::load(path) {

@@ -203,7 +203,7 @@ fn kind_code(text: &str) -> Result<i32, Failure> {
 }
 
 /// `casegate audit query`.
-pub fn query(connection: &Connection, args: QueryArgs, format: OutputFormat) -> ExitCode {
+pub(crate) fn query(connection: &Connection, args: QueryArgs, format: OutputFormat) -> ExitCode {
     let result = (|| {
         let mut request = QueryAuditRequest {
             subject_id: args.subject.clone().unwrap_or_default(),
@@ -270,7 +270,7 @@ pub fn query(connection: &Connection, args: QueryArgs, format: OutputFormat) -> 
 }
 
 /// `casegate audit report`.
-pub fn report(
+pub(crate) fn report(
     connection: &Connection,
     subject: &str,
     vkey: &str,

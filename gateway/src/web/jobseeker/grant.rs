@@ -24,7 +24,7 @@ use crate::web::{
 
 /// The grant form's fields, as sent (repeated `category` and `purpose`).
 #[derive(Debug, Clone, Default)]
-pub struct GrantForm {
+pub(super) struct GrantForm {
     pub sender: String,
     pub recipient: String,
     pub categories: Vec<String>,
@@ -185,7 +185,7 @@ fn grant_page(web: &Web, c: Chrome, form: &GrantForm, errors: &[(&str, &str)]) -
 }
 
 /// `GET /me/consents/new`: the guided grant form.
-pub async fn new_form(State(web): State<Arc<Web>>, Jobseeker(_, s): Jobseeker) -> Response {
+pub(crate) async fn new_form(State(web): State<Arc<Web>>, Jobseeker(_, s): Jobseeker) -> Response {
     let c = Chrome::new(&web, &s, "grant.title", "/me/consents/new").await;
     let six_months = crate::base::clock::now_micros() + 182 * 86_400 * 1_000_000;
     let form = GrantForm {
@@ -196,7 +196,7 @@ pub async fn new_form(State(web): State<Arc<Web>>, Jobseeker(_, s): Jobseeker) -
 }
 
 /// `GET /me/consents/{id}/change`: the form filled in from the newest version, to make a new one.
-pub async fn change_form(
+pub(crate) async fn change_form(
     State(web): State<Arc<Web>>,
     Jobseeker(person, s): Jobseeker,
     Path(id): Path<String>,
@@ -269,7 +269,7 @@ struct PreviewPage {
 
 /// `POST /me/consents/preview`: the consent in plain words before it is given; or the form
 /// again with its errors.
-pub async fn preview(
+pub(crate) async fn preview(
     State(web): State<Arc<Web>>,
     Jobseeker(_, s): Jobseeker,
     body: Bytes,
@@ -312,7 +312,7 @@ pub async fn preview(
 }
 
 /// `POST /me/consents`: gives the consent, then shows it.
-pub async fn grant(
+pub(crate) async fn grant(
     State(web): State<Arc<Web>>,
     Jobseeker(person, s): Jobseeker,
     body: Bytes,

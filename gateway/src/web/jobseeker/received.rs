@@ -24,7 +24,10 @@ struct ReceivedPage {
 }
 
 /// `GET /me/received`: every event about me, newest first, each as a sentence.
-pub async fn received(State(web): State<Arc<Web>>, Jobseeker(person, s): Jobseeker) -> Response {
+pub(crate) async fn received(
+    State(web): State<Arc<Web>>,
+    Jobseeker(person, s): Jobseeker,
+) -> Response {
     let c = Chrome::new(&web, &s, "received.title", "/me/received").await;
     let (report, _) = match verified_report(&web, &person, person.pid.as_ref()).await {
         Ok(r) => r,
@@ -47,7 +50,10 @@ struct PrintPage {
 }
 
 /// `GET /me/received/print`: the same report laid out for paper.
-pub async fn printable(State(web): State<Arc<Web>>, Jobseeker(person, s): Jobseeker) -> Response {
+pub(crate) async fn printable(
+    State(web): State<Arc<Web>>,
+    Jobseeker(person, s): Jobseeker,
+) -> Response {
     let c = Chrome::new(&web, &s, "print.title", "/me/received/print").await;
     let (report, subject) = match verified_report(&web, &person, person.pid.as_ref()).await {
         Ok(r) => r,
@@ -69,7 +75,10 @@ pub async fn printable(State(web): State<Arc<Web>>, Jobseeker(person, s): Jobsee
 
 /// `GET /me/received.json`: the verified report as `casegate audit report --format json`
 /// writes it, which `casegate audit replay --consents` reads.
-pub async fn report_json(State(web): State<Arc<Web>>, Jobseeker(person, s): Jobseeker) -> Response {
+pub(crate) async fn report_json(
+    State(web): State<Arc<Web>>,
+    Jobseeker(person, s): Jobseeker,
+) -> Response {
     match verified_report(&web, &person, person.pid.as_ref()).await {
         Ok((report, subject)) => download(
             "application/json",

@@ -29,7 +29,7 @@ struct WithdrawPage {
 }
 
 /// `GET /me/consents/{id}/withdraw`: what withdrawing does, and the one button.
-pub async fn withdraw_confirm(
+pub(crate) async fn withdraw_confirm(
     State(web): State<Arc<Web>>,
     Jobseeker(person, s): Jobseeker,
     Path(id): Path<String>,
@@ -54,7 +54,7 @@ pub async fn withdraw_confirm(
 }
 
 /// `POST /me/consents/{id}/withdraw`: withdraws it at once.
-pub async fn withdraw(
+pub(crate) async fn withdraw(
     State(web): State<Arc<Web>>,
     Jobseeker(person, s): Jobseeker,
     Path(id): Path<String>,
@@ -105,7 +105,7 @@ struct WithdrawnPage {
 }
 
 /// `GET /me/consents/{id}/withdrawn`: when it took effect, how many notes were stopped, the receipt.
-pub async fn withdrawn(
+pub(crate) async fn withdrawn(
     State(web): State<Arc<Web>>,
     Jobseeker(_, s): Jobseeker,
     Path(id): Path<String>,

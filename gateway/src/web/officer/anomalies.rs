@@ -46,12 +46,12 @@ struct AnomaliesPage {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct AnomaliesQuery {
+pub(crate) struct AnomaliesQuery {
     days: Option<u32>,
 }
 
 /// `GET /officer/anomalies?days=30`: patterns worth a look, from one audited summary.
-pub async fn anomalies(
+pub(crate) async fn anomalies(
     State(web): State<Arc<Web>>,
     Officer(person, s): Officer,
     Query(q): Query<AnomaliesQuery>,

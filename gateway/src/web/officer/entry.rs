@@ -56,7 +56,7 @@ struct Replayed {
 /// `GET /officer/entries/{index}`: every field of one entry, decoded from its canonical bytes,
 /// whose leaf hash's inclusion proof is verified against the newest signed checkpoint; and
 /// how to replay its decision.
-pub async fn entry(
+pub(crate) async fn entry(
     State(web): State<Arc<Web>>,
     Officer(person, s): Officer,
     Path(index): Path<u64>,
@@ -136,7 +136,7 @@ pub async fn entry(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct ReplayForm {
+pub(crate) struct ReplayForm {
     subject: String,
 }
 
@@ -144,7 +144,7 @@ pub struct ReplayForm {
 /// access report, verified as `casegate audit report` does — its grants and withdrawals and its
 /// consent versions, each checked against the record hash the log pinned. The jobseeker is
 /// named in the form, never in a URL.
-pub async fn replay(
+pub(crate) async fn replay(
     State(web): State<Arc<Web>>,
     Officer(person, s): Officer,
     Path(index): Path<u64>,

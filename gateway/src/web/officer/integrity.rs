@@ -49,7 +49,10 @@ struct IntegrityPage {
 }
 
 /// `GET /officer/integrity`: the newest signed checkpoint, verified with the log's key.
-pub async fn integrity(State(web): State<Arc<Web>>, Officer(person, s): Officer) -> Response {
+pub(crate) async fn integrity(
+    State(web): State<Arc<Web>>,
+    Officer(person, s): Officer,
+) -> Response {
     let c = Chrome::new(&web, &s, "integrity.title", "/officer/integrity").await;
     let answer = newest_checkpoint(&web, &person).await;
     let answer = match answer {
@@ -89,12 +92,12 @@ pub async fn integrity(State(web): State<Arc<Web>>, Officer(person, s): Officer)
 }
 
 #[derive(Debug, Deserialize)]
-pub struct PastedCheckpoint {
+pub(crate) struct PastedCheckpoint {
     checkpoint: String,
 }
 
 /// `POST /officer/integrity`: is the log now consistent with the pasted (older) checkpoint?
-pub async fn consistency(
+pub(crate) async fn consistency(
     State(web): State<Arc<Web>>,
     Officer(person, s): Officer,
     Form(form): Form<PastedCheckpoint>,
@@ -182,7 +185,10 @@ fn consistent(
 
 /// `GET /officer/integrity/checkpoint.txt`: the newest signed checkpoint as a file, to keep
 /// and give to `casegate audit verify --trusted` later.
-pub async fn checkpoint_file(State(web): State<Arc<Web>>, Officer(person, s): Officer) -> Response {
+pub(crate) async fn checkpoint_file(
+    State(web): State<Arc<Web>>,
+    Officer(person, s): Officer,
+) -> Response {
     let answer = newest_checkpoint(&web, &person).await;
     match answer {
         Ok(a) => download(
@@ -201,7 +207,10 @@ pub async fn checkpoint_file(State(web): State<Arc<Web>>, Officer(person, s): Of
 /// in the file `casegate audit verify --export` reads (`casegate_audit::verify::EXPORT_HEADER`),
 /// streamed as the gateway exports it. `ExportEntries` is for officers of supervisory
 /// organisations; others get the gateway's refusal.
-pub async fn export_file(State(web): State<Arc<Web>>, Officer(person, s): Officer) -> Response {
+pub(crate) async fn export_file(
+    State(web): State<Arc<Web>>,
+    Officer(person, s): Officer,
+) -> Response {
     use futures_util::StreamExt;
     let opened = async {
         let note = newest_checkpoint(&web, &person)

@@ -31,7 +31,7 @@ struct ReportFormPage {
 }
 
 /// `GET /officer/report`: ask for a jobseeker's report.
-pub async fn report_form(State(web): State<Arc<Web>>, Officer(_, s): Officer) -> Response {
+pub(crate) async fn report_form(State(web): State<Arc<Web>>, Officer(_, s): Officer) -> Response {
     let c = Chrome::new(&web, &s, "officer_report.title", "/officer/report").await;
     render(&ReportFormPage {
         c,
@@ -41,12 +41,12 @@ pub async fn report_form(State(web): State<Arc<Web>>, Officer(_, s): Officer) ->
 }
 
 #[derive(Debug, Deserialize)]
-pub struct ReportForm {
+pub(crate) struct ReportForm {
     subject: String,
 }
 
 /// `POST /officer/report`: keeps the jobseeker (never in a URL) and shows the report.
-pub async fn report(
+pub(crate) async fn report(
     State(web): State<Arc<Web>>,
     Officer(_, s): Officer,
     Form(form): Form<ReportForm>,
@@ -78,7 +78,10 @@ struct ReportPage {
 
 /// `GET /officer/report/result`: the report, verified with the same code as
 /// `casegate audit report`.
-pub async fn report_result(State(web): State<Arc<Web>>, Officer(person, s): Officer) -> Response {
+pub(crate) async fn report_result(
+    State(web): State<Arc<Web>>,
+    Officer(person, s): Officer,
+) -> Response {
     let c = Chrome::new(
         &web,
         &s,

@@ -26,7 +26,7 @@ use crate::{
 };
 
 #[derive(Debug, Deserialize)]
-pub struct ResultsQuery {
+pub(crate) struct ResultsQuery {
     page: Option<usize>,
     sort: Option<String>,
     dir: Option<String>,
@@ -111,7 +111,7 @@ pub(super) fn row(web: &Web, tr: &Tr, e: &v1::AuditEntry) -> ResultRow {
 }
 
 /// `GET /officer/results`: the kept search's results, sorted and paged.
-pub async fn results(
+pub(crate) async fn results(
     State(web): State<Arc<Web>>,
     Officer(person, s): Officer,
     Query(q): Query<ResultsQuery>,
@@ -191,7 +191,10 @@ pub async fn results(
 
 /// `GET /officer/results.csv`: the kept search as RFC 4180 CSV, every cell made safe for
 /// spreadsheets (a cell starting with `=`, `+`, `-`, `@`, tab or CR is neutralised).
-pub async fn results_csv(State(web): State<Arc<Web>>, Officer(person, s): Officer) -> Response {
+pub(crate) async fn results_csv(
+    State(web): State<Arc<Web>>,
+    Officer(person, s): Officer,
+) -> Response {
     export(&web, &person, &s, |entries| {
         let rows: Vec<Row> = entries.iter().map(Row::of).collect();
         ("text/csv; charset=utf-8", "casegate-audit.csv", csv(&rows))
@@ -200,7 +203,10 @@ pub async fn results_csv(State(web): State<Arc<Web>>, Officer(person, s): Office
 }
 
 /// `GET /officer/results.json`: the kept search as JSON.
-pub async fn results_json(State(web): State<Arc<Web>>, Officer(person, s): Officer) -> Response {
+pub(crate) async fn results_json(
+    State(web): State<Arc<Web>>,
+    Officer(person, s): Officer,
+) -> Response {
     export(&web, &person, &s, |entries| {
         let value = serde_json::Value::Array(entries.iter().map(entry_json).collect());
         (
