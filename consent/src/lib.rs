@@ -15,6 +15,7 @@ mod org_number;
 pub mod record;
 mod role;
 mod serde_impls;
+pub mod storage;
 pub mod store;
 mod subject_id;
 pub mod terms;

@@ -1,8 +1,13 @@
-//! The workflows: the audit trail (entries, reconciliation, reports, replay), the note store, and
-//! the verified caller. Uses `crypto` and `base`; knows nothing of gRPC transport, TLS or
-//! configuration files.
+//! The workflows' state: the audit trail (the log's handle, its entries, reconciliation of the
+//! stores with it), the note store, the consent store's seam and the verified caller. Uses
+//! `crypto` and `base`; knows nothing of gRPC transport, TLS or configuration files.
 
 pub(crate) mod audit;
 pub mod notes;
 pub(crate) mod principal;
 pub mod reconcile;
+
+/// The consent store the workflows use: any [`ConsentStorage`] implementation, shared.
+///
+/// [`ConsentStorage`]: casegate_consent::storage::ConsentStorage
+pub(crate) type Consents = std::sync::Arc<dyn casegate_consent::storage::ConsentStorage>;

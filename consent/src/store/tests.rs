@@ -356,3 +356,28 @@ fn reconciling_reapplies_a_lost_withdrawal_and_supersedes_under_a_lost_grant() {
         Status::Withdrawn
     );
 }
+
+/// The embedded store in a temporary folder of its own per case.
+struct Embedded(Vec<tempfile::TempDir>);
+
+impl crate::storage::conformance::Harness for Embedded {
+    type Store = ConsentStore;
+
+    fn fresh(&mut self) -> ConsentStore {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ConsentStore::open(dir.path()).expect("open");
+        self.0.push(dir);
+        store
+    }
+
+    fn reopen(&mut self, store: ConsentStore) -> ConsentStore {
+        drop(store);
+        let dir = self.0.last().expect("a store was opened");
+        ConsentStore::open(dir.path()).expect("reopen")
+    }
+}
+
+#[test]
+fn the_embedded_store_meets_the_storage_expectations() {
+    crate::storage::conformance::run(&mut Embedded(Vec::new()));
+}

@@ -14,7 +14,6 @@ use casegate_audit::{
 use casegate_consent::{
     OrgNumber, Role,
     record::{ConsentRecord, Timestamp},
-    store::ConsentStore,
 };
 use casegate_proto::v1::{
     AuditReceipt, Checkpoint, ConsistencyProof, ExportEntriesRequest, ExportEntriesResponse,
@@ -42,7 +41,7 @@ const EXPORT_CHUNK: u64 = 256;
 #[derive(Debug, Clone)]
 pub(crate) struct AuditApi {
     pub audit: Audit,
-    pub consents: ConsentStore,
+    pub consents: crate::app::Consents,
     pub pseudonyms: Pseudonymizer,
     /// Organisations whose privacy officers see every entry.
     pub supervisory: Arc<[OrgNumber]>,

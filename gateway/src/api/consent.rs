@@ -18,7 +18,8 @@ use casegate_consent::{
     Role, Vocabulary,
     decision::{self, POLICY_VERSION},
     record::{ConsentId, ConsentRecord, Evidence, NewConsent, Timestamp},
-    store::{ConsentStore, StoreError},
+    storage::ConsentStorage,
+    store::StoreError,
 };
 use casegate_proto::v1::{
     CheckDisclosureRequest, CheckDisclosureResponse, GetConsentRequest, GetConsentResponse,
@@ -50,7 +51,7 @@ const PAGE_MAX: usize = 500;
 
 #[derive(Debug, Clone)]
 pub(crate) struct ConsentApi {
-    store: ConsentStore,
+    store: crate::app::Consents,
     notes: NoteStore,
     audit: Audit,
     pseudonyms: Pseudonymizer,
@@ -62,7 +63,7 @@ pub(crate) struct ConsentApi {
 
 impl ConsentApi {
     pub(crate) fn new(
-        store: ConsentStore,
+        store: crate::app::Consents,
         notes: NoteStore,
         audit: Audit,
         pseudonyms: Pseudonymizer,
@@ -82,10 +83,10 @@ impl ConsentApi {
 
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&ConsentStore) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&dyn ConsentStorage) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(&store))
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
             .await
             .unwrap_or_else(|_| Err(StoreError::Corrupt("store task failed".into())))
     }
@@ -414,9 +415,7 @@ impl ConsentService for ConsentApi {
         // In memory: no blocking read.
         let decision = self
             .store
-            .with_terms(&subject, |views| {
-                decision::decide(&disclosure, views, now(), &self.vocabulary)
-            })
+            .decide(&subject, &disclosure, now(), &self.vocabulary)
             .map_err(status::consent_store_error)?;
         crate::base::metrics::decision(match &decision {
             decision::Decision::Permit(_) => "permit",

@@ -17,7 +17,6 @@ use casegate_consent::{
     OrgNumber, Vocabulary,
     decision::{self, Decision},
     record::Timestamp,
-    store::ConsentStore,
 };
 use casegate_proto::v1::{
     AcknowledgeRequest, AcknowledgeResponse, ApprovalAttestation, BacklogComplete, DiscloseRequest,
@@ -51,7 +50,7 @@ const BACKLOG_PAGE: usize = 64;
 #[derive(Debug, Clone)]
 pub(crate) struct DisclosureApi {
     pub notes: NoteStore,
-    pub consents: ConsentStore,
+    pub consents: crate::app::Consents,
     pub audit: Audit,
     pub pseudonyms: Pseudonymizer,
     pub keyring: Arc<Keyring>,
@@ -243,9 +242,9 @@ impl DisclosureService for DisclosureApi {
             purpose: input.purpose.clone(),
             approval_attested: input.approval.is_some(),
         };
-        let decided = self.consents.with_terms(&input.subject, |views| {
-            decision::decide(&disclosure, views, now(), &self.vocabulary)
-        });
+        let decided = self
+            .consents
+            .decide(&input.subject, &disclosure, now(), &self.vocabulary);
         let decided = match decided {
             Ok(d) => d,
             Err(e) => {
@@ -555,9 +554,7 @@ impl DisclosureApi {
         };
         let decided = self
             .consents
-            .with_terms(&secret.subject, |views| {
-                decision::decide(&recheck, views, now(), &self.vocabulary)
-            })
+            .decide(&secret.subject, &recheck, now(), &self.vocabulary)
             .map_err(|e| {
                 tracing::error!(error = %e, "consent store failed");
                 Status::internal("the consent store failed")

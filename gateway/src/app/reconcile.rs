@@ -20,7 +20,8 @@ use casegate_audit::{
 };
 use casegate_consent::{
     record::{Actor, ConsentId, Timestamp},
-    store::{ConsentStore, LoggedChange, LostGrants, Reconciled, StoreError},
+    storage::ConsentStorage,
+    store::{LoggedChange, LostGrants, Reconciled, StoreError},
 };
 
 use crate::app::notes::{NoteError, NoteState, NoteStore};
@@ -28,8 +29,11 @@ use crate::app::notes::{NoteError, NoteState, NoteStore};
 /// What reconciling the consent store found, for the start-up log line and the metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
-    /// Audit entries read: `[from, to)`.
+    /// Audit entries read: `[from, to)`. `from` is the `reconciled_through` mark (0 without
+    /// one).
     pub from: u64,
+    /// The log's size when reconciliation began: where the mark may move once the summary's
+    /// follow-up is done.
     pub to: u64,
     /// Consent changes among them.
     pub changes: u64,
@@ -57,9 +61,10 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// What reconciling the stores with the audit log found at the last start: losses the consent
-    /// store had (each should be zero), and note changes finished after a crash (see
-    /// `deploy/README.md`).
+    /// Sets the gauges of what reconciling the stores with the audit log found at this start
+    /// (`casegate_consent_reconciliation_at_start` by outcome, and
+    /// `casegate_consent_reconciliation_entries_read`): losses the consent store had (each
+    /// should be zero), and note changes finished after a crash (see `deploy/README.md`).
     pub fn record_metrics(&self) {
         let set = |outcome: &'static str, n: u64| {
             metrics::gauge!("casegate_consent_reconciliation_at_start", "outcome" => outcome)
@@ -94,12 +99,21 @@ impl Summary {
 /// Why reconciliation could not finish (the gateway does not start).
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
+    /// An entry's bytes could not be read from the log.
     #[error("reading audit entry {index}: {reason}")]
-    Log { index: u64, reason: String },
+    Log {
+        /// The entry's index in the log.
+        index: u64,
+        /// The log's error.
+        reason: String,
+    },
+    /// The consent store could not be read or written.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The note store could not be read or written.
     #[error("note store: {0}")]
     Notes(#[from] NoteError),
+    /// A purge's audit entry could not be appended.
     #[error("audit log: {0}")]
     Append(#[from] casegate_audit::log::AppendError),
 }
@@ -149,7 +163,7 @@ fn logged_change(entry: &Entry) -> Option<Result<LoggedChange, ()>> {
 /// An entry cannot be read, or a store cannot be written.
 pub fn stores(
     log: &AuditLog,
-    store: &ConsentStore,
+    store: &dyn ConsentStorage,
     notes: &NoteStore,
     retention: std::time::Duration,
 ) -> Result<Summary, ReconcileError> {
@@ -309,7 +323,7 @@ fn finish_note_change(
 /// # Errors
 /// The consent store cannot be written.
 pub async fn mark(
-    store: &ConsentStore,
+    store: &crate::app::Consents,
     audit: &crate::app::audit::Audit,
 ) -> Result<u64, StoreError> {
     let size = audit.quiet_size().await;
@@ -356,6 +370,8 @@ mod tests {
         SubjectId,
         record::{ConsentRecord, Evidence, NewConsent, Party, Period, Provision, Status},
     };
+
+    use casegate_consent::store::ConsentStore;
 
     use super::*;
     use crate::app::notes::{Note, tests::deliverable};

@@ -21,6 +21,8 @@ use casegate_audit::{
 };
 use casegate_consent::store::{ConsentStore, StoreError};
 
+use crate::app::Consents;
+
 use crate::{
     api::{AuditApi, ConsentApi, DisclosureApi},
     app::audit::{self, Audit},
@@ -44,7 +46,7 @@ pub struct Gateway {
     tls: Arc<tls::TlsReloader>,
     auth: Authenticator,
     audit: Audit,
-    consents: ConsentStore,
+    consents: Consents,
     notes: NoteStore,
     keyring: Arc<Keyring>,
     pseudonyms: Pseudonymizer,
@@ -205,13 +207,17 @@ impl Gateway {
                 "audit checkpoint file was unusable and was rebuilt from the segments"
             );
         }
-        let consents = ConsentStore::open(&data.path().join("consents"))?;
+        let consents: Consents = Arc::new(ConsentStore::open(&data.path().join("consents"))?);
         let (made, dropped) = crate::app::notes::recover(&notes, audit.log())?;
         if made + dropped > 0 {
             tracing::info!(made_deliverable = made, dropped, "pending notes recovered");
         }
-        let reconciled =
-            crate::app::reconcile::stores(audit.log(), &consents, &notes, config.notes.retention)?;
+        let reconciled = crate::app::reconcile::stores(
+            audit.log(),
+            consents.as_ref(),
+            &notes,
+            config.notes.retention,
+        )?;
         let purged = crate::app::reconcile::purge_withdrawn(
             &notes,
             &audit,
