@@ -61,48 +61,73 @@ pub enum NoteState {
 /// A clinician's approval attestation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Approval {
+    /// The approving clinician's HPR number (Helsepersonellregisteret), 1-9 digits.
     pub hpr_number: String,
+    /// When they approved the disclosure.
     pub approved_at: Timestamp,
 }
 
 /// What is sealed: everything personal about a note.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Secret {
+    /// The jobseeker the note is about.
     pub subject: SubjectId,
+    /// The note's title, as the sender wrote it.
     pub title: String,
+    /// The note's body, as sent (its type is the note's `content_type`; base64 in JSON).
     #[serde(with = "crate::crypto::b64")]
     pub body: Vec<u8>,
+    /// The clinician's approval, for a category that requires one.
     pub approval: Option<Approval>,
 }
 
 /// A stored note.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Note {
+    /// The note's id (UUIDv7, so ids sort by disclosure time).
     pub id: uuid::Uuid,
+    /// Where it is in its life.
     pub state: NoteState,
+    /// The sender's idempotency key for the `Disclose` call.
     pub request_id: String,
+    /// SHA-256 over every field of the `Disclose` request: a repeat with the same request id
+    /// must match it.
     #[serde(with = "crate::crypto::b64")]
     pub fingerprint: [u8; 32],
+    /// Who disclosed it, as authenticated.
     pub sender: Actor,
+    /// The organisation whose inbox it goes to.
     pub recipient_org: OrgNumber,
+    /// The role it is meant for at the recipient, if the sender named one.
     pub recipient_role: Option<Role>,
+    /// What kind of information it holds.
     pub category: Category,
+    /// What it is disclosed for.
     pub purpose: Purpose,
+    /// The body's media type, as the sender gave it.
     pub content_type: String,
+    /// The consent that permitted the disclosure.
     pub consent_id: ConsentId,
+    /// The version of that consent the decision relied on.
     pub consent_version: u32,
+    /// SHA-256 of that version's canonical content (`casegate.consent.v1`).
     #[serde(with = "crate::crypto::b64")]
     pub consent_record_hash: [u8; 32],
+    /// SHA-256 of the body.
     #[serde(with = "crate::crypto::b64")]
     pub content_sha256: [u8; 32],
+    /// The subject's pseudonym (HMAC-SHA-256), as the audit log names them.
     #[serde(with = "crate::crypto::b64")]
     pub subject_pseudonym: [u8; 32],
+    /// When it was disclosed (`Disclose` was decided).
     pub disclosed_at: Timestamp,
+    /// The index of its `disclosure_permitted` audit entry; `None` while pending.
     pub audit_index: Option<u64>,
     /// The audit log's size when the note was stored: its entry, if written, comes after.
     pub log_size_hint: u64,
     /// Whether it was ever streamed to the recipient.
     pub delivered: bool,
+    /// When the recipient acknowledged it.
     pub acknowledged_at: Option<Timestamp>,
     /// When the body is deleted (set on acknowledgement).
     pub purge_after: Option<Timestamp>,
@@ -124,16 +149,24 @@ impl Note {
     }
 }
 
+/// Why the note store could not open, read or change a note.
 #[derive(Debug, thiserror::Error)]
 pub enum NoteError {
+    /// A journal file or the folder could not be read, written or synced.
     #[error("note store: {0}")]
     Io(#[from] std::io::Error),
+    /// A write or flush failed earlier (or now): the store refuses every further write.
     #[error("note store stopped after a failed write; restart the gateway: {0}")]
     Failed(String),
+    /// A journal file is damaged other than by a write cut short, a record or sealed part
+    /// does not decode, or the folder holds the earlier (sled) format.
     #[error("note store holds an unreadable note: {0}")]
     Corrupt(String),
+    /// A sealed part could not be sealed or opened.
     #[error(transparent)]
     Keyring(#[from] KeyringError),
+    /// The store holds no note with that id (never stored, or forgotten), or its body is
+    /// purged.
     #[error("no such note")]
     NotFound,
     /// The change needs a deliverable note (in the inbox) and the note is not.
@@ -144,7 +177,9 @@ pub enum NoteError {
 /// A request id already used by the same sender.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Existing {
+    /// The note the request id was first used for.
     pub id: uuid::Uuid,
+    /// That request's fingerprint (see [`Note::fingerprint`]).
     pub fingerprint: [u8; 32],
 }
 
@@ -156,9 +191,12 @@ type FlushWaiter = std::sync::mpsc::SyncSender<Result<(), String>>;
 pub struct JournalStats {
     /// Notes in any state, purged ones not yet forgotten included.
     pub notes: usize,
+    /// Journal files.
     pub files: usize,
     /// Bytes in the journal files, and how many of them are notes' newest records.
     pub bytes: u64,
+    /// Bytes of the journal files that are notes' newest records (not superseded, not
+    /// forgotten).
     pub live_bytes: u64,
 }
 
@@ -173,7 +211,7 @@ impl JournalStats {
 }
 
 /// Why a due note's body is to be deleted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Expiry {
     /// Acknowledged, and the retention period is over.
     RetentionElapsed,
@@ -194,6 +232,8 @@ impl NoteState {
 }
 
 impl Expiry {
+    /// The reason code of the `note purged` audit entry: `retention_elapsed` or
+    /// `ttl_elapsed`.
     pub fn code(self) -> &'static str {
         match self {
             Self::RetentionElapsed => "retention_elapsed",
@@ -473,6 +513,7 @@ struct Shared {
     syncing: Mutex<()>,
 }
 
+/// The note store's handle: cheap to clone, every clone the same store.
 #[derive(Debug, Clone)]
 pub struct NoteStore {
     shared: Arc<Shared>,
@@ -586,6 +627,12 @@ fn journal_of(state: &mut State, number: u32) -> Result<&mut JournalFile, NoteEr
 }
 
 impl NoteStore {
+    /// Opens the store in the folder `path` (created, and synced, if missing), reading every
+    /// journal file to rebuild the memory, and starts its flusher thread.
+    ///
+    /// # Errors
+    /// [`NoteError::Corrupt`] if a file is damaged other than at the end of the newest one, or
+    /// the folder holds the earlier sled format; [`NoteError::Io`] if a file cannot be read.
     pub fn open(path: &Path) -> Result<Self, NoteError> {
         Self::open_with(path, FILE_BYTES)
     }
@@ -932,6 +979,11 @@ impl NoteStore {
         Ok(forgotten)
     }
 
+    /// The note's newest state, read from its journal file.
+    ///
+    /// # Errors
+    /// [`NoteError::NotFound`] if the store holds no such note; [`NoteError::Io`] or
+    /// [`NoteError::Corrupt`] if its record cannot be read.
     pub fn get(&self, id: &Uuid) -> Result<Note, NoteError> {
         self.read(id).map(|(note, _)| note)
     }
@@ -1248,5 +1300,7 @@ pub fn recover(
     Ok((made, dropped))
 }
 
+#[cfg(test)]
+mod model;
 #[cfg(test)]
 pub(crate) mod tests;
