@@ -7,6 +7,11 @@ pub mod notes;
 pub(crate) mod principal;
 pub mod reconcile;
 
+/// The note store the workflows use: any [`NoteStorage`] implementation, shared.
+///
+/// [`NoteStorage`]: notes::NoteStorage
+pub(crate) type Notes = std::sync::Arc<dyn notes::NoteStorage>;
+
 /// The consent store the workflows use: any [`ConsentStorage`] implementation, shared.
 ///
 /// [`ConsentStorage`]: casegate_consent::storage::ConsentStorage

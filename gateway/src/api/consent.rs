@@ -32,7 +32,6 @@ use tonic::{Request, Response, Status};
 use super::{audit::receipt, disclosure::purge_for_consent};
 use crate::{
     app::audit::{self, Audit},
-    app::notes::NoteStore,
     app::principal::Principal,
     crypto::pseudonym::Pseudonymizer,
     edge::convert::{
@@ -52,7 +51,7 @@ const PAGE_MAX: usize = 500;
 #[derive(Debug, Clone)]
 pub(crate) struct ConsentApi {
     store: crate::app::Consents,
-    notes: NoteStore,
+    notes: crate::app::Notes,
     audit: Audit,
     pseudonyms: Pseudonymizer,
     vocabulary: Arc<Vocabulary>,
@@ -64,7 +63,7 @@ pub(crate) struct ConsentApi {
 impl ConsentApi {
     pub(crate) fn new(
         store: crate::app::Consents,
-        notes: NoteStore,
+        notes: crate::app::Notes,
         audit: Audit,
         pseudonyms: Pseudonymizer,
         vocabulary: Arc<Vocabulary>,

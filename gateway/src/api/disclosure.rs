@@ -31,8 +31,11 @@ use super::{
 };
 use crate::{
     app::audit::{self as audit_log, Audit, note_entry, purge_entry},
-    app::notes::{Note, NoteError, NoteState, NoteStore, Secret, purge_after},
     app::principal::Principal,
+    app::{
+        Notes,
+        notes::{Note, NoteError, NoteState, NoteStorage, Secret, purge_after},
+    },
     crypto::keyring::Keyring,
     crypto::pseudonym::Pseudonymizer,
     edge::convert::{
@@ -49,7 +52,7 @@ const BACKLOG_PAGE: usize = 64;
 
 #[derive(Debug, Clone)]
 pub(crate) struct DisclosureApi {
-    pub notes: NoteStore,
+    pub notes: Notes,
     pub consents: crate::app::Consents,
     pub audit: Audit,
     pub pseudonyms: Pseudonymizer,
@@ -80,11 +83,11 @@ struct Disclosed<'a> {
 
 /// Runs note-store work off the async runtime.
 async fn on_notes<T: Send + 'static>(
-    notes: &NoteStore,
-    f: impl FnOnce(&NoteStore) -> Result<T, NoteError> + Send + 'static,
+    notes: &Notes,
+    f: impl FnOnce(&dyn NoteStorage) -> Result<T, NoteError> + Send + 'static,
 ) -> Result<T, Status> {
     let notes = notes.clone();
-    tokio::task::spawn_blocking(move || f(&notes))
+    tokio::task::spawn_blocking(move || f(notes.as_ref()))
         .await
         .map_err(|_| Status::internal("internal error"))?
         .map_err(status::note_error)
@@ -93,7 +96,7 @@ async fn on_notes<T: Send + 'static>(
 /// Purges the undelivered notes that relied on `consent` (it was withdrawn), auditing each
 /// with reason `consent_withdrawn`. Returns how many.
 pub(crate) async fn purge_for_consent(
-    notes: &NoteStore,
+    notes: &Notes,
     audit: &Audit,
     consent: casegate_consent::record::ConsentId,
     by: &Principal,
@@ -112,7 +115,7 @@ pub(crate) async fn purge_for_consent(
 /// two leaves an entry whose purge the start-up reconciliation finishes
 /// ([`crate::app::reconcile`]), never a purge the log does not show.
 pub(crate) async fn purge_note(
-    notes: &NoteStore,
+    notes: &Notes,
     audit: &Audit,
     note: &Note,
     by: Option<&Principal>,
@@ -131,7 +134,7 @@ pub(crate) async fn purge_note(
 impl DisclosureApi {
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&NoteStore) -> Result<T, NoteError> + Send + 'static,
+        f: impl FnOnce(&dyn NoteStorage) -> Result<T, NoteError> + Send + 'static,
     ) -> Result<T, Status> {
         on_notes(&self.notes, f).await
     }
@@ -620,7 +623,7 @@ impl DisclosureApi {
 /// purged more than `forget_after` ago and compacts the note store's journal. Returns how many
 /// notes were purged.
 pub(crate) async fn sweep(
-    notes: &NoteStore,
+    notes: &Notes,
     audit: &Audit,
     ttl: std::time::Duration,
     forget_after: std::time::Duration,
@@ -656,7 +659,7 @@ pub(crate) async fn sweep(
     }
     crate::base::metrics::inbox_backlog(on_notes(notes, |n| Ok(n.backlog())).await?);
     // Purges and acknowledgements leave superseded records behind: reclaim their files.
-    on_notes(notes, NoteStore::compact).await?;
+    on_notes(notes, |n| n.compact()).await?;
     on_notes(notes, |n| Ok(n.stats())).await?.record_metrics();
     Ok(count)
 }

@@ -161,7 +161,7 @@ impl Audit {
         index: AuditIndex,
         config: &AuditConfig,
         signer: Signer,
-        notes: &crate::app::notes::NoteStore,
+        notes: &crate::app::Notes,
     ) -> Result<(Self, Recovery), OpenError> {
         let notes = notes.clone();
         let options = LogOptions {
@@ -344,7 +344,9 @@ mod tests {
             max_batch: 16,
             linger: std::time::Duration::ZERO,
         };
-        let notes = crate::app::notes::NoteStore::open(&dir.join("notes")).expect("notes");
+        let notes: crate::app::Notes = std::sync::Arc::new(
+            crate::app::notes::NoteStore::open(&dir.join("notes")).expect("notes"),
+        );
         let index = AuditIndex::open(&dir.join("index")).expect("index");
         let signer = Signer::generate(ORIGIN).expect("key");
         Audit::open(&dir.join("audit"), index, &config, signer, &notes)

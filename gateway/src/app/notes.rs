@@ -139,6 +139,16 @@ pub struct Note {
 }
 
 impl Note {
+    /// Opens a note's sealed part.
+    pub fn open_secret(&self, keyring: &Keyring) -> Result<Secret, NoteError> {
+        let sealed = self.sealed.as_ref().ok_or(NoteError::NotFound)?;
+        let plain = keyring.open(
+            sealed,
+            &Note::aad(&self.id, &self.subject_pseudonym, self.recipient_org),
+        )?;
+        serde_json::from_slice(&plain).map_err(|e| NoteError::Corrupt(e.to_string()))
+    }
+
     /// What the seal is bound to: the note's id, subject pseudonym and recipient, so a sealed
     /// body cannot be moved to another note or inbox.
     pub fn aad(id: &uuid::Uuid, pseudonym: &[u8; 32], recipient: OrgNumber) -> Vec<u8> {
@@ -822,8 +832,9 @@ impl NoteStore {
         Ok(())
     }
 
-    /// Stores a note in state `Pending`, not yet flushed: [`Self::flushed`] (or
-    /// [`Self::flush`]) must return before its audit entry is written.
+    /// Stores a note in state `Pending`, not yet flushed: the audit log's writer runs
+    /// [`Self::sync_now`] before it writes the batch holding the note's entry (or a caller
+    /// runs [`Self::flush`]), so the entry is never durable before the note.
     pub fn stage_pending(&self, note: &Note) -> Result<(), NoteError> {
         if !self.replace(note, None)? {
             return Err(NoteError::Corrupt(format!(
@@ -989,7 +1000,7 @@ impl NoteStore {
     }
 
     /// The notes still pending (for recovery).
-    fn pending(&self) -> Result<Vec<Note>, NoteError> {
+    pub fn pending(&self) -> Result<Vec<Note>, NoteError> {
         let ids: Vec<Uuid> = self
             .state()
             .notes
@@ -1027,16 +1038,6 @@ impl NoteStore {
             .into_iter()
             .filter(|n| n.state == NoteState::Deliverable)
             .collect())
-    }
-
-    /// Opens a note's sealed part.
-    pub fn open_secret(&self, note: &Note, keyring: &Keyring) -> Result<Secret, NoteError> {
-        let sealed = note.sealed.as_ref().ok_or(NoteError::NotFound)?;
-        let plain = keyring.open(
-            sealed,
-            &Note::aad(&note.id, &note.subject_pseudonym, note.recipient_org),
-        )?;
-        serde_json::from_slice(&plain).map_err(|e| NoteError::Corrupt(e.to_string()))
     }
 
     /// Waits until everything written so far is on disk. Concurrent callers share one flush.
@@ -1263,7 +1264,7 @@ fn flusher_stopped() -> NoteError {
 /// in the log becomes deliverable; one without is dropped (its sender never got a receipt).
 /// Returns (made deliverable, dropped).
 pub fn recover(
-    notes: &NoteStore,
+    notes: &dyn NoteStorage,
     log: &casegate_audit::log::AuditLog,
 ) -> Result<(usize, usize), NoteError> {
     use casegate_audit::entry::{Entry, EntryKind};
@@ -1299,6 +1300,10 @@ pub fn recover(
     notes.flush()?;
     Ok((made, dropped))
 }
+
+mod storage;
+
+pub use storage::NoteStorage;
 
 #[cfg(test)]
 mod model;

@@ -3,9 +3,9 @@
 //! The audit log is the one record synced with every batch before anyone is answered, so at
 //! start it is the truth the consent and note stores are brought in line with:
 //! - every consent change the log holds (grants, supersessions, withdrawals) that the consent
-//!   store lacks is replayed ([`ConsentStore::reconcile`]): a withdrawal the store forgot is
-//!   applied again and the notes still waiting under it are purged (audited); a grant whose
-//!   record content was lost stays refused and is reported;
+//!   store lacks is replayed ([`casegate_consent::store::ConsentStore::reconcile`]): a
+//!   withdrawal the store forgot is applied again and the notes still waiting under it are
+//!   purged (audited); a grant whose record content was lost stays refused and is reported;
 //! - every note acknowledgement and purge the log holds that the note store lacks is finished
 //!   (they are written entry first, so a crash can leave exactly that).
 //!
@@ -24,7 +24,7 @@ use casegate_consent::{
     store::{LoggedChange, LostGrants, Reconciled, StoreError},
 };
 
-use crate::app::notes::{NoteError, NoteState, NoteStore};
+use crate::app::notes::{NoteError, NoteState, NoteStorage};
 
 /// What reconciling the consent store found, for the start-up log line and the metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -164,7 +164,7 @@ fn logged_change(entry: &Entry) -> Option<Result<LoggedChange, ()>> {
 pub fn stores(
     log: &AuditLog,
     store: &dyn ConsentStorage,
-    notes: &NoteStore,
+    notes: &dyn NoteStorage,
     retention: std::time::Duration,
 ) -> Result<Summary, ReconcileError> {
     let to = log.size();
@@ -267,7 +267,7 @@ pub fn stores(
 /// (the entry is written first): `Ok(true)` when it did so now.
 fn finish_note_change(
     entry: &Entry,
-    notes: &NoteStore,
+    notes: &dyn NoteStorage,
     retention: std::time::Duration,
 ) -> Result<bool, NoteError> {
     let wanted = match entry.kind {
@@ -317,7 +317,7 @@ fn finish_note_change(
 }
 
 /// Moves the reconciliation mark to the audit log's size while no store change is between its
-/// audit entry and its store write ([`crate::app::audit::Audit::quiet_size`]): every change the
+/// audit entry and its store write (`Audit::quiet_size`): every change the
 /// log holds below it is then in its store.
 ///
 /// # Errors
@@ -341,7 +341,7 @@ pub async fn mark(
 /// # Errors
 /// The note store or the audit log fails.
 pub fn purge_withdrawn(
-    notes: &NoteStore,
+    notes: &dyn NoteStorage,
     audit: &crate::app::audit::Audit,
     withdrawn: &[ConsentId],
 ) -> Result<u64, ReconcileError> {
@@ -372,6 +372,8 @@ mod tests {
     };
 
     use casegate_consent::store::ConsentStore;
+
+    use crate::app::notes::NoteStore;
 
     use super::*;
     use crate::app::notes::{Note, tests::deliverable};

@@ -26,7 +26,10 @@ use crate::app::Consents;
 use crate::{
     api::{AuditApi, ConsentApi, DisclosureApi},
     app::audit::{self, Audit},
-    app::notes::{NoteError, NoteStore},
+    app::{
+        Notes,
+        notes::{NoteError, NoteStore},
+    },
     crypto::keyring::Keyring,
     crypto::pseudonym::Pseudonymizer,
     edge::auth::{Authenticate, Authenticator},
@@ -47,7 +50,7 @@ pub struct Gateway {
     auth: Authenticator,
     audit: Audit,
     consents: Consents,
-    notes: NoteStore,
+    notes: Notes,
     keyring: Arc<Keyring>,
     pseudonyms: Pseudonymizer,
     data: DataDir,
@@ -55,34 +58,50 @@ pub struct Gateway {
     reconciled: crate::app::reconcile::Summary,
 }
 
+/// Why [`Gateway::build`] failed; nothing has been bound.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// A file the configuration names is missing or unusable (every problem listed).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The data folder cannot be created or opened, or another process holds its lock.
     #[error(transparent)]
     DataDir(#[from] DataDirError),
+    /// The audit log cannot be opened or recovered (damage before its last commit, a
+    /// checkpoint file another key signed, an I/O error).
     #[error("cannot open the audit log: {0}")]
     Audit(#[from] OpenError),
+    /// The `gateway_started` entry could not be appended.
     #[error("cannot record the gateway's start in the audit log: {0}")]
     AuditAppend(#[from] AppendError),
+    /// The audit query index cannot be opened or brought up to date.
     #[error("audit index: {0} (rebuild it with `casegate audit reindex`)")]
     Index(casegate_audit::index::IndexError),
+    /// The consent store cannot be opened, or its reconciliation mark not written.
     #[error("cannot open the consent store: {0}")]
     Consents(#[from] StoreError),
+    /// The note store cannot be opened (damaged journal, unreadable file), or its pending
+    /// notes not recovered.
     #[error("cannot open the note store: {0}")]
     Notes(#[from] NoteError),
+    /// Replaying the audit log into the stores failed.
     #[error("cannot reconcile the consent store with the audit log: {0}")]
     Reconcile(#[from] crate::app::reconcile::ReconcileError),
 }
 
+/// Why [`Gateway::serve`] stopped other than at its shutdown signal.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// The embedded descriptor set cannot be served by gRPC reflection.
     #[error("reflection descriptors are invalid: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC server (tonic) failed.
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The gRPC server's task panicked or was cancelled.
     #[error("gRPC server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// The Prometheus recorder could not be installed.
     #[error("metrics: {0}")]
     Metrics(String),
     /// A background task ended while serving (the listener, storage, …): the gateway
@@ -95,16 +114,24 @@ pub enum ServeError {
 /// issuers' keys, the audit signing key, the pseudonym secret.
 #[derive(Debug)]
 pub struct Material {
+    /// The server's TLS configuration (certificate, key, client CA and CRLs).
     pub tls: Arc<tls::TlsReloader>,
+    /// The token verifier, with every issuer's key set.
     pub auth: Authenticator,
+    /// The audit log's checkpoint signer (C2SP signed-note key), named as `audit.origin`.
     pub signer: Signer,
+    /// The subject pseudonym key (HMAC-SHA-256).
     pub pseudonyms: Pseudonymizer,
+    /// The note encryption keys (AES-256-GCM).
     pub keyring: Arc<Keyring>,
 }
 
 impl Material {
     /// Loads every file, reporting all problems at once. Touches no state: this is also what
     /// `casegate check-config` runs.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] listing every file that cannot be read or used, by its key.
     pub fn load(config: &Config) -> Result<Self, ConfigError> {
         let mut problems = Vec::new();
         let tls = tls::TlsReloader::load(&config.tls)
@@ -177,6 +204,9 @@ impl Gateway {
     /// Loads TLS material, token keys and the audit signing key, reporting every problem at
     /// once; then takes the data folder's lock, opens (recovering) the audit log and records the
     /// start. Binds nothing.
+    ///
+    /// # Errors
+    /// [`StartError`]: the first step that failed; the data folder's lock is released.
     pub fn build(config: Config) -> Result<Self, StartError> {
         let Material {
             tls,
@@ -186,7 +216,7 @@ impl Gateway {
             keyring,
         } = Material::load(&config)?;
         let data = DataDir::open(&config.storage.data_dir)?;
-        let notes = NoteStore::open(&data.path().join("notes"))?;
+        let notes: Notes = Arc::new(NoteStore::open(&data.path().join("notes"))?);
         let (audit, recovery) = Audit::open(
             &data.path().join("audit"),
             AuditIndex::open(&data.path().join("audit-index")).map_err(StartError::Index)?,
@@ -208,18 +238,18 @@ impl Gateway {
             );
         }
         let consents: Consents = Arc::new(ConsentStore::open(&data.path().join("consents"))?);
-        let (made, dropped) = crate::app::notes::recover(&notes, audit.log())?;
+        let (made, dropped) = crate::app::notes::recover(notes.as_ref(), audit.log())?;
         if made + dropped > 0 {
             tracing::info!(made_deliverable = made, dropped, "pending notes recovered");
         }
         let reconciled = crate::app::reconcile::stores(
             audit.log(),
             consents.as_ref(),
-            &notes,
+            notes.as_ref(),
             config.notes.retention,
         )?;
         let purged = crate::app::reconcile::purge_withdrawn(
-            &notes,
+            notes.as_ref(),
             &audit,
             &reconciled.withdrawals_reapplied,
         )?;
@@ -282,6 +312,7 @@ impl Gateway {
         })
     }
 
+    /// The configuration it was built from.
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -294,6 +325,10 @@ impl Gateway {
 
     /// Serves on `listener` until `shutdown` resolves, then stops accepting, reports
     /// NOT_SERVING on health, and drains in-flight calls for at most the grace period.
+    ///
+    /// # Errors
+    /// [`ServeError`] if the server could not start, or stopped early because it or a
+    /// background task ended or failed (after draining as at shutdown).
     pub async fn serve(
         self,
         listener: TcpListener,

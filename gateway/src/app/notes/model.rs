@@ -1,9 +1,11 @@
-//! The note store against a plain in-memory model: random sequences of the store's operations
+//! The expectations every [`NoteStorage`] implementation meets, written once: the store
+//! against a plain in-memory model, random sequences of the store's operations
 //! (disclosures with colliding request ids, claims given back, deliveries, acknowledgements,
 //! purges, dropped pending notes, forgetting, compaction, and the process dying and the store
 //! opening again), each followed by a comparison of everything the store answers — every
 //! note, every inbox, the notes relying on each consent, what is due, the backlog, the
-//! request ids — with what the model says.
+//! request ids — with what the model says. The embedded journal runs it below; another
+//! implementation runs [`check_against_model`] with a [`Harness`] of its own.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -111,25 +113,33 @@ fn consent(i: usize) -> ConsentId {
     ConsentId::from_bytes(bytes)
 }
 
-struct Run {
-    dir: tempfile::TempDir,
-    store: Option<NoteStore>,
+/// Opens the stores a run needs.
+pub(crate) trait Harness {
+    /// An empty store of its own.
+    fn fresh(&mut self) -> Box<dyn NoteStorage>;
+    /// `store` dropped without a flush, as when the process dies, and opened again over the
+    /// same data.
+    fn reopen(&mut self, store: Box<dyn NoteStorage>) -> Box<dyn NoteStorage>;
+}
+
+struct Run<'h> {
+    harness: &'h mut dyn Harness,
+    store: Option<Box<dyn NoteStorage>>,
     model: Model,
 }
 
-impl Run {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = NoteStore::open_with(&dir.path().join("notes"), FILE_BYTES).expect("open");
+impl<'h> Run<'h> {
+    fn new(harness: &'h mut dyn Harness) -> Self {
+        let store = harness.fresh();
         Self {
-            dir,
+            harness,
             store: Some(store),
             model: Model::default(),
         }
     }
 
-    fn store(&self) -> &NoteStore {
-        self.store.as_ref().expect("open")
+    fn store(&self) -> &dyn NoteStorage {
+        self.store.as_deref().expect("open")
     }
 
     fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
@@ -275,11 +285,8 @@ impl Run {
                 self.store().compact().expect("compact");
             }
             Op::Reopen => {
-                drop(self.store.take());
-                self.store = Some(
-                    NoteStore::open_with(&self.dir.path().join("notes"), FILE_BYTES)
-                        .expect("reopen"),
-                );
+                let store = self.store.take().expect("open");
+                self.store = Some(self.harness.reopen(store));
             }
             Op::Due(cutoff) => {
                 let cutoff = Timestamp(i64::from(cutoff) + RETENTION / 2);
@@ -364,9 +371,11 @@ impl Run {
     }
 }
 
-#[test]
-fn the_store_answers_as_its_model_does_through_restarts() {
+/// Runs 100 random sequences of 100 to 140 operations, each on a store from `harness`;
+/// panics with the shortest failing sequence proptest finds. Returns the steps run.
+pub(crate) fn check_against_model(harness: &mut dyn Harness) -> usize {
     let steps = AtomicUsize::new(0);
+    let harness = std::cell::RefCell::new(harness);
     let mut runner = TestRunner::new(Config {
         cases: 100,
         failure_persistence: None,
@@ -374,7 +383,8 @@ fn the_store_answers_as_its_model_does_through_restarts() {
     });
     runner
         .run(&vec(op(), 100..=140), |ops| {
-            let mut run = Run::new();
+            let mut harness = harness.borrow_mut();
+            let mut run = Run::new(&mut **harness);
             for op in &ops {
                 steps.fetch_add(1, Ordering::Relaxed);
                 run.apply(op)?;
@@ -382,6 +392,31 @@ fn the_store_answers_as_its_model_does_through_restarts() {
             Ok(())
         })
         .unwrap_or_else(|e| panic!("{e}"));
-    let steps = steps.into_inner();
+    steps.into_inner()
+}
+
+/// The embedded journal, in a temporary folder of its own per store.
+struct Embedded(Vec<tempfile::TempDir>);
+
+impl Harness for Embedded {
+    fn fresh(&mut self) -> Box<dyn NoteStorage> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = NoteStore::open_with(&dir.path().join("notes"), FILE_BYTES).expect("open");
+        // Earlier runs' folders are not needed again.
+        self.0.clear();
+        self.0.push(dir);
+        Box::new(store)
+    }
+
+    fn reopen(&mut self, store: Box<dyn NoteStorage>) -> Box<dyn NoteStorage> {
+        drop(store);
+        let dir = self.0.last().expect("a store was opened");
+        Box::new(NoteStore::open_with(&dir.path().join("notes"), FILE_BYTES).expect("reopen"))
+    }
+}
+
+#[test]
+fn the_embedded_store_answers_as_its_model_does_through_restarts() {
+    let steps = check_against_model(&mut Embedded(Vec::new()));
     assert!(steps >= 10_000, "{steps} steps");
 }
