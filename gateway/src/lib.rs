@@ -20,7 +20,7 @@
 //! generator use, re-exported below; everything else is private to the crate.
 
 #![forbid(unsafe_code)]
-#![deny(unreachable_pub)]
+#![deny(missing_docs, unreachable_pub)]
 
 mod api;
 mod app;

@@ -2,11 +2,11 @@
 //! withdrawals and "who received what") and for privacy officers (audit search, reports,
 //! integrity), on a listener of their own. It is a backend-for-frontend and one more client of
 //! the gateway: every page is built from `casegate.v1` calls made over mutual TLS with a token
-//! minted for the logged-in person ([`upstream`]), so every rule stays in the gRPC services.
+//! minted for the logged-in person (`upstream`), so every rule stays in the gRPC services.
 //!
 //! Pages work without JavaScript (forms, POST-redirect-GET); sessions live in the server's
 //! memory behind a `Secure`, `HttpOnly`, `SameSite=Strict` cookie; every POST carries a CSRF
-//! token ([`security`]); every answer carries a strict Content-Security-Policy.
+//! token (`security`); every answer carries a strict Content-Security-Policy.
 
 mod chrome;
 mod jobseeker;
@@ -64,10 +64,14 @@ pub struct Web {
 /// Why the web tier cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum WebError {
+    /// The channels to the gateway cannot be set up.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// The audit signing key, whose verifier checks reports and proofs, cannot be loaded.
     #[error("audit signing key: {0}")]
     Verifier(String),
+    /// An OpenID Connect provider's settings are unusable (an unreadable secret or CA file,
+    /// an invalid URL).
     #[error("OpenID Connect: {0}")]
     Oidc(#[from] oidc::SetupError),
 }

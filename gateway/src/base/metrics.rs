@@ -85,6 +85,9 @@ pub fn init() -> Result<(), String> {
     handle().map(|_| ())
 }
 
+/// Counts a finished call (`casegate_calls_total`) and records its duration in seconds
+/// (`casegate_call_duration_seconds`): `path` is the gRPC path (`/package.Service/Method`),
+/// labelled `unknown` if this gateway does not serve it; `code` is the gRPC status code.
 pub fn call_done(path: &str, code: i32, elapsed: Duration) {
     let method = method_label(path);
     metrics::counter!("casegate_calls_total", "method" => method, "code" => code.to_string())

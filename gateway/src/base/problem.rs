@@ -4,7 +4,11 @@
 /// One problem in a configuration, located by its dotted key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// Where: a dotted key path such as `server.listen` or `auth.issuers[0].iss` (a
+    /// section's path for the section as a whole), or an override's variable name
+    /// (`CASEGATE_…`). Empty when no key applies; then only the message is shown.
     pub key: String,
+    /// What is wrong, as a sentence fragment without the key.
     pub message: String,
 }
 

@@ -25,12 +25,18 @@ use crate::edge::convert::audit::parse_disclosure_detail;
 /// A decision's outcome, recorded or replayed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
+    /// The disclosure was permitted on this consent version.
     Permit {
+        /// The consent's id (a UUID, as text).
         consent_id: String,
+        /// The version's number.
         version: u32,
+        /// SHA-256 of the version's canonical content (`casegate.consent.v1`).
         record_hash: [u8; 32],
     },
+    /// The disclosure was refused.
     Refuse {
+        /// The refusal's reason code (for example `no_consent`).
         reason: String,
     },
 }
@@ -51,54 +57,106 @@ impl std::fmt::Display for Outcome {
 /// What a replay found.
 #[derive(Debug, Clone)]
 pub struct Replay {
+    /// The decision entry's index in the log.
     pub index: u64,
+    /// `disclosure_permitted` or `disclosure_refused`.
     pub kind: EntryKind,
+    /// The entry's time, in microseconds since the Unix epoch; the decision is replayed at it.
     pub time_micros: i64,
+    /// The outcome the entry records.
     pub recorded: Outcome,
+    /// The outcome of deciding again under the recorded policy version.
     pub replayed: Outcome,
     /// Consent versions from the export that were checked against the log.
     pub checked_versions: usize,
 }
 
 impl Replay {
+    /// Whether the replayed outcome is the recorded one (the same consent version and record
+    /// hash, or the same refusal reason).
     pub fn reproduced(&self) -> bool {
         self.recorded == self.replayed
     }
 }
 
+/// Why a decision cannot be replayed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
+    /// The log's segments could not be read.
     #[error("reading the audit log: {0}")]
     Io(#[from] std::io::Error),
+    /// The log ends, or its readable part (up to the first damaged frame) ends, before the
+    /// entry asked for.
     #[error("the log holds {size} entries; there is no entry {index}")]
-    NoEntry { index: u64, size: u64 },
+    NoEntry {
+        /// The index asked for.
+        index: u64,
+        /// How many entries were read.
+        size: u64,
+    },
+    /// The entry does not decode, or lacks a field the decision needs (consent, reason,
+    /// actor, organisations, category, purpose), or a field does not parse.
     #[error("entry {index} cannot be read: {reason}")]
-    Unreadable { index: u64, reason: String },
+    Unreadable {
+        /// The entry's index in the log.
+        index: u64,
+        /// What is missing or malformed.
+        reason: String,
+    },
+    /// The entry is neither `disclosure_permitted` nor `disclosure_refused`.
     #[error("entry {index} records {kind}, not a disclosure decision")]
-    NotADecision { index: u64, kind: EntryKind },
+    NotADecision {
+        /// The entry's index in the log.
+        index: u64,
+        /// The kind it records.
+        kind: EntryKind,
+    },
+    /// The entry was decided under a policy version this build does not implement
+    /// (`POLICY_VERSIONS`), or names none.
     #[error(
         "entry {index} was decided under policy {recorded:?}; this build implements \
          {POLICY_VERSIONS:?} and cannot replay it"
     )]
-    Policy { index: u64, recorded: String },
+    Policy {
+        /// The entry's index in the log.
+        index: u64,
+        /// The policy version the entry records (empty if none).
+        recorded: String,
+    },
+    /// The consent export is not JSON of the expected shape, or one of its versions is not
+    /// canonical consent content.
     #[error("the consent export: {0}")]
     Export(String),
+    /// An exported version's SHA-256 is not the record hash its grant entry pinned.
     #[error(
         "the exported consent {id} version {version} does not match the record hash the log \
          pinned for it at index {at} (exported {exported}, pinned {pinned}): the export was altered"
     )]
     Altered {
+        /// The consent's id.
         id: String,
+        /// The version's number.
         version: u32,
+        /// The index of the grant entry that pinned the hash.
         at: u64,
+        /// SHA-256 of the exported content, in lowercase hex.
         exported: String,
+        /// The pinned record hash, in lowercase hex.
         pinned: String,
     },
+    /// A version granted before the decision is not in the export.
     #[error(
         "consent {id} version {version}, granted at index {at}, is not in the export: \
          the decision cannot be replayed without it"
     )]
-    Missing { id: String, version: u32, at: u64 },
+    Missing {
+        /// The consent's id.
+        id: String,
+        /// The version's number.
+        version: u32,
+        /// The index of its grant entry.
+        at: u64,
+    },
 }
 
 /// A consent grant or withdrawal recorded before the decision.
@@ -115,6 +173,10 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Reads the consent versions of an export: a JSON array of canonical consent documents, or
 /// an object with such an array under `consent_versions` (a report written as JSON).
+///
+/// # Errors
+/// [`ReplayError::Export`] if `bytes` are not JSON of either shape or an item is not a
+/// canonical consent version; the item's position is named.
 pub fn read_export(bytes: &[u8]) -> Result<Vec<ConsentRecord>, ReplayError> {
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| ReplayError::Export(e.to_string()))?;
@@ -146,7 +208,12 @@ pub fn read_export(bytes: &[u8]) -> Result<Vec<ConsentRecord>, ReplayError> {
         .collect()
 }
 
-/// Replays the decision recorded at `index` of the log in `log_dir`.
+/// Replays the decision recorded at `index` of the log in `log_dir` (the folder that holds
+/// `segments/`), against the consent versions of `export`.
+///
+/// # Errors
+/// [`ReplayError::Io`] if the segments cannot be read; [`ReplayError::NoEntry`] if the log
+/// is shorter; otherwise as [`replay_entry`].
 pub fn replay(
     log_dir: &Path,
     export: &[ConsentRecord],

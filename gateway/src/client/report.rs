@@ -85,35 +85,58 @@ pub struct VerifiedConsent {
     pub pinned_by: u64,
     /// The status at the report's own entry, from verified events.
     pub status: ViewStatus,
-    /// The verified `consent_withdrawn` event of this version, if any.
+    /// The time of the verified `consent_withdrawn` event of this version, if there is one.
     pub withdrawn_at: Option<Timestamp>,
 }
 
 /// Why a report is refused. Messages name the part at fault, never identity numbers.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReportError {
+    /// The report carries no checkpoint.
     #[error("the report has no checkpoint")]
     NoCheckpoint,
+    /// The signed note verifies with none of the known keys, is malformed, or its origin is
+    /// not the name of the key that verified it.
     #[error("the report's checkpoint: {0}")]
     Checkpoint(CheckpointError),
+    /// The checkpoint's separate origin, tree size or root hash differ from its signed note.
     #[error("the report's checkpoint fields (origin, size, root) differ from its signed note")]
     CheckpointFields,
+    /// The report's `subject_id` is not the subject asked about.
     #[error("the report is about another subject than the one asked for")]
     Subject,
+    /// An event failed verification.
     #[error("event {position}: {fault}")]
-    Event { position: usize, fault: EventFault },
+    Event {
+        /// The event's position in the report, from 0.
+        position: usize,
+        /// What is wrong with it.
+        fault: EventFault,
+    },
+    /// An event's log index is not greater than the one before it (the index given).
     #[error("events are not in strictly ascending log order at index {0}")]
     Order(u64),
+    /// No verified event is a `subject_report_issued` entry, so the report has no verified time.
     #[error("the report's own subject_report_issued entry is not among its verified events")]
     NoIssueEntry,
+    /// The canonical contents (`consent_versions`) and the consent versions (`consents`) are
+    /// not the same in number.
     #[error(
         "the report has {versions} consent contents for {consents} consent versions; each \
          version needs its content"
     )]
-    ConsentCount { versions: usize, consents: usize },
+    ConsentCount {
+        /// How many canonical contents the report holds.
+        versions: usize,
+        /// How many consent versions the report holds.
+        consents: usize,
+    },
+    /// A consent version failed verification.
     #[error("consent version {position}: {fault}")]
     Consent {
+        /// The version's position in the report, from 0.
         position: usize,
+        /// What is wrong with it.
         fault: ConsentFault,
     },
 }
@@ -121,23 +144,46 @@ pub enum ReportError {
 /// What is wrong with one event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EventFault {
+    /// The event has no readable entry.
     #[error("no entry")]
     NoEntry,
+    /// The event has no inclusion proof.
     #[error("no inclusion proof")]
     NoProof,
+    /// The proof is for another leaf, or another tree size, than the entry's index and the
+    /// checkpoint's size.
     #[error("its proof is for index {proof} of a tree of {size}, not index {index} of {expected}")]
     ProofFor {
+        /// The entry's index in the log, as its readable entry states.
         index: u64,
+        /// The leaf index the proof is for.
         proof: u64,
+        /// The tree size the proof is for.
         size: u64,
+        /// The checkpoint's tree size.
         expected: u64,
     },
+    /// A hash of the inclusion proof of the entry at this index is not 32 bytes long.
     #[error("index {0}: a proof hash is not 32 bytes")]
     ProofHash(u64),
+    /// The RFC 9162 inclusion proof does not lead from the entry's leaf hash to the
+    /// checkpoint's root.
     #[error("index {index}: the inclusion proof does not verify ({reason})")]
-    Inclusion { index: u64, reason: String },
+    Inclusion {
+        /// The entry's index in the log.
+        index: u64,
+        /// Why the proof failed.
+        reason: String,
+    },
+    /// The proven bytes are not a canonical audit entry (`casegate_audit::entry`).
     #[error("index {index}: its bytes are not an audit entry ({reason})")]
-    Decode { index: u64, reason: String },
+    Decode {
+        /// The entry's index in the log.
+        index: u64,
+        /// Why decoding failed.
+        reason: String,
+    },
+    /// The readable entry sent beside the bytes is not their rendering.
     #[error("index {0}: the readable entry differs from the verified bytes")]
     ViewDiffers(u64),
 }
@@ -145,17 +191,26 @@ pub enum EventFault {
 /// What is wrong with one consent version.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConsentFault {
+    /// The content is not canonical `casegate.consent.v1` JSON; the reason is given.
     #[error("its content is not a canonical consent version ({0})")]
     Content(String),
+    /// The content's SHA-256 is not the record hash the report states for the version.
     #[error("its content does not hash to the record hash the report states")]
     Hash,
+    /// The content names another subject than the one asked about.
     #[error("its content is about another subject")]
     Subject,
+    /// No verified event names this consent id and version with the content's hash.
     #[error("no verified event of the report pins its record hash")]
     NotPinned,
+    /// The stated status and the one derived from verified events disagree on whether the
+    /// version is withdrawn or superseded (or the gateway stated no status).
     #[error("the report says {stated}, but its verified events say {derived}")]
     Status {
+        /// The gateway's status, as printed: `withdrawn`, `superseded`, `active or expired`
+        /// or `no status`.
         stated: &'static str,
+        /// The status derived from verified events, as [`status_name`] prints it.
         derived: &'static str,
     },
 }

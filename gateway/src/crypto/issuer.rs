@@ -19,7 +19,9 @@ const PKCS8_V1_PREFIX: [u8; 16] = [
 
 /// Signs access tokens with one Ed25519 key.
 pub struct TokenIssuer {
+    /// The `iss` of its tokens; the gateway picks the `[[auth.issuers]]` entry by it.
     pub iss: String,
+    /// The `aud` of its tokens.
     pub audience: String,
     seed: [u8; 32],
     public: [u8; 32],
@@ -35,12 +37,17 @@ impl std::fmt::Debug for TokenIssuer {
     }
 }
 
+/// Why a key could not be made or read, or a token signed.
 #[derive(Debug, thiserror::Error)]
 pub enum IssuerError {
+    /// The system's random number generator failed while generating a key.
     #[error("random number generator failed")]
     Random,
+    /// The PEM's base64 does not decode, or is not exactly a PKCS#8 v1 (RFC 8410) Ed25519
+    /// private key.
     #[error("not a PKCS#8 v1 Ed25519 private key in PEM")]
     KeyFormat,
+    /// The JWT library refused to sign (it could not use the key or serialise the claims).
     #[error("signing failed: {0}")]
     Sign(#[from] jsonwebtoken::errors::Error),
 }
@@ -48,12 +55,19 @@ pub enum IssuerError {
 /// What a token says about its holder.
 #[derive(Debug, Clone, Default)]
 pub struct TokenClaims {
+    /// The holder's identifier (`sub`), unique within the issuer.
     pub sub: String,
+    /// The holder's organisation number (`org`, nine digits); the gateway requires it to be
+    /// the client certificate's organisation.
     pub org: String,
+    /// The holder's role (`role`), as `Role` names it (for example `clinician`).
     pub role: String,
+    /// The jobseeker's identity number or D-number (`pid`, 11 digits), for a jobseeker's
+    /// token.
     pub pid: Option<String>,
     /// SHA-256 of the client certificate (DER) to bind the token to (RFC 8705).
     pub bind_cert_sha256: Option<[u8; 32]>,
+    /// How long the token is valid: `exp` is `iat` plus this, in whole seconds.
     pub ttl: std::time::Duration,
     /// The identity provider that logged the person in upstream (claim `idp`), when the
     /// token is minted by a backend-for-frontend such as the web tier.
@@ -63,6 +77,10 @@ pub struct TokenClaims {
 }
 
 impl TokenIssuer {
+    /// An issuer with a new random Ed25519 key.
+    ///
+    /// # Errors
+    /// `IssuerError::Random` if the system's random number generator fails.
     pub fn generate(iss: &str, audience: &str) -> Result<Self, IssuerError> {
         let mut seed = [0u8; 32];
         SystemRandom::new()
@@ -92,6 +110,9 @@ impl TokenIssuer {
     }
 
     /// Reads a key written by [`TokenIssuer::private_key_pem`].
+    ///
+    /// # Errors
+    /// `IssuerError::KeyFormat` if `pem` is not a PKCS#8 v1 Ed25519 private key.
     pub fn from_pem(iss: &str, audience: &str, pem: &str) -> Result<Self, IssuerError> {
         let body: String = pem
             .lines()
@@ -118,6 +139,7 @@ impl TokenIssuer {
         )
     }
 
+    /// The key's id: its RFC 7638 JWK thumbprint (SHA-256, base64url without padding).
     pub fn kid(&self) -> &str {
         &self.kid
     }
@@ -171,6 +193,9 @@ impl TokenIssuer {
     }
 
     /// Signs arbitrary claims (tests use this for tokens that must be refused).
+    ///
+    /// # Errors
+    /// `IssuerError::Sign` if the claims cannot be signed.
     pub fn sign_value(&self, claims: &Value) -> Result<String, IssuerError> {
         self.sign_with_kid(&self.kid, claims)
     }
@@ -205,7 +230,10 @@ impl TokenIssuer {
         json!({ "alg": "EdDSA", "typ": "JWT", "kid": self.kid })
     }
 
-    /// A signed access token.
+    /// A signed access token: a compact JWS (EdDSA, RFC 8037) over [`TokenIssuer::claims`].
+    ///
+    /// # Errors
+    /// `IssuerError::Sign` if the claims cannot be signed.
     pub fn sign(&self, claims: &TokenClaims) -> Result<String, IssuerError> {
         self.sign_value(&self.claims(claims))
     }

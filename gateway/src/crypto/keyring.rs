@@ -12,6 +12,7 @@ use ring::{
     rand::{SecureRandom, SystemRandom},
 };
 
+/// The note keys, oldest first: the last one seals, any one opens what it sealed.
 pub struct Keyring {
     keys: Vec<(String, LessSafeKey)>,
 }
@@ -26,21 +27,30 @@ impl std::fmt::Debug for Keyring {
 /// A sealed payload: which key, which nonce, ciphertext with tag.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Sealed {
+    /// The id of the key that sealed it.
     pub key_id: String,
+    /// The 96-bit AES-GCM nonce, random per seal (base64 in JSON).
     #[serde(with = "crate::crypto::b64")]
     pub nonce: [u8; 12],
+    /// The ciphertext followed by the 16-byte GCM tag (base64 in JSON).
     #[serde(with = "crate::crypto::b64")]
     pub ciphertext: Vec<u8>,
 }
 
+/// Why a keyring could not be loaded, or data not sealed or opened.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyringError {
+    /// The keyring file cannot be read or is malformed; the message names the file and line.
     #[error("{0}")]
     Format(String),
+    /// The sealed data names a key id the keyring does not hold.
     #[error("no key with id {0:?} in the keyring")]
     UnknownKey(String),
+    /// Authentication failed: the ciphertext, tag or nonce was altered, or another `aad` was
+    /// given than at sealing.
     #[error("sealed data does not open with its key (damaged, or bound to other data)")]
     Open,
+    /// No nonce could be drawn from the system's random number generator, or sealing failed.
     #[error("encryption failed")]
     Seal,
 }
@@ -50,12 +60,21 @@ fn valid_id(id: &str) -> bool {
 }
 
 impl Keyring {
+    /// Reads the keyring file at `path` (format in the module documentation).
+    ///
+    /// # Errors
+    /// [`KeyringError::Format`] if the file cannot be read or [`Keyring::parse`] refuses it.
     pub fn load(path: &Path) -> Result<Self, KeyringError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| KeyringError::Format(format!("{}: {e}", path.display())))?;
         Self::parse(&text).map_err(|e| KeyringError::Format(format!("{}: {e}", path.display())))
     }
 
+    /// Parses a keyring file's text: one `<key id> <base64 of 32 bytes>` per line, oldest
+    /// first; a key id is 1-32 of `A-Z`, `a-z`, `0-9` and `-`, each at most once.
+    ///
+    /// # Errors
+    /// A message naming the first bad line (1-based), or saying the text holds no key.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut keys = Vec::new();
         for (n, line) in text.lines().enumerate() {
@@ -88,7 +107,10 @@ impl Keyring {
         Ok(Self { keys })
     }
 
-    /// A keyring line for a new random key.
+    /// A keyring line for a new random key named `id`, ending in a newline.
+    ///
+    /// # Errors
+    /// A message if `id` is not a valid key id or the random number generator fails.
     pub fn new_line(id: &str) -> Result<String, String> {
         if !valid_id(id) {
             return Err("key id must be 1-32 of A-Z, a-z, 0-9, -".into());
@@ -100,11 +122,15 @@ impl Keyring {
         Ok(format!("{id} {}\n", STANDARD.encode(key)))
     }
 
+    /// The id of the newest key, the one [`Keyring::seal`] uses.
     pub fn current_id(&self) -> &str {
         self.keys.last().map_or("", |(id, _)| id.as_str())
     }
 
     /// Seals `plaintext` with the newest key and a fresh random nonce, bound to `aad`.
+    ///
+    /// # Errors
+    /// [`KeyringError::Seal`] if no nonce can be drawn or encryption fails.
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Sealed, KeyringError> {
         let (id, key) = self.keys.last().ok_or(KeyringError::Seal)?;
         let mut nonce = [0u8; 12];
@@ -126,6 +152,10 @@ impl Keyring {
     }
 
     /// Opens what [`Keyring::seal`] sealed with the same `aad`, with whichever key sealed it.
+    ///
+    /// # Errors
+    /// [`KeyringError::UnknownKey`] if that key is not in the keyring; [`KeyringError::Open`]
+    /// if the data does not authenticate.
     pub fn open(&self, sealed: &Sealed, aad: &[u8]) -> Result<Vec<u8>, KeyringError> {
         let (_, key) = self
             .keys

@@ -23,6 +23,9 @@ pub const MIN_KEY_BYTES: usize = 32;
 
 impl Pseudonymizer {
     /// From the key file's text: base64 of at least 32 random bytes.
+    ///
+    /// # Errors
+    /// A message if the text is not base64 or the key is shorter than [`MIN_KEY_BYTES`].
     pub fn from_text(text: &str) -> Result<Self, String> {
         let secret = STANDARD
             .decode(text.trim())
@@ -37,7 +40,10 @@ impl Pseudonymizer {
         })
     }
 
-    /// A new random key file text.
+    /// A new random key file text: base64 of [`MIN_KEY_BYTES`] bytes and a newline.
+    ///
+    /// # Errors
+    /// A message if the system's random number generator fails.
     pub fn generate_text() -> Result<String, String> {
         use ring::rand::{SecureRandom, SystemRandom};
         let mut secret = [0u8; MIN_KEY_BYTES];
@@ -47,6 +53,8 @@ impl Pseudonymizer {
         Ok(format!("{}\n", STANDARD.encode(secret)))
     }
 
+    /// The subject's pseudonym: HMAC-SHA-256 of its 11 identity-number digits (ASCII) under
+    /// the gateway's secret.
     pub fn pseudonym(&self, subject: &SubjectId) -> [u8; 32] {
         let tag = hmac::sign(&self.key, subject.expose().as_bytes());
         let mut out = [0u8; 32];

@@ -590,6 +590,7 @@ fn bearer(value: Option<&http::HeaderValue>) -> Result<&str, AuthError> {
 pub struct AuthConfig {
     /// Clock skew tolerated on `exp` and `nbf`.
     pub leeway: Duration,
+    /// The trusted issuers, at least one, each `iss` once.
     pub issuers: Vec<IssuerConfig>,
     /// Organisations (the jobseekers' portal) whose tokens may carry role `jobseeker`; from any
     /// other organisation such a token is refused. Empty: no jobseeker tokens at all.
@@ -603,7 +604,11 @@ pub struct IssuerConfig {
     pub iss: String,
     /// The `aud` claim tokens for this gateway must carry.
     pub audience: String,
+    /// The signature algorithms accepted from this issuer, from
+    /// [`ALLOWED_ALGORITHMS`](crate::config::ALLOWED_ALGORITHMS); a token's `alg` must also
+    /// fit the key its `kid` names.
     pub algorithms: Vec<Algorithm>,
+    /// Where its public keys (a JWKS, RFC 7517) come from.
     pub jwks: JwksLocation,
 }
 
@@ -615,9 +620,11 @@ pub enum JwksLocation {
     /// An HTTPS address, fetched at start and again (at most every `min_refresh`) when a token
     /// names an unknown key; the last good set is kept while the issuer is unreachable.
     Url {
+        /// The `https://` address of the JWKS.
         url: String,
         /// PEM roots to trust for it; the public web PKI when absent.
         ca: Option<PathBuf>,
+        /// The shortest time between two fetches (`jwks_min_refresh`, default 30 s).
         min_refresh: Duration,
     },
 }

@@ -46,7 +46,10 @@ use live::{LiveConnections, Registration};
 /// connection carries it as an extension.
 #[derive(Debug, Clone)]
 pub struct Peer {
+    /// The TCP peer's address (`None` if the socket could not say).
     pub remote_addr: Option<SocketAddr>,
+    /// The leaf certificate's organisation and fingerprint, or why it names no valid
+    /// organisation; `None` without a client certificate.
     pub identity: Option<Result<ClientIdentity, IdentityError>>,
 }
 
@@ -297,6 +300,11 @@ pub struct TlsReloader {
 }
 
 impl TlsReloader {
+    /// Builds the first configuration from the files of `[tls]`.
+    ///
+    /// # Errors
+    /// Every problem found, each naming its key: an unreadable or malformed certificate, key,
+    /// CA or CRL, and a CRL past its `nextUpdate` with `tls.stale_crls = "refuse"`.
     pub fn load(files: &TlsConfig) -> Result<Self, Vec<Problem>> {
         let built = build(files, SystemTime::now())?;
         Ok(Self {
@@ -326,10 +334,12 @@ impl TlsReloader {
             .clone()
     }
 
+    /// The newest server configuration, for the next handshake.
     pub fn current(&self) -> Arc<ServerConfig> {
         self.built().config
     }
 
+    /// How often the CRL files are checked for changes (`tls.crl_reload_interval`).
     pub fn crl_reload_interval(&self) -> Duration {
         self.files.crl_reload_interval
     }
@@ -436,7 +446,7 @@ pub struct AcceptBounds {
 /// connections (their client certificate read, registered among the live connections) to
 /// the gRPC server through a bounded channel. A slow or failed handshake never holds up the
 /// others; accept errors of one connection or of the process's resources are retried with
-/// bounded back-off ([`crate::edge::listener::accept`]). `bounds` limits each connection's
+/// bounded back-off (`edge::listener::accept`). `bounds` limits each connection's
 /// handshake time and lifetime and how many there are.
 ///
 /// The task ends with `Ok` when the receiver is dropped and with the error when the listening

@@ -37,21 +37,33 @@ pub const ENV_PREFIX: &str = "CASEGATE_";
 pub const ALLOWED_ALGORITHMS: [Algorithm; 3] =
     [Algorithm::EdDSA, Algorithm::ES256, Algorithm::RS256];
 
+/// The whole configuration, every section checked and every named file found readable.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where the config was read from; relative paths in it were resolved against its folder.
     pub source: PathBuf,
+    /// `[server]`: the gRPC listener and its connection bounds.
     pub server: ServerConfig,
+    /// `[tls]`: the server certificate, the client CA and its CRLs.
     pub tls: TlsConfig,
+    /// `[auth]`: the token issuers and who may act as a jobseeker.
     pub auth: AuthConfig,
+    /// `[storage]`: the data folder.
     pub storage: StorageConfig,
+    /// `[audit]`: the audit log's origin, signing key and writer settings.
     pub audit: AuditConfig,
+    /// `[privacy]`: the pseudonym key and the supervisory organisations.
     pub privacy: PrivacyConfig,
+    /// `[notes]`: the note keyring and how long notes are kept.
     pub notes: NotesConfig,
+    /// `[limits]`: message sizes, deadlines, concurrency and rate limits.
     pub limits: Limits,
+    /// `[log]`: the log format and filter.
     pub log: LogConfig,
     /// Where Prometheus metrics are served (off when absent).
     pub metrics_listen: Option<SocketAddr>,
+    /// The categories (with who may send them, and whether approval is required) and
+    /// purposes of `[vocabulary]`; the built-in vocabulary when the section names neither.
     pub vocabulary: Vocabulary,
     /// The longest validity period a consent may have.
     pub max_consent_period: Duration,
@@ -65,8 +77,10 @@ pub struct Config {
     pub web: Option<WebConfig>,
 }
 
+/// `[server]`.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    /// The gRPC listener's address (`listen`, required).
     pub listen: SocketAddr,
     /// How long in-flight calls may run on after a shutdown signal.
     pub shutdown_grace: Duration,
@@ -87,11 +101,15 @@ pub struct ServerConfig {
     pub keepalive_timeout: Duration,
 }
 
+/// `[storage]`.
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
+    /// The data folder (`data_dir`, required): the consent store, the note store, the audit
+    /// log and its index, under one exclusive lock; created if missing.
     pub data_dir: PathBuf,
 }
 
+/// `[privacy]`.
 #[derive(Debug, Clone)]
 pub struct PrivacyConfig {
     /// The secret (base64, at least 32 bytes) that keys subject pseudonyms (HMAC-SHA-256).
@@ -103,6 +121,7 @@ pub struct PrivacyConfig {
     pub supervisory_orgs: Vec<casegate_consent::OrgNumber>,
 }
 
+/// `[notes]`.
 #[derive(Debug, Clone)]
 pub struct NotesConfig {
     /// The note encryption keyring (`<key id> <base64 key>` lines, newest last).
@@ -118,6 +137,7 @@ pub struct NotesConfig {
     pub forget_after: Duration,
 }
 
+/// `[limits]`; every key has a default.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Largest gRPC message accepted or sent.
@@ -137,14 +157,19 @@ pub struct Limits {
     pub rate_burst: u32,
 }
 
+/// How log lines are written (`[log] format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
+    /// Human-readable lines (`"text"`, the default).
     Text,
+    /// One JSON object per line (`"json"`).
     Json,
 }
 
+/// `[log]`.
 #[derive(Debug, Clone)]
 pub struct LogConfig {
+    /// The format of log lines.
     pub format: LogFormat,
     /// A `tracing` filter directive, e.g. `info` or `casegate=debug,info`.
     pub filter: String,
@@ -153,16 +178,29 @@ pub struct LogConfig {
 /// Why a configuration cannot be used. Display lists every problem, one per line.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The config file could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
+        /// The config file.
         path: PathBuf,
+        /// The underlying error.
         source: std::io::Error,
     },
+    /// The file is not TOML; nothing else was checked.
     #[error("config file {path} is not valid TOML: {message}")]
-    Syntax { path: PathBuf, message: String },
+    Syntax {
+        /// The config file.
+        path: PathBuf,
+        /// The TOML parser's message.
+        message: String,
+    },
+    /// The file is TOML, but keys are missing, unknown or invalid, or named files are not
+    /// readable.
     #[error("{}", render(.path, .problems))]
     Invalid {
+        /// The config file.
         path: PathBuf,
+        /// Every problem found, in the order the keys were read.
         problems: Vec<Problem>,
     },
 }
@@ -195,10 +233,18 @@ impl ConfigError {
 
 impl Config {
     /// Reads `path` and applies the process environment's overrides.
+    ///
+    /// # Errors
+    /// As [`Config::load_with_env`].
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         Self::load_with_env(path, std::env::vars())
     }
 
+    /// Reads `path` and applies the overrides among `env` (`CASEGATE_SECTION__KEY = value`
+    /// pairs; see [`ENV_PREFIX`]); relative paths are resolved against the file's folder.
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`] if the file cannot be read; otherwise as [`Config::parse`].
     pub fn load_with_env(
         path: &Path,
         env: impl IntoIterator<Item = (String, String)>,
@@ -213,6 +259,10 @@ impl Config {
 
     /// Parses config text; `base` is the folder relative paths are resolved against. Every
     /// file the configuration names must be readable.
+    ///
+    /// # Errors
+    /// [`ConfigError::Syntax`] if `text` is not TOML; [`ConfigError::Invalid`] with every
+    /// problem found otherwise (bad overrides included).
     pub fn parse(
         text: &str,
         source: &Path,
@@ -227,6 +277,9 @@ impl Config {
     }
 
     /// [`Config::parse`] with `readable` deciding whether a named file can be read.
+    ///
+    /// # Errors
+    /// As [`Config::parse`]; each file `readable` refuses is a problem naming its key.
     pub fn parse_with(
         text: &str,
         source: &Path,

@@ -18,11 +18,14 @@ use crate::client::render;
     version,
     about = "Consent-gated case-sharing gateway"
 )]
+/// The `casegate` command line, as parsed by clap.
 pub struct Cli {
+    /// The subcommand to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The top-level subcommands of `casegate`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve with a configuration file (settings may be overridden by CASEGATE_… variables).
@@ -40,18 +43,21 @@ pub enum Command {
     },
     /// Key lifecycle (run with the gateway stopped).
     Keys {
+        /// The key to create or rotate.
         #[command(subcommand)]
         action: KeysAction,
     },
     /// Audit log tools: offline verification, keys, index, replay; queries and reports
     /// against a running gateway.
     Audit {
+        /// The tool to run.
         #[command(subcommand)]
         action: AuditAction,
     },
     /// Run on the embedded development setup (generated PKI, token issuer and config).
     #[command(args_conflicts_with_subcommands = true)]
     Dev {
+        /// A dev tool to run instead of serving; serve when absent.
         #[command(subcommand)]
         action: Option<DevAction>,
         /// The development data folder.
@@ -63,6 +69,7 @@ pub enum Command {
     },
 }
 
+/// The subcommands of `casegate audit`.
 #[derive(Debug, Subcommand)]
 pub enum AuditAction {
     /// Verify an audit log offline, from its files and the public verifier key alone.
@@ -120,10 +127,13 @@ pub enum AuditAction {
     },
     /// Query a running gateway's audit log as a privacy officer (entries oldest first).
     Query {
+        /// The gateway's address and the officer's certificate, key and token.
         #[command(flatten)]
         connection: Connection,
+        /// Which entries to return.
         #[command(flatten)]
         filter: QueryArgs,
+        /// How to print the entries.
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
@@ -131,6 +141,7 @@ pub enum AuditAction {
     /// recorded step about one jobseeker, each with an inclusion proof checked here against
     /// the report's signed checkpoint.
     Report {
+        /// The gateway's address and the officer's certificate, key and token.
         #[command(flatten)]
         connection: Connection,
         /// The jobseeker's national identity number or D-number.
@@ -141,6 +152,7 @@ pub enum AuditAction {
         /// report itself named would let a dishonest gateway sign a log of its own making.
         #[arg(long, value_name = "VKEY")]
         vkey: String,
+        /// How to print the verified report.
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
@@ -155,6 +167,7 @@ pub enum AuditAction {
     },
 }
 
+/// The subcommands of `casegate keys`.
 #[derive(Debug, Subcommand)]
 pub enum KeysAction {
     /// Add a new note encryption key: new notes are sealed with it; notes sealed before stay
@@ -187,6 +200,7 @@ pub enum KeysAction {
     },
 }
 
+/// The subcommands of `casegate dev`.
 #[derive(Debug, Subcommand)]
 pub enum DevAction {
     /// Print a signed access token for one of the development organisations.

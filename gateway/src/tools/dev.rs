@@ -19,13 +19,15 @@ pub use crate::crypto::issuer::{TokenClaims, TokenIssuer};
 use crate::edge::identity::ClientIdentity;
 pub use pki::DevCa;
 
-/// The dev token issuer's `iss` and the gateway's audience.
+/// The dev token issuer's `iss` (`casegate dev token`, the tests' synthetic organisations).
 pub const DEV_ISSUER: &str = "casegate-dev";
 /// The `iss` of the web tier's own tokens.
 pub const WEB_ISSUER: &str = "casegate-web";
 /// Where `casegate dev` serves the web pages.
 pub const DEFAULT_WEB_LISTEN: &str = "127.0.0.1:8080";
+/// The `aud` the dev config expects of tokens from both dev issuers.
 pub const DEV_AUDIENCE: &str = "casegate";
+/// Where `casegate dev` serves gRPC (`[server] listen` of the dev config).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 /// The dev audit log's origin (and its signing key's name).
 pub const DEV_AUDIT_ORIGIN: &str = "dev.casegate.local/audit";
@@ -34,13 +36,21 @@ pub const DEV_AUDIT_ORIGIN: &str = "dev.casegate.local/audit";
 /// and belong to no real organisation's published use in this setup.
 #[derive(Debug, Clone, Copy)]
 pub struct DevOrg {
+    /// Its short name: `--org` of `casegate dev token`, and the stem of its certificate and
+    /// key files under `pki/`.
     pub slug: &'static str,
+    /// Its display name (the certificate's organisation, the config's `[organisations]`).
     pub name: &'static str,
+    /// Its nine-digit organisation number (mod-11 check digit), in its certificate's
+    /// `organizationIdentifier` as `NTRNO-<orgnr>`.
     pub orgnr: &'static str,
     /// The role its people typically act in.
     pub role: Role,
 }
 
+/// The synthetic organisations, in this order: clinic, NAV office, IPS team, privacy office
+/// (supervisory in the dev config) and jobseeker portal (the only one whose tokens may act as
+/// a jobseeker).
 pub const ORGS: [DevOrg; 5] = [
     DevOrg {
         slug: "clinic",
@@ -74,23 +84,39 @@ pub const ORGS: [DevOrg; 5] = [
     },
 ];
 
+/// Why the dev folder could not be prepared or a dev token signed.
 #[derive(Debug, thiserror::Error)]
 pub enum DevError {
+    /// A file or folder of the dev folder could not be read, created or synced.
     #[error("{path}: {source}")]
     Io {
+        /// The file or folder.
         path: PathBuf,
+        /// The underlying error.
         source: std::io::Error,
     },
+    /// A file's content is unusable (a certificate that is not PEM or names no organisation),
+    /// or a key for it could not be generated.
     #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A certificate or key could not be generated, or the CA could not be loaded.
     #[error("certificate generation failed: {0}")]
     Pki(#[from] pki::PkiError),
+    /// The token issuer's key could not be generated, loaded or used to sign.
     #[error(transparent)]
     Issuer(#[from] crate::crypto::issuer::IssuerError),
+    /// `--org` is none of the [`ORGS`] slugs.
     #[error("unknown organisation {0:?} (expected clinic, nav, ips, privacy or portal)")]
     UnknownOrg(String),
+    /// `--role` is not a role name.
     #[error("--role: {0}")]
     Role(casegate_consent::ParseError),
+    /// `--pid` is not a valid identity number or D-number.
     #[error("--pid: {0}")]
     Pid(casegate_consent::ParseError),
 }
@@ -124,54 +150,74 @@ fn write_new(path: &Path, contents: &str, secret: bool) -> Result<(), DevError> 
 /// The files of a dev data folder.
 #[derive(Debug, Clone)]
 pub struct DevLayout {
+    /// The dev data folder (also the gateway's `storage.data_dir`).
     pub root: PathBuf,
 }
 
 impl DevLayout {
+    /// The layout of the dev folder at `root`; nothing is read or created.
     pub fn new(root: &Path) -> Self {
         Self {
             root: root.to_owned(),
         }
     }
+    /// `pki/`: the CA, certificates, keys and the issuers' key sets.
     pub fn pki(&self) -> PathBuf {
         self.root.join("pki")
     }
+    /// `casegate.toml`, the dev configuration.
     pub fn config(&self) -> PathBuf {
         self.root.join("casegate.toml")
     }
+    /// `pki/ca.pem`, the dev CA's certificate (its key is `pki/ca.key`).
     pub fn ca_cert(&self) -> PathBuf {
         self.pki().join("ca.pem")
     }
+    /// `pki/<slug>.pem`, the certificate of `server`, `ca` or an organisation of [`ORGS`].
     pub fn cert(&self, slug: &str) -> PathBuf {
         self.pki().join(format!("{slug}.pem"))
     }
+    /// `pki/<slug>.key`, the private key (PEM, mode 0600) beside [`DevLayout::cert`].
     pub fn key(&self, slug: &str) -> PathBuf {
         self.pki().join(format!("{slug}.key"))
     }
+    /// `pki/issuer.key`, the Ed25519 key of the dev token issuer ([`DEV_ISSUER`]).
     pub fn issuer_key(&self) -> PathBuf {
         self.pki().join("issuer.key")
     }
+    /// `pki/issuer-jwks.json`, the dev token issuer's public JWKS.
     pub fn jwks(&self) -> PathBuf {
         self.pki().join("issuer-jwks.json")
     }
+    /// `pki/web-issuer.key`, the Ed25519 key the web tier mints its tokens with
+    /// ([`WEB_ISSUER`]).
     pub fn web_issuer_key(&self) -> PathBuf {
         self.pki().join("web-issuer.key")
     }
+    /// `pki/web-issuer-jwks.json`, the web tier issuer's public JWKS.
     pub fn web_jwks(&self) -> PathBuf {
         self.pki().join("web-issuer-jwks.json")
     }
+    /// `audit-signing.key`, the audit log's checkpoint signing key (C2SP signed-note signer
+    /// key, named [`DEV_AUDIT_ORIGIN`]).
     pub fn audit_key(&self) -> PathBuf {
         self.root.join("audit-signing.key")
     }
+    /// `pseudonym.key`, the HMAC-SHA-256 key of the audit log's subject pseudonyms.
     pub fn pseudonym_key(&self) -> PathBuf {
         self.root.join("pseudonym.key")
     }
+    /// `notes.keyring`, the note store's AES-256-GCM keyring (one key, `k1`).
     pub fn notes_keyring(&self) -> PathBuf {
         self.root.join("notes.keyring")
     }
 }
 
 /// Creates whatever the dev folder is missing; keeps what is there. Returns the config path.
+/// Each new file is synced with its folder; keys are created with mode 0600.
+///
+/// # Errors
+/// [`DevError`] if a file cannot be read or written, or a key or certificate cannot be made.
 pub fn prepare(root: &Path) -> Result<PathBuf, DevError> {
     let layout = DevLayout::new(root);
     let pki = layout.pki();
@@ -368,15 +414,24 @@ listen = "127.0.0.1:9464"
 /// What `casegate dev token` needs.
 #[derive(Debug, Clone)]
 pub struct TokenRequest {
+    /// The organisation's slug (`clinic`, `nav`, `ips`, `privacy` or `portal`).
     pub org: String,
+    /// The role's name, as `Role` parses it (for example `nav_counsellor`).
     pub role: String,
+    /// The token's `sub`; `<slug>-<role>` if `None`.
     pub sub: Option<String>,
+    /// The jobseeker's identity number or D-number (11 digits), as the token's `pid` claim.
     pub pid: Option<String>,
+    /// How long the token is valid (its `exp` minus its `iat`).
     pub ttl: Duration,
 }
 
 /// Signs a dev token for one of the synthetic organisations, bound to its client certificate.
 /// Prepares the folder first, so tokens and the gateway agree whichever runs first.
+///
+/// # Errors
+/// As [`prepare`]; [`DevError::UnknownOrg`], [`DevError::Role`] or [`DevError::Pid`] for a
+/// bad request; [`DevError::Invalid`] if the organisation's certificate cannot be read.
 pub fn token(root: &Path, request: &TokenRequest) -> Result<String, DevError> {
     prepare(root)?;
     let layout = DevLayout::new(root);

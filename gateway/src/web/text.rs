@@ -61,6 +61,7 @@ static TABLE: LazyLock<HashMap<String, Entry>> = LazyLock::new(|| {
 /// The words of one page in one language.
 #[derive(Debug, Clone, Copy)]
 pub struct Tr {
+    /// The language the words are taken in.
     pub lang: Lang,
 }
 

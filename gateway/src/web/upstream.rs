@@ -33,7 +33,8 @@ pub struct Person {
     /// A jobseeker's national identity number (`pid`); none for officers. (`SubjectId`'s
     /// `Debug` hides it.)
     pub pid: Option<SubjectId>,
-    /// `jobseeker` or `privacy_officer`.
+    /// Which audience the person belongs to; the minted token's role follows from it
+    /// (`jobseeker` or `privacy_officer`).
     pub role: Audience,
     /// The identity provider that logged the person in (its `iss`, or `dev` for the picker).
     pub idp: String,
@@ -44,17 +45,28 @@ pub struct Person {
 /// Which of the two audiences a person belongs to.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub enum Audience {
+    /// A jobseeker, acting through the portal's certificate (`[web.jobseekers]`).
     Jobseeker,
+    /// A privacy officer, acting through their organisation's certificate (`[web.officers]`).
     Officer,
 }
 
 /// Why the web tier cannot reach the gateway as configured.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
+    /// A key, certificate or CA file cannot be read, or a certificate is not PEM or carries
+    /// no valid organisation number.
     #[error("{path}: {message}")]
-    File { path: String, message: String },
+    File {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The gateway's URL (first) is not usable for a TLS channel (why, second).
     #[error("gateway address {0:?}: {1}")]
     Address(String, String),
+    /// The web tier's token signing key (`[web] issuer_key`) is not a PKCS#8 v1 Ed25519 key.
     #[error("token issuer key: {0}")]
     Issuer(#[from] crate::crypto::issuer::IssuerError),
 }
@@ -78,7 +90,8 @@ struct Via {
 type Intercepted = InterceptedService<Channel, Bearer>;
 
 impl Upstream {
-    /// Reads the keys and certificates and prepares (lazily connecting) channels to `url`.
+    /// Reads the keys and certificates and prepares (lazily connecting) channels to `url`;
+    /// `audience` is the `aud` of the tokens it mints.
     ///
     /// # Errors
     /// A file that cannot be read or parsed, or an unusable address.

@@ -79,6 +79,7 @@ pub struct OidcConfig {
     pub pid_claim: String,
     /// For officers: the claim (a string or an array of strings) that must hold `role_value`.
     pub role_claim: Option<String>,
+    /// For officers: the value `role_claim` must hold (required with it for officers).
     pub role_value: Option<String>,
 }
 

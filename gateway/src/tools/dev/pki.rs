@@ -12,7 +12,9 @@ use time::{Duration, OffsetDateTime};
 /// A PEM certificate and its PEM private key.
 #[derive(Clone)]
 pub struct CertifiedKey {
+    /// The certificate, PEM.
     pub cert_pem: String,
+    /// Its ECDSA P-256 private key, PKCS#8 PEM.
     pub key_pem: String,
 }
 
@@ -25,7 +27,9 @@ impl std::fmt::Debug for CertifiedKey {
 /// A development certificate authority.
 pub struct DevCa {
     issuer: Issuer<'static, KeyPair>,
+    /// The CA's certificate, PEM: what a gateway's `tls.client_ca` or a client trusts.
     pub cert_pem: String,
+    /// The CA's ECDSA P-256 private key, PKCS#8 PEM.
     pub key_pem: String,
 }
 
@@ -35,6 +39,7 @@ impl std::fmt::Debug for DevCa {
     }
 }
 
+/// Why a key, certificate or CRL could not be made or loaded (rcgen's error).
 pub type PkiError = rcgen::Error;
 
 fn validity(params: &mut CertificateParams, days: i64) {
