@@ -16,5 +16,6 @@ pub mod index;
 pub mod log;
 pub mod merkle;
 pub mod segment;
+pub mod storage;
 pub mod store;
 pub mod verify;

@@ -1,6 +1,7 @@
 //! The workflows' state: the audit trail (the log's handle, its entries, reconciliation of the
 //! stores with it), the note store, the consent store's seam and the verified caller. Uses
-//! `crypto` and `base`; knows nothing of gRPC transport, TLS or configuration files.
+//! `crypto` and `base`; knows nothing of TLS, the wire messages (`casegate_proto`) or
+//! configuration files (a call that must end does so with a `tonic::Status`).
 
 pub(crate) mod audit;
 pub mod notes;

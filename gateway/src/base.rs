@@ -1,6 +1,6 @@
 //! Foundations every layer may use: the clock that never goes backwards, the metrics recorder and
-//! its listener, Europe/Oslo time, and the one rule for outside text. Uses nothing else in the
-//! crate.
+//! its listener, Europe/Oslo time, the one rule for outside text, and the configuration problem
+//! every checker reports. Uses nothing else in the crate.
 
 pub(crate) mod clock;
 pub mod metrics;

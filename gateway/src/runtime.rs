@@ -1,5 +1,5 @@
 //! Running a gateway: the configuration, the data folder, server assembly, background tasks and
-//! shutdown. Uses every layer below it.
+//! shutdown. Uses `api`, `edge`, `app`, `crypto` and `base`.
 
 pub mod config;
 pub(crate) mod data_dir;

@@ -609,3 +609,32 @@ fn after_a_clean_shutdown_derived_files_and_segments_not_as_left_are_rebuilt_or_
         ),
     }
 }
+
+/// The segment log in a temporary folder of its own per log, with one signing key per log.
+struct Embedded(Vec<(tempfile::TempDir, Signer)>);
+
+impl crate::storage::conformance::Harness for Embedded {
+    type Log = AuditLog;
+
+    fn fresh(&mut self) -> AuditLog {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = signer();
+        let (log, _) = open(dir.path(), &key, LogOptions::new(ORIGIN)).expect("open");
+        self.0.push((dir, key));
+        log
+    }
+
+    fn reopen(&mut self, log: AuditLog) -> AuditLog {
+        log.close().expect("close");
+        drop(log);
+        let (dir, key) = self.0.last().expect("a log was opened");
+        open(dir.path(), key, LogOptions::new(ORIGIN))
+            .expect("reopen")
+            .0
+    }
+}
+
+#[test]
+fn the_segment_log_meets_the_verifiable_log_expectations() {
+    crate::storage::conformance::run(&mut Embedded(Vec::new()));
+}

@@ -116,7 +116,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, Status> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|_| Status::internal("internal error"))?
+        .map_err(status::task_failed)?
 }
 
 #[tonic::async_trait]
@@ -367,10 +367,9 @@ impl AuditService for AuditApi {
         let consents = self.consents.clone();
         let now = Timestamp(audit::now_micros());
         let consents = blocking(move || {
-            let records = consents.for_subject(&subject).map_err(|e| {
-                tracing::error!(error = %e, "consent store failed");
-                Status::internal("the consent store failed")
-            })?;
+            let records = consents
+                .for_subject(&subject)
+                .map_err(status::consent_store_error)?;
             Ok((subject, records))
         })
         .await?;

@@ -89,7 +89,7 @@ async fn on_notes<T: Send + 'static>(
     let notes = notes.clone();
     tokio::task::spawn_blocking(move || f(notes.as_ref()))
         .await
-        .map_err(|_| Status::internal("internal error"))?
+        .map_err(status::task_failed)?
         .map_err(status::note_error)
 }
 
@@ -178,7 +178,7 @@ impl DisclosureApi {
         let notes = self.notes.clone();
         let note = tokio::task::spawn_blocking(move || notes.get(&existing.id))
             .await
-            .map_err(|_| Status::internal("internal error"))?;
+            .map_err(status::task_failed)?;
         let note = match note {
             Ok(note) => note,
             // Reserved by a call still deciding (or refused and about to release it).
@@ -252,8 +252,7 @@ impl DisclosureService for DisclosureApi {
             Ok(d) => d,
             Err(e) => {
                 let _ = self.notes.release(principal.orgnr, &input.request_id);
-                tracing::error!(error = %e, "consent store failed");
-                return Err(Status::internal("the consent store failed"));
+                return Err(status::consent_store_error(e));
             }
         };
         crate::base::metrics::decision(match &decided {
@@ -475,7 +474,7 @@ impl DisclosureService for DisclosureApi {
         let notes = self.notes.clone();
         let note = match tokio::task::spawn_blocking(move || notes.get(&id))
             .await
-            .map_err(|_| Status::internal("internal error"))?
+            .map_err(status::task_failed)?
         {
             Ok(note) if addressed_to(&note, principal) => note,
             Ok(_) | Err(NoteError::NotFound) => return Err(not_yours()),
@@ -525,11 +524,17 @@ impl DisclosureApi {
         note: Note,
         tx: &tokio::sync::mpsc::Sender<Result<StreamInboxResponse, Status>>,
     ) -> Result<bool, ()> {
+        // Room on the stream first: a note is never recorded as delivered to a client that
+        // has already gone (the stream's receiver is dropped once the call ends).
+        let permit = tx.reserve().await.map_err(drop)?;
         match self.deliver(principal, note).await {
-            Ok(Some(message)) => tx.send(Ok(message)).await.map(|()| true).map_err(drop),
+            Ok(Some(message)) => {
+                permit.send(Ok(message));
+                Ok(true)
+            }
             Ok(None) => Ok(false),
             Err(status) => {
-                let _ = tx.send(Err(status)).await;
+                permit.send(Err(status));
                 Err(())
             }
         }
@@ -558,10 +563,7 @@ impl DisclosureApi {
         let decided = self
             .consents
             .decide(&secret.subject, &recheck, now(), &self.vocabulary)
-            .map_err(|e| {
-                tracing::error!(error = %e, "consent store failed");
-                Status::internal("the consent store failed")
-            })?;
+            .map_err(status::consent_store_error)?;
         let id = note.id;
         if let Decision::Deny(deny) = decided {
             purge_note(

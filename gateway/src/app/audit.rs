@@ -12,6 +12,7 @@ use casegate_audit::{
     entry::{Actor, ConsentRef, Entry, EntryKind},
     index::{AuditIndex, IndexError},
     log::{AppendError, Appended, AuditLog, LogOptions, OpenError, Recovery},
+    storage::VerifiableLog,
 };
 use casegate_consent::{
     decision::{Decision, DisclosureRequest, POLICY_VERSION},
@@ -24,7 +25,7 @@ use crate::app::{notes::Note, principal::Principal};
 /// The open audit log and its query index, shared by every service.
 #[derive(Debug, Clone)]
 pub struct Audit {
-    log: Arc<AuditLog>,
+    log: Arc<dyn VerifiableLog>,
     index: AuditIndex,
     /// One permit per queue slot: async callers wait here instead of blocking a runtime
     /// thread on the log's bounded queue.
@@ -190,8 +191,8 @@ impl Audit {
         ))
     }
 
-    pub fn log(&self) -> &AuditLog {
-        &self.log
+    pub fn log(&self) -> &dyn VerifiableLog {
+        self.log.as_ref()
     }
 
     pub fn index(&self) -> &AuditIndex {
@@ -217,10 +218,13 @@ impl Audit {
         let (tx, rx) = oneshot::channel();
         self.stamped(entry, |log, bytes| {
             // A permit guarantees a free queue slot, so this never blocks the runtime.
-            log.try_append(bytes, move |result| {
-                drop(permit);
-                let _ = tx.send(result);
-            })
+            log.try_append(
+                bytes,
+                Box::new(move |result| {
+                    drop(permit);
+                    let _ = tx.send(result);
+                }),
+            )
         })?;
         rx.await.map_err(|_| AppendError::Closed)?
     }
@@ -276,9 +280,12 @@ impl Audit {
     pub fn append_blocking(&self, entry: &Entry) -> Result<Appended, AppendError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.stamped(entry, |log, bytes| {
-            log.append(bytes, move |result| {
-                let _ = tx.send(result);
-            })
+            log.append(
+                bytes,
+                Box::new(move |result| {
+                    let _ = tx.send(result);
+                }),
+            )
         })?;
         rx.recv().map_err(|_| AppendError::Closed)?
     }
@@ -287,7 +294,7 @@ impl Audit {
     fn stamped(
         &self,
         entry: &Entry,
-        queue: impl FnOnce(&AuditLog, Vec<u8>) -> Result<(), AppendError>,
+        queue: impl FnOnce(&dyn VerifiableLog, Vec<u8>) -> Result<(), AppendError>,
     ) -> Result<(), AppendError> {
         let mut last = self.stamped.lock().unwrap_or_else(|p| p.into_inner());
         let time = entry.time_micros.max(*last);
@@ -300,7 +307,7 @@ impl Audit {
         }
         .map_err(|e| AppendError::Failed(e.to_string()))?;
         crate::base::clock::raise_floor(time);
-        queue(&self.log, bytes)?;
+        queue(self.log.as_ref(), bytes)?;
         *last = time;
         Ok(())
     }

@@ -1265,7 +1265,7 @@ fn flusher_stopped() -> NoteError {
 /// Returns (made deliverable, dropped).
 pub fn recover(
     notes: &dyn NoteStorage,
-    log: &casegate_audit::log::AuditLog,
+    log: &dyn casegate_audit::storage::VerifiableLog,
 ) -> Result<(usize, usize), NoteError> {
     use casegate_audit::entry::{Entry, EntryKind};
     let pending = notes.pending()?;

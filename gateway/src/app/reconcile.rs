@@ -16,7 +16,7 @@
 
 use casegate_audit::{
     entry::{Entry, EntryKind},
-    log::AuditLog,
+    storage::VerifiableLog,
 };
 use casegate_consent::{
     record::{Actor, ConsentId, Timestamp},
@@ -162,7 +162,7 @@ fn logged_change(entry: &Entry) -> Option<Result<LoggedChange, ()>> {
 /// # Errors
 /// An entry cannot be read, or a store cannot be written.
 pub fn stores(
-    log: &AuditLog,
+    log: &dyn VerifiableLog,
     store: &dyn ConsentStorage,
     notes: &dyn NoteStorage,
     retention: std::time::Duration,
@@ -371,6 +371,7 @@ mod tests {
         record::{ConsentRecord, Evidence, NewConsent, Party, Period, Provision, Status},
     };
 
+    use casegate_audit::log::AuditLog;
     use casegate_consent::store::ConsentStore;
 
     use crate::app::notes::NoteStore;
