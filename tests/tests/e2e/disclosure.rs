@@ -481,3 +481,45 @@ async fn a_backlog_longer_than_a_page_arrives_whole_in_order_then_live_notes_fol
         other => panic!("expected the live note, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_long_backlog_arrives_in_inbox_order_with_every_delivery_audited_once() {
+    let gw = TestGateway::start().await;
+    let me = subject(1);
+    grant_ips_consent(&gw, &me).await;
+    let mut nav = gw.caller("nav", "nav_counsellor").await;
+    // More than two pages (64 notes each) of deliveries.
+    let mut sent = Vec::new();
+    for i in 0..150 {
+        let receipt = nav
+            .disclose_permitted(update(
+                &gw,
+                &me,
+                &format!("backlog-{i}"),
+                &format!("note {i}"),
+            ))
+            .await;
+        sent.push(receipt.disclosure_id);
+    }
+    let mut ips = gw.caller("ips", "employment_specialist").await;
+    let mut stream = ips.inbox().await;
+    let received: Vec<String> = backlog(&mut stream)
+        .await
+        .into_iter()
+        .map(|n| n.disclosure_id)
+        .collect();
+    assert_eq!(received, sent, "every note, in disclosure order");
+    let delivered: Vec<String> = entries(&gw)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == EntryKind::NoteDelivered)
+        .filter_map(|e| e.disclosure_id)
+        .collect();
+    let mut audited = delivered.clone();
+    audited.sort();
+    audited.dedup();
+    assert_eq!(audited.len(), delivered.len(), "each delivery audited once");
+    let mut expected = sent.clone();
+    expected.sort();
+    assert_eq!(audited, expected, "every delivery audited");
+}
