@@ -2,6 +2,7 @@
 //! its listener, Europe/Oslo time, the one rule for outside text, and the configuration problem
 //! every checker reports. Uses nothing else in the crate.
 
+pub(crate) mod blocking;
 pub(crate) mod clock;
 pub mod metrics;
 pub(crate) mod oslo;

@@ -114,7 +114,7 @@ pub(crate) async fn receipt_at(audit: &Audit, index: u64) -> Result<AuditReceipt
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Status> + Send + 'static,
 ) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f)
+    crate::base::blocking::run(f)
         .await
         .map_err(status::task_failed)?
 }

@@ -85,7 +85,7 @@ impl ConsentApi {
         f: impl FnOnce(&dyn ConsentStorage) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(store.as_ref()))
+        crate::base::blocking::run(move || f(store.as_ref()))
             .await
             .unwrap_or_else(|_| Err(StoreError::Corrupt("store task failed".into())))
     }

@@ -88,7 +88,7 @@ async fn on_notes<T: Send + 'static>(
     f: impl FnOnce(&dyn NoteStorage) -> Result<T, NoteError> + Send + 'static,
 ) -> Result<T, Status> {
     let notes = notes.clone();
-    tokio::task::spawn_blocking(move || f(notes.as_ref()))
+    crate::base::blocking::run(move || f(notes.as_ref()))
         .await
         .map_err(status::task_failed)?
         .map_err(status::note_error)
@@ -177,7 +177,7 @@ impl DisclosureApi {
             ));
         }
         let notes = self.notes.clone();
-        let note = tokio::task::spawn_blocking(move || notes.get(&existing.id))
+        let note = crate::base::blocking::run(move || notes.get(&existing.id))
             .await
             .map_err(status::task_failed)?;
         let note = match note {
@@ -493,7 +493,7 @@ impl DisclosureService for DisclosureApi {
             .map_err(|_| FieldError::new("disclosure_id", "a disclosure id is a UUID"))?;
         let not_yours = || Status::permission_denied("no note with this id is addressed to you");
         let notes = self.notes.clone();
-        let note = match tokio::task::spawn_blocking(move || notes.get(&id))
+        let note = match crate::base::blocking::run(move || notes.get(&id))
             .await
             .map_err(status::task_failed)?
         {

@@ -328,7 +328,7 @@ pub async fn mark(
 ) -> Result<u64, StoreError> {
     let size = audit.quiet_size().await;
     let store = store.clone();
-    tokio::task::spawn_blocking(move || store.set_reconciled_through(size))
+    crate::base::blocking::run(move || store.set_reconciled_through(size))
         .await
         .unwrap_or_else(|_| Err(StoreError::Corrupt("store task failed".into())))?;
     Ok(size)

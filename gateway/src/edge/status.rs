@@ -157,7 +157,7 @@ impl From<FieldError> for Status {
     }
 }
 
-/// Work run off the runtime (`spawn_blocking`) that panicked or was cancelled: logged; the
+/// Work run off the runtime (`base::blocking::run`) that panicked or was cancelled: logged; the
 /// caller learns only that it failed.
 pub(crate) fn task_failed(e: tokio::task::JoinError) -> Status {
     tracing::error!(error = %e, "a blocking task failed");

@@ -441,7 +441,7 @@ impl Gateway {
                 loop {
                     tick.tick().await;
                     let audit = audit.clone();
-                    match tokio::task::spawn_blocking(move || audit.catch_up_index()).await {
+                    match crate::base::blocking::run(move || audit.catch_up_index()).await {
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) => tracing::error!(error = %e, "audit index did not catch up"),
                         Err(e) => return Err(format!("catch-up failed: {e}")),
@@ -662,7 +662,7 @@ async fn reload_crls(tls: Arc<tls::TlsReloader>) -> Result<(), String> {
         };
         // Reading CRLs and checking every open connection's chain is blocking work.
         let reloader = tls.clone();
-        let result = tokio::task::spawn_blocking(move || {
+        let result = crate::base::blocking::run(move || {
             if forced {
                 reloader.reload().map(Some)
             } else {
@@ -700,7 +700,7 @@ async fn reload_crls(tls: Arc<tls::TlsReloader>) -> Result<(), String> {
             // at every tick while one is stale: the handshake check counts whole seconds, so
             // it may agree only a moment after the CRL was first found stale.
             let reloader = tls.clone();
-            let cut = tokio::task::spawn_blocking(move || reloader.cut_refused())
+            let cut = crate::base::blocking::run(move || reloader.cut_refused())
                 .await
                 .map_err(|e| format!("the stale-CRL sweep panicked: {e}"))?;
             if cut > 0 {

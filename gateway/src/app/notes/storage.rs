@@ -3,7 +3,7 @@
 //! `model.rs`, run against any implementation through its `Harness`).
 //!
 //! Every method is synchronous and may block on storage: async callers run it off their
-//! runtime (`spawn_blocking`).
+//! runtime (`base::blocking::run`).
 
 use casegate_consent::{OrgNumber, record::ConsentId, record::Timestamp};
 use uuid::Uuid;
