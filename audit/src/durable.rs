@@ -62,7 +62,7 @@ pub fn create_dirs(path: &Path) -> io::Result<()> {
 /// # Errors
 /// The file cannot be written or synced.
 pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = private_file(path)?;
+    let mut file = open_private(path, Existing::Truncate, Writes::Positioned)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     sync_dir(parent(path))
@@ -74,14 +74,7 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// # Errors
 /// The file exists, or cannot be written or synced.
 pub fn write_new_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    sync_dir(parent(path))
+    write_new_file_with_mode(path, bytes, 0o600)
 }
 
 /// Replaces the file at `path` with `bytes` atomically: writes and syncs `path.tmp`, renames
@@ -94,7 +87,7 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = Path::new(&tmp);
-    let mut file = private_file(tmp)?;
+    let mut file = open_private(tmp, Existing::Truncate, Writes::Positioned)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     fs::rename(tmp, path)?;
@@ -126,14 +119,62 @@ pub fn remove_file(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Opens (creating with mode 0600, truncating) a file for writing.
-fn private_file(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+/// What [`open_private`] does with a file that already exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    /// Fail with `AlreadyExists`: the file must be new.
+    Refuse,
+    /// Open it as it is.
+    Keep,
+    /// Empty it.
+    Truncate,
+}
+
+/// How [`open_private`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writes {
+    /// At the file's position (or with positioned writes).
+    Positioned,
+    /// Always at the end (`O_APPEND`).
+    Append,
+}
+
+/// The one way casegate opens a file it writes: readable and writable by its owner only
+/// (created with mode 0600), `existing` saying what to do with one already there. Nothing is
+/// synced: the caller syncs the file, and the folder when the file is new
+/// ([`sync_dir`]), before relying on either.
+///
+/// # Errors
+/// The file cannot be opened or created, or exists under [`Existing::Refuse`].
+pub fn open_private(path: &Path, existing: Existing, writes: Writes) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true).mode(0o600);
+    match writes {
+        Writes::Positioned => options.write(true),
+        Writes::Append => options.append(true),
+    };
+    match existing {
+        Existing::Refuse => options.create_new(true),
+        Existing::Keep => options.create(true).truncate(false),
+        Existing::Truncate => options.create(true).truncate(true),
+    };
+    options.open(path)
+}
+
+/// Writes `bytes` as the whole of a new file at `path` with permission bits `mode` (fails if
+/// it exists), syncs it and its folder.
+///
+/// # Errors
+/// The file exists, or cannot be written or synced.
+pub fn write_new_file_with_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let mut file = OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
+        .create_new(true)
+        .mode(mode)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    sync_dir(parent(path))
 }
 
 #[cfg(test)]
@@ -168,5 +209,24 @@ mod tests {
         assert_eq!(fs::read(root.path().join("g")).expect("read"), b"four");
         remove_file(&root.path().join("g")).expect("remove");
         remove_file(&root.path().join("g")).expect("absent is fine");
+    }
+
+    #[test]
+    fn a_private_file_is_owner_only_and_an_existing_one_is_refused_kept_or_emptied() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let path = root.path().join("f");
+        let mut file = open_private(&path, Existing::Refuse, Writes::Append).expect("new");
+        file.write_all(b"held").expect("write");
+        let mode = fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let refused = open_private(&path, Existing::Refuse, Writes::Positioned);
+        assert_eq!(
+            refused.expect_err("exists").kind(),
+            io::ErrorKind::AlreadyExists
+        );
+        open_private(&path, Existing::Keep, Writes::Positioned).expect("kept");
+        assert_eq!(fs::read(&path).expect("read"), b"held");
+        open_private(&path, Existing::Truncate, Writes::Positioned).expect("emptied");
+        assert_eq!(fs::read(&path).expect("read"), b"");
     }
 }

@@ -342,7 +342,11 @@ impl AuditIndex {
     pub fn open(path: &Path) -> Result<Self, IndexError> {
         crate::durable::create_dirs(path)?;
         remove_earlier_format(path)?;
-        let file = crate::store::open_private(&path.join(POSTINGS))?;
+        let file = crate::durable::open_private(
+            &path.join(POSTINGS),
+            crate::durable::Existing::Keep,
+            crate::durable::Writes::Positioned,
+        )?;
         let (postings, len) = load(&file)?;
         if file.metadata()?.len() > len {
             file.set_len(len)?;

@@ -23,11 +23,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use std::os::unix::fs::OpenOptionsExt;
-
 use crate::{
     checkpoint::{Checkpoint, CheckpointError, SignedCheckpoint, Signer, Verifier},
-    durable::{self, sync_dir},
+    durable::{self, Existing, Writes, sync_dir},
     merkle::{self, CompactRange, Hash},
     segment::{self, Flaw},
     store::{FixedFile, TreeStore},
@@ -1336,12 +1334,7 @@ impl Writer {
 
     fn new_segment(&mut self, first: u64) -> io::Result<Arc<File>> {
         let path = self.seg_dir.join(segment::file_name(first));
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)?;
+        let mut file = durable::open_private(&path, Existing::Refuse, Writes::Append)?;
         file.write_all(&segment::header(first))?;
         file.sync_all()?;
         sync_dir(&self.seg_dir)?;

@@ -5,14 +5,17 @@
 
 use std::{
     collections::VecDeque,
-    fs::{File, OpenOptions},
+    fs::File,
     io,
-    os::unix::fs::{FileExt, OpenOptionsExt},
+    os::unix::fs::FileExt,
     path::{Path, PathBuf},
     sync::RwLock,
 };
 
-use crate::merkle::Hash;
+use crate::{
+    durable::{Existing, Writes, open_private},
+    merkle::Hash,
+};
 
 /// A file of `N`-byte records.
 #[derive(Debug)]
@@ -20,22 +23,11 @@ pub struct FixedFile<const N: usize> {
     file: File,
 }
 
-/// Opens (creating, keeping what it holds) a file readable and writable by its owner only.
-pub(crate) fn open_private(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-}
-
 impl<const N: usize> FixedFile<N> {
     /// Opens the file at `path`, creating it (mode 0600) if missing and keeping what it holds.
     pub fn open(path: &Path) -> io::Result<Self> {
         Ok(Self {
-            file: open_private(path)?,
+            file: open_private(path, Existing::Keep, Writes::Positioned)?,
         })
     }
 

@@ -30,11 +30,12 @@ use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     fs::{File, OpenOptions},
     io::{self, BufReader, Read},
-    os::unix::fs::{FileExt, OpenOptionsExt},
+    os::unix::fs::FileExt,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard},
 };
 
+use casegate_audit::durable::{self, Writes};
 use casegate_consent::{
     Category, OrgNumber, Purpose, Role, SubjectId,
     record::{Actor, ConsentId, Timestamp},
@@ -497,12 +498,11 @@ fn file_number(name: &str) -> Option<u32> {
 }
 
 fn create_file(dir: &Path, number: u32) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(dir.join(file_name(number)))
+    durable::open_private(
+        &dir.join(file_name(number)),
+        durable::Existing::Refuse,
+        Writes::Positioned,
+    )
 }
 
 fn encode(note: &Note) -> Result<Vec<u8>, NoteError> {

@@ -2,10 +2,11 @@
 //! writer, so a second gateway on the same folder must refuse to start.
 
 use std::{
-    fs::{File, OpenOptions},
-    os::unix::fs::OpenOptionsExt,
+    fs::File,
     path::{Path, PathBuf},
 };
+
+use casegate_audit::durable::{self, Existing, Writes};
 
 const LOCK_FILE: &str = "casegate.lock";
 
@@ -36,12 +37,7 @@ impl DataDir {
         // Consents, notes and the audit log live here: owner only, and named durably before
         // anything in it is acknowledged.
         casegate_audit::durable::create_dirs(path).map_err(open_err)?;
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(path.join(LOCK_FILE))
+        let lock = durable::open_private(&path.join(LOCK_FILE), Existing::Keep, Writes::Positioned)
             .map_err(open_err)?;
         match lock.try_lock() {
             Ok(()) => Ok(Self {

@@ -6,7 +6,6 @@ pub mod pki;
 
 use std::{
     fs,
-    io::Write,
     net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
@@ -134,17 +133,9 @@ fn read(path: &Path) -> Result<String, DevError> {
 
 /// Writes a file that must not be readable by others (keys), or a public one.
 fn write_new(path: &Path, contents: &str, secret: bool) -> Result<(), DevError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    if secret {
-        options.mode(0o600);
-    }
-    let mut file = options.open(path).map_err(io_err(path))?;
-    file.write_all(contents.as_bytes()).map_err(io_err(path))?;
-    file.sync_all().map_err(io_err(path))?;
-    let folder = path.parent().unwrap_or(Path::new("."));
-    casegate_audit::durable::sync_dir(folder).map_err(io_err(folder))
+    let mode = if secret { 0o600 } else { 0o644 };
+    casegate_audit::durable::write_new_file_with_mode(path, contents.as_bytes(), mode)
+        .map_err(io_err(path))
 }
 
 /// The files of a dev data folder.
