@@ -26,9 +26,10 @@ pub trait Harness {
 
 const NAV: &str = "910000071";
 const CLINIC: &str = "910000063";
-const DAY: i64 = 86_400_000_000;
+/// A day in microseconds.
+pub(crate) const DAY: i64 = 86_400_000_000;
 /// 2027-01-15T08:00:00Z, in microseconds since the Unix epoch.
-const NOW: Timestamp = Timestamp(1_800_000_000_000_000);
+pub(crate) const NOW: Timestamp = Timestamp(1_800_000_000_000_000);
 
 fn org(text: &str) -> OrgNumber {
     text.parse().expect("organisation number")
@@ -40,7 +41,8 @@ fn subject(n: u16) -> SubjectId {
         .expect("synthetic subject")
 }
 
-fn nav() -> Actor {
+/// A NAV counsellor.
+pub(crate) fn nav() -> Actor {
     Actor {
         orgnr: org(NAV),
         user_id: "nav-1".into(),
@@ -49,7 +51,7 @@ fn nav() -> Actor {
 }
 
 /// NAV may send benefit counselling to the clinic for `purpose`, for 30 days from `NOW`.
-fn new_consent(subject: SubjectId, purpose: &str) -> NewConsent {
+pub(crate) fn new_consent(subject: SubjectId, purpose: &str) -> NewConsent {
     NewConsent {
         subject,
         recorded_by: nav(),

@@ -1,49 +1,6 @@
-use std::collections::BTreeSet;
-
 use super::*;
-use crate::{
-    OrgNumber, Role,
-    record::{Party, Period, Provision},
-};
 
-const DAY: i64 = 86_400_000_000;
-const NOW: Timestamp = Timestamp(1_800_000_000_000_000);
-
-fn actor() -> Actor {
-    Actor {
-        orgnr: "910000071".parse().expect("orgnr"),
-        user_id: "nav-1".into(),
-        role: Role::NavCounsellor,
-    }
-}
-
-fn new_consent(subject: SubjectId, purpose: &str) -> NewConsent {
-    let org: OrgNumber = "910000071".parse().expect("orgnr");
-    NewConsent {
-        subject,
-        recorded_by: actor(),
-        provisions: vec![Provision {
-            senders: vec![Party {
-                orgnr: org,
-                roles: BTreeSet::new(),
-            }],
-            recipients: vec![Party {
-                orgnr: "910000063".parse().expect("orgnr"),
-                roles: BTreeSet::new(),
-            }],
-            categories: ["benefit_counselling".parse().expect("term")].into(),
-            purposes: [purpose.parse().expect("term")].into(),
-        }],
-        period: Period {
-            start: NOW,
-            end: Timestamp(NOW.0 + 30 * DAY),
-        },
-        evidence: Evidence::SignedForm {
-            sha256: [1; 32],
-            reference: "form-1".into(),
-        },
-    }
-}
+use crate::storage::conformance::{DAY, NOW, nav as actor, new_consent};
 
 fn subject(n: u16) -> SubjectId {
     (0..200)
