@@ -20,7 +20,10 @@ use casegate_consent::{
 };
 use tokio::sync::{Semaphore, oneshot};
 
-use crate::app::{notes::Note, principal::Principal};
+use crate::{
+    app::{notes::Note, principal::Principal},
+    base::settings::Section,
+};
 
 /// The open audit log and its query index, shared by every service.
 #[derive(Debug, Clone)]
@@ -334,6 +337,44 @@ pub struct AuditConfig {
     pub max_batch: usize,
     /// How long the writer waits to fill a batch.
     pub linger: Duration,
+}
+
+impl AuditConfig {
+    /// Reads the `[audit]` section from `s`; the signing key's path is relative to `base`.
+    /// Every problem is reported to `s`; `None` when `origin` or `signing_key` is missing or
+    /// wrong.
+    pub(crate) fn read(s: &mut Section<'_>, base: &Path) -> Option<Self> {
+        let origin = s.string("origin");
+        if let Some(o) = &origin
+            && (o.is_empty() || o.chars().any(char::is_whitespace))
+        {
+            s.problem("origin", "must be non-empty and contain no whitespace");
+        }
+        let signing_key = s.file("signing_key", base);
+        let segment_bytes = s.count_or("segment_bytes", 64 << 20, 1 << 40);
+        if segment_bytes < 4 << 20 {
+            s.problem("segment_bytes", "must be at least 4 MiB (4194304)");
+        }
+        let queue_capacity = s.count_or("queue_capacity", 8192, 1 << 20);
+        let max_batch = s.count_or("max_batch", 4096, 1 << 16);
+        let linger = s.duration_or(
+            "linger",
+            Duration::ZERO,
+            Duration::ZERO,
+            Duration::from_millis(50),
+        );
+        match (origin, signing_key) {
+            (Some(origin), Some(signing_key)) => Some(Self {
+                origin,
+                signing_key,
+                segment_bytes,
+                queue_capacity: usize::try_from(queue_capacity).unwrap_or(usize::MAX),
+                max_batch: usize::try_from(max_batch).unwrap_or(usize::MAX),
+                linger,
+            }),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ use tokio::{
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 
 use crate::{
-    base::problem::Problem,
+    base::{problem::Problem, settings::Section},
     edge::identity::{ClientIdentity, IdentityError},
 };
 use crl::{CrlFile, StaleCrl};
@@ -543,4 +543,44 @@ pub enum StaleCrls {
     /// fail), and while the loaded one is stale the certificates of its CA are refused in
     /// the handshake.
     Refuse,
+}
+
+impl TlsConfig {
+    /// Reads the `[tls]` section from `s`; file paths are relative to `base` (the
+    /// configuration file's folder). Every problem is reported to `s`; `None` when a required
+    /// key is missing or wrong.
+    pub(crate) fn read(s: &mut Section<'_>, base: &Path) -> Option<Self> {
+        let cert = s.file("cert", base);
+        let key = s.file("key", base);
+        let client_ca = s.file("client_ca", base);
+        let client_crls = s.files("client_crls", base);
+        let crl_reload_interval = s.duration_or(
+            "crl_reload_interval",
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            Duration::from_secs(3600),
+        );
+        let stale_crls = match s.opt_string("stale_crls").as_deref() {
+            None | Some("warn") => StaleCrls::Warn,
+            Some("refuse") => StaleCrls::Refuse,
+            Some(other) => {
+                s.problem(
+                    "stale_crls",
+                    format!("{other:?} is not one of \"warn\", \"refuse\""),
+                );
+                StaleCrls::Warn
+            }
+        };
+        match (cert, key, client_ca) {
+            (Some(cert), Some(key), Some(client_ca)) => Some(Self {
+                cert,
+                key,
+                client_ca,
+                client_crls,
+                crl_reload_interval,
+                stale_crls,
+            }),
+            _ => None,
+        }
+    }
 }

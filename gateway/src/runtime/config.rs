@@ -2,7 +2,6 @@
 //! variables, checked as a whole so that every problem is reported at once, before any port
 //! is bound.
 
-mod reader;
 mod web;
 
 use std::{
@@ -14,11 +13,10 @@ use std::{
 };
 
 use casegate_consent::{Category, CategoryRule, Purpose, Role, Vocabulary};
-use jsonwebtoken::Algorithm;
 use toml::{Table, Value};
 
-pub use reader::Problem;
-use reader::{Problems, Section};
+pub use crate::base::problem::Problem;
+use crate::base::settings::{Problems, Section};
 pub use web::{AudienceConfig, OidcConfig, WebConfig};
 
 pub use crate::{
@@ -33,9 +31,7 @@ pub use crate::{
 /// `server.listen` (sections separated by a double underscore).
 pub const ENV_PREFIX: &str = "CASEGATE_";
 
-/// Token signature algorithms the gateway accepts at all. HMAC and `none` are never allowed.
-pub const ALLOWED_ALGORITHMS: [Algorithm; 3] =
-    [Algorithm::EdDSA, Algorithm::ES256, Algorithm::RS256];
+pub use crate::edge::auth::ALLOWED_ALGORITHMS;
 
 /// The whole configuration, every section checked and every named file found readable.
 #[derive(Debug, Clone)]
@@ -421,57 +417,16 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
 
     let tls = {
         let mut s = root.section("tls");
-        let cert = s.file("cert", base);
-        let key = s.file("key", base);
-        let client_ca = s.file("client_ca", base);
-        let client_crls = s.files("client_crls", base);
-        let crl_reload_interval = s.duration_or(
-            "crl_reload_interval",
-            Duration::from_secs(30),
-            Duration::from_millis(100),
-            Duration::from_secs(3600),
-        );
-        let stale_crls = match s.opt_string("stale_crls").as_deref() {
-            None | Some("warn") => StaleCrls::Warn,
-            Some("refuse") => StaleCrls::Refuse,
-            Some(other) => {
-                s.problem(
-                    "stale_crls",
-                    format!("{other:?} is not one of \"warn\", \"refuse\""),
-                );
-                StaleCrls::Warn
-            }
-        };
+        let tls = TlsConfig::read(&mut s, base);
         s.finish();
-        match (cert, key, client_ca) {
-            (Some(cert), Some(key), Some(client_ca)) => Some(TlsConfig {
-                cert,
-                key,
-                client_ca,
-                client_crls,
-                crl_reload_interval,
-                stale_crls,
-            }),
-            _ => None,
-        }
+        tls
     };
 
     let auth = {
         let mut s = root.section("auth");
-        let leeway = s.duration_or(
-            "leeway",
-            Duration::from_secs(30),
-            Duration::ZERO,
-            Duration::from_secs(300),
-        );
-        let issuers = read_issuers(&mut s, base);
-        let jobseeker_orgs = org_numbers(&mut s, "jobseeker_orgs");
+        let auth = AuthConfig::read(&mut s, base);
         s.finish();
-        issuers.map(|issuers| AuthConfig {
-            leeway,
-            issuers,
-            jobseeker_orgs,
-        })
+        auth
     };
 
     let storage = {
@@ -483,43 +438,15 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
 
     let audit = {
         let mut s = root.section("audit");
-        let origin = s.string("origin");
-        if let Some(o) = &origin
-            && (o.is_empty() || o.chars().any(char::is_whitespace))
-        {
-            s.problem("origin", "must be non-empty and contain no whitespace");
-        }
-        let signing_key = s.file("signing_key", base);
-        let segment_bytes = s.count_or("segment_bytes", 64 << 20, 1 << 40);
-        if segment_bytes < 4 << 20 {
-            s.problem("segment_bytes", "must be at least 4 MiB (4194304)");
-        }
-        let queue_capacity = s.count_or("queue_capacity", 8192, 1 << 20);
-        let max_batch = s.count_or("max_batch", 4096, 1 << 16);
-        let linger = s.duration_or(
-            "linger",
-            Duration::ZERO,
-            Duration::ZERO,
-            Duration::from_millis(50),
-        );
+        let audit = AuditConfig::read(&mut s, base);
         s.finish();
-        match (origin, signing_key) {
-            (Some(origin), Some(signing_key)) => Some(AuditConfig {
-                origin,
-                signing_key,
-                segment_bytes,
-                queue_capacity: usize::try_from(queue_capacity).unwrap_or(usize::MAX),
-                max_batch: usize::try_from(max_batch).unwrap_or(usize::MAX),
-                linger,
-            }),
-            _ => None,
-        }
+        audit
     };
 
     let privacy = {
         let mut s = root.section("privacy");
         let pseudonym_key = s.file("pseudonym_key", base);
-        let supervisory_orgs = org_numbers(&mut s, "supervisory_orgs");
+        let supervisory_orgs = s.org_numbers("supervisory_orgs");
         s.finish();
         pseudonym_key.map(|pseudonym_key| PrivacyConfig {
             pseudonym_key,
@@ -727,114 +654,6 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
         contacts,
         web,
     })
-}
-
-/// An optional list of organisation numbers, each checked.
-fn org_numbers(s: &mut Section<'_>, key: &str) -> Vec<casegate_consent::OrgNumber> {
-    let mut orgs = Vec::new();
-    for (i, text) in s.strings(key, false).unwrap_or_default().iter().enumerate() {
-        match text.parse::<casegate_consent::OrgNumber>() {
-            Ok(org) => orgs.push(org),
-            Err(e) => s.problem(&format!("{key}[{i}]"), e.to_string()),
-        }
-    }
-    orgs
-}
-
-fn read_issuers(s: &mut Section<'_>, base: &Path) -> Option<Vec<IssuerConfig>> {
-    let Some(tables) = s.tables("issuers") else {
-        s.problem("issuers", "at least one [[auth.issuers]] is required");
-        return None;
-    };
-    if tables.is_empty() {
-        s.problem("issuers", "at least one [[auth.issuers]] is required");
-    }
-    let mut issuers = Vec::new();
-    let mut seen = BTreeSet::new();
-    for (path, table) in tables {
-        let mut t = Section::new(path, table, s.problems());
-        let iss = t.string("iss");
-        if let Some(iss) = &iss {
-            if iss.is_empty() {
-                t.problem("iss", "must not be empty");
-            } else if !seen.insert(iss.clone()) {
-                t.problem("iss", format!("issuer {iss:?} is configured twice"));
-            }
-        }
-        let audience = t.string("audience");
-        if audience.as_deref() == Some("") {
-            t.problem("audience", "must not be empty");
-        }
-        let algorithms = t.strings("algorithms", true).map(|names| {
-            if names.is_empty() {
-                t.problem("algorithms", "at least one algorithm is required");
-            }
-            let mut algs = Vec::new();
-            for name in names {
-                match name.parse::<Algorithm>() {
-                    Ok(alg) if ALLOWED_ALGORITHMS.contains(&alg) => algs.push(alg),
-                    _ => t.problem(
-                        "algorithms",
-                        format!("{name:?} is not allowed (use EdDSA, ES256 or RS256)"),
-                    ),
-                }
-            }
-            algs
-        });
-        let jwks_file = t.opt_string("jwks_file").map(|p| {
-            let path = base.join(p);
-            let key = t.key("jwks_file");
-            t.problems().1.push((key, path.clone()));
-            path
-        });
-        let jwks_url = t.opt_string("jwks_url");
-        let jwks_ca = t.opt_string("jwks_ca").map(|p| {
-            let path = base.join(p);
-            let key = t.key("jwks_ca");
-            t.problems().1.push((key, path.clone()));
-            path
-        });
-        let min_refresh = t.duration_or(
-            "jwks_min_refresh",
-            Duration::from_secs(30),
-            Duration::ZERO,
-            Duration::from_secs(3600),
-        );
-        let jwks = match (jwks_file, jwks_url) {
-            (Some(file), None) => Some(JwksLocation::File(file)),
-            (None, Some(url)) => match crate::edge::https::parse_url(&url) {
-                Ok(_) => Some(JwksLocation::Url {
-                    url,
-                    ca: jwks_ca,
-                    min_refresh,
-                }),
-                Err(e) => {
-                    t.problem("jwks_url", e);
-                    None
-                }
-            },
-            (Some(_), Some(_)) => {
-                t.problem("jwks_url", "give either jwks_file or jwks_url, not both");
-                None
-            }
-            (None, None) => {
-                t.problem("jwks_file", "missing (expected jwks_file or jwks_url)");
-                None
-            }
-        };
-        t.finish();
-        if let (Some(iss), Some(audience), Some(algorithms), Some(jwks)) =
-            (iss, audience, algorithms, jwks)
-        {
-            issuers.push(IssuerConfig {
-                iss,
-                audience,
-                algorithms,
-                jwks,
-            });
-        }
-    }
-    Some(issuers)
 }
 
 fn read_vocabulary(s: &mut Section<'_>) -> Option<Vocabulary> {

@@ -1,3 +1,5 @@
+use jsonwebtoken::Algorithm;
+
 use super::*;
 
 const BASE: &str = r#"

@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use super::reader::Section;
+use crate::base::settings::Section;
 
 /// The web tier (`[web]`; off when the section is absent).
 #[derive(Debug, Clone)]

@@ -1,18 +1,20 @@
 //! Reads a TOML table key by key, collecting every problem instead of stopping at the first,
-//! and reports the keys nobody asked for as unknown.
+//! and reports the keys nobody asked for as unknown. Each component reads its own section with
+//! it (`runtime::config` the whole file, `edge::tls`, `edge::auth`, `app::audit` and the web
+//! tier their sections).
 
 use std::{path::Path, path::PathBuf, time::Duration};
 
-pub use crate::base::problem::Problem;
+use crate::base::problem::Problem;
 
 use toml::{Table, Value};
 
 /// Collected problems, and the files the configuration names (checked after parsing).
 #[derive(Debug, Default)]
-pub(super) struct Problems(pub Vec<Problem>, pub Vec<(String, PathBuf)>);
+pub(crate) struct Problems(pub Vec<Problem>, pub Vec<(String, PathBuf)>);
 
 impl Problems {
-    pub(super) fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.0.push(Problem {
             key: key.into(),
             message: message.into(),
@@ -21,14 +23,31 @@ impl Problems {
 }
 
 /// A view of one table at `path`, taking keys out as they are read.
-pub(super) struct Section<'p> {
+pub(crate) struct Section<'p> {
     path: String,
     table: Table,
     problems: &'p mut Problems,
 }
 
 impl<'p> Section<'p> {
-    pub(super) fn new(path: impl Into<String>, table: Table, problems: &'p mut Problems) -> Self {
+    /// An optional list of organisation numbers at `key`, each checked (mod 11).
+    pub(crate) fn org_numbers(&mut self, key: &str) -> Vec<casegate_consent::OrgNumber> {
+        let mut orgs = Vec::new();
+        for (i, text) in self
+            .strings(key, false)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            match text.parse::<casegate_consent::OrgNumber>() {
+                Ok(org) => orgs.push(org),
+                Err(e) => self.problem(&format!("{key}[{i}]"), e.to_string()),
+            }
+        }
+        orgs
+    }
+
+    pub(crate) fn new(path: impl Into<String>, table: Table, problems: &'p mut Problems) -> Self {
         Self {
             path: path.into(),
             table,
@@ -36,7 +55,7 @@ impl<'p> Section<'p> {
         }
     }
 
-    pub(super) fn key(&self, key: &str) -> String {
+    pub(crate) fn key(&self, key: &str) -> String {
         if key.is_empty() {
             self.path.clone()
         } else if self.path.is_empty() {
@@ -46,7 +65,7 @@ impl<'p> Section<'p> {
         }
     }
 
-    pub(super) fn problem(&mut self, key: &str, message: impl Into<String>) {
+    pub(crate) fn problem(&mut self, key: &str, message: impl Into<String>) {
         let key = self.key(key);
         self.problems.push(key, message);
     }
@@ -67,7 +86,7 @@ impl<'p> Section<'p> {
     }
 
     /// A nested table as its own section; an absent one reads as empty.
-    pub(super) fn section(&mut self, key: &str) -> Section<'_> {
+    pub(crate) fn section(&mut self, key: &str) -> Section<'_> {
         let path = self.key(key);
         let table = match self.take(key, "a table", false) {
             Some(Value::Table(t)) => t,
@@ -81,7 +100,7 @@ impl<'p> Section<'p> {
     }
 
     /// An array of tables (`[[key]]`), each as a table with its index in the path.
-    pub(super) fn tables(&mut self, key: &str) -> Option<Vec<(String, Table)>> {
+    pub(crate) fn tables(&mut self, key: &str) -> Option<Vec<(String, Table)>> {
         let path = self.key(key);
         match self.take(key, "an array of tables", false)? {
             Value::Array(items) => {
@@ -105,16 +124,16 @@ impl<'p> Section<'p> {
     }
 
     /// Whether nothing is left to read (an absent section reads as empty).
-    pub(super) fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.table.is_empty()
     }
 
     /// Every remaining key and its value, in key order. Leaves the section empty.
-    pub(super) fn entries(&mut self) -> Vec<(String, Value)> {
+    pub(crate) fn entries(&mut self) -> Vec<(String, Value)> {
         std::mem::take(&mut self.table).into_iter().collect()
     }
 
-    pub(super) fn problems(&mut self) -> &mut Problems {
+    pub(crate) fn problems(&mut self) -> &mut Problems {
         self.problems
     }
 
@@ -128,15 +147,15 @@ impl<'p> Section<'p> {
         }
     }
 
-    pub(super) fn string(&mut self, key: &str) -> Option<String> {
+    pub(crate) fn string(&mut self, key: &str) -> Option<String> {
         self.string_inner(key, true)
     }
 
-    pub(super) fn opt_string(&mut self, key: &str) -> Option<String> {
+    pub(crate) fn opt_string(&mut self, key: &str) -> Option<String> {
         self.string_inner(key, false)
     }
 
-    pub(super) fn strings(&mut self, key: &str, required: bool) -> Option<Vec<String>> {
+    pub(crate) fn strings(&mut self, key: &str, required: bool) -> Option<Vec<String>> {
         match self.take(key, "an array of strings", required)? {
             Value::Array(items) => {
                 let mut out = Vec::new();
@@ -158,7 +177,7 @@ impl<'p> Section<'p> {
         }
     }
 
-    pub(super) fn bool_or(&mut self, key: &str, default: bool) -> bool {
+    pub(crate) fn bool_or(&mut self, key: &str, default: bool) -> bool {
         match self.take(key, "true or false", false) {
             None => default,
             Some(Value::Boolean(b)) => b,
@@ -170,7 +189,7 @@ impl<'p> Section<'p> {
     }
 
     /// A positive integer within `1..=max`.
-    pub(super) fn count_or(&mut self, key: &str, default: u64, max: u64) -> u64 {
+    pub(crate) fn count_or(&mut self, key: &str, default: u64, max: u64) -> u64 {
         match self.take(key, "a positive integer", false) {
             None => default,
             Some(Value::Integer(n)) if n >= 1 && n.unsigned_abs() <= max => n.unsigned_abs(),
@@ -186,7 +205,7 @@ impl<'p> Section<'p> {
     }
 
     /// A duration written as text (`"30s"`, `"5m"`, `"1h 30m"`) within `min..=max`.
-    pub(super) fn duration_or(
+    pub(crate) fn duration_or(
         &mut self,
         key: &str,
         default: Duration,
@@ -220,12 +239,12 @@ impl<'p> Section<'p> {
     }
 
     /// A path, relative paths taken from `base` (the config file's folder).
-    pub(super) fn path(&mut self, key: &str, base: &Path) -> Option<PathBuf> {
+    pub(crate) fn path(&mut self, key: &str, base: &Path) -> Option<PathBuf> {
         self.string(key).map(|p| base.join(p))
     }
 
     /// A path to a file that must exist and be readable when the configuration is used.
-    pub(super) fn file(&mut self, key: &str, base: &Path) -> Option<PathBuf> {
+    pub(crate) fn file(&mut self, key: &str, base: &Path) -> Option<PathBuf> {
         let path = self.path(key, base)?;
         let full = self.key(key);
         self.problems.1.push((full, path.clone()));
@@ -233,7 +252,7 @@ impl<'p> Section<'p> {
     }
 
     /// An optional list of files that must exist and be readable.
-    pub(super) fn files(&mut self, key: &str, base: &Path) -> Vec<PathBuf> {
+    pub(crate) fn files(&mut self, key: &str, base: &Path) -> Vec<PathBuf> {
         let full = self.key(key);
         let paths: Vec<PathBuf> = self
             .strings(key, false)
@@ -248,7 +267,7 @@ impl<'p> Section<'p> {
     }
 
     /// Reports every key that was not read as unknown.
-    pub(super) fn finish(self) {
+    pub(crate) fn finish(self) {
         let Section {
             path,
             table,
