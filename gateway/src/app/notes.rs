@@ -1257,7 +1257,7 @@ impl Drop for FlusherStopped {
 }
 
 fn flusher_stopped() -> NoteError {
-    NoteError::Corrupt("the flusher stopped".into())
+    NoteError::Failed("the flusher stopped".into())
 }
 
 /// Restores the invariant after a crash: a pending note whose `disclosure permitted` entry is

@@ -33,6 +33,7 @@ const METHODS: &[&str] = &[
     "/casegate.v1.AuditService/ExportEntries",
     "/casegate.v1.AuditService/QueryAudit",
     "/casegate.v1.AuditService/SubjectAccessReport",
+    "/casegate.v1.AuditService/SummarizeAudit",
     "/grpc.health.v1.Health/Check",
     "/grpc.health.v1.Health/Watch",
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
@@ -150,4 +151,35 @@ pub fn connection_over_limit() {
 /// Binds the admin listener for metrics.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    #[test]
+    fn every_casegate_method_has_its_own_label() {
+        let set = prost_types::FileDescriptorSet::decode(casegate_proto::FILE_DESCRIPTOR_SET)
+            .expect("descriptor set");
+        let mut methods = Vec::new();
+        for file in &set.file {
+            for service in &file.service {
+                for method in &service.method {
+                    methods.push(format!(
+                        "/{}.{}/{}",
+                        file.package(),
+                        service.name(),
+                        method.name()
+                    ));
+                }
+            }
+        }
+        assert!(methods.len() >= 15, "{methods:?}");
+        for method in methods {
+            assert_eq!(method_label(&method), &method[1..], "{method}");
+        }
+        assert_eq!(method_label("/x.Y/Z"), "unknown");
+    }
 }
