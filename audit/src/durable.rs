@@ -139,8 +139,9 @@ pub enum Writes {
     Append,
 }
 
-/// The one way casegate opens a file it writes: readable and writable by its owner only
-/// (created with mode 0600), `existing` saying what to do with one already there. Nothing is
+/// The one way casegate creates a file it writes (and opens one it keeps writing): readable
+/// and writable by its owner only (created with mode 0600), `existing` saying what to do with
+/// one already there. Nothing is
 /// synced: the caller syncs the file, and the folder when the file is new
 /// ([`sync_dir`]), before relying on either.
 ///

@@ -3,6 +3,7 @@
 //! checkpoints, inclusion and consistency proofs), implemented by the embedded segment log
 //! ([`AuditLog`]) and held to one suite of expectations ([`conformance`]).
 
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
 use std::{io, sync::Arc};

@@ -2,9 +2,12 @@
 //! store ([`crate::store::ConsentStore`], sled) and run against one suite of expectations
 //! ([`conformance`]) that every implementation must pass.
 //!
-//! Every method is synchronous and may block on storage: async callers run it off their
-//! runtime (the gateway's `spawn_blocking`). Every write is durable before it returns.
+//! Every method is synchronous. The gateway calls [`ConsentStorage::decide`] on its async
+//! runtime's own threads (a decision is on every disclosure's path), so an implementation must
+//! answer it from memory; every other method may block and is run off the runtime. Every write
+//! is durable before it returns.
 
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
 use crate::{

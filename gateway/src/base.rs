@@ -1,7 +1,6 @@
 //! Foundations every layer may use: the clock that never goes backwards, the one way blocking work
-//! leaves the runtime, the metrics recorder and its listener, Europe/Oslo time, the one rule for
-//! outside text, and the settings reader with the configuration problems it collects. Uses nothing
-//! else in the crate.
+//! leaves the runtime, the metrics recorder, Europe/Oslo time, the one rule for outside text, and
+//! the settings reader with the configuration problems it collects. Uses nothing else in the crate.
 
 pub(crate) mod blocking;
 pub(crate) mod clock;

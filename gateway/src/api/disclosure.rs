@@ -23,7 +23,6 @@ use casegate_proto::v1::{
     DiscloseResponse, DisclosureReceipt, InboxNote, StreamInboxRequest, StreamInboxResponse,
     disclosure_service_server::DisclosureService, stream_inbox_response::Event,
 };
-use futures_util::StreamExt;
 use tonic::{Request, Response, Status};
 
 use super::{
@@ -50,6 +49,8 @@ use crate::{
 
 /// Inbox notes read at a time when streaming a backlog.
 const BACKLOG_PAGE: usize = 64;
+/// Messages an inbox stream holds before its client reads them.
+const STREAM_BUFFER: usize = 16;
 
 #[derive(Debug, Clone)]
 pub(crate) struct DisclosureApi {
@@ -378,7 +379,7 @@ impl DisclosureService for DisclosureApi {
         }
         // Subscribe before reading the backlog, so nothing falls between the two.
         let mut live = self.live.subscribe();
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
         let api = self.clone();
         tokio::spawn(async move {
             let mut stopping = api.stopping.clone();
@@ -401,12 +402,11 @@ impl DisclosureService for DisclosureApi {
                 };
                 let last_page = page.len() < BACKLOG_PAGE;
                 after = page.last().map(|n| n.id);
-                if tx.is_closed() {
-                    return;
-                }
-                // The page's deliveries run together, so their `note delivered` entries share
-                // the audit log's group commits instead of one `fdatasync` each; the notes go
-                // out in inbox order.
+                // Deliveries run together, a stream's worth at a time, so their `note
+                // delivered` entries share the audit log's group commits instead of one
+                // `fdatasync` each. Room for every note of a chunk is taken first, so a note
+                // is never recorded as delivered to a client that has gone, and every
+                // delivery started runs to its end; the notes go out in inbox order.
                 let page: Vec<Note> = page
                     .into_iter()
                     .filter(|n| addressed_to(n, &principal))
@@ -414,20 +414,31 @@ impl DisclosureService for DisclosureApi {
                         sent.insert(n.id);
                     })
                     .collect();
-                let mut deliveries = futures_util::stream::iter(page)
-                    .map(|note| api.deliver(&principal, note))
-                    .buffered(BACKLOG_PAGE);
-                while let Some(delivery) = deliveries.next().await {
-                    let message = match delivery {
-                        Ok(Some(message)) => Ok(message),
-                        Ok(None) => continue,
-                        Err(status) => Err(status),
+                for chunk in page.chunks(STREAM_BUFFER) {
+                    let Ok(permits) = tx.reserve_many(chunk.len()).await else {
+                        return;
                     };
-                    let failed = message.is_err();
-                    if tx.send(message).await.is_err() || failed {
+                    let results: Vec<_> = futures_util::future::join_all(
+                        chunk
+                            .iter()
+                            .map(|note| api.deliver(&principal, note.clone())),
+                    )
+                    .await;
+                    let mut failure = None;
+                    for (permit, result) in permits.zip(results) {
+                        match result {
+                            Ok(Some(message)) => {
+                                permit.send(Ok(message));
+                                delivered += 1;
+                            }
+                            Ok(None) => {}
+                            Err(status) => failure = failure.or(Some(status)),
+                        }
+                    }
+                    if let Some(status) = failure {
+                        let _ = tx.send(Err(status)).await;
                         return;
                     }
-                    delivered += 1;
                 }
                 if last_page {
                     break;

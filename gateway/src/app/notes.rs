@@ -909,6 +909,10 @@ impl NoteStore {
     pub fn purge(&self, id: &Uuid) -> Result<Note, NoteError> {
         let now = Timestamp(crate::base::clock::now_micros());
         let note = self.update(id, |note| {
+            // Purged once: its purge time (when it is forgotten) does not move.
+            if note.state == NoteState::Purged {
+                return false;
+            }
             note.state = NoteState::Purged;
             note.sealed = None;
             note.purged_at = Some(now);

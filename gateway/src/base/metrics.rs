@@ -10,7 +10,6 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use axum::{Router, http::header, routing::get};
 use casegate_audit::log::BatchStats;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
@@ -63,22 +62,12 @@ fn handle() -> Result<&'static PrometheusHandle, String> {
     Ok(HANDLE.get_or_init(|| handle))
 }
 
-/// Serves `GET /metrics` (Prometheus text format 0.0.4) on `listener` with axum until the
-/// task is dropped; any other path is 404. Returns only when the listening socket fails.
-pub async fn serve(listener: TcpListener) -> Result<(), String> {
-    let handle = handle()?;
-    let router = Router::new().route(
-        "/metrics",
-        get(move || async move {
-            (
-                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                handle.render(),
-            )
-        }),
-    );
-    axum::serve(listener, router)
-        .await
-        .map_err(|e| format!("metrics listener failed: {e}"))
+/// The metrics in the Prometheus text format (0.0.4).
+///
+/// # Errors
+/// The recorder could not be installed.
+pub fn render() -> Result<String, String> {
+    handle().map(PrometheusHandle::render)
 }
 
 /// Makes sure the recorder exists before the first call is counted.

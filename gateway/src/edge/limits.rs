@@ -3,7 +3,11 @@
 //! `governor`'s keyed GCRA limiter (the generic cell rate algorithm, equivalent to a token
 //! bucket of `burst` calls refilled at `rate` per second).
 
-use std::{num::NonZeroU32, time::Duration};
+use std::{
+    num::NonZeroU32,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
 
 use casegate_consent::OrgNumber;
 use governor::{
@@ -13,8 +17,9 @@ use governor::{
     state::keyed::DefaultKeyedStateStore,
 };
 
-/// Organisations whose state is kept before states back at full burst are forgotten (a
-/// forgotten organisation starts again with a full burst, which it had anyway).
+/// Organisations whose state is kept before states back at full burst are forgotten (looked at
+/// every 1,024 calls; a forgotten organisation starts again with a full burst, which it had
+/// anyway).
 const MAX_KEYS: usize = 10_000;
 
 /// A per-organisation limiter over the clock `C` (the monotonic clock in production, a fake
@@ -27,6 +32,7 @@ pub(crate) struct RateLimiter<C: Clock = DefaultClock> {
         NoOpMiddleware<C::Instant>,
     >,
     clock: C,
+    calls: AtomicU64,
 }
 
 impl<C: Clock> std::fmt::Debug for RateLimiter<C> {
@@ -53,13 +59,20 @@ impl<C: Clock + Clone> RateLimiter<C> {
         Self {
             limiter: governor::RateLimiter::dashmap_with_clock(quota, clock.clone()),
             clock,
+            calls: AtomicU64::new(0),
         }
     }
 
     /// Takes one call from `org`'s allowance; when spent, says how long until the next call
     /// fits (the `RetryInfo` delay).
     pub(crate) fn check(&self, org: OrgNumber) -> Result<(), Duration> {
-        if self.limiter.len() >= MAX_KEYS {
+        // Counting the organisations locks every shard of the map: done every 1,024 calls.
+        if self
+            .calls
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(1024)
+            && self.limiter.len() >= MAX_KEYS
+        {
             self.limiter.retain_recent();
         }
         self.limiter

@@ -479,7 +479,7 @@ impl Gateway {
         if let Some(listener) = metrics_listener {
             crate::base::metrics::init().map_err(ServeError::Metrics)?;
             reconciled.record_metrics();
-            tasks.spawn("metrics listener", crate::base::metrics::serve(listener));
+            tasks.spawn("metrics listener", crate::runtime::admin::serve(listener));
         }
         let (connections, acceptor) = tls::accept(
             listener,

@@ -2,8 +2,10 @@
 //! journal ([`NoteStore`]) and held to one suite of expectations (the model-based test in
 //! `model.rs`, run against any implementation through its `Harness`).
 //!
-//! Every method is synchronous and may block on storage: async callers run it off their
-//! runtime (`base::blocking::run`).
+//! Every method is synchronous. The workflows call `reserve`, `release`, `stage_pending`,
+//! `make_deliverable`, `open_secret` and `backlog` on the async runtime's own threads, so an
+//! implementation must answer those from memory or a local write that does not wait for the
+//! disk; every other method may block and is run off the runtime (`base::blocking::run`).
 
 use casegate_consent::{OrgNumber, record::ConsentId, record::Timestamp};
 use uuid::Uuid;
