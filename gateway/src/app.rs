@@ -17,3 +17,13 @@ pub(crate) type Notes = std::sync::Arc<dyn notes::NoteStorage>;
 ///
 /// [`ConsentStorage`]: casegate_consent::storage::ConsentStorage
 pub(crate) type Consents = std::sync::Arc<dyn casegate_consent::storage::ConsentStorage>;
+
+/// A consent store call run off the runtime that panicked or was cancelled, as the store's
+/// own I/O failure (it is logged and answered as one).
+pub(crate) fn consent_task_failed(
+    e: &tokio::task::JoinError,
+) -> casegate_consent::store::StoreError {
+    casegate_consent::store::StoreError::Io(std::io::Error::other(format!(
+        "the store task failed: {e}"
+    )))
+}

@@ -27,6 +27,18 @@ pub struct JwksServer {
     task: JoinHandle<()>,
 }
 
+/// The key set in 64 KiB pieces, with no `content-length` (chunked transfer coding).
+async fn chunked(State(published): State<Arc<Published>>) -> impl IntoResponse {
+    published.hits.fetch_add(1, Ordering::SeqCst);
+    let body = published.body.lock().expect("body").clone().into_bytes();
+    let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
+        body.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        axum::body::Body::from_stream(futures_util::stream::iter(pieces)),
+    )
+}
+
 async fn jwks(State(published): State<Arc<Published>>) -> impl IntoResponse {
     published.hits.fetch_add(1, Ordering::SeqCst);
     let body = published.body.lock().expect("body").clone();
@@ -34,7 +46,8 @@ async fn jwks(State(published): State<Arc<Published>>) -> impl IntoResponse {
 }
 
 impl JwksServer {
-    /// Serves `jwks` at `https://127.0.0.1:<port>/jwks.json` with a certificate from `ca`.
+    /// Serves `jwks` at `https://127.0.0.1:<port>/jwks.json` (and without a length at
+    /// `/chunked.json`) with a certificate from `ca`.
     pub async fn start(ca: &DevCa, jwks_json: String) -> Self {
         let published = Arc::new(Published {
             body: Mutex::new(jwks_json),
@@ -42,6 +55,7 @@ impl JwksServer {
         });
         let router = Router::new()
             .route("/jwks.json", get(jwks))
+            .route("/chunked.json", get(chunked))
             .with_state(published.clone());
         let (addr, task) = crate::https_server::serve(ca, router).await;
         Self {

@@ -87,7 +87,7 @@ impl ConsentApi {
         let store = self.store.clone();
         crate::base::blocking::run(move || f(store.as_ref()))
             .await
-            .unwrap_or_else(|_| Err(StoreError::Corrupt("store task failed".into())))
+            .unwrap_or_else(|e| Err(crate::app::consent_task_failed(&e)))
     }
 
     fn entry(&self, kind: EntryKind, principal: &Principal, record: &ConsentRecord) -> Entry {

@@ -330,7 +330,7 @@ pub async fn mark(
     let store = store.clone();
     crate::base::blocking::run(move || store.set_reconciled_through(size))
         .await
-        .unwrap_or_else(|_| Err(StoreError::Corrupt("store task failed".into())))?;
+        .unwrap_or_else(|e| Err(crate::app::consent_task_failed(&e)))?;
     Ok(size)
 }
 

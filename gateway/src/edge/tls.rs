@@ -4,13 +4,14 @@
 //! (read once per connection) and registered among the live connections, so a CRL reload
 //! can cut those whose certificate it revokes.
 
+mod config;
 pub mod crl;
 pub mod live;
 
 use std::{
     io,
     net::SocketAddr,
-    path::{Path, PathBuf},
+    path::Path,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -35,9 +36,10 @@ use tokio::{
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 
 use crate::{
-    base::{problem::Problem, settings::Section},
+    base::problem::Problem,
     edge::identity::{ClientIdentity, IdentityError},
 };
+pub use config::{StaleCrls, TlsConfig};
 use crl::{CrlFile, StaleCrl};
 use live::{LiveConnections, Registration};
 
@@ -513,74 +515,3 @@ pub fn accept(
 
 /// TLS handshakes in progress at most.
 pub const MAX_PENDING_HANDSHAKES: usize = 512;
-
-/// The server's TLS settings (`[tls]`).
-#[derive(Debug, Clone)]
-pub struct TlsConfig {
-    /// PEM certificate chain of the server, leaf first.
-    pub cert: PathBuf,
-    /// PEM private key of the server.
-    pub key: PathBuf,
-    /// PEM certificate(s) of the CA(s) that issue client (organisation) certificates.
-    pub client_ca: PathBuf,
-    /// PEM certificate revocation lists of the client CA(s); a revoked organisation
-    /// certificate is refused in the handshake.
-    pub client_crls: Vec<PathBuf>,
-    /// How often the CRL files are checked for changes (SIGHUP reloads at once); a reload
-    /// also closes open connections whose certificate it revokes.
-    pub crl_reload_interval: Duration,
-    /// What to do with a CRL past its `nextUpdate` (RFC 5280 §5.1.2.5).
-    pub stale_crls: StaleCrls,
-}
-
-/// What the gateway does with a CRL whose `nextUpdate` has passed. Either way it is logged,
-/// counted in the `casegate_tls_stale_crls` metric and shown by `check-config`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StaleCrls {
-    /// Use it (the newest revocations the gateway has) and warn.
-    Warn,
-    /// Refuse it: loading it is a configuration problem (start, `check-config` and a reload
-    /// fail), and while the loaded one is stale the certificates of its CA are refused in
-    /// the handshake.
-    Refuse,
-}
-
-impl TlsConfig {
-    /// Reads the `[tls]` section from `s`; file paths are relative to `base` (the
-    /// configuration file's folder). Every problem is reported to `s`; `None` when a required
-    /// key is missing or wrong.
-    pub(crate) fn read(s: &mut Section<'_>, base: &Path) -> Option<Self> {
-        let cert = s.file("cert", base);
-        let key = s.file("key", base);
-        let client_ca = s.file("client_ca", base);
-        let client_crls = s.files("client_crls", base);
-        let crl_reload_interval = s.duration_or(
-            "crl_reload_interval",
-            Duration::from_secs(30),
-            Duration::from_millis(100),
-            Duration::from_secs(3600),
-        );
-        let stale_crls = match s.opt_string("stale_crls").as_deref() {
-            None | Some("warn") => StaleCrls::Warn,
-            Some("refuse") => StaleCrls::Refuse,
-            Some(other) => {
-                s.problem(
-                    "stale_crls",
-                    format!("{other:?} is not one of \"warn\", \"refuse\""),
-                );
-                StaleCrls::Warn
-            }
-        };
-        match (cert, key, client_ca) {
-            (Some(cert), Some(key), Some(client_ca)) => Some(Self {
-                cert,
-                key,
-                client_ca,
-                client_crls,
-                crl_reload_interval,
-                stale_crls,
-            }),
-            _ => None,
-        }
-    }
-}

@@ -569,6 +569,18 @@ async fn the_key_set_fetch_takes_only_a_bounded_200_from_a_server_the_configured
     server.set("x".repeat((1 << 20) + 1));
     let error = https::get(&client, &url).await.expect_err("over the bound");
     assert!(error.contains("larger than 1048576 bytes"), "{error}");
+    // The same without a length announced: counted as it arrives.
+    let chunked = https::parse_url(&format!("https://{}/chunked.json", server.addr)).expect("url");
+    let error = https::get(&client, &chunked)
+        .await
+        .expect_err("over the bound, streamed");
+    assert!(error.contains("larger than 1048576 bytes"), "{error}");
+    server.set(at_bound.clone());
+    assert_eq!(
+        https::get(&client, &chunked).await.map(|b| b.len()),
+        Ok(at_bound.len()),
+        "exactly the bound, streamed"
+    );
 
     let missing = https::parse_url(&format!("https://{}/other", server.addr)).expect("url");
     let error = https::get(&client, &missing).await.expect_err("404");

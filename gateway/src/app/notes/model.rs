@@ -293,13 +293,26 @@ impl<'h> Run<'h> {
             }
             Op::Due(cutoff) => {
                 let cutoff = Timestamp(i64::from(cutoff) + RETENTION / 2);
-                let due: BTreeSet<(Uuid, Expiry)> = self
+                let all: Vec<(Uuid, Expiry)> = self
                     .store()
                     .due(cutoff, cutoff, usize::MAX)
                     .expect("due")
                     .into_iter()
                     .map(|(n, e)| (n.id, e))
                     .collect();
+                let first: Vec<(Uuid, Expiry)> = self
+                    .store()
+                    .due(cutoff, cutoff, 2)
+                    .expect("due")
+                    .into_iter()
+                    .map(|(n, e)| (n.id, e))
+                    .collect();
+                prop_assert_eq!(
+                    &first[..],
+                    &all[..all.len().min(2)],
+                    "a limit takes the first of the whole answer"
+                );
+                let due: BTreeSet<(Uuid, Expiry)> = all.into_iter().collect();
                 let expected: BTreeSet<(Uuid, Expiry)> = self
                     .model
                     .notes
@@ -340,7 +353,20 @@ impl<'h> Run<'h> {
                 .filter(|n| n.recipient_org == org && n.state == NoteState::Deliverable)
                 .map(|n| n.id)
                 .collect();
-            prop_assert_eq!(inbox, expected, "inbox");
+            prop_assert_eq!(&inbox, &expected, "inbox");
+            // Read in pages of three, each after the last note of the one before.
+            let mut paged = Vec::new();
+            loop {
+                let page = store
+                    .inbox_page(org, paged.last().copied(), 3)
+                    .expect("page");
+                let len = page.len();
+                paged.extend(page.iter().map(|n| n.id));
+                if len < 3 {
+                    break;
+                }
+            }
+            prop_assert_eq!(paged, expected, "inbox read in pages");
         }
         for c in 0..3 {
             let undelivered: BTreeSet<Uuid> = store
@@ -370,6 +396,20 @@ impl<'h> Run<'h> {
             .count();
         prop_assert_eq!(store.backlog(), backlog, "backlog");
         prop_assert_eq!(store.stats().notes, self.model.notes.len(), "notes held");
+        let pending: BTreeSet<Uuid> = store
+            .pending()
+            .expect("pending")
+            .iter()
+            .map(|n| n.id)
+            .collect();
+        let expected: BTreeSet<Uuid> = self
+            .model
+            .notes
+            .values()
+            .filter(|n| n.state == NoteState::Pending)
+            .map(|n| n.id)
+            .collect();
+        prop_assert_eq!(pending, expected, "pending, for recovery");
         Ok(())
     }
 }
