@@ -39,6 +39,12 @@ async fn chunked(State(published): State<Arc<Published>>) -> impl IntoResponse {
     )
 }
 
+/// Never answers within a test's patience (30 s).
+async fn stalled() -> &'static str {
+    tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+    "{}"
+}
+
 async fn jwks(State(published): State<Arc<Published>>) -> impl IntoResponse {
     published.hits.fetch_add(1, Ordering::SeqCst);
     let body = published.body.lock().expect("body").clone();
@@ -47,7 +53,7 @@ async fn jwks(State(published): State<Arc<Published>>) -> impl IntoResponse {
 
 impl JwksServer {
     /// Serves `jwks` at `https://127.0.0.1:<port>/jwks.json` (and without a length at
-    /// `/chunked.json`) with a certificate from `ca`.
+    /// `/chunked.json`; `/stalled.json` never answers in time) with a certificate from `ca`.
     pub async fn start(ca: &DevCa, jwks_json: String) -> Self {
         let published = Arc::new(Published {
             body: Mutex::new(jwks_json),
@@ -56,6 +62,7 @@ impl JwksServer {
         let router = Router::new()
             .route("/jwks.json", get(jwks))
             .route("/chunked.json", get(chunked))
+            .route("/stalled.json", get(stalled))
             .with_state(published.clone());
         let (addr, task) = crate::https_server::serve(ca, router).await;
         Self {

@@ -582,6 +582,18 @@ async fn the_key_set_fetch_takes_only_a_bounded_200_from_a_server_the_configured
         "exactly the bound, streamed"
     );
 
+    // A server that does not answer is given up on after the client's timeout.
+    let impatient = https::client(
+        https::roots(Some(ca_file.path())).expect("roots"),
+        std::time::Duration::from_millis(300),
+    )
+    .expect("client");
+    let stalled = https::parse_url(&format!("https://{}/stalled.json", server.addr)).expect("url");
+    let error = https::get(&impatient, &stalled)
+        .await
+        .expect_err("no answer in time");
+    assert!(error.to_lowercase().contains("timed out"), "{error}");
+
     let missing = https::parse_url(&format!("https://{}/other", server.addr)).expect("url");
     let error = https::get(&client, &missing).await.expect_err("404");
     assert!(error.contains("HTTP status 404"), "{error}");
