@@ -414,14 +414,14 @@ impl DisclosureService for DisclosureApi {
                         sent.insert(n.id);
                     })
                     .collect();
-                for chunk in page.chunks(STREAM_BUFFER) {
+                let mut page = page.into_iter().peekable();
+                while page.peek().is_some() {
+                    let chunk: Vec<Note> = page.by_ref().take(STREAM_BUFFER).collect();
                     let Ok(permits) = tx.reserve_many(chunk.len()).await else {
                         return;
                     };
                     let results: Vec<_> = futures_util::future::join_all(
-                        chunk
-                            .iter()
-                            .map(|note| api.deliver(&principal, note.clone())),
+                        chunk.into_iter().map(|note| api.deliver(&principal, note)),
                     )
                     .await;
                     let mut failure = None;

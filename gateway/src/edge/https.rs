@@ -111,9 +111,9 @@ pub async fn get(client: &reqwest::Client, url: &Url) -> Result<Vec<u8>, String>
     Ok(body)
 }
 
-/// An error and its sources, `: `-separated (reqwest's own message hides the cause, such as
-/// a certificate the roots do not vouch for).
-fn error_chain(error: &dyn std::error::Error) -> String {
+/// An error and its sources on one line, `: `-separated (an HTTP client's own message hides
+/// the cause, such as a certificate the roots do not vouch for).
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(e) = source {

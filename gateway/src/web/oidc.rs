@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{Audience, Person};
-use crate::runtime::config::OidcConfig;
+use crate::{edge::https::error_chain, runtime::config::OidcConfig};
 
 /// What a login waits for between leaving for the provider and coming back (kept in the
 /// session).
@@ -307,16 +307,4 @@ impl Provider {
             acr,
         })
     }
-}
-
-/// An error and its sources, one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

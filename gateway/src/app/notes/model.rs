@@ -89,7 +89,21 @@ struct Model {
     requests: HashMap<(OrgNumber, String), Uuid>,
 }
 
+/// The ids of `notes`, collected as the caller needs them.
+fn ids<C: FromIterator<Uuid>>(notes: &[Note]) -> C {
+    notes.iter().map(|n| n.id).collect()
+}
+
 impl Model {
+    /// The ids of the notes the model holds that `keep` picks, in id order.
+    fn ids_where<C: FromIterator<Uuid>>(&self, keep: impl Fn(&Note) -> bool) -> C {
+        self.notes
+            .values()
+            .filter(|n| keep(n))
+            .map(|n| n.id)
+            .collect()
+    }
+
     fn nth(&self, n: usize, keep: impl Fn(&Note) -> bool) -> Option<Note> {
         let candidates: Vec<&Note> = self.notes.values().filter(|n| keep(n)).collect();
         (!candidates.is_empty()).then(|| candidates[n % candidates.len()].clone())
@@ -293,20 +307,15 @@ impl<'h> Run<'h> {
             }
             Op::Due(cutoff) => {
                 let cutoff = Timestamp(i64::from(cutoff) + RETENTION / 2);
-                let all: Vec<(Uuid, Expiry)> = self
-                    .store()
-                    .due(cutoff, cutoff, usize::MAX)
-                    .expect("due")
-                    .into_iter()
-                    .map(|(n, e)| (n.id, e))
-                    .collect();
-                let first: Vec<(Uuid, Expiry)> = self
-                    .store()
-                    .due(cutoff, cutoff, 2)
-                    .expect("due")
-                    .into_iter()
-                    .map(|(n, e)| (n.id, e))
-                    .collect();
+                let due_ids = |limit| -> Vec<(Uuid, Expiry)> {
+                    self.store()
+                        .due(cutoff, cutoff, limit)
+                        .expect("due")
+                        .into_iter()
+                        .map(|(n, e)| (n.id, e))
+                        .collect()
+                };
+                let (all, first) = (due_ids(usize::MAX), due_ids(2));
                 prop_assert_eq!(
                     &first[..],
                     &all[..all.len().min(2)],
@@ -340,19 +349,10 @@ impl<'h> Run<'h> {
             prop_assert_eq!(&store.get(id).expect("held"), expected);
         }
         for org in [org(0), org(1)] {
-            let inbox: Vec<Uuid> = store
-                .inbox_page(org, None, usize::MAX)
-                .expect("inbox")
-                .iter()
-                .map(|n| n.id)
-                .collect();
+            let inbox: Vec<Uuid> = ids(&store.inbox_page(org, None, usize::MAX).expect("inbox"));
             let expected: Vec<Uuid> = self
                 .model
-                .notes
-                .values()
-                .filter(|n| n.recipient_org == org && n.state == NoteState::Deliverable)
-                .map(|n| n.id)
-                .collect();
+                .ids_where(|n| n.recipient_org == org && n.state == NoteState::Deliverable);
             prop_assert_eq!(&inbox, &expected, "inbox");
             // Read in pages of three, each after the last note of the one before.
             let mut paged = Vec::new();
@@ -369,23 +369,13 @@ impl<'h> Run<'h> {
             prop_assert_eq!(paged, expected, "inbox read in pages");
         }
         for c in 0..3 {
-            let undelivered: BTreeSet<Uuid> = store
-                .undelivered_for(&consent(c))
-                .expect("undelivered")
-                .iter()
-                .map(|n| n.id)
-                .collect();
-            let expected: BTreeSet<Uuid> = self
-                .model
-                .notes
-                .values()
-                .filter(|n| {
-                    n.consent_id == consent(c)
-                        && matches!(n.state, NoteState::Pending | NoteState::Deliverable)
-                        && !n.delivered
-                })
-                .map(|n| n.id)
-                .collect();
+            let undelivered: BTreeSet<Uuid> =
+                ids(&store.undelivered_for(&consent(c)).expect("undelivered"));
+            let expected: BTreeSet<Uuid> = self.model.ids_where(|n| {
+                n.consent_id == consent(c)
+                    && matches!(n.state, NoteState::Pending | NoteState::Deliverable)
+                    && !n.delivered
+            });
             prop_assert_eq!(undelivered, expected, "undelivered");
         }
         let backlog = self
@@ -396,19 +386,8 @@ impl<'h> Run<'h> {
             .count();
         prop_assert_eq!(store.backlog(), backlog, "backlog");
         prop_assert_eq!(store.stats().notes, self.model.notes.len(), "notes held");
-        let pending: BTreeSet<Uuid> = store
-            .pending()
-            .expect("pending")
-            .iter()
-            .map(|n| n.id)
-            .collect();
-        let expected: BTreeSet<Uuid> = self
-            .model
-            .notes
-            .values()
-            .filter(|n| n.state == NoteState::Pending)
-            .map(|n| n.id)
-            .collect();
+        let pending: BTreeSet<Uuid> = ids(&store.pending().expect("pending"));
+        let expected: BTreeSet<Uuid> = self.model.ids_where(|n| n.state == NoteState::Pending);
         prop_assert_eq!(pending, expected, "pending, for recovery");
         Ok(())
     }
