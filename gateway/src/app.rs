@@ -4,7 +4,7 @@
 //! configuration files (a call that must end does so with a `tonic::Status`).
 
 pub(crate) mod audit;
-pub mod notes;
+pub(crate) mod notes;
 pub(crate) mod principal;
 pub mod reconcile;
 

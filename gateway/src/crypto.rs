@@ -1,7 +1,6 @@
-//! Keys and what is done with them: the note-sealing keyring, jobseeker pseudonyms, the access-
-//! token issuer, and base64 for the stores. Uses only `base`.
+//! Keys and what is done with them: the note-sealing keyring, jobseeker pseudonyms and the
+//! access-token issuer. Uses only `base`.
 
-pub(crate) mod b64;
 pub(crate) mod issuer;
 pub mod keyring;
 pub mod pseudonym;

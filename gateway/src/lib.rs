@@ -32,7 +32,7 @@ mod runtime;
 mod tools;
 pub mod web;
 
-pub use app::{notes, reconcile};
+pub use app::reconcile;
 pub use base::metrics;
 pub use client::{replay, report};
 pub use crypto::{keyring, pseudonym};

@@ -34,7 +34,7 @@ use crate::{
     app::principal::Principal,
     app::{
         Notes,
-        notes::{Note, NoteError, NoteState, NoteStorage, Secret, purge_after},
+        notes::{self, Note, NoteError, NoteState, NoteStorage, Secret, purge_after},
     },
     crypto::keyring::Keyring,
     crypto::pseudonym::Pseudonymizer,
@@ -296,14 +296,8 @@ impl DisclosureService for DisclosureApi {
             body: input.body.clone(),
             approval: input.approval.clone(),
         };
-        let plain = serde_json::to_vec(&secret).map_err(|_| Status::internal("internal error"))?;
-        let sealed = self
-            .keyring
-            .seal(&plain, &Note::aad(&id, &pseudonym, input.recipient_org))
-            .map_err(|e| {
-                tracing::error!(error = %e, "sealing a note failed");
-                Status::internal("internal error")
-            })?;
+        let sealed = notes::seal(&self.keyring, &secret, &id, &pseudonym, input.recipient_org)
+            .map_err(status::note_error)?;
         let note = Note {
             id,
             state: NoteState::Pending,
@@ -579,10 +573,7 @@ impl DisclosureApi {
         principal: &Principal,
         note: Note,
     ) -> Result<Option<StreamInboxResponse>, Status> {
-        let secret = self
-            .notes
-            .open_secret(&note, &self.keyring)
-            .map_err(status::note_error)?;
+        let secret = notes::open_secret(&note, &self.keyring).map_err(status::note_error)?;
         let recheck = decision::DisclosureRequest {
             sender_org: note.sender.orgnr,
             sender_role: note.sender.role,

@@ -377,7 +377,8 @@ mod tests {
     use crate::app::notes::NoteStore;
 
     use super::*;
-    use crate::app::notes::{Note, tests::deliverable};
+    use crate::app::notes::Note;
+    use casegate_notes::storage::model::deliverable;
 
     const ORIGIN: &str = "casegate.test/audit";
     const NOW: i64 = 1_800_000_000_000_000;

@@ -24,18 +24,7 @@ impl std::fmt::Debug for Keyring {
     }
 }
 
-/// A sealed payload: which key, which nonce, ciphertext with tag.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Sealed {
-    /// The id of the key that sealed it.
-    pub key_id: String,
-    /// The 96-bit AES-GCM nonce, random per seal (base64 in JSON).
-    #[serde(with = "crate::crypto::b64")]
-    pub nonce: [u8; 12],
-    /// The ciphertext followed by the 16-byte GCM tag (base64 in JSON).
-    #[serde(with = "crate::crypto::b64")]
-    pub ciphertext: Vec<u8>,
-}
+pub use casegate_notes::Sealed;
 
 /// Why a keyring could not be loaded, or data not sealed or opened.
 #[derive(Debug, thiserror::Error)]

@@ -202,7 +202,7 @@ fn main() {
 fn reconcile(
     log: &AuditLog,
     consents: &casegate_consent::store::ConsentStore,
-    notes: &casegate::notes::NoteStore,
+    notes: &casegate_notes::NoteStore,
     mark: u64,
 ) -> (u64, Duration) {
     consents.set_reconciled_through(mark).expect("mark");
@@ -216,9 +216,9 @@ fn reconcile(
 const HELD_NOTES: u64 = 200_000;
 
 /// A held note as `Disclose` leaves it: deliverable, its ~1 KiB body sealed.
-fn held_note(keyring: &casegate::keyring::Keyring, n: u64) -> casegate::notes::Note {
-    use casegate::notes::{Note, NoteState};
+fn held_note(keyring: &casegate::keyring::Keyring, n: u64) -> casegate_notes::Note {
     use casegate_consent::record::{Actor as ConsentActor, ConsentId, Timestamp};
+    use casegate_notes::{Note, NoteState};
     let id = uuid::Uuid::now_v7();
     let recipient = "910000039".parse().expect("orgnr");
     let pseudonym = [n as u8; 32];
@@ -261,7 +261,8 @@ fn held_note(keyring: &casegate::keyring::Keyring, n: u64) -> casegate::notes::N
 /// Start-up time of the note store holding [`HELD_NOTES`] deliverable notes (the journal is
 /// read whole at every start, clean or not).
 fn notes_startup(dir: &Path) {
-    use casegate::{keyring::Keyring, notes::NoteStore};
+    use casegate::keyring::Keyring;
+    use casegate_notes::NoteStore;
     let keyring = Keyring::parse(&Keyring::new_line("k1").expect("key")).expect("keyring");
     let path = fresh(dir).join("notes");
     {
@@ -303,7 +304,7 @@ fn startup(args: &Args, signer: &Signer) {
         // most 10 s of entries; here the worst case, the whole log).
         let consents = casegate_consent::store::ConsentStore::open(&args.dir.join("consents"))
             .expect("consent store");
-        let notes = casegate::notes::NoteStore::open(&args.dir.join("notes")).expect("note store");
+        let notes = casegate_notes::NoteStore::open(&args.dir.join("notes")).expect("note store");
         let t = Instant::now();
         let (log, recovery) = open(&dir, &signer);
         let clean = t.elapsed();

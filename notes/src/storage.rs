@@ -1,17 +1,19 @@
 //! The note store as the workflows see it: [`NoteStorage`], implemented by the embedded
 //! journal ([`NoteStore`]) and held to one suite of expectations (the model-based test in
-//! `model.rs`, run against any implementation through its `Harness`).
+//! [`model`], run against any implementation through its [`model::Harness`]).
 //!
 //! Every method is synchronous. The workflows call `reserve`, `release`, `stage_pending`,
-//! `make_deliverable`, `open_secret` and `backlog` on the async runtime's own threads, so an
+//! `make_deliverable` and `backlog` on the async runtime's own threads, so an
 //! implementation must answer those from memory or a local write that does not wait for the
-//! disk; every other method may block and is run off the runtime (`base::blocking::run`).
+//! disk; every other method may block and is run off the runtime.
 
 use casegate_consent::{OrgNumber, record::ConsentId, record::Timestamp};
 use uuid::Uuid;
 
-use super::{Existing, Expiry, JournalStats, Note, NoteError, NoteStore, Secret};
-use crate::crypto::keyring::Keyring;
+use crate::{Existing, Expiry, JournalStats, Note, NoteError, NoteStore};
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod model;
 
 /// Disclosed notes by id, in their recipients' inboxes until acknowledged, with the request
 /// ids their senders used (for idempotency) and what comes due for deletion.
@@ -162,16 +164,6 @@ pub trait NoteStorage: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// A read or write failure.
     fn compact(&self) -> Result<usize, NoteError>;
-
-    /// Opens a note's sealed part with `keyring` (AES-256-GCM, bound to the note's id,
-    /// subject pseudonym and recipient).
-    ///
-    /// # Errors
-    /// [`NoteError::NotFound`] for a purged note; [`NoteError::Keyring`] when it does not
-    /// open; [`NoteError::Corrupt`] when what it holds does not parse.
-    fn open_secret(&self, note: &Note, keyring: &Keyring) -> Result<Secret, NoteError> {
-        note.open_secret(keyring)
-    }
 }
 
 impl NoteStorage for NoteStore {

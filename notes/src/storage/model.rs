@@ -18,13 +18,58 @@ use proptest::{
     test_runner::{Config, TestRunner},
 };
 
-use super::{tests::note, *};
+use casegate_consent::{
+    OrgNumber, Role,
+    record::{Actor, ConsentId, Timestamp},
+};
+use uuid::Uuid;
 
-/// Journal files this small rotate every few records, so compaction and reading across files
-/// are exercised.
-const FILE_BYTES: u64 = 4 * 1024;
+use crate::{Existing, Expiry, Note, NoteError, NoteState, NoteStorage};
+
+/// Organisation numbers with valid check digits (synthetic).
 const ORGS: [&str; 2] = ["910000063", "910000071"];
 const RETENTION: i64 = 1_000;
+
+/// A synthetic pending note disclosed at `disclosed_at` (µs), with a fresh UUIDv7 id and
+/// request id `request-{disclosed_at}`, no sealed part.
+pub fn note(disclosed_at: i64) -> Note {
+    Note {
+        id: uuid::Uuid::now_v7(),
+        state: NoteState::Pending,
+        request_id: format!("request-{disclosed_at}"),
+        fingerprint: [1; 32],
+        sender: Actor {
+            orgnr: ORGS[0].parse().expect("orgnr"),
+            user_id: "sender-user".into(),
+            role: Role::NavCounsellor,
+        },
+        recipient_org: ORGS[1].parse().expect("orgnr"),
+        recipient_role: None,
+        category: "job_progress".parse().expect("category"),
+        purpose: "ips_follow_up".parse().expect("purpose"),
+        content_type: "text/plain".into(),
+        consent_id: ConsentId::generate(),
+        consent_version: 1,
+        consent_record_hash: [2; 32],
+        content_sha256: [3; 32],
+        subject_pseudonym: [4; 32],
+        disclosed_at: Timestamp(disclosed_at),
+        audit_index: None,
+        log_size_hint: 0,
+        delivered: false,
+        acknowledged_at: None,
+        purge_after: None,
+        purged_at: None,
+        sealed: None,
+    }
+}
+
+/// A note staged and made deliverable (audit index 7), as `Disclose` leaves it.
+pub fn deliverable(store: &dyn NoteStorage, disclosed_at: i64) -> Note {
+    let pending = note(disclosed_at);
+    store.stage_pending(&pending).expect("stage");
+    store.make_deliverable(pending, 7).expect("deliverable")
+}
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -128,7 +173,7 @@ fn consent(i: usize) -> ConsentId {
 }
 
 /// Opens the stores a run needs.
-pub(crate) trait Harness {
+pub trait Harness {
     /// An empty store of its own.
     fn fresh(&mut self) -> Box<dyn NoteStorage>;
     /// `store` dropped without a flush, as when the process dies, and opened again over the
@@ -395,7 +440,7 @@ impl<'h> Run<'h> {
 
 /// Runs 100 random sequences of 100 to 140 operations, each on a store from `harness`;
 /// panics with the shortest failing sequence proptest finds. Returns the steps run.
-pub(crate) fn check_against_model(harness: &mut dyn Harness) -> usize {
+pub fn check_against_model(harness: &mut dyn Harness) -> usize {
     let steps = AtomicUsize::new(0);
     let harness = std::cell::RefCell::new(harness);
     let mut runner = TestRunner::new(Config {
@@ -417,28 +462,38 @@ pub(crate) fn check_against_model(harness: &mut dyn Harness) -> usize {
     steps.into_inner()
 }
 
-/// The embedded journal, in a temporary folder of its own per store.
-struct Embedded(Vec<tempfile::TempDir>);
+#[cfg(test)]
+mod embedded {
+    use super::*;
+    use crate::NoteStore;
 
-impl Harness for Embedded {
-    fn fresh(&mut self) -> Box<dyn NoteStorage> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = NoteStore::open_with(&dir.path().join("notes"), FILE_BYTES).expect("open");
-        // Earlier runs' folders are not needed again.
-        self.0.clear();
-        self.0.push(dir);
-        Box::new(store)
+    /// Journal files this small rotate every few records, so compaction and reading across
+    /// files are exercised.
+    const FILE_BYTES: u64 = 4 * 1024;
+
+    /// The embedded journal, in a temporary folder of its own per store.
+    struct Embedded(Vec<tempfile::TempDir>);
+
+    impl Harness for Embedded {
+        fn fresh(&mut self) -> Box<dyn NoteStorage> {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = NoteStore::open_with(&dir.path().join("notes"), FILE_BYTES).expect("open");
+            // Earlier runs' folders are not needed again.
+            self.0.clear();
+            self.0.push(dir);
+            Box::new(store)
+        }
+
+        fn reopen(&mut self, store: Box<dyn NoteStorage>) -> Box<dyn NoteStorage> {
+            drop(store);
+            let dir = self.0.last().expect("a store was opened");
+            Box::new(NoteStore::open_with(&dir.path().join("notes"), FILE_BYTES).expect("reopen"))
+        }
     }
 
-    fn reopen(&mut self, store: Box<dyn NoteStorage>) -> Box<dyn NoteStorage> {
-        drop(store);
-        let dir = self.0.last().expect("a store was opened");
-        Box::new(NoteStore::open_with(&dir.path().join("notes"), FILE_BYTES).expect("reopen"))
+    #[test]
+    fn the_embedded_store_answers_as_its_model_does_through_restarts() {
+        let steps = check_against_model(&mut Embedded(Vec::new()));
+        assert!(steps >= 10_000, "{steps} steps");
     }
-}
-
-#[test]
-fn the_embedded_store_answers_as_its_model_does_through_restarts() {
-    let steps = check_against_model(&mut Embedded(Vec::new()));
-    assert!(steps >= 10_000, "{steps} steps");
 }

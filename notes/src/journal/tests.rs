@@ -1,4 +1,5 @@
 use super::*;
+pub(crate) use crate::storage::model::{deliverable, note};
 
 /// Organisation numbers with valid check digits (synthetic).
 const SENDER: &str = "910000063";
@@ -8,45 +9,6 @@ fn store() -> (tempfile::TempDir, NoteStore) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = NoteStore::open(&dir.path().join("notes")).expect("open");
     (dir, store)
-}
-
-pub(crate) fn note(disclosed_at: i64) -> Note {
-    Note {
-        id: uuid::Uuid::now_v7(),
-        state: NoteState::Pending,
-        request_id: format!("request-{disclosed_at}"),
-        fingerprint: [1; 32],
-        sender: Actor {
-            orgnr: SENDER.parse().expect("orgnr"),
-            user_id: "sender-user".into(),
-            role: Role::NavCounsellor,
-        },
-        recipient_org: RECIPIENT.parse().expect("orgnr"),
-        recipient_role: None,
-        category: "job_progress".parse().expect("category"),
-        purpose: "ips_follow_up".parse().expect("purpose"),
-        content_type: "text/plain".into(),
-        consent_id: ConsentId::generate(),
-        consent_version: 1,
-        consent_record_hash: [2; 32],
-        content_sha256: [3; 32],
-        subject_pseudonym: [4; 32],
-        disclosed_at: Timestamp(disclosed_at),
-        audit_index: None,
-        log_size_hint: 0,
-        delivered: false,
-        acknowledged_at: None,
-        purge_after: None,
-        purged_at: None,
-        sealed: None,
-    }
-}
-
-/// A note staged and made deliverable, as `Disclose` leaves it.
-pub(crate) fn deliverable(store: &NoteStore, disclosed_at: i64) -> Note {
-    let pending = note(disclosed_at);
-    store.stage_pending(&pending).expect("stage");
-    store.make_deliverable(pending, 7).expect("deliverable")
 }
 
 /// A note made deliverable, then acknowledged with its body kept until `purge_after`.
@@ -225,7 +187,7 @@ fn a_write_cut_short_at_the_end_is_cut_off_and_damage_elsewhere_stops_the_start(
     let newest = files(&dir).pop().expect("a file");
     let whole = std::fs::metadata(&newest).expect("size").len();
     // A record cut short: its header promises more than follows.
-    let mut torn = encode(&note(1_001)).expect("encode");
+    let mut torn = note_record(&note(1_001));
     torn.truncate(torn.len() / 2);
     let mut file = OpenOptions::new().append(true).open(&newest).expect("open");
     std::io::Write::write_all(&mut file, &torn).expect("append");
@@ -266,7 +228,7 @@ fn damage_in_the_newest_file_with_synced_records_after_it_is_refused_not_cut() {
     drop(store);
     let newest = files(&dir).pop().expect("a file");
     let mut bytes = std::fs::read(&newest).expect("read");
-    let in_first = encode(&first).expect("encode").len() / 2;
+    let in_first = note_record(&first).len() / 2;
     bytes[in_first] ^= 0x55;
     std::fs::write(&newest, &bytes).expect("write");
     match NoteStore::open(&dir.path().join("notes")) {
@@ -322,7 +284,19 @@ fn compaction_deletes_mostly_superseded_files_and_keeps_every_live_note() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("notes");
     let store = NoteStore::open_with(&path, 8 << 10).expect("open");
-    let notes: Vec<Note> = (0..40).map(|i| deliverable(&store, 1_000 + i)).collect();
+    // With sealed bodies, as notes have: a purge leaves a small record, the body superseded.
+    let notes: Vec<Note> = (0..40)
+        .map(|i| {
+            let mut pending = note(1_000 + i);
+            pending.sealed = Some(crate::Sealed {
+                key_id: "key".into(),
+                nonce: [1; 12],
+                ciphertext: vec![2; 600],
+            });
+            store.stage_pending(&pending).expect("stage");
+            store.make_deliverable(pending, 7).expect("deliverable")
+        })
+        .collect();
     let forgotten = note(5_000);
     store.stage_pending(&forgotten).expect("stage");
     store.drop_pending(&forgotten).expect("forget");
@@ -477,7 +451,7 @@ fn purged_notes_are_forgotten_after_the_cutoff_and_their_request_ids_freed() {
     let (dir, store) = store();
     let early = deliverable(&store, 1_000);
     store.purge(&early.id).expect("purge");
-    let cutoff = Timestamp(crate::app::audit::now_micros());
+    let cutoff = Timestamp(now().0);
     let late = deliverable(&store, 1_001);
     store.purge(&late.id).expect("purge");
     let kept = deliverable(&store, 1_002);
@@ -509,7 +483,7 @@ fn purged_notes_are_forgotten_after_the_cutoff_and_their_request_ids_freed() {
 fn forget_records_outlive_the_older_records_they_cancel_and_no_longer() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Four records to a file.
-    let unit = encode(&note(1_000)).expect("encode").len() as u64;
+    let unit = note_record(&note(1_000)).len() as u64;
     let small = 4 * unit + unit / 2;
     let store = NoteStore::open_with(&dir.path().join("notes"), small).expect("open");
     // File 1: a note's pending and deliverable records, then two pending notes — half live,
@@ -524,7 +498,7 @@ fn forget_records_outlive_the_older_records_they_cancel_and_no_longer() {
         .collect();
     // Later files: the first note purged and forgotten, then notes that come and go.
     store.purge(&old.id).expect("purge");
-    let now = || Timestamp(crate::app::audit::now_micros());
+    let now = || Timestamp(now().0);
     assert_eq!(store.forget_purged(now(), 10).expect("forget"), 1);
     let gone: Vec<Note> = (0..6).map(|i| deliverable(&store, 3_000 + i)).collect();
     for note in &gone {
@@ -601,7 +575,7 @@ fn compaction_stops_at_a_damaged_record_rather_than_copy_it() {
     for note in &notes[1..] {
         store.purge(&note.id).expect("purge");
     }
-    let at = store.state().notes[&notes[0].id].at;
+    let at = store.state().notes[&notes[0].id].note_at;
     assert_ne!(at.file, store.state().newest_file(), "the case is not made");
     let path = dir.path().join("notes").join(file_name(at.file));
     let mut bytes = std::fs::read(&path).expect("read");
