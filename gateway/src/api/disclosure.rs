@@ -170,9 +170,13 @@ impl DisclosureApi {
     async fn repeated(
         &self,
         existing: crate::app::notes::Existing,
+        input: &DiscloseInput,
         fingerprint: [u8; 32],
     ) -> Result<Response<DiscloseResponse>, Status> {
-        if existing.fingerprint != fingerprint {
+        // A note stored by an earlier version holds the fingerprint as it was computed then.
+        if existing.fingerprint != fingerprint
+            && existing.fingerprint != input.fingerprint_before_v2()
+        {
             return Err(Status::already_exists(
                 "request_id was already used for a different disclosure",
             ));
@@ -226,7 +230,9 @@ impl DisclosureService for DisclosureApi {
         let principal = Principal::of(&request)?;
         principal.require_role(&PROFESSIONALS)?;
         let input = disclose_request(request.get_ref(), self.max_body_bytes)?;
-        let fingerprint = input.fingerprint();
+        // The body is hashed once: for the fingerprint, the note and the audit entry.
+        let content_sha256 = sha256(&input.body);
+        let fingerprint = input.fingerprint(&content_sha256);
         let id = uuid::Uuid::now_v7();
 
         // Note-store reads and unflushed writes are in-memory work for sled: done inline.
@@ -235,7 +241,7 @@ impl DisclosureService for DisclosureApi {
             .reserve(principal.orgnr, &input.request_id, id, fingerprint)
             .map_err(status::note_error)?;
         if let Err(existing) = reserved {
-            return self.repeated(existing, fingerprint).await;
+            return self.repeated(existing, &input, fingerprint).await;
         }
 
         let disclosure = decision::DisclosureRequest {
@@ -263,7 +269,6 @@ impl DisclosureService for DisclosureApi {
         });
         // Computed once, for the entry and the note.
         let pseudonym = self.pseudonyms.pseudonym(&input.subject);
-        let content_sha256 = sha256(&input.body);
         let disclosed = Disclosed {
             request: &disclosure,
             decision: &decided,

@@ -22,14 +22,30 @@ pub(crate) struct DiscloseInput {
 }
 
 impl DiscloseInput {
-    /// SHA-256 over every field, in a fixed encoding: the same request gives the same value,
-    /// any change gives another (idempotency).
-    pub(crate) fn fingerprint(&self) -> [u8; 32] {
+    /// The request's fingerprint (SHA-256, 32 bytes) over every field in a fixed encoding —
+    /// each field as a u64 big-endian length and its bytes, the body as its SHA-256
+    /// `content_sha256` — after the label `casegate.disclose.v2`: the same request gives the
+    /// same value, any change gives another (idempotency).
+    pub(crate) fn fingerprint(&self, content_sha256: &[u8; 32]) -> [u8; 32] {
+        self.digest(Some(b"casegate.disclose.v2"), content_sha256)
+    }
+
+    /// The fingerprint notes stored before [`Self::fingerprint`] hold: the same fields with
+    /// the body whole and no label. Computed only when a repeated request id's fingerprint
+    /// does not match the current one.
+    pub(crate) fn fingerprint_before_v2(&self) -> [u8; 32] {
+        self.digest(None, &self.body)
+    }
+
+    fn digest(&self, label: Option<&[u8]>, body: &[u8]) -> [u8; 32] {
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
         let mut field = |bytes: &[u8]| {
             ctx.update(&(bytes.len() as u64).to_be_bytes());
             ctx.update(bytes);
         };
+        if let Some(label) = label {
+            field(label);
+        }
         field(self.request_id.as_bytes());
         field(self.subject.expose().as_bytes());
         field(self.recipient_org.to_string().as_bytes());
@@ -37,7 +53,7 @@ impl DiscloseInput {
         field(self.category.as_str().as_bytes());
         field(self.purpose.as_str().as_bytes());
         field(self.title.as_bytes());
-        field(&self.body);
+        field(body);
         field(self.content_type.as_bytes());
         match &self.approval {
             None => field(b""),
@@ -142,4 +158,72 @@ pub(crate) fn disclose_request(
 /// The time now, for notes.
 pub(crate) fn now() -> Timestamp {
     Timestamp(crate::app::audit::now_micros())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input() -> DiscloseInput {
+        DiscloseInput {
+            request_id: "request-1".into(),
+            subject: SubjectId::synthetic_all().next().expect("subject"),
+            recipient_org: "910000071".parse().expect("orgnr"),
+            recipient_role: Some(Role::EmploymentSpecialist),
+            category: "job_progress".parse().expect("category"),
+            purpose: "ips_follow_up".parse().expect("purpose"),
+            title: "Progress".into(),
+            body: b"worked three days".to_vec(),
+            content_type: "text/plain".into(),
+            approval: Some(Approval {
+                hpr_number: "123456".into(),
+                approved_at: Timestamp(900),
+            }),
+        }
+    }
+
+    fn hex(bytes: [u8; 32]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn sha256(bytes: &[u8]) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
+        out
+    }
+
+    #[test]
+    fn the_fingerprint_before_v2_is_the_one_notes_stored_then_hold() {
+        // Computed for this request by the gateway before the v2 fingerprint (e932ca0).
+        assert_eq!(
+            hex(input().fingerprint_before_v2()),
+            "ed5928c8ca2da9575cfc601306938dd89c78eb8d5e7b4d0805b40bd5b639b3a1"
+        );
+    }
+
+    #[test]
+    fn every_field_changes_the_fingerprint_and_the_body_counts_by_its_hash() {
+        let base = input();
+        let of = |i: &DiscloseInput| i.fingerprint(&sha256(&i.body));
+        let fingerprint = of(&base);
+        assert_ne!(fingerprint, base.fingerprint_before_v2());
+        let changes: [fn(&mut DiscloseInput); 10] = [
+            |i| i.request_id.push('x'),
+            |i| i.subject = SubjectId::synthetic_all().nth(1).expect("subject"),
+            |i| i.recipient_org = "910000063".parse().expect("orgnr"),
+            |i| i.recipient_role = None,
+            |i| i.category = "work_functioning".parse().expect("category"),
+            |i| i.purpose = "benefit_planning".parse().expect("purpose"),
+            |i| i.title.push('x'),
+            |i| i.body.push(b'x'),
+            |i| i.content_type.push('x'),
+            |i| i.approval = None,
+        ];
+        for (n, change) in changes.iter().enumerate() {
+            let mut changed = base.clone();
+            change(&mut changed);
+            assert_ne!(of(&changed), fingerprint, "change {n}");
+        }
+        assert_eq!(of(&base.clone()), fingerprint);
+    }
 }
