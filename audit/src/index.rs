@@ -5,9 +5,11 @@
 //! The index is derived data. In memory it is, per subject, organisation and kind, the
 //! ascending list of the indexes of the entries that name it (8 bytes an entry and list), and
 //! per hour the first and last entry in it. On disk it is one file, `postings`, with a record
-//! per entry — `[length u16 LE][CRC-32C u32 LE][index u64 BE][time i64 BE][kind u8, 0: not an
+//! ([`frame`], kind 1) per entry — payload `[index u64 BE][time i64 BE][kind u8, 0: not an
 //! entry this build understands][subject flag u8][pseudonym 32, if flagged][count u8]
-//! ([length u8][orgnr])*` — read back at open. Records are written in log order after the
+//! ([length u8][orgnr])*` — read back at open. (A file in the layout before, whose records
+//! began with a u16 length, reads as a flaw at its first record: it is cut off and the index
+//! built again from the log.) Records are written in log order after the
 //! entries are durable in the log, so the file is always a prefix of the log's index; it is
 //! synced only on [`AuditIndex::flush`] and a record cut short at its end (a crash) is cut off
 //! and indexed again by the next catch-up. The index is brought up to date from the log
@@ -20,7 +22,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     fs::File,
-    io::{self, BufReader, Read},
+    io,
     os::unix::fs::FileExt,
     path::Path,
     sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard},
@@ -28,7 +30,7 @@ use std::{
 
 use crate::{
     entry::{Entry, EntryKind},
-    segment,
+    frame, segment,
 };
 
 const HOUR_MICROS: i64 = 3_600_000_000;
@@ -36,8 +38,8 @@ const HOUR_MICROS: i64 = 3_600_000_000;
 const BATCH: usize = 8_192;
 /// The postings file in the index folder.
 const POSTINGS: &str = "postings";
-/// Record header: length, CRC-32C.
-const HEADER: usize = 6;
+/// The kind of a postings record ([`frame`]).
+const POSTING: u8 = 1;
 
 /// Why an index operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -195,9 +197,7 @@ impl Posting {
             payload.push(bytes.len() as u8);
             payload.extend_from_slice(bytes);
         }
-        out.extend_from_slice(&(payload.len() as u16).to_le_bytes());
-        out.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
-        out.extend_from_slice(&payload);
+        frame::encode_into(out, POSTING, &payload);
     }
 
     fn decode(payload: &[u8]) -> Option<Self> {
@@ -307,32 +307,28 @@ pub struct AuditIndex {
 /// Reads the postings file: every whole, undamaged record in order from index 0. Returns the
 /// memory and the length of that prefix.
 fn load(file: &File) -> Result<(Postings, u64), IndexError> {
-    let size = file.metadata()?.len();
-    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut reader = frame::Reader::new(file, file.metadata()?.len());
     let mut postings = Postings::default();
-    let mut offset = 0u64;
-    let mut header = [0u8; HEADER];
-    let mut payload = Vec::new();
-    while size - offset >= HEADER as u64 {
-        reader.read_exact(&mut header)?;
-        let len = u64::from(u16::from_le_bytes([header[0], header[1]]));
-        if offset + HEADER as u64 + len > size {
-            break;
+    loop {
+        match reader.read_next()? {
+            frame::Next::Record {
+                kind: POSTING,
+                payload,
+                offset,
+                ..
+            } => match Posting::decode(payload).filter(|p| p.index == postings.indexed) {
+                Some(p) => postings.add(&p),
+                None => return Ok((postings, offset)),
+            },
+            frame::Next::Record { offset, .. } | frame::Next::Flaw { offset } => {
+                return Ok((postings, offset));
+            }
+            frame::Next::End => {
+                let len = file.metadata()?.len();
+                return Ok((postings, len));
+            }
         }
-        payload.resize(len as usize, 0);
-        reader.read_exact(&mut payload)?;
-        let crc = u32::from_le_bytes([header[2], header[3], header[4], header[5]]);
-        let Some(p) = (crc32c::crc32c(&payload) == crc)
-            .then(|| Posting::decode(&payload))
-            .flatten()
-            .filter(|p| p.index == postings.indexed)
-        else {
-            break;
-        };
-        postings.add(&p);
-        offset += HEADER as u64 + len;
     }
-    Ok((postings, offset))
 }
 
 impl AuditIndex {

@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod durable;
 pub mod ed25519;
 pub mod entry;
+pub mod frame;
 pub mod index;
 pub mod log;
 pub mod merkle;

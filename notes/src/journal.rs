@@ -36,13 +36,16 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     fs::{File, OpenOptions},
-    io::{self, BufReader, Read},
+    io,
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use casegate_audit::durable::{self, Writes};
+use casegate_audit::{
+    durable::{self, Writes},
+    frame,
+};
 use casegate_consent::{
     OrgNumber,
     record::{ConsentId, Timestamp},
@@ -84,8 +87,6 @@ impl JournalStats {
 
 /// A new journal file is begun when a record would take the newest past this size.
 const FILE_BYTES: u64 = 64 << 20;
-/// Record header: payload length, CRC-32C, kind.
-const HEADER: usize = 9;
 /// A whole note as JSON (written before [`KIND_NOTE`]; read, never written).
 pub(crate) const KIND_LEGACY_NOTE: u8 = 1;
 /// A forgotten note: its id and request key.
@@ -310,24 +311,9 @@ impl State {
     }
 }
 
-/// `[length][CRC-32C][kind][payload]`.
+/// A record of `kind` ([`frame`]).
 fn record(kind: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER + payload.len());
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&[kind]), payload);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.push(kind);
-    out.extend_from_slice(payload);
-    out
-}
-
-/// The kind and payload of a record's bytes, if they are one whole, undamaged record.
-fn parse(bytes: &[u8]) -> Option<(u8, &[u8])> {
-    let len = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
-    let crc = u32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?);
-    let kind = *bytes.get(8)?;
-    let payload = bytes.get(HEADER..HEADER + len)?;
-    (crc32c::crc32c_append(crc32c::crc32c(&[kind]), payload) == crc).then_some((kind, payload))
+    frame::encode(kind, payload)
 }
 
 /// The offset of the first intact record (whole, its checksum right, a known kind) that
@@ -337,19 +323,11 @@ fn parse(bytes: &[u8]) -> Option<(u8, &[u8])> {
 fn intact_record_after(file: &File, flaw: u64, size: u64) -> io::Result<Option<u64>> {
     let mut rest = vec![0u8; usize::try_from(size - flaw).unwrap_or(usize::MAX)];
     file.read_exact_at(&mut rest, flaw)?;
-    let plausible = |bytes: &[u8]| -> bool {
-        let Some(header) = bytes.get(..HEADER) else {
-            return false;
-        };
-        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        match header[8] {
-            KIND_FORGET => len == FORGET_LEN,
-            kind => record::plausible(kind, bytes.get(HEADER..).unwrap_or_default()),
-        }
+    let plausible = |kind: u8, len: usize, payload: &[u8]| match kind {
+        KIND_FORGET => len == FORGET_LEN,
+        kind => record::plausible(kind, payload),
     };
-    Ok((1..rest.len())
-        .find(|&at| plausible(&rest[at..]) && parse(&rest[at..]).is_some())
-        .map(|at| flaw + at as u64))
+    Ok(frame::next_intact(&rest, plausible).map(|at| flaw + at as u64))
 }
 
 fn file_name(number: u32) -> String {
@@ -422,54 +400,51 @@ fn replay(dir: &Path, number: u32, newest: bool, state: &mut State) -> Result<()
             forgotten: Vec::new(),
         },
     );
-    let mut reader = BufReader::with_capacity(1 << 20, file.as_ref());
-    let mut offset = 0u64;
-    let mut bytes = Vec::new();
-    while offset < size {
-        let whole = (|| -> io::Result<bool> {
-            if size - offset < HEADER as u64 {
-                return Ok(false);
+    let mut reader = frame::Reader::new(file.as_ref(), size);
+    loop {
+        let (kind, payload, at) = match reader.read_next()? {
+            frame::Next::Record {
+                kind,
+                payload,
+                offset,
+                len,
+            } => (
+                kind,
+                payload,
+                Location {
+                    file: number,
+                    offset,
+                    len,
+                },
+            ),
+            frame::Next::End => break,
+            frame::Next::Flaw { offset } => {
+                if !newest {
+                    return Err(NoteError::Corrupt(format!(
+                        "{} is damaged at byte {offset}",
+                        path.display()
+                    )));
+                }
+                // A write cut short ends the file; a flaw with an intact record after it is
+                // damage to what was synced (and acknowledged): keep every byte and refuse.
+                if let Some(at) = intact_record_after(&file, offset, size)? {
+                    return Err(NoteError::Corrupt(format!(
+                        "{} is damaged at byte {offset}, with an intact record at byte {at} \
+                         after it",
+                        path.display()
+                    )));
+                }
+                tracing::warn!(
+                    file = %path.display(),
+                    discarded_bytes = size - offset,
+                    "note journal ended in a write cut short; cut off"
+                );
+                file.set_len(offset)?;
+                file.sync_all()?;
+                break;
             }
-            bytes.resize(HEADER, 0);
-            reader.read_exact(&mut bytes)?;
-            let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as u64;
-            if offset + HEADER as u64 + len > size {
-                return Ok(false);
-            }
-            bytes.resize(HEADER + len as usize, 0);
-            reader.read_exact(&mut bytes[HEADER..])?;
-            Ok(true)
-        })()?;
-        let parsed = if whole { parse(&bytes) } else { None };
-        let Some((kind, payload)) = parsed else {
-            if !newest {
-                return Err(NoteError::Corrupt(format!(
-                    "{} is damaged at byte {offset}",
-                    path.display()
-                )));
-            }
-            // A write cut short ends the file; a flaw with an intact record after it is
-            // damage to what was synced (and acknowledged): keep every byte and refuse.
-            if let Some(at) = intact_record_after(&file, offset, size)? {
-                return Err(NoteError::Corrupt(format!(
-                    "{} is damaged at byte {offset}, with an intact record at byte {at} after it",
-                    path.display()
-                )));
-            }
-            tracing::warn!(
-                file = %path.display(),
-                discarded_bytes = size - offset,
-                "note journal ended in a write cut short; cut off"
-            );
-            file.set_len(offset)?;
-            file.sync_all()?;
-            break;
         };
-        let at = Location {
-            file: number,
-            offset,
-            len: bytes.len() as u32,
-        };
+        let offset = at.offset;
         let journal = journal_of(state, number)?;
         journal.len = offset + u64::from(at.len);
         journal.live += u64::from(at.len);
@@ -503,7 +478,6 @@ fn replay(dir: &Path, number: u32, newest: bool, state: &mut State) -> Result<()
                 )));
             }
         }
-        offset += u64::from(at.len);
     }
     Ok(())
 }
@@ -1117,7 +1091,7 @@ fn file_of(state: &State, at: Location) -> Result<Arc<File>, NoteError> {
 fn read_note(file: &File, at: Location) -> Result<Note, NoteError> {
     let mut bytes = vec![0u8; at.len as usize];
     file.read_exact_at(&mut bytes, at.offset)?;
-    match parse(&bytes) {
+    match frame::decode(&bytes) {
         Some((kind @ (KIND_NOTE | KIND_LEGACY_NOTE), payload)) => decode_note(kind, payload),
         _ => Err(NoteError::Corrupt(format!(
             "journal file {} is damaged at byte {}",

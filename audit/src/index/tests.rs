@@ -304,6 +304,34 @@ fn a_record_cut_short_is_cut_off_and_indexed_again() {
 }
 
 #[test]
+fn postings_in_the_earlier_record_layout_are_indexed_again_from_the_log() {
+    let bytes = entries(40);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("index");
+    std::fs::create_dir_all(&path).expect("folder");
+    // The layout before the shared frame: `[length u16 LE][CRC-32C of payload u32 LE][payload]`.
+    let mut earlier = Vec::new();
+    for (i, entry) in bytes.iter().enumerate() {
+        let mut record = Vec::new();
+        Posting::of(i as u64, entry).encode(&mut record);
+        let payload = &record[frame::HEADER_LEN..];
+        earlier.extend_from_slice(&(payload.len() as u16).to_le_bytes());
+        earlier.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+        earlier.extend_from_slice(payload);
+    }
+    std::fs::write(path.join(POSTINGS), &earlier).expect("write");
+    let index = AuditIndex::open(&path).expect("open");
+    assert_eq!(index.indexed().expect("count"), 0);
+    let read = |i: u64| Ok::<_, String>(bytes[i as usize].clone());
+    assert_eq!(index.catch_up(40, read).expect("catch up"), 40);
+    let all = Filter::default();
+    assert_eq!(
+        found(&index, &bytes, &all, 0, 40),
+        (0..40).collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn an_earlier_sled_index_is_removed_and_the_index_starts_empty() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("index");

@@ -579,7 +579,7 @@ fn compaction_stops_at_a_damaged_record_rather_than_copy_it() {
     assert_ne!(at.file, store.state().newest_file(), "the case is not made");
     let path = dir.path().join("notes").join(file_name(at.file));
     let mut bytes = std::fs::read(&path).expect("read");
-    bytes[at.offset as usize + HEADER + 10] ^= 0x20;
+    bytes[at.offset as usize + frame::HEADER_LEN + 10] ^= 0x20;
     std::fs::write(&path, bytes).expect("write");
 
     match store.compact() {
