@@ -22,7 +22,7 @@ use tokio::sync::{Semaphore, oneshot};
 
 use crate::{
     app::{notes::Note, principal::Principal},
-    base::settings::Section,
+    base::settings::{Schema, Section, count, duration, path, text},
 };
 
 /// The open audit log and its query index, shared by every service.
@@ -339,30 +339,43 @@ pub struct AuditConfig {
     pub linger: Duration,
 }
 
+/// `[audit]`'s keys.
+pub(crate) static CONFIG_SCHEMA: Schema = Schema {
+    section: "audit",
+    keys: &[
+        text("origin", true),
+        path("signing_key", true),
+        count("segment_bytes", 64 << 20, 1 << 40),
+        count("queue_capacity", 8192, 1 << 20),
+        count("max_batch", 4096, 1 << 16),
+        duration(
+            "linger",
+            Duration::ZERO,
+            Duration::ZERO,
+            Duration::from_millis(50),
+        ),
+    ],
+};
+
 impl AuditConfig {
     /// Reads the `[audit]` section from `s`; the signing key's path is relative to `base`.
     /// Every problem is reported to `s`; `None` when `origin` or `signing_key` is missing or
     /// wrong.
     pub(crate) fn read(s: &mut Section<'_>, base: &Path) -> Option<Self> {
-        let origin = s.string("origin");
+        let origin = s.text("origin");
         if let Some(o) = &origin
             && (o.is_empty() || o.chars().any(char::is_whitespace))
         {
             s.problem("origin", "must be non-empty and contain no whitespace");
         }
         let signing_key = s.file("signing_key", base);
-        let segment_bytes = s.count_or("segment_bytes", 64 << 20, 1 << 40);
+        let segment_bytes = s.count("segment_bytes");
         if segment_bytes < 4 << 20 {
             s.problem("segment_bytes", "must be at least 4 MiB (4194304)");
         }
-        let queue_capacity = s.count_or("queue_capacity", 8192, 1 << 20);
-        let max_batch = s.count_or("max_batch", 4096, 1 << 16);
-        let linger = s.duration_or(
-            "linger",
-            Duration::ZERO,
-            Duration::ZERO,
-            Duration::from_millis(50),
-        );
+        let queue_capacity = s.count("queue_capacity");
+        let max_batch = s.count("max_batch");
+        let linger = s.duration("linger");
         match (origin, signing_key) {
             (Some(origin), Some(signing_key)) => Some(Self {
                 origin,

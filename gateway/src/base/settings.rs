@@ -1,7 +1,10 @@
 //! Reads a TOML table key by key, collecting every problem instead of stopping at the first,
-//! and reports the keys nobody asked for as unknown. Each component reads its own section with
-//! it (`runtime::config` the whole file, `edge::tls`, `edge::auth`, `app::audit` and the web
-//! tier their sections).
+//! and reports the keys nobody asked for as unknown. Each component declares its section's
+//! keys — what each holds, its default and its bounds — in a [`Schema`] beside the code that
+//! reads it (`runtime::config` the file's own sections, `edge::tls`, `edge::auth`,
+//! `app::audit` and the web tier theirs); reading a key looks its default and bounds up
+//! there, so they are written once. The same tables check `deploy/casegate.example.toml` and
+//! the configuration `casegate dev` writes (`runtime::config` tests).
 
 use std::{path::Path, path::PathBuf, time::Duration};
 
@@ -22,23 +25,160 @@ impl Problems {
     }
 }
 
-/// A view of one table at `path`, taking keys out as they are read.
+/// What a key holds, with its default and bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Text: an address, a name, a URL, one word of a list.
+    Text {
+        /// Whether the key must be there.
+        required: bool,
+    },
+    /// A path (a file or folder; relative to the config file's folder).
+    Path {
+        /// Whether the key must be there.
+        required: bool,
+    },
+    /// An array of strings (or of paths).
+    List {
+        /// Whether the key must be there.
+        required: bool,
+    },
+    /// `true` or `false`.
+    Flag {
+        /// When absent.
+        default: bool,
+    },
+    /// An integer in `1..=max`.
+    Count {
+        /// When absent.
+        default: u64,
+        /// The largest value accepted.
+        max: u64,
+    },
+    /// A duration written as text (`"30s"`, `"5m"`, `"1h 30m"`), within `min..=max`.
+    Duration {
+        /// When absent.
+        default: Duration,
+        /// The shortest accepted.
+        min: Duration,
+        /// The longest accepted.
+        max: Duration,
+    },
+    /// A table, or an array of tables, with a schema of its own (or keys of its own choosing,
+    /// such as `[organisations]`'s organisation numbers).
+    Table,
+}
+
+/// One key of a section.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Key {
+    /// Its name in the section.
+    pub(crate) name: &'static str,
+    /// What it holds.
+    pub(crate) kind: Kind,
+}
+
+/// A section's keys: the one place their defaults and bounds are written.
+#[derive(Debug)]
+pub(crate) struct Schema {
+    /// The section's path as the example configuration writes its header (`server`,
+    /// `auth.issuers`, `web.jobseekers.oidc`); `*` stands for a name of the reader's choosing.
+    pub(crate) section: &'static str,
+    /// Every key the section may hold.
+    pub(crate) keys: &'static [Key],
+}
+
+impl Schema {
+    /// The declaration of `name`.
+    pub(crate) fn key(&self, name: &str) -> Option<&Key> {
+        self.keys.iter().find(|k| k.name == name)
+    }
+}
+
+/// Shorthands for schema tables.
+pub(crate) const fn text(name: &'static str, required: bool) -> Key {
+    Key {
+        name,
+        kind: Kind::Text { required },
+    }
+}
+
+/// A path key (see [`Kind::Path`]).
+pub(crate) const fn path(name: &'static str, required: bool) -> Key {
+    Key {
+        name,
+        kind: Kind::Path { required },
+    }
+}
+
+/// A list key (see [`Kind::List`]).
+pub(crate) const fn list(name: &'static str, required: bool) -> Key {
+    Key {
+        name,
+        kind: Kind::List { required },
+    }
+}
+
+/// A flag key (see [`Kind::Flag`]).
+pub(crate) const fn flag(name: &'static str, default: bool) -> Key {
+    Key {
+        name,
+        kind: Kind::Flag { default },
+    }
+}
+
+/// A count key (see [`Kind::Count`]).
+pub(crate) const fn count(name: &'static str, default: u64, max: u64) -> Key {
+    Key {
+        name,
+        kind: Kind::Count { default, max },
+    }
+}
+
+/// A duration key (see [`Kind::Duration`]), bounds in seconds.
+pub(crate) const fn duration(
+    name: &'static str,
+    default: Duration,
+    min: Duration,
+    max: Duration,
+) -> Key {
+    Key {
+        name,
+        kind: Kind::Duration { default, min, max },
+    }
+}
+
+/// A table key (see [`Kind::Table`]).
+pub(crate) const fn table(name: &'static str) -> Key {
+    Key {
+        name,
+        kind: Kind::Table,
+    }
+}
+
+/// Whole seconds, for schema tables.
+pub(crate) const fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// Whole days, for schema tables.
+pub(crate) const fn days(n: u64) -> Duration {
+    Duration::from_secs(n * 86_400)
+}
+
+/// A view of one table at `path`, taking keys out as they are read, by its [`Schema`].
 pub(crate) struct Section<'p> {
     path: String,
     table: Table,
     problems: &'p mut Problems,
+    schema: &'static Schema,
 }
 
 impl<'p> Section<'p> {
     /// An optional list of organisation numbers at `key`, each checked (mod 11).
     pub(crate) fn org_numbers(&mut self, key: &str) -> Vec<casegate_consent::OrgNumber> {
         let mut orgs = Vec::new();
-        for (i, text) in self
-            .strings(key, false)
-            .unwrap_or_default()
-            .iter()
-            .enumerate()
-        {
+        for (i, text) in self.strings(key).unwrap_or_default().iter().enumerate() {
             match text.parse::<casegate_consent::OrgNumber>() {
                 Ok(org) => orgs.push(org),
                 Err(e) => self.problem(&format!("{key}[{i}]"), e.to_string()),
@@ -47,11 +187,33 @@ impl<'p> Section<'p> {
         orgs
     }
 
-    pub(crate) fn new(path: impl Into<String>, table: Table, problems: &'p mut Problems) -> Self {
+    pub(crate) fn new(
+        path: impl Into<String>,
+        table: Table,
+        problems: &'p mut Problems,
+        schema: &'static Schema,
+    ) -> Self {
         Self {
             path: path.into(),
             table,
             problems,
+            schema,
+        }
+    }
+
+    /// The declaration of `key`, checked to be of the kind its reader expects. A key read but
+    /// not declared is reported (a fault in the reader, which every parse shows).
+    fn declared(&mut self, key: &str, fits: impl Fn(&Kind) -> bool) -> Option<Kind> {
+        match self.schema.key(key).map(|k| k.kind) {
+            Some(kind) if fits(&kind) => Some(kind),
+            _ => {
+                let section = self.schema.section;
+                self.problem(
+                    key,
+                    format!("read but not declared as such in the schema of [{section}]"),
+                );
+                None
+            }
         }
     }
 
@@ -85,8 +247,9 @@ impl<'p> Section<'p> {
         );
     }
 
-    /// A nested table as its own section; an absent one reads as empty.
-    pub(crate) fn section(&mut self, key: &str) -> Section<'_> {
+    /// A nested table as its own section, read by `schema`; an absent one reads as empty.
+    pub(crate) fn section(&mut self, key: &str, schema: &'static Schema) -> Section<'_> {
+        self.declared(key, |k| *k == Kind::Table);
         let path = self.key(key);
         let table = match self.take(key, "a table", false) {
             Some(Value::Table(t)) => t,
@@ -96,11 +259,12 @@ impl<'p> Section<'p> {
             }
             None => Table::new(),
         };
-        Section::new(path, table, self.problems)
+        Section::new(path, table, self.problems, schema)
     }
 
     /// An array of tables (`[[key]]`), each as a table with its index in the path.
     pub(crate) fn tables(&mut self, key: &str) -> Option<Vec<(String, Table)>> {
+        self.declared(key, |k| *k == Kind::Table)?;
         let path = self.key(key);
         match self.take(key, "an array of tables", false)? {
             Value::Array(items) => {
@@ -147,15 +311,22 @@ impl<'p> Section<'p> {
         }
     }
 
-    pub(crate) fn string(&mut self, key: &str) -> Option<String> {
-        self.string_inner(key, true)
+    /// A text key ([`Kind::Text`]); `None` when absent (a problem if it is required) or not
+    /// a string.
+    pub(crate) fn text(&mut self, key: &str) -> Option<String> {
+        let Some(Kind::Text { required }) = self.declared(key, |k| matches!(k, Kind::Text { .. }))
+        else {
+            return None;
+        };
+        self.string_inner(key, required)
     }
 
-    pub(crate) fn opt_string(&mut self, key: &str) -> Option<String> {
-        self.string_inner(key, false)
-    }
-
-    pub(crate) fn strings(&mut self, key: &str, required: bool) -> Option<Vec<String>> {
+    /// A list key ([`Kind::List`]).
+    pub(crate) fn strings(&mut self, key: &str) -> Option<Vec<String>> {
+        let Some(Kind::List { required }) = self.declared(key, |k| matches!(k, Kind::List { .. }))
+        else {
+            return None;
+        };
         match self.take(key, "an array of strings", required)? {
             Value::Array(items) => {
                 let mut out = Vec::new();
@@ -177,7 +348,12 @@ impl<'p> Section<'p> {
         }
     }
 
-    pub(crate) fn bool_or(&mut self, key: &str, default: bool) -> bool {
+    /// A flag key ([`Kind::Flag`]).
+    pub(crate) fn flag(&mut self, key: &str) -> bool {
+        let Some(Kind::Flag { default }) = self.declared(key, |k| matches!(k, Kind::Flag { .. }))
+        else {
+            return false;
+        };
         match self.take(key, "true or false", false) {
             None => default,
             Some(Value::Boolean(b)) => b,
@@ -188,8 +364,13 @@ impl<'p> Section<'p> {
         }
     }
 
-    /// A positive integer within `1..=max`.
-    pub(crate) fn count_or(&mut self, key: &str, default: u64, max: u64) -> u64 {
+    /// A count key ([`Kind::Count`]): a positive integer within `1..=max`.
+    pub(crate) fn count(&mut self, key: &str) -> u64 {
+        let Some(Kind::Count { default, max }) =
+            self.declared(key, |k| matches!(k, Kind::Count { .. }))
+        else {
+            return 1;
+        };
         match self.take(key, "a positive integer", false) {
             None => default,
             Some(Value::Integer(n)) if n >= 1 && n.unsigned_abs() <= max => n.unsigned_abs(),
@@ -204,15 +385,15 @@ impl<'p> Section<'p> {
         }
     }
 
-    /// A duration written as text (`"30s"`, `"5m"`, `"1h 30m"`) within `min..=max`.
-    pub(crate) fn duration_or(
-        &mut self,
-        key: &str,
-        default: Duration,
-        min: Duration,
-        max: Duration,
-    ) -> Duration {
-        let Some(text) = self.opt_string(key) else {
+    /// A duration key ([`Kind::Duration`]): text (`"30s"`, `"5m"`, `"1h 30m"`) within
+    /// `min..=max`.
+    pub(crate) fn duration(&mut self, key: &str) -> Duration {
+        let Some(Kind::Duration { default, min, max }) =
+            self.declared(key, |k| matches!(k, Kind::Duration { .. }))
+        else {
+            return Duration::ZERO;
+        };
+        let Some(text) = self.string_inner(key, false) else {
             return default;
         };
         match humantime::parse_duration(&text) {
@@ -238,9 +419,14 @@ impl<'p> Section<'p> {
         }
     }
 
-    /// A path, relative paths taken from `base` (the config file's folder).
+    /// A path key ([`Kind::Path`]), relative paths taken from `base` (the config file's
+    /// folder).
     pub(crate) fn path(&mut self, key: &str, base: &Path) -> Option<PathBuf> {
-        self.string(key).map(|p| base.join(p))
+        let Some(Kind::Path { required }) = self.declared(key, |k| matches!(k, Kind::Path { .. }))
+        else {
+            return None;
+        };
+        self.string_inner(key, required).map(|p| base.join(p))
     }
 
     /// A path to a file that must exist and be readable when the configuration is used.
@@ -255,7 +441,7 @@ impl<'p> Section<'p> {
     pub(crate) fn files(&mut self, key: &str, base: &Path) -> Vec<PathBuf> {
         let full = self.key(key);
         let paths: Vec<PathBuf> = self
-            .strings(key, false)
+            .strings(key)
             .unwrap_or_default()
             .into_iter()
             .map(|p| base.join(p))
@@ -272,6 +458,7 @@ impl<'p> Section<'p> {
             path,
             table,
             problems,
+            schema: _,
         } = self;
         for key in table.keys() {
             let full = if path.is_empty() {
@@ -299,14 +486,25 @@ mod tests {
             "#,
         )
         .expect("valid toml");
+        static INNER: Schema = Schema {
+            section: "inner",
+            keys: &[duration("wait", secs(1), secs(1), secs(1))],
+        };
+        static ROOT: Schema = Schema {
+            section: "",
+            keys: &[
+                text("name", true),
+                text("missing", true),
+                super::table("inner"),
+            ],
+        };
         let mut problems = Problems::default();
-        let mut root = Section::new("", table, &mut problems);
-        assert_eq!(root.string("name"), None);
-        assert_eq!(root.string("missing"), None);
+        let mut root = Section::new("", table, &mut problems, &ROOT);
+        assert_eq!(root.text("name"), None);
+        assert_eq!(root.text("missing"), None);
         {
-            let mut inner = root.section("inner");
-            let d = Duration::from_secs(1);
-            assert_eq!(inner.duration_or("wait", d, d, d), d);
+            let mut inner = root.section("inner", &INNER);
+            assert_eq!(inner.duration("wait"), secs(1));
             inner.finish();
         }
         root.finish();
@@ -318,5 +516,26 @@ mod tests {
                 .contains("expected a string, found integer")
         );
         assert_eq!(problems.0[3].message, "unknown key");
+    }
+
+    #[test]
+    fn a_key_read_but_not_declared_or_declared_as_another_kind_is_reported() {
+        static SCHEMA: Schema = Schema {
+            section: "s",
+            keys: &[count("workers", 4, 64)],
+        };
+        let table: Table = toml::from_str("workers = 8").expect("valid toml");
+        let mut problems = Problems::default();
+        let mut s = Section::new("s", table, &mut problems, &SCHEMA);
+        assert_eq!(s.count("workers"), 8);
+        assert_eq!(s.text("name"), None);
+        assert_eq!(s.duration("workers"), Duration::ZERO);
+        s.finish();
+        let found: Vec<_> = problems.0.iter().map(|p| p.to_string()).collect();
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found.iter().all(|p| p.contains("not declared")),
+            "{found:?}"
+        );
     }
 }

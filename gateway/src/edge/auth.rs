@@ -35,6 +35,9 @@ use serde::Deserialize;
 use tonic::Status;
 use tower::{Layer, Service};
 
+#[cfg(test)]
+pub(crate) use config::ISSUER as ISSUER_SCHEMA;
+pub(crate) use config::SCHEMA as CONFIG_SCHEMA;
 pub use config::{ALLOWED_ALGORITHMS, AuthConfig, IssuerConfig, JwksLocation};
 pub(crate) use jwks::Jwks;
 use verified::{Verified, VerifiedTokens};

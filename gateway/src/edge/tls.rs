@@ -39,6 +39,7 @@ use crate::{
     base::problem::Problem,
     edge::identity::{ClientIdentity, IdentityError},
 };
+pub(crate) use config::SCHEMA as CONFIG_SCHEMA;
 pub use config::{StaleCrls, TlsConfig};
 use crl::{CrlFile, StaleCrl};
 use live::{LiveConnections, Registration};

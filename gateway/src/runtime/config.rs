@@ -16,7 +16,9 @@ use casegate_consent::{Category, CategoryRule, Purpose, Role, Vocabulary};
 use toml::{Table, Value};
 
 pub use crate::base::problem::Problem;
-use crate::base::settings::{Problems, Section};
+use crate::base::settings::{
+    Problems, Schema, Section, count, days, duration, flag, list, path, secs, table, text,
+};
 pub use web::{AudienceConfig, OidcConfig, WebConfig};
 
 pub use crate::{
@@ -350,12 +352,174 @@ fn insert_path(table: &mut Table, path: &[String], value: Value) -> Result<(), S
     }
 }
 
+// === the sections' keys ===
+
+/// The file's sections.
+pub(crate) static ROOT: Schema = Schema {
+    section: "",
+    keys: &[
+        table("server"),
+        table("tls"),
+        table("auth"),
+        table("storage"),
+        table("audit"),
+        table("privacy"),
+        table("organisations"),
+        table("notes"),
+        table("limits"),
+        table("log"),
+        table("metrics"),
+        table("vocabulary"),
+        table("web"),
+    ],
+};
+
+static SERVER: Schema = Schema {
+    section: "server",
+    keys: &[
+        text("listen", true),
+        duration("shutdown_grace", secs(10), Duration::ZERO, secs(300)),
+        duration(
+            "handshake_timeout",
+            secs(10),
+            Duration::from_millis(100),
+            secs(120),
+        ),
+        count("max_connections", 10_000, 1_000_000),
+        duration("max_connection_age", secs(3600), secs(1), days(7)),
+        duration(
+            "max_connection_age_grace",
+            secs(30),
+            Duration::ZERO,
+            secs(3600),
+        ),
+        duration("keepalive_interval", secs(30), secs(1), secs(3600)),
+        duration("keepalive_timeout", secs(10), secs(1), secs(300)),
+    ],
+};
+
+static STORAGE: Schema = Schema {
+    section: "storage",
+    keys: &[path("data_dir", true)],
+};
+
+static PRIVACY: Schema = Schema {
+    section: "privacy",
+    keys: &[path("pseudonym_key", true), list("supervisory_orgs", false)],
+};
+
+/// `[organisations]`: organisation numbers of the operator's choosing, each a name or a
+/// table of [`ORGANISATION`].
+static ORGANISATIONS: Schema = Schema {
+    section: "organisations",
+    keys: &[],
+};
+
+static ORGANISATION: Schema = Schema {
+    section: "organisations.*",
+    keys: &[text("name", true), text("contact", false)],
+};
+
+static NOTES: Schema = Schema {
+    section: "notes",
+    keys: &[
+        path("keyring", true),
+        duration("retention", days(7), Duration::ZERO, days(365)),
+        duration("ttl", days(30), secs(1), days(365)),
+        duration(
+            "sweep_interval",
+            secs(60),
+            Duration::from_millis(100),
+            secs(3600),
+        ),
+        duration("forget_after", days(30), Duration::ZERO, days(3650)),
+    ],
+};
+
+static LIMITS: Schema = Schema {
+    section: "limits",
+    keys: &[
+        count("max_message_bytes", 4 << 20, 64 << 20),
+        count("max_body_bytes", 256 << 10, 16 << 20),
+        duration(
+            "request_timeout",
+            secs(30),
+            Duration::from_millis(100),
+            secs(600),
+        ),
+        count("max_concurrent_streams", 100, 10_000),
+        count("max_concurrent_calls", 1024, 100_000),
+        count("rate_per_second", 200, 1_000_000),
+        count("rate_burst", 400, 1_000_000),
+    ],
+};
+
+static LOG: Schema = Schema {
+    section: "log",
+    keys: &[text("format", false), text("filter", false)],
+};
+
+static METRICS: Schema = Schema {
+    section: "metrics",
+    keys: &[text("listen", false)],
+};
+
+static VOCABULARY: Schema = Schema {
+    section: "vocabulary",
+    keys: &[
+        duration("max_consent_period", days(365), days(1), days(5 * 365)),
+        table("categories"),
+        table("purposes"),
+    ],
+};
+
+static CATEGORY: Schema = Schema {
+    section: "vocabulary.categories",
+    keys: &[
+        text("name", true),
+        list("senders", true),
+        flag("approval_required", false),
+        text("description", false),
+    ],
+};
+
+static PURPOSE: Schema = Schema {
+    section: "vocabulary.purposes",
+    keys: &[text("name", true), text("description", false)],
+};
+
+/// Every section's schema, for the checks of the example and the dev configuration.
+#[cfg(test)]
+pub(crate) fn schemas() -> Vec<&'static Schema> {
+    let mut all = vec![
+        &ROOT,
+        &SERVER,
+        &crate::edge::tls::CONFIG_SCHEMA,
+        &crate::edge::auth::CONFIG_SCHEMA,
+        &crate::edge::auth::ISSUER_SCHEMA,
+        &STORAGE,
+        &crate::app::audit::CONFIG_SCHEMA,
+        &PRIVACY,
+        &ORGANISATIONS,
+        &ORGANISATION,
+        &NOTES,
+        &LIMITS,
+        &LOG,
+        &METRICS,
+        &VOCABULARY,
+        &CATEGORY,
+        &PURPOSE,
+    ];
+    all.extend(web::schemas());
+    all
+}
+
 fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Option<Config> {
-    let mut root = Section::new("", table, problems);
+    let mut root = Section::new("", table, problems, &ROOT);
 
     let server = {
-        let mut s = root.section("server");
-        let listen = s.string("listen").and_then(|text| match text.parse() {
+        let mut s = root.section("server", &SERVER);
+        let listen = s.text("listen").and_then(|text| match text.parse() {
             Ok(addr) => Some(addr),
             Err(_) => {
                 s.problem(
@@ -365,43 +529,13 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
                 None
             }
         });
-        let shutdown_grace = s.duration_or(
-            "shutdown_grace",
-            Duration::from_secs(10),
-            Duration::ZERO,
-            Duration::from_secs(300),
-        );
-        let handshake_timeout = s.duration_or(
-            "handshake_timeout",
-            Duration::from_secs(10),
-            Duration::from_millis(100),
-            Duration::from_secs(120),
-        );
-        let max_connections = s.count_or("max_connections", 10_000, 1_000_000);
-        let max_connection_age = s.duration_or(
-            "max_connection_age",
-            Duration::from_secs(3600),
-            Duration::from_secs(1),
-            Duration::from_secs(7 * 86_400),
-        );
-        let max_connection_age_grace = s.duration_or(
-            "max_connection_age_grace",
-            Duration::from_secs(30),
-            Duration::ZERO,
-            Duration::from_secs(3600),
-        );
-        let keepalive_interval = s.duration_or(
-            "keepalive_interval",
-            Duration::from_secs(30),
-            Duration::from_secs(1),
-            Duration::from_secs(3600),
-        );
-        let keepalive_timeout = s.duration_or(
-            "keepalive_timeout",
-            Duration::from_secs(10),
-            Duration::from_secs(1),
-            Duration::from_secs(300),
-        );
+        let shutdown_grace = s.duration("shutdown_grace");
+        let handshake_timeout = s.duration("handshake_timeout");
+        let max_connections = s.count("max_connections");
+        let max_connection_age = s.duration("max_connection_age");
+        let max_connection_age_grace = s.duration("max_connection_age_grace");
+        let keepalive_interval = s.duration("keepalive_interval");
+        let keepalive_timeout = s.duration("keepalive_timeout");
         s.finish();
         listen.map(|listen| ServerConfig {
             listen,
@@ -416,35 +550,35 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
     };
 
     let tls = {
-        let mut s = root.section("tls");
+        let mut s = root.section("tls", &crate::edge::tls::CONFIG_SCHEMA);
         let tls = TlsConfig::read(&mut s, base);
         s.finish();
         tls
     };
 
     let auth = {
-        let mut s = root.section("auth");
+        let mut s = root.section("auth", &crate::edge::auth::CONFIG_SCHEMA);
         let auth = AuthConfig::read(&mut s, base);
         s.finish();
         auth
     };
 
     let storage = {
-        let mut s = root.section("storage");
+        let mut s = root.section("storage", &STORAGE);
         let data_dir = s.path("data_dir", base);
         s.finish();
         data_dir.map(|data_dir| StorageConfig { data_dir })
     };
 
     let audit = {
-        let mut s = root.section("audit");
+        let mut s = root.section("audit", &crate::app::audit::CONFIG_SCHEMA);
         let audit = AuditConfig::read(&mut s, base);
         s.finish();
         audit
     };
 
     let privacy = {
-        let mut s = root.section("privacy");
+        let mut s = root.section("privacy", &PRIVACY);
         let pseudonym_key = s.file("pseudonym_key", base);
         let supervisory_orgs = s.org_numbers("supervisory_orgs");
         s.finish();
@@ -455,16 +589,16 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
     };
 
     let (organisations, contacts) = {
-        let mut s = root.section("organisations");
+        let mut s = root.section("organisations", &ORGANISATIONS);
         let mut names = BTreeMap::new();
         let mut contacts = BTreeMap::new();
         for (key, value) in s.entries() {
             let (name, contact) = match value {
                 Value::String(name) => (Some(name), None),
                 Value::Table(table) => {
-                    let mut t = Section::new(s.key(&key), table, s.problems());
-                    let name = t.string("name");
-                    let contact = t.opt_string("contact");
+                    let mut t = Section::new(s.key(&key), table, s.problems(), &ORGANISATION);
+                    let name = t.text("name");
+                    let contact = t.text("contact");
                     if let Some(uri) = &contact
                         && !["https://", "mailto:", "tel:"]
                             .iter()
@@ -503,32 +637,12 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
     };
 
     let notes = {
-        let mut s = root.section("notes");
+        let mut s = root.section("notes", &NOTES);
         let keyring = s.file("keyring", base);
-        let retention = s.duration_or(
-            "retention",
-            Duration::from_secs(7 * 86_400),
-            Duration::ZERO,
-            Duration::from_secs(365 * 86_400),
-        );
-        let ttl = s.duration_or(
-            "ttl",
-            Duration::from_secs(30 * 86_400),
-            Duration::from_secs(1),
-            Duration::from_secs(365 * 86_400),
-        );
-        let sweep_interval = s.duration_or(
-            "sweep_interval",
-            Duration::from_secs(60),
-            Duration::from_millis(100),
-            Duration::from_secs(3600),
-        );
-        let forget_after = s.duration_or(
-            "forget_after",
-            Duration::from_secs(30 * 86_400),
-            Duration::ZERO,
-            Duration::from_secs(3650 * 86_400),
-        );
+        let retention = s.duration("retention");
+        let ttl = s.duration("ttl");
+        let sweep_interval = s.duration("sweep_interval");
+        let forget_after = s.duration("forget_after");
         s.finish();
         keyring.map(|keyring| NotesConfig {
             keyring,
@@ -540,25 +654,20 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
     };
 
     let limits = {
-        let mut s = root.section("limits");
-        let max_message_bytes = s.count_or("max_message_bytes", 4 << 20, 64 << 20);
-        let max_body_bytes = s.count_or("max_body_bytes", 256 << 10, 16 << 20);
+        let mut s = root.section("limits", &LIMITS);
+        let max_message_bytes = s.count("max_message_bytes");
+        let max_body_bytes = s.count("max_body_bytes");
         if max_body_bytes + (64 << 10) > max_message_bytes {
             s.problem(
                 "max_body_bytes",
                 "must leave at least 64 KiB of max_message_bytes for the rest of the message",
             );
         }
-        let request_timeout = s.duration_or(
-            "request_timeout",
-            Duration::from_secs(30),
-            Duration::from_millis(100),
-            Duration::from_secs(600),
-        );
-        let max_concurrent_streams = s.count_or("max_concurrent_streams", 100, 10_000);
-        let max_concurrent_calls = s.count_or("max_concurrent_calls", 1024, 100_000);
-        let rate_per_second = s.count_or("rate_per_second", 200, 1_000_000);
-        let rate_burst = s.count_or("rate_burst", 400, 1_000_000);
+        let request_timeout = s.duration("request_timeout");
+        let max_concurrent_streams = s.count("max_concurrent_streams");
+        let max_concurrent_calls = s.count("max_concurrent_calls");
+        let rate_per_second = s.count("rate_per_second");
+        let rate_burst = s.count("rate_burst");
         s.finish();
         Limits {
             max_message_bytes: usize::try_from(max_message_bytes).unwrap_or(usize::MAX),
@@ -572,8 +681,8 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
     };
 
     let log = {
-        let mut s = root.section("log");
-        let format = match s.opt_string("format").as_deref() {
+        let mut s = root.section("log", &LOG);
+        let format = match s.text("format").as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
             Some(other) => {
@@ -584,7 +693,7 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
                 LogFormat::Text
             }
         };
-        let filter = s.opt_string("filter").unwrap_or_else(|| "info".to_owned());
+        let filter = s.text("filter").unwrap_or_else(|| "info".to_owned());
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&filter) {
             s.problem("filter", format!("{filter:?} is not a tracing filter: {e}"));
         }
@@ -593,8 +702,8 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
     };
 
     let metrics_listen = {
-        let mut s = root.section("metrics");
-        let listen = s.opt_string("listen").and_then(|text| match text.parse() {
+        let mut s = root.section("metrics", &METRICS);
+        let listen = s.text("listen").and_then(|text| match text.parse() {
             Ok(addr) => Some(addr),
             Err(_) => {
                 s.problem(
@@ -609,13 +718,8 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
     };
 
     let (vocabulary, max_consent_period) = {
-        let mut s = root.section("vocabulary");
-        let max = s.duration_or(
-            "max_consent_period",
-            Duration::from_secs(365 * 24 * 3600),
-            Duration::from_secs(24 * 3600),
-            Duration::from_secs(5 * 365 * 24 * 3600),
-        );
+        let mut s = root.section("vocabulary", &VOCABULARY);
+        let max = s.duration("max_consent_period");
         let vocabulary = read_vocabulary(&mut s);
         s.finish();
         (vocabulary, max)
@@ -667,15 +771,15 @@ fn read_vocabulary(s: &mut Section<'_>) -> Option<Vocabulary> {
     match categories {
         Some(tables) => {
             for (path, table) in tables {
-                let mut t = Section::new(path, table, s.problems());
-                let name = t.string("name").and_then(|n| match n.parse::<Category>() {
+                let mut t = Section::new(path, table, s.problems(), &CATEGORY);
+                let name = t.text("name").and_then(|n| match n.parse::<Category>() {
                     Ok(c) => Some(c),
                     Err(e) => {
                         t.problem("name", e.to_string());
                         None
                     }
                 });
-                let senders = t.strings("senders", true).map(|names| {
+                let senders = t.strings("senders").map(|names| {
                     names
                         .iter()
                         .filter_map(|n| match n.parse::<Role>() {
@@ -687,8 +791,8 @@ fn read_vocabulary(s: &mut Section<'_>) -> Option<Vocabulary> {
                         })
                         .collect::<BTreeSet<_>>()
                 });
-                let approval_required = t.bool_or("approval_required", false);
-                let _description = t.opt_string("description");
+                let approval_required = t.flag("approval_required");
+                let _description = t.text("description");
                 t.finish();
                 if let (Some(name), Some(senders)) = (name, senders) {
                     cats.push((
@@ -707,14 +811,14 @@ fn read_vocabulary(s: &mut Section<'_>) -> Option<Vocabulary> {
     match purposes {
         Some(tables) => {
             for (path, table) in tables {
-                let mut t = Section::new(path, table, s.problems());
-                if let Some(name) = t.string("name") {
+                let mut t = Section::new(path, table, s.problems(), &PURPOSE);
+                if let Some(name) = t.text("name") {
                     match name.parse::<Purpose>() {
                         Ok(p) => purs.push(p),
                         Err(e) => t.problem("name", e.to_string()),
                     }
                 }
-                let _description = t.opt_string("description");
+                let _description = t.text("description");
                 t.finish();
             }
         }

@@ -8,7 +8,7 @@ use std::{
 
 use jsonwebtoken::Algorithm;
 
-use crate::base::settings::Section;
+use crate::base::settings::{Schema, Section, duration, list, path, secs, table, text};
 
 /// Token authentication settings (`[auth]`).
 #[derive(Debug, Clone)]
@@ -58,17 +58,36 @@ pub enum JwksLocation {
 pub const ALLOWED_ALGORITHMS: [Algorithm; 3] =
     [Algorithm::EdDSA, Algorithm::ES256, Algorithm::RS256];
 
+/// `[auth]`'s keys.
+pub(crate) static SCHEMA: Schema = Schema {
+    section: "auth",
+    keys: &[
+        duration("leeway", secs(30), Duration::ZERO, secs(300)),
+        table("issuers"),
+        list("jobseeker_orgs", false),
+    ],
+};
+
+/// The keys of each `[[auth.issuers]]`.
+pub(crate) static ISSUER: Schema = Schema {
+    section: "auth.issuers",
+    keys: &[
+        text("iss", true),
+        text("audience", true),
+        list("algorithms", true),
+        path("jwks_file", false),
+        text("jwks_url", false),
+        path("jwks_ca", false),
+        duration("jwks_min_refresh", secs(30), Duration::ZERO, secs(3600)),
+    ],
+};
+
 impl AuthConfig {
     /// Reads the `[auth]` section (and its `[[auth.issuers]]`) from `s`; file paths are
     /// relative to `base`. Every problem is reported to `s`; `None` without a usable issuer
     /// list.
     pub(crate) fn read(s: &mut Section<'_>, base: &Path) -> Option<Self> {
-        let leeway = s.duration_or(
-            "leeway",
-            Duration::from_secs(30),
-            Duration::ZERO,
-            Duration::from_secs(300),
-        );
+        let leeway = s.duration("leeway");
         let issuers = read_issuers(s, base);
         let jobseeker_orgs = s.org_numbers("jobseeker_orgs");
         issuers.map(|issuers| Self {
@@ -92,8 +111,8 @@ fn read_issuers(s: &mut Section<'_>, base: &Path) -> Option<Vec<IssuerConfig>> {
     let mut issuers = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for (path, table) in tables {
-        let mut t = Section::new(path, table, s.problems());
-        let iss = t.string("iss");
+        let mut t = Section::new(path, table, s.problems(), &ISSUER);
+        let iss = t.text("iss");
         if let Some(iss) = &iss {
             if iss.is_empty() {
                 t.problem("iss", "must not be empty");
@@ -101,11 +120,11 @@ fn read_issuers(s: &mut Section<'_>, base: &Path) -> Option<Vec<IssuerConfig>> {
                 t.problem("iss", format!("issuer {iss:?} is configured twice"));
             }
         }
-        let audience = t.string("audience");
+        let audience = t.text("audience");
         if audience.as_deref() == Some("") {
             t.problem("audience", "must not be empty");
         }
-        let algorithms = t.strings("algorithms", true).map(|names| {
+        let algorithms = t.strings("algorithms").map(|names| {
             if names.is_empty() {
                 t.problem("algorithms", "at least one algorithm is required");
             }
@@ -121,25 +140,10 @@ fn read_issuers(s: &mut Section<'_>, base: &Path) -> Option<Vec<IssuerConfig>> {
             }
             algs
         });
-        let jwks_file = t.opt_string("jwks_file").map(|p| {
-            let path = base.join(p);
-            let key = t.key("jwks_file");
-            t.problems().1.push((key, path.clone()));
-            path
-        });
-        let jwks_url = t.opt_string("jwks_url");
-        let jwks_ca = t.opt_string("jwks_ca").map(|p| {
-            let path = base.join(p);
-            let key = t.key("jwks_ca");
-            t.problems().1.push((key, path.clone()));
-            path
-        });
-        let min_refresh = t.duration_or(
-            "jwks_min_refresh",
-            Duration::from_secs(30),
-            Duration::ZERO,
-            Duration::from_secs(3600),
-        );
+        let jwks_file = t.file("jwks_file", base);
+        let jwks_url = t.text("jwks_url");
+        let jwks_ca = t.file("jwks_ca", base);
+        let min_refresh = t.duration("jwks_min_refresh");
         let jwks = match (jwks_file, jwks_url) {
             (Some(file), None) => Some(JwksLocation::File(file)),
             (None, Some(url)) => match crate::edge::https::parse_url(&url) {

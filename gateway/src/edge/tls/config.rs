@@ -5,7 +5,7 @@ use std::{
     time::Duration,
 };
 
-use crate::base::settings::Section;
+use crate::base::settings::{Schema, Section, duration, list, path, secs, text};
 
 /// The server's TLS settings (`[tls]`).
 #[derive(Debug, Clone)]
@@ -38,6 +38,24 @@ pub enum StaleCrls {
     Refuse,
 }
 
+/// `[tls]`'s keys.
+pub(crate) static SCHEMA: Schema = Schema {
+    section: "tls",
+    keys: &[
+        path("cert", true),
+        path("key", true),
+        path("client_ca", true),
+        list("client_crls", false),
+        duration(
+            "crl_reload_interval",
+            secs(30),
+            Duration::from_millis(100),
+            secs(3600),
+        ),
+        text("stale_crls", false),
+    ],
+};
+
 impl TlsConfig {
     /// Reads the `[tls]` section from `s`; file paths are relative to `base` (the
     /// configuration file's folder). Every problem is reported to `s`; `None` when a required
@@ -47,13 +65,8 @@ impl TlsConfig {
         let key = s.file("key", base);
         let client_ca = s.file("client_ca", base);
         let client_crls = s.files("client_crls", base);
-        let crl_reload_interval = s.duration_or(
-            "crl_reload_interval",
-            Duration::from_secs(30),
-            Duration::from_millis(100),
-            Duration::from_secs(3600),
-        );
-        let stale_crls = match s.opt_string("stale_crls").as_deref() {
+        let crl_reload_interval = s.duration("crl_reload_interval");
+        let stale_crls = match s.text("stale_crls").as_deref() {
             None | Some("warn") => StaleCrls::Warn,
             Some("refuse") => StaleCrls::Refuse,
             Some(other) => {

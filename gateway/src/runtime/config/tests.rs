@@ -285,3 +285,91 @@ fn connection_age_and_stale_crls_have_defaults_bounds_and_a_closed_set_of_values
         ]
     );
 }
+
+/// The example's text under each table header (`[a.b]` or `[[a.b]]`), comments included,
+/// all blocks of a header together.
+fn example_blocks(text: &str) -> Vec<(String, String)> {
+    let mut blocks: Vec<(String, String)> = vec![(String::new(), String::new())];
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            let name = trimmed.trim_matches(|c| c == '[' || c == ']').to_owned();
+            blocks.push((name, String::new()));
+        } else if let Some((_, block)) = blocks.last_mut() {
+            block.push_str(trimmed);
+            block.push('\n');
+        }
+    }
+    blocks
+}
+
+/// Whether header `name` is one of the section paths `pattern` stands for (`*`: any one
+/// name).
+fn matches_section(pattern: &str, name: &str) -> bool {
+    let (pattern, name): (Vec<&str>, Vec<&str>) =
+        (pattern.split('.').collect(), name.split('.').collect());
+    pattern.len() == name.len() && pattern.iter().zip(&name).all(|(p, n)| *p == "*" || p == n)
+}
+
+#[test]
+fn every_declared_key_is_written_or_shown_in_the_example_under_its_section() {
+    let text = include_str!("../../../../deploy/casegate.example.toml");
+    let blocks = example_blocks(text);
+    let mut missing = Vec::new();
+    for schema in super::schemas() {
+        let sections: Vec<&str> = blocks
+            .iter()
+            .filter(|(name, _)| matches_section(schema.section, name))
+            .map(|(_, block)| block.as_str())
+            .collect();
+        // `[organisations]` holds organisation numbers; its tables are written inline there.
+        let sections = if schema.section == "organisations.*" {
+            blocks
+                .iter()
+                .filter(|(name, _)| name == "organisations")
+                .map(|(_, block)| block.as_str())
+                .collect()
+        } else {
+            sections
+        };
+        for key in schema.keys {
+            // Nested tables are headers of their own.
+            if key.kind == crate::base::settings::Kind::Table {
+                continue;
+            }
+            let shown = sections.iter().any(|block| {
+                block.lines().any(|line| {
+                    let line = line.trim_start_matches('#').trim_start();
+                    line.starts_with(&format!("{} =", key.name))
+                        || line.contains(&format!("{{ {} =", key.name))
+                        || line.contains(&format!(", {} =", key.name))
+                })
+            });
+            if !shown {
+                missing.push(format!("[{}] {}", schema.section, key.name));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "not in the example: {missing:?}");
+}
+
+#[test]
+fn the_example_sets_no_key_outside_the_schemas() {
+    // Config::parse reports unknown keys; the example parses without a problem.
+    let text = include_str!("../../../../deploy/casegate.example.toml");
+    let mut with_typo = text.replace("retention = \"7days\"", "retension = \"7days\"");
+    assert_ne!(with_typo, text);
+    with_typo.push('\n');
+    let found = Config::parse_with(
+        &with_typo,
+        Path::new("/etc/casegate/casegate.toml"),
+        Path::new("/etc/casegate"),
+        [],
+        |_| Ok(()),
+    )
+    .expect_err("a misspelt key is refused");
+    assert!(
+        found.to_string().contains("notes.retension: unknown key"),
+        "{found}"
+    );
+}

@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use crate::base::settings::Section;
+use crate::base::settings::{Schema, Section, count, duration, list, path, secs, table, text};
 
 /// The web tier (`[web]`; off when the section is absent).
 #[derive(Debug, Clone)]
@@ -83,14 +83,60 @@ pub struct OidcConfig {
     pub role_value: Option<String>,
 }
 
+/// `[web]`'s keys (required ones only when the section is there).
+static WEB: Schema = Schema {
+    section: "web",
+    keys: &[
+        text("listen", true),
+        text("public_url", false),
+        text("gateway_url", false),
+        path("gateway_ca", true),
+        text("issuer", true),
+        path("issuer_key", true),
+        duration("token_ttl", secs(60), secs(5), secs(600)),
+        duration("session_idle", secs(15 * 60), secs(60), secs(8 * 3600)),
+        count("max_sessions", 100_000, 10_000_000),
+        table("jobseekers"),
+        table("officers"),
+    ],
+};
+
+/// `[web.jobseekers]` and `[web.officers]`.
+static AUDIENCE: Schema = Schema {
+    section: "web.*",
+    keys: &[path("cert", true), path("key", true), table("oidc")],
+};
+
+/// `[web.<audience>.oidc]`.
+static OIDC: Schema = Schema {
+    section: "web.*.oidc",
+    keys: &[
+        text("issuer_url", true),
+        text("client_id", true),
+        path("client_secret_file", false),
+        path("ca", false),
+        list("scopes", false),
+        text("acr_values", false),
+        text("pid_claim", false),
+        text("role_claim", false),
+        text("role_value", false),
+    ],
+};
+
+/// The web tier's schemas.
+#[cfg(test)]
+pub(super) fn schemas() -> [&'static Schema; 3] {
+    [&WEB, &AUDIENCE, &OIDC]
+}
+
 /// Reads `[web]`; `None` when absent or invalid (problems recorded).
 pub(super) fn read(root: &mut Section<'_>, base: &Path) -> Option<WebConfig> {
-    let mut s = root.section("web");
+    let mut s = root.section("web", &WEB);
     if s.is_empty() {
         s.finish();
         return None;
     }
-    let listen = s.string("listen").and_then(|text| match text.parse() {
+    let listen = s.text("listen").and_then(|text| match text.parse() {
         Ok(addr) => Some(addr),
         Err(_) => {
             s.problem(
@@ -109,7 +155,7 @@ pub(super) fn read(root: &mut Section<'_>, base: &Path) -> Option<WebConfig> {
              reverse proxy on the same host",
         );
     }
-    let public_url = s.opt_string("public_url");
+    let public_url = s.text("public_url");
     if let Some(url) = &public_url
         && (!url.starts_with("https://") && !url.starts_with("http://127.0.0.1:")
             || url.ends_with('/'))
@@ -119,28 +165,18 @@ pub(super) fn read(root: &mut Section<'_>, base: &Path) -> Option<WebConfig> {
             "must be https://host[:port] with no trailing slash (http only for 127.0.0.1)",
         );
     }
-    let gateway_url = s.opt_string("gateway_url");
+    let gateway_url = s.text("gateway_url");
     if let Some(url) = &gateway_url
         && !url.starts_with("https://")
     {
         s.problem("gateway_url", "must start with https://");
     }
     let gateway_ca = s.file("gateway_ca", base);
-    let issuer = s.string("issuer");
+    let issuer = s.text("issuer");
     let issuer_key = s.file("issuer_key", base);
-    let token_ttl = s.duration_or(
-        "token_ttl",
-        Duration::from_secs(60),
-        Duration::from_secs(5),
-        Duration::from_secs(600),
-    );
-    let session_idle = s.duration_or(
-        "session_idle",
-        Duration::from_secs(15 * 60),
-        Duration::from_secs(60),
-        Duration::from_secs(8 * 3600),
-    );
-    let max_sessions = s.count_or("max_sessions", 100_000, 10_000_000);
+    let token_ttl = s.duration("token_ttl");
+    let session_idle = s.duration("session_idle");
+    let max_sessions = s.count("max_sessions");
     let jobseekers = audience(&mut s, "jobseekers", base, false);
     let officers = audience(&mut s, "officers", base, true);
     let uses_oidc = [&jobseekers, &officers]
@@ -169,41 +205,29 @@ pub(super) fn read(root: &mut Section<'_>, base: &Path) -> Option<WebConfig> {
 }
 
 fn audience(s: &mut Section<'_>, key: &str, base: &Path, officers: bool) -> Option<AudienceConfig> {
-    let mut a = s.section(key);
+    let mut a = s.section(key, &AUDIENCE);
     let cert = a.file("cert", base);
     let key = a.file("key", base);
     let oidc = {
-        let mut o = a.section("oidc");
+        let mut o = a.section("oidc", &OIDC);
         if o.is_empty() {
             o.finish();
             None
         } else {
-            let issuer_url = o.string("issuer_url");
+            let issuer_url = o.text("issuer_url");
             if let Some(url) = &issuer_url
                 && !url.starts_with("https://")
             {
                 o.problem("issuer_url", "must start with https://");
             }
-            let client_id = o.string("client_id");
-            let client_secret_file = o.opt_string("client_secret_file").map(|p| {
-                let path = base.join(p);
-                let key = o.key("client_secret_file");
-                o.problems().1.push((key, path.clone()));
-                path
-            });
-            let ca = o.opt_string("ca").map(|p| {
-                let path = base.join(p);
-                let key = o.key("ca");
-                o.problems().1.push((key, path.clone()));
-                path
-            });
-            let scopes = o.strings("scopes", false).unwrap_or_default();
-            let acr_values = o.opt_string("acr_values");
-            let pid_claim = o
-                .opt_string("pid_claim")
-                .unwrap_or_else(|| "pid".to_owned());
-            let role_claim = o.opt_string("role_claim");
-            let role_value = o.opt_string("role_value");
+            let client_id = o.text("client_id");
+            let client_secret_file = o.file("client_secret_file", base);
+            let ca = o.file("ca", base);
+            let scopes = o.strings("scopes").unwrap_or_default();
+            let acr_values = o.text("acr_values");
+            let pid_claim = o.text("pid_claim").unwrap_or_else(|| "pid".to_owned());
+            let role_claim = o.text("role_claim");
+            let role_value = o.text("role_value");
             if officers && (role_claim.is_none() || role_value.is_none()) {
                 o.problem(
                     "role_claim",
