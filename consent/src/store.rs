@@ -16,7 +16,7 @@ use std::{
     collections::HashMap,
     fs::File,
     path::Path,
-    sync::{Arc, RwLock},
+    sync::{Arc, Mutex, RwLock},
 };
 
 use sled::{
@@ -126,6 +126,11 @@ pub struct ConsentStore {
     /// Every subject's decision index in memory (loaded on open, replaced after each committed
     /// write): a decision then costs the same however large the store grows.
     index: Arc<RwLock<Index>>,
+    /// Held by each write from before it reads what it changes until its decision index is in
+    /// memory, so memory takes the writes in the order they committed: two writes about one
+    /// subject (a grant and a withdrawal) can never leave memory with the older index. Writes
+    /// are rare and decisions do not take it.
+    writes: Arc<Mutex<()>>,
 }
 
 /// `index` with the entry of `id` replaced by `entry` (or appended).
@@ -208,6 +213,7 @@ impl ConsentStore {
             meta: db.open_tree("meta")?,
             terms,
             index: Arc::new(RwLock::new(index)),
+            writes: Arc::new(Mutex::new(())),
             files,
             db,
         })
@@ -266,6 +272,7 @@ impl ConsentStore {
     /// Stores a prepared grant (superseding the previous version, if any) and flushes.
     /// Fails, changing nothing, if the consent changed since it was prepared.
     pub fn commit_grant(&self, record: &ConsentRecord) -> Result<(), StoreError> {
+        let _write = self.write_lock();
         let key = record_key(&record.subject, &record.id, record.version);
         let mut location = record.subject.expose().into_bytes();
         location.extend_from_slice(&record.version.to_be_bytes());
@@ -326,8 +333,10 @@ impl ConsentStore {
         evidence: Option<Evidence>,
         now: Timestamp,
     ) -> Result<ConsentRecord, StoreError> {
+        // The version withdrawn is the latest when the withdrawal is written.
+        let _write = self.write_lock();
         let (_, version) = self.locate(id)?;
-        let (withdrawn, _) = self.restate(id, version, |record| {
+        let (withdrawn, _) = self.restate_locked(id, version, |record| {
             if record.status == Status::Withdrawn {
                 return Err(StoreError::AlreadyWithdrawn);
             }
@@ -376,8 +385,21 @@ impl ConsentStore {
         Ok(f(&views))
     }
 
+    /// The lock every write holds (see `writes`).
+    fn write_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Replaces the in-memory index of `subject` after a committed write.
     fn cache(&self, subject: &SubjectId, bytes: Option<Vec<u8>>) {
+        // Tests widen the window between a commit and its index reaching memory, by a
+        // varying 0-2 ms, so writes racing each other arrive here out of order.
+        #[cfg(test)]
+        {
+            static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            std::thread::sleep(std::time::Duration::from_micros(n * 7_919 % 2_000));
+        }
         if let Some(bytes) = bytes {
             self.index
                 .write()
@@ -401,6 +423,17 @@ impl ConsentStore {
     /// whether it changed anything, or refuses), keeping the decision index in step, and
     /// syncs. Returns the version as stored and whether it changed.
     fn restate(
+        &self,
+        id: &ConsentId,
+        version: u32,
+        change: impl Fn(&mut ConsentRecord) -> Result<bool, StoreError>,
+    ) -> Result<(ConsentRecord, bool), StoreError> {
+        let _write = self.write_lock();
+        self.restate_locked(id, version, change)
+    }
+
+    /// [`Self::restate`] by a caller holding [`Self::write_lock`].
+    fn restate_locked(
         &self,
         id: &ConsentId,
         version: u32,
@@ -452,6 +485,7 @@ impl ConsentStore {
 
     /// Stores a record as is, without flushing (bulk loading for benchmarks).
     pub fn load_unflushed(&self, record: &ConsentRecord) -> Result<(), StoreError> {
+        let _write = self.write_lock();
         let mut location = record.subject.expose().into_bytes();
         location.extend_from_slice(&record.version.to_be_bytes());
         self.records.insert(

@@ -338,3 +338,56 @@ impl crate::storage::conformance::Harness for Embedded {
 fn the_embedded_store_meets_the_storage_expectations() {
     crate::storage::conformance::run(&mut Embedded(Vec::new()));
 }
+
+#[test]
+fn concurrent_grants_and_withdrawals_about_one_subject_leave_memory_as_committed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = ConsentStore::open(dir.path()).expect("open");
+    let who = subject(11);
+    let key = subject_key(&who);
+    let grant = |store: &ConsentStore| {
+        let granted = store
+            .prepare_grant(new_consent(who, "ips_follow_up"), None, NOW)
+            .expect("prepare");
+        store.commit_grant(&granted).expect("grant");
+        granted
+    };
+    let mut standing = grant(&store);
+    for round in 0..40 {
+        // A withdrawal and a grant about the same subject, started together.
+        let barrier = std::sync::Barrier::new(2);
+        let granted = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                barrier.wait();
+                store
+                    .withdraw(&standing.id, actor(), None, None, NOW)
+                    .expect("withdraw");
+            });
+            let granting = scope.spawn(|| {
+                barrier.wait();
+                grant(&store)
+            });
+            granting.join().expect("grant thread")
+        });
+        let in_memory = store
+            .index
+            .read()
+            .expect("index")
+            .get(&key)
+            .map(|b| b.to_vec());
+        let committed = store
+            .terms
+            .get(who.expose().as_bytes())
+            .expect("read")
+            .map(|b| b.to_vec());
+        assert!(
+            in_memory == committed,
+            "round {round}: memory holds another decision index than the one committed"
+        );
+        assert!(
+            !active_in_index(&store, &who, &standing.id),
+            "round {round}"
+        );
+        standing = granted;
+    }
+}
