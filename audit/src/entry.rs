@@ -14,6 +14,7 @@
 
 use std::fmt;
 
+mod detail;
 mod event;
 mod fit;
 mod layout;
