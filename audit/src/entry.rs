@@ -1,27 +1,31 @@
-//! Audit entries and their versioned canonical binary encoding. The encoded bytes are what the
-//! log stores and what the Merkle tree hashes; verification never re-serialises.
+//! Audit entries — a time and a typed [`Event`] — and their versioned canonical binary
+//! encoding. The encoded bytes are what the log stores and what the Merkle tree hashes;
+//! verification never re-serialises.
 //!
-//! Version 1 layout (integers big-endian):
+//! Version 1 ([`layout`]) lays every kind out as the same thirteen optional fields, with
+//! kind-specific facts in a `detail` text. Encoding lays the event out so; decoding reads the
+//! fields back into the one event that lays out to exactly them. An entry no event fits
+//! (an older `detail` form, a field its kind never has) decodes to [`Event::Unfitted`], kept
+//! whole: never an error, never dropped.
 //!
-//! ```text
-//! u8  version = 1
-//! u8  kind
-//! i64 time, microseconds since the Unix epoch (UTC)
-//! u16 presence flags, one bit per optional field below, in order
-//! then each present field, in order:
-//!   actor             str orgnr, str user_id, str role, [32] certificate SHA-256
-//!   subject_pseudonym [32]
-//!   consent           str id, u32 version, [32] record SHA-256
-//!   category, purpose, sender_orgnr, recipient_orgnr       str each
-//!   content_sha256    [32]
-//!   reason, request_id, policy_version, disclosure_id, detail  str each
-//! str = u16 length + UTF-8 bytes
-//! ```
-//!
-//! Decoding rejects an unknown version or kind, unknown flag bits, invalid UTF-8, truncation and
-//! trailing bytes, so every byte string has at most one meaning and re-encodes to itself.
+//! **Invariant:** decoding rejects an unknown version or kind, unknown flag bits, invalid
+//! UTF-8, truncation and trailing bytes, so every byte string has at most one meaning and
+//! re-encodes to itself; encoding refuses an event that would not decode to itself.
 
 use std::fmt;
+
+mod detail;
+mod event;
+mod fit;
+mod layout;
+
+pub use event::{
+    Access, Answer, AuditQueried, AuditQuery, ConsentChange, ConsentRead, ConsentsRead,
+    DecisionTerms, DisclosureChecked, DisclosurePermitted, DisclosureRefused, Event,
+    GatewayStarted, KeyRotated, Login, NoteHandled, NotePurged, NoteRef, QueryFilter, Scope,
+    SubjectReportIssued, SummaryFilter, Unfitted,
+};
+pub use layout::Fields;
 
 /// The encoding version written by [`Entry::encode`].
 pub const VERSION: u8 = 1;
@@ -35,21 +39,21 @@ pub enum EntryKind {
     ConsentWithdrawn = 2,
     /// A note was accepted for disclosure under a consent.
     DisclosurePermitted = 3,
-    /// A disclosure was refused; `reason` holds the reason code.
+    /// A disclosure was refused.
     DisclosureRefused = 4,
     /// A note was delivered to its recipient.
     NoteDelivered = 5,
     /// The recipient acknowledged a delivered note.
     NoteAcknowledged = 6,
-    /// A note was purged; `reason` says why (e.g. `consent_withdrawn`, `ttl_elapsed`).
+    /// A note was purged.
     NotePurged = 7,
-    /// The audit log was queried or summarised; `detail` holds the filter.
+    /// The audit log was queried or summarised.
     AuditQueried = 8,
     /// A subject access report was issued.
     SubjectReportIssued = 9,
     /// The gateway started.
     GatewayStarted = 10,
-    /// The checkpoint signing key was replaced; `detail` names the old and new keys.
+    /// The checkpoint signing key was replaced.
     KeyRotated = 11,
     /// A dry-run decision (`CheckDisclosure`) about a subject, with the answer given.
     DisclosureChecked = 12,
@@ -139,60 +143,10 @@ pub struct ConsentRef {
 /// as a keyed pseudonym, a note only as its SHA-256.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    /// What the entry records.
-    pub kind: EntryKind,
     /// Microseconds since the Unix epoch, UTC.
     pub time_micros: i64,
-    /// Who caused it; `None` for the gateway's own entries (e.g. [`EntryKind::GatewayStarted`]).
-    pub actor: Option<Actor>,
-    /// The jobseeker it is about, as a keyed pseudonym (HMAC-SHA-256 of the identity number
-    /// under a gateway secret).
-    pub subject_pseudonym: Option<[u8; 32]>,
-    /// The consent version granted, withdrawn or relied on.
-    pub consent: Option<ConsentRef>,
-    /// The note's category of information (a vocabulary term).
-    pub category: Option<String>,
-    /// The note's purpose of disclosure (a vocabulary term).
-    pub purpose: Option<String>,
-    /// The sending organisation's number.
-    pub sender_orgnr: Option<String>,
-    /// The receiving organisation's number.
-    pub recipient_orgnr: Option<String>,
-    /// SHA-256 of the note body; never the body.
-    pub content_sha256: Option<[u8; 32]>,
-    /// Reason code of a refusal or purge.
-    pub reason: Option<String>,
-    /// The sender's idempotency key for a disclosure.
-    pub request_id: Option<String>,
-    /// The policy a disclosure decision was taken under (e.g. `casegate-policy-2`).
-    pub policy_version: Option<String>,
-    /// The gateway's id of a note (UUID text).
-    pub disclosure_id: Option<String>,
-    /// Kind-specific detail free of personal data (an audit query's filter, a key id).
-    pub detail: Option<String>,
-}
-
-impl Entry {
-    /// An entry of `kind` at `time_micros` with every optional field empty.
-    pub fn new(kind: EntryKind, time_micros: i64) -> Self {
-        Self {
-            kind,
-            time_micros,
-            actor: None,
-            subject_pseudonym: None,
-            consent: None,
-            category: None,
-            purpose: None,
-            sender_orgnr: None,
-            recipient_orgnr: None,
-            content_sha256: None,
-            reason: None,
-            request_id: None,
-            policy_version: None,
-            disclosure_id: None,
-            detail: None,
-        }
-    }
+    /// What happened.
+    pub event: Event,
 }
 
 /// Why bytes are not a valid entry.
@@ -227,155 +181,67 @@ pub enum EncodeError {
     /// A text field is longer than its `u16` length can say (65,535 bytes).
     #[error("a text field is longer than 65535 bytes")]
     FieldTooLong,
-}
-
-const F_ACTOR: u16 = 1 << 0;
-const F_SUBJECT: u16 = 1 << 1;
-const F_CONSENT: u16 = 1 << 2;
-const F_CATEGORY: u16 = 1 << 3;
-const F_PURPOSE: u16 = 1 << 4;
-const F_SENDER: u16 = 1 << 5;
-const F_RECIPIENT: u16 = 1 << 6;
-const F_CONTENT: u16 = 1 << 7;
-const F_REASON: u16 = 1 << 8;
-const F_REQUEST: u16 = 1 << 9;
-const F_POLICY: u16 = 1 << 10;
-const F_DISCLOSURE: u16 = 1 << 11;
-const F_DETAIL: u16 = 1 << 12;
-const F_ALL: u16 = (1 << 13) - 1;
-
-// === encoding ===
-
-struct Writer(Vec<u8>);
-
-impl Writer {
-    fn str(&mut self, s: &str) -> Result<(), EncodeError> {
-        let len = u16::try_from(s.len()).map_err(|_| EncodeError::FieldTooLong)?;
-        self.0.extend_from_slice(&len.to_be_bytes());
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
-    }
+    /// The event's text would not read back as itself (e.g. a login or reason code with a
+    /// space, a key label containing ` replaced by `); holds why.
+    #[error("the {kind} entry would not decode to itself: {why}")]
+    Ambiguous {
+        /// The event's kind.
+        kind: EntryKind,
+        /// What reads back differently.
+        why: String,
+    },
 }
 
 impl Entry {
+    /// An entry recording `event` at `time_micros`.
+    pub fn new(time_micros: i64, event: Event) -> Self {
+        Self { time_micros, event }
+    }
+
+    /// The entry that `fields` of `kind` decode to: the typed event that lays out to exactly
+    /// them, or [`Event::Unfitted`] holding them. For tools and tests that start from the
+    /// version-1 layout; the gateway builds typed events.
+    pub fn from_fields(kind: EntryKind, time_micros: i64, fields: Fields) -> Self {
+        let event = fit::event(kind, &fields)
+            .unwrap_or_else(|why| Event::Unfitted(Unfitted { kind, fields, why }));
+        Self { time_micros, event }
+    }
+
+    /// The kind of entry (an unfitted entry's recorded kind).
+    pub fn kind(&self) -> EntryKind {
+        fit::kind(&self.event)
+    }
+
     /// The canonical version-1 encoding.
     ///
     /// # Errors
-    /// [`EncodeError::FieldTooLong`] for a text field longer than 65,535 bytes.
+    /// [`EncodeError::FieldTooLong`] for a text field longer than 65,535 bytes;
+    /// [`EncodeError::Ambiguous`] for an event whose bytes would decode to another event.
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
-        let Entry {
-            kind,
-            time_micros,
-            actor,
-            subject_pseudonym,
-            consent,
-            category,
-            purpose,
-            sender_orgnr,
-            recipient_orgnr,
-            content_sha256,
-            reason,
-            request_id,
-            policy_version,
-            disclosure_id,
-            detail,
-        } = self;
-        let flag = |present: bool, bit: u16| if present { bit } else { 0 };
-        let flags = flag(actor.is_some(), F_ACTOR)
-            | flag(subject_pseudonym.is_some(), F_SUBJECT)
-            | flag(consent.is_some(), F_CONSENT)
-            | flag(category.is_some(), F_CATEGORY)
-            | flag(purpose.is_some(), F_PURPOSE)
-            | flag(sender_orgnr.is_some(), F_SENDER)
-            | flag(recipient_orgnr.is_some(), F_RECIPIENT)
-            | flag(content_sha256.is_some(), F_CONTENT)
-            | flag(reason.is_some(), F_REASON)
-            | flag(request_id.is_some(), F_REQUEST)
-            | flag(policy_version.is_some(), F_POLICY)
-            | flag(disclosure_id.is_some(), F_DISCLOSURE)
-            | flag(detail.is_some(), F_DETAIL);
-        let mut w = Writer(Vec::with_capacity(192));
-        w.0.push(VERSION);
-        w.0.push(kind.code());
-        w.0.extend_from_slice(&time_micros.to_be_bytes());
-        w.0.extend_from_slice(&flags.to_be_bytes());
-        if let Some(a) = actor {
-            w.str(&a.orgnr)?;
-            w.str(&a.user_id)?;
-            w.str(&a.role)?;
-            w.0.extend_from_slice(&a.cert_sha256);
-        }
-        if let Some(p) = subject_pseudonym {
-            w.0.extend_from_slice(p);
-        }
-        if let Some(c) = consent {
-            w.str(&c.id)?;
-            w.0.extend_from_slice(&c.version.to_be_bytes());
-            w.0.extend_from_slice(&c.record_sha256);
-        }
-        for s in [category, purpose, sender_orgnr, recipient_orgnr]
-            .into_iter()
-            .flatten()
-        {
-            w.str(s)?;
-        }
-        if let Some(h) = content_sha256 {
-            w.0.extend_from_slice(h);
-        }
-        for s in [reason, request_id, policy_version, disclosure_id, detail]
-            .into_iter()
-            .flatten()
-        {
-            w.str(s)?;
-        }
-        Ok(w.0)
-    }
-}
-
-// === decoding ===
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        if self.0.len() < n {
-            return Err(DecodeError::Truncated);
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
+        let kind = self.kind();
+        let fields = fit::fields(&self.event);
+        let decoded = match &self.event {
+            Event::Unfitted(u) => match fit::event(kind, &u.fields) {
+                Ok(_) => Err("a typed event fits its fields".to_owned()),
+                Err(why) if why == u.why => Ok(()),
+                Err(why) => Err(format!("it does not fit because {why}")),
+            },
+            event => match fit::event(kind, &fields) {
+                Ok(read) if read == *event => Ok(()),
+                Ok(_) => Err("it reads back as another event".to_owned()),
+                Err(why) => Err(why),
+            },
+        };
+        decoded.map_err(|why| EncodeError::Ambiguous { kind, why })?;
+        layout::encode(kind, self.time_micros, &fields)
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N)?);
-        Ok(out)
+    /// Decodes exactly one entry from `bytes`.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let (kind, time_micros, fields) = layout::decode(bytes)?;
+        Ok(Self::from_fields(kind, time_micros, fields))
     }
 
-    fn str(&mut self) -> Result<String, DecodeError> {
-        let len = u16::from_be_bytes(self.array()?);
-        let bytes = self.take(usize::from(len))?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::InvalidUtf8)
-    }
-
-    fn opt_str(&mut self, flags: u16, bit: u16) -> Result<Option<String>, DecodeError> {
-        if flags & bit != 0 {
-            self.str().map(Some)
-        } else {
-            Ok(None)
-        }
-    }
-
-    fn opt_hash(&mut self, flags: u16, bit: u16) -> Result<Option<[u8; 32]>, DecodeError> {
-        if flags & bit != 0 {
-            self.array().map(Some)
-        } else {
-            Ok(None)
-        }
-    }
-}
-
-impl Entry {
     /// The time (µs since the Unix epoch) of the entry encoded in `bytes`, read from its fixed
     /// header (version, kind, time, flags) without decoding the rest: `Some` for every byte
     /// string [`Entry::decode`] accepts, with the same time; `None` where that header is not
@@ -385,7 +251,7 @@ impl Entry {
         let [version, kind, time @ .., f0, f1] = *header;
         (version == VERSION
             && EntryKind::from_code(kind).is_some()
-            && u16::from_be_bytes([f0, f1]) & !F_ALL == 0)
+            && u16::from_be_bytes([f0, f1]) & !layout::F_ALL == 0)
             .then(|| i64::from_be_bytes(time))
     }
 
@@ -398,163 +264,201 @@ impl Entry {
         }
     }
 
-    /// Decodes exactly one entry from `bytes`.
-    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader(bytes);
-        let [version] = r.array::<1>().map_err(|_| DecodeError::Empty)?;
-        if version != VERSION {
-            return Err(DecodeError::UnknownVersion(version));
+    /// The version-1 `detail` text of this entry: what the wire's `AuditEntry.detail` shows
+    /// (the typed facts as the gateway has always written them). For display, never parsed.
+    pub fn detail_text(&self) -> Option<String> {
+        fit::fields(&self.event).detail
+    }
+}
+
+// === the facts several kinds share ===
+
+impl Entry {
+    /// Who caused it; `None` for the gateway's own entries.
+    pub fn actor(&self) -> Option<&Actor> {
+        match &self.event {
+            Event::ConsentGranted(c) | Event::ConsentWithdrawn(c) => Some(&c.actor),
+            Event::DisclosurePermitted(p) => Some(&p.terms.actor),
+            Event::DisclosureRefused(r) => Some(&r.terms.actor),
+            Event::DisclosureChecked(c) => Some(&c.terms.actor),
+            Event::NoteDelivered(n) | Event::NoteAcknowledged(n) => Some(&n.actor),
+            Event::NotePurged(p) => p.actor.as_ref(),
+            Event::AuditQueried(q) => Some(&q.actor),
+            Event::SubjectReportIssued(r) => Some(&r.actor),
+            Event::ConsentsRead(r) => Some(&r.actor),
+            Event::GatewayStarted(_) | Event::KeyRotated(_) => None,
+            Event::Unfitted(u) => u.fields.actor.as_ref(),
         }
-        let [kind] = r.array::<1>()?;
-        let kind = EntryKind::from_code(kind).ok_or(DecodeError::UnknownKind(kind))?;
-        let time_micros = i64::from_be_bytes(r.array()?);
-        let flags = u16::from_be_bytes(r.array()?);
-        if flags & !F_ALL != 0 {
-            return Err(DecodeError::UnknownFlags(flags & !F_ALL));
+    }
+
+    /// The jobseeker it is about (keyed pseudonym), if any.
+    pub fn subject_pseudonym(&self) -> Option<[u8; 32]> {
+        match &self.event {
+            Event::ConsentGranted(c) | Event::ConsentWithdrawn(c) => Some(c.subject_pseudonym),
+            Event::DisclosurePermitted(p) => Some(p.terms.subject_pseudonym),
+            Event::DisclosureRefused(r) => Some(r.terms.subject_pseudonym),
+            Event::DisclosureChecked(c) => Some(c.terms.subject_pseudonym),
+            Event::NoteDelivered(n) | Event::NoteAcknowledged(n) => Some(n.note.subject_pseudonym),
+            Event::NotePurged(p) => Some(p.note.subject_pseudonym),
+            Event::AuditQueried(q) => q.subject_pseudonym,
+            Event::SubjectReportIssued(r) => Some(r.subject_pseudonym),
+            Event::ConsentsRead(r) => r.subject_pseudonym,
+            Event::GatewayStarted(_) | Event::KeyRotated(_) => None,
+            Event::Unfitted(u) => u.fields.subject_pseudonym,
         }
-        let actor = if flags & F_ACTOR != 0 {
-            Some(Actor {
-                orgnr: r.str()?,
-                user_id: r.str()?,
-                role: r.str()?,
-                cert_sha256: r.array()?,
+    }
+
+    /// The consent version granted, withdrawn, relied on, read or nearest to a refusal.
+    pub fn consent(&self) -> Option<&ConsentRef> {
+        match &self.event {
+            Event::ConsentGranted(c) | Event::ConsentWithdrawn(c) => Some(&c.consent),
+            Event::DisclosurePermitted(p) => Some(&p.consent),
+            Event::DisclosureRefused(r) => r.nearest_consent.as_ref(),
+            Event::DisclosureChecked(c) => match &c.answer {
+                Answer::Permit(consent) => Some(consent),
+                Answer::Refuse(_) => None,
+            },
+            Event::NoteDelivered(n) | Event::NoteAcknowledged(n) => Some(&n.note.consent),
+            Event::NotePurged(p) => Some(&p.note.consent),
+            Event::ConsentsRead(r) => match &r.read {
+                ConsentRead::Get(consent) => Some(consent),
+                _ => None,
+            },
+            Event::AuditQueried(_)
+            | Event::SubjectReportIssued(_)
+            | Event::GatewayStarted(_)
+            | Event::KeyRotated(_) => None,
+            Event::Unfitted(u) => u.fields.consent.as_ref(),
+        }
+    }
+
+    /// The terms of a disclosure or note: (category, purpose, sender, recipient).
+    fn note_terms(&self) -> Option<(&str, &str, &str, &str)> {
+        fn t<'a>(
+            c: &'a str,
+            p: &'a str,
+            s: &'a str,
+            r: &'a str,
+        ) -> Option<(&'a str, &'a str, &'a str, &'a str)> {
+            Some((c, p, s, r))
+        }
+        match &self.event {
+            Event::DisclosurePermitted(p) => t(
+                &p.terms.category,
+                &p.terms.purpose,
+                &p.terms.sender_orgnr,
+                &p.terms.recipient_orgnr,
+            ),
+            Event::DisclosureRefused(r) => t(
+                &r.terms.category,
+                &r.terms.purpose,
+                &r.terms.sender_orgnr,
+                &r.terms.recipient_orgnr,
+            ),
+            Event::DisclosureChecked(c) => t(
+                &c.terms.category,
+                &c.terms.purpose,
+                &c.terms.sender_orgnr,
+                &c.terms.recipient_orgnr,
+            ),
+            Event::NoteDelivered(n) | Event::NoteAcknowledged(n) => t(
+                &n.note.category,
+                &n.note.purpose,
+                &n.note.sender_orgnr,
+                &n.note.recipient_orgnr,
+            ),
+            Event::NotePurged(p) => t(
+                &p.note.category,
+                &p.note.purpose,
+                &p.note.sender_orgnr,
+                &p.note.recipient_orgnr,
+            ),
+            _ => None,
+        }
+    }
+
+    /// The category of information of a disclosure decision or note.
+    pub fn category(&self) -> Option<&str> {
+        match &self.event {
+            Event::Unfitted(u) => u.fields.category.as_deref(),
+            _ => self.note_terms().map(|t| t.0),
+        }
+    }
+
+    /// The purpose of disclosure of a disclosure decision or note.
+    pub fn purpose(&self) -> Option<&str> {
+        match &self.event {
+            Event::Unfitted(u) => u.fields.purpose.as_deref(),
+            _ => self.note_terms().map(|t| t.1),
+        }
+    }
+
+    /// The sending organisation of a disclosure decision or note.
+    pub fn sender_orgnr(&self) -> Option<&str> {
+        match &self.event {
+            Event::Unfitted(u) => u.fields.sender_orgnr.as_deref(),
+            _ => self.note_terms().map(|t| t.2),
+        }
+    }
+
+    /// The receiving organisation of a disclosure decision or note.
+    pub fn recipient_orgnr(&self) -> Option<&str> {
+        match &self.event {
+            Event::Unfitted(u) => u.fields.recipient_orgnr.as_deref(),
+            _ => self.note_terms().map(|t| t.3),
+        }
+    }
+
+    /// The reason code of a refusal or purge, if the entry records one.
+    pub fn reason(&self) -> Option<&str> {
+        match &self.event {
+            Event::DisclosureRefused(r) => Some(&r.reason),
+            Event::DisclosureChecked(DisclosureChecked {
+                answer: Answer::Refuse(reason),
+                ..
+            }) => Some(reason),
+            Event::NotePurged(p) => Some(&p.reason),
+            Event::AuditQueried(AuditQueried {
+                access: Access::Refused(reason),
+                ..
             })
-        } else {
-            None
-        };
-        let subject_pseudonym = r.opt_hash(flags, F_SUBJECT)?;
-        let consent = if flags & F_CONSENT != 0 {
-            Some(ConsentRef {
-                id: r.str()?,
-                version: u32::from_be_bytes(r.array()?),
-                record_sha256: r.array()?,
-            })
-        } else {
-            None
-        };
-        let entry = Entry {
-            kind,
-            time_micros,
-            actor,
-            subject_pseudonym,
-            consent,
-            category: r.opt_str(flags, F_CATEGORY)?,
-            purpose: r.opt_str(flags, F_PURPOSE)?,
-            sender_orgnr: r.opt_str(flags, F_SENDER)?,
-            recipient_orgnr: r.opt_str(flags, F_RECIPIENT)?,
-            content_sha256: r.opt_hash(flags, F_CONTENT)?,
-            reason: r.opt_str(flags, F_REASON)?,
-            request_id: r.opt_str(flags, F_REQUEST)?,
-            policy_version: r.opt_str(flags, F_POLICY)?,
-            disclosure_id: r.opt_str(flags, F_DISCLOSURE)?,
-            detail: r.opt_str(flags, F_DETAIL)?,
-        };
-        if !r.0.is_empty() {
-            return Err(DecodeError::TrailingBytes(r.0.len()));
+            | Event::SubjectReportIssued(SubjectReportIssued {
+                access: Access::Refused(reason),
+                ..
+            }) => Some(reason),
+            Event::ConsentsRead(r) => match &r.read {
+                ConsentRead::GetRefused { reason, .. } | ConsentRead::ListRefused(reason) => {
+                    Some(reason)
+                }
+                ConsentRead::Get(_) | ConsentRead::List { .. } => None,
+            },
+            Event::Unfitted(u) => u.fields.reason.as_deref(),
+            _ => None,
         }
-        Ok(entry)
+    }
+
+    /// The gateway's id of the note a disclosure or note entry is about.
+    pub fn disclosure_id(&self) -> Option<&str> {
+        match &self.event {
+            Event::DisclosurePermitted(p) => Some(&p.disclosure_id),
+            Event::NoteDelivered(n) | Event::NoteAcknowledged(n) => Some(&n.note.disclosure_id),
+            Event::NotePurged(p) => Some(&p.note.disclosure_id),
+            Event::Unfitted(u) => u.fields.disclosure_id.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The upstream login the caller's backend-for-frontend vouched for, if recorded.
+    pub fn login(&self) -> Option<&Login> {
+        match &self.event {
+            Event::ConsentGranted(c) | Event::ConsentWithdrawn(c) => c.login.as_ref(),
+            Event::AuditQueried(q) => q.login.as_ref(),
+            Event::SubjectReportIssued(r) => r.login.as_ref(),
+            Event::ConsentsRead(r) => r.login.as_ref(),
+            _ => None,
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use proptest::prelude::*;
-
-    use super::*;
-
-    fn text() -> impl Strategy<Value = String> {
-        "[a-zA-Z0-9_ æøåÆØÅ-]{0,40}"
-    }
-
-    fn hash() -> impl Strategy<Value = [u8; 32]> {
-        any::<[u8; 32]>()
-    }
-
-    prop_compose! {
-        fn actor()(orgnr in "[0-9]{9}", user_id in text(), role in text(), cert_sha256 in hash()) -> Actor {
-            Actor { orgnr, user_id, role, cert_sha256 }
-        }
-    }
-
-    prop_compose! {
-        fn consent()(id in text(), version in any::<u32>(), record_sha256 in hash()) -> ConsentRef {
-            ConsentRef { id, version, record_sha256 }
-        }
-    }
-
-    prop_compose! {
-        fn entry()(
-            kind in prop::sample::select(EntryKind::ALL.to_vec()),
-            time_micros in any::<i64>(),
-            actor in prop::option::of(actor()),
-            subject_pseudonym in prop::option::of(hash()),
-            consent in prop::option::of(consent()),
-            strings in prop::collection::vec(prop::option::of(text()), 9),
-            content_sha256 in prop::option::of(hash()),
-        ) -> Entry {
-            let mut s = strings.into_iter();
-            let mut next = || s.next().flatten();
-            Entry {
-                kind, time_micros, actor, subject_pseudonym, consent,
-                category: next(), purpose: next(), sender_orgnr: next(), recipient_orgnr: next(),
-                content_sha256,
-                reason: next(), request_id: next(), policy_version: next(), disclosure_id: next(),
-                detail: next(),
-            }
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn decode_inverts_encode(e in entry()) {
-            let bytes = e.encode().expect("encodes");
-            prop_assert_eq!(Entry::time_of(&bytes), Some(e.time_micros));
-            prop_assert_eq!(Entry::decode(&bytes), Ok(e));
-        }
-
-        #[test]
-        fn every_proper_prefix_is_truncated_and_any_suffix_is_trailing(e in entry(), extra in 1usize..8) {
-            let bytes = e.encode().expect("encodes");
-            for cut in 1..bytes.len() {
-                prop_assert_eq!(Entry::decode(&bytes[..cut]), Err(DecodeError::Truncated));
-            }
-            let mut longer = bytes.clone();
-            longer.extend(std::iter::repeat_n(0u8, extra));
-            prop_assert_eq!(Entry::decode(&longer), Err(DecodeError::TrailingBytes(extra)));
-        }
-
-        #[test]
-        fn accepted_bytes_re_encode_to_themselves(bytes in prop::collection::vec(any::<u8>(), 0..120)) {
-            if let Ok(e) = Entry::decode(&bytes) {
-                prop_assert_eq!(Entry::time_of(&bytes), Some(e.time_micros));
-                prop_assert_eq!(e.encode().expect("encodes"), bytes);
-            }
-        }
-    }
-
-    #[test]
-    fn version_kind_and_flags_are_checked() {
-        let bytes = Entry::new(EntryKind::GatewayStarted, 1)
-            .encode()
-            .expect("encodes");
-        assert_eq!(bytes.len(), 12);
-        assert_eq!(Entry::decode(&[]), Err(DecodeError::Empty));
-        let mut v2 = bytes.clone();
-        v2[0] = 2;
-        assert_eq!(Entry::decode(&v2), Err(DecodeError::UnknownVersion(2)));
-        let mut kind = bytes.clone();
-        kind[1] = 99;
-        assert_eq!(Entry::decode(&kind), Err(DecodeError::UnknownKind(99)));
-        let mut flags = bytes.clone();
-        flags[10] = 0x80;
-        assert_eq!(
-            Entry::decode(&flags),
-            Err(DecodeError::UnknownFlags(0x8000))
-        );
-        let long = Entry {
-            detail: Some("x".repeat(70_000)),
-            ..Entry::new(EntryKind::AuditQueried, 0)
-        };
-        assert_eq!(long.encode(), Err(EncodeError::FieldTooLong));
-    }
-}
+mod tests;

@@ -83,18 +83,17 @@ impl Filter {
     pub fn matches(&self, entry: &Entry) -> bool {
         let involves = |org: &str| organisations(entry).any(|o| o == org);
         self.subject
-            .is_none_or(|s| entry.subject_pseudonym == Some(s))
+            .is_none_or(|s| entry.subject_pseudonym() == Some(s))
             && self.orgnr.as_deref().is_none_or(involves)
             && self
                 .visible_to
                 .as_deref()
                 .is_none_or(|org| visible_to(entry, org) || self.records_consent(entry))
-            && (self.kinds.is_empty() || self.kinds.contains(&entry.kind))
+            && (self.kinds.is_empty() || self.kinds.contains(&entry.kind()))
             && (self.reasons.is_empty()
                 || entry
-                    .reason
-                    .as_ref()
-                    .is_some_and(|r| self.reasons.contains(r)))
+                    .reason()
+                    .is_some_and(|r| self.reasons.iter().any(|x| x == r)))
             && self.from_micros.is_none_or(|t| entry.time_micros >= t)
             && self.until_micros.is_none_or(|t| entry.time_micros < t)
     }
@@ -104,9 +103,9 @@ impl Filter {
     /// Whether `entry` grants or withdraws one of [`Filter::consents`].
     fn records_consent(&self, entry: &Entry) -> bool {
         matches!(
-            entry.kind,
+            entry.kind(),
             EntryKind::ConsentGranted | EntryKind::ConsentWithdrawn
-        ) && entry.consent.as_ref().is_some_and(|c| {
+        ) && entry.consent().is_some_and(|c| {
             self.consents
                 .iter()
                 .any(|(id, version)| *id == c.id && *version == c.version)
@@ -120,9 +119,9 @@ impl Filter {
 /// would tell that organisation that the sender knows the jobseeker — for IPS, that they are in
 /// treatment.
 pub fn visible_to(entry: &Entry, org: &str) -> bool {
-    let acted = entry.actor.as_ref().is_some_and(|a| a.orgnr == org);
+    let acted = entry.actor().is_some_and(|a| a.orgnr == org);
     let disclosed = matches!(
-        entry.kind,
+        entry.kind(),
         EntryKind::DisclosurePermitted
             | EntryKind::NoteDelivered
             | EntryKind::NoteAcknowledged
@@ -130,15 +129,14 @@ pub fn visible_to(entry: &Entry, org: &str) -> bool {
     );
     acted
         || (disclosed
-            && (entry.sender_orgnr.as_deref() == Some(org)
-                || entry.recipient_orgnr.as_deref() == Some(org)))
+            && (entry.sender_orgnr() == Some(org) || entry.recipient_orgnr() == Some(org)))
 }
 
 /// The organisations an entry involves: its actor, sender and recipient.
 pub fn organisations(entry: &Entry) -> impl Iterator<Item = &str> {
-    let actor = entry.actor.as_ref().map(|a| a.orgnr.as_str());
-    let sender = entry.sender_orgnr.as_deref();
-    let recipient = entry.recipient_orgnr.as_deref();
+    let actor = entry.actor().map(|a| a.orgnr.as_str());
+    let sender = entry.sender_orgnr();
+    let recipient = entry.recipient_orgnr();
     [actor, sender, recipient].into_iter().flatten()
 }
 
@@ -164,8 +162,8 @@ impl Posting {
                 Self {
                     index,
                     time_micros: entry.time_micros,
-                    kind: Some(entry.kind.code()),
-                    subject: entry.subject_pseudonym,
+                    kind: Some(entry.kind().code()),
+                    subject: entry.subject_pseudonym(),
                     orgs,
                 }
             }

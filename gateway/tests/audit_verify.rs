@@ -9,7 +9,7 @@ use std::{
 
 use casegate_audit::{
     checkpoint::{Checkpoint, Signer},
-    entry::{Entry, EntryKind},
+    entry::{Entry, EntryKind, Fields},
     log::{AuditLog, LogOptions},
     segment,
 };
@@ -41,12 +41,13 @@ impl Fixture {
         let (log, _) = AuditLog::open(&dir.path().join("audit"), signer, options).expect("open");
         let early_checkpoint = dir.path().join("trusted.checkpoint");
         for n in 0..ENTRIES {
-            let mut entry = Entry::new(
-                EntryKind::DisclosureRefused,
-                1_700_000_000_000_000 + n as i64,
-            );
-            entry.reason = Some("no_consent".into());
-            entry.request_id = Some(format!("req-{n:04}"));
+            let fields = Fields {
+                reason: Some("no_consent".into()),
+                request_id: Some(format!("req-{n:04}")),
+                ..Fields::default()
+            };
+            let time = 1_700_000_000_000_000 + n as i64;
+            let entry = Entry::from_fields(EntryKind::DisclosureRefused, time, fields);
             let appended = log
                 .append_blocking(entry.encode().expect("encode"))
                 .expect("append");

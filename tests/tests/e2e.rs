@@ -2,6 +2,7 @@
 
 mod e2e {
     mod audit_crash;
+    mod audit_fixture;
     mod audit_log;
     mod audit_queries;
     mod boundaries;

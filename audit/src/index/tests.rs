@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::{
     checkpoint::Signer,
-    entry::Actor,
+    entry::{Actor, Fields},
     log::{AuditLog, LogOptions},
 };
 
@@ -16,7 +16,7 @@ const HOUR: i64 = HOUR_MICROS;
 /// that filters overlap; times advance a little each entry with occasional skew.
 fn entry(n: u64) -> Entry {
     let kind = EntryKind::ALL[(n % 9) as usize];
-    let mut e = Entry::new(kind, 1_800_000_000_000_000 + (n as i64) * HOUR / 7);
+    let mut e = Fields::default();
     if !n.is_multiple_of(5) {
         e.subject_pseudonym = Some([(n % 6) as u8; 32]);
     }
@@ -43,7 +43,7 @@ fn entry(n: u64) -> Entry {
     if matches!(kind, EntryKind::DisclosureRefused | EntryKind::NotePurged) {
         e.reason = Some(REASONS[(n % 3) as usize].into());
     }
-    e
+    Entry::from_fields(kind, 1_800_000_000_000_000 + (n as i64) * HOUR / 7, e)
 }
 
 /// Reason codes the synthetic entries carry, and one none carries.
@@ -353,16 +353,18 @@ fn an_earlier_sled_index_is_removed_and_the_index_starts_empty() {
 fn a_refused_or_dry_run_disclosure_is_visible_to_its_actor_alone() {
     let (sender, recipient, other) = ("910000098", "910000071", "910000063");
     let entry = |kind| {
-        let mut e = Entry::new(kind, 1);
-        e.actor = Some(Actor {
-            orgnr: sender.into(),
-            user_id: "u".into(),
-            role: "employment_specialist".into(),
-            cert_sha256: [0; 32],
-        });
-        e.sender_orgnr = Some(sender.into());
-        e.recipient_orgnr = Some(recipient.into());
-        e
+        let fields = Fields {
+            actor: Some(Actor {
+                orgnr: sender.into(),
+                user_id: "u".into(),
+                role: "employment_specialist".into(),
+                cert_sha256: [0; 32],
+            }),
+            sender_orgnr: Some(sender.into()),
+            recipient_orgnr: Some(recipient.into()),
+            ..Fields::default()
+        };
+        Entry::from_fields(kind, 1, fields)
     };
     for (kind, recipient_sees) in [
         (EntryKind::DisclosureRefused, false),

@@ -1,7 +1,7 @@
 use std::{path::Path, sync::Arc};
 
 use super::*;
-use crate::entry::{Entry, EntryKind};
+use crate::entry::{Entry, EntryKind, Fields};
 
 const ORIGIN: &str = "casegate.test/audit";
 
@@ -11,16 +11,18 @@ fn signer() -> Signer {
 }
 
 fn entry(n: u64) -> Vec<u8> {
-    let mut e = Entry::new(EntryKind::NoteDelivered, n as i64);
-    e.detail = Some(format!("entry {n}"));
-    e.encode().expect("encodes")
+    entry_at(n as i64, n)
 }
 
 /// Entry `n`, stamped at `time` (µs).
 fn entry_at(time: i64, n: u64) -> Vec<u8> {
-    let mut e = Entry::new(EntryKind::NoteDelivered, time);
-    e.detail = Some(format!("entry {n}"));
-    e.encode().expect("encodes")
+    let fields = Fields {
+        detail: Some(format!("entry {n}")),
+        ..Fields::default()
+    };
+    Entry::from_fields(EntryKind::NoteDelivered, time, fields)
+        .encode()
+        .expect("encodes")
 }
 
 fn open(

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use super::VerifiableLog;
 use crate::{
-    entry::{Entry, EntryKind},
+    entry::{Entry, EntryKind, Fields},
     log::{AppendError, ReadError},
     merkle::{self, verify_consistency, verify_inclusion},
     segment::MAX_ENTRY_BYTES,
@@ -26,12 +26,14 @@ pub trait Harness {
 
 /// 2027-01-15T08:00:00Z in microseconds since the Unix epoch, plus `n`.
 fn entry(n: u64) -> Vec<u8> {
-    let mut entry = Entry::new(
-        EntryKind::AuditQueried,
-        1_800_000_000_000_000 + i64::try_from(n).expect("small"),
-    );
-    entry.request_id = Some(format!("request-{n}"));
-    entry.encode().expect("encode")
+    let fields = Fields {
+        request_id: Some(format!("request-{n}")),
+        ..Fields::default()
+    };
+    let time = 1_800_000_000_000_000 + i64::try_from(n).expect("small");
+    Entry::from_fields(EntryKind::AuditQueried, time, fields)
+        .encode()
+        .expect("encode")
 }
 
 fn append_n<L: VerifiableLog>(log: &L, from: u64, n: u64) -> Vec<Vec<u8>> {

@@ -3,16 +3,25 @@ use std::fs;
 use super::*;
 use crate::{
     checkpoint::Signer,
-    entry::{Entry, EntryKind},
+    entry::{Entry, EntryKind, Fields},
     log::{AuditLog, LogOptions},
 };
 
 const ORIGIN: &str = "casegate.test/audit";
 
 fn entry(n: u64) -> Vec<u8> {
-    let mut e = Entry::new(EntryKind::DisclosurePermitted, n as i64);
-    e.request_id = Some(format!("request-{n}"));
-    e.encode().expect("encodes")
+    with_request(n as i64, format!("request-{n}"))
+}
+
+/// An entry at `time` naming request `id`.
+fn with_request(time: i64, id: String) -> Vec<u8> {
+    let fields = Fields {
+        request_id: Some(id),
+        ..Fields::default()
+    };
+    Entry::from_fields(EntryKind::DisclosurePermitted, time, fields)
+        .encode()
+        .expect("encodes")
 }
 
 /// A closed log of `n` entries; returns the verifier and the checkpoint note after `early`.
@@ -57,9 +66,7 @@ fn rewritten_history_with_fresh_checksums_is_caught_by_the_roots() {
     let mut rebuilt = segment::header(*first).to_vec();
     segment::scan(&bytes, *first, |index, _, payload| {
         let payload = if index == 2 {
-            let mut e = Entry::new(EntryKind::DisclosurePermitted, 2);
-            e.request_id = Some("request-forged".into());
-            e.encode().expect("encodes")
+            with_request(2, "request-forged".into())
         } else {
             payload.to_vec()
         };
@@ -89,9 +96,7 @@ fn an_entry_time_going_backwards_is_flagged_even_under_a_valid_signature() {
         let mut rebuilt = segment::header(*first).to_vec();
         segment::scan(&bytes, *first, |index, _, payload| {
             let payload = if index == 7 {
-                let mut e = Entry::new(EntryKind::DisclosurePermitted, 3);
-                e.request_id = Some("request-7".into());
-                e.encode().expect("encodes")
+                with_request(3, "request-7".into())
             } else {
                 payload.to_vec()
             };

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use casegate_audit::{
     checkpoint::SignedCheckpoint,
-    entry::{Entry, EntryKind},
+    entry::{self, Access, AuditQueried, AuditQuery, Entry, Event, SubjectReportIssued},
     index::Filter,
     log::Appended,
 };
@@ -276,7 +276,7 @@ impl AuditService for AuditApi {
     ) -> Result<Response<Self::QueryAuditStream>, Status> {
         let principal = Principal::of(&request)?;
         if let Err(status) = principal.require_role(&[Role::PrivacyOfficer]) {
-            self.refused(EntryKind::AuditQueried, principal, None)
+            self.refused(queried(principal, None, Access::Refused(DENIED.into())))
                 .await?;
             return Err(status);
         }
@@ -290,8 +290,8 @@ impl AuditService for AuditApi {
         }
         let scope = self.scope(principal);
         let pseudonym = query.subject.as_ref().map(|s| self.pseudonyms.pseudonym(s));
-        let mut entry = look(EntryKind::AuditQueried, principal, pseudonym);
-        entry.detail = audit::with_login(Some(format!("{} {scope}", query.describe())), principal);
+        let asked = AuditQuery::Entries(query.recorded(), scope.recorded());
+        let entry = queried(principal, pseudonym, Access::Answered(asked));
         let appended = self.audit.append(&entry).await.map_err(append_error)?;
 
         let filter = Filter {
@@ -348,8 +348,12 @@ impl AuditService for AuditApi {
             Role::Jobseeker if principal.pid.as_ref() == Some(&subject) => Scope::All,
             Role::PrivacyOfficer => self.scope(principal),
             role => {
-                self.refused(EntryKind::SubjectReportIssued, principal, Some(pseudonym))
-                    .await?;
+                self.refused(reported(
+                    principal,
+                    pseudonym,
+                    Access::Refused(DENIED.into()),
+                ))
+                .await?;
                 return Err(Status::permission_denied(if role == Role::Jobseeker {
                     "a jobseeker may request only their own report".to_owned()
                 } else {
@@ -360,8 +364,7 @@ impl AuditService for AuditApi {
                 }));
             }
         };
-        let mut entry = look(EntryKind::SubjectReportIssued, principal, Some(pseudonym));
-        entry.detail = audit::with_login(Some(scope.to_string()), principal);
+        let entry = reported(principal, pseudonym, Access::Answered(scope.recorded()));
         let appended = self.audit.append(&entry).await.map_err(append_error)?;
 
         let consents = self.consents.clone();
@@ -410,9 +413,9 @@ impl AuditService for AuditApi {
                     let hashes = log.inclusion_proof(index, end).map_err(read_error)?;
                     events.push(ReportEvent {
                         entry: Some(convert::entry_to_wire(index, entry, leaf)),
-                        sender_name: name(entry.sender_orgnr.as_deref()),
-                        recipient_name: name(entry.recipient_orgnr.as_deref()),
-                        actor_name: name(entry.actor.as_ref().map(|a| a.orgnr.as_str())),
+                        sender_name: name(entry.sender_orgnr()),
+                        recipient_name: name(entry.recipient_orgnr()),
+                        actor_name: name(entry.actor().map(|a| a.orgnr.as_str())),
                         entry_bytes: bytes,
                         inclusion_proof: Some(InclusionProof {
                             leaf_index: index,
@@ -483,11 +486,12 @@ impl Scope {
     }
 }
 
-impl std::fmt::Display for Scope {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Scope {
+    /// The scope as its audit entry records it.
+    fn recorded(self) -> entry::Scope {
         match self {
-            Scope::All => f.write_str("scope=all"),
-            Scope::Org(org) => write!(f, "scope=org:{org}"),
+            Scope::All => entry::Scope::All,
+            Scope::Org(org) => entry::Scope::Org(org.to_string()),
         }
     }
 }
@@ -539,13 +543,34 @@ fn matching(
     Ok(())
 }
 
-/// The entry recording that `principal` looked, or tried to look, at the log (about `subject`).
-fn look(kind: EntryKind, principal: &Principal, subject: Option<[u8; 32]>) -> Entry {
-    let mut entry = Entry::new(kind, audit::now_micros());
-    entry.actor = Some(audit::actor(principal));
-    entry.subject_pseudonym = subject;
-    entry.detail = principal.login.clone();
-    entry
+/// The reason code of a refused look at the log.
+const DENIED: &str = "permission_denied";
+
+/// The entry recording that `principal` queried or summarised the log (about `subject`), or
+/// was refused that.
+fn queried(principal: &Principal, subject: Option<[u8; 32]>, access: Access<AuditQuery>) -> Entry {
+    Entry::new(
+        audit::now_micros(),
+        Event::AuditQueried(AuditQueried {
+            actor: audit::actor(principal),
+            subject_pseudonym: subject,
+            access,
+            login: principal.login.clone(),
+        }),
+    )
+}
+
+/// The entry recording that `principal` was issued, or refused, a report about `subject`.
+fn reported(principal: &Principal, subject: [u8; 32], access: Access<entry::Scope>) -> Entry {
+    Entry::new(
+        audit::now_micros(),
+        Event::SubjectReportIssued(SubjectReportIssued {
+            actor: audit::actor(principal),
+            subject_pseudonym: subject,
+            access,
+            login: principal.login.clone(),
+        }),
+    )
 }
 
 impl AuditApi {
@@ -558,14 +583,7 @@ impl AuditApi {
     }
 
     /// Records a refused audit query or report request (the caller learns nothing more).
-    async fn refused(
-        &self,
-        kind: EntryKind,
-        principal: &Principal,
-        subject: Option<[u8; 32]>,
-    ) -> Result<(), Status> {
-        let mut entry = look(kind, principal, subject);
-        entry.reason = Some("permission_denied".to_owned());
+    async fn refused(&self, entry: Entry) -> Result<(), Status> {
         self.audit.append(&entry).await.map_err(append_error)?;
         Ok(())
     }

@@ -13,7 +13,9 @@
 
 use std::sync::Arc;
 
-use casegate_audit::entry::{Entry, EntryKind};
+use casegate_audit::entry::{
+    ConsentChange, ConsentRead, ConsentsRead, DisclosureChecked, Entry, Event,
+};
 use casegate_consent::{
     Role, Vocabulary,
     decision::{self, POLICY_VERSION},
@@ -90,14 +92,21 @@ impl ConsentApi {
             .unwrap_or_else(|e| Err(crate::app::consent_task_failed(&e)))
     }
 
-    fn entry(&self, kind: EntryKind, principal: &Principal, record: &ConsentRecord) -> Entry {
-        let mut entry = Entry::new(kind, audit::now_micros());
-        entry.actor = Some(audit::actor(principal));
-        entry.subject_pseudonym = Some(self.pseudonyms.pseudonym(&record.subject));
-        entry.consent = Some(audit::consent_ref(record));
-        entry.policy_version = Some(POLICY_VERSION.to_owned());
-        entry.detail = principal.login.clone();
-        entry
+    /// The grant or withdrawal (`event`) of `record` by `principal`.
+    fn entry(
+        &self,
+        event: fn(ConsentChange) -> Event,
+        principal: &Principal,
+        record: &ConsentRecord,
+    ) -> Entry {
+        let change = ConsentChange {
+            actor: audit::actor(principal),
+            subject_pseudonym: self.pseudonyms.pseudonym(&record.subject),
+            consent: audit::consent_ref(record),
+            policy_version: POLICY_VERSION.to_owned(),
+            login: principal.login.clone(),
+        };
+        Entry::new(audit::now_micros(), event(change))
     }
 
     /// The latest version of `id` if `principal` may see it; otherwise the same refusal
@@ -122,11 +131,22 @@ impl ConsentApi {
         Ok(())
     }
 
-    fn read_entry(&self, principal: &Principal, detail: String) -> Entry {
-        let mut entry = Entry::new(EntryKind::ConsentsRead, audit::now_micros());
-        entry.actor = Some(audit::actor(principal));
-        entry.detail = audit::with_login(Some(detail), principal);
-        entry
+    /// The entry of `read` by `principal` of the consents of the subject with `pseudonym`.
+    fn read_entry(
+        &self,
+        principal: &Principal,
+        pseudonym: Option<[u8; 32]>,
+        read: ConsentRead,
+    ) -> Entry {
+        Entry::new(
+            audit::now_micros(),
+            Event::ConsentsRead(ConsentsRead {
+                actor: audit::actor(principal),
+                subject_pseudonym: pseudonym,
+                read,
+                login: principal.login.clone(),
+            }),
+        )
     }
 }
 
@@ -226,7 +246,7 @@ impl ConsentService for ConsentApi {
         // (fails closed, and reported by the reconciliation at start), never a consent in
         // force that the log does not show. Its own task: a cancelled call does not stop it
         // between the two.
-        let entry = self.entry(EntryKind::ConsentGranted, principal, &record);
+        let entry = self.entry(Event::ConsentGranted, principal, &record);
         let (api, stored) = (self.clone(), record.clone());
         let appended = self
             .audit
@@ -260,16 +280,19 @@ impl ConsentService for ConsentApi {
             Ok(record) => record,
             Err(status) => {
                 // The same entry whether the consent exists or not: no subject, no hash.
-                let mut entry = self.read_entry(principal, format!("get_consent {id}"));
-                entry.reason = Some("not_visible".to_owned());
-                self.audit_read(entry).await?;
+                let read = ConsentRead::GetRefused {
+                    consent_id: id.to_string(),
+                    reason: "not_visible".to_owned(),
+                };
+                self.audit_read(self.read_entry(principal, None, read))
+                    .await?;
                 return Err(status);
             }
         };
-        let mut entry = self.read_entry(principal, "get_consent".to_owned());
-        entry.subject_pseudonym = Some(self.pseudonyms.pseudonym(&record.subject));
-        entry.consent = Some(audit::consent_ref(&record));
-        self.audit_read(entry).await?;
+        let pseudonym = self.pseudonyms.pseudonym(&record.subject);
+        let read = ConsentRead::Get(audit::consent_ref(&record));
+        self.audit_read(self.read_entry(principal, Some(pseudonym), read))
+            .await?;
         Ok(Response::new(GetConsentResponse {
             consent: Some(record_to_wire(&record, now())),
         }))
@@ -296,10 +319,10 @@ impl ConsentService for ConsentApi {
         };
         if let Some(refusal) = refusal {
             // A refused look at a jobseeker's consents is a look all the same.
-            let mut entry = self.read_entry(principal, "list_consents".to_owned());
-            entry.subject_pseudonym = Some(self.pseudonyms.pseudonym(&subject));
-            entry.reason = Some("not_permitted".to_owned());
-            self.audit_read(entry).await?;
+            let pseudonym = self.pseudonyms.pseudonym(&subject);
+            let read = ConsentRead::ListRefused("not_permitted".to_owned());
+            self.audit_read(self.read_entry(principal, Some(pseudonym), read))
+                .await?;
             return Err(Status::permission_denied(refusal));
         }
         let page = match *page_size as usize {
@@ -326,9 +349,12 @@ impl ConsentService for ConsentApi {
             .filter(|r| after.is_none_or(|(id, v)| (r.id, r.version) > (id, v)))
             .collect();
         let shown = visible.len().min(page);
-        let mut entry = self.read_entry(principal, format!("list_consents shown={shown}"));
-        entry.subject_pseudonym = Some(self.pseudonyms.pseudonym(&subject));
-        self.audit_read(entry).await?;
+        let read = ConsentRead::List {
+            shown: u32::try_from(shown).unwrap_or(u32::MAX),
+        };
+        let pseudonym = self.pseudonyms.pseudonym(&subject);
+        self.audit_read(self.read_entry(principal, Some(pseudonym), read))
+            .await?;
         let now = now();
         let consents = visible
             .iter()
@@ -388,7 +414,7 @@ impl ConsentService for ConsentApi {
                     .blocking(move |s| s.withdraw(&current.id, by, reason, evidence, now()))
                     .await
                     .map_err(status::consent_store_error)?;
-                let entry = api.entry(EntryKind::ConsentWithdrawn, &who, &withdrawn);
+                let entry = api.entry(Event::ConsentWithdrawn, &who, &withdrawn);
                 let appended = api.audit.append(&entry).await.map_err(append_error)?;
                 Ok((withdrawn, appended))
             })
@@ -420,13 +446,15 @@ impl ConsentService for ConsentApi {
             decision::Decision::Permit(_) => "permit",
             decision::Decision::Deny(d) => d.reason.code(),
         });
-        let entry = audit::decision_entry(
-            EntryKind::DisclosureChecked,
-            principal,
-            self.pseudonyms.pseudonym(&subject),
-            &disclosure,
-            &decision,
-        );
+        let checked = DisclosureChecked {
+            terms: audit::decision_terms(
+                principal,
+                self.pseudonyms.pseudonym(&subject),
+                &disclosure,
+            ),
+            answer: audit::answer(&decision),
+        };
+        let entry = Entry::new(audit::now_micros(), Event::DisclosureChecked(checked));
         self.audit.append(&entry).await.map_err(append_error)?;
         Ok(Response::new(CheckDisclosureResponse {
             decision: Some(decision_to_wire(&decision)),

@@ -12,7 +12,9 @@
 
 use std::sync::Arc;
 
-use casegate_audit::entry::{Entry, EntryKind};
+use casegate_audit::entry::{
+    ConsentRef, DisclosurePermitted, DisclosureRefused, Entry, Event as AuditEvent,
+};
 use casegate_consent::{
     OrgNumber, Vocabulary,
     decision::{self, Decision},
@@ -30,7 +32,7 @@ use super::{
     audit::{receipt, receipt_at},
 };
 use crate::{
-    app::audit::{self as audit_log, Audit, note_entry, purge_entry},
+    app::audit::{self as audit_log, Audit, acknowledged_entry, delivered_entry, purge_entry},
     app::principal::Principal,
     app::{
         Notes,
@@ -78,7 +80,6 @@ fn addressed_to(note: &Note, principal: &Principal) -> bool {
 /// A decision on a disclosure, with what its entry and its note share (computed once).
 struct Disclosed<'a> {
     request: &'a decision::DisclosureRequest,
-    decision: &'a Decision,
     pseudonym: [u8; 32],
     content_sha256: [u8; 32],
 }
@@ -141,29 +142,49 @@ impl DisclosureApi {
         on_notes(&self.notes, f).await
     }
 
-    /// The audit entry of a decision about `input` by `principal`.
-    /// The entry recording `decision` on `input`: [`audit_log::decision_entry`] with the
-    /// note's content hash, request id and (in `detail`) recipient role and approval.
-    fn entry(
-        kind: EntryKind,
+    /// The `disclosure refused` entry of `input` by `principal`, for `reason`; `nearest` is
+    /// the consent version nearest to permitting it, if any.
+    fn refused_entry(
         principal: &Principal,
         input: &DiscloseInput,
         disclosed: &Disclosed<'_>,
+        reason: &str,
+        nearest: Option<ConsentRef>,
     ) -> Entry {
-        let mut entry = audit_log::decision_entry(
-            kind,
-            principal,
-            disclosed.pseudonym,
-            disclosed.request,
-            disclosed.decision,
-        );
-        entry.content_sha256 = Some(disclosed.content_sha256);
-        entry.request_id = Some(input.request_id.clone());
-        entry.detail = crate::edge::convert::audit::disclosure_detail(
-            input.recipient_role,
-            input.approval.is_some(),
-        );
-        entry
+        Entry::new(
+            audit_log::now_micros(),
+            AuditEvent::DisclosureRefused(DisclosureRefused {
+                terms: audit_log::decision_terms(principal, disclosed.pseudonym, disclosed.request),
+                reason: reason.to_owned(),
+                nearest_consent: nearest,
+                recipient_role: input.recipient_role.map(|r| r.as_str().to_owned()),
+                approval_attested: input.approval.is_some(),
+                content_sha256: disclosed.content_sha256,
+                request_id: input.request_id.clone(),
+            }),
+        )
+    }
+
+    /// The `disclosure permitted` entry of `input` by `principal` on `consent`, as note `id`.
+    fn permitted_entry(
+        principal: &Principal,
+        input: &DiscloseInput,
+        disclosed: &Disclosed<'_>,
+        consent: ConsentRef,
+        id: uuid::Uuid,
+    ) -> Entry {
+        Entry::new(
+            audit_log::now_micros(),
+            AuditEvent::DisclosurePermitted(DisclosurePermitted {
+                terms: audit_log::decision_terms(principal, disclosed.pseudonym, disclosed.request),
+                consent,
+                recipient_role: input.recipient_role.map(|r| r.as_str().to_owned()),
+                approval_attested: input.approval.is_some(),
+                content_sha256: disclosed.content_sha256,
+                request_id: input.request_id.clone(),
+                disclosure_id: id.to_string(),
+            }),
+        )
     }
 
     /// The answer to a repeated request id.
@@ -271,7 +292,6 @@ impl DisclosureService for DisclosureApi {
         let pseudonym = self.pseudonyms.pseudonym(&input.subject);
         let disclosed = Disclosed {
             request: &disclosure,
-            decision: &decided,
             pseudonym,
             content_sha256,
         };
@@ -283,13 +303,14 @@ impl DisclosureService for DisclosureApi {
                 self.notes
                     .release(principal.orgnr, &input.request_id)
                     .map_err(status::note_error)?;
-                let mut entry =
-                    Self::entry(EntryKind::DisclosureRefused, principal, &input, &disclosed);
-                if let Some((consent_id, version)) = deny.nearest
-                    && let Ok(record) = self.consents.get(&consent_id, Some(version))
-                {
-                    entry.consent = Some(audit_log::consent_ref(&record));
-                }
+                let nearest = deny
+                    .nearest
+                    .and_then(|(consent_id, version)| {
+                        self.consents.get(&consent_id, Some(version)).ok()
+                    })
+                    .map(|record| audit_log::consent_ref(&record));
+                let entry =
+                    Self::refused_entry(principal, &input, &disclosed, deny.reason.code(), nearest);
                 self.audit.append(&entry).await.map_err(append_error)?;
                 return Err(status::refusal(deny.reason));
             }
@@ -334,13 +355,12 @@ impl DisclosureService for DisclosureApi {
             .stage_pending(&note)
             .map_err(status::note_error)?;
 
-        let mut entry = Self::entry(
-            EntryKind::DisclosurePermitted,
-            principal,
-            &input,
-            &disclosed,
-        );
-        entry.disclosure_id = Some(id.to_string());
+        let consent = ConsentRef {
+            id: permit.consent_id.to_string(),
+            version: permit.version,
+            record_sha256: permit.record_hash,
+        };
+        let entry = Self::permitted_entry(principal, &input, &disclosed, consent, id);
         let appended = self.audit.append(&entry).await.map_err(append_error)?;
         let note = self
             .notes
@@ -528,7 +548,7 @@ impl DisclosureService for DisclosureApi {
         // The entry first, as a store change: a crash between the two leaves an entry whose
         // acknowledgement the start-up reconciliation finishes, never an acknowledged note
         // the log does not show (it would be out of the inbox, its receipt never confirmed).
-        let entry = note_entry(EntryKind::NoteAcknowledged, Some(principal), &note);
+        let entry = acknowledged_entry(principal, &note);
         let (notes, audit) = (self.notes.clone(), self.audit.clone());
         let appended = self
             .audit
@@ -605,11 +625,7 @@ impl DisclosureApi {
             return Ok(None);
         }
         self.audit
-            .append(&note_entry(
-                EntryKind::NoteDelivered,
-                Some(principal),
-                &note,
-            ))
+            .append(&delivered_entry(principal, &note))
             .await
             .map_err(append_error)?;
         self.blocking(move |n| n.mark_delivered(&id)).await?;

@@ -9,7 +9,10 @@ use std::{
 
 use casegate_audit::{
     checkpoint::Signer,
-    entry::{Actor, ConsentRef, Entry, EntryKind},
+    entry::{
+        Actor, Answer, ConsentRef, DecisionTerms, Entry, Event, GatewayStarted, NoteHandled,
+        NotePurged, NoteRef,
+    },
     index::{AuditIndex, IndexError},
     log::{AppendError, Appended, AuditLog, LogOptions, OpenError, Recovery},
     storage::VerifiableLog,
@@ -70,63 +73,89 @@ pub(crate) fn now_micros() -> i64 {
     crate::base::clock::now_micros()
 }
 
-/// The entry recording a decision about `request` (a disclosure, or a dry run of one) taken for
-/// `principal` about the subject with `pseudonym`: who acted, the parties, category, purpose
-/// and policy version; a permit names the consent version it relied on, a refusal its reason.
-pub(crate) fn decision_entry(
-    kind: EntryKind,
+/// What a decision about `request` (a disclosure, or a dry run of one) taken for `principal`
+/// about the subject with `pseudonym` was about: who acted, the parties, category, purpose and
+/// policy version.
+pub(crate) fn decision_terms(
     principal: &Principal,
     pseudonym: [u8; 32],
     request: &DisclosureRequest,
-    decision: &Decision,
-) -> Entry {
-    let mut entry = Entry::new(kind, now_micros());
-    entry.actor = Some(actor(principal));
-    entry.subject_pseudonym = Some(pseudonym);
-    entry.category = Some(request.category.to_string());
-    entry.purpose = Some(request.purpose.to_string());
-    entry.sender_orgnr = Some(request.sender_org.to_string());
-    entry.recipient_orgnr = Some(request.recipient_org.to_string());
-    entry.policy_version = Some(POLICY_VERSION.to_owned());
-    match decision {
-        Decision::Permit(permit) => {
-            entry.consent = Some(ConsentRef {
-                id: permit.consent_id.to_string(),
-                version: permit.version,
-                record_sha256: permit.record_hash,
-            });
-        }
-        Decision::Deny(deny) => entry.reason = Some(deny.reason.code().to_owned()),
+) -> DecisionTerms {
+    DecisionTerms {
+        actor: actor(principal),
+        subject_pseudonym: pseudonym,
+        category: request.category.to_string(),
+        purpose: request.purpose.to_string(),
+        sender_orgnr: request.sender_org.to_string(),
+        recipient_orgnr: request.recipient_org.to_string(),
+        policy_version: POLICY_VERSION.to_owned(),
     }
-    entry
 }
 
-/// The audit entry about an existing note.
-pub(crate) fn note_entry(kind: EntryKind, by: Option<&Principal>, note: &Note) -> Entry {
-    let mut entry = Entry::new(kind, now_micros());
-    entry.actor = by.map(actor);
-    entry.subject_pseudonym = Some(note.subject_pseudonym);
-    entry.consent = Some(ConsentRef {
-        id: note.consent_id.to_string(),
-        version: note.consent_version,
-        record_sha256: note.consent_record_hash,
-    });
-    entry.category = Some(note.category.to_string());
-    entry.purpose = Some(note.purpose.to_string());
-    entry.sender_orgnr = Some(note.sender.orgnr.to_string());
-    entry.recipient_orgnr = Some(note.recipient_org.to_string());
-    entry.content_sha256 = Some(note.content_sha256);
-    entry.request_id = Some(note.request_id.clone());
-    entry.policy_version = Some(POLICY_VERSION.to_owned());
-    entry.disclosure_id = Some(note.id.to_string());
-    entry
+/// The answer of `decision`: the consent version a permit relied on, or a refusal's reason.
+pub(crate) fn answer(decision: &Decision) -> Answer {
+    match decision {
+        Decision::Permit(permit) => Answer::Permit(ConsentRef {
+            id: permit.consent_id.to_string(),
+            version: permit.version,
+            record_sha256: permit.record_hash,
+        }),
+        Decision::Deny(deny) => Answer::Refuse(deny.reason.code().to_owned()),
+    }
+}
+
+/// An existing note as its entries name it.
+pub(crate) fn note_ref(note: &Note) -> NoteRef {
+    NoteRef {
+        disclosure_id: note.id.to_string(),
+        subject_pseudonym: note.subject_pseudonym,
+        consent: ConsentRef {
+            id: note.consent_id.to_string(),
+            version: note.consent_version,
+            record_sha256: note.consent_record_hash,
+        },
+        category: note.category.to_string(),
+        purpose: note.purpose.to_string(),
+        sender_orgnr: note.sender.orgnr.to_string(),
+        recipient_orgnr: note.recipient_org.to_string(),
+        content_sha256: note.content_sha256,
+        request_id: note.request_id.clone(),
+        policy_version: POLICY_VERSION.to_owned(),
+    }
+}
+
+/// The `note delivered` entry of `note`, delivered to `to`.
+pub(crate) fn delivered_entry(to: &Principal, note: &Note) -> Entry {
+    Entry::new(
+        now_micros(),
+        Event::NoteDelivered(NoteHandled {
+            actor: actor(to),
+            note: note_ref(note),
+        }),
+    )
+}
+
+/// The `note acknowledged` entry of `note`, acknowledged by `by`.
+pub(crate) fn acknowledged_entry(by: &Principal, note: &Note) -> Entry {
+    Entry::new(
+        now_micros(),
+        Event::NoteAcknowledged(NoteHandled {
+            actor: actor(by),
+            note: note_ref(note),
+        }),
+    )
 }
 
 /// The `note purged` entry of `note`, purged by `by` (`None`: the gateway) for `reason`.
 pub(crate) fn purge_entry(note: &Note, by: Option<&Principal>, reason: &str) -> Entry {
-    let mut entry = note_entry(EntryKind::NotePurged, by, note);
-    entry.reason = Some(reason.to_owned());
-    entry
+    Entry::new(
+        now_micros(),
+        Event::NotePurged(NotePurged {
+            actor: by.map(actor),
+            note: note_ref(note),
+            reason: reason.to_owned(),
+        }),
+    )
 }
 
 /// The reference an entry pins for a consent version: id, version and record hash.
@@ -135,14 +164,6 @@ pub(crate) fn consent_ref(record: &ConsentRecord) -> ConsentRef {
         id: record.id.to_string(),
         version: record.version,
         record_sha256: record.record_hash(),
-    }
-}
-
-/// `detail` followed by the caller's upstream login, if a backend-for-frontend vouched for one.
-pub(crate) fn with_login(detail: Option<String>, principal: &Principal) -> Option<String> {
-    match (detail, &principal.login) {
-        (Some(detail), Some(login)) => Some(format!("{detail} {login}")),
-        (detail, login) => detail.or_else(|| login.clone()),
     }
 }
 
@@ -273,8 +294,12 @@ impl Audit {
 
     /// Records that the gateway started (blocking; used before serving).
     pub fn record_start(&self, version: &str) -> Result<Appended, AppendError> {
-        let mut entry = Entry::new(EntryKind::GatewayStarted, now_micros());
-        entry.detail = Some(format!("casegate {version}"));
+        let entry = Entry::new(
+            now_micros(),
+            Event::GatewayStarted(GatewayStarted {
+                version: version.to_owned(),
+            }),
+        );
         self.append_blocking(&entry)
     }
 
@@ -420,7 +445,10 @@ mod tests {
         let log = audit.clone();
         audit
             .store_change(async move {
-                log.append(&Entry::new(EntryKind::NoteDelivered, now_micros()))
+                let started = Event::GatewayStarted(GatewayStarted {
+                    version: "test".into(),
+                });
+                log.append(&Entry::new(now_micros(), started))
                     .await
                     .map_err(|e| tonic::Status::internal(e.to_string()))?;
                 if fails {

@@ -50,7 +50,7 @@ pub(crate) fn recover(
     notes: &dyn NoteStorage,
     log: &dyn casegate_audit::storage::VerifiableLog,
 ) -> Result<(usize, usize), NoteError> {
-    use casegate_audit::entry::{Entry, EntryKind};
+    use casegate_audit::entry::{Entry, Event};
     let pending = notes.pending()?;
     let (mut made, mut dropped) = (0, 0);
     let size = log.size();
@@ -61,9 +61,11 @@ pub(crate) fn recover(
             let bytes = log
                 .entry(index)
                 .map_err(|e| NoteError::Corrupt(format!("audit log: {e}")))?;
-            if let Ok(entry) = Entry::decode(&bytes)
-                && entry.kind == EntryKind::DisclosurePermitted
-                && entry.disclosure_id.as_deref() == Some(id.as_str())
+            if let Ok(Entry {
+                event: Event::DisclosurePermitted(permitted),
+                ..
+            }) = Entry::decode(&bytes)
+                && permitted.disclosure_id == id
             {
                 found = Some(index);
                 break;

@@ -20,9 +20,9 @@ pub struct Principal {
     pub cert_sha256: [u8; 32],
     /// Whether the token was bound to that certificate (RFC 8705 `cnf.x5t#S256`).
     pub certificate_bound: bool,
-    /// The upstream login a backend-for-frontend vouched for (`login=<idp> acr=<level>`), for
-    /// the `detail` of the audit entries this caller causes.
-    pub login: Option<String>,
+    /// The upstream login a backend-for-frontend vouched for (the token's `idp` and `acr`),
+    /// recorded with the audit entries this caller causes.
+    pub login: Option<casegate_audit::entry::Login>,
 }
 
 impl Principal {

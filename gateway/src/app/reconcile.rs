@@ -15,7 +15,7 @@
 //! no entry and one after a crash at most some seconds' worth.
 
 use casegate_audit::{
-    entry::{Entry, EntryKind},
+    entry::{Entry, EntryKind, Event},
     storage::VerifiableLog,
 };
 use casegate_consent::{
@@ -121,37 +121,35 @@ pub enum ReconcileError {
 /// The consent change an audit entry records, if it records one: `Some(Err(()))` for a
 /// consent entry that cannot be read as one.
 fn logged_change(entry: &Entry) -> Option<Result<LoggedChange, ()>> {
-    if !matches!(
-        entry.kind,
-        EntryKind::ConsentGranted | EntryKind::ConsentWithdrawn
-    ) {
-        return None;
-    }
-    let change = || -> Option<LoggedChange> {
-        let consent = entry.consent.as_ref()?;
-        let id: ConsentId = consent.id.parse().ok()?;
-        Some(match entry.kind {
-            EntryKind::ConsentGranted => LoggedChange::Granted {
-                id,
-                version: consent.version,
-                record_sha256: consent.record_sha256,
-            },
-            _ => {
-                let actor = entry.actor.as_ref()?;
-                LoggedChange::Withdrawn {
-                    id,
-                    version: consent.version,
-                    by: Actor {
-                        orgnr: actor.orgnr.parse().ok()?,
-                        user_id: actor.user_id.clone(),
-                        role: actor.role.parse().ok()?,
-                    },
-                    at: Timestamp(entry.time_micros),
-                }
-            }
-        })
+    let change = match &entry.event {
+        Event::ConsentGranted(c) => c.consent.id.parse().ok().map(|id| LoggedChange::Granted {
+            id,
+            version: c.consent.version,
+            record_sha256: c.consent.record_sha256,
+        }),
+        Event::ConsentWithdrawn(c) => (|| {
+            Some(LoggedChange::Withdrawn {
+                id: c.consent.id.parse().ok()?,
+                version: c.consent.version,
+                by: Actor {
+                    orgnr: c.actor.orgnr.parse().ok()?,
+                    user_id: c.actor.user_id.clone(),
+                    role: c.actor.role.parse().ok()?,
+                },
+                at: Timestamp(entry.time_micros),
+            })
+        })(),
+        Event::Unfitted(u)
+            if matches!(
+                u.kind,
+                EntryKind::ConsentGranted | EntryKind::ConsentWithdrawn
+            ) =>
+        {
+            None
+        }
+        _ => return None,
     };
-    Some(change().ok_or(()))
+    Some(change.ok_or(()))
 }
 
 /// Replays into the stores every consent change, note delivery, acknowledgement and purge in
@@ -207,7 +205,7 @@ pub fn stores(
             continue;
         };
         if finish_note_change(&entry, notes, retention)? {
-            match entry.kind {
+            match entry.kind() {
                 EntryKind::NoteAcknowledged => summary.acknowledgements_finished += 1,
                 EntryKind::NoteDelivered => summary.deliveries_finished += 1,
                 _ => summary.purges_finished += 1,
@@ -270,15 +268,16 @@ fn finish_note_change(
     notes: &dyn NoteStorage,
     retention: std::time::Duration,
 ) -> Result<bool, NoteError> {
-    let wanted = match entry.kind {
+    // Kind and note id are all it takes: an entry of a note change that fits no typed event
+    // (an older form) is finished all the same.
+    let wanted = match entry.kind() {
         EntryKind::NoteDelivered => NoteState::Deliverable,
         EntryKind::NoteAcknowledged => NoteState::Acknowledged,
         EntryKind::NotePurged => NoteState::Purged,
         _ => return Ok(false),
     };
     let Some(id) = entry
-        .disclosure_id
-        .as_deref()
+        .disclosure_id()
         .and_then(|id| uuid::Uuid::try_parse(id).ok())
     else {
         return Ok(false);
@@ -363,7 +362,7 @@ mod tests {
 
     use casegate_audit::{
         checkpoint::Signer,
-        entry::{Actor as EntryActor, ConsentRef},
+        entry::{Actor as EntryActor, ConsentChange, ConsentRef, Fields},
         log::LogOptions,
     };
     use casegate_consent::{
@@ -418,26 +417,45 @@ mod tests {
         }
     }
 
-    fn consent_entry(kind: EntryKind, time: i64, record: &ConsentRecord) -> Vec<u8> {
-        let mut entry = Entry::new(kind, time);
-        entry.consent = Some(ConsentRef {
-            id: record.id.to_string(),
-            version: record.version,
-            record_sha256: record.record_hash(),
-        });
-        entry.actor = Some(EntryActor {
-            orgnr: NAV.into(),
-            user_id: "nav-1".into(),
-            role: "nav_counsellor".into(),
-            cert_sha256: [0; 32],
-        });
-        entry.encode().expect("encodes")
+    fn change(record: &ConsentRecord) -> ConsentChange {
+        ConsentChange {
+            actor: EntryActor {
+                orgnr: NAV.into(),
+                user_id: "nav-1".into(),
+                role: "nav_counsellor".into(),
+                cert_sha256: [0; 32],
+            },
+            subject_pseudonym: [9; 32],
+            consent: ConsentRef {
+                id: record.id.to_string(),
+                version: record.version,
+                record_sha256: record.record_hash(),
+            },
+            policy_version: "casegate-policy-2".into(),
+            login: None,
+        }
     }
 
+    fn consent_entry(
+        event: fn(ConsentChange) -> Event,
+        time: i64,
+        record: &ConsentRecord,
+    ) -> Vec<u8> {
+        Entry::new(time, event(change(record)))
+            .encode()
+            .expect("encodes")
+    }
+
+    /// An entry of a note change naming only the note (as an older form might): reconciliation
+    /// needs no more.
     fn note_entry(kind: EntryKind, time: i64, note: &Note) -> Vec<u8> {
-        let mut entry = Entry::new(kind, time);
-        entry.disclosure_id = Some(note.id.to_string());
-        entry.encode().expect("encodes")
+        let fields = Fields {
+            disclosure_id: Some(note.id.to_string()),
+            ..Fields::default()
+        };
+        Entry::from_fields(kind, time, fields)
+            .encode()
+            .expect("encodes")
     }
 
     #[test]
@@ -474,10 +492,10 @@ mod tests {
             deliverable(&notes, 3),
         );
         for (i, bytes) in [
-            consent_entry(EntryKind::ConsentGranted, NOW + 1, &withdrawn),
-            consent_entry(EntryKind::ConsentGranted, NOW + 2, &v1),
-            consent_entry(EntryKind::ConsentGranted, NOW + 3, &v2),
-            consent_entry(EntryKind::ConsentWithdrawn, NOW + 4, &withdrawn),
+            consent_entry(Event::ConsentGranted, NOW + 1, &withdrawn),
+            consent_entry(Event::ConsentGranted, NOW + 2, &v1),
+            consent_entry(Event::ConsentGranted, NOW + 3, &v2),
+            consent_entry(Event::ConsentWithdrawn, NOW + 4, &withdrawn),
             note_entry(EntryKind::NoteDelivered, NOW + 5, &delivered),
             note_entry(EntryKind::NoteAcknowledged, NOW + 6, &acknowledged),
             note_entry(EntryKind::NotePurged, NOW + 7, &purged),
@@ -546,32 +564,34 @@ mod tests {
 
     #[test]
     fn only_consent_entries_with_a_readable_consent_are_changes() {
-        let mut granted = Entry::new(EntryKind::ConsentGranted, 7);
-        assert_eq!(logged_change(&granted), Some(Err(())), "no consent named");
+        let unnamed = Entry::from_fields(EntryKind::ConsentGranted, 7, Fields::default());
+        assert_eq!(logged_change(&unnamed), Some(Err(())), "no consent named");
         let id = ConsentId::generate();
-        granted.consent = Some(ConsentRef {
-            id: id.to_string(),
-            version: 2,
-            record_sha256: [3; 32],
-        });
+        let mut change = ConsentChange {
+            actor: EntryActor {
+                orgnr: "910000071".into(),
+                user_id: "js".into(),
+                role: "jobseeker".into(),
+                cert_sha256: [0; 32],
+            },
+            subject_pseudonym: [1; 32],
+            consent: ConsentRef {
+                id: id.to_string(),
+                version: 2,
+                record_sha256: [3; 32],
+            },
+            policy_version: "casegate-policy-2".into(),
+            login: None,
+        };
         assert_eq!(
-            logged_change(&granted),
+            logged_change(&Entry::new(7, Event::ConsentGranted(change.clone()))),
             Some(Ok(LoggedChange::Granted {
                 id,
                 version: 2,
                 record_sha256: [3; 32]
             }))
         );
-        let mut withdrawn = granted.clone();
-        withdrawn.kind = EntryKind::ConsentWithdrawn;
-        assert_eq!(logged_change(&withdrawn), Some(Err(())), "no actor named");
-        withdrawn.actor = Some(EntryActor {
-            orgnr: "910000071".into(),
-            user_id: "js".into(),
-            role: "jobseeker".into(),
-            cert_sha256: [0; 32],
-        });
-        match logged_change(&withdrawn) {
+        match logged_change(&Entry::new(7, Event::ConsentWithdrawn(change.clone()))) {
             Some(Ok(LoggedChange::Withdrawn {
                 version, by, at, ..
             })) => {
@@ -580,8 +600,18 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        change.actor.role = "pilot".into();
         assert_eq!(
-            logged_change(&Entry::new(EntryKind::NoteDelivered, 7)),
+            logged_change(&Entry::new(7, Event::ConsentWithdrawn(change))),
+            Some(Err(())),
+            "no role named"
+        );
+        assert_eq!(
+            logged_change(&Entry::from_fields(
+                EntryKind::NoteDelivered,
+                7,
+                Fields::default()
+            )),
             None
         );
     }

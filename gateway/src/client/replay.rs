@@ -11,7 +11,7 @@
 use std::{collections::BTreeMap, ops::ControlFlow, path::Path};
 
 use casegate_audit::{
-    entry::{Entry, EntryKind},
+    entry::{ConsentRef, DecisionTerms, Entry, EntryKind, Event},
     segment,
 };
 use casegate_consent::{
@@ -19,8 +19,6 @@ use casegate_consent::{
     decision::{self, Decision, DisclosureRequest, POLICY_VERSIONS},
     record::{ConsentId, ConsentRecord, Status, Timestamp},
 };
-
-use crate::edge::convert::audit::parse_disclosure_detail;
 
 /// A decision's outcome, recorded or replayed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,8 +92,9 @@ pub enum ReplayError {
         /// How many entries were read.
         size: u64,
     },
-    /// The entry does not decode, or lacks a field the decision needs (consent, reason,
-    /// actor, organisations, category, purpose), or a field does not parse.
+    /// The entry, or a consent grant or withdrawal before it, does not decode or fits no
+    /// typed event (a field the decision needs is missing, or its detail is of a form this
+    /// build does not know), or a field does not parse.
     #[error("entry {index} cannot be read: {reason}")]
     Unreadable {
         /// The entry's index in the log.
@@ -222,21 +221,44 @@ pub fn replay(
 ) -> Result<Replay, ReplayError> {
     let mut earlier = Vec::new();
     let mut target = None;
+    // A consent entry that cannot be read could change the outcome: the replay stops there.
+    let mut unreadable = None;
     let size = segment::scan_dir(&log_dir.join("segments"), |i, payload| {
         if i == index {
             target = Some(payload.to_vec());
             return ControlFlow::Break(());
         }
-        if let Ok(entry) = Entry::decode(payload)
-            && matches!(
-                entry.kind,
-                EntryKind::ConsentGranted | EntryKind::ConsentWithdrawn
-            )
-        {
-            earlier.push((i, entry));
+        if !matches!(
+            Entry::kind_of(payload),
+            Some(EntryKind::ConsentGranted | EntryKind::ConsentWithdrawn) | None
+        ) {
+            return ControlFlow::Continue(());
+        }
+        match Entry::decode(payload) {
+            Ok(Entry {
+                event: Event::Unfitted(u),
+                ..
+            }) => {
+                unreadable = Some(ReplayError::Unreadable {
+                    index: i,
+                    reason: format!("a {} entry before the decision: {}", u.kind, u.why),
+                });
+                return ControlFlow::Break(());
+            }
+            Ok(entry) => earlier.push((i, entry)),
+            Err(e) => {
+                unreadable = Some(ReplayError::Unreadable {
+                    index: i,
+                    reason: format!("an entry before the decision: {e}"),
+                });
+                return ControlFlow::Break(());
+            }
         }
         ControlFlow::Continue(())
     })?;
+    if let Some(error) = unreadable {
+        return Err(error);
+    }
     let bytes = target.ok_or(ReplayError::NoEntry { index, size })?;
     let entry = Entry::decode(&bytes).map_err(|e| ReplayError::Unreadable {
         index,
@@ -260,89 +282,108 @@ pub fn replay_entry(
     vocabulary: &Vocabulary,
 ) -> Result<Replay, ReplayError> {
     let unreadable = |reason: String| ReplayError::Unreadable { index, reason };
-    let recorded = match entry.kind {
-        EntryKind::DisclosurePermitted => {
-            let consent = entry
-                .consent
-                .as_ref()
-                .ok_or_else(|| unreadable("a permit without its consent".into()))?;
-            Outcome::Permit {
-                consent_id: consent.id.clone(),
-                version: consent.version,
-                record_hash: consent.record_sha256,
-            }
+    let decided = |terms: &DecisionTerms, role: &Option<String>, approval_attested: bool| {
+        fn parse<T: std::str::FromStr>(index: u64, name: &str, text: &str) -> Result<T, ReplayError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            text.parse().map_err(|e: T::Err| ReplayError::Unreadable {
+                index,
+                reason: format!("{name}: {e}"),
+            })
         }
-        EntryKind::DisclosureRefused => Outcome::Refuse {
-            reason: entry
-                .reason
-                .clone()
-                .ok_or_else(|| unreadable("a refusal without its reason".into()))?,
-        },
-        kind => return Err(ReplayError::NotADecision { index, kind }),
+        Ok::<_, ReplayError>((
+            terms.policy_version.clone(),
+            terms.subject_pseudonym,
+            DisclosureRequest {
+                sender_org: parse(index, "sender", &terms.sender_orgnr)?,
+                sender_role: parse(index, "role", &terms.actor.role)?,
+                recipient_org: parse(index, "recipient", &terms.recipient_orgnr)?,
+                recipient_role: role
+                    .as_deref()
+                    .map(|r| parse(index, "recipient role", r))
+                    .transpose()?,
+                category: parse(index, "category", &terms.category)?,
+                purpose: parse(index, "purpose", &terms.purpose)?,
+                approval_attested,
+            },
+        ))
     };
-    let policy = entry.policy_version.clone().unwrap_or_default();
+    let (recorded, (policy, subject, request)) = match &entry.event {
+        Event::DisclosurePermitted(p) => {
+            let ConsentRef {
+                id,
+                version,
+                record_sha256,
+            } = &p.consent;
+            let recorded = Outcome::Permit {
+                consent_id: id.clone(),
+                version: *version,
+                record_hash: *record_sha256,
+            };
+            (
+                recorded,
+                decided(&p.terms, &p.recipient_role, p.approval_attested)?,
+            )
+        }
+        Event::DisclosureRefused(r) => (
+            Outcome::Refuse {
+                reason: r.reason.clone(),
+            },
+            decided(&r.terms, &r.recipient_role, r.approval_attested)?,
+        ),
+        Event::Unfitted(u)
+            if matches!(
+                u.kind,
+                EntryKind::DisclosurePermitted | EntryKind::DisclosureRefused
+            ) =>
+        {
+            return Err(unreadable(u.why.clone()));
+        }
+        _ => {
+            return Err(ReplayError::NotADecision {
+                index,
+                kind: entry.kind(),
+            });
+        }
+    };
     if !decision::POLICY_VERSIONS.contains(&policy.as_str()) {
         return Err(ReplayError::Policy {
             index,
             recorded: policy,
         });
     }
-    let field = |name: &str, value: &Option<String>| {
-        value
-            .clone()
-            .ok_or_else(|| unreadable(format!("no {name}")))
-    };
-    fn parse<T: std::str::FromStr>(index: u64, name: &str, text: String) -> Result<T, ReplayError>
-    where
-        T::Err: std::fmt::Display,
-    {
-        text.parse().map_err(|e: T::Err| ReplayError::Unreadable {
-            index,
-            reason: format!("{name}: {e}"),
-        })
-    }
-    let actor = entry
-        .actor
-        .as_ref()
-        .ok_or_else(|| unreadable("no actor".into()))?;
-    let (recipient_role, approval_attested) =
-        parse_disclosure_detail(entry.detail.as_deref()).map_err(unreadable)?;
-    let request = DisclosureRequest {
-        sender_org: parse(index, "sender", field("sender", &entry.sender_orgnr)?)?,
-        sender_role: parse(index, "role", actor.role.clone())?,
-        recipient_org: parse(
-            index,
-            "recipient",
-            field("recipient", &entry.recipient_orgnr)?,
-        )?,
-        recipient_role,
-        category: parse(index, "category", field("category", &entry.category)?)?,
-        purpose: parse(index, "purpose", field("purpose", &entry.purpose)?)?,
-        approval_attested,
-    };
 
     // Grants and withdrawals about this subject before the decision, by consent id.
     let mut granted: BTreeMap<String, Vec<Recorded>> = BTreeMap::new();
     let mut withdrawn: BTreeMap<String, u64> = BTreeMap::new();
     for (at, e) in earlier {
-        let relevant = at < index
-            && e.subject_pseudonym == entry.subject_pseudonym
-            && matches!(
-                e.kind,
-                EntryKind::ConsentGranted | EntryKind::ConsentWithdrawn
-            );
-        let (Some(consent), true) = (e.consent, relevant) else {
-            continue;
-        };
-        match e.kind {
-            EntryKind::ConsentGranted => granted.entry(consent.id).or_default().push(Recorded {
-                at,
-                version: consent.version,
-                hash: consent.record_sha256,
-            }),
-            _ => {
-                withdrawn.insert(consent.id, at);
+        match e.event {
+            Event::ConsentGranted(c) if at < index && c.subject_pseudonym == subject => {
+                granted.entry(c.consent.id).or_default().push(Recorded {
+                    at,
+                    version: c.consent.version,
+                    hash: c.consent.record_sha256,
+                });
             }
+            Event::ConsentWithdrawn(c) if at < index && c.subject_pseudonym == subject => {
+                withdrawn.insert(c.consent.id, at);
+            }
+            // A consent entry that may be this subject's but cannot be read: not skipped.
+            Event::Unfitted(u)
+                if at < index
+                    && matches!(
+                        u.kind,
+                        EntryKind::ConsentGranted | EntryKind::ConsentWithdrawn
+                    )
+                    && u.fields.subject_pseudonym.is_none_or(|p| p == subject) =>
+            {
+                return Err(ReplayError::Unreadable {
+                    index: at,
+                    reason: format!("a {} entry before the decision: {}", u.kind, u.why),
+                });
+            }
+            _ => {}
         }
     }
 
@@ -404,7 +445,7 @@ pub fn replay_entry(
     };
     Ok(Replay {
         index,
-        kind: entry.kind,
+        kind: entry.kind(),
         time_micros: entry.time_micros,
         recorded,
         replayed,

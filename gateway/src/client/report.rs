@@ -270,7 +270,7 @@ pub fn verify(
     let issued = verified
         .iter()
         .rev()
-        .find(|e| e.entry.kind == EntryKind::SubjectReportIssued)
+        .find(|e| e.entry.kind() == EntryKind::SubjectReportIssued)
         .cloned()
         .ok_or(ReportError::NoIssueEntry)?;
 
@@ -388,7 +388,7 @@ fn consent_content(
     let pinned_by = events
         .iter()
         .find(|e| {
-            e.entry.consent.as_ref().is_some_and(|c| {
+            e.entry.consent().is_some_and(|c| {
                 c.record_sha256 == hash && c.id == id && c.version == record.version
             })
         })
@@ -408,10 +408,9 @@ fn derive_status(
 ) -> (ViewStatus, Option<Timestamp>) {
     let id = record.id.to_string();
     let withdrawn = events.iter().find(|e| {
-        e.entry.kind == EntryKind::ConsentWithdrawn
+        e.entry.kind() == EntryKind::ConsentWithdrawn
             && e.entry
-                .consent
-                .as_ref()
+                .consent()
                 .is_some_and(|c| c.id == id && c.version == record.version)
     });
     if let Some(e) = withdrawn {

@@ -452,9 +452,9 @@ impl Authenticator {
             pid,
             cert_sha256: client.cert_sha256,
             certificate_bound,
-            login: claims.idp.as_ref().map(|idp| match &claims.acr {
-                Some(acr) => format!("login={idp} acr={acr}"),
-                None => format!("login={idp}"),
+            login: claims.idp.as_ref().map(|idp| casegate_audit::entry::Login {
+                idp: idp.clone(),
+                acr: claims.acr.clone(),
             }),
         })
     }

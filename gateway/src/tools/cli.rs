@@ -455,7 +455,7 @@ pub fn rotate_audit(path: &std::path::Path) -> std::process::ExitCode {
 
     use casegate_audit::{
         checkpoint::Signer,
-        entry::{Entry, EntryKind},
+        entry::{Entry, Event, KeyRotated},
         log::rotate_key,
     };
 
@@ -478,11 +478,11 @@ pub fn rotate_audit(path: &std::path::Path) -> std::process::ExitCode {
         Err(e) => return fail(e.to_string()),
     };
     let (old_label, new_label) = (old.verifier().label(), new.verifier().label());
-    let mut entry = Entry::new(EntryKind::KeyRotated, crate::app::audit::now_micros());
-    entry.detail = Some(format!(
-        "audit checkpoint key {old_label} replaced by {new_label}"
-    ));
-    let entry = match entry.encode() {
+    let rotated = Event::KeyRotated(KeyRotated {
+        old_key: old_label.clone(),
+        new_key: new_label.clone(),
+    });
+    let entry = match Entry::new(crate::app::audit::now_micros(), rotated).encode() {
         Ok(e) => e,
         Err(e) => return fail(e.to_string()),
     };

@@ -96,8 +96,8 @@ fn view(web: &Web, tr: &Tr, c: &VerifiedConsent, report: &VerifiedReport) -> Con
             .events
             .iter()
             .filter(|e| {
-                e.entry.kind == EntryKind::DisclosurePermitted
-                    && e.entry.consent.as_ref().is_some_and(|r| r.id == id)
+                e.entry.kind() == EntryKind::DisclosurePermitted
+                    && e.entry.consent().is_some_and(|r| r.id == id)
             })
             .count(),
         version: c.record.version,
@@ -195,42 +195,40 @@ fn timeline(web: &Web, tr: &Tr, report: &VerifiedReport, consent: Option<&str>) 
     for event in &report.events {
         let entry = &event.entry;
         let by_self = entry
-            .actor
-            .as_ref()
+            .actor()
             .is_some_and(|a| a.role == casegate_consent::Role::Jobseeker.as_str());
         if by_self
             && matches!(
-                entry.kind,
+                entry.kind(),
                 EntryKind::SubjectReportIssued | EntryKind::ConsentsRead
             )
         {
             own_looks.push(entry.time_micros);
             continue;
         }
-        let about = entry.consent.as_ref().map(|r| r.id.as_str());
+        let about = entry.consent().map(|r| r.id.as_str());
         if let Some(wanted) = consent {
-            let step_of_note = sentence::is_note_step(entry.kind)
+            let step_of_note = sentence::is_note_step(entry.kind())
                 && entry
-                    .disclosure_id
-                    .as_ref()
-                    .is_some_and(|d| in_scope.contains(d));
+                    .disclosure_id()
+                    .is_some_and(|d| in_scope.iter().any(|s| s == d));
             if about != Some(wanted) && !step_of_note {
                 continue;
             }
-            if let Some(d) = &entry.disclosure_id {
-                in_scope.push(d.clone());
+            if let Some(d) = entry.disclosure_id() {
+                in_scope.push(d.to_owned());
             }
         }
         let text = sentence::event(web, tr, entry);
         let when = time::date_time(entry.time_micros, tr.lang);
-        if sentence::is_note_step(entry.kind)
-            && let Some(at) = entry.disclosure_id.as_ref().and_then(|d| notes.get(d))
+        if sentence::is_note_step(entry.kind())
+            && let Some(at) = entry.disclosure_id().and_then(|d| notes.get(d))
         {
             items[*at].steps.push(Step { time: when, text });
             continue;
         }
         let mut contacts = Vec::new();
-        for org in [&entry.sender_orgnr, &entry.recipient_orgnr]
+        for org in [entry.sender_orgnr(), entry.recipient_orgnr()]
             .into_iter()
             .flatten()
         {
@@ -241,16 +239,16 @@ fn timeline(web: &Web, tr: &Tr, report: &VerifiedReport, consent: Option<&str>) 
                 }
             }
         }
-        if entry.kind == EntryKind::DisclosurePermitted
-            && let Some(d) = &entry.disclosure_id
+        if entry.kind() == EntryKind::DisclosurePermitted
+            && let Some(d) = entry.disclosure_id()
         {
-            notes.insert(d.clone(), items.len());
+            notes.insert(d.to_owned(), items.len());
         }
         items.push(Item {
             time: when,
             text,
             steps: Vec::new(),
-            refused: entry.kind == EntryKind::DisclosureRefused,
+            refused: entry.kind() == EntryKind::DisclosureRefused,
             contacts,
             micros: entry.time_micros,
         });

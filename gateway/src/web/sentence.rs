@@ -130,43 +130,32 @@ pub(super) fn reason(tr: &Tr, code: &str) -> String {
 
 /// An audit event about the jobseeker, told to the jobseeker.
 pub(super) fn event(web: &Web, tr: &Tr, entry: &Entry) -> String {
-    let org = |o: &Option<String>| web.org_name(o.as_deref().unwrap_or_default());
+    let org = |o: Option<&str>| web.org_name(o.unwrap_or_default());
     let actor_org = entry
-        .actor
-        .as_ref()
+        .actor()
         .map(|a| web.org_name(&a.orgnr))
         .unwrap_or_default();
     let by_jobseeker = entry
-        .actor
-        .as_ref()
+        .actor()
         .is_some_and(|a| a.role == Role::Jobseeker.as_str());
     let by_officer = entry
-        .actor
-        .as_ref()
+        .actor()
         .is_some_and(|a| a.role == Role::PrivacyOfficer.as_str());
-    let category = term(
-        tr,
-        "category",
-        entry.category.as_deref().unwrap_or_default(),
-    );
-    let purpose = term(tr, "purpose", entry.purpose.as_deref().unwrap_or_default());
+    let category = term(tr, "category", entry.category().unwrap_or_default());
+    let purpose = term(tr, "purpose", entry.purpose().unwrap_or_default());
     let version = entry
-        .consent
-        .as_ref()
+        .consent()
         .map_or_else(String::new, |c| c.version.to_string());
     let values: [(&str, &str); 7] = [
         ("actor", &actor_org),
-        ("sender", &org(&entry.sender_orgnr)),
-        ("recipient", &org(&entry.recipient_orgnr)),
+        ("sender", &org(entry.sender_orgnr())),
+        ("recipient", &org(entry.recipient_orgnr())),
         ("category", &category),
         ("purpose", &purpose),
         ("version", &version),
-        (
-            "reason",
-            &reason(tr, entry.reason.as_deref().unwrap_or_default()),
-        ),
+        ("reason", &reason(tr, entry.reason().unwrap_or_default())),
     ];
-    let key = match entry.kind {
+    let key = match entry.kind() {
         EntryKind::ConsentGranted if by_jobseeker => "event.granted_by_you",
         EntryKind::ConsentGranted => "event.granted",
         EntryKind::ConsentWithdrawn if by_jobseeker => "event.withdrawn_by_you",
@@ -174,14 +163,14 @@ pub(super) fn event(web: &Web, tr: &Tr, entry: &Entry) -> String {
         EntryKind::DisclosurePermitted => "event.sent",
         EntryKind::NoteDelivered => "event.delivered",
         EntryKind::NoteAcknowledged => "event.acknowledged",
-        EntryKind::NotePurged => match entry.reason.as_deref() {
+        EntryKind::NotePurged => match entry.reason() {
             Some("consent_withdrawn") => "event.purged_withdrawn",
             Some("ttl_elapsed") => "event.purged_ttl",
             Some("retention_elapsed") => "event.purged_retention",
             _ => "event.purged",
         },
         EntryKind::DisclosureRefused => "event.refused",
-        EntryKind::DisclosureChecked if entry.reason.is_some() => "event.checked_no",
+        EntryKind::DisclosureChecked if entry.reason().is_some() => "event.checked_no",
         EntryKind::DisclosureChecked => "event.checked_yes",
         EntryKind::ConsentsRead if by_jobseeker => "event.read_by_you",
         EntryKind::ConsentsRead => "event.read",

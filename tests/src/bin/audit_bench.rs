@@ -19,7 +19,7 @@ use std::{
 
 use casegate_audit::{
     checkpoint::Signer,
-    entry::{Actor, ConsentRef, Entry, EntryKind},
+    entry::{Actor, ConsentRef, DecisionTerms, DisclosurePermitted, Entry, Event},
     log::{AuditLog, LogOptions},
     verify,
 };
@@ -54,28 +54,35 @@ fn args() -> Args {
 /// A realistic `disclosure permitted` entry (synthetic values, ~250 bytes). Every entry has
 /// the same time: appenders on several threads must not send times that go backwards.
 fn entry(n: u64) -> Vec<u8> {
-    let mut e = Entry::new(EntryKind::DisclosurePermitted, 1_800_000_000_000_000);
-    e.actor = Some(Actor {
-        orgnr: "910000020".into(),
-        user_id: "nav-counsellor-17".into(),
-        role: "nav_counsellor".into(),
-        cert_sha256: [7; 32],
-    });
-    e.subject_pseudonym = Some([n as u8; 32]);
-    e.consent = Some(ConsentRef {
-        id: "0190f7a2-4b1c-7d3e-9a4f-2c8e6b1d0a57".into(),
-        version: 2,
-        record_sha256: [9; 32],
-    });
-    e.category = Some("benefit_counselling".into());
-    e.purpose = Some("benefit_planning".into());
-    e.sender_orgnr = Some("910000020".into());
-    e.recipient_orgnr = Some("910000039".into());
-    e.content_sha256 = Some([3; 32]);
-    e.request_id = Some(format!("req-{n:012}"));
-    e.policy_version = Some("v1".into());
-    e.disclosure_id = Some(format!("0190f7a2-0000-7000-8000-{n:012}"));
-    e.encode().expect("encodes")
+    let permitted = DisclosurePermitted {
+        terms: DecisionTerms {
+            actor: Actor {
+                orgnr: "910000020".into(),
+                user_id: "nav-counsellor-17".into(),
+                role: "nav_counsellor".into(),
+                cert_sha256: [7; 32],
+            },
+            subject_pseudonym: [n as u8; 32],
+            category: "benefit_counselling".into(),
+            purpose: "benefit_planning".into(),
+            sender_orgnr: "910000020".into(),
+            recipient_orgnr: "910000039".into(),
+            policy_version: "v1".into(),
+        },
+        consent: ConsentRef {
+            id: "0190f7a2-4b1c-7d3e-9a4f-2c8e6b1d0a57".into(),
+            version: 2,
+            record_sha256: [9; 32],
+        },
+        recipient_role: None,
+        approval_attested: false,
+        content_sha256: [3; 32],
+        request_id: format!("req-{n:012}"),
+        disclosure_id: format!("0190f7a2-0000-7000-8000-{n:012}"),
+    };
+    Entry::new(1_800_000_000_000_000, Event::DisclosurePermitted(permitted))
+        .encode()
+        .expect("encodes")
 }
 
 fn fresh(dir: &Path) -> PathBuf {

@@ -13,7 +13,7 @@ use std::{
 
 use casegate_audit::{
     checkpoint::Signer,
-    entry::{Entry, EntryKind},
+    entry::{Entry, EntryKind, Fields},
     log::{AuditLog, LogOptions},
 };
 use casegate_tests::crash::{ORIGIN, entry_detail};
@@ -38,8 +38,11 @@ fn main() {
             std::thread::spawn(move || {
                 for n in 0u64.. {
                     // One time for all: threads must not send times that go backwards.
-                    let mut entry = Entry::new(EntryKind::NoteDelivered, 0);
-                    entry.detail = Some(entry_detail(t, n));
+                    let fields = Fields {
+                        detail: Some(entry_detail(t, n)),
+                        ..Fields::default()
+                    };
+                    let entry = Entry::from_fields(EntryKind::NoteDelivered, 0, fields);
                     let appended = log
                         .append_blocking(entry.encode().expect("encode"))
                         .expect("append");

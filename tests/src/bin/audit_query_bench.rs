@@ -22,7 +22,7 @@ use std::{
 use casegate::pseudonym::Pseudonymizer;
 use casegate_audit::{
     checkpoint::Signer,
-    entry::{Actor, ConsentRef, Entry, EntryKind},
+    entry::{Actor, ConsentRef, Entry, EntryKind, Fields},
     index::AuditIndex,
     log::{AuditLog, LogOptions},
 };
@@ -67,27 +67,31 @@ fn args() -> Args {
 fn entry(n: u64, pseudonyms: &[[u8; 32]], orgs: &[String; 3]) -> Vec<u8> {
     let subject = (n % pseudonyms.len() as u64) as usize;
     let kind = KINDS[(n / pseudonyms.len() as u64 % KINDS.len() as u64) as usize];
-    let mut e = Entry::new(kind, 1_800_000_000_000_000 + n as i64 * 1_000);
-    e.actor = Some(Actor {
-        orgnr: orgs[(n % 3) as usize].clone(),
-        user_id: format!("user-{}", n % 97),
-        role: "nav_counsellor".into(),
-        cert_sha256: [7; 32],
-    });
-    e.subject_pseudonym = Some(pseudonyms[subject]);
-    e.consent = Some(ConsentRef {
-        id: "0190f7a2-4b1c-7d3e-9a4f-2c8e6b1d0a57".into(),
-        version: 1,
-        record_sha256: [9; 32],
-    });
-    e.category = Some("benefit_counselling".into());
-    e.purpose = Some("ips_follow_up".into());
-    e.sender_orgnr = Some(orgs[1].clone());
-    e.recipient_orgnr = Some(orgs[2].clone());
-    e.content_sha256 = Some([3; 32]);
-    e.request_id = Some(format!("req-{n:012}"));
-    e.policy_version = Some("casegate-policy-1".into());
-    e.encode().expect("encodes")
+    let e = Fields {
+        actor: Some(Actor {
+            orgnr: orgs[(n % 3) as usize].clone(),
+            user_id: format!("user-{}", n % 97),
+            role: "nav_counsellor".into(),
+            cert_sha256: [7; 32],
+        }),
+        subject_pseudonym: Some(pseudonyms[subject]),
+        consent: Some(ConsentRef {
+            id: "0190f7a2-4b1c-7d3e-9a4f-2c8e6b1d0a57".into(),
+            version: 1,
+            record_sha256: [9; 32],
+        }),
+        category: Some("benefit_counselling".into()),
+        purpose: Some("ips_follow_up".into()),
+        sender_orgnr: Some(orgs[1].clone()),
+        recipient_orgnr: Some(orgs[2].clone()),
+        content_sha256: Some([3; 32]),
+        request_id: Some(format!("req-{n:012}")),
+        policy_version: Some("casegate-policy-1".into()),
+        ..Fields::default()
+    };
+    Entry::from_fields(kind, 1_800_000_000_000_000 + n as i64 * 1_000, e)
+        .encode()
+        .expect("encodes")
 }
 
 struct Stats {

@@ -515,14 +515,14 @@ impl Checker<'_> {
             };
             let id = match r.kind {
                 EntryKind::ConsentGranted | EntryKind::ConsentWithdrawn => {
-                    entry.consent.as_ref().map(|c| c.id.as_str())
+                    entry.consent().map(|c| c.id.as_str())
                 }
-                _ => entry.disclosure_id.as_deref(),
+                _ => entry.disclosure_id(),
             };
             let leaf_ok = r
                 .leaf_hash
                 .is_none_or(|leaf| leaf == merkle::leaf_hash(bytes));
-            if !leaf_ok || entry.kind != r.kind || id != Some(r.id.as_str()) {
+            if !leaf_ok || entry.kind() != r.kind || id != Some(r.id.as_str()) {
                 self.fail_about(
                     Check::Receipt,
                     item,
@@ -532,7 +532,7 @@ impl Checker<'_> {
                         r.id,
                         r.round,
                         r.index,
-                        entry.kind,
+                        entry.kind(),
                         id,
                         if leaf_ok {
                             ""
@@ -551,16 +551,16 @@ impl Checker<'_> {
         let mut ended: HashSet<&str> = HashSet::new();
         let mut withdrawn: HashSet<&str> = HashSet::new();
         for (_, e) in entries {
-            let disclosure = e.disclosure_id.as_deref();
-            match (e.kind, disclosure) {
+            let disclosure = e.disclosure_id();
+            match (e.kind(), disclosure) {
                 (EntryKind::DisclosurePermitted, Some(d)) => {
-                    permitted.insert(d, e.consent.as_ref().map(|c| c.id.as_str()));
+                    permitted.insert(d, e.consent().map(|c| c.id.as_str()));
                 }
                 (EntryKind::NoteAcknowledged | EntryKind::NotePurged, Some(d)) => {
                     ended.insert(d);
                 }
                 (EntryKind::ConsentWithdrawn, _) => {
-                    if let Some(c) = &e.consent {
+                    if let Some(c) = e.consent() {
                         withdrawn.insert(c.id.as_str());
                     }
                 }

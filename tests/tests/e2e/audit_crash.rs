@@ -11,7 +11,7 @@ use std::{
 
 use casegate_audit::{
     checkpoint::Signer,
-    entry::{Entry, EntryKind},
+    entry::{Entry, EntryKind, Fields},
     log::{AuditLog, LogOptions},
     verify,
 };
@@ -75,13 +75,16 @@ fn sigkill_under_load_never_loses_an_acknowledged_append() {
             );
             let entry = Entry::decode(&log.entry(*index).expect("read")).expect("decode");
             assert_eq!(
-                entry.detail,
+                entry.detail_text(),
                 Some(entry_detail(*t, *n)),
                 "round {round}, index {index}"
             );
         }
-        let mut probe = Entry::new(EntryKind::GatewayStarted, 0);
-        probe.detail = Some(format!("after crash {round}"));
+        let fields = Fields {
+            detail: Some(format!("after crash {round}")),
+            ..Fields::default()
+        };
+        let probe = Entry::from_fields(EntryKind::GatewayStarted, 0, fields);
         let appended = log
             .append_blocking(probe.encode().expect("encode"))
             .unwrap_or_else(|e| panic!("round {round}: appending does not continue: {e}"));

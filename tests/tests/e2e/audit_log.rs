@@ -161,7 +161,7 @@ async fn a_restart_extends_the_log_consistently() {
         assert_eq!(item.index, i as u64);
         assert_eq!(merkle::leaf_hash(&item.entry).to_vec(), item.leaf_hash);
         let entry = Entry::decode(&item.entry).expect("canonical entry");
-        assert_eq!(entry.kind, EntryKind::GatewayStarted);
+        assert_eq!(entry.kind(), EntryKind::GatewayStarted);
     }
     let resumed = export(&mut caller, 1).await;
     assert_eq!(resumed.iter().map(|e| e.index).collect::<Vec<_>>(), [1]);

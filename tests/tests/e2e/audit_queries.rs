@@ -2,7 +2,7 @@
 //! scenario — what each may see, proofs that verify offline, no note content, and every query
 //! and report (and every refused one) in the log.
 
-use casegate_audit::entry::{Entry, EntryKind};
+use casegate_audit::entry::{self, Access, AuditQuery, Entry, EntryKind, Event};
 use casegate_proto::v1::{
     AuditEntry, AuditReceipt, QueryAuditRequest, SubjectAccessReportRequest,
     SubjectAccessReportResponse,
@@ -53,7 +53,7 @@ fn verify_report(gw: &TestGateway, report: &SubjectAccessReportResponse) {
         let leaf = casegate_audit::merkle::leaf_hash(&event.entry_bytes);
         assert_eq!(entry.leaf_hash, leaf.to_vec(), "entry {}", entry.index);
         let decoded = Entry::decode(&event.entry_bytes).expect("canonical bytes");
-        assert_eq!(i32::from(decoded.kind.code()), entry.kind);
+        assert_eq!(i32::from(decoded.kind().code()), entry.kind);
         gw.verify_receipt(&AuditReceipt {
             audit_index: entry.index,
             leaf_hash: leaf.to_vec(),
@@ -132,13 +132,13 @@ async fn after_the_ips_scenario_each_sees_exactly_what_they_may_and_every_look_i
     // Complete: every entry about this subject in the whole log is in the report.
     let pseudonym = Entry::decode(&mine.events[0].entry_bytes)
         .expect("entry")
-        .subject_pseudonym;
+        .subject_pseudonym();
     let all = gw.audit_entries().await;
     let about_me: Vec<u64> = all
         .iter()
         .enumerate()
         .filter(|(i, (_, e))| {
-            e.subject_pseudonym == pseudonym
+            e.subject_pseudonym() == pseudonym
                 && (*i as u64) < mine.checkpoint.as_ref().expect("checkpoint").tree_size
         })
         .map(|(i, _)| i as u64)
@@ -209,7 +209,7 @@ async fn after_the_ips_scenario_each_sees_exactly_what_they_may_and_every_look_i
     );
     let kinds_seen: Vec<EntryKind> = seen
         .iter()
-        .map(|i| all.get(*i as usize).map_or(AuditQueried, |(_, e)| e.kind))
+        .map(|i| all.get(*i as usize).map_or(AuditQueried, |(_, e)| e.kind()))
         .collect();
     // The report, the unrelated officer's query and report, and the supervisor's own query.
     assert_eq!(seen.len(), in_report.len() + 3, "{kinds_seen:?}");
@@ -270,27 +270,29 @@ async fn after_the_ips_scenario_each_sees_exactly_what_they_may_and_every_look_i
         .await
         .into_iter()
         .map(|(_, e)| e)
-        .filter(|e| e.kind == AuditQueried)
+        .filter(|e| e.kind() == AuditQueried)
         .collect();
     for org in ["privacy", "authority"] {
         let orgnr = &gw.org(org).orgnr;
         assert!(
             logged
                 .iter()
-                .any(|e| e.actor.as_ref().is_some_and(|a| &a.orgnr == orgnr)
-                    && e.subject_pseudonym == pseudonym
-                    && e.detail
-                        .as_deref()
-                        .is_some_and(|d| d.contains("subject=<pseudonym>"))),
+                .any(|e| e.actor().is_some_and(|a| &a.orgnr == orgnr)
+                    && e.subject_pseudonym() == pseudonym
+                    && matches!(
+                        &e.event,
+                        Event::AuditQueried(entry::AuditQueried {
+                            access: Access::Answered(AuditQuery::Entries(filter, _)),
+                            ..
+                        }) if filter.subject
+                    )),
             "{org}'s query is not in the log"
         );
     }
     assert!(
-        logged.iter().all(|e| !e
-            .detail
-            .as_deref()
-            .unwrap_or_default()
-            .contains(&me.expose())),
+        logged
+            .iter()
+            .all(|e| !e.detail_text().unwrap_or_default().contains(&me.expose())),
         "an identity number in an audit entry"
     );
 }
@@ -398,7 +400,7 @@ async fn only_privacy_officers_query_and_only_the_subject_or_an_officer_gets_a_r
         .collect();
     let refused = entries
         .iter()
-        .filter(|e| e.reason.as_deref() == Some("permission_denied"))
+        .filter(|e| e.reason() == Some("permission_denied"))
         .count();
     assert_eq!(refused, 7);
     assert_eq!(
@@ -577,7 +579,7 @@ async fn a_report_is_shown_only_as_its_verified_bytes_say() {
     for (shown, sent) in verified.events.iter().zip(&mine.events) {
         assert_eq!(Some(shown.view()), sent.entry);
     }
-    assert_eq!(verified.issued.entry.kind, EntryKind::SubjectReportIssued);
+    assert_eq!(verified.issued.entry.kind(), EntryKind::SubjectReportIssued);
     let statuses: Vec<ViewStatus> = verified.consents.iter().map(|c| c.status).collect();
     assert_eq!(statuses, [ViewStatus::Withdrawn]);
     assert!(verified.consents[0].withdrawn_at.is_some());
@@ -769,7 +771,7 @@ async fn query_answers_carry_canonical_bytes_only_when_asked_and_they_hash_to_th
             let leaf = casegate_audit::merkle::leaf_hash(&answer.entry_bytes);
             assert_eq!(leaf.to_vec(), entry.leaf_hash);
             let decoded = Entry::decode(&answer.entry_bytes).expect("canonical bytes");
-            assert_eq!(decoded.kind, EntryKind::ConsentGranted);
+            assert_eq!(decoded.kind(), EntryKind::ConsentGranted);
         } else {
             assert!(answer.entry_bytes.is_empty(), "bytes sent unasked");
         }

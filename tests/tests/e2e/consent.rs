@@ -2,7 +2,7 @@
 //! the provisions exactly; withdrawal that bites at once; state that survives a restart; and
 //! bad input that is named and changes nothing.
 
-use casegate_audit::entry::EntryKind;
+use casegate_audit::entry::{ConsentRead, ConsentsRead, EntryKind, Event};
 use casegate_consent::SubjectId;
 use casegate_proto::v1::{
     CheckDisclosureRequest, ConsentRecord, ConsentStatus, Evidence, GetCheckpointRequest,
@@ -614,12 +614,12 @@ async fn a_party_named_in_no_consent_learns_nothing_of_them_and_every_look_is_au
         .iter()
         .map(|(_, e)| e)
         .find(|e| {
-            e.kind == EntryKind::ConsentsRead
-                && e.actor.as_ref().is_some_and(|a| a.orgnr == portal_orgnr)
-                && e.reason.as_deref() == Some("not_permitted")
+            e.kind() == EntryKind::ConsentsRead
+                && e.actor().is_some_and(|a| a.orgnr == portal_orgnr)
+                && e.reason() == Some("not_permitted")
         })
         .expect("the refused list is audited");
-    assert!(refused_list.subject_pseudonym.is_some());
+    assert!(refused_list.subject_pseudonym().is_some());
 
     // Every one of those looks is in the log, as IPS's.
     let entries: Vec<_> = gw
@@ -627,30 +627,41 @@ async fn a_party_named_in_no_consent_learns_nothing_of_them_and_every_look_is_au
         .await
         .into_iter()
         .map(|(_, e)| e)
-        .filter(|e| e.actor.as_ref().is_some_and(|a| a.orgnr == ips_orgnr))
+        .filter(|e| e.actor().is_some_and(|a| a.orgnr == ips_orgnr))
         .collect();
-    let of = |kind| entries.iter().filter(move |e| e.kind == kind);
+    let of = |kind| entries.iter().filter(move |e| e.kind() == kind);
     let checks: Vec<_> = of(EntryKind::DisclosureChecked).collect();
     assert_eq!(checks.len(), 2, "both dry runs audited");
-    assert!(checks.iter().all(|e| e.subject_pseudonym.is_some()
-        && e.reason.as_deref() == Some("no_consent")
-        && e.consent.is_none()));
-    assert_ne!(checks[0].subject_pseudonym, checks[1].subject_pseudonym);
+    assert!(checks.iter().all(|e| e.subject_pseudonym().is_some()
+        && e.reason() == Some("no_consent")
+        && e.consent().is_none()));
+    assert_ne!(checks[0].subject_pseudonym(), checks[1].subject_pseudonym());
     let reads: Vec<_> = of(EntryKind::ConsentsRead).collect();
     assert_eq!(reads.len(), 3, "one list and two gets: {reads:?}");
-    assert!(reads[0].subject_pseudonym.is_some());
-    assert_eq!(reads[0].detail.as_deref(), Some("list_consents shown=0"));
+    assert!(reads[0].subject_pseudonym().is_some());
+    assert!(matches!(
+        &reads[0].event,
+        Event::ConsentsRead(ConsentsRead {
+            read: ConsentRead::List { shown: 0 },
+            ..
+        })
+    ));
+    assert_eq!(
+        reads[0].detail_text().as_deref(),
+        Some("list_consents shown=0")
+    );
     for refused in &reads[1..] {
         assert_eq!(
-            refused.subject_pseudonym, None,
+            refused.subject_pseudonym(),
+            None,
             "a refused get names no subject"
         );
-        assert_eq!(refused.consent, None);
-        assert_eq!(refused.reason.as_deref(), Some("not_visible"));
+        assert_eq!(refused.consent(), None);
+        assert_eq!(refused.reason(), Some("not_visible"));
     }
     let refusals: Vec<_> = of(EntryKind::DisclosureRefused).collect();
     assert_eq!(refusals.len(), 2);
-    assert!(refusals.iter().all(|e| e.consent.is_none()));
+    assert!(refusals.iter().all(|e| e.consent().is_none()));
 }
 
 #[tokio::test]
@@ -708,7 +719,7 @@ async fn withdrawal_bites_on_the_next_call_is_final_and_is_audited_pseudonymousl
     assert_eq!(again.code(), Code::FailedPrecondition);
 
     let entries = gw.audit_entries().await;
-    let kinds: Vec<EntryKind> = entries.iter().map(|(_, e)| e.kind).collect();
+    let kinds: Vec<EntryKind> = entries.iter().map(|(_, e)| e.kind()).collect();
     assert_eq!(
         kinds,
         [
@@ -720,13 +731,16 @@ async fn withdrawal_bites_on_the_next_call_is_final_and_is_audited_pseudonymousl
         ]
     );
     let granted = &entries[1].1;
-    let pinned = granted.consent.as_ref().expect("consent ref");
+    let pinned = granted.consent().expect("consent ref");
     assert_eq!(
         (pinned.id.as_str(), pinned.version),
         (consent.consent_id.as_str(), 1)
     );
     assert_eq!(pinned.record_sha256.to_vec(), consent.record_hash);
-    assert_eq!(granted.subject_pseudonym, entries[2].1.subject_pseudonym);
+    assert_eq!(
+        granted.subject_pseudonym(),
+        entries[2].1.subject_pseudonym()
+    );
     for (bytes, _) in &entries {
         let digits = me.expose();
         assert!(
@@ -1066,7 +1080,7 @@ async fn bad_requests_name_the_field_and_change_nothing() {
     let entries = gw.audit_entries().await;
     assert_eq!(entries.len() as u64, before + 1);
     assert_eq!(
-        entries.last().map(|(_, e)| e.kind),
+        entries.last().map(|(_, e)| e.kind()),
         Some(EntryKind::ConsentsRead)
     );
     // And the good request does work.
@@ -1150,7 +1164,7 @@ async fn export_streams_every_entry_across_chunks() {
     assert_eq!(
         entries
             .iter()
-            .filter(|(_, e)| e.kind == EntryKind::ConsentGranted)
+            .filter(|(_, e)| e.kind() == EntryKind::ConsentGranted)
             .count(),
         300
     );

@@ -57,7 +57,12 @@ async fn a_disclosure_is_refused_without_consent_and_permitted_with_a_verifying_
     let kinds: Vec<(EntryKind, Option<String>)> = entries(&gw)
         .await
         .into_iter()
-        .map(|e| (e.kind, e.reason.or(e.disclosure_id)))
+        .map(|e| {
+            (
+                e.kind(),
+                e.reason().or(e.disclosure_id()).map(str::to_owned),
+            )
+        })
         .collect();
     assert_eq!(
         kinds,
@@ -316,7 +321,7 @@ async fn the_ips_scenario_from_refusal_to_withdrawal() {
     verify(&gw, &outcome.first, b"wage support from June");
 
     // 8. The log holds every step and verifies offline.
-    let kinds: Vec<EntryKind> = entries(&gw).await.into_iter().map(|e| e.kind).collect();
+    let kinds: Vec<EntryKind> = entries(&gw).await.into_iter().map(|e| e.kind()).collect();
     for expected in [
         EntryKind::DisclosureRefused,
         EntryKind::ConsentGranted,
@@ -422,11 +427,11 @@ async fn bodies_are_purged_after_retention_and_ttl_and_the_purges_are_audited() 
         reasons = entries(&gw)
             .await
             .into_iter()
-            .filter(|e| e.kind == EntryKind::NotePurged)
+            .filter(|e| e.kind() == EntryKind::NotePurged)
             .map(|e| {
                 (
-                    e.disclosure_id.unwrap_or_default(),
-                    e.reason.unwrap_or_default(),
+                    e.disclosure_id().unwrap_or_default().to_owned(),
+                    e.reason().unwrap_or_default().to_owned(),
                 )
             })
             .collect();
@@ -512,8 +517,8 @@ async fn a_long_backlog_arrives_in_inbox_order_with_every_delivery_audited_once(
     let delivered: Vec<String> = entries(&gw)
         .await
         .into_iter()
-        .filter(|e| e.kind == EntryKind::NoteDelivered)
-        .filter_map(|e| e.disclosure_id)
+        .filter(|e| e.kind() == EntryKind::NoteDelivered)
+        .filter_map(|e| e.disclosure_id().map(str::to_owned))
         .collect();
     let mut audited = delivered.clone();
     audited.sort();

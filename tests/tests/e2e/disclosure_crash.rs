@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use casegate_audit::entry::{Entry, EntryKind};
+use casegate_audit::entry::{Entry, Event as AuditEvent};
 use casegate_consent::SubjectId;
 use casegate_proto::v1::{DiscloseRequest, ExportEntriesRequest, stream_inbox_response::Event};
 use casegate_tests::{TestGateway, child::ServerProcess};
@@ -139,7 +139,10 @@ async fn sigkill_under_disclosure_load_loses_no_acknowledged_note() {
         .into_inner()
         .filter_map(|item| {
             let entry = Entry::decode(&item.expect("entry").entry).expect("decode");
-            (entry.kind == EntryKind::DisclosurePermitted).then(|| entry.disclosure_id.expect("id"))
+            match entry.event {
+                AuditEvent::DisclosurePermitted(p) => Some(p.disclosure_id),
+                _ => None,
+            }
         })
         .collect()
         .await;

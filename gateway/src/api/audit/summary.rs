@@ -4,12 +4,15 @@
 
 use std::collections::BTreeMap;
 
-use casegate_audit::{entry::EntryKind, index::Filter};
+use casegate_audit::{
+    entry::{Access, AuditQuery, EntryKind, SummaryFilter},
+    index::Filter,
+};
 use casegate_consent::Role;
 use casegate_proto::v1::{AuditCount, SummarizeAuditRequest, SummarizeAuditResponse};
 use tonic::{Request, Response, Status};
 
-use super::{AuditApi, blocking, look, matching};
+use super::{AuditApi, DENIED, blocking, matching, queried};
 use crate::{
     app::principal::Principal,
     base::oslo,
@@ -39,7 +42,7 @@ impl AuditApi {
     ) -> Result<Response<SummarizeAuditResponse>, Status> {
         let principal = Principal::of(&request)?;
         if let Err(status) = principal.require_role(&[Role::PrivacyOfficer]) {
-            self.refused(EntryKind::AuditQueried, principal, None)
+            self.refused(queried(principal, None, Access::Refused(DENIED.into())))
                 .await?;
             return Err(status);
         }
@@ -66,29 +69,14 @@ impl AuditApi {
         let reasons = convert_audit::reason_codes("reasons", reasons)?;
         let scope = self.scope(principal);
 
-        let mut entry = look(EntryKind::AuditQueried, principal, None);
-        entry.detail = crate::app::audit::with_login(
-            Some(format!(
-                "summary from={}{}{}{} {scope}",
-                convert_audit::rfc3339(from.0),
-                until.map_or_else(String::new, |u| format!(
-                    " until={}",
-                    convert_audit::rfc3339(u.0)
-                )),
-                if kinds.is_empty() {
-                    String::new()
-                } else {
-                    let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
-                    format!(" kinds={}", names.join(","))
-                },
-                if reasons.is_empty() {
-                    String::new()
-                } else {
-                    format!(" reasons={}", reasons.join(","))
-                },
-            )),
-            principal,
-        );
+        let filter = SummaryFilter {
+            from: convert_audit::rfc3339(from.0),
+            until: until.map(|u| convert_audit::rfc3339(u.0)),
+            kinds: kinds.clone(),
+            reasons: reasons.clone(),
+        };
+        let asked = AuditQuery::Summary(filter, scope.recorded());
+        let entry = queried(principal, None, Access::Answered(asked));
         let appended = self.audit.append(&entry).await.map_err(append_error)?;
         let end = appended.checkpoint.checkpoint.size;
         let filter = Filter {
@@ -111,21 +99,21 @@ impl AuditApi {
                 end,
                 MAX_SUMMARY_ENTRIES,
                 |_, entry, _, _| {
-                    let actor = entry.actor.as_ref();
+                    let actor = entry.actor();
                     let key = Key {
                         day: oslo::day(entry.time_micros),
-                        kind: entry.kind,
-                        reason: entry.reason.clone().unwrap_or_default(),
+                        kind: entry.kind(),
+                        reason: entry.reason().unwrap_or_default().to_owned(),
                         orgnr: entry
-                            .sender_orgnr
-                            .clone()
-                            .or_else(|| actor.map(|a| a.orgnr.clone()))
-                            .unwrap_or_default(),
+                            .sender_orgnr()
+                            .or_else(|| actor.map(|a| a.orgnr.as_str()))
+                            .unwrap_or_default()
+                            .to_owned(),
                         role: actor.map(|a| a.role.clone()).unwrap_or_default(),
                         outside: oslo::outside_office_hours(entry.time_micros),
                         subject: if by_subject {
                             entry
-                                .subject_pseudonym
+                                .subject_pseudonym()
                                 .map(|p| p.to_vec())
                                 .unwrap_or_default()
                         } else {

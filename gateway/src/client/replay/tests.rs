@@ -1,24 +1,29 @@
-use casegate_consent::Role;
+use casegate_audit::entry::Fields;
 
 use super::*;
-use crate::edge::convert::audit::disclosure_detail;
 
 #[test]
-fn the_disclosure_detail_reads_back() {
-    for (role, approval) in [
-        (None, false),
-        (Some(Role::EmploymentSpecialist), false),
-        (None, true),
-        (Some(Role::Clinician), true),
-    ] {
-        let detail = disclosure_detail(role, approval);
-        assert_eq!(
-            parse_disclosure_detail(detail.as_deref()),
-            Ok((role, approval))
-        );
+fn a_consent_entry_before_the_decision_that_cannot_be_read_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let segments = dir.path().join("segments");
+    std::fs::create_dir_all(&segments).expect("dir");
+    // A grant that names no consent fits no typed event; the decision after it is entry 1.
+    let odd = Entry::from_fields(EntryKind::ConsentGranted, 1, Fields::default())
+        .encode()
+        .expect("encodes");
+    let mut file = segment::header(0).to_vec();
+    for (i, payload) in [odd.as_slice(), b"\x01\x03".as_slice()]
+        .into_iter()
+        .enumerate()
+    {
+        segment::encode_frame(i as u64, payload, &mut file);
     }
-    assert!(parse_disclosure_detail(Some("recipient_role=pilot")).is_err());
-    assert!(parse_disclosure_detail(Some("approval=maybe")).is_err());
+    std::fs::write(segments.join(segment::file_name(0)), file).expect("write");
+    let error = replay(dir.path(), &[], 1, &Vocabulary::default()).expect_err("unreadable");
+    assert!(
+        matches!(error, ReplayError::Unreadable { index: 0, .. }),
+        "{error}"
+    );
 }
 
 #[test]

@@ -1,7 +1,12 @@
 //! Audit queries, access reports and entries on the wire.
 
-use casegate_audit::entry::{Entry, EntryKind};
-use casegate_consent::{OrgNumber, Role, SubjectId, record::Timestamp};
+use casegate_audit::entry::{
+    Access, Actor, Answer, AuditQueried, ConsentChange, ConsentRead, ConsentRef, ConsentsRead,
+    DecisionTerms, DisclosureChecked, DisclosurePermitted, DisclosureRefused, Entry, EntryKind,
+    Event, Fields, GatewayStarted, KeyRotated, NoteHandled, NotePurged, NoteRef, QueryFilter,
+    SubjectReportIssued, Unfitted,
+};
+use casegate_consent::{OrgNumber, SubjectId, record::Timestamp};
 use casegate_proto::v1;
 
 use super::{FieldError, Parsed, consent::orgnr, subject, timestamp, timestamp_to_wire};
@@ -28,32 +33,19 @@ pub(crate) struct AuditQuery {
 }
 
 impl AuditQuery {
-    /// The filter as recorded in the `audit queried` entry: everything but the subject, which
-    /// the entry carries as its pseudonym.
-    pub(crate) fn describe(&self) -> String {
-        let mut parts = Vec::new();
-        if self.subject.is_some() {
-            parts.push("subject=<pseudonym>".to_owned());
+    /// The filter as the `audit queried` entry records it: everything but the subject,
+    /// which the entry carries as its pseudonym; times as RFC 3339 text.
+    pub(crate) fn recorded(&self) -> QueryFilter {
+        QueryFilter {
+            subject: self.subject.is_some(),
+            orgnr: self.orgnr.map(|o| o.to_string()),
+            from: self.from.map(|t| rfc3339(t.0)),
+            until: self.until.map(|t| rfc3339(t.0)),
+            kinds: self.kinds.clone(),
+            reasons: self.reasons.clone(),
+            start_index: self.start_index,
+            limit: self.limit,
         }
-        if let Some(org) = self.orgnr {
-            parts.push(format!("orgnr={org}"));
-        }
-        if let Some(t) = self.from {
-            parts.push(format!("from={}", rfc3339(t.0)));
-        }
-        if let Some(t) = self.until {
-            parts.push(format!("until={}", rfc3339(t.0)));
-        }
-        if !self.kinds.is_empty() {
-            let kinds: Vec<&str> = self.kinds.iter().map(|k| k.as_str()).collect();
-            parts.push(format!("kinds={}", kinds.join(",")));
-        }
-        if !self.reasons.is_empty() {
-            parts.push(format!("reasons={}", self.reasons.join(",")));
-        }
-        parts.push(format!("start_index={}", self.start_index));
-        parts.push(format!("limit={}", self.limit));
-        parts.join(" ")
     }
 }
 
@@ -181,47 +173,218 @@ pub(crate) fn report_request(wire: &v1::SubjectAccessReportRequest) -> Parsed<Su
     subject("subject_id", subject_id)
 }
 
-/// The `detail` of a disclosure decision's entry: what the decision used beyond the entry's
-/// own fields (the recipient role, whether an approval was attested), so it can be replayed.
-pub(crate) fn disclosure_detail(
-    recipient_role: Option<Role>,
-    approval_attested: bool,
-) -> Option<String> {
-    let mut parts = Vec::new();
-    if let Some(role) = recipient_role {
-        parts.push(format!("recipient_role={role}"));
-    }
-    if approval_attested {
-        parts.push("approval=attested".to_owned());
-    }
-    (!parts.is_empty()).then(|| parts.join(" "))
-}
-
-/// Reads [`disclosure_detail`] back: the recipient role and whether an approval was attested.
-pub(crate) fn parse_disclosure_detail(
-    detail: Option<&str>,
-) -> Result<(Option<Role>, bool), String> {
-    let (mut role, mut approval) = (None, false);
-    for part in detail.unwrap_or_default().split_whitespace() {
-        match part.split_once('=') {
-            Some(("recipient_role", r)) => {
-                role = Some(
-                    r.parse()
-                        .map_err(|_| format!("unknown recipient role {r:?}"))?,
-                )
-            }
-            Some(("approval", "attested")) => approval = true,
-            _ => return Err(format!("unexpected detail {part:?}")),
-        }
-    }
-    Ok((role, approval))
-}
-
-/// The readable view of entry `index`.
+/// The readable view of entry `index`: its typed event laid out as the wire's flat
+/// `AuditEntry`, with the event's version-1 `detail` text.
 pub(crate) fn entry_to_wire(index: u64, entry: &Entry, leaf_hash: &[u8]) -> v1::AuditEntry {
-    let Entry {
-        kind,
-        time_micros,
+    let Entry { time_micros, event } = entry;
+    let mut wire = v1::AuditEntry {
+        index,
+        kind: kind_to_wire(entry.kind()),
+        time: Some(timestamp_to_wire(Timestamp(*time_micros))),
+        leaf_hash: leaf_hash.to_vec(),
+        detail: entry.detail_text().unwrap_or_default(),
+        ..v1::AuditEntry::default()
+    };
+    match event {
+        Event::ConsentGranted(c) | Event::ConsentWithdrawn(c) => {
+            let ConsentChange {
+                actor,
+                subject_pseudonym,
+                consent,
+                policy_version,
+                login: _,
+            } = c;
+            wire.actor = Some(actor_to_wire(actor));
+            wire.subject_pseudonym = subject_pseudonym.to_vec();
+            consent_to_wire(&mut wire, consent);
+            wire.policy_version = policy_version.clone();
+        }
+        Event::DisclosurePermitted(p) => {
+            let DisclosurePermitted {
+                terms,
+                consent,
+                recipient_role: _,
+                approval_attested: _,
+                content_sha256,
+                request_id,
+                disclosure_id,
+            } = p;
+            terms_to_wire(&mut wire, terms);
+            consent_to_wire(&mut wire, consent);
+            wire.content_sha256 = content_sha256.to_vec();
+            wire.request_id = request_id.clone();
+            wire.disclosure_id = disclosure_id.clone();
+        }
+        Event::DisclosureRefused(r) => {
+            let DisclosureRefused {
+                terms,
+                reason,
+                nearest_consent,
+                recipient_role: _,
+                approval_attested: _,
+                content_sha256,
+                request_id,
+            } = r;
+            terms_to_wire(&mut wire, terms);
+            if let Some(consent) = nearest_consent {
+                consent_to_wire(&mut wire, consent);
+            }
+            wire.reason = reason.clone();
+            wire.content_sha256 = content_sha256.to_vec();
+            wire.request_id = request_id.clone();
+        }
+        Event::DisclosureChecked(DisclosureChecked { terms, answer }) => {
+            terms_to_wire(&mut wire, terms);
+            match answer {
+                Answer::Permit(consent) => consent_to_wire(&mut wire, consent),
+                Answer::Refuse(reason) => wire.reason = reason.clone(),
+            }
+        }
+        Event::NoteDelivered(NoteHandled { actor, note })
+        | Event::NoteAcknowledged(NoteHandled { actor, note }) => {
+            wire.actor = Some(actor_to_wire(actor));
+            note_to_wire(&mut wire, note);
+        }
+        Event::NotePurged(NotePurged {
+            actor,
+            note,
+            reason,
+        }) => {
+            wire.actor = actor.as_ref().map(actor_to_wire);
+            note_to_wire(&mut wire, note);
+            wire.reason = reason.clone();
+        }
+        Event::AuditQueried(AuditQueried {
+            actor,
+            subject_pseudonym,
+            access,
+            login: _,
+        }) => {
+            wire.actor = Some(actor_to_wire(actor));
+            wire.subject_pseudonym = subject_pseudonym.map(|p| p.to_vec()).unwrap_or_default();
+            if let Access::Refused(reason) = access {
+                wire.reason = reason.clone();
+            }
+        }
+        Event::SubjectReportIssued(SubjectReportIssued {
+            actor,
+            subject_pseudonym,
+            access,
+            login: _,
+        }) => {
+            wire.actor = Some(actor_to_wire(actor));
+            wire.subject_pseudonym = subject_pseudonym.to_vec();
+            if let Access::Refused(reason) = access {
+                wire.reason = reason.clone();
+            }
+        }
+        Event::ConsentsRead(ConsentsRead {
+            actor,
+            subject_pseudonym,
+            read,
+            login: _,
+        }) => {
+            wire.actor = Some(actor_to_wire(actor));
+            wire.subject_pseudonym = subject_pseudonym.map(|p| p.to_vec()).unwrap_or_default();
+            match read {
+                ConsentRead::Get(consent) => consent_to_wire(&mut wire, consent),
+                ConsentRead::GetRefused {
+                    consent_id: _,
+                    reason,
+                }
+                | ConsentRead::ListRefused(reason) => wire.reason = reason.clone(),
+                ConsentRead::List { shown: _ } => {}
+            }
+        }
+        Event::GatewayStarted(GatewayStarted { version: _ })
+        | Event::KeyRotated(KeyRotated {
+            old_key: _,
+            new_key: _,
+        }) => {}
+        Event::Unfitted(Unfitted {
+            kind: _,
+            fields,
+            why: _,
+        }) => fields_to_wire(&mut wire, fields),
+    }
+    wire
+}
+
+fn actor_to_wire(actor: &Actor) -> v1::AuditActor {
+    let Actor {
+        orgnr,
+        user_id,
+        role,
+        cert_sha256,
+    } = actor;
+    v1::AuditActor {
+        orgnr: orgnr.clone(),
+        user_id: user_id.clone(),
+        role: role
+            .parse()
+            .map_or(v1::Role::Unspecified as i32, super::role_to_wire),
+        certificate_sha256: cert_sha256.to_vec(),
+    }
+}
+
+fn consent_to_wire(wire: &mut v1::AuditEntry, consent: &ConsentRef) {
+    let ConsentRef {
+        id,
+        version,
+        record_sha256,
+    } = consent;
+    wire.consent_id = id.clone();
+    wire.consent_version = *version;
+    wire.consent_record_hash = record_sha256.to_vec();
+}
+
+fn terms_to_wire(wire: &mut v1::AuditEntry, terms: &DecisionTerms) {
+    let DecisionTerms {
+        actor,
+        subject_pseudonym,
+        category,
+        purpose,
+        sender_orgnr,
+        recipient_orgnr,
+        policy_version,
+    } = terms;
+    wire.actor = Some(actor_to_wire(actor));
+    wire.subject_pseudonym = subject_pseudonym.to_vec();
+    wire.category = category.clone();
+    wire.purpose = purpose.clone();
+    wire.sender_orgnr = sender_orgnr.clone();
+    wire.recipient_orgnr = recipient_orgnr.clone();
+    wire.policy_version = policy_version.clone();
+}
+
+fn note_to_wire(wire: &mut v1::AuditEntry, note: &NoteRef) {
+    let NoteRef {
+        disclosure_id,
+        subject_pseudonym,
+        consent,
+        category,
+        purpose,
+        sender_orgnr,
+        recipient_orgnr,
+        content_sha256,
+        request_id,
+        policy_version,
+    } = note;
+    consent_to_wire(wire, consent);
+    wire.disclosure_id = disclosure_id.clone();
+    wire.subject_pseudonym = subject_pseudonym.to_vec();
+    wire.category = category.clone();
+    wire.purpose = purpose.clone();
+    wire.sender_orgnr = sender_orgnr.clone();
+    wire.recipient_orgnr = recipient_orgnr.clone();
+    wire.content_sha256 = content_sha256.to_vec();
+    wire.request_id = request_id.clone();
+    wire.policy_version = policy_version.clone();
+}
+
+/// An entry no typed event fits, shown field by field as recorded.
+fn fields_to_wire(wire: &mut v1::AuditEntry, fields: &Fields) {
+    let Fields {
         actor,
         subject_pseudonym,
         consent,
@@ -234,39 +397,21 @@ pub(crate) fn entry_to_wire(index: u64, entry: &Entry, leaf_hash: &[u8]) -> v1::
         request_id,
         policy_version,
         disclosure_id,
-        detail,
-    } = entry;
+        detail: _,
+    } = fields;
     let text = |s: &Option<String>| s.clone().unwrap_or_default();
-    v1::AuditEntry {
-        index,
-        kind: kind_to_wire(*kind),
-        time: Some(timestamp_to_wire(Timestamp(*time_micros))),
-        actor: actor.as_ref().map(|a| v1::AuditActor {
-            orgnr: a.orgnr.clone(),
-            user_id: a.user_id.clone(),
-            role: a
-                .role
-                .parse()
-                .map_or(v1::Role::Unspecified as i32, super::role_to_wire),
-            certificate_sha256: a.cert_sha256.to_vec(),
-        }),
-        subject_pseudonym: subject_pseudonym.map(|p| p.to_vec()).unwrap_or_default(),
-        consent_id: consent.as_ref().map(|c| c.id.clone()).unwrap_or_default(),
-        consent_version: consent.as_ref().map_or(0, |c| c.version),
-        consent_record_hash: consent
-            .as_ref()
-            .map(|c| c.record_sha256.to_vec())
-            .unwrap_or_default(),
-        category: text(category),
-        purpose: text(purpose),
-        sender_orgnr: text(sender_orgnr),
-        recipient_orgnr: text(recipient_orgnr),
-        content_sha256: content_sha256.map(|h| h.to_vec()).unwrap_or_default(),
-        reason: text(reason),
-        request_id: text(request_id),
-        policy_version: text(policy_version),
-        disclosure_id: text(disclosure_id),
-        leaf_hash: leaf_hash.to_vec(),
-        detail: text(detail),
+    wire.actor = actor.as_ref().map(actor_to_wire);
+    wire.subject_pseudonym = subject_pseudonym.map(|p| p.to_vec()).unwrap_or_default();
+    if let Some(consent) = consent {
+        consent_to_wire(wire, consent);
     }
+    wire.category = text(category);
+    wire.purpose = text(purpose);
+    wire.sender_orgnr = text(sender_orgnr);
+    wire.recipient_orgnr = text(recipient_orgnr);
+    wire.content_sha256 = content_sha256.map(|h| h.to_vec()).unwrap_or_default();
+    wire.reason = text(reason);
+    wire.request_id = text(request_id);
+    wire.policy_version = text(policy_version);
+    wire.disclosure_id = text(disclosure_id);
 }
