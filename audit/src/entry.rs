@@ -242,6 +242,15 @@ impl Entry {
         Ok(Self::from_fields(kind, time_micros, fields))
     }
 
+    /// The time (µs since the Unix epoch) of the entry `bytes` encode, checking that they are
+    /// one canonical version-1 entry without building its typed event: it accepts exactly
+    /// the byte strings [`Entry::decode`] accepts, refusing the others with the same error
+    /// (every byte string decodes to an event, [`Event::Unfitted`] at worst). What the
+    /// offline verifier needs of each entry.
+    pub fn check(bytes: &[u8]) -> Result<i64, DecodeError> {
+        layout::decode(bytes).map(|(_, time_micros, _)| time_micros)
+    }
+
     /// The time (µs since the Unix epoch) of the entry encoded in `bytes`, read from its fixed
     /// header (version, kind, time, flags) without decoding the rest: `Some` for every byte
     /// string [`Entry::decode`] accepts, with the same time; `None` where that header is not

@@ -282,17 +282,17 @@ impl Hasher {
     /// Takes the entry at the next index.
     fn entry(&mut self, payload: &[u8]) -> Result<(), Failure> {
         let index = self.next;
-        let entry = Entry::decode(payload).map_err(|e| Failure::Entry {
+        let time_micros = Entry::check(payload).map_err(|e| Failure::Entry {
             index,
             reason: format!("not a valid entry: {e}"),
         })?;
-        if entry.time_micros < self.previous_time {
+        if time_micros < self.previous_time {
             return Err(Failure::TimeWentBack {
                 index,
-                earlier_by_micros: self.previous_time.saturating_sub(entry.time_micros),
+                earlier_by_micros: self.previous_time.saturating_sub(time_micros),
             });
         }
-        self.previous_time = entry.time_micros;
+        self.previous_time = time_micros;
         self.range.append(merkle::leaf_hash(payload), |_, _, _| {});
         self.next += 1;
         self.note_root();

@@ -74,6 +74,7 @@ proptest! {
         let entry = Entry::decode(&bytes).expect("decodes");
         prop_assert_eq!(entry.kind(), kind);
         prop_assert_eq!(Entry::time_of(&bytes), Some(time));
+        prop_assert_eq!(Entry::check(&bytes), Ok(time));
         prop_assert_eq!(entry.encode().expect("re-encodes"), bytes);
     }
 
@@ -82,10 +83,12 @@ proptest! {
         let bytes = layout::encode(kind, 0, &f).expect("encodes");
         for cut in 1..bytes.len() {
             prop_assert_eq!(Entry::decode(&bytes[..cut]), Err(DecodeError::Truncated));
+            prop_assert_eq!(Entry::check(&bytes[..cut]), Err(DecodeError::Truncated));
         }
         let mut longer = bytes.clone();
         longer.extend(std::iter::repeat_n(0u8, extra));
         prop_assert_eq!(Entry::decode(&longer), Err(DecodeError::TrailingBytes(extra)));
+        prop_assert_eq!(Entry::check(&longer), Err(DecodeError::TrailingBytes(extra)));
     }
 
     #[test]
