@@ -220,20 +220,27 @@ impl Entry {
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         let kind = self.kind();
         let fields = fit::fields(&self.event);
+        let bytes = layout::encode(kind, self.time_micros, &fields)?;
         let decoded = match &self.event {
             Event::Unfitted(u) => match fit::event(kind, &u.fields) {
                 Ok(_) => Err("a typed event fits its fields".to_owned()),
                 Err(why) if why == u.why => Ok(()),
                 Err(why) => Err(format!("it does not fit because {why}")),
             },
-            event => match fit::event(kind, &fields) {
+            // Without a `detail` text the fields are the event's own, one for one, and read
+            // back to it (debug builds check it; the tests run every event the gateway
+            // writes); a text is parsed back, which is where a value can be ambiguous (a
+            // login with a space in it). Reading the fields back to this event is enough:
+            // its fields are the ones read.
+            _ if fields.detail.is_none() && !cfg!(debug_assertions) => Ok(()),
+            event => match fit::read(kind, fields) {
                 Ok(read) if read == *event => Ok(()),
                 Ok(_) => Err("it reads back as another event".to_owned()),
                 Err(why) => Err(why),
             },
         };
         decoded.map_err(|why| EncodeError::Ambiguous { kind, why })?;
-        layout::encode(kind, self.time_micros, &fields)
+        Ok(bytes)
     }
 
     /// Decodes exactly one entry from `bytes`.

@@ -275,7 +275,7 @@ pub(super) fn need<T>(value: Option<T>, name: &str) -> Result<T, String> {
 }
 
 /// The typed reading of `fields`, not yet checked to lay out to them again.
-fn read(kind: EntryKind, f: Fields) -> Result<Event, String> {
+pub(super) fn read(kind: EntryKind, f: Fields) -> Result<Event, String> {
     let Fields {
         actor,
         subject_pseudonym,
