@@ -68,10 +68,10 @@ pub struct JournalStats {
     pub notes: usize,
     /// Journal files.
     pub files: usize,
-    /// Bytes in the journal files, and how many of them are notes' newest records.
+    /// Bytes in the journal files.
     pub bytes: u64,
-    /// Bytes of the journal files that are notes' newest records (not superseded, not
-    /// forgotten).
+    /// Bytes of the journal files that are notes' live records — each held note's newest
+    /// note record and the progress record after it (not superseded, not forgotten).
     pub live_bytes: u64,
 }
 
@@ -163,7 +163,7 @@ fn request_key(sender: OrgNumber, request_id: &str) -> RequestKey {
 struct JournalFile {
     file: Arc<File>,
     len: u64,
-    /// Bytes of notes' newest records (forget records, small, count as superseded).
+    /// Bytes of notes' live records (forget records, small, count as superseded).
     live: u64,
     /// The notes forgotten by records in this file: copied on when it is compacted while an
     /// older file (which may hold a record of theirs) remains.
