@@ -283,7 +283,13 @@ impl Entry {
     /// The version-1 `detail` text of this entry: what the wire's `AuditEntry.detail` shows
     /// (the typed facts as the gateway has always written them). For display, never parsed.
     pub fn detail_text(&self) -> Option<String> {
-        fit::fields(&self.event).detail
+        self.fields().detail
+    }
+
+    /// The version-1 fields of this entry: what its encoding holds, and what the wire's
+    /// `AuditEntry` shows field by field.
+    pub fn fields(&self) -> Fields {
+        fit::fields(&self.event)
     }
 }
 

@@ -1,11 +1,6 @@
 //! Audit queries, access reports and entries on the wire.
 
-use casegate_audit::entry::{
-    Access, Actor, Answer, AuditQueried, ConsentChange, ConsentRead, ConsentRef, ConsentsRead,
-    DecisionTerms, DisclosureChecked, DisclosurePermitted, DisclosureRefused, Entry, EntryKind,
-    Event, Fields, GatewayStarted, KeyRotated, NoteHandled, NotePurged, NoteRef, QueryFilter,
-    SubjectReportIssued, Unfitted,
-};
+use casegate_audit::entry::{Actor, ConsentRef, Entry, EntryKind, Fields, QueryFilter};
 use casegate_consent::{OrgNumber, SubjectId, record::Timestamp};
 use casegate_proto::v1;
 
@@ -176,137 +171,15 @@ pub(crate) fn report_request(wire: &v1::SubjectAccessReportRequest) -> Parsed<Su
 /// The readable view of entry `index`: its typed event laid out as the wire's flat
 /// `AuditEntry`, with the event's version-1 `detail` text.
 pub(crate) fn entry_to_wire(index: u64, entry: &Entry, leaf_hash: &[u8]) -> v1::AuditEntry {
-    let Entry { time_micros, event } = entry;
     let mut wire = v1::AuditEntry {
         index,
         kind: kind_to_wire(entry.kind()),
-        time: Some(timestamp_to_wire(Timestamp(*time_micros))),
+        time: Some(timestamp_to_wire(Timestamp(entry.time_micros))),
         leaf_hash: leaf_hash.to_vec(),
-        detail: entry.detail_text().unwrap_or_default(),
         ..v1::AuditEntry::default()
     };
-    match event {
-        Event::ConsentGranted(c) | Event::ConsentWithdrawn(c) => {
-            let ConsentChange {
-                actor,
-                subject_pseudonym,
-                consent,
-                policy_version,
-                login: _,
-            } = c;
-            wire.actor = Some(actor_to_wire(actor));
-            wire.subject_pseudonym = subject_pseudonym.to_vec();
-            consent_to_wire(&mut wire, consent);
-            wire.policy_version = policy_version.clone();
-        }
-        Event::DisclosurePermitted(p) => {
-            let DisclosurePermitted {
-                terms,
-                consent,
-                recipient_role: _,
-                approval_attested: _,
-                content_sha256,
-                request_id,
-                disclosure_id,
-            } = p;
-            terms_to_wire(&mut wire, terms);
-            consent_to_wire(&mut wire, consent);
-            wire.content_sha256 = content_sha256.to_vec();
-            wire.request_id = request_id.clone();
-            wire.disclosure_id = disclosure_id.clone();
-        }
-        Event::DisclosureRefused(r) => {
-            let DisclosureRefused {
-                terms,
-                reason,
-                nearest_consent,
-                recipient_role: _,
-                approval_attested: _,
-                content_sha256,
-                request_id,
-            } = r;
-            terms_to_wire(&mut wire, terms);
-            if let Some(consent) = nearest_consent {
-                consent_to_wire(&mut wire, consent);
-            }
-            wire.reason = reason.clone();
-            wire.content_sha256 = content_sha256.to_vec();
-            wire.request_id = request_id.clone();
-        }
-        Event::DisclosureChecked(DisclosureChecked { terms, answer }) => {
-            terms_to_wire(&mut wire, terms);
-            match answer {
-                Answer::Permit(consent) => consent_to_wire(&mut wire, consent),
-                Answer::Refuse(reason) => wire.reason = reason.clone(),
-            }
-        }
-        Event::NoteDelivered(NoteHandled { actor, note })
-        | Event::NoteAcknowledged(NoteHandled { actor, note }) => {
-            wire.actor = Some(actor_to_wire(actor));
-            note_to_wire(&mut wire, note);
-        }
-        Event::NotePurged(NotePurged {
-            actor,
-            note,
-            reason,
-        }) => {
-            wire.actor = actor.as_ref().map(actor_to_wire);
-            note_to_wire(&mut wire, note);
-            wire.reason = reason.clone();
-        }
-        Event::AuditQueried(AuditQueried {
-            actor,
-            subject_pseudonym,
-            access,
-            login: _,
-        }) => {
-            wire.actor = Some(actor_to_wire(actor));
-            wire.subject_pseudonym = subject_pseudonym.map(|p| p.to_vec()).unwrap_or_default();
-            if let Access::Refused(reason) = access {
-                wire.reason = reason.clone();
-            }
-        }
-        Event::SubjectReportIssued(SubjectReportIssued {
-            actor,
-            subject_pseudonym,
-            access,
-            login: _,
-        }) => {
-            wire.actor = Some(actor_to_wire(actor));
-            wire.subject_pseudonym = subject_pseudonym.to_vec();
-            if let Access::Refused(reason) = access {
-                wire.reason = reason.clone();
-            }
-        }
-        Event::ConsentsRead(ConsentsRead {
-            actor,
-            subject_pseudonym,
-            read,
-            login: _,
-        }) => {
-            wire.actor = Some(actor_to_wire(actor));
-            wire.subject_pseudonym = subject_pseudonym.map(|p| p.to_vec()).unwrap_or_default();
-            match read {
-                ConsentRead::Get(consent) => consent_to_wire(&mut wire, consent),
-                ConsentRead::GetRefused {
-                    consent_id: _,
-                    reason,
-                }
-                | ConsentRead::ListRefused(reason) => wire.reason = reason.clone(),
-                ConsentRead::List { shown: _ } => {}
-            }
-        }
-        Event::GatewayStarted(GatewayStarted { version: _ })
-        | Event::KeyRotated(KeyRotated {
-            old_key: _,
-            new_key: _,
-        }) => {}
-        Event::Unfitted(Unfitted {
-            kind: _,
-            fields,
-            why: _,
-        }) => fields_to_wire(&mut wire, fields),
-    }
+    // The wire shows an entry as version 1 lays it out, whatever its kind.
+    fields_to_wire(&mut wire, entry.fields());
     wire
 }
 
@@ -338,52 +211,8 @@ fn consent_to_wire(wire: &mut v1::AuditEntry, consent: &ConsentRef) {
     wire.consent_record_hash = record_sha256.to_vec();
 }
 
-fn terms_to_wire(wire: &mut v1::AuditEntry, terms: &DecisionTerms) {
-    let DecisionTerms {
-        actor,
-        subject_pseudonym,
-        category,
-        purpose,
-        sender_orgnr,
-        recipient_orgnr,
-        policy_version,
-    } = terms;
-    wire.actor = Some(actor_to_wire(actor));
-    wire.subject_pseudonym = subject_pseudonym.to_vec();
-    wire.category = category.clone();
-    wire.purpose = purpose.clone();
-    wire.sender_orgnr = sender_orgnr.clone();
-    wire.recipient_orgnr = recipient_orgnr.clone();
-    wire.policy_version = policy_version.clone();
-}
-
-fn note_to_wire(wire: &mut v1::AuditEntry, note: &NoteRef) {
-    let NoteRef {
-        disclosure_id,
-        subject_pseudonym,
-        consent,
-        category,
-        purpose,
-        sender_orgnr,
-        recipient_orgnr,
-        content_sha256,
-        request_id,
-        policy_version,
-    } = note;
-    consent_to_wire(wire, consent);
-    wire.disclosure_id = disclosure_id.clone();
-    wire.subject_pseudonym = subject_pseudonym.to_vec();
-    wire.category = category.clone();
-    wire.purpose = purpose.clone();
-    wire.sender_orgnr = sender_orgnr.clone();
-    wire.recipient_orgnr = recipient_orgnr.clone();
-    wire.content_sha256 = content_sha256.to_vec();
-    wire.request_id = request_id.clone();
-    wire.policy_version = policy_version.clone();
-}
-
-/// An entry no typed event fits, shown field by field as recorded.
-fn fields_to_wire(wire: &mut v1::AuditEntry, fields: &Fields) {
+/// An entry's version-1 fields, field by field.
+fn fields_to_wire(wire: &mut v1::AuditEntry, fields: Fields) {
     let Fields {
         actor,
         subject_pseudonym,
@@ -397,21 +226,21 @@ fn fields_to_wire(wire: &mut v1::AuditEntry, fields: &Fields) {
         request_id,
         policy_version,
         disclosure_id,
-        detail: _,
+        detail,
     } = fields;
-    let text = |s: &Option<String>| s.clone().unwrap_or_default();
     wire.actor = actor.as_ref().map(actor_to_wire);
     wire.subject_pseudonym = subject_pseudonym.map(|p| p.to_vec()).unwrap_or_default();
-    if let Some(consent) = consent {
+    if let Some(consent) = &consent {
         consent_to_wire(wire, consent);
     }
-    wire.category = text(category);
-    wire.purpose = text(purpose);
-    wire.sender_orgnr = text(sender_orgnr);
-    wire.recipient_orgnr = text(recipient_orgnr);
+    wire.category = category.unwrap_or_default();
+    wire.purpose = purpose.unwrap_or_default();
+    wire.sender_orgnr = sender_orgnr.unwrap_or_default();
+    wire.recipient_orgnr = recipient_orgnr.unwrap_or_default();
     wire.content_sha256 = content_sha256.map(|h| h.to_vec()).unwrap_or_default();
-    wire.reason = text(reason);
-    wire.request_id = text(request_id);
-    wire.policy_version = text(policy_version);
-    wire.disclosure_id = text(disclosure_id);
+    wire.reason = reason.unwrap_or_default();
+    wire.request_id = request_id.unwrap_or_default();
+    wire.policy_version = policy_version.unwrap_or_default();
+    wire.disclosure_id = disclosure_id.unwrap_or_default();
+    wire.detail = detail.unwrap_or_default();
 }
