@@ -305,7 +305,8 @@ pub struct AuditIndex {
 /// Reads the postings file: every whole, undamaged record in order from index 0. Returns the
 /// memory and the length of that prefix.
 fn load(file: &File) -> Result<(Postings, u64), IndexError> {
-    let mut reader = frame::Reader::new(file, file.metadata()?.len());
+    let size = file.metadata()?.len();
+    let mut reader = frame::Reader::new(file, size);
     let mut postings = Postings::default();
     loop {
         match reader.read_next()? {
@@ -321,10 +322,7 @@ fn load(file: &File) -> Result<(Postings, u64), IndexError> {
             frame::Next::Record { offset, .. } | frame::Next::Flaw { offset } => {
                 return Ok((postings, offset));
             }
-            frame::Next::End => {
-                let len = file.metadata()?.len();
-                return Ok((postings, len));
-            }
+            frame::Next::End => return Ok((postings, size)),
         }
     }
 }
