@@ -233,7 +233,7 @@ impl Entry {
             // login with a space in it). Reading the fields back to this event is enough:
             // its fields are the ones read.
             _ if fields.detail.is_none() && !cfg!(debug_assertions) => Ok(()),
-            event => match fit::read(kind, fields) {
+            event => match fit::read(kind, fields.to_fields()) {
                 Ok(read) if read == *event => Ok(()),
                 Ok(_) => Err("it reads back as another event".to_owned()),
                 Err(why) => Err(why),
@@ -283,13 +283,15 @@ impl Entry {
     /// The version-1 `detail` text of this entry: what the wire's `AuditEntry.detail` shows
     /// (the typed facts as the gateway has always written them). For display, never parsed.
     pub fn detail_text(&self) -> Option<String> {
-        self.fields().detail
+        fit::fields(&self.event)
+            .detail
+            .map(std::borrow::Cow::into_owned)
     }
 
     /// The version-1 fields of this entry: what its encoding holds, and what the wire's
     /// `AuditEntry` shows field by field.
     pub fn fields(&self) -> Fields {
-        fit::fields(&self.event)
+        fit::fields(&self.event).to_fields()
     }
 }
 

@@ -3,6 +3,8 @@
 //! written), and [`event`] reads fields back into the one event that lays out to exactly
 //! them, or says why none does.
 
+use std::borrow::Cow;
+
 use super::{
     Actor, ConsentRef, EntryKind,
     detail::{
@@ -14,7 +16,7 @@ use super::{
         DecisionTerms, DisclosureChecked, DisclosurePermitted, DisclosureRefused, Event,
         GatewayStarted, KeyRotated, NoteHandled, NotePurged, NoteRef, SubjectReportIssued,
     },
-    layout::Fields,
+    layout::{Fields, View},
 };
 
 const STARTED: &str = "casegate ";
@@ -43,8 +45,9 @@ pub(super) fn kind(event: &Event) -> EntryKind {
 
 // === event → fields ===
 
-/// `event` as version 1 lays it out.
-pub(super) fn fields(event: &Event) -> Fields {
+/// `event` as version 1 lays it out, borrowed from it.
+pub(super) fn fields(event: &Event) -> View<'_> {
+    let text = |t: Option<String>| t.map(Cow::Owned);
     match event {
         Event::ConsentGranted(c) | Event::ConsentWithdrawn(c) => {
             let ConsentChange {
@@ -54,13 +57,13 @@ pub(super) fn fields(event: &Event) -> Fields {
                 policy_version,
                 login,
             } = c;
-            Fields {
-                actor: Some(actor.clone()),
-                subject_pseudonym: Some(*subject_pseudonym),
-                consent: Some(consent.clone()),
-                policy_version: Some(policy_version.clone()),
-                detail: with_login(None, login.as_ref()),
-                ..Fields::default()
+            View {
+                actor: Some(actor),
+                subject_pseudonym: Some(subject_pseudonym),
+                consent: Some(consent),
+                policy_version: Some(policy_version),
+                detail: text(with_login(None, login.as_ref())),
+                ..View::default()
             }
         }
         Event::DisclosurePermitted(p) => {
@@ -73,12 +76,15 @@ pub(super) fn fields(event: &Event) -> Fields {
                 request_id,
                 disclosure_id,
             } = p;
-            Fields {
-                consent: Some(consent.clone()),
-                content_sha256: Some(*content_sha256),
-                request_id: Some(request_id.clone()),
-                disclosure_id: Some(disclosure_id.clone()),
-                detail: disclosure_detail(recipient_role.as_deref(), *approval_attested),
+            View {
+                consent: Some(consent),
+                content_sha256: Some(content_sha256),
+                request_id: Some(request_id),
+                disclosure_id: Some(disclosure_id),
+                detail: text(disclosure_detail(
+                    recipient_role.as_deref(),
+                    *approval_attested,
+                )),
                 ..terms_fields(terms)
             }
         }
@@ -92,38 +98,41 @@ pub(super) fn fields(event: &Event) -> Fields {
                 content_sha256,
                 request_id,
             } = r;
-            Fields {
-                consent: nearest_consent.clone(),
-                reason: Some(reason.clone()),
-                content_sha256: Some(*content_sha256),
-                request_id: Some(request_id.clone()),
-                detail: disclosure_detail(recipient_role.as_deref(), *approval_attested),
+            View {
+                consent: nearest_consent.as_ref(),
+                reason: Some(reason),
+                content_sha256: Some(content_sha256),
+                request_id: Some(request_id),
+                detail: text(disclosure_detail(
+                    recipient_role.as_deref(),
+                    *approval_attested,
+                )),
                 ..terms_fields(terms)
             }
         }
         Event::DisclosureChecked(DisclosureChecked { terms, answer }) => {
             let (consent, reason) = match answer {
-                Answer::Permit(c) => (Some(c.clone()), None),
-                Answer::Refuse(r) => (None, Some(r.clone())),
+                Answer::Permit(c) => (Some(c), None),
+                Answer::Refuse(r) => (None, Some(r.as_str())),
             };
-            Fields {
+            View {
                 consent,
                 reason,
                 ..terms_fields(terms)
             }
         }
         Event::NoteDelivered(NoteHandled { actor, note })
-        | Event::NoteAcknowledged(NoteHandled { actor, note }) => Fields {
-            actor: Some(actor.clone()),
+        | Event::NoteAcknowledged(NoteHandled { actor, note }) => View {
+            actor: Some(actor),
             ..note_fields(note)
         },
         Event::NotePurged(NotePurged {
             actor,
             note,
             reason,
-        }) => Fields {
-            actor: actor.clone(),
-            reason: Some(reason.clone()),
+        }) => View {
+            actor: actor.as_ref(),
+            reason: Some(reason),
             ..note_fields(note)
         },
         Event::AuditQueried(AuditQueried {
@@ -141,14 +150,14 @@ pub(super) fn fields(event: &Event) -> Fields {
                     None,
                     Some(format!("{} {}", summary(filter), scope_text(scope))),
                 ),
-                Access::Refused(reason) => (Some(reason.clone()), None),
+                Access::Refused(reason) => (Some(reason.as_str()), None),
             };
-            Fields {
-                actor: Some(actor.clone()),
-                subject_pseudonym: *subject_pseudonym,
+            View {
+                actor: Some(actor),
+                subject_pseudonym: subject_pseudonym.as_ref(),
                 reason,
-                detail: with_login(detail, login.as_ref()),
-                ..Fields::default()
+                detail: text(with_login(detail, login.as_ref())),
+                ..View::default()
             }
         }
         Event::SubjectReportIssued(SubjectReportIssued {
@@ -159,23 +168,25 @@ pub(super) fn fields(event: &Event) -> Fields {
         }) => {
             let (reason, detail) = match access {
                 Access::Answered(scope) => (None, Some(scope_text(scope))),
-                Access::Refused(reason) => (Some(reason.clone()), None),
+                Access::Refused(reason) => (Some(reason.as_str()), None),
             };
-            Fields {
-                actor: Some(actor.clone()),
-                subject_pseudonym: Some(*subject_pseudonym),
+            View {
+                actor: Some(actor),
+                subject_pseudonym: Some(subject_pseudonym),
                 reason,
-                detail: with_login(detail, login.as_ref()),
-                ..Fields::default()
+                detail: text(with_login(detail, login.as_ref())),
+                ..View::default()
             }
         }
-        Event::GatewayStarted(GatewayStarted { version }) => Fields {
-            detail: Some(format!("{STARTED}{version}")),
-            ..Fields::default()
+        Event::GatewayStarted(GatewayStarted { version }) => View {
+            detail: Some(Cow::Owned(format!("{STARTED}{version}"))),
+            ..View::default()
         },
-        Event::KeyRotated(KeyRotated { old_key, new_key }) => Fields {
-            detail: Some(format!("{KEY_ROTATED}{old_key}{REPLACED_BY}{new_key}")),
-            ..Fields::default()
+        Event::KeyRotated(KeyRotated { old_key, new_key }) => View {
+            detail: Some(Cow::Owned(format!(
+                "{KEY_ROTATED}{old_key}{REPLACED_BY}{new_key}"
+            ))),
+            ..View::default()
         },
         Event::ConsentsRead(ConsentsRead {
             actor,
@@ -184,31 +195,31 @@ pub(super) fn fields(event: &Event) -> Fields {
             login,
         }) => {
             let (consent, reason, detail) = match read {
-                ConsentRead::Get(c) => (Some(c.clone()), None, "get_consent".to_owned()),
+                ConsentRead::Get(c) => (Some(c), None, "get_consent".to_owned()),
                 ConsentRead::GetRefused { consent_id, reason } => (
                     None,
-                    Some(reason.clone()),
+                    Some(reason.as_str()),
                     format!("get_consent {consent_id}"),
                 ),
                 ConsentRead::List { shown } => (None, None, format!("list_consents shown={shown}")),
                 ConsentRead::ListRefused(reason) => {
-                    (None, Some(reason.clone()), "list_consents".to_owned())
+                    (None, Some(reason.as_str()), "list_consents".to_owned())
                 }
             };
-            Fields {
-                actor: Some(actor.clone()),
-                subject_pseudonym: *subject_pseudonym,
+            View {
+                actor: Some(actor),
+                subject_pseudonym: subject_pseudonym.as_ref(),
                 consent,
                 reason,
-                detail: with_login(Some(detail), login.as_ref()),
-                ..Fields::default()
+                detail: text(with_login(Some(detail), login.as_ref())),
+                ..View::default()
             }
         }
-        Event::Unfitted(u) => u.fields.clone(),
+        Event::Unfitted(u) => u.fields.view(),
     }
 }
 
-fn terms_fields(terms: &DecisionTerms) -> Fields {
+fn terms_fields(terms: &DecisionTerms) -> View<'_> {
     let DecisionTerms {
         actor,
         subject_pseudonym,
@@ -218,19 +229,19 @@ fn terms_fields(terms: &DecisionTerms) -> Fields {
         recipient_orgnr,
         policy_version,
     } = terms;
-    Fields {
-        actor: Some(actor.clone()),
-        subject_pseudonym: Some(*subject_pseudonym),
-        category: Some(category.clone()),
-        purpose: Some(purpose.clone()),
-        sender_orgnr: Some(sender_orgnr.clone()),
-        recipient_orgnr: Some(recipient_orgnr.clone()),
-        policy_version: Some(policy_version.clone()),
-        ..Fields::default()
+    View {
+        actor: Some(actor),
+        subject_pseudonym: Some(subject_pseudonym),
+        category: Some(category),
+        purpose: Some(purpose),
+        sender_orgnr: Some(sender_orgnr),
+        recipient_orgnr: Some(recipient_orgnr),
+        policy_version: Some(policy_version),
+        ..View::default()
     }
 }
 
-fn note_fields(note: &NoteRef) -> Fields {
+fn note_fields(note: &NoteRef) -> View<'_> {
     let NoteRef {
         disclosure_id,
         subject_pseudonym,
@@ -243,18 +254,18 @@ fn note_fields(note: &NoteRef) -> Fields {
         request_id,
         policy_version,
     } = note;
-    Fields {
-        subject_pseudonym: Some(*subject_pseudonym),
-        consent: Some(consent.clone()),
-        category: Some(category.clone()),
-        purpose: Some(purpose.clone()),
-        sender_orgnr: Some(sender_orgnr.clone()),
-        recipient_orgnr: Some(recipient_orgnr.clone()),
-        content_sha256: Some(*content_sha256),
-        request_id: Some(request_id.clone()),
-        policy_version: Some(policy_version.clone()),
-        disclosure_id: Some(disclosure_id.clone()),
-        ..Fields::default()
+    View {
+        subject_pseudonym: Some(subject_pseudonym),
+        consent: Some(consent),
+        category: Some(category),
+        purpose: Some(purpose),
+        sender_orgnr: Some(sender_orgnr),
+        recipient_orgnr: Some(recipient_orgnr),
+        content_sha256: Some(content_sha256),
+        request_id: Some(request_id),
+        policy_version: Some(policy_version),
+        disclosure_id: Some(disclosure_id),
+        ..View::default()
     }
 }
 
@@ -263,7 +274,7 @@ fn note_fields(note: &NoteRef) -> Fields {
 /// The event of `kind` that lays out to exactly `fields`, or why there is none.
 pub(super) fn event(kind: EntryKind, fields: &Fields) -> Result<Event, String> {
     let event = read(kind, fields.clone())?;
-    if self::fields(&event) == *fields {
+    if self::fields(&event) == fields.view() {
         Ok(event)
     } else {
         Err(format!("it holds fields a {kind} entry never has"))

@@ -19,6 +19,8 @@
 //!
 //! [`Unfitted`]: super::Unfitted
 
+use std::borrow::Cow;
+
 use super::{Actor, ConsentRef, DecodeError, EncodeError, EntryKind, VERSION};
 
 /// An entry's fields exactly as version 1 lays them out: every field optional, kind-specific
@@ -53,6 +55,69 @@ pub struct Fields {
     pub detail: Option<String>,
 }
 
+/// The same fields borrowed — from a typed event or from [`Fields`] — with only a `detail`
+/// text built: what the encoder writes and what the fit check compares, without copying the
+/// event's strings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(super) struct View<'a> {
+    pub(super) actor: Option<&'a Actor>,
+    pub(super) subject_pseudonym: Option<&'a [u8; 32]>,
+    pub(super) consent: Option<&'a ConsentRef>,
+    pub(super) category: Option<&'a str>,
+    pub(super) purpose: Option<&'a str>,
+    pub(super) sender_orgnr: Option<&'a str>,
+    pub(super) recipient_orgnr: Option<&'a str>,
+    pub(super) content_sha256: Option<&'a [u8; 32]>,
+    pub(super) reason: Option<&'a str>,
+    pub(super) request_id: Option<&'a str>,
+    pub(super) policy_version: Option<&'a str>,
+    pub(super) disclosure_id: Option<&'a str>,
+    pub(super) detail: Option<Cow<'a, str>>,
+}
+
+impl Fields {
+    /// These fields, borrowed.
+    pub(super) fn view(&self) -> View<'_> {
+        View {
+            actor: self.actor.as_ref(),
+            subject_pseudonym: self.subject_pseudonym.as_ref(),
+            consent: self.consent.as_ref(),
+            category: self.category.as_deref(),
+            purpose: self.purpose.as_deref(),
+            sender_orgnr: self.sender_orgnr.as_deref(),
+            recipient_orgnr: self.recipient_orgnr.as_deref(),
+            content_sha256: self.content_sha256.as_ref(),
+            reason: self.reason.as_deref(),
+            request_id: self.request_id.as_deref(),
+            policy_version: self.policy_version.as_deref(),
+            disclosure_id: self.disclosure_id.as_deref(),
+            detail: self.detail.as_deref().map(Cow::Borrowed),
+        }
+    }
+}
+
+impl View<'_> {
+    /// The fields, owned.
+    pub(super) fn to_fields(&self) -> Fields {
+        let text = |s: Option<&str>| s.map(str::to_owned);
+        Fields {
+            actor: self.actor.cloned(),
+            subject_pseudonym: self.subject_pseudonym.copied(),
+            consent: self.consent.cloned(),
+            category: text(self.category),
+            purpose: text(self.purpose),
+            sender_orgnr: text(self.sender_orgnr),
+            recipient_orgnr: text(self.recipient_orgnr),
+            content_sha256: self.content_sha256.copied(),
+            reason: text(self.reason),
+            request_id: text(self.request_id),
+            policy_version: text(self.policy_version),
+            disclosure_id: text(self.disclosure_id),
+            detail: self.detail.as_deref().map(str::to_owned),
+        }
+    }
+}
+
 const F_ACTOR: u16 = 1 << 0;
 const F_SUBJECT: u16 = 1 << 1;
 const F_CONSENT: u16 = 1 << 2;
@@ -85,9 +150,9 @@ impl Writer {
 pub(super) fn encode(
     kind: EntryKind,
     time_micros: i64,
-    fields: &Fields,
+    fields: &View<'_>,
 ) -> Result<Vec<u8>, EncodeError> {
-    let Fields {
+    let View {
         actor,
         subject_pseudonym,
         consent,
@@ -128,7 +193,7 @@ pub(super) fn encode(
         w.0.extend_from_slice(&a.cert_sha256);
     }
     if let Some(p) = subject_pseudonym {
-        w.0.extend_from_slice(p);
+        w.0.extend_from_slice(*p);
     }
     if let Some(c) = consent {
         w.str(&c.id)?;
@@ -142,13 +207,16 @@ pub(super) fn encode(
         w.str(s)?;
     }
     if let Some(h) = content_sha256 {
-        w.0.extend_from_slice(h);
+        w.0.extend_from_slice(*h);
     }
-    for s in [reason, request_id, policy_version, disclosure_id, detail]
+    for s in [reason, request_id, policy_version, disclosure_id]
         .into_iter()
         .flatten()
     {
         w.str(s)?;
+    }
+    if let Some(d) = detail {
+        w.str(d)?;
     }
     Ok(w.0)
 }

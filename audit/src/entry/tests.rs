@@ -70,7 +70,7 @@ fn kind() -> impl Strategy<Value = EntryKind> {
 proptest! {
     #[test]
     fn any_fields_decode_and_re_encode_to_the_same_bytes(kind in kind(), time in any::<i64>(), f in fields()) {
-        let bytes = layout::encode(kind, time, &f).expect("encodes");
+        let bytes = layout::encode(kind, time, &f.view()).expect("encodes");
         let entry = Entry::decode(&bytes).expect("decodes");
         prop_assert_eq!(entry.kind(), kind);
         prop_assert_eq!(Entry::time_of(&bytes), Some(time));
@@ -80,7 +80,7 @@ proptest! {
 
     #[test]
     fn every_proper_prefix_is_truncated_and_any_suffix_is_trailing(kind in kind(), f in fields(), extra in 1usize..8) {
-        let bytes = layout::encode(kind, 0, &f).expect("encodes");
+        let bytes = layout::encode(kind, 0, &f.view()).expect("encodes");
         for cut in 1..bytes.len() {
             prop_assert_eq!(Entry::decode(&bytes[..cut]), Err(DecodeError::Truncated));
             prop_assert_eq!(Entry::check(&bytes[..cut]), Err(DecodeError::Truncated));
@@ -568,7 +568,7 @@ fn an_entry_no_event_fits_is_kept_whole() {
         } else {
             fields
         };
-        let bytes = layout::encode(kind, 5, &fields).expect("encodes");
+        let bytes = layout::encode(kind, 5, &fields.view()).expect("encodes");
         let entry = Entry::decode(&bytes).expect("decodes");
         let Event::Unfitted(unfitted) = &entry.event else {
             panic!("{entry:?} should not fit")
@@ -584,7 +584,7 @@ fn an_entry_no_event_fits_is_kept_whole() {
         detail: Some("casegate 0.1.0".into()),
         ..Fields::default()
     };
-    let bytes = layout::encode(EntryKind::GatewayStarted, 5, &started).expect("encodes");
+    let bytes = layout::encode(EntryKind::GatewayStarted, 5, &started.view()).expect("encodes");
     assert!(matches!(
         Entry::decode(&bytes).expect("decodes").event,
         Event::Unfitted(_)
@@ -627,7 +627,8 @@ fn an_event_whose_text_would_read_back_otherwise_is_refused() {
 
 #[test]
 fn version_kind_and_flags_are_checked() {
-    let bytes = layout::encode(EntryKind::GatewayStarted, 1, &Fields::default()).expect("encodes");
+    let bytes =
+        layout::encode(EntryKind::GatewayStarted, 1, &Fields::default().view()).expect("encodes");
     assert_eq!(bytes.len(), 12);
     assert_eq!(Entry::decode(&[]), Err(DecodeError::Empty));
     let mut v2 = bytes.clone();
