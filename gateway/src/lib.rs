@@ -9,6 +9,7 @@
 //! | `tools` | the command line, `casegate dev` |
 //! | [`web`] | the pages for jobseekers and privacy officers (DESIGN §6) |
 //! | `runtime` | configuration, data folder, server assembly, background tasks, shutdown |
+//! | `store` | storage backends beyond the embedded one: PostgreSQL (pool, TLS, migrations) |
 //! | `client` | a gateway as clients see it: reports verified, decisions replayed, output |
 //! | `api` | the thin `casegate.v1` gRPC handlers |
 //! | `edge` | mutual TLS, identity, authentication, limits, wire conversion, error → status |
@@ -29,6 +30,7 @@ mod client;
 mod crypto;
 mod edge;
 mod runtime;
+mod store;
 mod tools;
 pub mod web;
 
@@ -38,4 +40,5 @@ pub use client::{replay, report};
 pub use crypto::{keyring, pseudonym};
 pub use edge::{https, tls};
 pub use runtime::{config, server, shutdown};
+pub use store::postgres;
 pub use tools::{cli, dev};

@@ -105,6 +105,18 @@ pub struct StorageConfig {
     /// The data folder (`data_dir`, required): the consent store, the note store, the audit
     /// log and its index, under one exclusive lock; created if missing.
     pub data_dir: PathBuf,
+    /// Where the deployment's state lives (`backend`: `"embedded"`, the default, or
+    /// `"postgres"` with a `[storage.postgres]` section).
+    pub backend: Backend,
+}
+
+/// `storage.backend`.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// The data folder alone: one gateway per folder (the default, and `casegate dev`).
+    Embedded,
+    /// A PostgreSQL database shared by every replica (DESIGN §7).
+    Postgres(crate::store::postgres::PostgresConfig),
 }
 
 /// `[privacy]`.
@@ -400,7 +412,11 @@ static SERVER: Schema = Schema {
 
 static STORAGE: Schema = Schema {
     section: "storage",
-    keys: &[path("data_dir", true)],
+    keys: &[
+        path("data_dir", true),
+        text("backend", false),
+        table("postgres"),
+    ],
 };
 
 static PRIVACY: Schema = Schema {
@@ -498,6 +514,7 @@ pub(crate) fn schemas() -> Vec<&'static Schema> {
         &crate::edge::auth::CONFIG_SCHEMA,
         &crate::edge::auth::ISSUER_SCHEMA,
         &STORAGE,
+        &crate::store::postgres::CONFIG_SCHEMA,
         &crate::app::audit::CONFIG_SCHEMA,
         &PRIVACY,
         &ORGANISATIONS,
@@ -566,8 +583,33 @@ fn read(table: Table, source: &Path, base: &Path, problems: &mut Problems) -> Op
     let storage = {
         let mut s = root.section("storage", &STORAGE);
         let data_dir = s.path("data_dir", base);
+        let backend = match s.text("backend").as_deref() {
+            None | Some("embedded") => {
+                let mut p = s.section("postgres", &crate::store::postgres::CONFIG_SCHEMA);
+                if !p.is_empty() {
+                    p.entries();
+                    p.problem("", "is read only with backend = \"postgres\"");
+                }
+                Some(Backend::Embedded)
+            }
+            Some("postgres") => {
+                let mut p = s.section("postgres", &crate::store::postgres::CONFIG_SCHEMA);
+                let postgres = crate::store::postgres::PostgresConfig::read(&mut p, base);
+                p.finish();
+                postgres.map(Backend::Postgres)
+            }
+            Some(other) => {
+                s.problem(
+                    "backend",
+                    format!("must be \"embedded\" or \"postgres\", not {other:?}"),
+                );
+                None
+            }
+        };
         s.finish();
-        data_dir.map(|data_dir| StorageConfig { data_dir })
+        data_dir
+            .zip(backend)
+            .map(|(data_dir, backend)| StorageConfig { data_dir, backend })
     };
 
     let audit = {

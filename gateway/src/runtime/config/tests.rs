@@ -286,12 +286,15 @@ fn connection_age_and_stale_crls_have_defaults_bounds_and_a_closed_set_of_values
     );
 }
 
-/// The example's text under each table header (`[a.b]` or `[[a.b]]`), comments included,
-/// all blocks of a header together.
+/// The example's text under each table header (`[a.b]` or `[[a.b]]`, or one shown commented
+/// out as `# [a.b]`), comments included, all blocks of a header together.
 fn example_blocks(text: &str) -> Vec<(String, String)> {
     let mut blocks: Vec<(String, String)> = vec![(String::new(), String::new())];
     for line in text.lines() {
         let trimmed = line.trim();
+        let trimmed = trimmed
+            .strip_prefix("# [")
+            .map_or(trimmed, |_| &trimmed[2..]);
         if trimmed.starts_with('[') {
             let name = trimmed.trim_matches(|c| c == '[' || c == ']').to_owned();
             blocks.push((name, String::new()));
@@ -372,4 +375,77 @@ fn the_example_sets_no_key_outside_the_schemas() {
         found.to_string().contains("notes.retension: unknown key"),
         "{found}"
     );
+}
+
+/// BASE with `storage` written as `storage`.
+fn with_storage(storage: &str) -> String {
+    BASE.replace(
+        "[storage]\ndata_dir = \"data\"\n",
+        &format!("[storage]\ndata_dir = \"data\"\n{storage}\n"),
+    )
+}
+
+#[test]
+fn the_storage_backend_is_embedded_unless_postgres_is_named_with_its_section() {
+    let config = parse(BASE, &[]).expect("valid");
+    assert!(matches!(config.storage.backend, super::Backend::Embedded));
+
+    let text = with_storage(
+        "backend = \"postgres\"\n[storage.postgres]\n\
+         url = \"postgresql://casegate@db.example:5432/casegate\"\n\
+         ca = \"db-ca.pem\"\npool_size = 4\nconnect_timeout = \"2s\"\n",
+    );
+    let config = parse(&text, &[]).expect("valid");
+    let super::Backend::Postgres(pg) = config.storage.backend else {
+        panic!("postgres expected");
+    };
+    assert_eq!(pg.url, "postgresql://casegate@db.example:5432/casegate");
+    assert_eq!(pg.ca.as_deref(), Some(Path::new("/etc/casegate/db-ca.pem")));
+    assert_eq!((pg.pool_size, pg.connect_timeout), (4, Duration::from_secs(2)));
+    assert_eq!(pg.client_cert, None);
+
+    // Loopback needs no CA.
+    let local = with_storage(
+        "backend = \"postgres\"\n[storage.postgres]\nurl = \"postgresql://casegate@127.0.0.1:5432/casegate\"\n",
+    );
+    assert!(parse(&local, &[]).is_ok());
+}
+
+#[test]
+fn a_postgres_section_that_would_leak_a_password_or_skip_tls_is_refused() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "backend = \"sqlite\"",
+            "storage.backend: must be \"embedded\" or \"postgres\", not \"sqlite\"",
+        ),
+        (
+            "backend = \"postgres\"",
+            "storage.postgres.url: missing (expected a string)",
+        ),
+        (
+            "backend = \"postgres\"\n[storage.postgres]\nurl = \"postgresql://casegate:s3cret@127.0.0.1/casegate\"",
+            "storage.postgres.url: must not hold a password: put it in a file named by password_file",
+        ),
+        (
+            "backend = \"postgres\"\n[storage.postgres]\nurl = \"postgresql://casegate@db.example/casegate\"",
+            "storage.postgres.ca: required for host db.example: only loopback hosts and Unix \
+             sockets may be reached without TLS",
+        ),
+        (
+            "backend = \"postgres\"\n[storage.postgres]\nurl = \"postgresql://casegate@127.0.0.1/casegate\"\nclient_cert = \"c.pem\"",
+            "storage.postgres.client_key: client_cert and client_key go together",
+        ),
+        (
+            "backend = \"postgres\"\n[storage.postgres]\nurl = \"postgresql://casegate@127.0.0.1/casegate\"\npool_size = 0",
+            "storage.postgres.pool_size: 0 is out of range 1..=1024",
+        ),
+        (
+            "[storage.postgres]\nurl = \"postgresql://casegate@127.0.0.1/casegate\"",
+            "storage.postgres: is read only with backend = \"postgres\"",
+        ),
+    ];
+    for (storage, expected) in cases {
+        let found = problems(&with_storage(storage), &[]);
+        assert_eq!(found, [*expected], "{storage}");
+    }
 }

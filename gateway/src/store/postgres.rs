@@ -1,0 +1,355 @@
+//! PostgreSQL (DESIGN §7): the `[storage.postgres]` settings, a pool of connections over TLS
+//! (rustls with the ring provider, the server verified against a configured CA, a client
+//! certificate optional), and the schema's versioned migrations ([`migrate`]).
+//!
+//! Client: `tokio-postgres` (the PostgreSQL frontend/backend protocol 3.0) pooled by
+//! `deadpool-postgres`, TLS by `tokio-postgres-rustls`. SQL is kept portable to CockroachDB
+//! and YugabyteDB: no sequences, no advisory locks, no PostgreSQL-only types.
+
+mod migrate;
+
+use std::{
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::Duration,
+};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use tokio_postgres::config::{Host, SslMode};
+
+pub use migrate::{MIGRATIONS, Migrated, Migration, SCHEMA_VERSION, migrate, schema_version};
+
+use crate::base::settings::{Schema, Section, count, duration, path, secs, text};
+
+/// `[storage.postgres]`: how a replica reaches the deployment's database.
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    /// The connection URL, libpq style (`postgresql://user@host:port/dbname`, several hosts
+    /// allowed: `host1:5432,host2:5432`, with `target_session_attrs=read-write` to find the
+    /// primary). It holds no password ([`PostgresConfig::password_file`]).
+    pub url: String,
+    /// A file whose first line is the password, if the server asks for one (SCRAM-SHA-256).
+    pub password_file: Option<PathBuf>,
+    /// Connections in the pool at most.
+    pub pool_size: usize,
+    /// How long opening a connection (TCP, TLS, authentication) may take; also how long a
+    /// caller waits for a free connection.
+    pub connect_timeout: Duration,
+    /// PEM file of the CA(s) the server's certificate must chain to. When set, every
+    /// connection uses TLS and the server's name is checked against its certificate; without
+    /// it connections are plain TCP, which only loopback hosts and Unix sockets may use.
+    pub ca: Option<PathBuf>,
+    /// PEM certificate chain presented to the server (with [`PostgresConfig::client_key`]).
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of [`PostgresConfig::client_cert`].
+    pub client_key: Option<PathBuf>,
+}
+
+/// `[storage.postgres]`'s keys.
+pub(crate) static CONFIG_SCHEMA: Schema = Schema {
+    section: "storage.postgres",
+    keys: &[
+        text("url", true),
+        path("password_file", false),
+        count("pool_size", 16, 1024),
+        duration("connect_timeout", secs(5), secs(1), secs(120)),
+        path("ca", false),
+        path("client_cert", false),
+        path("client_key", false),
+    ],
+};
+
+impl PostgresConfig {
+    /// Reads `[storage.postgres]` from `s` (paths relative to `base`), reporting every
+    /// problem to `s`: a URL that does not parse or holds a password, plain TCP to a host
+    /// that is not loopback, a client certificate without its key (or the reverse). `None` when the URL is missing or unusable.
+    pub(crate) fn read(s: &mut Section<'_>, base: &Path) -> Option<Self> {
+        let url = s.text("url");
+        let password_file = s.file("password_file", base);
+        let pool_size = s.count("pool_size");
+        let connect_timeout = s.duration("connect_timeout");
+        let ca = s.file("ca", base);
+        let client_cert = s.file("client_cert", base);
+        let client_key = s.file("client_key", base);
+        if client_cert.is_some() != client_key.is_some() {
+            s.problem(
+                if client_cert.is_some() {
+                    "client_key"
+                } else {
+                    "client_cert"
+                },
+                "client_cert and client_key go together",
+            );
+        }
+        let url = url?;
+        let parsed = match tokio_postgres::Config::from_str(&url) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                s.problem("url", format!("not a PostgreSQL connection URL: {e}"));
+                return None;
+            }
+        };
+        if parsed.get_password().is_some() {
+            // It would sit in every copy of the configuration.
+            s.problem(
+                "url",
+                "must not hold a password: put it in a file named by password_file",
+            );
+            return None;
+        }
+        if parsed.get_hosts().is_empty() {
+            s.problem("url", "names no host");
+            return None;
+        }
+        if ca.is_none()
+            && let Some(host) = parsed.get_hosts().iter().find(|h| !is_local(h))
+        {
+            let Host::Tcp(name) = host else {
+                unreachable!("a Unix socket is local")
+            };
+            s.problem(
+                "ca",
+                format!(
+                    "required for host {name}: only loopback hosts and Unix sockets may be \
+                     reached without TLS"
+                ),
+            );
+            return None;
+        }
+        Some(Self {
+            url,
+            password_file,
+            pool_size: usize::try_from(pool_size).unwrap_or(usize::MAX),
+            connect_timeout,
+            ca,
+            client_cert,
+            client_key,
+        })
+    }
+
+    /// Plain-TCP settings for a database on this machine: `url` with no TLS, 16 connections,
+    /// 5 s to connect. For `casegate dev --cluster` and tests.
+    pub fn local(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            password_file: None,
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(5),
+            ca: None,
+            client_cert: None,
+            client_key: None,
+        }
+    }
+}
+
+/// Whether `host` is this machine: a Unix socket, `localhost`, or a loopback address.
+fn is_local(host: &Host) -> bool {
+    match host {
+        Host::Unix(_) => true,
+        Host::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+    }
+}
+
+/// Why the database could not be reached or used.
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    /// A configured file (CA, client certificate or key, password) could not be used; says
+    /// which and why.
+    #[error("{0}")]
+    Setup(String),
+    /// No connection could be had: the server is down or unreachable, TLS or authentication
+    /// failed, or the pool waited [`PostgresConfig::connect_timeout`] in vain.
+    #[error("cannot reach the database: {0}")]
+    Unavailable(String),
+    /// The server refused or failed a statement; holds its SQLSTATE (PostgreSQL manual,
+    /// appendix A) and message.
+    #[error("database error {code}: {message}")]
+    Sql {
+        /// The five-character SQLSTATE code.
+        code: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The database's schema is newer than this gateway knows: it was migrated by a later
+    /// version, whose data this one must not write.
+    #[error(
+        "the database's schema is version {found}, newer than this gateway knows ({known}): \
+         run a gateway of the version that migrated it"
+    )]
+    SchemaTooNew {
+        /// The newest version applied to the database.
+        found: i32,
+        /// The newest version this gateway knows ([`SCHEMA_VERSION`]).
+        known: i32,
+    },
+    /// A version applied to the database is not the migration this gateway knows by that
+    /// number: the database was migrated by another build.
+    #[error(
+        "the database's schema version {version} is {found:?}, but this gateway's is {known:?}: \
+         the database was migrated by another build"
+    )]
+    SchemaMismatch {
+        /// The version number.
+        version: i32,
+        /// The name recorded in the database.
+        found: String,
+        /// The name this gateway gives it.
+        known: &'static str,
+    },
+}
+
+impl DatabaseError {
+    /// The SQLSTATE of a statement's failure, if that is what it is.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Sql { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for DatabaseError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.as_db_error() {
+            Some(db) => Self::Sql {
+                code: db.code().code().to_owned(),
+                message: db.message().to_owned(),
+            },
+            None => Self::Unavailable(error_chain(&e)),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for DatabaseError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            other => Self::Unavailable(error_chain(&other)),
+        }
+    }
+}
+
+/// `e` and its sources, joined by `: ` (tokio-postgres keeps the cause — refused, TLS,
+/// authentication — in the source).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The deployment's database: a pool of connections, opened lazily.
+#[derive(Clone)]
+pub struct Database {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = self.pool.status();
+        f.debug_struct("Database")
+            .field("size", &status.size)
+            .field("available", &status.available)
+            .finish()
+    }
+}
+
+impl Database {
+    /// A pool for `config`. Connects nothing yet: the first [`Database::client`] does.
+    ///
+    /// # Errors
+    /// [`DatabaseError::Setup`] for an unreadable CA, client certificate, key or password
+    /// file, or a URL that no longer parses.
+    pub fn connect(config: &PostgresConfig) -> Result<Self, DatabaseError> {
+        let mut pg = tokio_postgres::Config::from_str(&config.url)
+            .map_err(|e| DatabaseError::Setup(format!("storage.postgres.url: {e}")))?;
+        pg.connect_timeout(config.connect_timeout);
+        if pg.get_application_name().is_none() {
+            pg.application_name("casegate");
+        }
+        if let Some(file) = &config.password_file {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| DatabaseError::Setup(format!("{}: {e}", file.display())))?;
+            pg.password(text.lines().next().unwrap_or_default());
+        }
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &config.ca {
+            Some(ca) => {
+                pg.ssl_mode(SslMode::Require);
+                let tls = tls_config(ca, config.client_cert.as_deref(), config.client_key.as_deref())
+                    .map_err(DatabaseError::Setup)?;
+                Manager::from_config(
+                    pg,
+                    tokio_postgres_rustls::MakeRustlsConnect::new(tls),
+                    manager_config,
+                )
+            }
+            None => {
+                pg.ssl_mode(SslMode::Disable);
+                Manager::from_config(pg, tokio_postgres::NoTls, manager_config)
+            }
+        };
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(config.connect_timeout))
+            .create_timeout(Some(config.connect_timeout))
+            .build()
+            .map_err(|e| DatabaseError::Setup(e.to_string()))?;
+        Ok(Self { pool })
+    }
+
+    /// A connection from the pool, opened if none is free (at most
+    /// [`PostgresConfig::pool_size`]; waits up to [`PostgresConfig::connect_timeout`]).
+    ///
+    /// # Errors
+    /// [`DatabaseError::Unavailable`] when none can be had in time; [`DatabaseError::Sql`]
+    /// when the server refused the connection (authentication, an unknown database).
+    pub async fn client(&self) -> Result<deadpool_postgres::Object, DatabaseError> {
+        Ok(self.pool.get().await?)
+    }
+}
+
+/// The TLS client configuration for the database: roots from `ca`, a client certificate if
+/// given, the ring provider.
+fn tls_config(
+    ca: &Path,
+    client_cert: Option<&Path>,
+    client_key: Option<&Path>,
+) -> Result<rustls::ClientConfig, String> {
+    let roots = crate::edge::https::roots(Some(ca))?;
+    let builder = rustls::ClientConfig::builder_with_provider(crate::edge::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    match (client_cert, client_key) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("{}: {e}", cert.display()))?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| format!("{}: {e}", key.display()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("storage.postgres.client_cert: {e}"))
+        }
+        _ => Ok(builder.with_no_client_auth()),
+    }
+}
