@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         Command::Serve { config } => run(&config, std::env::vars().collect(), None),
         Command::Audit { action } => casegate::cli::audit(action),
         Command::CheckConfig { config } => casegate::cli::check_config(&config),
+        Command::Migrate { config } => casegate::cli::migrate(&config),
         Command::Keys {
             action: casegate::cli::KeysAction::RotateAudit { config },
         } => casegate::cli::rotate_audit(&config),

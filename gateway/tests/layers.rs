@@ -15,14 +15,18 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "tools",
         &[
-            "web", "runtime", "client", "api", "edge", "app", "crypto", "base",
+            "web", "runtime", "store", "client", "api", "edge", "app", "crypto", "base",
         ],
     ),
     (
         "web",
         &["runtime", "client", "edge", "app", "crypto", "base"],
     ),
-    ("runtime", &["api", "edge", "app", "crypto", "base"]),
+    (
+        "runtime",
+        &["store", "api", "edge", "app", "crypto", "base"],
+    ),
+    ("store", &["edge", "app", "crypto", "base"]),
     ("client", &["edge", "app", "crypto", "base"]),
     ("api", &["edge", "app", "crypto", "base"]),
     ("edge", &["app", "crypto", "base"]),

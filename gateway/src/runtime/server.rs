@@ -87,6 +87,13 @@ pub enum StartError {
     /// Replaying the audit log into the stores failed.
     #[error("cannot reconcile the consent store with the audit log: {0}")]
     Reconcile(#[from] crate::app::reconcile::ReconcileError),
+    /// `storage.backend = "postgres"`: this build migrates such a database
+    /// (`casegate migrate`) but serves from the embedded store only.
+    #[error(
+        "storage.backend = \"postgres\": this build serves from the embedded store only \
+         (`casegate migrate` prepares the database); set backend = \"embedded\""
+    )]
+    BackendNotServed,
 }
 
 /// Why [`Gateway::serve`] stopped other than at its shutdown signal.
@@ -208,6 +215,12 @@ impl Gateway {
     /// # Errors
     /// [`StartError`]: the first step that failed; the data folder's lock is released.
     pub fn build(config: Config) -> Result<Self, StartError> {
+        if !matches!(
+            config.storage.backend,
+            crate::runtime::config::Backend::Embedded
+        ) {
+            return Err(StartError::BackendNotServed);
+        }
         let Material {
             tls,
             auth,

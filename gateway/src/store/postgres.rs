@@ -63,7 +63,8 @@ pub(crate) static CONFIG_SCHEMA: Schema = Schema {
 impl PostgresConfig {
     /// Reads `[storage.postgres]` from `s` (paths relative to `base`), reporting every
     /// problem to `s`: a URL that does not parse or holds a password, plain TCP to a host
-    /// that is not loopback, a client certificate without its key (or the reverse). `None` when the URL is missing or unusable.
+    /// that is not loopback, a client certificate without its key (or the reverse). `None`
+    /// when the URL is missing or unusable.
     pub(crate) fn read(s: &mut Section<'_>, base: &Path) -> Option<Self> {
         let url = s.text("url");
         let password_file = s.file("password_file", base);
@@ -293,8 +294,12 @@ impl Database {
         let manager = match &config.ca {
             Some(ca) => {
                 pg.ssl_mode(SslMode::Require);
-                let tls = tls_config(ca, config.client_cert.as_deref(), config.client_key.as_deref())
-                    .map_err(DatabaseError::Setup)?;
+                let tls = tls_config(
+                    ca,
+                    config.client_cert.as_deref(),
+                    config.client_key.as_deref(),
+                )
+                .map_err(DatabaseError::Setup)?;
                 Manager::from_config(
                     pg,
                     tokio_postgres_rustls::MakeRustlsConnect::new(tls),
@@ -344,8 +349,8 @@ fn tls_config(
             let chain = CertificateDer::pem_file_iter(cert)
                 .and_then(|it| it.collect::<Result<Vec<_>, _>>())
                 .map_err(|e| format!("{}: {e}", cert.display()))?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| format!("{}: {e}", key.display()))?;
+            let key =
+                PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(|e| format!("storage.postgres.client_cert: {e}"))

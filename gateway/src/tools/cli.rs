@@ -41,6 +41,15 @@ pub enum Command {
         #[arg(value_name = "FILE")]
         config: PathBuf,
     },
+    /// Bring the PostgreSQL database's schema up to date (`storage.backend = "postgres"`),
+    /// as every replica does at start. Exit 0 when it is current, 1 if it cannot be (a
+    /// schema newer than this build, another build's, or no database), 64 for a config
+    /// problem.
+    Migrate {
+        /// The TOML configuration file.
+        #[arg(long, short, value_name = "FILE", env = "CASEGATE_CONFIG")]
+        config: PathBuf,
+    },
     /// Key lifecycle (run with the gateway stopped).
     Keys {
         /// The key to create or rotate.
@@ -445,6 +454,55 @@ pub fn check_config(path: &std::path::Path) -> std::process::ExitCode {
         Err(e) => {
             eprintln!("casegate: {e}");
             ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// `casegate migrate`.
+pub fn migrate(path: &std::path::Path) -> std::process::ExitCode {
+    use std::process::ExitCode;
+
+    use crate::{runtime::config::Backend, store::postgres};
+    let config = match crate::runtime::config::Config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("casegate: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let Backend::Postgres(settings) = &config.storage.backend else {
+        eprintln!(
+            "casegate migrate: {}: storage.backend is \"embedded\": there is no database to migrate",
+            path.display()
+        );
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("casegate migrate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let migrated = runtime.block_on(async {
+        let db = postgres::Database::connect(settings)?;
+        postgres::migrate(&db).await
+    });
+    match migrated {
+        Ok(postgres::Migrated { from, to }) if from == to => {
+            println!("schema version {to}: up to date");
+            ExitCode::SUCCESS
+        }
+        Ok(postgres::Migrated { from, to }) => {
+            println!("schema version {from} -> {to}: migrated");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("casegate migrate: {e}");
+            ExitCode::FAILURE
         }
     }
 }

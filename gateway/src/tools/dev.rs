@@ -3,6 +3,7 @@
 //! issuer and a config file; later runs reuse them. Everything lives under one data folder.
 
 pub mod pki;
+pub mod postgres;
 
 use std::{
     fs,

@@ -401,7 +401,10 @@ fn the_storage_backend_is_embedded_unless_postgres_is_named_with_its_section() {
     };
     assert_eq!(pg.url, "postgresql://casegate@db.example:5432/casegate");
     assert_eq!(pg.ca.as_deref(), Some(Path::new("/etc/casegate/db-ca.pem")));
-    assert_eq!((pg.pool_size, pg.connect_timeout), (4, Duration::from_secs(2)));
+    assert_eq!(
+        (pg.pool_size, pg.connect_timeout),
+        (4, Duration::from_secs(2))
+    );
     assert_eq!(pg.client_cert, None);
 
     // Loopback needs no CA.

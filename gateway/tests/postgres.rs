@@ -1,0 +1,334 @@
+//! The PostgreSQL backend's foundations against a real server: a throwaway cluster per test
+//! (`casegate::dev::postgres::Cluster`, from the machine's own binaries) on loopback. Schema
+//! migrations (once, concurrently, refused when newer or foreign, by `casegate migrate`), TLS
+//! to the database verified against the configured CA, and the gateway refusing to serve on a
+//! backend it does not serve from.
+//!
+//! With `CI=true` a machine without PostgreSQL fails these tests; elsewhere they are skipped
+//! with a message.
+
+use std::{os::unix::fs::PermissionsExt, path::Path, process::Command, time::Duration};
+
+use casegate::{
+    dev::{self, DevCa, postgres::Cluster},
+    postgres::{
+        Database, DatabaseError, MIGRATIONS, Migrated, PostgresConfig, SCHEMA_VERSION, migrate,
+        schema_version,
+    },
+};
+
+/// A fresh cluster in a fresh folder (serving TLS with a certificate by `tls`, if given), or
+/// `None` (skipped) on a machine without PostgreSQL outside CI.
+fn cluster(tls: Option<&DevCa>) -> Option<(tempfile::TempDir, Cluster)> {
+    if dev::postgres::binaries().is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true and no PostgreSQL server binaries: .ci/run installs them"
+        );
+        eprintln!("skipped: no PostgreSQL server binaries on this machine");
+        return None;
+    }
+    let dir = tempfile::tempdir().expect("folder");
+    let mut settings = Vec::new();
+    if let Some(ca) = tls {
+        let (cert, key) = server_tls(dir.path(), ca);
+        settings = vec![
+            ("ssl", "on".to_owned()),
+            ("ssl_cert_file", cert),
+            ("ssl_key_file", key),
+        ];
+    }
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let cluster = Cluster::start(dir.path(), &settings).expect("throwaway cluster starts");
+    Some((dir, cluster))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+async fn count(db: &Database, sql: &str) -> i64 {
+    db.client()
+        .await
+        .expect("client")
+        .query_one(sql, &[])
+        .await
+        .expect("query")
+        .get(0)
+}
+
+#[test]
+fn migrating_an_empty_database_applies_every_migration_once_and_again_changes_nothing() {
+    let Some((_dir, cluster)) = cluster(None) else {
+        return;
+    };
+    cluster.create_database("casegate").expect("database");
+    runtime().block_on(async {
+        let db = Database::connect(&PostgresConfig::local(cluster.url("casegate"))).expect("pool");
+        assert_eq!(schema_version(&db).await.expect("version"), 0);
+        assert_eq!(
+            migrate(&db).await.expect("migrates"),
+            Migrated {
+                from: 0,
+                to: SCHEMA_VERSION
+            }
+        );
+        assert_eq!(schema_version(&db).await.expect("version"), SCHEMA_VERSION);
+        // The first migration's tables are there.
+        for table in [
+            "casegate_consent_subject",
+            "casegate_consent_version",
+            "casegate_consent_mark",
+        ] {
+            let found = count(
+                &db,
+                &format!(
+                    "SELECT count(*) FROM information_schema.tables WHERE table_name = '{table}'"
+                ),
+            )
+            .await;
+            assert_eq!(found, 1, "{table}");
+        }
+        assert_eq!(
+            migrate(&db).await.expect("again"),
+            Migrated {
+                from: SCHEMA_VERSION,
+                to: SCHEMA_VERSION
+            }
+        );
+        assert_eq!(
+            count(&db, "SELECT count(*) FROM casegate_schema").await,
+            i64::try_from(MIGRATIONS.len()).expect("few")
+        );
+    });
+}
+
+#[test]
+fn replicas_migrating_at_once_apply_each_migration_exactly_once() {
+    let Some((_dir, cluster)) = cluster(None) else {
+        return;
+    };
+    cluster.create_database("casegate").expect("database");
+    runtime().block_on(async {
+        let url = cluster.url("casegate");
+        let mut replicas = Vec::new();
+        for _ in 0..6 {
+            let db = Database::connect(&PostgresConfig::local(url.clone())).expect("pool");
+            replicas.push(tokio::spawn(async move { migrate(&db).await }));
+        }
+        let mut from_empty = 0;
+        for replica in replicas {
+            let migrated = replica.await.expect("task").expect("migrates");
+            assert_eq!(migrated.to, SCHEMA_VERSION);
+            if migrated.from == 0 {
+                from_empty += 1;
+            } else {
+                assert_eq!(migrated.from, SCHEMA_VERSION);
+            }
+        }
+        assert_eq!(from_empty, 1, "exactly one replica applied the migrations");
+        let db = Database::connect(&PostgresConfig::local(url)).expect("pool");
+        assert_eq!(
+            count(&db, "SELECT count(*) FROM casegate_schema").await,
+            i64::try_from(MIGRATIONS.len()).expect("few")
+        );
+    });
+}
+
+/// A dev configuration (every file it names exists) pointed at `url` by overrides.
+fn dev_config(root: &Path) -> std::path::PathBuf {
+    dev::prepare(root).expect("dev config")
+}
+
+fn casegate(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_casegate"));
+    command.args(args);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command
+        .env_remove("CASEGATE_CONFIG")
+        .output()
+        .expect("runs")
+}
+
+#[test]
+fn a_schema_newer_or_foreign_is_refused_and_left_as_it_is_by_gateway_and_command() {
+    let Some((dir, cluster)) = cluster(None) else {
+        return;
+    };
+    cluster.create_database("newer").expect("database");
+    cluster.create_database("foreign").expect("database");
+    let rt = runtime();
+    let newer = Database::connect(&PostgresConfig::local(cluster.url("newer"))).expect("pool");
+    let foreign = Database::connect(&PostgresConfig::local(cluster.url("foreign"))).expect("pool");
+    rt.block_on(async {
+        migrate(&newer).await.expect("migrates");
+        newer
+            .client()
+            .await
+            .expect("client")
+            .execute(
+                "INSERT INTO casegate_schema (version, name) VALUES ($1, 'from a later build')",
+                &[&(SCHEMA_VERSION + 1)],
+            )
+            .await
+            .expect("a later build's migration");
+        let refused = migrate(&newer).await.expect_err("newer");
+        assert!(
+            matches!(refused, DatabaseError::SchemaTooNew { found, known }
+                if found == SCHEMA_VERSION + 1 && known == SCHEMA_VERSION),
+            "{refused}"
+        );
+        assert!(matches!(
+            schema_version(&newer).await,
+            Err(DatabaseError::SchemaTooNew { .. })
+        ));
+
+        migrate(&foreign).await.expect("migrates");
+        foreign
+            .client()
+            .await
+            .expect("client")
+            .execute("UPDATE casegate_schema SET name = 'accounts' WHERE version = 1", &[])
+            .await
+            .expect("another build's name");
+        let refused = migrate(&foreign).await.expect_err("foreign");
+        assert!(
+            matches!(&refused, DatabaseError::SchemaMismatch { version: 1, found, .. } if found == "accounts"),
+            "{refused}"
+        );
+        // Nothing was changed by the refusals.
+        assert_eq!(
+            count(&newer, "SELECT count(*) FROM casegate_schema").await,
+            i64::try_from(MIGRATIONS.len()).expect("few") + 1
+        );
+    });
+
+    // The same through `casegate migrate`, configured by overrides of the dev config.
+    let config = dev_config(&dir.path().join("dev"));
+    let config = config.to_str().expect("utf-8 path");
+    let port = cluster.port();
+    let run = |database: &str| {
+        let url = format!(
+            "postgresql://{}@127.0.0.1:{port}/{database}",
+            dev::postgres::USER
+        );
+        casegate(
+            &["migrate", "--config", config],
+            &[
+                ("CASEGATE_STORAGE__BACKEND", "postgres"),
+                ("CASEGATE_STORAGE__POSTGRES__URL", &url),
+            ],
+        )
+    };
+    let out = run("newer");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "the database's schema is version {}, newer than this gateway knows ({SCHEMA_VERSION})",
+            SCHEMA_VERSION + 1
+        )),
+        "{stderr}"
+    );
+    cluster.create_database("fresh").expect("database");
+    let out = run("fresh");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("schema version 0 -> {SCHEMA_VERSION}: migrated")
+    );
+    let out = run("fresh");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("schema version {SCHEMA_VERSION}: up to date")
+    );
+    // No server: a readable failure within the connect timeout, not a hang.
+    drop(cluster);
+    let out = run("fresh");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot reach the database"),
+        "{out:?}"
+    );
+
+    // The embedded config has nothing to migrate; serving on "postgres" is refused.
+    let out = casegate(&["migrate", "--config", config], &[]);
+    assert_eq!(out.status.code(), Some(64));
+    let out = casegate(
+        &["serve", "--config", config],
+        &[
+            ("CASEGATE_STORAGE__BACKEND", "postgres"),
+            (
+                "CASEGATE_STORAGE__POSTGRES__URL",
+                "postgresql://casegate@127.0.0.1:1/casegate",
+            ),
+        ],
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("serves from the embedded store only"),
+        "{out:?}"
+    );
+}
+
+/// Writes the database server's TLS files (certificate for 127.0.0.1 by `ca`) into `folder`,
+/// its key readable by its owner alone, as PostgreSQL requires; returns their paths.
+fn server_tls(folder: &Path, ca: &DevCa) -> (String, String) {
+    let server = ca.issue_server(&["127.0.0.1"]).expect("server certificate");
+    let (cert, key) = (folder.join("server.pem"), folder.join("server.key"));
+    std::fs::write(&cert, &server.cert_pem).expect("cert");
+    std::fs::write(&key, &server.key_pem).expect("key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("mode");
+    let text = |p: &Path| p.to_str().expect("utf-8 path").to_owned();
+    (text(&cert), text(&key))
+}
+
+#[test]
+fn the_database_is_reached_over_tls_only_when_its_certificate_chains_to_the_configured_ca() {
+    let ca = DevCa::generate("casegate test database CA").expect("CA");
+    let other = DevCa::generate("another CA").expect("CA");
+    let settings_dir = tempfile::tempdir().expect("folder");
+    let (ca_file, other_file) = (
+        settings_dir.path().join("ca.pem"),
+        settings_dir.path().join("other.pem"),
+    );
+    std::fs::write(&ca_file, ca.certified().cert_pem).expect("ca");
+    std::fs::write(&other_file, other.certified().cert_pem).expect("other");
+    let Some((_dir, cluster)) = cluster(Some(&ca)) else {
+        return;
+    };
+    cluster.create_database("casegate").expect("database");
+    let settings = |ca: &Path| PostgresConfig {
+        ca: Some(ca.to_owned()),
+        connect_timeout: Duration::from_secs(3),
+        ..PostgresConfig::local(cluster.url("casegate"))
+    };
+    runtime().block_on(async {
+        let db = Database::connect(&settings(&ca_file)).expect("pool");
+        let client = db.client().await.expect("TLS connection");
+        let tls: bool = client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .expect("query")
+            .get(0);
+        assert!(tls, "the connection uses TLS");
+        drop(client);
+        assert_eq!(migrate(&db).await.expect("over TLS").to, SCHEMA_VERSION);
+
+        let wrong = Database::connect(&settings(&other_file)).expect("pool");
+        let refused = wrong.client().await.expect_err("unknown issuer");
+        assert!(
+            matches!(&refused, DatabaseError::Unavailable(m) if m.contains("UnknownIssuer")),
+            "{refused}"
+        );
+    });
+}
