@@ -12,9 +12,15 @@ use std::{os::unix::fs::PermissionsExt, path::Path, process::Command, time::Dura
 use casegate::{
     dev::{self, DevCa, postgres::Cluster},
     postgres::{
-        Database, DatabaseError, MIGRATIONS, Migrated, PostgresConfig, SCHEMA_VERSION, migrate,
-        schema_version,
+        Database, DatabaseError, MIGRATIONS, Migrated, PostgresConfig, SCHEMA_VERSION,
+        audit as pg_audit, migrate, schema_version,
     },
+};
+use casegate_audit::{
+    checkpoint::Signer,
+    entry::{Entry, EntryKind, Fields},
+    merkle,
+    verify::{self, EXPORT_HEADER},
 };
 
 /// A fresh cluster in a fresh folder (serving TLS with a certificate by `tls`, if given), or
@@ -328,6 +334,254 @@ fn the_database_is_reached_over_tls_only_when_its_certificate_chains_to_the_conf
         let refused = wrong.client().await.expect_err("unknown issuer");
         assert!(
             matches!(&refused, DatabaseError::Unavailable(m) if m.contains("UnknownIssuer")),
+            "{refused}"
+        );
+    });
+}
+
+// === the audit log as one log for every replica ===
+
+const ORIGIN: &str = "casegate.test/audit";
+
+/// A replica's handle on the log in `url`, signing with a copy of `signer`.
+async fn replica(url: &str, signer: &Signer) -> pg_audit::AuditLog {
+    let db = Database::connect(&PostgresConfig::local(url)).expect("pool");
+    let key = Signer::from_skey(&signer.to_skey()).expect("key");
+    pg_audit::AuditLog::open(db, key, ORIGIN)
+        .await
+        .expect("log")
+}
+
+/// A small entry at `time` (µs since the Unix epoch) named by `n`.
+fn entry_at(n: u64, time: i64) -> Vec<u8> {
+    let fields = Fields {
+        request_id: Some(format!("request-{n}")),
+        ..Fields::default()
+    };
+    Entry::from_fields(EntryKind::AuditQueried, time, fields)
+        .encode()
+        .expect("encodes")
+}
+
+/// A database with the schema, and its URL.
+fn migrated(cluster: &Cluster, name: &str, rt: &tokio::runtime::Runtime) -> String {
+    cluster.create_database(name).expect("database");
+    let url = cluster.url(name);
+    rt.block_on(async {
+        let db = Database::connect(&PostgresConfig::local(url.clone())).expect("pool");
+        migrate(&db).await.expect("migrates");
+    });
+    url
+}
+
+/// `log`'s entries and newest checkpoint as an export file, for the offline verifier.
+async fn export(log: &pg_audit::AuditLog) -> String {
+    use base64::Engine;
+    let checkpoint = log.checkpoint();
+    let entries = log
+        .entries(0, checkpoint.checkpoint.size)
+        .await
+        .expect("entries");
+    let lines: Vec<String> = entries
+        .iter()
+        .map(|e| base64::engine::general_purpose::STANDARD.encode(e))
+        .collect();
+    format!(
+        "{EXPORT_HEADER}\n{}\n\n{}",
+        lines.join("\n"),
+        checkpoint.note
+    )
+}
+
+#[test]
+fn three_replicas_sequencing_at_once_build_one_log_whose_receipts_and_export_verify() {
+    let Some((_dir, cluster)) = cluster(None) else {
+        return;
+    };
+    let rt = runtime();
+    let url = migrated(&cluster, "casegate", &rt);
+    let signer = Signer::generate(ORIGIN).expect("key");
+    rt.block_on(async {
+        let mut replicas = Vec::new();
+        for _ in 0..3 {
+            replicas.push(std::sync::Arc::new(replica(&url, &signer).await));
+        }
+        // Each replica's clock 1 ms behind the one before: entries from the slower clocks
+        // would go back in time.
+        let base = 1_800_000_000_000_000i64;
+        let mut tasks = Vec::new();
+        for (r, log) in replicas.iter().enumerate() {
+            for i in 0..40u64 {
+                let log = log.clone();
+                let n = r as u64 * 1000 + i;
+                let time = base + i as i64 * 100 - r as i64 * 1000;
+                tasks.push(tokio::spawn(async move {
+                    let bytes = entry_at(n, time);
+                    (bytes.clone(), log.append(&bytes).await.expect("appended"))
+                }));
+            }
+        }
+        let mut receipts = Vec::new();
+        for task in tasks {
+            receipts.push(task.await.expect("task"));
+        }
+        let mut indexes: Vec<u64> = receipts.iter().map(|(_, a)| a.index).collect();
+        indexes.sort_unstable();
+        assert_eq!(
+            indexes,
+            (0..120).collect::<Vec<_>>(),
+            "contiguous, each once"
+        );
+
+        let verifier = signer.verifier();
+        let log = &replicas[0];
+        log.refresh().await.expect("refresh");
+        let newest = log.checkpoint();
+        assert_eq!(newest.checkpoint.size, 120);
+        let mut restamped = 0;
+        for (bytes, appended) in &receipts {
+            // The receipt's checkpoint is signed by the log's key and covers the entry.
+            let checkpoint = verifier
+                .verify(&appended.checkpoint.note)
+                .expect("signed by the log's key");
+            assert!(checkpoint.size > appended.index);
+            let proof = log
+                .inclusion_proof(appended.index, checkpoint.size)
+                .await
+                .expect("proof");
+            merkle::verify_inclusion(
+                &appended.leaf_hash,
+                appended.index,
+                checkpoint.size,
+                &proof,
+                &checkpoint.root,
+            )
+            .expect("the receipt's proof verifies against its checkpoint");
+            // The log holds the bytes the receipt's leaf hash is of: the entry as written, or
+            // with its time raised to its predecessor's.
+            let stored = log.entry(appended.index).await.expect("entry");
+            assert_eq!(merkle::leaf_hash(&stored), appended.leaf_hash);
+            if stored != *bytes {
+                restamped += 1;
+                let (mut written, logged) = (
+                    Entry::decode(bytes).expect("decodes"),
+                    Entry::decode(&stored).expect("decodes"),
+                );
+                assert!(logged.time_micros > written.time_micros);
+                written.time_micros = logged.time_micros;
+                assert_eq!(written, logged, "only the time differs");
+            }
+            // Every earlier checkpoint is consistent with the newest.
+            let consistency = log
+                .consistency_proof(checkpoint.size, 120)
+                .await
+                .expect("consistency proof");
+            merkle::verify_consistency(
+                checkpoint.size,
+                120,
+                &consistency,
+                &checkpoint.root,
+                &newest.checkpoint.root,
+            )
+            .expect("consistent");
+        }
+        eprintln!("{restamped} of 120 entries were given their predecessor's time");
+        assert_eq!(
+            log.root(120).await.expect("root"),
+            newest.checkpoint.root,
+            "the root from stored nodes is the signed one"
+        );
+        // Every replica sees the same log.
+        for other in &replicas[1..] {
+            other.refresh().await.expect("refresh");
+            assert_eq!(other.checkpoint().note, newest.note);
+        }
+        // The export verifies offline: entries decode, times never go back, the root and
+        // the signature hold.
+        let report = verify::verify_export(&export(log).await, &[verifier], None)
+            .expect("the exported log verifies");
+        assert_eq!(report.entries, 120);
+        assert_eq!(report.checkpoint.size, 120);
+    });
+}
+
+#[test]
+fn an_entry_is_logged_exactly_when_the_transaction_that_queued_it_commits() {
+    let Some((_dir, cluster)) = cluster(None) else {
+        return;
+    };
+    let rt = runtime();
+    let url = migrated(&cluster, "casegate", &rt);
+    let signer = Signer::generate(ORIGIN).expect("key");
+    rt.block_on(async {
+        let log = replica(&url, &signer).await;
+        let db = Database::connect(&PostgresConfig::local(url.clone())).expect("pool");
+        let mut client = db.client().await.expect("client");
+
+        let tx = client.transaction().await.expect("begin");
+        let rolled_back = pg_audit::AuditLog::enqueue(&*tx, &entry_at(1, 1_800_000_000_000_000))
+            .await
+            .expect("queued");
+        tx.rollback().await.expect("rollback");
+        let refused = log.wait(rolled_back).await.expect_err("never queued");
+        assert!(refused.to_string().contains("did not commit"), "{refused}");
+
+        let tx = client.transaction().await.expect("begin");
+        tx.execute("CREATE TABLE change_it_records (n INTEGER)", &[])
+            .await
+            .expect("the change");
+        let committed = pg_audit::AuditLog::enqueue(&*tx, &entry_at(2, 1_800_000_000_000_001))
+            .await
+            .expect("queued");
+        tx.commit().await.expect("commit");
+        let appended = log.wait(committed).await.expect("logged");
+        assert_eq!(appended.index, 0, "the rolled-back entry took no index");
+        assert_eq!(log.size(), 1);
+    });
+}
+
+#[test]
+fn entries_a_stopped_replica_queued_are_sequenced_by_another_and_a_foreign_key_is_refused() {
+    let Some((_dir, cluster)) = cluster(None) else {
+        return;
+    };
+    let rt = runtime();
+    let url = migrated(&cluster, "casegate", &rt);
+    let signer = Signer::generate(ORIGIN).expect("key");
+    rt.block_on(async {
+        let a = replica(&url, &signer).await;
+        a.close();
+        let db = Database::connect(&PostgresConfig::local(url.clone())).expect("pool");
+        let client = db.client().await.expect("client");
+        for n in 0..5 {
+            pg_audit::AuditLog::enqueue(&**client, &entry_at(n, 1_800_000_000_000_000))
+                .await
+                .expect("queued");
+        }
+        drop(a);
+        // Another replica, not asked to wait for them, sequences them within its poll.
+        let b = replica(&url, &signer).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while b.size() < 5 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not sequenced in 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            b.refresh().await.expect("refresh");
+        }
+        assert_eq!(b.size(), 5);
+
+        // One log, one key: a replica with another key cannot open it.
+        let db = Database::connect(&PostgresConfig::local(url.clone())).expect("pool");
+        let other = Signer::generate(ORIGIN).expect("key");
+        let refused = pg_audit::AuditLog::open(db, other, ORIGIN)
+            .await
+            .expect_err("another key");
+        assert!(
+            refused
+                .to_string()
+                .contains("does not verify with this gateway's key"),
             "{refused}"
         );
     });

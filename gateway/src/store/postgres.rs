@@ -6,6 +6,7 @@
 //! `deadpool-postgres`, TLS by `tokio-postgres-rustls`. SQL is kept portable to CockroachDB
 //! and YugabyteDB: no sequences, no advisory locks, no PostgreSQL-only types.
 
+pub mod audit;
 mod migrate;
 
 use std::{

@@ -22,11 +22,18 @@ pub struct Migration {
 }
 
 /// Every migration, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "consents",
-    sql: include_str!("schema/0001_consents.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "consents",
+        sql: include_str!("schema/0001_consents.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "audit log",
+        sql: include_str!("schema/0002_audit_log.sql"),
+    },
+];
 
 /// The newest schema version this build knows.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
