@@ -159,12 +159,89 @@ fn record_key(subject: &SubjectId, id: &ConsentId, version: u32) -> Vec<u8> {
     key
 }
 
-fn decode(bytes: &[u8]) -> Result<ConsentRecord, StoreError> {
+/// A stored record read back (the embedded store's encoding, which other backends share).
+///
+/// # Errors
+/// [`StoreError::Corrupt`] for bytes that are not a record.
+pub fn decode(bytes: &[u8]) -> Result<ConsentRecord, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-fn encode(record: &ConsentRecord) -> Vec<u8> {
+/// A record as stores keep it (JSON; its content hash is over its canonical content, not
+/// these bytes).
+pub fn encode(record: &ConsentRecord) -> Vec<u8> {
     serde_json::to_vec(record).unwrap_or_default()
+}
+
+/// The record a grant stores, whatever the store: a new consent (`current: None`: version
+/// 1, a new id) or the version after `current` (the newest version of the consent it
+/// supersedes), recorded at `now`, active.
+///
+/// # Errors
+/// [`StoreError::SubjectMismatch`] when `current` is about another subject;
+/// [`StoreError::NotActive`] when it is withdrawn or superseded.
+pub fn next_version(
+    new: NewConsent,
+    current: Option<ConsentRecord>,
+    now: Timestamp,
+) -> Result<ConsentRecord, StoreError> {
+    let (id, version) = match current {
+        None => (ConsentId::generate(), 1),
+        Some(current) => {
+            if current.subject != new.subject {
+                return Err(StoreError::SubjectMismatch);
+            }
+            match current.status {
+                Status::Active => {}
+                Status::Withdrawn => return Err(StoreError::NotActive("withdrawn")),
+                Status::Superseded => return Err(StoreError::NotActive("superseded")),
+            }
+            (current.id, current.version + 1)
+        }
+    };
+    let NewConsent {
+        subject,
+        recorded_by,
+        provisions,
+        period,
+        evidence,
+    } = new;
+    Ok(ConsentRecord {
+        id,
+        version,
+        subject,
+        recorded_by,
+        provisions,
+        period,
+        evidence,
+        recorded_at: now,
+        status: Status::Active,
+        withdrawal: None,
+    })
+}
+
+/// Withdraws `record` (the consent's newest version) for good, at `now`.
+///
+/// # Errors
+/// [`StoreError::AlreadyWithdrawn`].
+pub fn withdraw(
+    record: &mut ConsentRecord,
+    by: Actor,
+    reason: Option<String>,
+    evidence: Option<Evidence>,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    if record.status == Status::Withdrawn {
+        return Err(StoreError::AlreadyWithdrawn);
+    }
+    record.status = Status::Withdrawn;
+    record.withdrawal = Some(Withdrawal {
+        at: now,
+        by,
+        reason,
+        evidence,
+    });
+    Ok(())
 }
 
 fn abort<T>(e: StoreError) -> Result<T, ConflictableTransactionError<StoreError>> {
@@ -233,40 +310,8 @@ impl ConsentStore {
         supersedes: Option<ConsentId>,
         now: Timestamp,
     ) -> Result<ConsentRecord, StoreError> {
-        let (id, version) = match supersedes {
-            None => (ConsentId::generate(), 1),
-            Some(id) => {
-                let current = self.get(&id, None)?;
-                if current.subject != new.subject {
-                    return Err(StoreError::SubjectMismatch);
-                }
-                match current.status {
-                    Status::Active => {}
-                    Status::Withdrawn => return Err(StoreError::NotActive("withdrawn")),
-                    Status::Superseded => return Err(StoreError::NotActive("superseded")),
-                }
-                (id, current.version + 1)
-            }
-        };
-        let NewConsent {
-            subject,
-            recorded_by,
-            provisions,
-            period,
-            evidence,
-        } = new;
-        Ok(ConsentRecord {
-            id,
-            version,
-            subject,
-            recorded_by,
-            provisions,
-            period,
-            evidence,
-            recorded_at: now,
-            status: Status::Active,
-            withdrawal: None,
-        })
+        let current = supersedes.map(|id| self.get(&id, None)).transpose()?;
+        next_version(new, current, now)
     }
 
     /// Stores a prepared grant (superseding the previous version, if any) and flushes.
@@ -337,17 +382,7 @@ impl ConsentStore {
         let _write = self.write_lock();
         let (_, version) = self.locate(id)?;
         let (withdrawn, _) = self.restate_locked(id, version, |record| {
-            if record.status == Status::Withdrawn {
-                return Err(StoreError::AlreadyWithdrawn);
-            }
-            record.status = Status::Withdrawn;
-            record.withdrawal = Some(Withdrawal {
-                at: now,
-                by: by.clone(),
-                reason: reason.clone(),
-                evidence: evidence.clone(),
-            });
-            Ok(true)
+            withdraw(record, by.clone(), reason.clone(), evidence.clone(), now).map(|()| true)
         })?;
         Ok(withdrawn)
     }

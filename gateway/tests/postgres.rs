@@ -13,14 +13,24 @@ use casegate::{
     dev::{self, DevCa, postgres::Cluster},
     postgres::{
         Database, DatabaseError, MIGRATIONS, Migrated, PostgresConfig, SCHEMA_VERSION,
-        audit as pg_audit, migrate, schema_version,
+        audit as pg_audit, consents as pg_consents, migrate, schema_version,
     },
+    pseudonym::Pseudonymizer,
 };
 use casegate_audit::{
     checkpoint::Signer,
     entry::{Entry, EntryKind, Fields},
     merkle,
     verify::{self, EXPORT_HEADER},
+};
+use casegate_consent::{
+    OrgNumber, Role, SubjectId, Vocabulary,
+    decision::{Decision, DisclosureRequest, Reason},
+    record::{
+        Actor, ConsentId, ConsentRecord, Evidence, NewConsent, Party, Period, Provision, Timestamp,
+    },
+    storage::{ConsentStorage, conformance::Harness as ConsentHarness},
+    store::{LoggedChange, LostGrants, Reconciled, StoreError},
 };
 
 /// A fresh cluster in a fresh folder (serving TLS with a certificate by `tls`, if given), or
@@ -519,7 +529,7 @@ fn an_entry_is_logged_exactly_when_the_transaction_that_queued_it_commits() {
         let mut client = db.client().await.expect("client");
 
         let tx = client.transaction().await.expect("begin");
-        let rolled_back = pg_audit::AuditLog::enqueue(&*tx, &entry_at(1, 1_800_000_000_000_000))
+        let rolled_back = pg_audit::AuditLog::enqueue(&tx, &entry_at(1, 1_800_000_000_000_000))
             .await
             .expect("queued");
         tx.rollback().await.expect("rollback");
@@ -530,7 +540,7 @@ fn an_entry_is_logged_exactly_when_the_transaction_that_queued_it_commits() {
         tx.execute("CREATE TABLE change_it_records (n INTEGER)", &[])
             .await
             .expect("the change");
-        let committed = pg_audit::AuditLog::enqueue(&*tx, &entry_at(2, 1_800_000_000_000_001))
+        let committed = pg_audit::AuditLog::enqueue(&tx, &entry_at(2, 1_800_000_000_000_001))
             .await
             .expect("queued");
         tx.commit().await.expect("commit");
@@ -554,7 +564,7 @@ fn entries_a_stopped_replica_queued_are_sequenced_by_another_and_a_foreign_key_i
         let db = Database::connect(&PostgresConfig::local(url.clone())).expect("pool");
         let client = db.client().await.expect("client");
         for n in 0..5 {
-            pg_audit::AuditLog::enqueue(&**client, &entry_at(n, 1_800_000_000_000_000))
+            pg_audit::AuditLog::enqueue(&client, &entry_at(n, 1_800_000_000_000_000))
                 .await
                 .expect("queued");
         }
@@ -583,6 +593,242 @@ fn entries_a_stopped_replica_queued_are_sequenced_by_another_and_a_foreign_key_i
                 .to_string()
                 .contains("does not verify with this gateway's key"),
             "{refused}"
+        );
+    });
+}
+
+// === consents ===
+
+/// The PostgreSQL consents behind the storage trait the embedded store implements, each call
+/// run to its end on a runtime of the test's: so the trait's one suite of expectations runs
+/// against them unchanged.
+#[derive(Debug)]
+struct BlockingConsents {
+    rt: std::sync::Arc<tokio::runtime::Runtime>,
+    store: pg_consents::Consents,
+}
+
+impl ConsentStorage for BlockingConsents {
+    fn prepare_grant(
+        &self,
+        new: NewConsent,
+        supersedes: Option<ConsentId>,
+        now: Timestamp,
+    ) -> Result<ConsentRecord, StoreError> {
+        self.rt
+            .block_on(self.store.prepare_grant(new, supersedes, now))
+    }
+
+    fn commit_grant(&self, record: &ConsentRecord) -> Result<(), StoreError> {
+        self.rt.block_on(self.store.commit_grant(record))
+    }
+
+    fn withdraw(
+        &self,
+        id: &ConsentId,
+        by: Actor,
+        reason: Option<String>,
+        evidence: Option<Evidence>,
+        now: Timestamp,
+    ) -> Result<ConsentRecord, StoreError> {
+        self.rt
+            .block_on(self.store.withdraw(id, by, reason, evidence, now))
+    }
+
+    fn get(&self, id: &ConsentId, version: Option<u32>) -> Result<ConsentRecord, StoreError> {
+        self.rt.block_on(self.store.get(id, version))
+    }
+
+    fn for_subject(&self, subject: &SubjectId) -> Result<Vec<ConsentRecord>, StoreError> {
+        self.rt.block_on(self.store.for_subject(subject))
+    }
+
+    fn decide(
+        &self,
+        subject: &SubjectId,
+        request: &DisclosureRequest,
+        at: Timestamp,
+        vocabulary: &Vocabulary,
+    ) -> Result<Decision, StoreError> {
+        self.rt
+            .block_on(self.store.decide(subject, request, at, vocabulary))
+    }
+
+    fn reconciled_through(&self) -> Result<Option<u64>, StoreError> {
+        self.rt.block_on(self.store.reconciled_through())
+    }
+
+    fn set_reconciled_through(&self, size: u64) -> Result<(), StoreError> {
+        self.rt.block_on(self.store.set_reconciled_through(size))
+    }
+
+    fn reconcile(
+        &self,
+        change: &LoggedChange,
+        lost_grants: LostGrants,
+    ) -> Result<Reconciled, StoreError> {
+        self.rt.block_on(self.store.reconcile(change, lost_grants))
+    }
+}
+
+/// A fresh database per store; reopening is a new pool on the same database.
+struct PgConsents<'c> {
+    cluster: &'c Cluster,
+    rt: std::sync::Arc<tokio::runtime::Runtime>,
+    pseudonyms: std::sync::Arc<Pseudonymizer>,
+    made: usize,
+}
+
+impl PgConsents<'_> {
+    fn open(&self, url: String) -> BlockingConsents {
+        let db = Database::connect(&PostgresConfig::local(url)).expect("pool");
+        BlockingConsents {
+            rt: self.rt.clone(),
+            store: pg_consents::Consents::new(db, self.pseudonyms.clone()),
+        }
+    }
+}
+
+impl ConsentHarness for PgConsents<'_> {
+    type Store = BlockingConsents;
+
+    fn fresh(&mut self) -> BlockingConsents {
+        self.made += 1;
+        let url = migrated(self.cluster, &format!("consents_{}", self.made), &self.rt);
+        self.open(url)
+    }
+
+    fn reopen(&mut self, store: BlockingConsents) -> BlockingConsents {
+        drop(store);
+        self.open(self.cluster.url(&format!("consents_{}", self.made)))
+    }
+}
+
+fn pseudonyms() -> std::sync::Arc<Pseudonymizer> {
+    let key = Pseudonymizer::generate_text().expect("key");
+    std::sync::Arc::new(Pseudonymizer::from_text(&key).expect("pseudonyms"))
+}
+
+#[test]
+fn consents_in_postgres_meet_the_storage_expectations_the_embedded_store_meets() {
+    let Some((_dir, cluster)) = cluster(None) else {
+        return;
+    };
+    let mut harness = PgConsents {
+        cluster: &cluster,
+        rt: std::sync::Arc::new(runtime()),
+        pseudonyms: pseudonyms(),
+        made: 0,
+    };
+    casegate_consent::storage::conformance::run(&mut harness);
+    assert_eq!(harness.made, 7, "every case ran on a database of its own");
+}
+
+#[test]
+fn a_decision_waits_for_a_withdrawal_in_flight_and_sees_it() {
+    let Some((_dir, cluster)) = cluster(None) else {
+        return;
+    };
+    let rt = runtime();
+    let url = migrated(&cluster, "casegate", &rt);
+    let pseudonyms = pseudonyms();
+    rt.block_on(async {
+        let db = Database::connect(&PostgresConfig::local(url.clone())).expect("pool");
+        let consents = pg_consents::Consents::new(db.clone(), pseudonyms.clone());
+        let subject = SubjectId::synthetic_all().nth(4321).expect("subject");
+        let nav: OrgNumber = "910000071".parse().expect("orgnr");
+        let clinic: OrgNumber = "910000063".parse().expect("orgnr");
+        let now = Timestamp(1_800_000_000_000_000);
+        let new = NewConsent {
+            subject,
+            recorded_by: Actor {
+                orgnr: nav,
+                user_id: "nav-1".into(),
+                role: Role::NavCounsellor,
+            },
+            provisions: vec![Provision {
+                senders: vec![Party {
+                    orgnr: nav,
+                    roles: Default::default(),
+                }],
+                recipients: vec![Party {
+                    orgnr: clinic,
+                    roles: Default::default(),
+                }],
+                categories: ["benefit_counselling".parse().expect("term")].into(),
+                purposes: ["ips_follow_up".parse().expect("term")].into(),
+            }],
+            period: Period {
+                start: now,
+                end: Timestamp(now.0 + 86_400_000_000),
+            },
+            evidence: Evidence::SignedForm {
+                sha256: [1; 32],
+                reference: "form-1".into(),
+            },
+        };
+        let granted = consents
+            .prepare_grant(new, None, now)
+            .await
+            .expect("prepare");
+        consents.commit_grant(&granted).await.expect("grant");
+        let request = DisclosureRequest {
+            sender_org: nav,
+            sender_role: Role::NavCounsellor,
+            recipient_org: clinic,
+            recipient_role: None,
+            category: "benefit_counselling".parse().expect("term"),
+            purpose: "ips_follow_up".parse().expect("term"),
+            approval_attested: false,
+        };
+        let vocabulary = Vocabulary::default();
+        assert!(matches!(
+            consents.decide(&subject, &request, now, &vocabulary).await,
+            Ok(Decision::Permit(_))
+        ));
+
+        // Another replica's withdrawal, in flight: the subject's row locked, the version
+        // withdrawn, not yet committed.
+        let mut other = db.client().await.expect("client");
+        let tx = other.transaction().await.expect("begin");
+        let key = pseudonyms.pseudonym(&subject).to_vec();
+        tx.query_one(
+            "SELECT changes FROM casegate_consent_subject WHERE subject_key = $1 FOR UPDATE",
+            &[&key],
+        )
+        .await
+        .expect("lock");
+        let mut withdrawn = granted.clone();
+        casegate_consent::store::withdraw(
+            &mut withdrawn,
+            granted.recorded_by.clone(),
+            None,
+            None,
+            now,
+        )
+        .expect("withdraw");
+        tx.execute(
+            "UPDATE casegate_consent_version SET status = 2, record = $1 WHERE version = 1",
+            &[&casegate_consent::store::encode(&withdrawn)],
+        )
+        .await
+        .expect("withdrawn");
+
+        let deciding = {
+            let (consents, vocabulary, request) =
+                (consents.clone(), vocabulary.clone(), request.clone());
+            tokio::spawn(async move { consents.decide(&subject, &request, now, &vocabulary).await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !deciding.is_finished(),
+            "the decision waits for the withdrawal"
+        );
+        tx.commit().await.expect("commit");
+        let decided = deciding.await.expect("task").expect("decided");
+        assert!(
+            matches!(&decided, Decision::Deny(d) if d.reason == Reason::ConsentWithdrawn),
+            "{decided:?}"
         );
     });
 }

@@ -7,6 +7,7 @@
 //! and YugabyteDB: no sequences, no advisory locks, no PostgreSQL-only types.
 
 pub mod audit;
+pub mod consents;
 mod migrate;
 
 use std::{

@@ -32,8 +32,8 @@ use casegate_audit::{
     log::{AppendError, Appended, ReadError},
     merkle::{self, CompactRange, Hash},
 };
+use deadpool_postgres::GenericClient;
 use tokio::sync::{Notify, oneshot};
-use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::{Database, DatabaseError};
@@ -180,7 +180,7 @@ impl AuditLog {
     /// As those two.
     pub async fn append(&self, entry: &[u8]) -> Result<Appended, AppendError> {
         let client = self.shared.db.client().await.map_err(failed)?;
-        let id = Self::enqueue(&**client, entry).await?;
+        let id = Self::enqueue(&client, entry).await?;
         drop(client);
         self.wait(id).await
     }

@@ -90,7 +90,9 @@ pub async fn migrate(db: &Database) -> Result<Migrated, DatabaseError> {
     }
 }
 
-async fn attempt_migrate(client: &mut tokio_postgres::Client) -> Result<Migrated, DatabaseError> {
+async fn attempt_migrate(
+    client: &mut deadpool_postgres::Client,
+) -> Result<Migrated, DatabaseError> {
     client.batch_execute(BOOKKEEPING).await?;
     let tx = client.transaction().await?;
     tx.query_one(
@@ -132,13 +134,12 @@ pub async fn schema_version(db: &Database) -> Result<i32, DatabaseError> {
     if !exists {
         return Ok(0);
     }
-    let client: &tokio_postgres::Client = &client;
-    checked(&applied(client).await?)
+    checked(&applied(&client).await?)
 }
 
 /// The versions and names `casegate_schema` records, in order.
 async fn applied(
-    client: &impl tokio_postgres::GenericClient,
+    client: &impl deadpool_postgres::GenericClient,
 ) -> Result<Vec<(i32, String)>, DatabaseError> {
     Ok(client
         .query(

@@ -1,0 +1,532 @@
+//! Consents in PostgreSQL (DESIGN §7): one row per subject in `casegate_consent_subject`, the
+//! lock every change about the subject takes (`FOR UPDATE`) and every decision shares (`FOR
+//! SHARE`), and every version of every consent in `casegate_consent_version`, stored as the
+//! embedded store stores it (`casegate_consent::store::encode`). Subjects are keyed by their
+//! pseudonym (HMAC-SHA-256 under the deployment's pseudonym key), never by identity number.
+//!
+//! The operations are those of [`ConsentStorage`](casegate_consent::storage::ConsentStorage),
+//! asynchronous, each one transaction, retried on a serialization failure or deadlock; the
+//! record rules (what a grant or withdrawal makes of a version) are the consent crate's own
+//! (`store::next_version`, `store::withdraw`).
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use casegate_consent::{
+    SubjectId, Vocabulary,
+    decision::{self, Decision, DisclosureRequest},
+    record::{
+        Actor, ConsentId, ConsentRecord, Evidence, NewConsent, Status, Timestamp, Withdrawal,
+    },
+    store::{self, LoggedChange, LostGrants, Reconciled, StoreError},
+};
+use deadpool_postgres::GenericClient;
+use uuid::Uuid;
+
+use super::{Database, DatabaseError};
+use crate::crypto::pseudonym::Pseudonymizer;
+
+/// SQLSTATEs after which a transaction is tried again: serialization failure, deadlock.
+const RETRY: &[&str] = &["40001", "40P01"];
+
+/// Attempts of one operation at most.
+const ATTEMPTS: u32 = 10;
+
+/// `id` as the `UUID` column holds it.
+fn uuid(id: &ConsentId) -> Uuid {
+    Uuid::from_bytes(*id.as_bytes())
+}
+
+/// The stored status codes (`casegate_consent_version.status`).
+fn status_code(status: Status) -> i16 {
+    match status {
+        Status::Active => 0,
+        Status::Superseded => 1,
+        Status::Withdrawn => 2,
+    }
+}
+
+/// Why an attempt failed: a rule of the store (final) or the database (maybe retried).
+#[derive(Debug)]
+enum Failure {
+    Store(StoreError),
+    Database(DatabaseError),
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Database(e.into())
+    }
+}
+
+impl From<DatabaseError> for Failure {
+    fn from(e: DatabaseError) -> Self {
+        Self::Database(e)
+    }
+}
+
+/// A database failure as the consent store's error (logged and answered as its I/O failure).
+fn store_error(e: DatabaseError) -> StoreError {
+    StoreError::Io(std::io::Error::other(e.to_string()))
+}
+
+/// Runs `attempt` until it succeeds, fails by a store rule, or fails by the database in a way
+/// another attempt cannot help (or [`ATTEMPTS`] times).
+async fn retrying<T, F: Future<Output = Result<T, Failure>>>(
+    mut attempt: impl FnMut() -> F,
+) -> Result<T, StoreError> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(Failure::Store(e)) => return Err(e),
+            Err(Failure::Database(e))
+                if tries < ATTEMPTS && e.code().is_some_and(|c| RETRY.contains(&c)) =>
+            {
+                tokio::time::sleep(Duration::from_millis(5 * u64::from(tries))).await;
+            }
+            Err(Failure::Database(e)) => return Err(store_error(e)),
+        }
+    }
+}
+
+/// The deployment's consents.
+#[derive(Clone)]
+pub struct Consents {
+    db: Database,
+    pseudonyms: Arc<Pseudonymizer>,
+}
+
+impl std::fmt::Debug for Consents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consents").field("db", &self.db).finish()
+    }
+}
+
+impl Consents {
+    /// Consents in `db` (schema migrated), subjects keyed by `pseudonyms`.
+    pub fn new(db: Database, pseudonyms: Arc<Pseudonymizer>) -> Self {
+        Self { db, pseudonyms }
+    }
+
+    fn key(&self, subject: &SubjectId) -> Vec<u8> {
+        self.pseudonyms.pseudonym(subject).to_vec()
+    }
+
+    /// The record a grant would store (see `ConsentStorage::prepare_grant`). Stores nothing.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`], [`StoreError::SubjectMismatch`], [`StoreError::NotActive`];
+    /// a database failure.
+    pub async fn prepare_grant(
+        &self,
+        new: NewConsent,
+        supersedes: Option<ConsentId>,
+        now: Timestamp,
+    ) -> Result<ConsentRecord, StoreError> {
+        let current = match supersedes {
+            Some(id) => Some(self.get(&id, None).await?),
+            None => None,
+        };
+        store::next_version(new, current, now)
+    }
+
+    /// Stores a prepared record, superseding the version before it, in one transaction under
+    /// the subject's lock.
+    ///
+    /// # Errors
+    /// [`StoreError::NotActive`] (`changed meanwhile`) when the consent changed since the
+    /// record was prepared; a database failure.
+    pub async fn commit_grant(&self, record: &ConsentRecord) -> Result<(), StoreError> {
+        retrying(|| self.try_commit_grant(record)).await
+    }
+
+    async fn try_commit_grant(&self, record: &ConsentRecord) -> Result<(), Failure> {
+        let mut client = self.db.client().await?;
+        let tx = client.transaction().await?;
+        let key = self.key(&record.subject);
+        lock_subject(&tx, &key).await?;
+        let id = uuid(&record.id);
+        let newest = tx
+            .query_opt(
+                "SELECT version, status FROM casegate_consent_version
+                 WHERE consent_id = $1 ORDER BY version DESC LIMIT 1",
+                &[&id],
+            )
+            .await?
+            .map(|row| (row.get::<_, i32>(0), row.get::<_, i16>(1)));
+        let expected = i32::try_from(record.version).unwrap_or(i32::MAX) - 1;
+        match newest {
+            None if expected == 0 => {}
+            Some((version, status))
+                if version == expected && status == status_code(Status::Active) =>
+            {
+                tx.execute(
+                    "UPDATE casegate_consent_version SET status = $3, record = $4
+                     WHERE consent_id = $1 AND version = $2",
+                    &[
+                        &id,
+                        &version,
+                        &status_code(Status::Superseded),
+                        &superseded_bytes(&tx, id, version).await?,
+                    ],
+                )
+                .await?;
+            }
+            _ => return Err(StoreError::NotActive("changed meanwhile").into()),
+        }
+        tx.execute(
+            "INSERT INTO casegate_consent_version (consent_id, version, subject_key, status, record)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &id,
+                &i32::try_from(record.version).unwrap_or(i32::MAX),
+                &key,
+                &status_code(record.status),
+                &store::encode(record),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Withdraws the newest version of `id` at `now`, for good, under the subject's lock, and
+    /// returns it withdrawn.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`]; [`StoreError::AlreadyWithdrawn`]; a database failure.
+    pub async fn withdraw(
+        &self,
+        id: &ConsentId,
+        by: Actor,
+        reason: Option<String>,
+        evidence: Option<Evidence>,
+        now: Timestamp,
+    ) -> Result<ConsentRecord, StoreError> {
+        retrying(|| {
+            self.try_restate(id, None, |record| {
+                store::withdraw(record, by.clone(), reason.clone(), evidence.clone(), now)
+                    .map(|()| true)
+            })
+        })
+        .await
+        .map(|(record, _)| record)
+    }
+
+    /// Applies `change` to version `version` of `id` (`None`: the newest) under the
+    /// subject's lock, storing it if `change` says it changed. Returns the record and that.
+    async fn try_restate(
+        &self,
+        id: &ConsentId,
+        version: Option<u32>,
+        change: impl Fn(&mut ConsentRecord) -> Result<bool, StoreError>,
+    ) -> Result<(ConsentRecord, bool), Failure> {
+        let mut client = self.db.client().await?;
+        let tx = client.transaction().await?;
+        let Some(row) = tx
+            .query_opt(
+                "SELECT subject_key FROM casegate_consent_version WHERE consent_id = $1 LIMIT 1",
+                &[&uuid(id)],
+            )
+            .await?
+        else {
+            return Err(StoreError::NotFound.into());
+        };
+        let key: Vec<u8> = row.get(0);
+        lock_subject(&tx, &key).await?;
+        let mut record = read(&tx, id, version).await?;
+        let changed = change(&mut record)?;
+        if changed {
+            tx.execute(
+                "UPDATE casegate_consent_version SET status = $3, record = $4
+                 WHERE consent_id = $1 AND version = $2",
+                &[
+                    &uuid(id),
+                    &i32::try_from(record.version).unwrap_or(i32::MAX),
+                    &status_code(record.status),
+                    &store::encode(&record),
+                ],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok((record, changed))
+    }
+
+    /// One version of `id` (`None`: the newest).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`]; a database failure or an unreadable record.
+    pub async fn get(
+        &self,
+        id: &ConsentId,
+        version: Option<u32>,
+    ) -> Result<ConsentRecord, StoreError> {
+        retrying(|| async {
+            let client = self.db.client().await?;
+            read(&client, id, version).await
+        })
+        .await
+    }
+
+    /// Every version of every consent about `subject`, ordered by consent id, then version.
+    ///
+    /// # Errors
+    /// A database failure or an unreadable record.
+    pub async fn for_subject(&self, subject: &SubjectId) -> Result<Vec<ConsentRecord>, StoreError> {
+        let key = self.key(subject);
+        retrying(|| async {
+            let client = self.db.client().await?;
+            let rows = client
+                .query(
+                    "SELECT record FROM casegate_consent_version WHERE subject_key = $1
+                     ORDER BY consent_id, version",
+                    &[&key],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| store::decode(r.get(0)))
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// The disclosure decision for `request` about `subject` at `at`, over the subject's
+    /// current versions, read under a share lock on the subject's row: a withdrawal
+    /// committing meanwhile is waited for, and seen.
+    ///
+    /// # Errors
+    /// A database failure or an unreadable record.
+    pub async fn decide(
+        &self,
+        subject: &SubjectId,
+        request: &DisclosureRequest,
+        at: Timestamp,
+        vocabulary: &Vocabulary,
+    ) -> Result<Decision, StoreError> {
+        let key = self.key(subject);
+        retrying(|| async {
+            let mut client = self.db.client().await?;
+            let tx = client.transaction().await?;
+            let decided = decide_in(&tx, &key, request, at, vocabulary).await?;
+            tx.commit().await?;
+            Ok(decided)
+        })
+        .await
+    }
+
+    /// The audit log size up to which consents are reconciled with the log; `None` before
+    /// the first reconciliation.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn reconciled_through(&self) -> Result<Option<u64>, StoreError> {
+        retrying(|| async {
+            let client = self.db.client().await?;
+            Ok(client
+                .query_opt(
+                    "SELECT reconciled_through FROM casegate_consent_mark WHERE id = 1",
+                    &[],
+                )
+                .await?
+                .map(|row| u64::try_from(row.get::<_, i64>(0)).unwrap_or(0)))
+        })
+        .await
+    }
+
+    /// Records that consents are reconciled with the log up to `size` entries.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn set_reconciled_through(&self, size: u64) -> Result<(), StoreError> {
+        let size = i64::try_from(size).unwrap_or(i64::MAX);
+        retrying(|| async {
+            let client = self.db.client().await?;
+            client
+                .execute(
+                    "INSERT INTO casegate_consent_mark (id, reconciled_through) VALUES (1, $1)
+                     ON CONFLICT (id) DO UPDATE SET reconciled_through = EXCLUDED.reconciled_through",
+                    &[&size],
+                )
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Brings consents in line with one change the audit log holds (idempotent), with the
+    /// rules of the embedded store's reconciliation.
+    ///
+    /// # Errors
+    /// A database failure or an unreadable record.
+    pub async fn reconcile(
+        &self,
+        change: &LoggedChange,
+        lost_grants: LostGrants,
+    ) -> Result<Reconciled, StoreError> {
+        match change {
+            LoggedChange::Granted {
+                id,
+                version,
+                record_sha256,
+            } => match self.get(id, Some(*version)).await {
+                Ok(held) if held.record_hash() == *record_sha256 => Ok(Reconciled::InStore),
+                Ok(_) => Ok(Reconciled::Different),
+                Err(StoreError::NotFound) => {
+                    let previous_superseded = match *version {
+                        _ if lost_grants == LostGrants::Report => false,
+                        1 => false,
+                        v => match retrying(|| {
+                            self.try_restate(id, Some(v - 1), |record| {
+                                let active = record.status == Status::Active;
+                                if active {
+                                    record.status = Status::Superseded;
+                                }
+                                Ok(active)
+                            })
+                        })
+                        .await
+                        {
+                            Ok((_, changed)) => changed,
+                            Err(StoreError::NotFound) => false,
+                            Err(e) => return Err(e),
+                        },
+                    };
+                    Ok(Reconciled::GrantLost {
+                        previous_superseded,
+                    })
+                }
+                Err(e) => Err(e),
+            },
+            LoggedChange::Withdrawn {
+                id,
+                version,
+                by,
+                at,
+            } => {
+                let restated = retrying(|| {
+                    self.try_restate(id, Some(*version), |record| {
+                        let held = record.status != Status::Withdrawn;
+                        if held {
+                            record.status = Status::Withdrawn;
+                            record.withdrawal = Some(Withdrawal {
+                                at: *at,
+                                by: by.clone(),
+                                reason: None,
+                                evidence: None,
+                            });
+                        }
+                        Ok(held)
+                    })
+                })
+                .await;
+                match restated {
+                    Ok((_, true)) => Ok(Reconciled::WithdrawalReapplied),
+                    Ok((_, false)) => Ok(Reconciled::InStore),
+                    Err(StoreError::NotFound) => Ok(Reconciled::WithdrawnNotHeld),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+}
+
+/// The decision over the subject keyed `key`, in `client`'s transaction, holding a share lock
+/// on the subject's row until it ends (the workflows decide and record in one transaction).
+///
+/// # Errors
+/// A database failure or an unreadable record.
+async fn decide_in(
+    client: &impl GenericClient,
+    key: &[u8],
+    request: &DisclosureRequest,
+    at: Timestamp,
+    vocabulary: &Vocabulary,
+) -> Result<Decision, Failure> {
+    client
+        .query_opt(
+            "SELECT changes FROM casegate_consent_subject WHERE subject_key = $1 FOR SHARE",
+            &[&key],
+        )
+        .await?;
+    // The current version of each consent: the one not superseded.
+    let rows = client
+        .query(
+            "SELECT record FROM casegate_consent_version WHERE subject_key = $1 AND status <> $2
+             ORDER BY consent_id",
+            &[&key, &status_code(Status::Superseded)],
+        )
+        .await?;
+    let records = rows
+        .iter()
+        .map(|r| store::decode(r.get(0)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(decision::decide(request, &records, at, vocabulary))
+}
+
+/// Takes the subject's row lock (creating the row on its first consent); every change about
+/// the subject counts in `changes`.
+async fn lock_subject(client: &impl GenericClient, key: &[u8]) -> Result<(), Failure> {
+    client
+        .execute(
+            "INSERT INTO casegate_consent_subject (subject_key, changes) VALUES ($1, 1)
+             ON CONFLICT (subject_key) DO UPDATE
+             SET changes = casegate_consent_subject.changes + 1",
+            &[&key],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Version `version` of `id` (`None`: the newest).
+async fn read(
+    client: &impl GenericClient,
+    id: &ConsentId,
+    version: Option<u32>,
+) -> Result<ConsentRecord, Failure> {
+    let row = match version {
+        Some(v) => {
+            client
+                .query_opt(
+                    "SELECT record FROM casegate_consent_version WHERE consent_id = $1 AND version = $2",
+                    &[&uuid(id), &i32::try_from(v).unwrap_or(i32::MAX)],
+                )
+                .await?
+        }
+        None => {
+            client
+                .query_opt(
+                    "SELECT record FROM casegate_consent_version WHERE consent_id = $1
+                     ORDER BY version DESC LIMIT 1",
+                    &[&uuid(id)],
+                )
+                .await?
+        }
+    };
+    let row = row.ok_or(StoreError::NotFound)?;
+    Ok(store::decode(row.get(0))?)
+}
+
+/// The stored bytes of version `version` of `id`, marked superseded.
+async fn superseded_bytes(
+    client: &impl GenericClient,
+    id: Uuid,
+    version: i32,
+) -> Result<Vec<u8>, Failure> {
+    let mut record = read(
+        client,
+        &ConsentId::from_bytes(*id.as_bytes()),
+        u32::try_from(version).ok(),
+    )
+    .await?;
+    record.status = Status::Superseded;
+    Ok(store::encode(&record))
+}
