@@ -13,7 +13,7 @@ use casegate::{
     dev::{self, DevCa, postgres::Cluster},
     postgres::{
         Database, DatabaseError, MIGRATIONS, Migrated, PostgresConfig, SCHEMA_VERSION,
-        audit as pg_audit, consents as pg_consents, migrate, schema_version,
+        audit as pg_audit, consents as pg_consents, migrate, notes as pg_notes, schema_version,
     },
     pseudonym::Pseudonymizer,
 };
@@ -31,6 +31,10 @@ use casegate_consent::{
     },
     storage::{ConsentStorage, conformance::Harness as ConsentHarness},
     store::{LoggedChange, LostGrants, Reconciled, StoreError},
+};
+use casegate_notes::{
+    Existing, Expiry, JournalStats, Note, NoteError, NoteStorage,
+    storage::model::Harness as NotesHarness,
 };
 
 /// A fresh cluster in a fresh folder (serving TLS with a certificate by `tls`, if given), or
@@ -831,4 +835,174 @@ fn a_decision_waits_for_a_withdrawal_in_flight_and_sees_it() {
             "{decided:?}"
         );
     });
+}
+
+// === notes ===
+
+/// The PostgreSQL notes behind the storage trait the embedded journal implements, each call
+/// run to its end on a runtime of the test's, so the journal's model-based suite runs against
+/// them unchanged. Nothing waits for a flush there: every change is committed when it returns.
+#[derive(Debug)]
+struct BlockingNotes {
+    rt: std::sync::Arc<tokio::runtime::Runtime>,
+    store: pg_notes::Notes,
+}
+
+impl NoteStorage for BlockingNotes {
+    fn reserve(
+        &self,
+        sender: OrgNumber,
+        request_id: &str,
+        id: uuid::Uuid,
+        fingerprint: [u8; 32],
+    ) -> Result<Result<(), Existing>, NoteError> {
+        self.rt
+            .block_on(self.store.reserve(sender, request_id, id, fingerprint))
+    }
+
+    fn release(&self, sender: OrgNumber, request_id: &str) -> Result<(), NoteError> {
+        self.rt.block_on(self.store.release(sender, request_id))
+    }
+
+    fn stage_pending(&self, note: &Note) -> Result<(), NoteError> {
+        self.rt.block_on(self.store.stage_pending(note))
+    }
+
+    fn make_deliverable(&self, note: Note, audit_index: u64) -> Result<Note, NoteError> {
+        self.rt
+            .block_on(self.store.make_deliverable(&note, audit_index))
+    }
+
+    fn mark_delivered(&self, id: &uuid::Uuid) -> Result<(), NoteError> {
+        self.rt.block_on(self.store.mark_delivered(id))
+    }
+
+    fn acknowledge(
+        &self,
+        id: &uuid::Uuid,
+        at: Timestamp,
+        purge_after: Timestamp,
+    ) -> Result<Note, NoteError> {
+        self.rt
+            .block_on(self.store.acknowledge(id, at, purge_after))
+    }
+
+    fn purge(&self, id: &uuid::Uuid) -> Result<Note, NoteError> {
+        self.rt.block_on(self.store.purge(id))
+    }
+
+    fn undelivered_for(&self, consent: &ConsentId) -> Result<Vec<Note>, NoteError> {
+        self.rt.block_on(self.store.undelivered_for(consent))
+    }
+
+    fn drop_pending(&self, note: &Note) -> Result<(), NoteError> {
+        self.rt.block_on(self.store.drop_pending(note))
+    }
+
+    fn forget_purged(&self, before: Timestamp, limit: usize) -> Result<usize, NoteError> {
+        self.rt.block_on(self.store.forget_purged(before, limit))
+    }
+
+    fn get(&self, id: &uuid::Uuid) -> Result<Note, NoteError> {
+        self.rt.block_on(self.store.get(id))
+    }
+
+    fn pending(&self) -> Result<Vec<Note>, NoteError> {
+        self.rt.block_on(self.store.pending())
+    }
+
+    fn inbox_page(
+        &self,
+        org: OrgNumber,
+        after: Option<uuid::Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Note>, NoteError> {
+        self.rt.block_on(self.store.inbox_page(org, after, limit))
+    }
+
+    fn due(
+        &self,
+        ttl_cutoff: Timestamp,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(Note, Expiry)>, NoteError> {
+        self.rt.block_on(self.store.due(ttl_cutoff, now, limit))
+    }
+
+    fn flush(&self) -> Result<(), NoteError> {
+        Ok(())
+    }
+
+    fn sync_now(&self) -> Result<(), NoteError> {
+        Ok(())
+    }
+
+    fn failure(&self) -> Option<String> {
+        None
+    }
+
+    fn backlog(&self) -> usize {
+        self.rt.block_on(self.store.backlog()).expect("backlog")
+    }
+
+    fn stats(&self) -> JournalStats {
+        JournalStats {
+            notes: self.rt.block_on(self.store.held()).expect("count"),
+            files: 0,
+            bytes: 0,
+            live_bytes: 0,
+        }
+    }
+
+    fn compact(&self) -> Result<usize, NoteError> {
+        // Nothing to compact: PostgreSQL reclaims space itself (VACUUM).
+        Ok(0)
+    }
+}
+
+/// One database; a fresh store empties its note tables, reopening is a new pool.
+struct PgNotes {
+    url: String,
+    rt: std::sync::Arc<tokio::runtime::Runtime>,
+}
+
+impl PgNotes {
+    fn open(&self) -> Box<dyn NoteStorage> {
+        let db = Database::connect(&PostgresConfig::local(self.url.clone())).expect("pool");
+        Box::new(BlockingNotes {
+            rt: self.rt.clone(),
+            store: pg_notes::Notes::new(db),
+        })
+    }
+}
+
+impl NotesHarness for PgNotes {
+    fn fresh(&mut self) -> Box<dyn NoteStorage> {
+        self.rt.block_on(async {
+            let db = Database::connect(&PostgresConfig::local(self.url.clone())).expect("pool");
+            db.client()
+                .await
+                .expect("client")
+                .batch_execute("TRUNCATE casegate_note, casegate_note_claim")
+                .await
+                .expect("emptied");
+        });
+        self.open()
+    }
+
+    fn reopen(&mut self, store: Box<dyn NoteStorage>) -> Box<dyn NoteStorage> {
+        drop(store);
+        self.open()
+    }
+}
+
+#[test]
+fn notes_in_postgres_answer_as_the_note_store_model_does() {
+    let Some((_dir, cluster)) = cluster(None) else {
+        return;
+    };
+    let rt = std::sync::Arc::new(runtime());
+    let url = migrated(&cluster, "notes", &rt);
+    let steps = casegate_notes::storage::model::check_against_model(&mut PgNotes { url, rt });
+    assert!(steps >= 10_000, "{steps} steps");
 }

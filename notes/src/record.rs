@@ -55,6 +55,29 @@ pub(crate) struct Progress {
     pub(crate) purged_at: Option<Timestamp>,
 }
 
+/// `note`'s progress (state, audit index, delivery, acknowledgement, purge times) as a
+/// progress record's payload (at most 51 bytes).
+pub fn progress_of(note: &Note) -> Vec<u8> {
+    encode_progress(&note.id, &Progress::of(note))
+}
+
+/// Sets `note`'s progress from a progress record's payload written for it.
+///
+/// # Errors
+/// [`NoteError::Corrupt`] for a payload that is not a progress record, or one of another
+/// note.
+pub fn apply_progress(payload: &[u8], note: &mut Note) -> Result<(), NoteError> {
+    let (id, progress) = decode_progress(payload)?;
+    if id != note.id {
+        return Err(NoteError::Corrupt(format!(
+            "progress record of note {id} read for note {}",
+            note.id
+        )));
+    }
+    progress.apply(note);
+    Ok(())
+}
+
 impl Progress {
     pub(crate) fn of(note: &Note) -> Self {
         Self {
@@ -137,8 +160,10 @@ impl Progress {
     }
 }
 
-/// A note record's payload.
-pub(crate) fn encode_note(note: &Note) -> Vec<u8> {
+/// A note record's payload: the note as written once (its progress — state, audit index,
+/// delivery, acknowledgement and purge times — is not in it: see [`progress_of`]). Other
+/// backends store notes in this form too.
+pub fn encode_note(note: &Note) -> Vec<u8> {
     let Note {
         id,
         state: _,
@@ -203,8 +228,12 @@ pub(crate) fn encode_note(note: &Note) -> Vec<u8> {
     out.0
 }
 
-/// The note a note record's payload holds.
-pub(crate) fn decode_note(payload: &[u8]) -> Result<Note, NoteError> {
+/// The note a note record's payload holds, with the progress of a note just stored (apply
+/// its newest progress with [`apply_progress`]).
+///
+/// # Errors
+/// [`NoteError::Corrupt`] for a payload that is not a note record.
+pub fn decode_note(payload: &[u8]) -> Result<Note, NoteError> {
     let corrupt = |e: String| NoteError::Corrupt(format!("note record: {e}"));
     (|| {
         let mut input = Reader::new(payload)?;

@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod consents;
 mod migrate;
+pub mod notes;
 
 use std::{
     path::{Path, PathBuf},

@@ -33,6 +33,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "audit log",
         sql: include_str!("schema/0002_audit_log.sql"),
     },
+    Migration {
+        version: 3,
+        name: "notes",
+        sql: include_str!("schema/0003_notes.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.
