@@ -533,9 +533,10 @@ fn an_entry_is_logged_exactly_when_the_transaction_that_queued_it_commits() {
         let mut client = db.client().await.expect("client");
 
         let tx = client.transaction().await.expect("begin");
-        let rolled_back = pg_audit::AuditLog::enqueue(&tx, &entry_at(1, 1_800_000_000_000_000))
-            .await
-            .expect("queued");
+        let rolled_back =
+            pg_audit::AuditLog::enqueue(&tx, &entry_at(1, 1_800_000_000_000_000), None)
+                .await
+                .expect("queued");
         tx.rollback().await.expect("rollback");
         let refused = log.wait(rolled_back).await.expect_err("never queued");
         assert!(refused.to_string().contains("did not commit"), "{refused}");
@@ -544,7 +545,7 @@ fn an_entry_is_logged_exactly_when_the_transaction_that_queued_it_commits() {
         tx.execute("CREATE TABLE change_it_records (n INTEGER)", &[])
             .await
             .expect("the change");
-        let committed = pg_audit::AuditLog::enqueue(&tx, &entry_at(2, 1_800_000_000_000_001))
+        let committed = pg_audit::AuditLog::enqueue(&tx, &entry_at(2, 1_800_000_000_000_001), None)
             .await
             .expect("queued");
         tx.commit().await.expect("commit");
@@ -568,7 +569,7 @@ fn entries_a_stopped_replica_queued_are_sequenced_by_another_and_a_foreign_key_i
         let db = Database::connect(&PostgresConfig::local(url.clone())).expect("pool");
         let client = db.client().await.expect("client");
         for n in 0..5 {
-            pg_audit::AuditLog::enqueue(&client, &entry_at(n, 1_800_000_000_000_000))
+            pg_audit::AuditLog::enqueue(&client, &entry_at(n, 1_800_000_000_000_000), None)
                 .await
                 .expect("queued");
         }
@@ -1005,4 +1006,81 @@ fn notes_in_postgres_answer_as_the_note_store_model_does() {
     let url = migrated(&cluster, "notes", &rt);
     let steps = casegate_notes::storage::model::check_against_model(&mut PgNotes { url, rt });
     assert!(steps >= 10_000, "{steps} steps");
+}
+
+#[test]
+fn a_note_becomes_deliverable_in_the_batch_that_logs_its_entry_and_never_without_it() {
+    use casegate_notes::{NoteState, storage::model::note};
+    let Some((_dir, cluster)) = cluster(None) else {
+        return;
+    };
+    let rt = runtime();
+    let url = migrated(&cluster, "casegate", &rt);
+    let signer = Signer::generate(ORIGIN).expect("key");
+    rt.block_on(async {
+        let log = replica(&url, &signer).await;
+        let db = Database::connect(&PostgresConfig::local(url.clone())).expect("pool");
+        let notes = pg_notes::Notes::new(db.clone());
+        let (logged, rolled_back, purged) = (note(1), note(2), note(3));
+        for n in [&logged, &rolled_back, &purged] {
+            notes.stage_pending(n).await.expect("staged");
+        }
+        let mut client = db.client().await.expect("client");
+
+        // Queued with its note and committed: deliverable under the entry's index.
+        let tx = client.transaction().await.expect("begin");
+        let queued =
+            pg_audit::AuditLog::enqueue(&tx, &entry_at(1, 1_800_000_000_000_000), Some(logged.id))
+                .await
+                .expect("queued");
+        tx.commit().await.expect("commit");
+        let appended = log.wait(queued).await.expect("logged");
+        let stored = notes.get(&logged.id).await.expect("held");
+        assert_eq!(stored.state, NoteState::Deliverable);
+        assert_eq!(stored.audit_index, Some(appended.index));
+        assert_eq!(
+            notes
+                .inbox_page(logged.recipient_org, None, 10)
+                .await
+                .expect("inbox")
+                .iter()
+                .map(|n| n.id)
+                .collect::<Vec<_>>(),
+            [logged.id]
+        );
+
+        // Queued and rolled back: no entry, and the note stays pending.
+        let tx = client.transaction().await.expect("begin");
+        let queued = pg_audit::AuditLog::enqueue(
+            &tx,
+            &entry_at(2, 1_800_000_000_000_001),
+            Some(rolled_back.id),
+        )
+        .await
+        .expect("queued");
+        tx.rollback().await.expect("rollback");
+        log.wait(queued).await.expect_err("never logged");
+        let stored = notes.get(&rolled_back.id).await.expect("held");
+        assert_eq!(
+            (stored.state, stored.audit_index),
+            (NoteState::Pending, None)
+        );
+
+        // Purged (its consent withdrawn) before its entry was sequenced: the entry is
+        // logged, the note stays purged.
+        notes.purge(&purged.id).await.expect("purged");
+        let tx = client.transaction().await.expect("begin");
+        let queued =
+            pg_audit::AuditLog::enqueue(&tx, &entry_at(3, 1_800_000_000_000_002), Some(purged.id))
+                .await
+                .expect("queued");
+        tx.commit().await.expect("commit");
+        let appended = log.wait(queued).await.expect("logged");
+        assert_eq!(appended.index, 1, "the rolled-back entry took no index");
+        assert_eq!(
+            notes.get(&purged.id).await.expect("held").state,
+            NoteState::Purged
+        );
+        assert_eq!(notes.backlog().await.expect("backlog"), 1);
+    });
 }

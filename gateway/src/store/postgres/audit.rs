@@ -16,6 +16,10 @@
 //! sequenced (the rest of its bytes unchanged), so an index's time is at most the replicas'
 //! clock skew later than the writer's.
 //!
+//! A `disclosure permitted` entry queued with its note makes that note deliverable in the batch
+//! that sequences it, so a note is deliverable exactly when its entry is in the log (DESIGN
+//! §4's invariant, here by one transaction rather than by recovery).
+//!
 //! Entry bytes, checkpoints and proofs are those of the embedded log: `casegate audit
 //! verify` checks an export of this log as it checks that one.
 
@@ -136,19 +140,25 @@ impl AuditLog {
 
     /// Puts `entry` (canonical bytes) into the outbox through `client` — the transaction of
     /// the change it records, so both commit or neither does — and returns its id for
-    /// [`AuditLog::wait`].
+    /// [`AuditLog::wait`]. With `note`, the entry is that note's `disclosure permitted`: the
+    /// batch that gives the entry its index makes the (pending) note deliverable, in the
+    /// same transaction — a note is deliverable exactly when its entry is in the log.
     ///
     /// # Errors
     /// [`AppendError::TooLarge`] over 1 MiB; a statement failure.
-    pub async fn enqueue(client: &impl GenericClient, entry: &[u8]) -> Result<Uuid, AppendError> {
+    pub async fn enqueue(
+        client: &impl GenericClient,
+        entry: &[u8],
+        note: Option<Uuid>,
+    ) -> Result<Uuid, AppendError> {
         if entry.len() > casegate_audit::segment::MAX_ENTRY_BYTES {
             return Err(AppendError::TooLarge(entry.len()));
         }
         let id = Uuid::now_v7();
         client
             .execute(
-                "INSERT INTO casegate_audit_outbox (id, entry) VALUES ($1, $2)",
-                &[&id, &entry],
+                "INSERT INTO casegate_audit_outbox (id, entry, note_id) VALUES ($1, $2, $3)",
+                &[&id, &entry, &note],
             )
             .await
             .map_err(|e| failed(e.into()))?;
@@ -180,7 +190,7 @@ impl AuditLog {
     /// As those two.
     pub async fn append(&self, entry: &[u8]) -> Result<Appended, AppendError> {
         let client = self.shared.db.client().await.map_err(failed)?;
-        let id = Self::enqueue(&client, entry).await?;
+        let id = Self::enqueue(&client, entry, None).await?;
         drop(client);
         self.wait(id).await
     }
@@ -424,7 +434,7 @@ impl Shared {
         let frontier: Vec<u8> = tree.get(2);
         let outbox = tx
             .query(
-                "SELECT id, entry FROM casegate_audit_outbox ORDER BY id LIMIT $1",
+                "SELECT id, entry, note_id FROM casegate_audit_outbox ORDER BY id LIMIT $1",
                 &[&MAX_BATCH],
             )
             .await?;
@@ -450,8 +460,12 @@ impl Shared {
             Vec::with_capacity(n),
         );
         let (mut levels, mut node_indexes, mut node_hashes) = (Vec::new(), Vec::new(), Vec::new());
+        let mut notes = Vec::new();
         for row in &outbox {
             let id: Uuid = row.get(0);
+            if let Some(note) = row.get::<_, Option<Uuid>>(2) {
+                notes.push((note, range.size()));
+            }
             let bytes = no_earlier_than(row.get(1), newest);
             if let Some(time) = Entry::time_of(&bytes) {
                 newest = newest.max(time);
@@ -489,6 +503,9 @@ impl Shared {
             &[&ids],
         )
         .await?;
+        for (note, index) in &notes {
+            super::notes::make_deliverable_in(&tx, note, *index).await?;
+        }
         let signed = self.signer.sign(&Checkpoint {
             origin: self.origin.clone(),
             size: range.size(),

@@ -294,8 +294,7 @@ impl Notes {
         .await
     }
 
-    /// Applies `change` to note `id` under its row lock, storing it if `change` says it
-    /// changed (the note record too when the sealed part went). Returns the note as stored.
+    /// Applies `change` to note `id` under its row lock (see [`advance_in`]).
     async fn advance(
         &self,
         id: &Uuid,
@@ -304,34 +303,7 @@ impl Notes {
         retrying(|| async {
             let mut client = self.db.client().await?;
             let tx = client.transaction().await?;
-            let row = tx
-                .query_opt(
-                    "SELECT record, progress FROM casegate_note WHERE id = $1 FOR UPDATE",
-                    &[id],
-                )
-                .await?
-                .ok_or(NoteError::NotFound)?;
-            let mut note = note_of(&row)?;
-            let sealed_before = note.sealed.is_some();
-            if change(&mut note) {
-                // The note record is written again only when its sealed part is deleted.
-                let record = (sealed_before && note.sealed.is_none()).then(|| encode_note(&note));
-                tx.execute(
-                    "UPDATE casegate_note SET state = $2, delivered = $3, purge_after = $4,
-                     purged_at = $5, progress = $6, record = COALESCE($7, record)
-                     WHERE id = $1",
-                    &[
-                        id,
-                        &state_code(note.state),
-                        &note.delivered,
-                        &note.purge_after.map(|t| t.0),
-                        &note.purged_at.map(|t| t.0),
-                        &progress_of(&note),
-                        &record,
-                    ],
-                )
-                .await?;
-            }
+            let note = advance_in(&tx, id, &change).await?;
             tx.commit().await?;
             Ok(note)
         })
@@ -511,6 +483,73 @@ impl Notes {
             Ok(notes_of(&rows)?)
         })
         .await
+    }
+}
+
+/// Applies `change` to note `id` in `client`'s transaction, under its row lock, storing it if
+/// `change` says it changed (the note record too when its sealed part went). Returns the
+/// note as stored.
+async fn advance_in(
+    client: &impl GenericClient,
+    id: &Uuid,
+    change: impl Fn(&mut Note) -> bool,
+) -> Result<Note, Failure> {
+    let row = client
+        .query_opt(
+            "SELECT record, progress FROM casegate_note WHERE id = $1 FOR UPDATE",
+            &[id],
+        )
+        .await?
+        .ok_or(NoteError::NotFound)?;
+    let mut note = note_of(&row)?;
+    let sealed_before = note.sealed.is_some();
+    if change(&mut note) {
+        // The note record is written again only when its sealed part is deleted.
+        let record = (sealed_before && note.sealed.is_none()).then(|| encode_note(&note));
+        client
+            .execute(
+                "UPDATE casegate_note SET state = $2, delivered = $3, purge_after = $4,
+                 purged_at = $5, progress = $6, record = COALESCE($7, record)
+                 WHERE id = $1",
+                &[
+                    id,
+                    &state_code(note.state),
+                    &note.delivered,
+                    &note.purge_after.map(|t| t.0),
+                    &note.purged_at.map(|t| t.0),
+                    &progress_of(&note),
+                    &record,
+                ],
+            )
+            .await?;
+    }
+    Ok(note)
+}
+
+/// Puts pending note `id` in its recipient's inbox under audit entry `audit_index`, in
+/// `client`'s transaction (the audit log's batch that gave the entry its index); a note no
+/// longer pending (purged meanwhile) or no longer held is left as it is.
+///
+/// # Errors
+/// A database failure or an unreadable note.
+pub(crate) async fn make_deliverable_in(
+    client: &impl GenericClient,
+    id: &Uuid,
+    audit_index: u64,
+) -> Result<(), DatabaseError> {
+    let made = advance_in(client, id, |n| {
+        if n.state != NoteState::Pending {
+            return false;
+        }
+        n.state = NoteState::Deliverable;
+        n.audit_index = Some(audit_index);
+        true
+    })
+    .await;
+    match made {
+        Ok(_) | Err(Failure::Note(NoteError::NotFound)) => Ok(()),
+        Err(Failure::Database(e)) => Err(e),
+        Err(Failure::Note(e)) => Err(DatabaseError::Setup(e.to_string())),
     }
 }
 

@@ -7,7 +7,10 @@ CREATE TABLE casegate_audit_outbox (
     -- Chosen by the writer (UUID v7: ordered by when it was written); the entry's
     -- idempotency key until it has an index.
     id UUID PRIMARY KEY,
-    entry BYTEA NOT NULL
+    entry BYTEA NOT NULL,
+    -- The note a `disclosure permitted` entry makes deliverable: the batch that gives the
+    -- entry its index puts the note in its recipient's inbox, in the same transaction.
+    note_id UUID
 );
 
 CREATE TABLE casegate_audit_entry (
