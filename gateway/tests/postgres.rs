@@ -13,7 +13,8 @@ use casegate::{
     dev::{self, DevCa, postgres::Cluster},
     postgres::{
         Database, DatabaseError, MIGRATIONS, Migrated, PostgresConfig, SCHEMA_VERSION,
-        audit as pg_audit, consents as pg_consents, migrate, notes as pg_notes, schema_version,
+        audit as pg_audit, consents as pg_consents, flows as pg_flows, migrate, notes as pg_notes,
+        schema_version,
     },
     pseudonym::Pseudonymizer,
 };
@@ -729,6 +730,59 @@ fn consents_in_postgres_meet_the_storage_expectations_the_embedded_store_meets()
     assert_eq!(harness.made, 7, "every case ran on a database of its own");
 }
 
+const NAV: &str = "910000071";
+const CLINIC: &str = "910000063";
+
+fn org(text: &str) -> OrgNumber {
+    text.parse().expect("orgnr")
+}
+
+/// The subject's consent: NAV may send benefit counselling to the clinic for IPS follow-up,
+/// for a day from `now`.
+fn nav_to_clinic(subject: SubjectId, now: Timestamp) -> NewConsent {
+    NewConsent {
+        subject,
+        recorded_by: Actor {
+            orgnr: org(NAV),
+            user_id: "nav-1".into(),
+            role: Role::NavCounsellor,
+        },
+        provisions: vec![Provision {
+            senders: vec![Party {
+                orgnr: org(NAV),
+                roles: Default::default(),
+            }],
+            recipients: vec![Party {
+                orgnr: org(CLINIC),
+                roles: Default::default(),
+            }],
+            categories: ["benefit_counselling".parse().expect("term")].into(),
+            purposes: ["ips_follow_up".parse().expect("term")].into(),
+        }],
+        period: Period {
+            start: now,
+            end: Timestamp(now.0 + 86_400_000_000),
+        },
+        evidence: Evidence::SignedForm {
+            sha256: [1; 32],
+            reference: "form-1".into(),
+        },
+    }
+}
+
+/// A NAV counsellor's benefit counselling for the clinic.
+fn benefit_counselling_to_clinic() -> DisclosureRequest {
+    DisclosureRequest {
+        sender_org: org(NAV),
+        sender_role: Role::NavCounsellor,
+        recipient_org: org(CLINIC),
+        recipient_role: None,
+        category: "benefit_counselling".parse().expect("term"),
+        purpose: "ips_follow_up".parse().expect("term"),
+        approval_attested: false,
+    }
+}
+
 #[test]
 fn a_decision_waits_for_a_withdrawal_in_flight_and_sees_it() {
     let Some((_dir, cluster)) = cluster(None) else {
@@ -741,51 +795,13 @@ fn a_decision_waits_for_a_withdrawal_in_flight_and_sees_it() {
         let db = Database::connect(&PostgresConfig::local(url.clone())).expect("pool");
         let consents = pg_consents::Consents::new(db.clone(), pseudonyms.clone());
         let subject = SubjectId::synthetic_all().nth(4321).expect("subject");
-        let nav: OrgNumber = "910000071".parse().expect("orgnr");
-        let clinic: OrgNumber = "910000063".parse().expect("orgnr");
         let now = Timestamp(1_800_000_000_000_000);
-        let new = NewConsent {
-            subject,
-            recorded_by: Actor {
-                orgnr: nav,
-                user_id: "nav-1".into(),
-                role: Role::NavCounsellor,
-            },
-            provisions: vec![Provision {
-                senders: vec![Party {
-                    orgnr: nav,
-                    roles: Default::default(),
-                }],
-                recipients: vec![Party {
-                    orgnr: clinic,
-                    roles: Default::default(),
-                }],
-                categories: ["benefit_counselling".parse().expect("term")].into(),
-                purposes: ["ips_follow_up".parse().expect("term")].into(),
-            }],
-            period: Period {
-                start: now,
-                end: Timestamp(now.0 + 86_400_000_000),
-            },
-            evidence: Evidence::SignedForm {
-                sha256: [1; 32],
-                reference: "form-1".into(),
-            },
-        };
         let granted = consents
-            .prepare_grant(new, None, now)
+            .prepare_grant(nav_to_clinic(subject, now), None, now)
             .await
             .expect("prepare");
         consents.commit_grant(&granted).await.expect("grant");
-        let request = DisclosureRequest {
-            sender_org: nav,
-            sender_role: Role::NavCounsellor,
-            recipient_org: clinic,
-            recipient_role: None,
-            category: "benefit_counselling".parse().expect("term"),
-            purpose: "ips_follow_up".parse().expect("term"),
-            approval_attested: false,
-        };
+        let request = benefit_counselling_to_clinic();
         let vocabulary = Vocabulary::default();
         assert!(matches!(
             consents.decide(&subject, &request, now, &vocabulary).await,
@@ -1082,5 +1098,244 @@ fn a_note_becomes_deliverable_in_the_batch_that_logs_its_entry_and_never_without
             NoteState::Purged
         );
         assert_eq!(notes.backlog().await.expect("backlog"), 1);
+    });
+}
+
+// === the cross-replica flows ===
+
+/// One replica's handles on the shared database.
+struct Replica {
+    flows: pg_flows::Flows,
+    consents: pg_consents::Consents,
+}
+
+async fn replicas(
+    url: &str,
+    signer: &Signer,
+    pseudonyms: &std::sync::Arc<Pseudonymizer>,
+    n: usize,
+) -> Vec<std::sync::Arc<Replica>> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let db = Database::connect(&PostgresConfig::local(url)).expect("pool");
+        let log = std::sync::Arc::new(replica(url, signer).await);
+        let consents = pg_consents::Consents::new(db.clone(), pseudonyms.clone());
+        out.push(std::sync::Arc::new(Replica {
+            flows: pg_flows::Flows::new(db, log, consents.clone()),
+            consents,
+        }));
+    }
+    out
+}
+
+/// The current time in microseconds since the Unix epoch.
+fn micros_now() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_micros(),
+    )
+    .expect("fits")
+}
+
+/// Records a disclosure as the gateway does in shape: a permitted one with its pending note
+/// (relying on the permit's consent version) and an entry, a refused one with an entry only.
+fn disclosure_record(
+    request_id: String,
+    fingerprint: [u8; 32],
+) -> impl Fn(&Decision) -> (Vec<u8>, Option<Note>) + Send + Sync {
+    move |decision| {
+        let entry = entry_at(0, micros_now());
+        match decision {
+            Decision::Permit(permit) => {
+                let mut note = casegate_notes::storage::model::note(micros_now());
+                note.request_id = request_id.clone();
+                note.fingerprint = fingerprint;
+                note.sender.orgnr = org(NAV);
+                note.recipient_org = org(CLINIC);
+                note.consent_id = permit.consent_id;
+                note.consent_version = permit.version;
+                note.consent_record_hash = permit.record_hash;
+                (entry, Some(note))
+            }
+            Decision::Deny(_) => (entry, None),
+        }
+    }
+}
+
+#[test]
+fn a_withdrawal_on_one_replica_purges_every_note_in_flight_on_the_others_and_none_stays_deliverable()
+ {
+    use casegate_notes::NoteState;
+    let Some((_dir, cluster)) = cluster(None) else {
+        return;
+    };
+    let rt = runtime();
+    let url = migrated(&cluster, "casegate", &rt);
+    let signer = Signer::generate(ORIGIN).expect("key");
+    let pseudonyms = pseudonyms();
+    rt.block_on(async {
+        let all = replicas(&url, &signer, &pseudonyms, 3).await;
+        let (a, b, c) = (all[0].clone(), all[1].clone(), all[2].clone());
+        let subject = SubjectId::synthetic_all().nth(777).expect("subject");
+        let now = Timestamp(micros_now());
+        let granted = c
+            .consents
+            .prepare_grant(nav_to_clinic(subject, now), None, now)
+            .await
+            .expect("prepare");
+        c.consents.commit_grant(&granted).await.expect("grant");
+        let vocabulary = std::sync::Arc::new(Vocabulary::default());
+        let disclose = |on: std::sync::Arc<Replica>, n: usize| {
+            let vocabulary = vocabulary.clone();
+            tokio::spawn(async move {
+                let record = disclosure_record(format!("request-{n}"), [n as u8; 32]);
+                on.flows
+                    .disclose(
+                        &subject,
+                        &benefit_counselling_to_clinic(),
+                        Timestamp(micros_now()),
+                        &vocabulary,
+                        &format!("request-{n}"),
+                        &record,
+                    )
+                    .await
+                    .expect("disclosed")
+            })
+        };
+        // Two before the race, so some notes are surely in flight when it starts.
+        let mut outcomes = vec![disclose(a.clone(), 0).await.expect("task")];
+        outcomes.push(disclose(b.clone(), 1).await.expect("task"));
+        let mut racing = Vec::new();
+        for n in 2..32 {
+            racing.push(disclose(if n % 2 == 0 { a.clone() } else { b.clone() }, n));
+        }
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        let withdrawn = c
+            .flows
+            .withdraw(
+                &granted.id,
+                granted.recorded_by.clone(),
+                None,
+                None,
+                Timestamp(micros_now()),
+                &|_, purged| {
+                    (0..=purged.len())
+                        .map(|_| entry_at(0, micros_now()))
+                        .collect()
+                },
+            )
+            .await
+            .expect("withdrawn");
+        for task in racing {
+            outcomes.push(task.await.expect("task"));
+        }
+        // After the withdrawal, on the replicas that did not withdraw: refused.
+        outcomes.push(disclose(b.clone(), 99).await.expect("task"));
+
+        let notes = pg_notes::Notes::new(
+            Database::connect(&PostgresConfig::local(url.clone())).expect("pool"),
+        );
+        let (mut permitted, mut refused) = (Vec::new(), 0);
+        for outcome in &outcomes {
+            match outcome {
+                pg_flows::Disclosure::Permitted { note, appended } => {
+                    assert!(
+                        appended.index < withdrawn.appended.index,
+                        "every permitted disclosure was logged before the withdrawal"
+                    );
+                    permitted.push(*note);
+                }
+                pg_flows::Disclosure::Refused { deny, appended } => {
+                    assert_eq!(deny.reason, Reason::ConsentWithdrawn);
+                    assert!(appended.index > withdrawn.appended.index);
+                    refused += 1;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(
+            permitted.len() >= 2 && refused >= 1,
+            "{} permitted, {refused} refused",
+            permitted.len()
+        );
+        // Every note it permitted was undelivered, so the withdrawal purged them all; none is
+        // in an inbox.
+        let mut purged: Vec<_> = withdrawn.purged.iter().map(|n| n.id).collect();
+        purged.sort();
+        permitted.sort();
+        assert_eq!(purged, permitted);
+        for id in &permitted {
+            let note = notes.get(id).await.expect("held");
+            assert_eq!(note.state, NoteState::Purged);
+            assert!(note.sealed.is_none(), "its body is gone");
+        }
+        assert_eq!(notes.backlog().await.expect("backlog"), 0);
+        eprintln!(
+            "{} permitted before the withdrawal, {refused} refused after it",
+            permitted.len()
+        );
+    });
+}
+
+#[test]
+fn a_request_id_repeated_on_another_replica_gets_the_first_receipt_and_a_refusal_stores_nothing() {
+    let Some((_dir, cluster)) = cluster(None) else {
+        return;
+    };
+    let rt = runtime();
+    let url = migrated(&cluster, "casegate", &rt);
+    let signer = Signer::generate(ORIGIN).expect("key");
+    let pseudonyms = pseudonyms();
+    rt.block_on(async {
+        let all = replicas(&url, &signer, &pseudonyms, 2).await;
+        let subject = SubjectId::synthetic_all().nth(778).expect("subject");
+        let now = Timestamp(micros_now());
+        let granted = all[0]
+            .consents
+            .prepare_grant(nav_to_clinic(subject, now), None, now)
+            .await
+            .expect("prepare");
+        all[0].consents.commit_grant(&granted).await.expect("grant");
+        let vocabulary = Vocabulary::default();
+        let record = disclosure_record("request-1".into(), [7; 32]);
+        let first = all[0]
+            .flows
+            .disclose(&subject, &benefit_counselling_to_clinic(), now, &vocabulary, "request-1", &record)
+            .await
+            .expect("disclosed");
+        let pg_flows::Disclosure::Permitted { note, appended } = first else {
+            panic!("permitted expected: {first:?}");
+        };
+        let again = all[1]
+            .flows
+            .disclose(&subject, &benefit_counselling_to_clinic(), now, &vocabulary, "request-1", &record)
+            .await
+            .expect("answered");
+        let pg_flows::Disclosure::Repeated { existing, appended: again } = again else {
+            panic!("a repeat expected: {again:?}");
+        };
+        assert_eq!((existing.id, existing.fingerprint), (note, [7; 32]));
+        assert_eq!(
+            (again.index, again.leaf_hash),
+            (appended.index, appended.leaf_hash),
+            "the first disclosure's receipt"
+        );
+
+        // A subject without consent: refused, logged, no note, and the request id stays free.
+        let stranger = SubjectId::synthetic_all().nth(779).expect("subject");
+        let refused = all[1]
+            .flows
+            .disclose(&stranger, &benefit_counselling_to_clinic(), now, &vocabulary, "request-2", &record)
+            .await
+            .expect("answered");
+        assert!(
+            matches!(&refused, pg_flows::Disclosure::Refused { deny, .. } if deny.reason == Reason::NoConsent),
+            "{refused:?}"
+        );
+        let db = Database::connect(&PostgresConfig::local(url.clone())).expect("pool");
+        assert_eq!(count(&db, "SELECT count(*) FROM casegate_note").await, 1);
+        assert_eq!(count(&db, "SELECT count(*) FROM casegate_audit_entry").await, 2);
     });
 }

@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod consents;
+pub mod flows;
 mod migrate;
 pub mod notes;
 

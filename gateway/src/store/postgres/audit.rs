@@ -183,6 +183,24 @@ impl AuditLog {
         rx.await.map_err(|_| AppendError::Closed)?
     }
 
+    /// The outbox id of the entry queued with note `note` (in the outbox or the log), if one
+    /// was: what a repeated request waits on to answer with the first one's receipt.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn queued_for_note(&self, note: Uuid) -> Result<Option<Uuid>, DatabaseError> {
+        let client = self.shared.db.client().await?;
+        Ok(client
+            .query_opt(
+                "SELECT id FROM casegate_audit_outbox WHERE note_id = $1
+                 UNION ALL
+                 SELECT outbox_id FROM casegate_audit_entry WHERE note_id = $1",
+                &[&note],
+            )
+            .await?
+            .map(|row| row.get(0)))
+    }
+
     /// Queues `entry` in a transaction of its own and waits for it: [`AuditLog::enqueue`]
     /// then [`AuditLog::wait`].
     ///
@@ -452,7 +470,8 @@ impl Shared {
             ))
         })?;
         let n = outbox.len();
-        let (mut indexes, mut ids, mut entries, mut leaves, mut times) = (
+        let (mut indexes, mut ids, mut entries, mut leaves, mut times, mut note_ids) = (
+            Vec::with_capacity(n),
             Vec::with_capacity(n),
             Vec::with_capacity(n),
             Vec::with_capacity(n),
@@ -463,9 +482,11 @@ impl Shared {
         let mut notes = Vec::new();
         for row in &outbox {
             let id: Uuid = row.get(0);
-            if let Some(note) = row.get::<_, Option<Uuid>>(2) {
+            let note_id: Option<Uuid> = row.get(2);
+            if let Some(note) = note_id {
                 notes.push((note, range.size()));
             }
+            note_ids.push(note_id);
             let bytes = no_earlier_than(row.get(1), newest);
             if let Some(time) = Entry::time_of(&bytes) {
                 newest = newest.max(time);
@@ -485,9 +506,10 @@ impl Shared {
             times.push(newest);
         }
         tx.execute(
-            "INSERT INTO casegate_audit_entry (idx, outbox_id, entry, leaf_hash, time_micros)
-             SELECT * FROM UNNEST($1::BIGINT[], $2::UUID[], $3::BYTEA[], $4::BYTEA[], $5::BIGINT[])",
-            &[&indexes, &ids, &entries, &leaves, &times],
+            "INSERT INTO casegate_audit_entry (idx, outbox_id, entry, leaf_hash, time_micros, note_id)
+             SELECT * FROM UNNEST($1::BIGINT[], $2::UUID[], $3::BYTEA[], $4::BYTEA[], $5::BIGINT[],
+                                  $6::UUID[])",
+            &[&indexes, &ids, &entries, &leaves, &times, &note_ids],
         )
         .await?;
         if !levels.is_empty() {

@@ -47,7 +47,7 @@ fn status_code(status: Status) -> i16 {
 
 /// Why an attempt failed: a rule of the store (final) or the database (maybe retried).
 #[derive(Debug)]
-enum Failure {
+pub(crate) enum Failure {
     Store(StoreError),
     Database(DatabaseError),
 }
@@ -115,7 +115,8 @@ impl Consents {
         Self { db, pseudonyms }
     }
 
-    fn key(&self, subject: &SubjectId) -> Vec<u8> {
+    /// The subject's key in the tables: its pseudonym.
+    pub(crate) fn key(&self, subject: &SubjectId) -> Vec<u8> {
         self.pseudonyms.pseudonym(subject).to_vec()
     }
 
@@ -221,7 +222,7 @@ impl Consents {
     }
 
     /// Applies `change` to version `version` of `id` (`None`: the newest) under the
-    /// subject's lock, storing it if `change` says it changed. Returns the record and that.
+    /// subject's lock (see [`restate_in`]), in a transaction of its own.
     async fn try_restate(
         &self,
         id: &ConsentId,
@@ -230,34 +231,9 @@ impl Consents {
     ) -> Result<(ConsentRecord, bool), Failure> {
         let mut client = self.db.client().await?;
         let tx = client.transaction().await?;
-        let Some(row) = tx
-            .query_opt(
-                "SELECT subject_key FROM casegate_consent_version WHERE consent_id = $1 LIMIT 1",
-                &[&uuid(id)],
-            )
-            .await?
-        else {
-            return Err(StoreError::NotFound.into());
-        };
-        let key: Vec<u8> = row.get(0);
-        lock_subject(&tx, &key).await?;
-        let mut record = read(&tx, id, version).await?;
-        let changed = change(&mut record)?;
-        if changed {
-            tx.execute(
-                "UPDATE casegate_consent_version SET status = $3, record = $4
-                 WHERE consent_id = $1 AND version = $2",
-                &[
-                    &uuid(id),
-                    &i32::try_from(record.version).unwrap_or(i32::MAX),
-                    &status_code(record.status),
-                    &store::encode(&record),
-                ],
-            )
-            .await?;
-        }
+        let restated = restate_in(&tx, id, version, change).await?;
         tx.commit().await?;
-        Ok((record, changed))
+        Ok(restated)
     }
 
     /// One version of `id` (`None`: the newest).
@@ -439,12 +415,51 @@ impl Consents {
     }
 }
 
+/// Applies `change` to version `version` of `id` (`None`: the newest) in `client`'s
+/// transaction, holding the subject's lock until it ends, and stores it if `change` says it
+/// changed. Returns the record and that.
+pub(crate) async fn restate_in(
+    client: &impl GenericClient,
+    id: &ConsentId,
+    version: Option<u32>,
+    change: impl Fn(&mut ConsentRecord) -> Result<bool, StoreError>,
+) -> Result<(ConsentRecord, bool), Failure> {
+    let Some(row) = client
+        .query_opt(
+            "SELECT subject_key FROM casegate_consent_version WHERE consent_id = $1 LIMIT 1",
+            &[&uuid(id)],
+        )
+        .await?
+    else {
+        return Err(StoreError::NotFound.into());
+    };
+    let key: Vec<u8> = row.get(0);
+    lock_subject(client, &key).await?;
+    let mut record = read(client, id, version).await?;
+    let changed = change(&mut record)?;
+    if changed {
+        client
+            .execute(
+                "UPDATE casegate_consent_version SET status = $3, record = $4
+                 WHERE consent_id = $1 AND version = $2",
+                &[
+                    &uuid(id),
+                    &i32::try_from(record.version).unwrap_or(i32::MAX),
+                    &status_code(record.status),
+                    &store::encode(&record),
+                ],
+            )
+            .await?;
+    }
+    Ok((record, changed))
+}
+
 /// The decision over the subject keyed `key`, in `client`'s transaction, holding a share lock
 /// on the subject's row until it ends (the workflows decide and record in one transaction).
 ///
 /// # Errors
 /// A database failure or an unreadable record.
-async fn decide_in(
+pub(crate) async fn decide_in(
     client: &impl GenericClient,
     key: &[u8],
     request: &DisclosureRequest,

@@ -38,7 +38,7 @@ fn state_code(state: NoteState) -> i16 {
 
 /// Why an attempt failed: a rule of the store (final) or the database (maybe retried).
 #[derive(Debug)]
-enum Failure {
+pub(crate) enum Failure {
     Note(NoteError),
     Database(DatabaseError),
 }
@@ -90,7 +90,7 @@ fn limit(n: usize) -> i64 {
 }
 
 /// The note a row's `record` and `progress` hold.
-fn note_of(row: &tokio_postgres::Row) -> Result<Note, NoteError> {
+pub(crate) fn note_of(row: &tokio_postgres::Row) -> Result<Note, NoteError> {
     let (record, progress): (&[u8], &[u8]) = (row.get("record"), row.get("progress"));
     let mut note = decode_note(record)?;
     apply_progress(progress, &mut note)?;
@@ -489,7 +489,7 @@ impl Notes {
 /// Applies `change` to note `id` in `client`'s transaction, under its row lock, storing it if
 /// `change` says it changed (the note record too when its sealed part went). Returns the
 /// note as stored.
-async fn advance_in(
+pub(crate) async fn advance_in(
     client: &impl GenericClient,
     id: &Uuid,
     change: impl Fn(&mut Note) -> bool,
@@ -554,7 +554,7 @@ pub(crate) async fn make_deliverable_in(
 }
 
 /// Inserts `note` (in any state), failing if its id or its sender's request id is taken.
-async fn insert(client: &impl GenericClient, note: &Note) -> Result<(), Failure> {
+pub(crate) async fn insert(client: &impl GenericClient, note: &Note) -> Result<(), Failure> {
     let inserted = client
         .execute(
             "INSERT INTO casegate_note (id, sender_orgnr, request_id, fingerprint, recipient_orgnr,

@@ -23,7 +23,10 @@ CREATE TABLE casegate_audit_entry (
     leaf_hash BYTEA NOT NULL,
     -- The entry's time, microseconds since the Unix epoch; never earlier than its
     -- predecessor's.
-    time_micros BIGINT NOT NULL
+    time_micros BIGINT NOT NULL,
+    -- The note a `disclosure permitted` entry made deliverable (its receipt, found again for
+    -- a repeated request).
+    note_id UUID UNIQUE
 );
 
 -- Roots of complete subtrees above the leaves: level >= 1, index within the level.

@@ -1,0 +1,394 @@
+//! The cross-replica flows (DESIGN §7) as single transactions: each decides, changes state and
+//! queues its audit entries in one commit, then waits for the entries' indexes, so no replica
+//! decides or delivers on a withdrawn consent once the withdrawal commits, and nothing is
+//! acknowledged before it is committed.
+//!
+//! - [`Flows::disclose`]: the sender's request id checked (unique per sender across replicas),
+//!   the decision taken under a share lock on the subject's consent row, the note stored
+//!   pending and its `disclosure permitted` entry queued with it (the batch that logs the
+//!   entry makes the note deliverable) — or the refusal's entry queued, nothing stored.
+//! - [`Flows::withdraw`]: the subject's row locked, the consent's newest version withdrawn,
+//!   every undelivered note relying on it purged, the withdrawal's and the purges' entries
+//!   queued — one commit.
+//!
+//! Entry bytes are the caller's (the workflows build the events); each transaction is retried
+//! on a serialization failure, a deadlock, or a request id taken meanwhile by another replica
+//! (then answered as a repeat).
+
+use std::{sync::Arc, time::Duration};
+
+use casegate_audit::log::{AppendError, Appended};
+use casegate_consent::{
+    OrgNumber, SubjectId, Vocabulary,
+    decision::{Decision, Deny, DisclosureRequest},
+    record::{Actor, ConsentId, ConsentRecord, Evidence, Timestamp},
+    store::{self, StoreError},
+};
+use casegate_notes::{Existing, Note, NoteError, NoteState};
+use uuid::Uuid;
+
+use super::{
+    Database, DatabaseError,
+    audit::AuditLog,
+    consents::{self, Consents},
+    notes,
+};
+
+/// Attempts of one flow at most.
+const ATTEMPTS: u32 = 10;
+
+/// SQLSTATEs after which a flow is tried again: serialization failure, deadlock.
+const RETRY: &[&str] = &["40001", "40P01"];
+
+/// Why a flow did not complete. Nothing it would have changed is changed, except where its
+/// commit succeeded and waiting for its entries failed ([`FlowError::Append`]): then the
+/// entries are queued and will be logged.
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    /// A consent rule refused it (unknown consent, already withdrawn, an unreadable record).
+    #[error(transparent)]
+    Consent(StoreError),
+    /// A note could not be stored or read.
+    #[error(transparent)]
+    Note(NoteError),
+    /// The entries were committed but this replica could not wait for their indexes.
+    #[error(transparent)]
+    Append(AppendError),
+    /// The database failed.
+    #[error(transparent)]
+    Database(DatabaseError),
+}
+
+impl From<tokio_postgres::Error> for FlowError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Database(e.into())
+    }
+}
+
+impl From<DatabaseError> for FlowError {
+    fn from(e: DatabaseError) -> Self {
+        Self::Database(e)
+    }
+}
+
+impl From<consents::Failure> for FlowError {
+    fn from(e: consents::Failure) -> Self {
+        match e {
+            consents::Failure::Store(e) => Self::Consent(e),
+            consents::Failure::Database(e) => Self::Database(e),
+        }
+    }
+}
+
+impl From<notes::Failure> for FlowError {
+    fn from(e: notes::Failure) -> Self {
+        match e {
+            notes::Failure::Note(e) => Self::Note(e),
+            notes::Failure::Database(e) => Self::Database(e),
+        }
+    }
+}
+
+impl FlowError {
+    fn retryable(&self) -> bool {
+        matches!(self, Self::Database(e) if e.code().is_some_and(|c| RETRY.contains(&c)))
+    }
+}
+
+/// What [`Flows::disclose`] did.
+#[derive(Debug)]
+pub enum Disclosure {
+    /// Permitted: the note is stored and deliverable, its entry logged.
+    Permitted {
+        /// The note's id.
+        note: Uuid,
+        /// Its `disclosure permitted` entry.
+        appended: Appended,
+    },
+    /// Refused by the decision: nothing stored, the refusal logged.
+    Refused {
+        /// Why.
+        deny: Deny,
+        /// Its `disclosure refused` entry.
+        appended: Appended,
+    },
+    /// The sender used this request id before (on any replica), for `existing`; the first
+    /// disclosure's entry, once logged.
+    Repeated {
+        /// The note and fingerprint of the first request.
+        existing: Existing,
+        /// Its `disclosure permitted` entry.
+        appended: Appended,
+    },
+}
+
+/// What [`Flows::withdraw`] did.
+#[derive(Debug)]
+pub struct Withdrawn {
+    /// The consent's version, withdrawn.
+    pub record: ConsentRecord,
+    /// The notes purged with it (undelivered, relying on it), as stored after.
+    pub purged: Vec<Note>,
+    /// The withdrawal's entry.
+    pub appended: Appended,
+}
+
+/// The flows of one replica.
+#[derive(Debug, Clone)]
+pub struct Flows {
+    db: Database,
+    log: Arc<AuditLog>,
+    consents: Consents,
+}
+
+/// How a disclosure is recorded: its entry's bytes and, when permitted, the pending note to
+/// store — built from the decision (the note and the entry name the consent it relied on).
+pub type Record<'a> = dyn Fn(&Decision) -> (Vec<u8>, Option<Note>) + Send + Sync + 'a;
+
+/// How a withdrawal is recorded: the withdrawal's entry, then one entry per purged note.
+pub type WithdrawalRecord<'a> = dyn Fn(&ConsentRecord, &[Note]) -> Vec<Vec<u8>> + Send + Sync + 'a;
+
+impl Flows {
+    /// The flows over `db`, logging to `log`, with consents keyed as `consents` keys them.
+    pub fn new(db: Database, log: Arc<AuditLog>, consents: Consents) -> Self {
+        Self { db, log, consents }
+    }
+
+    /// Decides `request` about `subject` at `at` and records it in one transaction (see the
+    /// module), then waits for its entry. A request id of `sender`'s used before — on any
+    /// replica — is answered as [`Disclosure::Repeated`] with the first one's entry.
+    ///
+    /// # Errors
+    /// [`FlowError`]; nothing is stored unless the commit succeeded.
+    pub async fn disclose(
+        &self,
+        subject: &SubjectId,
+        request: &DisclosureRequest,
+        at: Timestamp,
+        vocabulary: &Vocabulary,
+        request_id: &str,
+        record: &Record<'_>,
+    ) -> Result<Disclosure, FlowError> {
+        let key = self.consents.key(subject);
+        let sender = request.sender_org;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self
+                .try_disclose(&key, request, at, vocabulary, sender, request_id, record)
+                .await
+            {
+                Ok(Attempt::Queued(queued, decision)) => {
+                    let appended = self.log.wait(queued).await.map_err(FlowError::Append)?;
+                    return Ok(match decision {
+                        Decided::Permitted(note) => Disclosure::Permitted { note, appended },
+                        Decided::Refused(deny) => Disclosure::Refused { deny, appended },
+                    });
+                }
+                Ok(Attempt::Repeated(existing)) => {
+                    return self.repeated(existing).await;
+                }
+                // Another replica stored a note under this request id meanwhile.
+                Ok(Attempt::Taken) if tries < ATTEMPTS => {
+                    tokio::time::sleep(Duration::from_millis(2 * u64::from(tries))).await;
+                }
+                Ok(Attempt::Taken) => {
+                    return Err(FlowError::Note(NoteError::Failed(
+                        "a request id kept being taken".into(),
+                    )));
+                }
+                Err(e) if e.retryable() && tries < ATTEMPTS => {
+                    tokio::time::sleep(Duration::from_millis(5 * u64::from(tries))).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn try_disclose(
+        &self,
+        key: &[u8],
+        request: &DisclosureRequest,
+        at: Timestamp,
+        vocabulary: &Vocabulary,
+        sender: OrgNumber,
+        request_id: &str,
+        record: &Record<'_>,
+    ) -> Result<Attempt, FlowError> {
+        let mut client = self.db.client().await?;
+        let tx = client.transaction().await?;
+        if let Some(existing) = used(&tx, sender, request_id).await? {
+            return Ok(Attempt::Repeated(existing));
+        }
+        let decision = consents::decide_in(&tx, key, request, at, vocabulary).await?;
+        let (entry, note) = record(&decision);
+        let decided = match (&decision, &note) {
+            (Decision::Permit(_), Some(note)) => {
+                match notes::insert(&tx, note).await {
+                    Ok(()) => {}
+                    Err(notes::Failure::Note(_)) => return Ok(Attempt::Taken),
+                    Err(e) => return Err(e.into()),
+                }
+                Decided::Permitted(note.id)
+            }
+            (Decision::Deny(deny), None) => Decided::Refused(deny.clone()),
+            _ => {
+                return Err(FlowError::Note(NoteError::Failed(
+                    "a permitted disclosure is recorded with its note, a refused one without"
+                        .into(),
+                )));
+            }
+        };
+        let queued = AuditLog::enqueue(&tx, &entry, note.as_ref().map(|n| n.id))
+            .await
+            .map_err(FlowError::Append)?;
+        tx.commit().await?;
+        Ok(Attempt::Queued(queued, decided))
+    }
+
+    /// The first disclosure's entry, for a repeated request id: waited for if it is still
+    /// queued.
+    async fn repeated(&self, existing: Existing) -> Result<Disclosure, FlowError> {
+        let queued = self
+            .log
+            .queued_for_note(existing.id)
+            .await?
+            .ok_or_else(|| {
+                FlowError::Note(NoteError::Corrupt(format!(
+                    "note {} has no disclosure entry queued or logged",
+                    existing.id
+                )))
+            })?;
+        let appended = self.log.wait(queued).await.map_err(FlowError::Append)?;
+        Ok(Disclosure::Repeated { existing, appended })
+    }
+
+    /// Withdraws the newest version of consent `id` and purges every undelivered note
+    /// relying on it, in one transaction under the subject's lock (see the module); then
+    /// waits for the entries.
+    ///
+    /// # Errors
+    /// [`FlowError::Consent`] with [`StoreError::NotFound`] or
+    /// [`StoreError::AlreadyWithdrawn`]; a database failure (nothing changed).
+    pub async fn withdraw(
+        &self,
+        id: &ConsentId,
+        by: Actor,
+        reason: Option<String>,
+        evidence: Option<Evidence>,
+        now: Timestamp,
+        record: &WithdrawalRecord<'_>,
+    ) -> Result<Withdrawn, FlowError> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let attempt = async {
+                let mut client = self.db.client().await?;
+                let tx = client.transaction().await?;
+                let (withdrawn, _) = consents::restate_in(&tx, id, None, |r| {
+                    store::withdraw(r, by.clone(), reason.clone(), evidence.clone(), now)
+                        .map(|()| true)
+                })
+                .await?;
+                let undelivered = tx
+                    .query(
+                        "SELECT id FROM casegate_note
+                         WHERE consent_id = $1 AND state IN (0, 1) AND NOT delivered
+                         ORDER BY id FOR UPDATE",
+                        &[&Uuid::from_bytes(*id.as_bytes())],
+                    )
+                    .await?;
+                let mut purged = Vec::with_capacity(undelivered.len());
+                for row in &undelivered {
+                    let note_id: Uuid = row.get(0);
+                    purged.push(
+                        notes::advance_in(&tx, &note_id, |n| {
+                            if n.state == NoteState::Purged {
+                                return false;
+                            }
+                            n.state = NoteState::Purged;
+                            n.sealed = None;
+                            n.purged_at = Some(now);
+                            true
+                        })
+                        .await?,
+                    );
+                }
+                let mut queued = Vec::new();
+                for entry in record(&withdrawn, &purged) {
+                    queued.push(
+                        AuditLog::enqueue(&tx, &entry, None)
+                            .await
+                            .map_err(FlowError::Append)?,
+                    );
+                }
+                tx.commit().await?;
+                Ok::<_, FlowError>((withdrawn, purged, queued))
+            }
+            .await;
+            match attempt {
+                Ok((record, purged, queued)) => {
+                    let mut appended = None;
+                    for id in queued {
+                        let done = self.log.wait(id).await.map_err(FlowError::Append)?;
+                        appended.get_or_insert(done);
+                    }
+                    let appended = appended.ok_or(FlowError::Append(AppendError::Failed(
+                        "a withdrawal is recorded with its entry".into(),
+                    )))?;
+                    return Ok(Withdrawn {
+                        record,
+                        purged,
+                        appended,
+                    });
+                }
+                Err(e) if e.retryable() && tries < ATTEMPTS => {
+                    tokio::time::sleep(Duration::from_millis(5 * u64::from(tries))).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// What one attempt at a disclosure came to.
+enum Attempt {
+    /// Committed; its entry queued under this outbox id.
+    Queued(Uuid, Decided),
+    /// The request id was used before.
+    Repeated(Existing),
+    /// The request id was taken by another replica's commit during this attempt.
+    Taken,
+}
+
+enum Decided {
+    Permitted(Uuid),
+    Refused(Deny),
+}
+
+/// The note `sender`'s `request_id` was used for, if any.
+async fn used(
+    client: &impl deadpool_postgres::GenericClient,
+    sender: OrgNumber,
+    request_id: &str,
+) -> Result<Option<Existing>, FlowError> {
+    let row = client
+        .query_opt(
+            "SELECT id, fingerprint FROM casegate_note WHERE sender_orgnr = $1 AND request_id = $2",
+            &[&sender.to_string(), &request_id],
+        )
+        .await?;
+    row.map(|row| {
+        let fingerprint: &[u8] = row.get(1);
+        Ok(Existing {
+            id: row.get(0),
+            fingerprint: fingerprint.try_into().map_err(|_| {
+                FlowError::Note(NoteError::Corrupt(
+                    "a fingerprint that is not 32 bytes".into(),
+                ))
+            })?,
+        })
+    })
+    .transpose()
+}
