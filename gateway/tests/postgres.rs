@@ -1339,3 +1339,62 @@ fn a_request_id_repeated_on_another_replica_gets_the_first_receipt_and_a_refusal
         assert_eq!(count(&db, "SELECT count(*) FROM casegate_audit_entry").await, 2);
     });
 }
+
+#[test]
+fn replicas_go_on_after_postgres_restarts_and_lose_nothing_they_acknowledged() {
+    let Some((_dir, mut cluster)) = cluster(None) else {
+        return;
+    };
+    let rt = runtime();
+    let url = migrated(&cluster, "casegate", &rt);
+    let signer = Signer::generate(ORIGIN).expect("key");
+    let (a, b) =
+        rt.block_on(async { (replica(&url, &signer).await, replica(&url, &signer).await) });
+    let before: Vec<u64> = rt.block_on(async {
+        let mut indexes = Vec::new();
+        for n in 0..10 {
+            indexes.push(
+                a.append(&entry_at(n, micros_now()))
+                    .await
+                    .expect("appended")
+                    .index,
+            );
+        }
+        indexes
+    });
+    assert_eq!(before, (0..10).collect::<Vec<_>>());
+
+    // The server dies as in a crash, and comes back on the same port.
+    cluster.kill().expect("killed");
+    rt.block_on(async {
+        let refused = a.append(&entry_at(10, micros_now())).await;
+        assert!(
+            refused.is_err(),
+            "nothing is acknowledged while the database is down"
+        );
+    });
+    cluster.restart().expect("restarted");
+
+    rt.block_on(async {
+        // The same pools and sequencers, on both replicas.
+        let mut after = Vec::new();
+        for (n, log) in [(11, &a), (12, &b), (13, &a)] {
+            after.push(
+                log.append(&entry_at(n, micros_now()))
+                    .await
+                    .expect("appended after restart"),
+            );
+        }
+        let indexes: Vec<u64> = after.iter().map(|x| x.index).collect();
+        assert_eq!(
+            indexes,
+            [10, 11, 12],
+            "contiguous after the acknowledged ten"
+        );
+        b.refresh().await.expect("refresh");
+        assert_eq!(b.size(), 13);
+        let report = verify::verify_export(&export(&b).await, &[signer.verifier()], None)
+            .expect("the log verifies after the restart");
+        assert_eq!(report.entries, 13);
+    });
+}
