@@ -13,8 +13,8 @@ use casegate::{
     dev::{self, DevCa, postgres::Cluster},
     postgres::{
         Database, DatabaseError, MIGRATIONS, Migrated, PostgresConfig, SCHEMA_VERSION,
-        audit as pg_audit, consents as pg_consents, flows as pg_flows, migrate, notes as pg_notes,
-        schema_version,
+        audit as pg_audit, consents as pg_consents, feed as pg_feed, flows as pg_flows, migrate,
+        notes as pg_notes, schema_version,
     },
     pseudonym::Pseudonymizer,
 };
@@ -362,7 +362,7 @@ const ORIGIN: &str = "casegate.test/audit";
 async fn replica(url: &str, signer: &Signer) -> pg_audit::AuditLog {
     let db = Database::connect(&PostgresConfig::local(url)).expect("pool");
     let key = Signer::from_skey(&signer.to_skey()).expect("key");
-    pg_audit::AuditLog::open(db, key, ORIGIN)
+    pg_audit::AuditLog::open(db, key, ORIGIN, true)
         .await
         .expect("log")
 }
@@ -591,7 +591,7 @@ fn entries_a_stopped_replica_queued_are_sequenced_by_another_and_a_foreign_key_i
         // One log, one key: a replica with another key cannot open it.
         let db = Database::connect(&PostgresConfig::local(url.clone())).expect("pool");
         let other = Signer::generate(ORIGIN).expect("key");
-        let refused = pg_audit::AuditLog::open(db, other, ORIGIN)
+        let refused = pg_audit::AuditLog::open(db, other, ORIGIN, true)
             .await
             .expect_err("another key");
         assert!(
@@ -1397,4 +1397,90 @@ fn replicas_go_on_after_postgres_restarts_and_lose_nothing_they_acknowledged() {
             .expect("the log verifies after the restart");
         assert_eq!(report.entries, 13);
     });
+}
+
+// === live inboxes across replicas ===
+
+/// Stores `note` pending and logs its `disclosure permitted` entry with it, on one replica.
+async fn disclose_note(db: &Database, log: &pg_audit::AuditLog, note: &Note) -> u64 {
+    pg_notes::Notes::new(db.clone())
+        .stage_pending(note)
+        .await
+        .expect("staged");
+    let mut client = db.client().await.expect("client");
+    let tx = client.transaction().await.expect("begin");
+    let queued = pg_audit::AuditLog::enqueue(&tx, &entry_at(0, micros_now()), Some(note.id))
+        .await
+        .expect("queued");
+    tx.commit().await.expect("commit");
+    log.wait(queued).await.expect("logged").index
+}
+
+/// The next announcement, within 5 s.
+async fn announced(
+    feed: &mut tokio::sync::broadcast::Receiver<pg_feed::Deliverable>,
+) -> pg_feed::Deliverable {
+    tokio::time::timeout(Duration::from_secs(5), feed.recv())
+        .await
+        .expect("announced within 5 s")
+        .expect("feed open")
+}
+
+#[test]
+fn notes_disclosed_on_one_replica_reach_the_others_by_listen_or_polling_and_after_a_restart() {
+    use casegate_notes::storage::model::note;
+    for (mode, wakeup) in [
+        // The safety poll is far longer than the wait: only a notification can be in time.
+        (
+            "listen",
+            pg_feed::Wakeup::Listen {
+                safety_poll: Duration::from_secs(60),
+            },
+        ),
+        ("poll", pg_feed::Wakeup::Poll(Duration::from_millis(50))),
+    ] {
+        let Some((_dir, mut cluster)) = cluster(None) else {
+            return;
+        };
+        let rt = runtime();
+        let url = migrated(&cluster, "casegate", &rt);
+        let signer = Signer::generate(ORIGIN).expect("key");
+        let (a_db, a_log, feed) = rt.block_on(async {
+            let a_db = Database::connect(&PostgresConfig::local(url.clone())).expect("pool");
+            let a_log = replica(&url, &signer).await;
+            let b_db = Database::connect(&PostgresConfig::local(url.clone())).expect("pool");
+            (a_db, a_log, pg_feed::Feed::start(b_db, 0, wakeup))
+        });
+        let mut live = feed.subscribe();
+        rt.block_on(async {
+            // Let the listener subscribe before the first disclosure.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let first = note(1);
+            let index = disclose_note(&a_db, &a_log, &first).await;
+            let got = announced(&mut live).await;
+            assert_eq!(
+                (got.note, got.index, got.recipient),
+                (first.id, index, first.recipient_org),
+                "{mode}"
+            );
+        });
+
+        // The database restarts; a note disclosed right after it reaches the feed too (a
+        // listener resubscribes and catches up by its cursor).
+        cluster.kill().expect("killed");
+        cluster.restart().expect("restarted");
+        rt.block_on(async {
+            let second = note(2);
+            let index = disclose_note(&a_db, &a_log, &second).await;
+            let got = announced(&mut live).await;
+            assert_eq!(
+                (got.note, got.index),
+                (second.id, index),
+                "{mode} after a restart"
+            );
+            assert!(feed.cursor() > index, "{mode}");
+        });
+        drop(feed);
+        drop(a_log);
+    }
 }

@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod consents;
+pub mod feed;
 pub mod flows;
 mod migrate;
 pub mod notes;
@@ -262,6 +263,16 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[derive(Clone)]
 pub struct Database {
     pool: Pool,
+    /// How to open a connection outside the pool (a listener's, which must be polled for
+    /// notifications itself).
+    direct: Direct,
+}
+
+/// A connection's settings and TLS, for connections the pool does not hold.
+#[derive(Clone)]
+struct Direct {
+    config: tokio_postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
 }
 
 impl std::fmt::Debug for Database {
@@ -295,7 +306,7 @@ impl Database {
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
-        let manager = match &config.ca {
+        let (manager, direct) = match &config.ca {
             Some(ca) => {
                 pg.ssl_mode(SslMode::Require);
                 let tls = tls_config(
@@ -304,15 +315,23 @@ impl Database {
                     config.client_key.as_deref(),
                 )
                 .map_err(DatabaseError::Setup)?;
-                Manager::from_config(
-                    pg,
-                    tokio_postgres_rustls::MakeRustlsConnect::new(tls),
-                    manager_config,
-                )
+                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+                let direct = Direct {
+                    config: pg.clone(),
+                    tls: Some(tls.clone()),
+                };
+                (Manager::from_config(pg, tls, manager_config), direct)
             }
             None => {
                 pg.ssl_mode(SslMode::Disable);
-                Manager::from_config(pg, tokio_postgres::NoTls, manager_config)
+                let direct = Direct {
+                    config: pg.clone(),
+                    tls: None,
+                };
+                (
+                    Manager::from_config(pg, tokio_postgres::NoTls, manager_config),
+                    direct,
+                )
             }
         };
         let pool = Pool::builder(manager)
@@ -322,7 +341,42 @@ impl Database {
             .create_timeout(Some(config.connect_timeout))
             .build()
             .map_err(|e| DatabaseError::Setup(e.to_string()))?;
-        Ok(Self { pool })
+        Ok(Self { pool, direct })
+    }
+
+    /// A connection of its own, outside the pool, that has run `LISTEN channel`, and a
+    /// stream of the notifications it receives (payloads). The stream ends when the
+    /// connection does.
+    ///
+    /// # Errors
+    /// [`DatabaseError::Unavailable`] when no connection can be opened.
+    pub(crate) async fn listen(
+        &self,
+        channel: &str,
+    ) -> Result<
+        (
+            tokio_postgres::Client,
+            tokio::sync::mpsc::UnboundedReceiver<String>,
+        ),
+        DatabaseError,
+    > {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let client = match &self.direct.tls {
+            Some(tls) => {
+                let (client, connection) = self.direct.config.connect(tls.clone()).await?;
+                tokio::spawn(forward_notifications(connection, tx));
+                client
+            }
+            None => {
+                let (client, connection) =
+                    self.direct.config.connect(tokio_postgres::NoTls).await?;
+                tokio::spawn(forward_notifications(connection, tx));
+                client
+            }
+        };
+        // The channel name is ours, never outside text.
+        client.batch_execute(&format!("LISTEN {channel}")).await?;
+        Ok((client, rx))
     }
 
     /// A connection from the pool, opened if none is free (at most
@@ -333,6 +387,24 @@ impl Database {
     /// when the server refused the connection (authentication, an unknown database).
     pub async fn client(&self) -> Result<deadpool_postgres::Object, DatabaseError> {
         Ok(self.pool.get().await?)
+    }
+}
+
+/// Drives `connection`, passing each notification's payload to `to` until either ends.
+async fn forward_notifications<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    to: tokio::sync::mpsc::UnboundedSender<String>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+    while let Some(Ok(message)) = futures_util::StreamExt::next(&mut messages).await {
+        if let tokio_postgres::AsyncMessage::Notification(n) = message
+            && to.send(n.payload().to_owned()).is_err()
+        {
+            return;
+        }
     }
 }
 

@@ -67,6 +67,8 @@ pub struct AuditLog {
 
 struct Shared {
     db: Database,
+    /// Whether each batch notifies [`super::feed::CHANNEL`] (off on engines without NOTIFY).
+    announce: bool,
     signer: Signer,
     verifier: Verifier,
     origin: String,
@@ -96,12 +98,19 @@ fn read_failed(e: DatabaseError) -> ReadError {
 impl AuditLog {
     /// Opens the log in `db` (schema migrated), creating its tree-state row — an empty tree
     /// with a checkpoint signed by `signer` — if there is none, and starts this replica's
-    /// sequencer on the current tokio runtime.
+    /// sequencer on the current tokio runtime. With `announce`, each batch notifies
+    /// [`super::feed::CHANNEL`] when it commits (`pg_notify`; off for an engine without
+    /// it, whose replicas then poll).
     ///
     /// # Errors
     /// [`DatabaseError::Setup`] when the stored checkpoint is for another origin than
     /// `origin`, or not signed by `signer`'s key (one log, one key); a database failure.
-    pub async fn open(db: Database, signer: Signer, origin: &str) -> Result<Self, DatabaseError> {
+    pub async fn open(
+        db: Database,
+        signer: Signer,
+        origin: &str,
+        announce: bool,
+    ) -> Result<Self, DatabaseError> {
         let verifier = signer.verifier();
         let empty = signer.sign(&Checkpoint {
             origin: origin.to_owned(),
@@ -119,6 +128,7 @@ impl AuditLog {
         drop(client);
         let shared = Arc::new(Shared {
             db,
+            announce,
             signer,
             verifier,
             origin: origin.to_owned(),
@@ -544,6 +554,14 @@ impl Shared {
             ],
         )
         .await?;
+        if self.announce {
+            // Delivered when (and only if) the batch commits.
+            tx.execute(
+                "SELECT pg_notify($1, $2)",
+                &[&super::feed::CHANNEL, &range.size().to_string()],
+            )
+            .await?;
+        }
         tx.commit().await?;
         self.publish(range.size(), newest, &signed.note)?;
         Ok(n)
