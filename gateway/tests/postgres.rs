@@ -1484,3 +1484,85 @@ fn notes_disclosed_on_one_replica_reach_the_others_by_listen_or_polling_and_afte
         drop(a_log);
     }
 }
+
+#[test]
+fn replicas_sweeping_together_purge_each_due_note_exactly_once() {
+    use casegate_notes::{NoteState, storage::model::note};
+    let Some((_dir, cluster)) = cluster(None) else {
+        return;
+    };
+    let rt = runtime();
+    let url = migrated(&cluster, "casegate", &rt);
+    let signer = Signer::generate(ORIGIN).expect("key");
+    let pseudonyms = pseudonyms();
+    rt.block_on(async {
+        let all = replicas(&url, &signer, &pseudonyms, 3).await;
+        let db = Database::connect(&PostgresConfig::local(url.clone())).expect("pool");
+        let log = replica(&url, &signer).await;
+        // 40 deliverable notes disclosed long ago (past their TTL), 5 recent ones (not).
+        let mut old = Vec::new();
+        for n in 0..45i64 {
+            let at = if n < 40 { 1_000 + n } else { micros_now() };
+            let mut pending = note(at);
+            pending.request_id = format!("request-{n}");
+            disclose_note(&db, &log, &pending).await;
+            if n < 40 {
+                old.push(pending.id);
+            }
+        }
+        let cutoff = Timestamp(micros_now() - 60_000_000);
+        let mut sweeps = Vec::new();
+        for r in &all {
+            let r = r.clone();
+            sweeps.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let purged = r
+                        .flows
+                        .sweep(cutoff, cutoff, 4, &|_, _| entry_at(0, micros_now()))
+                        .await
+                        .expect("swept");
+                    if purged.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(purged.into_iter().map(|(n, e)| {
+                        assert_eq!(e, casegate_notes::Expiry::TtlElapsed);
+                        n.id
+                    }));
+                }
+            }));
+        }
+        let mut purged = Vec::new();
+        let mut by_replica = Vec::new();
+        for sweep in sweeps {
+            let mine = sweep.await.expect("task");
+            by_replica.push(mine.len());
+            purged.extend(mine);
+        }
+        purged.sort();
+        old.sort();
+        assert_eq!(purged, old, "each due note purged once, by one replica");
+        eprintln!("purged per replica: {by_replica:?}");
+        let notes = pg_notes::Notes::new(db.clone());
+        for id in &old {
+            assert_eq!(notes.get(id).await.expect("held").state, NoteState::Purged);
+        }
+        assert_eq!(
+            notes.backlog().await.expect("backlog"),
+            5,
+            "the recent ones stay"
+        );
+        // One purge entry per note: 45 disclosures + 40 purges.
+        log.refresh().await.expect("refresh");
+        let mut size = log.size();
+        for _ in 0..100 {
+            if size == 85 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            log.refresh().await.expect("refresh");
+            size = log.size();
+        }
+        assert_eq!(size, 85);
+    });
+}

@@ -10,6 +10,8 @@
 //! - [`Flows::withdraw`]: the subject's row locked, the consent's newest version withdrawn,
 //!   every undelivered note relying on it purged, the withdrawal's and the purges' entries
 //!   queued — one commit.
+//! - [`Flows::sweep`]: notes past their retention or TTL purged with their entries, each by
+//!   exactly one replica (`SKIP LOCKED`).
 //!
 //! Entry bytes are the caller's (the workflows build the events); each transaction is retried
 //! on a serialization failure, a deadlock, or a request id taken meanwhile by another replica
@@ -24,7 +26,7 @@ use casegate_consent::{
     record::{Actor, ConsentId, ConsentRecord, Evidence, Timestamp},
     store::{self, StoreError},
 };
-use casegate_notes::{Existing, Note, NoteError, NoteState};
+use casegate_notes::{Existing, Expiry, Note, NoteError, NoteState};
 use uuid::Uuid;
 
 use super::{
@@ -302,18 +304,7 @@ impl Flows {
                 let mut purged = Vec::with_capacity(undelivered.len());
                 for row in &undelivered {
                     let note_id: Uuid = row.get(0);
-                    purged.push(
-                        notes::advance_in(&tx, &note_id, |n| {
-                            if n.state == NoteState::Purged {
-                                return false;
-                            }
-                            n.state = NoteState::Purged;
-                            n.sealed = None;
-                            n.purged_at = Some(now);
-                            true
-                        })
-                        .await?,
-                    );
+                    purged.push(notes::advance_in(&tx, &note_id, |n| purge(n, now)).await?);
                 }
                 let mut queued = Vec::new();
                 for entry in record(&withdrawn, &purged) {
@@ -350,6 +341,95 @@ impl Flows {
             }
         }
     }
+}
+
+impl Flows {
+    /// Purges up to `max` notes whose body is due — acknowledged ones whose purge time is at
+    /// or before `now`, deliverable ones disclosed at or before `ttl_cutoff` — and queues
+    /// each purge's entry (`record`), in one transaction; then waits for the entries. Rows
+    /// another replica's sweep holds are skipped (`FOR UPDATE SKIP LOCKED`), so replicas
+    /// sweeping together purge each note once. Returns the notes purged and why.
+    ///
+    /// # Errors
+    /// [`FlowError`]; nothing changed unless the commit succeeded.
+    pub async fn sweep(
+        &self,
+        ttl_cutoff: Timestamp,
+        now: Timestamp,
+        max: usize,
+        record: &(dyn Fn(&Note, Expiry) -> Vec<u8> + Send + Sync),
+    ) -> Result<Vec<(Note, Expiry)>, FlowError> {
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let attempt = async {
+                let mut client = self.db.client().await?;
+                let tx = client.transaction().await?;
+                let mut due: Vec<(Uuid, Expiry)> = tx
+                    .query(
+                        "SELECT id FROM casegate_note WHERE state = 2 AND purge_after <= $1
+                         ORDER BY purge_after, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                        &[&now.0, &max],
+                    )
+                    .await?
+                    .iter()
+                    .map(|row| (row.get(0), Expiry::RetentionElapsed))
+                    .collect();
+                let left = max - i64::try_from(due.len()).unwrap_or(max);
+                if left > 0 {
+                    due.extend(
+                        tx.query(
+                            "SELECT id FROM casegate_note WHERE state = 1 AND disclosed_at <= $1
+                             ORDER BY disclosed_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                            &[&ttl_cutoff.0, &left],
+                        )
+                        .await?
+                        .iter()
+                        .map(|row| (row.get(0), Expiry::TtlElapsed)),
+                    );
+                }
+                let mut purged = Vec::with_capacity(due.len());
+                let mut queued = Vec::with_capacity(due.len());
+                for (id, expiry) in due {
+                    let note = notes::advance_in(&tx, &id, |n| purge(n, now)).await?;
+                    queued.push(
+                        AuditLog::enqueue(&tx, &record(&note, expiry), None)
+                            .await
+                            .map_err(FlowError::Append)?,
+                    );
+                    purged.push((note, expiry));
+                }
+                tx.commit().await?;
+                Ok::<_, FlowError>((purged, queued))
+            }
+            .await;
+            match attempt {
+                Ok((purged, queued)) => {
+                    for id in queued {
+                        self.log.wait(id).await.map_err(FlowError::Append)?;
+                    }
+                    return Ok(purged);
+                }
+                Err(e) if e.retryable() && tries < ATTEMPTS => {
+                    tokio::time::sleep(Duration::from_millis(5 * u64::from(tries))).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Purges `note` at `at` (its body deleted, out of the inbox); whether it changed (a note
+/// purged before keeps its first purge time).
+fn purge(note: &mut Note, at: Timestamp) -> bool {
+    if note.state == NoteState::Purged {
+        return false;
+    }
+    note.state = NoteState::Purged;
+    note.sealed = None;
+    note.purged_at = Some(at);
+    true
 }
 
 /// What one attempt at a disclosure came to.
