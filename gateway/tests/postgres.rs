@@ -360,11 +360,25 @@ const ORIGIN: &str = "casegate.test/audit";
 
 /// A replica's handle on the log in `url`, signing with a copy of `signer`.
 async fn replica(url: &str, signer: &Signer) -> pg_audit::AuditLog {
-    let db = Database::connect(&PostgresConfig::local(url)).expect("pool");
+    replica_on(&PostgresConfig::local(url), signer).await.1
+}
+
+/// A replica's pool on `config` and its handle on the log there.
+async fn replica_on(config: &PostgresConfig, signer: &Signer) -> (Database, pg_audit::AuditLog) {
+    let db = Database::connect(config).expect("pool");
     let key = Signer::from_skey(&signer.to_skey()).expect("key");
-    pg_audit::AuditLog::open(db, key, ORIGIN, true)
+    let log = pg_audit::AuditLog::open(db.clone(), key, ORIGIN, true)
         .await
-        .expect("log")
+        .expect("log");
+    (db, log)
+}
+
+/// Settings for `url` at READ COMMITTED, or at SERIALIZABLE (as CockroachDB runs).
+fn settings(url: &str, serializable: bool) -> PostgresConfig {
+    PostgresConfig {
+        serializable,
+        ..PostgresConfig::local(url)
+    }
 }
 
 /// A small entry at `time` (µs since the Unix epoch) named by `n`.
@@ -410,16 +424,22 @@ async fn export(log: &pg_audit::AuditLog) -> String {
 
 #[test]
 fn three_replicas_sequencing_at_once_build_one_log_whose_receipts_and_export_verify() {
-    let Some((_dir, cluster)) = cluster(None) else {
-        return;
-    };
+    three_replicas_sequence_at_once(false);
+}
+
+/// Three replicas append 40 entries each at once; returns the transactions they tried again.
+fn three_replicas_sequence_at_once(serializable: bool) -> Option<u64> {
+    let (_dir, cluster) = cluster(None)?;
     let rt = runtime();
     let url = migrated(&cluster, "casegate", &rt);
     let signer = Signer::generate(ORIGIN).expect("key");
     rt.block_on(async {
         let mut replicas = Vec::new();
+        let mut pools = Vec::new();
         for _ in 0..3 {
-            replicas.push(std::sync::Arc::new(replica(&url, &signer).await));
+            let (db, log) = replica_on(&settings(&url, serializable), &signer).await;
+            pools.push(db);
+            replicas.push(std::sync::Arc::new(log));
         }
         // Each replica's clock 1 ms behind the one before: entries from the slower clocks
         // would go back in time.
@@ -517,7 +537,8 @@ fn three_replicas_sequencing_at_once_build_one_log_whose_receipts_and_export_ver
             .expect("the exported log verifies");
         assert_eq!(report.entries, 120);
         assert_eq!(report.checkpoint.size, 120);
-    });
+        Some(pools.iter().map(Database::conflicts_retried).sum())
+    })
 }
 
 #[test]
@@ -1105,23 +1126,24 @@ fn a_note_becomes_deliverable_in_the_batch_that_logs_its_entry_and_never_without
 
 /// One replica's handles on the shared database.
 struct Replica {
+    db: Database,
     flows: pg_flows::Flows,
     consents: pg_consents::Consents,
 }
 
 async fn replicas(
-    url: &str,
+    config: &PostgresConfig,
     signer: &Signer,
     pseudonyms: &std::sync::Arc<Pseudonymizer>,
     n: usize,
 ) -> Vec<std::sync::Arc<Replica>> {
     let mut out = Vec::new();
     for _ in 0..n {
-        let db = Database::connect(&PostgresConfig::local(url)).expect("pool");
-        let log = std::sync::Arc::new(replica(url, signer).await);
+        let (db, log) = replica_on(config, signer).await;
         let consents = pg_consents::Consents::new(db.clone(), pseudonyms.clone());
         out.push(std::sync::Arc::new(Replica {
-            flows: pg_flows::Flows::new(db, log, consents.clone()),
+            db: db.clone(),
+            flows: pg_flows::Flows::new(db, std::sync::Arc::new(log), consents.clone()),
             consents,
         }));
     }
@@ -1167,16 +1189,20 @@ fn disclosure_record(
 #[test]
 fn a_withdrawal_on_one_replica_purges_every_note_in_flight_on_the_others_and_none_stays_deliverable()
  {
+    withdraw_while_others_disclose(false);
+}
+
+/// Two replicas disclose 32 notes while a third withdraws the consent; returns the
+/// transactions they tried again.
+fn withdraw_while_others_disclose(serializable: bool) -> Option<u64> {
     use casegate_notes::NoteState;
-    let Some((_dir, cluster)) = cluster(None) else {
-        return;
-    };
+    let (_dir, cluster) = cluster(None)?;
     let rt = runtime();
     let url = migrated(&cluster, "casegate", &rt);
     let signer = Signer::generate(ORIGIN).expect("key");
     let pseudonyms = pseudonyms();
     rt.block_on(async {
-        let all = replicas(&url, &signer, &pseudonyms, 3).await;
+        let all = replicas(&settings(&url, serializable), &signer, &pseudonyms, 3).await;
         let (a, b, c) = (all[0].clone(), all[1].clone(), all[2].clone());
         let subject = SubjectId::synthetic_all().nth(777).expect("subject");
         let now = Timestamp(micros_now());
@@ -1276,7 +1302,23 @@ fn a_withdrawal_on_one_replica_purges_every_note_in_flight_on_the_others_and_non
             "{} permitted before the withdrawal, {refused} refused after it",
             permitted.len()
         );
-    });
+        Some(all.iter().map(|r| r.db.conflicts_retried()).sum())
+    })
+}
+
+#[test]
+fn under_serializable_isolation_lost_conflicts_are_tried_again_and_every_invariant_holds() {
+    let (Some(sequencing), Some(withdrawal)) = (
+        three_replicas_sequence_at_once(true),
+        withdraw_while_others_disclose(true),
+    ) else {
+        return;
+    };
+    eprintln!("tried again: {sequencing} while sequencing, {withdrawal} around the withdrawal");
+    assert!(
+        sequencing + withdrawal > 0,
+        "serializable isolation made some transactions lose a conflict"
+    );
 }
 
 #[test]
@@ -1289,7 +1331,7 @@ fn a_request_id_repeated_on_another_replica_gets_the_first_receipt_and_a_refusal
     let signer = Signer::generate(ORIGIN).expect("key");
     let pseudonyms = pseudonyms();
     rt.block_on(async {
-        let all = replicas(&url, &signer, &pseudonyms, 2).await;
+        let all = replicas(&PostgresConfig::local(url.clone()), &signer, &pseudonyms, 2).await;
         let subject = SubjectId::synthetic_all().nth(778).expect("subject");
         let now = Timestamp(micros_now());
         let granted = all[0]
@@ -1496,7 +1538,7 @@ fn replicas_sweeping_together_purge_each_due_note_exactly_once() {
     let signer = Signer::generate(ORIGIN).expect("key");
     let pseudonyms = pseudonyms();
     rt.block_on(async {
-        let all = replicas(&url, &signer, &pseudonyms, 3).await;
+        let all = replicas(&PostgresConfig::local(url.clone()), &signer, &pseudonyms, 3).await;
         let db = Database::connect(&PostgresConfig::local(url.clone())).expect("pool");
         let log = replica(&url, &signer).await;
         // 40 deliverable notes disclosed long ago (past their TTL), 5 recent ones (not).

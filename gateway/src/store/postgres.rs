@@ -16,6 +16,10 @@ pub mod notes;
 use std::{
     path::{Path, PathBuf},
     str::FromStr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -49,6 +53,10 @@ pub struct PostgresConfig {
     pub client_cert: Option<PathBuf>,
     /// PEM private key of [`PostgresConfig::client_cert`].
     pub client_key: Option<PathBuf>,
+    /// Run every transaction at `SERIALIZABLE` (as CockroachDB always does) instead of
+    /// PostgreSQL's `READ COMMITTED` with row locks; lost conflicts are tried again either
+    /// way.
+    pub serializable: bool,
 }
 
 /// `[storage.postgres]`'s keys.
@@ -62,6 +70,7 @@ pub(crate) static CONFIG_SCHEMA: Schema = Schema {
         path("ca", false),
         path("client_cert", false),
         path("client_key", false),
+        text("isolation", false),
     ],
 };
 
@@ -78,6 +87,17 @@ impl PostgresConfig {
         let ca = s.file("ca", base);
         let client_cert = s.file("client_cert", base);
         let client_key = s.file("client_key", base);
+        let serializable = match s.text("isolation").as_deref() {
+            None | Some("read_committed") => false,
+            Some("serializable") => true,
+            Some(other) => {
+                s.problem(
+                    "isolation",
+                    format!("must be \"read_committed\" or \"serializable\", not {other:?}"),
+                );
+                false
+            }
+        };
         if client_cert.is_some() != client_key.is_some() {
             s.problem(
                 if client_cert.is_some() {
@@ -131,6 +151,7 @@ impl PostgresConfig {
             ca,
             client_cert,
             client_key,
+            serializable,
         })
     }
 
@@ -145,6 +166,7 @@ impl PostgresConfig {
             ca: None,
             client_cert: None,
             client_key: None,
+            serializable: false,
         }
     }
 }
@@ -212,6 +234,14 @@ pub enum DatabaseError {
     },
 }
 
+/// SQLSTATEs after which a transaction is tried again (PostgreSQL manual, appendix A; the
+/// same codes on CockroachDB and YugabyteDB): `40001` serialization failure, `40P01`
+/// deadlock detected.
+const CONFLICTS: &[&str] = &["40001", "40P01"];
+
+/// Attempts of one transaction at most.
+const ATTEMPTS: u32 = 10;
+
 impl DatabaseError {
     /// The SQLSTATE of a statement's failure, if that is what it is.
     pub fn code(&self) -> Option<&str> {
@@ -219,6 +249,24 @@ impl DatabaseError {
             Self::Sql { code, .. } => Some(code),
             _ => None,
         }
+    }
+
+    /// Whether the transaction lost to a concurrent one ([`CONFLICTS`]) and another attempt
+    /// may succeed.
+    pub fn is_conflict(&self) -> bool {
+        self.code().is_some_and(|c| CONFLICTS.contains(&c))
+    }
+}
+
+/// An attempt's failure that may be a lost conflict.
+pub(crate) trait Conflict {
+    /// Whether another attempt may succeed.
+    fn is_conflict(&self) -> bool;
+}
+
+impl Conflict for DatabaseError {
+    fn is_conflict(&self) -> bool {
+        DatabaseError::is_conflict(self)
     }
 }
 
@@ -263,6 +311,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[derive(Clone)]
 pub struct Database {
     pool: Pool,
+    /// Transactions tried again after a lost conflict, since the pool was made.
+    retried: Arc<AtomicU64>,
     /// How to open a connection outside the pool (a listener's, which must be polled for
     /// notifications itself).
     direct: Direct,
@@ -295,6 +345,9 @@ impl Database {
         let mut pg = tokio_postgres::Config::from_str(&config.url)
             .map_err(|e| DatabaseError::Setup(format!("storage.postgres.url: {e}")))?;
         pg.connect_timeout(config.connect_timeout);
+        if config.serializable {
+            pg.options("-c default_transaction_isolation=serializable");
+        }
         if pg.get_application_name().is_none() {
             pg.application_name("casegate");
         }
@@ -341,7 +394,40 @@ impl Database {
             .create_timeout(Some(config.connect_timeout))
             .build()
             .map_err(|e| DatabaseError::Setup(e.to_string()))?;
-        Ok(Self { pool, direct })
+        Ok(Self {
+            pool,
+            retried: Arc::new(AtomicU64::new(0)),
+            direct,
+        })
+    }
+
+    /// Runs `attempt` (one transaction) until it succeeds, fails otherwise than by a lost
+    /// conflict, or has been tried [`ATTEMPTS`] times, pausing a little longer after each
+    /// conflict.
+    ///
+    /// # Errors
+    /// The last attempt's error.
+    pub(crate) async fn retrying<T, E: Conflict, F: std::future::Future<Output = Result<T, E>>>(
+        &self,
+        mut attempt: impl FnMut() -> F,
+    ) -> Result<T, E> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match attempt().await {
+                Err(e) if tries < ATTEMPTS && e.is_conflict() => {
+                    self.retried.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(std::time::Duration::from_millis(5 * u64::from(tries)))
+                        .await;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// Transactions tried again after losing a conflict to another, since the pool was made.
+    pub fn conflicts_retried(&self) -> u64 {
+        self.retried.load(Ordering::Relaxed)
     }
 
     /// A connection of its own, outside the pool, that has run `LISTEN channel`, and a

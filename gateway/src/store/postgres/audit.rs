@@ -86,6 +86,17 @@ impl std::fmt::Debug for AuditLog {
     }
 }
 
+/// Why an entry could not be queued.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The entry is larger than the log accepts (1 MiB); holds its length.
+    #[error("entry of {0} bytes is larger than the log accepts")]
+    TooLarge(usize),
+    /// The statement failed.
+    #[error(transparent)]
+    Database(DatabaseError),
+}
+
 /// A statement's failure as the log's callers see it.
 fn failed(e: DatabaseError) -> AppendError {
     AppendError::Failed(e.to_string())
@@ -155,14 +166,15 @@ impl AuditLog {
     /// same transaction — a note is deliverable exactly when its entry is in the log.
     ///
     /// # Errors
-    /// [`AppendError::TooLarge`] over 1 MiB; a statement failure.
+    /// [`QueueError::TooLarge`] over 1 MiB; a statement failure (a lost conflict among them,
+    /// for the transaction to be tried again).
     pub async fn enqueue(
         client: &impl GenericClient,
         entry: &[u8],
         note: Option<Uuid>,
-    ) -> Result<Uuid, AppendError> {
+    ) -> Result<Uuid, QueueError> {
         if entry.len() > casegate_audit::segment::MAX_ENTRY_BYTES {
-            return Err(AppendError::TooLarge(entry.len()));
+            return Err(QueueError::TooLarge(entry.len()));
         }
         let id = Uuid::now_v7();
         client
@@ -171,7 +183,7 @@ impl AuditLog {
                 &[&id, &entry, &note],
             )
             .await
-            .map_err(|e| failed(e.into()))?;
+            .map_err(|e| QueueError::Database(e.into()))?;
         Ok(id)
     }
 
@@ -218,7 +230,12 @@ impl AuditLog {
     /// As those two.
     pub async fn append(&self, entry: &[u8]) -> Result<Appended, AppendError> {
         let client = self.shared.db.client().await.map_err(failed)?;
-        let id = Self::enqueue(&client, entry, None).await?;
+        let id = Self::enqueue(&client, entry, None)
+            .await
+            .map_err(|e| match e {
+                QueueError::TooLarge(n) => AppendError::TooLarge(n),
+                QueueError::Database(e) => failed(e),
+            })?;
         drop(client);
         self.wait(id).await
     }
@@ -736,7 +753,8 @@ async fn sequence(shared: Arc<Shared>) {
         let _ = tokio::time::timeout(POLL, shared.wake.notified()).await;
         loop {
             let step = async {
-                let sequenced = shared.pass().await?;
+                // A batch that lost to another replica's is tried again at once.
+                let sequenced = shared.db.retrying(|| shared.pass()).await?;
                 let waiting = shared.settle().await?;
                 Ok::<_, DatabaseError>((sequenced, waiting))
             }

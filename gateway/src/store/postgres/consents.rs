@@ -9,7 +9,7 @@
 //! record rules (what a grant or withdrawal makes of a version) are the consent crate's own
 //! (`store::next_version`, `store::withdraw`).
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc};
 
 use casegate_consent::{
     SubjectId, Vocabulary,
@@ -24,12 +24,6 @@ use uuid::Uuid;
 
 use super::{Database, DatabaseError};
 use crate::crypto::pseudonym::Pseudonymizer;
-
-/// SQLSTATEs after which a transaction is tried again: serialization failure, deadlock.
-const RETRY: &[&str] = &["40001", "40P01"];
-
-/// Attempts of one operation at most.
-const ATTEMPTS: u32 = 10;
 
 /// `id` as the `UUID` column holds it.
 fn uuid(id: &ConsentId) -> Uuid {
@@ -75,24 +69,21 @@ fn store_error(e: DatabaseError) -> StoreError {
     StoreError::Io(std::io::Error::other(e.to_string()))
 }
 
-/// Runs `attempt` until it succeeds, fails by a store rule, or fails by the database in a way
-/// another attempt cannot help (or [`ATTEMPTS`] times).
+/// Runs `attempt` (one transaction) as [`Database::retrying`] does, answering with the
+/// store's own error.
 async fn retrying<T, F: Future<Output = Result<T, Failure>>>(
-    mut attempt: impl FnMut() -> F,
+    db: &Database,
+    attempt: impl FnMut() -> F,
 ) -> Result<T, StoreError> {
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        match attempt().await {
-            Ok(value) => return Ok(value),
-            Err(Failure::Store(e)) => return Err(e),
-            Err(Failure::Database(e))
-                if tries < ATTEMPTS && e.code().is_some_and(|c| RETRY.contains(&c)) =>
-            {
-                tokio::time::sleep(Duration::from_millis(5 * u64::from(tries))).await;
-            }
-            Err(Failure::Database(e)) => return Err(store_error(e)),
-        }
+    db.retrying(attempt).await.map_err(|e| match e {
+        Failure::Store(e) => e,
+        Failure::Database(e) => store_error(e),
+    })
+}
+
+impl super::Conflict for Failure {
+    fn is_conflict(&self) -> bool {
+        matches!(self, Self::Database(e) if e.is_conflict())
     }
 }
 
@@ -145,7 +136,7 @@ impl Consents {
     /// [`StoreError::NotActive`] (`changed meanwhile`) when the consent changed since the
     /// record was prepared; a database failure.
     pub async fn commit_grant(&self, record: &ConsentRecord) -> Result<(), StoreError> {
-        retrying(|| self.try_commit_grant(record)).await
+        retrying(&self.db, || self.try_commit_grant(record)).await
     }
 
     async fn try_commit_grant(&self, record: &ConsentRecord) -> Result<(), Failure> {
@@ -211,7 +202,7 @@ impl Consents {
         evidence: Option<Evidence>,
         now: Timestamp,
     ) -> Result<ConsentRecord, StoreError> {
-        retrying(|| {
+        retrying(&self.db, || {
             self.try_restate(id, None, |record| {
                 store::withdraw(record, by.clone(), reason.clone(), evidence.clone(), now)
                     .map(|()| true)
@@ -245,7 +236,7 @@ impl Consents {
         id: &ConsentId,
         version: Option<u32>,
     ) -> Result<ConsentRecord, StoreError> {
-        retrying(|| async {
+        retrying(&self.db, || async {
             let client = self.db.client().await?;
             read(&client, id, version).await
         })
@@ -258,7 +249,7 @@ impl Consents {
     /// A database failure or an unreadable record.
     pub async fn for_subject(&self, subject: &SubjectId) -> Result<Vec<ConsentRecord>, StoreError> {
         let key = self.key(subject);
-        retrying(|| async {
+        retrying(&self.db, || async {
             let client = self.db.client().await?;
             let rows = client
                 .query(
@@ -289,7 +280,7 @@ impl Consents {
         vocabulary: &Vocabulary,
     ) -> Result<Decision, StoreError> {
         let key = self.key(subject);
-        retrying(|| async {
+        retrying(&self.db, || async {
             let mut client = self.db.client().await?;
             let tx = client.transaction().await?;
             let decided = decide_in(&tx, &key, request, at, vocabulary).await?;
@@ -305,7 +296,7 @@ impl Consents {
     /// # Errors
     /// A database failure.
     pub async fn reconciled_through(&self) -> Result<Option<u64>, StoreError> {
-        retrying(|| async {
+        retrying(&self.db, || async {
             let client = self.db.client().await?;
             Ok(client
                 .query_opt(
@@ -324,7 +315,7 @@ impl Consents {
     /// A database failure.
     pub async fn set_reconciled_through(&self, size: u64) -> Result<(), StoreError> {
         let size = i64::try_from(size).unwrap_or(i64::MAX);
-        retrying(|| async {
+        retrying(&self.db, || async {
             let client = self.db.client().await?;
             client
                 .execute(
@@ -360,7 +351,7 @@ impl Consents {
                     let previous_superseded = match *version {
                         _ if lost_grants == LostGrants::Report => false,
                         1 => false,
-                        v => match retrying(|| {
+                        v => match retrying(&self.db, || {
                             self.try_restate(id, Some(v - 1), |record| {
                                 let active = record.status == Status::Active;
                                 if active {
@@ -388,7 +379,7 @@ impl Consents {
                 by,
                 at,
             } => {
-                let restated = retrying(|| {
+                let restated = retrying(&self.db, || {
                     self.try_restate(id, Some(*version), |record| {
                         let held = record.status != Status::Withdrawn;
                         if held {

@@ -14,10 +14,10 @@
 //!   exactly one replica (`SKIP LOCKED`).
 //!
 //! Entry bytes are the caller's (the workflows build the events); each transaction is retried
-//! on a serialization failure, a deadlock, or a request id taken meanwhile by another replica
-//! (then answered as a repeat).
+//! ([`Database::retrying`]) on a serialization failure, a deadlock, or a request id taken
+//! meanwhile by another replica (then answered as a repeat).
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use casegate_audit::log::{AppendError, Appended};
 use casegate_consent::{
@@ -31,16 +31,10 @@ use uuid::Uuid;
 
 use super::{
     Database, DatabaseError,
-    audit::AuditLog,
+    audit::{AuditLog, QueueError},
     consents::{self, Consents},
     notes,
 };
-
-/// Attempts of one flow at most.
-const ATTEMPTS: u32 = 10;
-
-/// SQLSTATEs after which a flow is tried again: serialization failure, deadlock.
-const RETRY: &[&str] = &["40001", "40P01"];
 
 /// Why a flow did not complete. Nothing it would have changed is changed, except where its
 /// commit succeeded and waiting for its entries failed ([`FlowError::Append`]): then the
@@ -73,6 +67,15 @@ impl From<DatabaseError> for FlowError {
     }
 }
 
+impl From<QueueError> for FlowError {
+    fn from(e: QueueError) -> Self {
+        match e {
+            QueueError::TooLarge(n) => Self::Append(AppendError::TooLarge(n)),
+            QueueError::Database(e) => Self::Database(e),
+        }
+    }
+}
+
 impl From<consents::Failure> for FlowError {
     fn from(e: consents::Failure) -> Self {
         match e {
@@ -91,9 +94,32 @@ impl From<notes::Failure> for FlowError {
     }
 }
 
-impl FlowError {
-    fn retryable(&self) -> bool {
-        matches!(self, Self::Database(e) if e.code().is_some_and(|c| RETRY.contains(&c)))
+impl super::Conflict for FlowError {
+    fn is_conflict(&self) -> bool {
+        matches!(self, Self::Database(e) if e.is_conflict())
+    }
+}
+
+/// A disclosure attempt's failure: the flow's, or its request id taken by another
+/// replica's commit meanwhile (tried again: the next attempt answers it as a repeat).
+#[derive(Debug)]
+enum Lost {
+    Flow(FlowError),
+    Taken,
+}
+
+impl super::Conflict for Lost {
+    fn is_conflict(&self) -> bool {
+        match self {
+            Self::Flow(e) => super::Conflict::is_conflict(e),
+            Self::Taken => true,
+        }
+    }
+}
+
+impl<E: Into<FlowError>> From<E> for Lost {
+    fn from(e: E) -> Self {
+        Self::Flow(e.into())
     }
 }
 
@@ -173,37 +199,25 @@ impl Flows {
     ) -> Result<Disclosure, FlowError> {
         let key = self.consents.key(subject);
         let sender = request.sender_org;
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            match self
-                .try_disclose(&key, request, at, vocabulary, sender, request_id, record)
-                .await
-            {
-                Ok(Attempt::Queued(queued, decision)) => {
-                    let appended = self.log.wait(queued).await.map_err(FlowError::Append)?;
-                    return Ok(match decision {
-                        Decided::Permitted(note) => Disclosure::Permitted { note, appended },
-                        Decided::Refused(deny) => Disclosure::Refused { deny, appended },
-                    });
-                }
-                Ok(Attempt::Repeated(existing)) => {
-                    return self.repeated(existing).await;
-                }
-                // Another replica stored a note under this request id meanwhile.
-                Ok(Attempt::Taken) if tries < ATTEMPTS => {
-                    tokio::time::sleep(Duration::from_millis(2 * u64::from(tries))).await;
-                }
-                Ok(Attempt::Taken) => {
-                    return Err(FlowError::Note(NoteError::Failed(
-                        "a request id kept being taken".into(),
-                    )));
-                }
-                Err(e) if e.retryable() && tries < ATTEMPTS => {
-                    tokio::time::sleep(Duration::from_millis(5 * u64::from(tries))).await;
-                }
-                Err(e) => return Err(e),
+        let attempt = self
+            .db
+            .retrying(|| {
+                self.try_disclose(&key, request, at, vocabulary, sender, request_id, record)
+            })
+            .await;
+        match attempt {
+            Ok(Attempt::Queued(queued, decision)) => {
+                let appended = self.log.wait(queued).await.map_err(FlowError::Append)?;
+                Ok(match decision {
+                    Decided::Permitted(note) => Disclosure::Permitted { note, appended },
+                    Decided::Refused(deny) => Disclosure::Refused { deny, appended },
+                })
             }
+            Ok(Attempt::Repeated(existing)) => self.repeated(existing).await,
+            Err(Lost::Flow(e)) => Err(e),
+            Err(Lost::Taken) => Err(FlowError::Note(NoteError::Failed(
+                "a request id kept being taken by other replicas".into(),
+            ))),
         }
     }
 
@@ -217,7 +231,7 @@ impl Flows {
         sender: OrgNumber,
         request_id: &str,
         record: &Record<'_>,
-    ) -> Result<Attempt, FlowError> {
+    ) -> Result<Attempt, Lost> {
         let mut client = self.db.client().await?;
         let tx = client.transaction().await?;
         if let Some(existing) = used(&tx, sender, request_id).await? {
@@ -229,7 +243,7 @@ impl Flows {
             (Decision::Permit(_), Some(note)) => {
                 match notes::insert(&tx, note).await {
                     Ok(()) => {}
-                    Err(notes::Failure::Note(_)) => return Ok(Attempt::Taken),
+                    Err(notes::Failure::Note(_)) => return Err(Lost::Taken),
                     Err(e) => return Err(e.into()),
                 }
                 Decided::Permitted(note.id)
@@ -239,12 +253,11 @@ impl Flows {
                 return Err(FlowError::Note(NoteError::Failed(
                     "a permitted disclosure is recorded with its note, a refused one without"
                         .into(),
-                )));
+                ))
+                .into());
             }
         };
-        let queued = AuditLog::enqueue(&tx, &entry, note.as_ref().map(|n| n.id))
-            .await
-            .map_err(FlowError::Append)?;
+        let queued = AuditLog::enqueue(&tx, &entry, note.as_ref().map(|n| n.id)).await?;
         tx.commit().await?;
         Ok(Attempt::Queued(queued, decided))
     }
@@ -282,10 +295,9 @@ impl Flows {
         now: Timestamp,
         record: &WithdrawalRecord<'_>,
     ) -> Result<Withdrawn, FlowError> {
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            let attempt = async {
+        let attempt = self
+            .db
+            .retrying(|| async {
                 let mut client = self.db.client().await?;
                 let tx = client.transaction().await?;
                 let (withdrawn, _) = consents::restate_in(&tx, id, None, |r| {
@@ -308,38 +320,26 @@ impl Flows {
                 }
                 let mut queued = Vec::new();
                 for entry in record(&withdrawn, &purged) {
-                    queued.push(
-                        AuditLog::enqueue(&tx, &entry, None)
-                            .await
-                            .map_err(FlowError::Append)?,
-                    );
+                    queued.push(AuditLog::enqueue(&tx, &entry, None).await?);
                 }
                 tx.commit().await?;
                 Ok::<_, FlowError>((withdrawn, purged, queued))
-            }
+            })
             .await;
-            match attempt {
-                Ok((record, purged, queued)) => {
-                    let mut appended = None;
-                    for id in queued {
-                        let done = self.log.wait(id).await.map_err(FlowError::Append)?;
-                        appended.get_or_insert(done);
-                    }
-                    let appended = appended.ok_or(FlowError::Append(AppendError::Failed(
-                        "a withdrawal is recorded with its entry".into(),
-                    )))?;
-                    return Ok(Withdrawn {
-                        record,
-                        purged,
-                        appended,
-                    });
-                }
-                Err(e) if e.retryable() && tries < ATTEMPTS => {
-                    tokio::time::sleep(Duration::from_millis(5 * u64::from(tries))).await;
-                }
-                Err(e) => return Err(e),
-            }
+        let (record, purged, queued) = attempt?;
+        let mut appended = None;
+        for id in queued {
+            let done = self.log.wait(id).await.map_err(FlowError::Append)?;
+            appended.get_or_insert(done);
         }
+        let appended = appended.ok_or(FlowError::Append(AppendError::Failed(
+            "a withdrawal is recorded with its entry".into(),
+        )))?;
+        Ok(Withdrawn {
+            record,
+            purged,
+            appended,
+        })
     }
 }
 
@@ -360,10 +360,9 @@ impl Flows {
         record: &(dyn Fn(&Note, Expiry) -> Vec<u8> + Send + Sync),
     ) -> Result<Vec<(Note, Expiry)>, FlowError> {
         let max = i64::try_from(max).unwrap_or(i64::MAX);
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            let attempt = async {
+        let attempt = self
+            .db
+            .retrying(|| async {
                 let mut client = self.db.client().await?;
                 let tx = client.transaction().await?;
                 let mut due: Vec<(Uuid, Expiry)> = tx
@@ -393,30 +392,18 @@ impl Flows {
                 let mut queued = Vec::with_capacity(due.len());
                 for (id, expiry) in due {
                     let note = notes::advance_in(&tx, &id, |n| purge(n, now)).await?;
-                    queued.push(
-                        AuditLog::enqueue(&tx, &record(&note, expiry), None)
-                            .await
-                            .map_err(FlowError::Append)?,
-                    );
+                    queued.push(AuditLog::enqueue(&tx, &record(&note, expiry), None).await?);
                     purged.push((note, expiry));
                 }
                 tx.commit().await?;
                 Ok::<_, FlowError>((purged, queued))
-            }
+            })
             .await;
-            match attempt {
-                Ok((purged, queued)) => {
-                    for id in queued {
-                        self.log.wait(id).await.map_err(FlowError::Append)?;
-                    }
-                    return Ok(purged);
-                }
-                Err(e) if e.retryable() && tries < ATTEMPTS => {
-                    tokio::time::sleep(Duration::from_millis(5 * u64::from(tries))).await;
-                }
-                Err(e) => return Err(e),
-            }
+        let (purged, queued) = attempt?;
+        for id in queued {
+            self.log.wait(id).await.map_err(FlowError::Append)?;
         }
+        Ok(purged)
     }
 }
 
@@ -432,14 +419,12 @@ fn purge(note: &mut Note, at: Timestamp) -> bool {
     true
 }
 
-/// What one attempt at a disclosure came to.
+/// What a disclosure's transaction came to.
 enum Attempt {
     /// Committed; its entry queued under this outbox id.
     Queued(Uuid, Decided),
     /// The request id was used before.
     Repeated(Existing),
-    /// The request id was taken by another replica's commit during this attempt.
-    Taken,
 }
 
 enum Decided {

@@ -8,7 +8,7 @@
 //! each one transaction (a change reads its row `FOR UPDATE`), durable when it returns
 //! (committed). The sealed part is stored as sealed: the database never sees a body.
 
-use std::{future::Future, time::Duration};
+use std::future::Future;
 
 use casegate_consent::{OrgNumber, record::ConsentId, record::Timestamp};
 use casegate_notes::{
@@ -19,12 +19,6 @@ use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::{Database, DatabaseError};
-
-/// SQLSTATEs after which a transaction is tried again: serialization failure, deadlock.
-const RETRY: &[&str] = &["40001", "40P01"];
-
-/// Attempts of one operation at most.
-const ATTEMPTS: u32 = 10;
 
 /// The stored state codes (`casegate_note.state`).
 fn state_code(state: NoteState) -> i16 {
@@ -61,26 +55,21 @@ impl From<DatabaseError> for Failure {
     }
 }
 
-/// Runs `attempt` until it succeeds, fails by a store rule, or fails by the database in a way
-/// another attempt cannot help (or [`ATTEMPTS`] times).
+/// Runs `attempt` (one transaction) as [`Database::retrying`] does, answering with the
+/// store's own error.
 async fn retrying<T, F: Future<Output = Result<T, Failure>>>(
-    mut attempt: impl FnMut() -> F,
+    db: &Database,
+    attempt: impl FnMut() -> F,
 ) -> Result<T, NoteError> {
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        match attempt().await {
-            Ok(value) => return Ok(value),
-            Err(Failure::Note(e)) => return Err(e),
-            Err(Failure::Database(e))
-                if tries < ATTEMPTS && e.code().is_some_and(|c| RETRY.contains(&c)) =>
-            {
-                tokio::time::sleep(Duration::from_millis(5 * u64::from(tries))).await;
-            }
-            Err(Failure::Database(e)) => {
-                return Err(NoteError::Io(std::io::Error::other(e.to_string())));
-            }
-        }
+    db.retrying(attempt).await.map_err(|e| match e {
+        Failure::Note(e) => e,
+        Failure::Database(e) => NoteError::Io(std::io::Error::other(e.to_string())),
+    })
+}
+
+impl super::Conflict for Failure {
+    fn is_conflict(&self) -> bool {
+        matches!(self, Self::Database(e) if e.is_conflict())
     }
 }
 
@@ -134,7 +123,7 @@ impl Notes {
         fingerprint: [u8; 32],
     ) -> Result<Result<(), Existing>, NoteError> {
         let sender = sender.to_string();
-        retrying(|| async {
+        retrying(&self.db, || async {
             let client = self.db.client().await?;
             // A claim is dropped when its note is stored (in one transaction), so looking at
             // the claims and then the notes misses neither.
@@ -185,7 +174,7 @@ impl Notes {
     /// A database failure.
     pub async fn release(&self, sender: OrgNumber, request_id: &str) -> Result<(), NoteError> {
         let sender = sender.to_string();
-        retrying(|| async {
+        retrying(&self.db, || async {
             let client = self.db.client().await?;
             client
                 .execute(
@@ -204,7 +193,7 @@ impl Notes {
     /// [`NoteError::Corrupt`] when a note with this id, or this sender's request id, exists;
     /// a database failure.
     pub async fn stage_pending(&self, note: &Note) -> Result<(), NoteError> {
-        retrying(|| async {
+        retrying(&self.db, || async {
             let mut client = self.db.client().await?;
             let tx = client.transaction().await?;
             insert(&tx, note).await?;
@@ -300,7 +289,7 @@ impl Notes {
         id: &Uuid,
         change: impl Fn(&mut Note) -> bool,
     ) -> Result<Note, NoteError> {
-        retrying(|| async {
+        retrying(&self.db, || async {
             let mut client = self.db.client().await?;
             let tx = client.transaction().await?;
             let note = advance_in(&tx, id, &change).await?;
@@ -330,7 +319,7 @@ impl Notes {
     /// # Errors
     /// A database failure.
     pub async fn drop_pending(&self, note: &Note) -> Result<(), NoteError> {
-        retrying(|| async {
+        retrying(&self.db, || async {
             let client = self.db.client().await?;
             client
                 .execute(
@@ -349,7 +338,7 @@ impl Notes {
     /// # Errors
     /// A database failure.
     pub async fn forget_purged(&self, before: Timestamp, max: usize) -> Result<usize, NoteError> {
-        retrying(|| async {
+        retrying(&self.db, || async {
             let client = self.db.client().await?;
             let forgotten = client
                 .execute(
@@ -464,7 +453,7 @@ impl Notes {
     }
 
     async fn count(&self, sql: &str) -> Result<usize, NoteError> {
-        retrying(|| async {
+        retrying(&self.db, || async {
             let client = self.db.client().await?;
             let n: i64 = client.query_one(sql, &[]).await?.get(0);
             Ok(usize::try_from(n).unwrap_or(0))
@@ -477,7 +466,7 @@ impl Notes {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<Note>, NoteError> {
-        retrying(|| async {
+        retrying(&self.db, || async {
             let client = self.db.client().await?;
             let rows = client.query(sql, params).await?;
             Ok(notes_of(&rows)?)
