@@ -1167,6 +1167,15 @@ fn disclosure_record(
     request_id: String,
     fingerprint: [u8; 32],
 ) -> impl Fn(&Decision) -> (Vec<u8>, Option<Note>) + Send + Sync {
+    about(request_id, fingerprint, [0; 32])
+}
+
+/// [`disclosure_record`] for a note naming the subject by `pseudonym`.
+fn about(
+    request_id: String,
+    fingerprint: [u8; 32],
+    pseudonym: [u8; 32],
+) -> impl Fn(&Decision) -> (Vec<u8>, Option<Note>) + Send + Sync {
     move |decision| {
         let entry = entry_at(0, micros_now());
         match decision {
@@ -1179,6 +1188,7 @@ fn disclosure_record(
                 note.consent_id = permit.consent_id;
                 note.consent_version = permit.version;
                 note.consent_record_hash = permit.record_hash;
+                note.subject_pseudonym = pseudonym;
                 (entry, Some(note))
             }
             Decision::Deny(_) => (entry, None),
@@ -1606,5 +1616,137 @@ fn replicas_sweeping_together_purge_each_due_note_exactly_once() {
             size = log.size();
         }
         assert_eq!(size, 85);
+    });
+}
+
+#[test]
+fn a_note_is_delivered_only_while_its_consent_covers_it_even_with_a_withdrawal_in_flight() {
+    use casegate_notes::NoteState;
+    let Some((_dir, cluster)) = cluster(None) else {
+        return;
+    };
+    let rt = runtime();
+    let url = migrated(&cluster, "casegate", &rt);
+    let signer = Signer::generate(ORIGIN).expect("key");
+    let pseudonyms = pseudonyms();
+    rt.block_on(async {
+        let all = replicas(&PostgresConfig::local(url.clone()), &signer, &pseudonyms, 2).await;
+        let (a, b) = (all[0].clone(), all[1].clone());
+        let subject = SubjectId::synthetic_all().nth(780).expect("subject");
+        let pseudonym = pseudonyms.pseudonym(&subject);
+        let now = Timestamp(micros_now());
+        let granted = a
+            .consents
+            .prepare_grant(nav_to_clinic(subject, now), None, now)
+            .await
+            .expect("prepare");
+        a.consents.commit_grant(&granted).await.expect("grant");
+        let vocabulary = std::sync::Arc::new(Vocabulary::default());
+        let mut disclosed = Vec::new();
+        for n in 0..2u8 {
+            let record = about(format!("request-{n}"), [n; 32], pseudonym);
+            let outcome = a
+                .flows
+                .disclose(
+                    &subject,
+                    &benefit_counselling_to_clinic(),
+                    now,
+                    &vocabulary,
+                    &format!("request-{n}"),
+                    &record,
+                )
+                .await
+                .expect("disclosed");
+            let pg_flows::Disclosure::Permitted { note, .. } = outcome else {
+                panic!("permitted expected: {outcome:?}");
+            };
+            disclosed.push(note);
+        }
+        let entry = |_: &Note, _: &Decision| entry_at(0, micros_now());
+
+        // Covered: delivered on another replica, and recorded.
+        let delivered = b
+            .flows
+            .deliver(
+                &disclosed[0],
+                &benefit_counselling_to_clinic(),
+                Timestamp(micros_now()),
+                &vocabulary,
+                &entry,
+            )
+            .await
+            .expect("delivered");
+        let pg_flows::Delivery::Delivered { note, .. } = delivered else {
+            panic!("delivered expected: {delivered:?}");
+        };
+        assert!(note.delivered);
+
+        // A withdrawal in flight on a third replica: the subject's row locked, the version
+        // withdrawn, not yet committed. The delivery waits for it, sees it, and withholds.
+        let db = Database::connect(&PostgresConfig::local(url.clone())).expect("pool");
+        let mut other = db.client().await.expect("client");
+        let tx = other.transaction().await.expect("begin");
+        tx.query_one(
+            "SELECT changes FROM casegate_consent_subject WHERE subject_key = $1 FOR UPDATE",
+            &[&pseudonym.to_vec()],
+        )
+        .await
+        .expect("lock");
+        let mut withdrawn = granted.clone();
+        casegate_consent::store::withdraw(
+            &mut withdrawn,
+            granted.recorded_by.clone(),
+            None,
+            None,
+            now,
+        )
+        .expect("withdraw");
+        tx.execute(
+            "UPDATE casegate_consent_version SET status = 2, record = $1 WHERE version = 1",
+            &[&casegate_consent::store::encode(&withdrawn)],
+        )
+        .await
+        .expect("withdrawn");
+        let delivering = {
+            let (b, vocabulary, id) = (b.clone(), vocabulary.clone(), disclosed[1]);
+            tokio::spawn(async move {
+                b.flows
+                    .deliver(
+                        &id,
+                        &benefit_counselling_to_clinic(),
+                        Timestamp(micros_now()),
+                        &vocabulary,
+                        &|_, _| entry_at(0, micros_now()),
+                    )
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !delivering.is_finished(),
+            "the delivery waits for the withdrawal"
+        );
+        tx.commit().await.expect("commit");
+        let withheld = delivering.await.expect("task").expect("answered");
+        let pg_flows::Delivery::Withheld { note, deny, .. } = withheld else {
+            panic!("withheld expected: {withheld:?}");
+        };
+        assert_eq!(deny.reason, Reason::ConsentWithdrawn);
+        assert_eq!(note.state, NoteState::Purged);
+        assert!(note.sealed.is_none());
+
+        // Out of the inbox now: nothing to deliver.
+        let again = b
+            .flows
+            .deliver(
+                &disclosed[1],
+                &benefit_counselling_to_clinic(),
+                Timestamp(micros_now()),
+                &vocabulary,
+                &entry,
+            )
+            .await
+            .expect("answered");
+        assert!(matches!(again, pg_flows::Delivery::Gone), "{again:?}");
     });
 }

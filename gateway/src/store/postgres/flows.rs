@@ -10,6 +10,8 @@
 //! - [`Flows::withdraw`]: the subject's row locked, the consent's newest version withdrawn,
 //!   every undelivered note relying on it purged, the withdrawal's and the purges' entries
 //!   queued — one commit.
+//! - [`Flows::deliver`]: a note delivered only if its consent, read under the same share lock,
+//!   still covers it (else withheld and purged), with its entry.
 //! - [`Flows::sweep`]: notes past their retention or TTL purged with their entries, each by
 //!   exactly one replica (`SKIP LOCKED`).
 //!
@@ -404,6 +406,93 @@ impl Flows {
             self.log.wait(id).await.map_err(FlowError::Append)?;
         }
         Ok(purged)
+    }
+}
+
+/// What [`Flows::deliver`] did.
+#[derive(Debug)]
+pub enum Delivery {
+    /// The consent still covers the note: it is marked delivered, its entry logged.
+    Delivered {
+        /// The note as stored.
+        note: Note,
+        /// Its `note delivered` entry.
+        appended: Appended,
+    },
+    /// The consent no longer covers it: withheld and purged, its entry logged.
+    Withheld {
+        /// The note as stored (purged).
+        note: Note,
+        /// Why.
+        deny: Deny,
+        /// Its `note purged` entry.
+        appended: Appended,
+    },
+    /// The note is no longer in the inbox (acknowledged, purged or forgotten meanwhile).
+    Gone,
+}
+
+impl Flows {
+    /// Delivers deliverable note `id`, in one transaction: the note locked, the consent
+    /// decision taken again for `recheck` (the note's own terms; the caller opens the sealed
+    /// part for the approval) under a share lock on the subject's consent row, then the note
+    /// marked delivered with its entry queued — or, refused, purged with its entry queued.
+    /// `record` builds the entry from the note and the decision. Waits for the entry.
+    ///
+    /// # Errors
+    /// [`FlowError`]; nothing changed unless the commit succeeded.
+    pub async fn deliver(
+        &self,
+        id: &Uuid,
+        recheck: &DisclosureRequest,
+        at: Timestamp,
+        vocabulary: &Vocabulary,
+        record: &(dyn Fn(&Note, &Decision) -> Vec<u8> + Send + Sync),
+    ) -> Result<Delivery, FlowError> {
+        let attempt = self
+            .db
+            .retrying(|| async {
+                let mut client = self.db.client().await?;
+                let tx = client.transaction().await?;
+                let Some(row) = tx
+                    .query_opt(
+                        "SELECT record, progress FROM casegate_note WHERE id = $1 AND state = 1
+                         FOR UPDATE",
+                        &[id],
+                    )
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                let note = notes::note_of(&row).map_err(FlowError::Note)?;
+                let decision =
+                    consents::decide_in(&tx, &note.subject_pseudonym, recheck, at, vocabulary)
+                        .await?;
+                let entry = record(&note, &decision);
+                let note = match &decision {
+                    Decision::Permit(_) => {
+                        notes::advance_in(&tx, id, |n| !std::mem::replace(&mut n.delivered, true))
+                            .await?
+                    }
+                    Decision::Deny(_) => notes::advance_in(&tx, id, |n| purge(n, at)).await?,
+                };
+                let queued = AuditLog::enqueue(&tx, &entry, None).await?;
+                tx.commit().await?;
+                Ok::<_, FlowError>(Some((note, decision, queued)))
+            })
+            .await?;
+        let Some((note, decision, queued)) = attempt else {
+            return Ok(Delivery::Gone);
+        };
+        let appended = self.log.wait(queued).await.map_err(FlowError::Append)?;
+        Ok(match decision {
+            Decision::Permit(_) => Delivery::Delivered { note, appended },
+            Decision::Deny(deny) => Delivery::Withheld {
+                note,
+                deny,
+                appended,
+            },
+        })
     }
 }
 
