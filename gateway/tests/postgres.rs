@@ -1750,3 +1750,98 @@ fn a_note_is_delivered_only_while_its_consent_covers_it_even_with_a_withdrawal_i
         assert!(matches!(again, pg_flows::Delivery::Gone), "{again:?}");
     });
 }
+
+#[test]
+fn a_grant_and_an_acknowledgement_commit_with_their_entries_or_not_at_all() {
+    use casegate_notes::NoteState;
+    let Some((_dir, cluster)) = cluster(None) else {
+        return;
+    };
+    let rt = runtime();
+    let url = migrated(&cluster, "casegate", &rt);
+    let signer = Signer::generate(ORIGIN).expect("key");
+    let pseudonyms = pseudonyms();
+    rt.block_on(async {
+        let all = replicas(&PostgresConfig::local(url.clone()), &signer, &pseudonyms, 2).await;
+        let (a, b) = (all[0].clone(), all[1].clone());
+        let db = Database::connect(&PostgresConfig::local(url.clone())).expect("pool");
+        let entries = || async { count(&db, "SELECT count(*) FROM casegate_audit_entry").await };
+        let subject = SubjectId::synthetic_all().nth(781).expect("subject");
+        let now = Timestamp(micros_now());
+        let record = a
+            .consents
+            .prepare_grant(nav_to_clinic(subject, now), None, now)
+            .await
+            .expect("prepare");
+        let granted = a
+            .flows
+            .grant(&record, &entry_at(0, micros_now()))
+            .await
+            .expect("granted");
+        assert_eq!(granted.index, 0);
+        assert_eq!(
+            b.consents.get(&record.id, None).await.expect("held"),
+            record
+        );
+        // The same version again (on another replica): refused, and no entry.
+        let again = b.flows.grant(&record, &entry_at(0, micros_now())).await;
+        assert!(
+            matches!(
+                again,
+                Err(pg_flows::FlowError::Consent(StoreError::NotActive(_)))
+            ),
+            "{again:?}"
+        );
+        assert_eq!(entries().await, 1);
+
+        let vocabulary = Vocabulary::default();
+        let disclosed = a
+            .flows
+            .disclose(
+                &subject,
+                &benefit_counselling_to_clinic(),
+                now,
+                &vocabulary,
+                "request-1",
+                &about("request-1".into(), [1; 32], pseudonyms.pseudonym(&subject)),
+            )
+            .await
+            .expect("disclosed");
+        let pg_flows::Disclosure::Permitted { note, .. } = disclosed else {
+            panic!("permitted expected: {disclosed:?}");
+        };
+        let at = Timestamp(micros_now());
+        let purge_after = Timestamp(at.0 + 86_400_000_000);
+        let entry = |_: &Note| entry_at(0, micros_now());
+        let (acknowledged, appended) = b
+            .flows
+            .acknowledge(&note, at, purge_after, &entry)
+            .await
+            .expect("acknowledged");
+        assert_eq!(acknowledged.state, NoteState::Acknowledged);
+        assert!(appended.is_some(), "the acknowledgement is logged");
+        // Repeated: answered as the first was, not logged twice.
+        let (repeated, none) = a
+            .flows
+            .acknowledge(&note, at, purge_after, &entry)
+            .await
+            .expect("answered again");
+        assert_eq!((repeated, none.is_none()), (acknowledged, true));
+        // Another acknowledgement of it: refused.
+        let refused = a
+            .flows
+            .acknowledge(&note, Timestamp(at.0 + 1), purge_after, &entry)
+            .await;
+        assert!(
+            matches!(
+                refused,
+                Err(pg_flows::FlowError::Note(NoteError::NotDeliverable(
+                    "acknowledged"
+                )))
+            ),
+            "{refused:?}"
+        );
+        // Grant, disclosure, acknowledgement.
+        assert_eq!(entries().await, 3);
+    });
+}

@@ -142,49 +142,7 @@ impl Consents {
     async fn try_commit_grant(&self, record: &ConsentRecord) -> Result<(), Failure> {
         let mut client = self.db.client().await?;
         let tx = client.transaction().await?;
-        let key = self.key(&record.subject);
-        lock_subject(&tx, &key).await?;
-        let id = uuid(&record.id);
-        let newest = tx
-            .query_opt(
-                "SELECT version, status FROM casegate_consent_version
-                 WHERE consent_id = $1 ORDER BY version DESC LIMIT 1",
-                &[&id],
-            )
-            .await?
-            .map(|row| (row.get::<_, i32>(0), row.get::<_, i16>(1)));
-        let expected = i32::try_from(record.version).unwrap_or(i32::MAX) - 1;
-        match newest {
-            None if expected == 0 => {}
-            Some((version, status))
-                if version == expected && status == status_code(Status::Active) =>
-            {
-                tx.execute(
-                    "UPDATE casegate_consent_version SET status = $3, record = $4
-                     WHERE consent_id = $1 AND version = $2",
-                    &[
-                        &id,
-                        &version,
-                        &status_code(Status::Superseded),
-                        &superseded_bytes(&tx, id, version).await?,
-                    ],
-                )
-                .await?;
-            }
-            _ => return Err(StoreError::NotActive("changed meanwhile").into()),
-        }
-        tx.execute(
-            "INSERT INTO casegate_consent_version (consent_id, version, subject_key, status, record)
-             VALUES ($1, $2, $3, $4, $5)",
-            &[
-                &id,
-                &i32::try_from(record.version).unwrap_or(i32::MAX),
-                &key,
-                &status_code(record.status),
-                &store::encode(record),
-            ],
-        )
-        .await?;
+        commit_grant_in(&tx, &self.key(&record.subject), record).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -404,6 +362,62 @@ impl Consents {
             }
         }
     }
+}
+
+/// Stores a prepared record of the subject keyed `key` in `client`'s transaction, superseding
+/// the version before it, holding the subject's lock until the transaction ends.
+///
+/// # Errors
+/// [`StoreError::NotActive`] (`changed meanwhile`) when the consent changed since the record
+/// was prepared; a database failure.
+pub(crate) async fn commit_grant_in(
+    client: &impl GenericClient,
+    key: &[u8],
+    record: &ConsentRecord,
+) -> Result<(), Failure> {
+    lock_subject(client, key).await?;
+    let id = uuid(&record.id);
+    let newest = client
+        .query_opt(
+            "SELECT version, status FROM casegate_consent_version
+             WHERE consent_id = $1 ORDER BY version DESC LIMIT 1",
+            &[&id],
+        )
+        .await?
+        .map(|row| (row.get::<_, i32>(0), row.get::<_, i16>(1)));
+    let expected = i32::try_from(record.version).unwrap_or(i32::MAX) - 1;
+    match newest {
+        None if expected == 0 => {}
+        Some((version, status)) if version == expected && status == status_code(Status::Active) => {
+            client
+                .execute(
+                    "UPDATE casegate_consent_version SET status = $3, record = $4
+                     WHERE consent_id = $1 AND version = $2",
+                    &[
+                        &id,
+                        &version,
+                        &status_code(Status::Superseded),
+                        &superseded_bytes(client, id, version).await?,
+                    ],
+                )
+                .await?;
+        }
+        _ => return Err(StoreError::NotActive("changed meanwhile").into()),
+    }
+    client
+        .execute(
+            "INSERT INTO casegate_consent_version (consent_id, version, subject_key, status, record)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &id,
+                &i32::try_from(record.version).unwrap_or(i32::MAX),
+                &key,
+                &status_code(record.status),
+                &store::encode(record),
+            ],
+        )
+        .await?;
+    Ok(())
 }
 
 /// Applies `change` to version `version` of `id` (`None`: the newest) in `client`'s

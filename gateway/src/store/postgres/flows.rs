@@ -10,6 +10,7 @@
 //! - [`Flows::withdraw`]: the subject's row locked, the consent's newest version withdrawn,
 //!   every undelivered note relying on it purged, the withdrawal's and the purges' entries
 //!   queued — one commit.
+//! - [`Flows::grant`] and [`Flows::acknowledge`]: the change and its entry, one commit.
 //! - [`Flows::deliver`]: a note delivered only if its consent, read under the same share lock,
 //!   still covers it (else withheld and purged), with its entry.
 //! - [`Flows::sweep`]: notes past their retention or TTL purged with their entries, each by
@@ -393,9 +394,11 @@ impl Flows {
                 let mut purged = Vec::with_capacity(due.len());
                 let mut queued = Vec::with_capacity(due.len());
                 for (id, expiry) in due {
-                    let note = notes::advance_in(&tx, &id, |n| purge(n, now)).await?;
-                    queued.push(AuditLog::enqueue(&tx, &record(&note, expiry), None).await?);
-                    purged.push((note, expiry));
+                    let (note, changed) = notes::changed_in(&tx, &id, |n| purge(n, now)).await?;
+                    if changed {
+                        queued.push(AuditLog::enqueue(&tx, &record(&note, expiry), None).await?);
+                        purged.push((note, expiry));
+                    }
                 }
                 tx.commit().await?;
                 Ok::<_, FlowError>((purged, queued))
@@ -406,6 +409,81 @@ impl Flows {
             self.log.wait(id).await.map_err(FlowError::Append)?;
         }
         Ok(purged)
+    }
+}
+
+impl Flows {
+    /// Stores a prepared consent version (superseding the one before it) and queues its
+    /// `consent granted` entry, in one transaction under the subject's lock; then waits for
+    /// the entry.
+    ///
+    /// # Errors
+    /// [`FlowError::Consent`] with [`StoreError::NotActive`] when the consent changed since
+    /// the record was prepared; a database failure (nothing changed).
+    pub async fn grant(&self, record: &ConsentRecord, entry: &[u8]) -> Result<Appended, FlowError> {
+        let key = self.consents.key(&record.subject);
+        let queued = self
+            .db
+            .retrying(|| async {
+                let mut client = self.db.client().await?;
+                let tx = client.transaction().await?;
+                consents::commit_grant_in(&tx, &key, record).await?;
+                let queued = AuditLog::enqueue(&tx, entry, None).await?;
+                tx.commit().await?;
+                Ok::<_, FlowError>(queued)
+            })
+            .await?;
+        self.log.wait(queued).await.map_err(FlowError::Append)
+    }
+
+    /// Takes deliverable note `id` out of its inbox at `at` (its body kept until
+    /// `purge_after`) and queues its `note acknowledged` entry (`entry`), in one
+    /// transaction; then waits for the entry. The same acknowledgement again is answered as
+    /// the first was, without a second entry (`None`).
+    ///
+    /// # Errors
+    /// [`FlowError::Note`] with [`NoteError::NotDeliverable`] or [`NoteError::NotFound`]; a
+    /// database failure (nothing changed).
+    pub async fn acknowledge(
+        &self,
+        id: &Uuid,
+        at: Timestamp,
+        purge_after: Timestamp,
+        entry: &(dyn Fn(&Note) -> Vec<u8> + Send + Sync),
+    ) -> Result<(Note, Option<Appended>), FlowError> {
+        let (note, queued) = self
+            .db
+            .retrying(|| async {
+                let mut client = self.db.client().await?;
+                let tx = client.transaction().await?;
+                let (note, first) = notes::changed_in(&tx, id, |n| {
+                    if n.state != NoteState::Deliverable {
+                        return false;
+                    }
+                    n.state = NoteState::Acknowledged;
+                    n.acknowledged_at = Some(at);
+                    n.purge_after = Some(purge_after);
+                    true
+                })
+                .await?;
+                if note.state != NoteState::Acknowledged || note.acknowledged_at != Some(at) {
+                    return Err(FlowError::Note(NoteError::NotDeliverable(
+                        note.state.code(),
+                    )));
+                }
+                let queued = match first {
+                    true => Some(AuditLog::enqueue(&tx, &entry(&note), None).await?),
+                    false => None,
+                };
+                tx.commit().await?;
+                Ok::<_, FlowError>((note, queued))
+            })
+            .await?;
+        let appended = match queued {
+            Some(queued) => Some(self.log.wait(queued).await.map_err(FlowError::Append)?),
+            None => None,
+        };
+        Ok((note, appended))
     }
 }
 

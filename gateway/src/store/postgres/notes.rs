@@ -483,6 +483,15 @@ pub(crate) async fn advance_in(
     id: &Uuid,
     change: impl Fn(&mut Note) -> bool,
 ) -> Result<Note, Failure> {
+    changed_in(client, id, change).await.map(|(note, _)| note)
+}
+
+/// [`advance_in`], also saying whether `change` changed the note.
+pub(crate) async fn changed_in(
+    client: &impl GenericClient,
+    id: &Uuid,
+    change: impl Fn(&mut Note) -> bool,
+) -> Result<(Note, bool), Failure> {
     let row = client
         .query_opt(
             "SELECT record, progress FROM casegate_note WHERE id = $1 FOR UPDATE",
@@ -492,7 +501,8 @@ pub(crate) async fn advance_in(
         .ok_or(NoteError::NotFound)?;
     let mut note = note_of(&row)?;
     let sealed_before = note.sealed.is_some();
-    if change(&mut note) {
+    let changed = change(&mut note);
+    if changed {
         // The note record is written again only when its sealed part is deleted.
         let record = (sealed_before && note.sealed.is_none()).then(|| encode_note(&note));
         client
@@ -512,7 +522,7 @@ pub(crate) async fn advance_in(
             )
             .await?;
     }
-    Ok(note)
+    Ok((note, changed))
 }
 
 /// Puts pending note `id` in its recipient's inbox under audit entry `audit_index`, in
