@@ -98,7 +98,7 @@ pub async fn migrate(db: &Database) -> Result<Migrated, DatabaseError> {
 async fn attempt_migrate(
     client: &mut deadpool_postgres::Client,
 ) -> Result<Migrated, DatabaseError> {
-    client.batch_execute(BOOKKEEPING).await?;
+    bookkeeping(client).await?;
     let tx = client.transaction().await?;
     tx.query_one(
         "SELECT id FROM casegate_schema_lock WHERE id = 1 FOR UPDATE",
@@ -119,6 +119,23 @@ async fn attempt_migrate(
         from,
         to: SCHEMA_VERSION,
     })
+}
+
+/// Creates the bookkeeping tables if missing. Sessions creating them at once can fail in
+/// several ways (a duplicate type or relation, a catalog row updated concurrently); every
+/// statement is idempotent, so any refusal by the server is tried again a few times.
+async fn bookkeeping(client: &deadpool_postgres::Client) -> Result<(), DatabaseError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match client.batch_execute(BOOKKEEPING).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 10 && e.as_db_error().is_some() => {
+                tokio::time::sleep(Duration::from_millis(10 * attempt)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// The database's schema version (0 before any migration), checked against this build's
