@@ -711,7 +711,7 @@ impl PgConsents<'_> {
         let db = Database::connect(&PostgresConfig::local(url)).expect("pool");
         BlockingConsents {
             rt: self.rt.clone(),
-            store: pg_consents::Consents::new(db, self.pseudonyms.clone()),
+            store: pg_consents::Consents::new(db, self.pseudonyms.clone(), keyring()),
         }
     }
 }
@@ -729,6 +729,20 @@ impl ConsentHarness for PgConsents<'_> {
         drop(store);
         self.open(self.cluster.url(&format!("consents_{}", self.made)))
     }
+}
+
+/// The deployment's note keyring (it seals consent records too): one for every replica, as
+/// they share one keyring file.
+fn keyring() -> std::sync::Arc<casegate::keyring::Keyring> {
+    use casegate::keyring::Keyring;
+    static KEYRING: std::sync::OnceLock<std::sync::Arc<Keyring>> = std::sync::OnceLock::new();
+    KEYRING
+        .get_or_init(|| {
+            std::sync::Arc::new(
+                Keyring::parse(&Keyring::new_line("k1").expect("key")).expect("keyring"),
+            )
+        })
+        .clone()
 }
 
 fn pseudonyms() -> std::sync::Arc<Pseudonymizer> {
@@ -814,7 +828,7 @@ fn a_decision_waits_for_a_withdrawal_in_flight_and_sees_it() {
     let pseudonyms = pseudonyms();
     rt.block_on(async {
         let db = Database::connect(&PostgresConfig::local(url.clone())).expect("pool");
-        let consents = pg_consents::Consents::new(db.clone(), pseudonyms.clone());
+        let consents = pg_consents::Consents::new(db.clone(), pseudonyms.clone(), keyring());
         let subject = SubjectId::synthetic_all().nth(4321).expect("subject");
         let now = Timestamp(1_800_000_000_000_000);
         let granted = consents
@@ -822,6 +836,22 @@ fn a_decision_waits_for_a_withdrawal_in_flight_and_sees_it() {
             .await
             .expect("prepare");
         consents.commit_grant(&granted).await.expect("grant");
+        // Stored sealed: the identity number is nowhere in the row.
+        let stored: Vec<u8> = db
+            .client()
+            .await
+            .expect("client")
+            .query_one("SELECT record FROM casegate_consent_version", &[])
+            .await
+            .expect("row")
+            .get(0);
+        let identity = subject.expose();
+        assert!(
+            !stored
+                .windows(identity.len())
+                .any(|w| w == identity.as_bytes()),
+            "the record is sealed"
+        );
         let request = benefit_counselling_to_clinic();
         let vocabulary = Vocabulary::default();
         assert!(matches!(
@@ -851,7 +881,7 @@ fn a_decision_waits_for_a_withdrawal_in_flight_and_sees_it() {
         .expect("withdraw");
         tx.execute(
             "UPDATE casegate_consent_version SET status = 2, record = $1 WHERE version = 1",
-            &[&casegate_consent::store::encode(&withdrawn)],
+            &[&consents.seal(&withdrawn).expect("sealed")],
         )
         .await
         .expect("withdrawn");
@@ -1140,7 +1170,7 @@ async fn replicas(
     let mut out = Vec::new();
     for _ in 0..n {
         let (db, log) = replica_on(config, signer).await;
-        let consents = pg_consents::Consents::new(db.clone(), pseudonyms.clone());
+        let consents = pg_consents::Consents::new(db.clone(), pseudonyms.clone(), keyring());
         out.push(std::sync::Arc::new(Replica {
             db: db.clone(),
             flows: pg_flows::Flows::new(db, std::sync::Arc::new(log), consents.clone()),
@@ -1703,7 +1733,7 @@ fn a_note_is_delivered_only_while_its_consent_covers_it_even_with_a_withdrawal_i
         .expect("withdraw");
         tx.execute(
             "UPDATE casegate_consent_version SET status = 2, record = $1 WHERE version = 1",
-            &[&casegate_consent::store::encode(&withdrawn)],
+            &[&b.consents.seal(&withdrawn).expect("sealed")],
         )
         .await
         .expect("withdrawn");

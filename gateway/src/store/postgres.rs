@@ -129,6 +129,19 @@ impl PostgresConfig {
             return None;
         }
         if ca.is_none()
+            && let Some(addr) = parsed.get_hostaddrs().iter().find(|a| !a.is_loopback())
+        {
+            // `hostaddr` is where the connection goes, whatever the host is named.
+            s.problem(
+                "ca",
+                format!(
+                    "required for hostaddr {addr}: only loopback hosts and Unix sockets may be \
+                     reached without TLS"
+                ),
+            );
+            return None;
+        }
+        if ca.is_none()
             && let Some(host) = parsed.get_hosts().iter().find(|h| !is_local(h))
         {
             let Host::Tcp(name) = host else {
@@ -206,6 +219,11 @@ pub enum DatabaseError {
         /// The server's message.
         message: String,
     },
+    /// The database holds data this gateway cannot use: a stored hash of the wrong length, a
+    /// tree frontier that does not fit its size, a checkpoint another key signed or for
+    /// another log, a note that does not decode; says what.
+    #[error("the database holds unusable data: {0}")]
+    Corrupt(String),
     /// The database's schema is newer than this gateway knows: it was migrated by a later
     /// version, whose data this one must not write.
     #[error(

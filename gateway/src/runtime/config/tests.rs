@@ -435,6 +435,16 @@ fn a_postgres_section_that_would_leak_a_password_or_skip_tls_is_refused() {
              sockets may be reached without TLS",
         ),
         (
+            // Named loopback, connecting elsewhere: `hostaddr` is where it goes.
+            "backend = \"postgres\"\n[storage.postgres]\nurl = \"postgresql://casegate@localhost/casegate?hostaddr=10.0.0.5\"",
+            "storage.postgres.ca: required for hostaddr 10.0.0.5: only loopback hosts and Unix \
+             sockets may be reached without TLS",
+        ),
+        (
+            "backend = \"postgres\"\n[storage.postgres]\nurl = \"postgresql://casegate@127.0.0.1/casegate\"\nisolation = \"snapshot\"",
+            "storage.postgres.isolation: must be \"read_committed\" or \"serializable\", not \"snapshot\"",
+        ),
+        (
             "backend = \"postgres\"\n[storage.postgres]\nurl = \"postgresql://casegate@127.0.0.1/casegate\"\nclient_cert = \"c.pem\"",
             "storage.postgres.client_key: client_cert and client_key go together",
         ),

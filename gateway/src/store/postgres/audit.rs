@@ -53,6 +53,7 @@ const POLL: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone)]
 struct Published {
     size: u64,
+    /// Microseconds since the Unix epoch.
     newest_time: Option<i64>,
     checkpoint: Arc<SignedCheckpoint>,
 }
@@ -66,6 +67,8 @@ pub struct AuditLog {
 }
 
 struct Shared {
+    /// Set by [`AuditLog::close`]: waits from then on are answered `Closed` at once.
+    closed: std::sync::atomic::AtomicBool,
     db: Database,
     /// Whether each batch notifies [`super::feed::CHANNEL`] (off on engines without NOTIFY).
     announce: bool,
@@ -114,7 +117,7 @@ impl AuditLog {
     /// it, whose replicas then poll).
     ///
     /// # Errors
-    /// [`DatabaseError::Setup`] when the stored checkpoint is for another origin than
+    /// [`DatabaseError::Corrupt`] when the stored checkpoint is for another origin than
     /// `origin`, or not signed by `signer`'s key (one log, one key); a database failure.
     pub async fn open(
         db: Database,
@@ -138,6 +141,7 @@ impl AuditLog {
             .await?;
         drop(client);
         let shared = Arc::new(Shared {
+            closed: std::sync::atomic::AtomicBool::new(false),
             db,
             announce,
             signer,
@@ -196,11 +200,22 @@ impl AuditLog {
     /// back); [`AppendError::Closed`] when this replica's sequencer stopped first.
     pub async fn wait(&self, id: Uuid) -> Result<Appended, AppendError> {
         let (tx, rx) = oneshot::channel();
-        self.shared
-            .waiters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, tx);
+        {
+            let mut waiters = self
+                .shared
+                .waiters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            // Checked under the waiters' lock: `close` sets it before it empties them.
+            if self
+                .shared
+                .closed
+                .load(std::sync::atomic::Ordering::Acquire)
+            {
+                return Err(AppendError::Closed);
+            }
+            waiters.insert(id, tx);
+        }
         self.shared.wake.notify_one();
         rx.await.map_err(|_| AppendError::Closed)?
     }
@@ -357,9 +372,20 @@ impl AuditLog {
             .ok_or(ReadError::Sizes(size1, size2))
     }
 
-    /// Stops this replica's sequencer; its waiters are answered `Closed`. Entries it queued
-    /// and did not sequence stay in the outbox for the other replicas (or its next start).
+    /// Stops this replica's sequencer; its waiters, and any later wait, are answered
+    /// `Closed`. Entries it queued and did not sequence stay in the outbox for the other
+    /// replicas (or its next start).
     pub fn close(&self) {
+        {
+            let _waiters = self
+                .shared
+                .waiters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            self.shared
+                .closed
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
         if let Some(task) = self
             .sequencer
             .lock()
@@ -413,7 +439,7 @@ fn as_u64(n: i64) -> u64 {
 fn hash_of(bytes: &[u8]) -> Result<Hash, DatabaseError> {
     bytes
         .try_into()
-        .map_err(|_| DatabaseError::Setup(format!("a stored hash of {} bytes", bytes.len())))
+        .map_err(|_| DatabaseError::Corrupt(format!("a stored hash of {} bytes", bytes.len())))
 }
 
 impl Shared {
@@ -427,12 +453,12 @@ impl Shared {
     /// Publishes the stored state if it is newer than what this replica has seen.
     fn publish(&self, size: u64, newest_time: i64, note: &str) -> Result<(), DatabaseError> {
         let checkpoint = self.verifier.verify(note).map_err(|e| {
-            DatabaseError::Setup(format!(
+            DatabaseError::Corrupt(format!(
                 "the audit log's stored checkpoint does not verify with this gateway's key: {e}"
             ))
         })?;
         if checkpoint.origin != self.origin || checkpoint.size != size {
-            return Err(DatabaseError::Setup(format!(
+            return Err(DatabaseError::Corrupt(format!(
                 "the audit log's stored checkpoint is for {:?} at size {}, not {:?} at size {size}",
                 checkpoint.origin, checkpoint.size, self.origin
             )));
@@ -470,7 +496,8 @@ impl Shared {
         let tx = client.transaction().await?;
         let tree = tx
             .query_one(
-                "SELECT size, newest_time, frontier FROM casegate_audit_tree WHERE id = 1 FOR UPDATE",
+                "SELECT size, newest_time, frontier, checkpoint FROM casegate_audit_tree
+                 WHERE id = 1 FOR UPDATE",
                 &[],
             )
             .await?;
@@ -485,6 +512,8 @@ impl Shared {
             .await?;
         if outbox.is_empty() {
             tx.rollback().await?;
+            // What other replicas sequenced becomes visible here too, at every poll.
+            self.publish(size, newest, tree.get(3))?;
             return Ok(0);
         }
         let hashes = frontier
@@ -716,7 +745,14 @@ impl Shared {
                 let level: i16 = row.get(0);
                 let hash: Vec<u8> = row.get(2);
                 found.insert(
-                    (u32::try_from(level).unwrap_or(0), as_u64(row.get(1))),
+                    (
+                        u32::try_from(level).map_err(|_| {
+                            ReadError::Io(std::io::Error::other(
+                                "a tree node with a negative level",
+                            ))
+                        })?,
+                        as_u64(row.get(1)),
+                    ),
                     hash_of(&hash).map_err(read_failed)?,
                 );
             }
@@ -729,26 +765,31 @@ impl Shared {
 #[derive(Debug)]
 struct Missing;
 
-/// `bytes` with its time raised to `newest` if it is older (the rest unchanged); bytes whose
+/// `bytes` with its time raised to `newest` if it is older, written over the time in the
+/// version-1 header (bytes 2..10, big-endian µs) so nothing else of it changes; bytes whose
 /// header is not one this build reads are kept as they are.
-fn no_earlier_than(bytes: Vec<u8>, newest: i64) -> Vec<u8> {
-    match Entry::time_of(&bytes) {
-        Some(time) if time < newest => match Entry::decode(&bytes) {
-            Ok(mut entry) => {
-                entry.time_micros = newest;
-                entry.encode().unwrap_or(bytes)
-            }
-            Err(_) => bytes,
-        },
-        _ => bytes,
+fn no_earlier_than(mut bytes: Vec<u8>, newest: i64) -> Vec<u8> {
+    if let Some(time) = Entry::time_of(&bytes)
+        && time < newest
+    {
+        bytes[2..10].copy_from_slice(&newest.to_be_bytes());
+        debug_assert_eq!(Entry::time_of(&bytes), Some(newest));
     }
+    bytes
 }
+
+/// Failed passes in a row after which this replica's waiters are answered with the failure
+/// (their entries stay queued and are logged once sequencing works again).
+const FAILURES_BEFORE_ANSWERING: u32 = 5;
 
 /// This replica's sequencer: a pass whenever a local writer waits (or every [`POLL`]), until
 /// the outbox is empty and every local waiter answered. A failed pass is retried with a
-/// growing pause; nothing is lost by it (the outbox is durable).
+/// growing pause; nothing is lost by it (the outbox is durable). After
+/// [`FAILURES_BEFORE_ANSWERING`] failures in a row the waiters are answered with the failure
+/// rather than left waiting.
 async fn sequence(shared: Arc<Shared>) {
     let mut backoff = Duration::from_millis(10);
+    let mut failures = 0;
     loop {
         let _ = tokio::time::timeout(POLL, shared.wake.notified()).await;
         loop {
@@ -762,6 +803,7 @@ async fn sequence(shared: Arc<Shared>) {
             match step {
                 Ok((sequenced, waiting)) => {
                     backoff = Duration::from_millis(10);
+                    failures = 0;
                     if sequenced == 0 && !waiting {
                         break;
                     }
@@ -773,6 +815,16 @@ async fn sequence(shared: Arc<Shared>) {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "audit log sequencing failed; retrying");
+                    failures += 1;
+                    if failures >= FAILURES_BEFORE_ANSWERING {
+                        let reason = format!("the audit log cannot be sequenced: {e}");
+                        let waiting = std::mem::take(
+                            &mut *shared.waiters.lock().unwrap_or_else(|p| p.into_inner()),
+                        );
+                        for (_, waiter) in waiting {
+                            let _ = waiter.send(Err(AppendError::Failed(reason.clone())));
+                        }
+                    }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }

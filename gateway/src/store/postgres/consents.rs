@@ -1,8 +1,9 @@
 //! Consents in PostgreSQL (DESIGN §7): one row per subject in `casegate_consent_subject`, the
 //! lock every change about the subject takes (`FOR UPDATE`) and every decision shares (`FOR
-//! SHARE`), and every version of every consent in `casegate_consent_version`, stored as the
-//! embedded store stores it (`casegate_consent::store::encode`). Subjects are keyed by their
-//! pseudonym (HMAC-SHA-256 under the deployment's pseudonym key), never by identity number.
+//! SHARE`), and every version of every consent in `casegate_consent_version`: the embedded
+//! store's encoding (`casegate_consent::store::encode`) sealed with the note keyring
+//! ([`Consents::seal`]). Subjects are keyed by their pseudonym (HMAC-SHA-256 under the
+//! deployment's pseudonym key); no identity number, name or reason is stored in the clear.
 //!
 //! The operations are those of [`ConsentStorage`](casegate_consent::storage::ConsentStorage),
 //! asynchronous, each one transaction, retried on a serialization failure or deadlock; the
@@ -23,7 +24,15 @@ use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::{Database, DatabaseError};
-use crate::crypto::pseudonym::Pseudonymizer;
+use crate::crypto::{keyring::Keyring, pseudonym::Pseudonymizer};
+
+/// What a sealed record is bound to: a label, its consent id and version.
+fn aad(id: &Uuid, version: u32) -> Vec<u8> {
+    let mut aad = b"casegate.consent.v1".to_vec();
+    aad.extend_from_slice(id.as_bytes());
+    aad.extend_from_slice(&version.to_be_bytes());
+    aad
+}
 
 /// `id` as the `UUID` column holds it.
 fn uuid(id: &ConsentId) -> Uuid {
@@ -92,6 +101,7 @@ impl super::Conflict for Failure {
 pub struct Consents {
     db: Database,
     pseudonyms: Arc<Pseudonymizer>,
+    keyring: Arc<Keyring>,
 }
 
 impl std::fmt::Debug for Consents {
@@ -101,9 +111,76 @@ impl std::fmt::Debug for Consents {
 }
 
 impl Consents {
-    /// Consents in `db` (schema migrated), subjects keyed by `pseudonyms`.
-    pub fn new(db: Database, pseudonyms: Arc<Pseudonymizer>) -> Self {
-        Self { db, pseudonyms }
+    /// Consents in `db` (schema migrated), subjects keyed by `pseudonyms`, records sealed with
+    /// `keyring` (the note keyring: its current key seals, every key in it opens).
+    pub fn new(db: Database, pseudonyms: Arc<Pseudonymizer>, keyring: Arc<Keyring>) -> Self {
+        Self {
+            db,
+            pseudonyms,
+            keyring,
+        }
+    }
+
+    /// The bytes stored for `record`: its store encoding sealed with AES-256-GCM under the
+    /// keyring's current key, bound (as associated data) to its consent id and version, laid
+    /// out as key id length (1 byte), key id, nonce (12 bytes), ciphertext and tag. The
+    /// database so holds no identity number, name or reason in the clear.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when sealing fails (a key id longer than 255 bytes, or the
+    /// system's random number generator).
+    pub fn seal(&self, record: &ConsentRecord) -> Result<Vec<u8>, StoreError> {
+        let sealed = self
+            .keyring
+            .seal(
+                &store::encode(record),
+                &aad(&uuid(&record.id), record.version),
+            )
+            .map_err(|e| {
+                StoreError::Io(std::io::Error::other(format!("sealing a consent: {e}")))
+            })?;
+        let key_id = u8::try_from(sealed.key_id.len()).map_err(|_| {
+            StoreError::Io(std::io::Error::other(
+                "a keyring key id longer than 255 bytes",
+            ))
+        })?;
+        let mut out = Vec::with_capacity(1 + sealed.key_id.len() + 12 + sealed.ciphertext.len());
+        out.push(key_id);
+        out.extend_from_slice(sealed.key_id.as_bytes());
+        out.extend_from_slice(&sealed.nonce);
+        out.extend_from_slice(&sealed.ciphertext);
+        Ok(out)
+    }
+
+    /// The record a row (`consent_id`, `version`, `record`) holds, opened.
+    fn record_of(&self, row: &tokio_postgres::Row) -> Result<ConsentRecord, StoreError> {
+        let (id, version, bytes): (Uuid, i32, &[u8]) =
+            (row.get("consent_id"), row.get("version"), row.get("record"));
+        let corrupt =
+            |why: &str| StoreError::Corrupt(format!("consent {id} version {version}: {why}"));
+        let version = u32::try_from(version).map_err(|_| corrupt("a negative version"))?;
+        let (&len, rest) = bytes.split_first().ok_or_else(|| corrupt("empty"))?;
+        let len = usize::from(len);
+        if rest.len() < len + 12 {
+            return Err(corrupt("cut short"));
+        }
+        let (key_id, rest) = rest.split_at(len);
+        let (nonce, ciphertext) = rest.split_at(12);
+        let sealed = casegate_notes::Sealed {
+            key_id: String::from_utf8(key_id.to_vec())
+                .map_err(|_| corrupt("a key id that is not UTF-8"))?,
+            nonce: nonce.try_into().map_err(|_| corrupt("cut short"))?,
+            ciphertext: ciphertext.to_vec(),
+        };
+        let plain = self
+            .keyring
+            .open(&sealed, &aad(&id, version))
+            .map_err(|e| corrupt(&e.to_string()))?;
+        let record = store::decode(&plain)?;
+        if uuid(&record.id) != id || record.version != version {
+            return Err(corrupt("it holds another version"));
+        }
+        Ok(record)
     }
 
     /// The subject's key in the tables: its pseudonym.
@@ -142,7 +219,7 @@ impl Consents {
     async fn try_commit_grant(&self, record: &ConsentRecord) -> Result<(), Failure> {
         let mut client = self.db.client().await?;
         let tx = client.transaction().await?;
-        commit_grant_in(&tx, &self.key(&record.subject), record).await?;
+        commit_grant_in(&tx, self, record).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -180,7 +257,7 @@ impl Consents {
     ) -> Result<(ConsentRecord, bool), Failure> {
         let mut client = self.db.client().await?;
         let tx = client.transaction().await?;
-        let restated = restate_in(&tx, id, version, change).await?;
+        let restated = restate_in(&tx, self, id, version, change).await?;
         tx.commit().await?;
         Ok(restated)
     }
@@ -196,7 +273,7 @@ impl Consents {
     ) -> Result<ConsentRecord, StoreError> {
         retrying(&self.db, || async {
             let client = self.db.client().await?;
-            read(&client, id, version).await
+            read(&client, self, id, version).await
         })
         .await
     }
@@ -211,14 +288,14 @@ impl Consents {
             let client = self.db.client().await?;
             let rows = client
                 .query(
-                    "SELECT record FROM casegate_consent_version WHERE subject_key = $1
+                    "SELECT consent_id, version, record FROM casegate_consent_version WHERE subject_key = $1
                      ORDER BY consent_id, version",
                     &[&key],
                 )
                 .await?;
             Ok(rows
                 .iter()
-                .map(|r| store::decode(r.get(0)))
+                .map(|r| self.record_of(r))
                 .collect::<Result<Vec<_>, _>>()?)
         })
         .await
@@ -241,7 +318,7 @@ impl Consents {
         retrying(&self.db, || async {
             let mut client = self.db.client().await?;
             let tx = client.transaction().await?;
-            let decided = decide_in(&tx, &key, request, at, vocabulary).await?;
+            let decided = decide_in(&tx, self, &key, request, at, vocabulary).await?;
             tx.commit().await?;
             Ok(decided)
         })
@@ -364,7 +441,7 @@ impl Consents {
     }
 }
 
-/// Stores a prepared record of the subject keyed `key` in `client`'s transaction, superseding
+/// Stores a prepared record in `client`'s transaction, superseding
 /// the version before it, holding the subject's lock until the transaction ends.
 ///
 /// # Errors
@@ -372,10 +449,11 @@ impl Consents {
 /// was prepared; a database failure.
 pub(crate) async fn commit_grant_in(
     client: &impl GenericClient,
-    key: &[u8],
+    consents: &Consents,
     record: &ConsentRecord,
 ) -> Result<(), Failure> {
-    lock_subject(client, key).await?;
+    let key = consents.key(&record.subject);
+    lock_subject(client, &key).await?;
     let id = uuid(&record.id);
     let newest = client
         .query_opt(
@@ -397,7 +475,7 @@ pub(crate) async fn commit_grant_in(
                         &id,
                         &version,
                         &status_code(Status::Superseded),
-                        &superseded_bytes(client, id, version).await?,
+                        &superseded_bytes(client, consents, id, version).await?,
                     ],
                 )
                 .await?;
@@ -413,7 +491,7 @@ pub(crate) async fn commit_grant_in(
                 &i32::try_from(record.version).unwrap_or(i32::MAX),
                 &key,
                 &status_code(record.status),
-                &store::encode(record),
+                &consents.seal(record)?,
             ],
         )
         .await?;
@@ -425,6 +503,7 @@ pub(crate) async fn commit_grant_in(
 /// changed. Returns the record and that.
 pub(crate) async fn restate_in(
     client: &impl GenericClient,
+    consents: &Consents,
     id: &ConsentId,
     version: Option<u32>,
     change: impl Fn(&mut ConsentRecord) -> Result<bool, StoreError>,
@@ -440,7 +519,7 @@ pub(crate) async fn restate_in(
     };
     let key: Vec<u8> = row.get(0);
     lock_subject(client, &key).await?;
-    let mut record = read(client, id, version).await?;
+    let mut record = read(client, consents, id, version).await?;
     let changed = change(&mut record)?;
     if changed {
         client
@@ -451,7 +530,7 @@ pub(crate) async fn restate_in(
                     &uuid(id),
                     &i32::try_from(record.version).unwrap_or(i32::MAX),
                     &status_code(record.status),
-                    &store::encode(&record),
+                    &consents.seal(&record)?,
                 ],
             )
             .await?;
@@ -466,6 +545,7 @@ pub(crate) async fn restate_in(
 /// A database failure or an unreadable record.
 pub(crate) async fn decide_in(
     client: &impl GenericClient,
+    consents: &Consents,
     key: &[u8],
     request: &DisclosureRequest,
     at: Timestamp,
@@ -480,14 +560,14 @@ pub(crate) async fn decide_in(
     // The current version of each consent: the one not superseded.
     let rows = client
         .query(
-            "SELECT record FROM casegate_consent_version WHERE subject_key = $1 AND status <> $2
+            "SELECT consent_id, version, record FROM casegate_consent_version WHERE subject_key = $1 AND status <> $2
              ORDER BY consent_id",
             &[&key, &status_code(Status::Superseded)],
         )
         .await?;
     let records = rows
         .iter()
-        .map(|r| store::decode(r.get(0)))
+        .map(|r| consents.record_of(r))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(decision::decide(request, &records, at, vocabulary))
 }
@@ -509,6 +589,7 @@ async fn lock_subject(client: &impl GenericClient, key: &[u8]) -> Result<(), Fai
 /// Version `version` of `id` (`None`: the newest).
 async fn read(
     client: &impl GenericClient,
+    consents: &Consents,
     id: &ConsentId,
     version: Option<u32>,
 ) -> Result<ConsentRecord, Failure> {
@@ -516,7 +597,7 @@ async fn read(
         Some(v) => {
             client
                 .query_opt(
-                    "SELECT record FROM casegate_consent_version WHERE consent_id = $1 AND version = $2",
+                    "SELECT consent_id, version, record FROM casegate_consent_version WHERE consent_id = $1 AND version = $2",
                     &[&uuid(id), &i32::try_from(v).unwrap_or(i32::MAX)],
                 )
                 .await?
@@ -524,7 +605,7 @@ async fn read(
         None => {
             client
                 .query_opt(
-                    "SELECT record FROM casegate_consent_version WHERE consent_id = $1
+                    "SELECT consent_id, version, record FROM casegate_consent_version WHERE consent_id = $1
                      ORDER BY version DESC LIMIT 1",
                     &[&uuid(id)],
                 )
@@ -532,21 +613,23 @@ async fn read(
         }
     };
     let row = row.ok_or(StoreError::NotFound)?;
-    Ok(store::decode(row.get(0))?)
+    Ok(consents.record_of(&row)?)
 }
 
 /// The stored bytes of version `version` of `id`, marked superseded.
 async fn superseded_bytes(
     client: &impl GenericClient,
+    consents: &Consents,
     id: Uuid,
     version: i32,
 ) -> Result<Vec<u8>, Failure> {
     let mut record = read(
         client,
+        consents,
         &ConsentId::from_bytes(*id.as_bytes()),
         u32::try_from(version).ok(),
     )
     .await?;
     record.status = Status::Superseded;
-    Ok(store::encode(&record))
+    Ok(consents.seal(&record)?)
 }

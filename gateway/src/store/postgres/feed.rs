@@ -152,7 +152,7 @@ async fn catch_up(
         .query(
             "SELECT e.idx, e.note_id, n.recipient_orgnr FROM casegate_audit_entry e
              JOIN casegate_note n ON n.id = e.note_id
-             WHERE e.idx >= $1 AND e.idx < $2 ORDER BY e.idx",
+             WHERE e.idx >= $1 AND e.idx < $2 AND n.state = 1 ORDER BY e.idx",
             &[&from, &size],
         )
         .await?;

@@ -240,7 +240,8 @@ impl Flows {
         if let Some(existing) = used(&tx, sender, request_id).await? {
             return Ok(Attempt::Repeated(existing));
         }
-        let decision = consents::decide_in(&tx, key, request, at, vocabulary).await?;
+        let decision =
+            consents::decide_in(&tx, &self.consents, key, request, at, vocabulary).await?;
         let (entry, note) = record(&decision);
         let decided = match (&decision, &note) {
             (Decision::Permit(_), Some(note)) => {
@@ -303,7 +304,7 @@ impl Flows {
             .retrying(|| async {
                 let mut client = self.db.client().await?;
                 let tx = client.transaction().await?;
-                let (withdrawn, _) = consents::restate_in(&tx, id, None, |r| {
+                let (withdrawn, _) = consents::restate_in(&tx, &self.consents, id, None, |r| {
                     store::withdraw(r, by.clone(), reason.clone(), evidence.clone(), now)
                         .map(|()| true)
                 })
@@ -319,7 +320,7 @@ impl Flows {
                 let mut purged = Vec::with_capacity(undelivered.len());
                 for row in &undelivered {
                     let note_id: Uuid = row.get(0);
-                    purged.push(notes::advance_in(&tx, &note_id, |n| purge(n, now)).await?);
+                    purged.push(notes::advance_in(&tx, &note_id, |n| notes::purged(n, now)).await?);
                 }
                 let mut queued = Vec::new();
                 for entry in record(&withdrawn, &purged) {
@@ -394,7 +395,8 @@ impl Flows {
                 let mut purged = Vec::with_capacity(due.len());
                 let mut queued = Vec::with_capacity(due.len());
                 for (id, expiry) in due {
-                    let (note, changed) = notes::changed_in(&tx, &id, |n| purge(n, now)).await?;
+                    let (note, changed) =
+                        notes::changed_in(&tx, &id, |n| notes::purged(n, now)).await?;
                     if changed {
                         queued.push(AuditLog::enqueue(&tx, &record(&note, expiry), None).await?);
                         purged.push((note, expiry));
@@ -421,13 +423,12 @@ impl Flows {
     /// [`FlowError::Consent`] with [`StoreError::NotActive`] when the consent changed since
     /// the record was prepared; a database failure (nothing changed).
     pub async fn grant(&self, record: &ConsentRecord, entry: &[u8]) -> Result<Appended, FlowError> {
-        let key = self.consents.key(&record.subject);
         let queued = self
             .db
             .retrying(|| async {
                 let mut client = self.db.client().await?;
                 let tx = client.transaction().await?;
-                consents::commit_grant_in(&tx, &key, record).await?;
+                consents::commit_grant_in(&tx, &self.consents, record).await?;
                 let queued = AuditLog::enqueue(&tx, entry, None).await?;
                 tx.commit().await?;
                 Ok::<_, FlowError>(queued)
@@ -456,16 +457,8 @@ impl Flows {
             .retrying(|| async {
                 let mut client = self.db.client().await?;
                 let tx = client.transaction().await?;
-                let (note, first) = notes::changed_in(&tx, id, |n| {
-                    if n.state != NoteState::Deliverable {
-                        return false;
-                    }
-                    n.state = NoteState::Acknowledged;
-                    n.acknowledged_at = Some(at);
-                    n.purge_after = Some(purge_after);
-                    true
-                })
-                .await?;
+                let (note, first) =
+                    notes::changed_in(&tx, id, |n| notes::acknowledged(n, at, purge_after)).await?;
                 if note.state != NoteState::Acknowledged || note.acknowledged_at != Some(at) {
                     return Err(FlowError::Note(NoteError::NotDeliverable(
                         note.state.code(),
@@ -532,28 +525,41 @@ impl Flows {
             .retrying(|| async {
                 let mut client = self.db.client().await?;
                 let tx = client.transaction().await?;
+                // Locks in the order every flow takes them: the subject's consent row, then
+                // the note. The note is read first only for its subject's key.
                 let Some(row) = tx
                     .query_opt(
-                        "SELECT record, progress FROM casegate_note WHERE id = $1 AND state = 1
-                         FOR UPDATE",
+                        "SELECT record, progress FROM casegate_note WHERE id = $1 AND state = 1",
                         &[id],
                     )
                     .await?
                 else {
                     return Ok(None);
                 };
-                let note = notes::note_of(&row).map_err(FlowError::Note)?;
+                let pseudonym = notes::note_of(&row)
+                    .map_err(FlowError::Note)?
+                    .subject_pseudonym;
                 let decision =
-                    consents::decide_in(&tx, &note.subject_pseudonym, recheck, at, vocabulary)
+                    consents::decide_in(&tx, &self.consents, &pseudonym, recheck, at, vocabulary)
                         .await?;
-                let entry = record(&note, &decision);
-                let note = match &decision {
+                let still = |n: &Note| n.state == NoteState::Deliverable;
+                let (note, changed) = match &decision {
                     Decision::Permit(_) => {
-                        notes::advance_in(&tx, id, |n| !std::mem::replace(&mut n.delivered, true))
-                            .await?
+                        notes::changed_in(&tx, id, |n| {
+                            still(n) && !std::mem::replace(&mut n.delivered, true)
+                        })
+                        .await?
                     }
-                    Decision::Deny(_) => notes::advance_in(&tx, id, |n| purge(n, at)).await?,
+                    Decision::Deny(_) => {
+                        notes::changed_in(&tx, id, |n| still(n) && notes::purged(n, at)).await?
+                    }
                 };
+                let delivering = matches!(decision, Decision::Permit(_)) && still(&note);
+                if !(delivering || changed) {
+                    // Acknowledged or purged meanwhile.
+                    return Ok(None);
+                }
+                let entry = record(&note, &decision);
                 let queued = AuditLog::enqueue(&tx, &entry, None).await?;
                 tx.commit().await?;
                 Ok::<_, FlowError>(Some((note, decision, queued)))
@@ -572,18 +578,6 @@ impl Flows {
             },
         })
     }
-}
-
-/// Purges `note` at `at` (its body deleted, out of the inbox); whether it changed (a note
-/// purged before keeps its first purge time).
-fn purge(note: &mut Note, at: Timestamp) -> bool {
-    if note.state == NoteState::Purged {
-        return false;
-    }
-    note.state = NoteState::Purged;
-    note.sealed = None;
-    note.purged_at = Some(at);
-    true
 }
 
 /// What a disclosure's transaction came to.
@@ -605,22 +599,5 @@ async fn used(
     sender: OrgNumber,
     request_id: &str,
 ) -> Result<Option<Existing>, FlowError> {
-    let row = client
-        .query_opt(
-            "SELECT id, fingerprint FROM casegate_note WHERE sender_orgnr = $1 AND request_id = $2",
-            &[&sender.to_string(), &request_id],
-        )
-        .await?;
-    row.map(|row| {
-        let fingerprint: &[u8] = row.get(1);
-        Ok(Existing {
-            id: row.get(0),
-            fingerprint: fingerprint.try_into().map_err(|_| {
-                FlowError::Note(NoteError::Corrupt(
-                    "a fingerprint that is not 32 bytes".into(),
-                ))
-            })?,
-        })
-    })
-    .transpose()
+    Ok(notes::stored_request(client, &sender.to_string(), request_id).await?)
 }

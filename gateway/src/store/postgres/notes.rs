@@ -139,6 +139,18 @@ impl Notes {
                     )
                     .await?;
                 if claimed == 1 {
+                    // The insert's check saw the notes as they were when it began; a note
+                    // stored under this request id since then makes the claim void.
+                    if let Some(existing) = stored_request(&client, &sender, request_id).await? {
+                        client
+                            .execute(
+                                "DELETE FROM casegate_note_claim
+                                 WHERE sender_orgnr = $1 AND request_id = $2 AND note_id = $3",
+                                &[&sender, &request_id, &id],
+                            )
+                            .await?;
+                        return Ok(Err(existing));
+                    }
                     return Ok(Ok(()));
                 }
                 let held = client
@@ -214,15 +226,8 @@ impl Notes {
     /// # Errors
     /// [`NoteError::NotFound`]; a database failure.
     pub async fn make_deliverable(&self, note: &Note, audit_index: u64) -> Result<Note, NoteError> {
-        self.advance(&note.id, |n| {
-            if n.state != NoteState::Pending {
-                return false;
-            }
-            n.state = NoteState::Deliverable;
-            n.audit_index = Some(audit_index);
-            true
-        })
-        .await
+        self.advance(&note.id, |n| made_deliverable(n, audit_index))
+            .await
     }
 
     /// Records that a note was streamed to its recipient.
@@ -248,15 +253,7 @@ impl Notes {
         purge_after: Timestamp,
     ) -> Result<Note, NoteError> {
         let note = self
-            .advance(id, |n| {
-                if n.state != NoteState::Deliverable {
-                    return false;
-                }
-                n.state = NoteState::Acknowledged;
-                n.acknowledged_at = Some(at);
-                n.purge_after = Some(purge_after);
-                true
-            })
+            .advance(id, |n| acknowledged(n, at, purge_after))
             .await?;
         if note.state != NoteState::Acknowledged || note.acknowledged_at != Some(at) {
             return Err(NoteError::NotDeliverable(note.state.code()));
@@ -271,16 +268,7 @@ impl Notes {
     /// [`NoteError::NotFound`]; a database failure.
     pub async fn purge(&self, id: &Uuid) -> Result<Note, NoteError> {
         let at = now();
-        self.advance(id, |n| {
-            if n.state == NoteState::Purged {
-                return false;
-            }
-            n.state = NoteState::Purged;
-            n.sealed = None;
-            n.purged_at = Some(at);
-            true
-        })
-        .await
+        self.advance(id, |n| purged(n, at)).await
     }
 
     /// Applies `change` to note `id` under its row lock (see [`advance_in`]).
@@ -475,6 +463,41 @@ impl Notes {
     }
 }
 
+/// Puts a pending note in its recipient's inbox under audit entry `audit_index`; whether it
+/// was pending (a note no longer pending is left as it is).
+pub(crate) fn made_deliverable(note: &mut Note, audit_index: u64) -> bool {
+    if note.state != NoteState::Pending {
+        return false;
+    }
+    note.state = NoteState::Deliverable;
+    note.audit_index = Some(audit_index);
+    true
+}
+
+/// Takes a deliverable note out of the inbox at `at`, its body kept until `purge_after`;
+/// whether it was deliverable.
+pub(crate) fn acknowledged(note: &mut Note, at: Timestamp, purge_after: Timestamp) -> bool {
+    if note.state != NoteState::Deliverable {
+        return false;
+    }
+    note.state = NoteState::Acknowledged;
+    note.acknowledged_at = Some(at);
+    note.purge_after = Some(purge_after);
+    true
+}
+
+/// Purges `note` at `at` (its body deleted, out of the inbox); whether it changed (a note
+/// purged before keeps its first purge time).
+pub(crate) fn purged(note: &mut Note, at: Timestamp) -> bool {
+    if note.state == NoteState::Purged {
+        return false;
+    }
+    note.state = NoteState::Purged;
+    note.sealed = None;
+    note.purged_at = Some(at);
+    true
+}
+
 /// Applies `change` to note `id` in `client`'s transaction, under its row lock, storing it if
 /// `change` says it changed (the note record too when its sealed part went). Returns the
 /// note as stored.
@@ -536,20 +559,39 @@ pub(crate) async fn make_deliverable_in(
     id: &Uuid,
     audit_index: u64,
 ) -> Result<(), DatabaseError> {
-    let made = advance_in(client, id, |n| {
-        if n.state != NoteState::Pending {
-            return false;
-        }
-        n.state = NoteState::Deliverable;
-        n.audit_index = Some(audit_index);
-        true
-    })
-    .await;
+    let made = advance_in(client, id, |n| made_deliverable(n, audit_index)).await;
     match made {
         Ok(_) | Err(Failure::Note(NoteError::NotFound)) => Ok(()),
         Err(Failure::Database(e)) => Err(e),
-        Err(Failure::Note(e)) => Err(DatabaseError::Setup(e.to_string())),
+        Err(Failure::Note(e)) => Err(DatabaseError::Corrupt(e.to_string())),
     }
+}
+
+/// The note `sender` (its organisation number as text) stored under `request_id`, if any.
+///
+/// # Errors
+/// A database failure, or a stored fingerprint that is not 32 bytes.
+pub(crate) async fn stored_request(
+    client: &impl GenericClient,
+    sender: &str,
+    request_id: &str,
+) -> Result<Option<Existing>, Failure> {
+    let Some(row) = client
+        .query_opt(
+            "SELECT id, fingerprint FROM casegate_note WHERE sender_orgnr = $1 AND request_id = $2",
+            &[&sender, &request_id],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let fingerprint: &[u8] = row.get(1);
+    Ok(Some(Existing {
+        id: row.get(0),
+        fingerprint: fingerprint
+            .try_into()
+            .map_err(|_| NoteError::Corrupt("a fingerprint that is not 32 bytes".into()))?,
+    }))
 }
 
 /// Inserts `note` (in any state), failing if its id or its sender's request id is taken.
