@@ -60,7 +60,9 @@ pub enum StoreError {
     SubjectMismatch,
 }
 
-pub use reconcile::{LoggedChange, LostGrants, Reconciled};
+pub use reconcile::{
+    LoggedChange, LostGrants, Reconciled, reapply_withdrawal, supersede_if_active,
+};
 
 /// Decision index bytes by subject.
 type Index = HashMap<[u8; 11], Box<[u8]>>;

@@ -818,6 +818,32 @@ fn benefit_counselling_to_clinic() -> DisclosureRequest {
     }
 }
 
+/// Another replica's withdrawal of `granted` (version 1), in flight in `tx`: the subject's row
+/// (keyed `pseudonym`) locked and the version withdrawn, not yet committed.
+async fn withdraw_uncommitted(
+    tx: &deadpool_postgres::Transaction<'_>,
+    consents: &pg_consents::Consents,
+    pseudonym: &[u8; 32],
+    granted: &ConsentRecord,
+    now: Timestamp,
+) {
+    tx.query_one(
+        "SELECT changes FROM casegate_consent_subject WHERE subject_key = $1 FOR UPDATE",
+        &[&pseudonym.to_vec()],
+    )
+    .await
+    .expect("lock");
+    let mut withdrawn = granted.clone();
+    casegate_consent::store::withdraw(&mut withdrawn, granted.recorded_by.clone(), None, None, now)
+        .expect("withdraw");
+    tx.execute(
+        "UPDATE casegate_consent_version SET status = 2, record = $1 WHERE version = 1",
+        &[&consents.seal(&withdrawn).expect("sealed")],
+    )
+    .await
+    .expect("withdrawn");
+}
+
 #[test]
 fn a_decision_waits_for_a_withdrawal_in_flight_and_sees_it() {
     let Some((_dir, cluster)) = cluster(None) else {
@@ -859,32 +885,17 @@ fn a_decision_waits_for_a_withdrawal_in_flight_and_sees_it() {
             Ok(Decision::Permit(_))
         ));
 
-        // Another replica's withdrawal, in flight: the subject's row locked, the version
-        // withdrawn, not yet committed.
+        // Another replica's withdrawal, in flight.
         let mut other = db.client().await.expect("client");
         let tx = other.transaction().await.expect("begin");
-        let key = pseudonyms.pseudonym(&subject).to_vec();
-        tx.query_one(
-            "SELECT changes FROM casegate_consent_subject WHERE subject_key = $1 FOR UPDATE",
-            &[&key],
-        )
-        .await
-        .expect("lock");
-        let mut withdrawn = granted.clone();
-        casegate_consent::store::withdraw(
-            &mut withdrawn,
-            granted.recorded_by.clone(),
-            None,
-            None,
+        withdraw_uncommitted(
+            &tx,
+            &consents,
+            &pseudonyms.pseudonym(&subject),
+            &granted,
             now,
         )
-        .expect("withdraw");
-        tx.execute(
-            "UPDATE casegate_consent_version SET status = 2, record = $1 WHERE version = 1",
-            &[&consents.seal(&withdrawn).expect("sealed")],
-        )
-        .await
-        .expect("withdrawn");
+        .await;
 
         let deciding = {
             let (consents, vocabulary, request) =
@@ -1716,27 +1727,7 @@ fn a_note_is_delivered_only_while_its_consent_covers_it_even_with_a_withdrawal_i
         let db = Database::connect(&PostgresConfig::local(url.clone())).expect("pool");
         let mut other = db.client().await.expect("client");
         let tx = other.transaction().await.expect("begin");
-        tx.query_one(
-            "SELECT changes FROM casegate_consent_subject WHERE subject_key = $1 FOR UPDATE",
-            &[&pseudonym.to_vec()],
-        )
-        .await
-        .expect("lock");
-        let mut withdrawn = granted.clone();
-        casegate_consent::store::withdraw(
-            &mut withdrawn,
-            granted.recorded_by.clone(),
-            None,
-            None,
-            now,
-        )
-        .expect("withdraw");
-        tx.execute(
-            "UPDATE casegate_consent_version SET status = 2, record = $1 WHERE version = 1",
-            &[&b.consents.seal(&withdrawn).expect("sealed")],
-        )
-        .await
-        .expect("withdrawn");
+        withdraw_uncommitted(&tx, &b.consents, &pseudonym, &granted, now).await;
         let delivering = {
             let (b, vocabulary, id) = (b.clone(), vocabulary.clone(), disclosed[1]);
             tokio::spawn(async move {

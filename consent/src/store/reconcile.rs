@@ -3,7 +3,7 @@
 //! log has been applied (kept in the `meta` tree).
 
 use super::{ConsentStore, StoreError};
-use crate::record::{Actor, ConsentId, Status, Timestamp, Withdrawal};
+use crate::record::{Actor, ConsentId, ConsentRecord, Status, Timestamp, Withdrawal};
 
 /// Key of the reconciliation mark in the `meta` tree.
 const RECONCILED_THROUGH: &[u8] = b"reconciled_through";
@@ -60,6 +60,38 @@ pub enum Reconciled {
     Different,
     /// A withdrawal of a version the store does not hold (its grant was lost too).
     WithdrawnNotHeld,
+}
+
+/// The version a lost grant superseded, marked superseded if still active, so the terms it
+/// replaced do not come back into force; whether it changed. Shared by every store's
+/// reconciliation.
+pub fn supersede_if_active(record: &mut ConsentRecord) -> Result<bool, StoreError> {
+    let active = record.status == Status::Active;
+    if active {
+        record.status = Status::Superseded;
+    }
+    Ok(active)
+}
+
+/// A withdrawal the log holds and the store lost, applied again as of the log's time `at`
+/// with the actor the log names (reason and evidence, kept only in the store, are lost);
+/// whether it changed. Shared by every store's reconciliation.
+pub fn reapply_withdrawal(
+    record: &mut ConsentRecord,
+    by: &Actor,
+    at: Timestamp,
+) -> Result<bool, StoreError> {
+    let lost = record.status != Status::Withdrawn;
+    if lost {
+        record.status = Status::Withdrawn;
+        record.withdrawal = Some(Withdrawal {
+            at,
+            by: by.clone(),
+            reason: None,
+            evidence: None,
+        });
+    }
+    Ok(lost)
 }
 
 impl ConsentStore {
@@ -123,13 +155,7 @@ impl ConsentStore {
                         _ if lost_grants == LostGrants::Report => Ok(false),
                         1 => Ok(false),
                         v => self
-                            .restate(id, v - 1, |record| {
-                                let active = record.status == Status::Active;
-                                if active {
-                                    record.status = Status::Superseded;
-                                }
-                                Ok(active)
-                            })
+                            .restate(id, v - 1, supersede_if_active)
                             .map(|(_, changed)| changed),
                     };
                     let superseded = match restated {
@@ -150,19 +176,7 @@ impl ConsentStore {
             } => match self.get(id, Some(*version)) {
                 Ok(held) if held.status == Status::Withdrawn => Ok(Reconciled::InStore),
                 Ok(_) => {
-                    self.restate(id, *version, |record| {
-                        let held = record.status != Status::Withdrawn;
-                        if held {
-                            record.status = Status::Withdrawn;
-                            record.withdrawal = Some(Withdrawal {
-                                at: *at,
-                                by: by.clone(),
-                                reason: None,
-                                evidence: None,
-                            });
-                        }
-                        Ok(held)
-                    })?;
+                    self.restate(id, *version, |record| reapply_withdrawal(record, by, *at))?;
                     Ok(Reconciled::WithdrawalReapplied)
                 }
                 Err(StoreError::NotFound) => Ok(Reconciled::WithdrawnNotHeld),

@@ -287,6 +287,44 @@ impl DatabaseError {
     }
 }
 
+/// Why a store's transaction failed: a rule of the store (`E`, final) or the database (a lost
+/// conflict among them, tried again by [`Database::retrying`]).
+#[derive(Debug)]
+pub(crate) enum Failure<E> {
+    /// The store's own refusal.
+    Rule(E),
+    /// The database's.
+    Database(DatabaseError),
+}
+
+impl<E> From<tokio_postgres::Error> for Failure<E> {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Database(e.into())
+    }
+}
+
+impl<E> From<DatabaseError> for Failure<E> {
+    fn from(e: DatabaseError) -> Self {
+        Self::Database(e)
+    }
+}
+
+impl<E> Conflict for Failure<E> {
+    fn is_conflict(&self) -> bool {
+        matches!(self, Self::Database(e) if e.is_conflict())
+    }
+}
+
+impl<E> Failure<E> {
+    /// The store's error, a database failure made one by `database`.
+    pub(crate) fn into_rule(self, database: impl FnOnce(DatabaseError) -> E) -> E {
+        match self {
+            Self::Rule(e) => e,
+            Self::Database(e) => database(e),
+        }
+    }
+}
+
 /// An attempt's failure that may be a lost conflict.
 pub(crate) trait Conflict {
     /// Whether another attempt may succeed.

@@ -15,9 +15,7 @@ use std::{future::Future, sync::Arc};
 use casegate_consent::{
     SubjectId, Vocabulary,
     decision::{self, Decision, DisclosureRequest},
-    record::{
-        Actor, ConsentId, ConsentRecord, Evidence, NewConsent, Status, Timestamp, Withdrawal,
-    },
+    record::{Actor, ConsentId, ConsentRecord, Evidence, NewConsent, Status, Timestamp},
     store::{self, LoggedChange, LostGrants, Reconciled, StoreError},
 };
 use deadpool_postgres::GenericClient;
@@ -48,28 +46,12 @@ fn status_code(status: Status) -> i16 {
     }
 }
 
-/// Why an attempt failed: a rule of the store (final) or the database (maybe retried).
-#[derive(Debug)]
-pub(crate) enum Failure {
-    Store(StoreError),
-    Database(DatabaseError),
-}
+/// Why an attempt failed.
+pub(crate) type Failure = super::Failure<StoreError>;
 
 impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Self {
-        Self::Store(e)
-    }
-}
-
-impl From<tokio_postgres::Error> for Failure {
-    fn from(e: tokio_postgres::Error) -> Self {
-        Self::Database(e.into())
-    }
-}
-
-impl From<DatabaseError> for Failure {
-    fn from(e: DatabaseError) -> Self {
-        Self::Database(e)
+        Self::Rule(e)
     }
 }
 
@@ -84,16 +66,9 @@ async fn retrying<T, F: Future<Output = Result<T, Failure>>>(
     db: &Database,
     attempt: impl FnMut() -> F,
 ) -> Result<T, StoreError> {
-    db.retrying(attempt).await.map_err(|e| match e {
-        Failure::Store(e) => e,
-        Failure::Database(e) => store_error(e),
-    })
-}
-
-impl super::Conflict for Failure {
-    fn is_conflict(&self) -> bool {
-        matches!(self, Self::Database(e) if e.is_conflict())
-    }
+    db.retrying(attempt)
+        .await
+        .map_err(|e| e.into_rule(store_error))
 }
 
 /// The deployment's consents.
@@ -387,13 +362,7 @@ impl Consents {
                         _ if lost_grants == LostGrants::Report => false,
                         1 => false,
                         v => match retrying(&self.db, || {
-                            self.try_restate(id, Some(v - 1), |record| {
-                                let active = record.status == Status::Active;
-                                if active {
-                                    record.status = Status::Superseded;
-                                }
-                                Ok(active)
-                            })
+                            self.try_restate(id, Some(v - 1), store::supersede_if_active)
                         })
                         .await
                         {
@@ -416,17 +385,7 @@ impl Consents {
             } => {
                 let restated = retrying(&self.db, || {
                     self.try_restate(id, Some(*version), |record| {
-                        let held = record.status != Status::Withdrawn;
-                        if held {
-                            record.status = Status::Withdrawn;
-                            record.withdrawal = Some(Withdrawal {
-                                at: *at,
-                                by: by.clone(),
-                                reason: None,
-                                evidence: None,
-                            });
-                        }
-                        Ok(held)
+                        store::reapply_withdrawal(record, by, *at)
                     })
                 })
                 .await;

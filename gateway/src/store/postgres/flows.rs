@@ -33,7 +33,7 @@ use casegate_notes::{Existing, Expiry, Note, NoteError, NoteState};
 use uuid::Uuid;
 
 use super::{
-    Database, DatabaseError,
+    Database, DatabaseError, Failure,
     audit::{AuditLog, QueueError},
     consents::{self, Consents},
     notes,
@@ -82,8 +82,8 @@ impl From<QueueError> for FlowError {
 impl From<consents::Failure> for FlowError {
     fn from(e: consents::Failure) -> Self {
         match e {
-            consents::Failure::Store(e) => Self::Consent(e),
-            consents::Failure::Database(e) => Self::Database(e),
+            Failure::Rule(e) => Self::Consent(e),
+            Failure::Database(e) => Self::Database(e),
         }
     }
 }
@@ -91,8 +91,8 @@ impl From<consents::Failure> for FlowError {
 impl From<notes::Failure> for FlowError {
     fn from(e: notes::Failure) -> Self {
         match e {
-            notes::Failure::Note(e) => Self::Note(e),
-            notes::Failure::Database(e) => Self::Database(e),
+            Failure::Rule(e) => Self::Note(e),
+            Failure::Database(e) => Self::Database(e),
         }
     }
 }
@@ -247,7 +247,7 @@ impl Flows {
             (Decision::Permit(_), Some(note)) => {
                 match notes::insert(&tx, note).await {
                     Ok(()) => {}
-                    Err(notes::Failure::Note(_)) => return Err(Lost::Taken),
+                    Err(Failure::Rule(_)) => return Err(Lost::Taken),
                     Err(e) => return Err(e.into()),
                 }
                 Decided::Permitted(note.id)

@@ -71,28 +71,19 @@ CREATE TABLE IF NOT EXISTS casegate_schema (
     applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );";
 
-/// SQLSTATEs worth another attempt: a serialization failure or deadlock, and the unique or
-/// duplicate-table violations two sessions creating the bookkeeping tables at once can meet.
-const RETRY: &[&str] = &["40001", "40P01", "23505", "42P07"];
-
 /// Brings the schema to [`SCHEMA_VERSION`]: applies every migration the database lacks, in
-/// order, under the schema lock row, each in one transaction with its record.
+/// order, under the schema lock row, in one transaction with their records; a lost conflict
+/// is tried again as every transaction is ([`Database::retrying`]).
 ///
 /// # Errors
 /// [`DatabaseError::SchemaTooNew`] or [`DatabaseError::SchemaMismatch`] (nothing is
-/// changed); a connection or statement failure (the failing migration is rolled back).
+/// changed); a connection or statement failure (the migrations are rolled back).
 pub async fn migrate(db: &Database) -> Result<Migrated, DatabaseError> {
-    let mut client = db.client().await?;
-    let mut attempt = 0;
-    loop {
-        match attempt_migrate(&mut client).await {
-            Err(e) if attempt < 10 && e.code().is_some_and(|c| RETRY.contains(&c)) => {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(10 * attempt)).await;
-            }
-            other => return other,
-        }
-    }
+    db.retrying(|| async {
+        let mut client = db.client().await?;
+        attempt_migrate(&mut client).await
+    })
+    .await
 }
 
 async fn attempt_migrate(

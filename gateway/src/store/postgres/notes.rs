@@ -30,28 +30,12 @@ fn state_code(state: NoteState) -> i16 {
     }
 }
 
-/// Why an attempt failed: a rule of the store (final) or the database (maybe retried).
-#[derive(Debug)]
-pub(crate) enum Failure {
-    Note(NoteError),
-    Database(DatabaseError),
-}
+/// Why an attempt failed.
+pub(crate) type Failure = super::Failure<NoteError>;
 
 impl From<NoteError> for Failure {
     fn from(e: NoteError) -> Self {
-        Self::Note(e)
-    }
-}
-
-impl From<tokio_postgres::Error> for Failure {
-    fn from(e: tokio_postgres::Error) -> Self {
-        Self::Database(e.into())
-    }
-}
-
-impl From<DatabaseError> for Failure {
-    fn from(e: DatabaseError) -> Self {
-        Self::Database(e)
+        Self::Rule(e)
     }
 }
 
@@ -61,16 +45,9 @@ async fn retrying<T, F: Future<Output = Result<T, Failure>>>(
     db: &Database,
     attempt: impl FnMut() -> F,
 ) -> Result<T, NoteError> {
-    db.retrying(attempt).await.map_err(|e| match e {
-        Failure::Note(e) => e,
-        Failure::Database(e) => NoteError::Io(std::io::Error::other(e.to_string())),
-    })
-}
-
-impl super::Conflict for Failure {
-    fn is_conflict(&self) -> bool {
-        matches!(self, Self::Database(e) if e.is_conflict())
-    }
+    db.retrying(attempt)
+        .await
+        .map_err(|e| e.into_rule(|e| NoteError::Io(std::io::Error::other(e.to_string()))))
 }
 
 /// A count or limit as a `BIGINT`.
@@ -561,9 +538,9 @@ pub(crate) async fn make_deliverable_in(
 ) -> Result<(), DatabaseError> {
     let made = advance_in(client, id, |n| made_deliverable(n, audit_index)).await;
     match made {
-        Ok(_) | Err(Failure::Note(NoteError::NotFound)) => Ok(()),
+        Ok(_) | Err(Failure::Rule(NoteError::NotFound)) => Ok(()),
         Err(Failure::Database(e)) => Err(e),
-        Err(Failure::Note(e)) => Err(DatabaseError::Corrupt(e.to_string())),
+        Err(Failure::Rule(e)) => Err(DatabaseError::Corrupt(e.to_string())),
     }
 }
 
