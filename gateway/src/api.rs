@@ -1,10 +1,17 @@
-//! The `casegate.v1` gRPC services. Each handler starts from the authenticated [`Principal`].
+//! The `casegate.v1` gRPC services. Each handler starts from the authenticated [`Principal`],
+//! parses and authorises, and leaves deciding, storing and logging to the [`Backend`] it was
+//! given: the embedded stores ([`Embedded`]) or a shared database (`crate::store`).
+//!
+//! [`Backend`]: backend::Backend
+//! [`Embedded`]: embedded::Embedded
 //!
 //! [`Principal`]: crate::app::principal::Principal
 
 pub(crate) mod audit;
+pub(crate) mod backend;
 mod consent;
 pub(crate) mod disclosure;
+pub(crate) mod embedded;
 
 use std::pin::Pin;
 

@@ -26,7 +26,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "runtime",
         &["store", "api", "edge", "app", "crypto", "base"],
     ),
-    ("store", &["edge", "app", "crypto", "base"]),
+    ("store", &["api", "edge", "app", "crypto", "base"]),
     ("client", &["edge", "app", "crypto", "base"]),
     ("api", &["edge", "app", "crypto", "base"]),
     ("edge", &["app", "crypto", "base"]),

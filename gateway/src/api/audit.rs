@@ -15,6 +15,7 @@ use casegate_consent::{
     OrgNumber, Role,
     record::{ConsentRecord, Timestamp},
 };
+use casegate_audit::merkle::leaf_hash;
 use casegate_proto::v1::{
     AuditReceipt, Checkpoint, ConsistencyProof, ExportEntriesRequest, ExportEntriesResponse,
     GetCheckpointRequest, GetCheckpointResponse, GetConsistencyProofRequest,
@@ -26,22 +27,24 @@ use casegate_proto::v1::{
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::ResponseStream;
+use super::{
+    ResponseStream,
+    backend::{Backend, Shared, matching},
+};
 use crate::{
-    app::audit::{self, Audit},
+    app::audit,
     app::principal::Principal,
     crypto::pseudonym::Pseudonymizer,
     edge::convert::{audit as convert, consent::record_to_wire, timestamp_to_wire},
     edge::status::{self, append_error, read_error},
 };
 
-/// Entries read per blocking step of an export.
+/// Entries read at a time by an export.
 const EXPORT_CHUNK: u64 = 256;
 
 #[derive(Debug, Clone)]
 pub(crate) struct AuditApi {
-    pub audit: Audit,
-    pub consents: crate::app::Consents,
+    pub backend: Shared,
     pub pseudonyms: Pseudonymizer,
     /// Organisations whose privacy officers see every entry.
     pub supervisory: Arc<[OrgNumber]>,
@@ -74,14 +77,14 @@ fn tree_size_or_newest(field: &str, requested: u64, newest: u64) -> Result<u64, 
 
 /// The receipt for an append: its index and leaf hash, and the checkpoint of its batch with an
 /// inclusion proof against it.
-///
-/// Runs inline: the proof is at most 64 reads of 32-byte tree nodes, mostly recent ones served
-/// from the page cache, cheaper than handing the work to another thread.
-pub(crate) fn receipt(audit: &Audit, appended: &Appended) -> Result<AuditReceipt, Status> {
+pub(crate) async fn receipt(
+    backend: &dyn Backend,
+    appended: &Appended,
+) -> Result<AuditReceipt, Status> {
     let size = appended.checkpoint.checkpoint.size;
-    let hashes = audit
-        .log()
+    let hashes = backend
         .inclusion_proof(appended.index, size)
+        .await
         .map_err(read_error)?;
     Ok(AuditReceipt {
         audit_index: appended.index,
@@ -96,27 +99,13 @@ pub(crate) fn receipt(audit: &Audit, appended: &Appended) -> Result<AuditReceipt
 }
 
 /// The receipt for entry `index` against the newest checkpoint (a repeated request's receipt).
-pub(crate) async fn receipt_at(audit: &Audit, index: u64) -> Result<AuditReceipt, Status> {
-    let log_audit = audit.clone();
-    let appended = blocking(move || {
-        let log = log_audit.log();
-        Ok(Appended {
-            index,
-            leaf_hash: log.leaf_hash(index).map_err(read_error)?,
-            checkpoint: log.checkpoint(),
-        })
-    })
-    .await?;
-    receipt(audit, &appended)
-}
-
-/// Runs blocking log reads off the async runtime.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
-) -> Result<T, Status> {
-    crate::base::blocking::run(f)
-        .await
-        .map_err(status::task_failed)?
+pub(crate) async fn receipt_at(backend: &dyn Backend, index: u64) -> Result<AuditReceipt, Status> {
+    let appended = Appended {
+        index,
+        leaf_hash: backend.leaf_hash(index).await.map_err(read_error)?,
+        checkpoint: backend.checkpoint(),
+    };
+    receipt(backend, &appended).await
 }
 
 #[tonic::async_trait]
@@ -126,10 +115,9 @@ impl AuditService for AuditApi {
         request: Request<GetCheckpointRequest>,
     ) -> Result<Response<GetCheckpointResponse>, Status> {
         Principal::of(&request)?;
-        let log = self.audit.log();
         Ok(Response::new(GetCheckpointResponse {
-            checkpoint: Some(checkpoint_message(&log.checkpoint())),
-            verifier_key: log.verifier().to_vkey(),
+            checkpoint: Some(checkpoint_message(&self.backend.checkpoint())),
+            verifier_key: self.backend.verifier().to_vkey(),
         }))
     }
 
@@ -142,29 +130,31 @@ impl AuditService for AuditApi {
             leaf_index,
             tree_size,
         } = *request.get_ref();
-        let audit = self.audit.clone();
-        let response = blocking(move || {
-            let log = audit.log();
-            let newest = log.checkpoint();
-            let size = tree_size_or_newest("tree_size", tree_size, newest.checkpoint.size)?;
-            if leaf_index >= size {
-                return Err(Status::out_of_range(format!(
-                    "leaf_index {leaf_index} is not in a tree of {size} entries"
-                )));
-            }
-            let hashes = log.inclusion_proof(leaf_index, size).map_err(read_error)?;
-            Ok(GetInclusionProofResponse {
-                proof: Some(InclusionProof {
-                    leaf_index,
-                    tree_size: size,
-                    hashes: hashes.iter().map(|h| h.to_vec()).collect(),
-                }),
-                leaf_hash: log.leaf_hash(leaf_index).map_err(read_error)?.to_vec(),
-                checkpoint: (size == newest.checkpoint.size).then(|| checkpoint_message(&newest)),
-            })
-        })
-        .await?;
-        Ok(Response::new(response))
+        let backend = self.backend.as_ref();
+        let newest = backend.checkpoint();
+        let size = tree_size_or_newest("tree_size", tree_size, newest.checkpoint.size)?;
+        if leaf_index >= size {
+            return Err(Status::out_of_range(format!(
+                "leaf_index {leaf_index} is not in a tree of {size} entries"
+            )));
+        }
+        let hashes = backend
+            .inclusion_proof(leaf_index, size)
+            .await
+            .map_err(read_error)?;
+        Ok(Response::new(GetInclusionProofResponse {
+            proof: Some(InclusionProof {
+                leaf_index,
+                tree_size: size,
+                hashes: hashes.iter().map(|h| h.to_vec()).collect(),
+            }),
+            leaf_hash: backend
+                .leaf_hash(leaf_index)
+                .await
+                .map_err(read_error)?
+                .to_vec(),
+            checkpoint: (size == newest.checkpoint.size).then(|| checkpoint_message(&newest)),
+        }))
     }
 
     async fn get_consistency_proof(
@@ -176,30 +166,26 @@ impl AuditService for AuditApi {
             first_size,
             second_size,
         } = *request.get_ref();
-        let audit = self.audit.clone();
-        let response = blocking(move || {
-            let log = audit.log();
-            let newest = log.checkpoint();
-            let second = tree_size_or_newest("second_size", second_size, newest.checkpoint.size)?;
-            if first_size == 0 || first_size > second {
-                return Err(Status::invalid_argument(format!(
-                    "first_size must be between 1 and second_size ({second})"
-                )));
-            }
-            let hashes = log
-                .consistency_proof(first_size, second)
-                .map_err(read_error)?;
-            Ok(GetConsistencyProofResponse {
-                proof: Some(ConsistencyProof {
-                    first_size,
-                    second_size: second,
-                    hashes: hashes.iter().map(|h| h.to_vec()).collect(),
-                }),
-                checkpoint: (second == newest.checkpoint.size).then(|| checkpoint_message(&newest)),
-            })
-        })
-        .await?;
-        Ok(Response::new(response))
+        let newest = self.backend.checkpoint();
+        let second = tree_size_or_newest("second_size", second_size, newest.checkpoint.size)?;
+        if first_size == 0 || first_size > second {
+            return Err(Status::invalid_argument(format!(
+                "first_size must be between 1 and second_size ({second})"
+            )));
+        }
+        let hashes = self
+            .backend
+            .consistency_proof(first_size, second)
+            .await
+            .map_err(read_error)?;
+        Ok(Response::new(GetConsistencyProofResponse {
+            proof: Some(ConsistencyProof {
+                first_size,
+                second_size: second,
+                hashes: hashes.iter().map(|h| h.to_vec()).collect(),
+            }),
+            checkpoint: (second == newest.checkpoint.size).then(|| checkpoint_message(&newest)),
+        }))
     }
 
     type ExportEntriesStream = ResponseStream<ExportEntriesResponse>;
@@ -220,7 +206,7 @@ impl AuditService for AuditApi {
             start_index,
             end_index,
         } = *request.get_ref();
-        let newest = self.audit.log().checkpoint().checkpoint.size;
+        let newest = self.backend.checkpoint().checkpoint.size;
         let end = tree_size_or_newest("end_index", end_index, newest)?;
         if start_index > end {
             return Err(Status::out_of_range(format!(
@@ -228,37 +214,27 @@ impl AuditService for AuditApi {
             )));
         }
         let (tx, rx) = tokio::sync::mpsc::channel(EXPORT_CHUNK as usize);
-        let audit = self.audit.clone();
-        // Read a chunk on a blocking thread, then send it at the client's pace without holding
-        // that thread: a slow reader costs a task, not a thread.
+        let backend = self.backend.clone();
+        // Read a chunk, then send it at the client's pace.
         tokio::spawn(async move {
             let mut from = start_index;
             while from < end {
                 let to = end.min(from + EXPORT_CHUNK);
-                let reader = audit.clone();
-                let chunk = blocking(move || {
-                    let log = reader.log();
-                    (from..to)
-                        .map(|index| {
-                            Ok(ExportEntriesResponse {
+                match backend.entries(from, to).await {
+                    Ok(entries) => {
+                        for (index, entry) in (from..).zip(entries) {
+                            let item = ExportEntriesResponse {
                                 index,
-                                entry: log.entry(index).map_err(read_error)?,
-                                leaf_hash: log.leaf_hash(index).map_err(read_error)?.to_vec(),
-                            })
-                        })
-                        .collect::<Result<Vec<_>, Status>>()
-                })
-                .await;
-                match chunk {
-                    Ok(items) => {
-                        for item in items {
+                                leaf_hash: leaf_hash(&entry).to_vec(),
+                                entry,
+                            };
                             if tx.send(Ok(item)).await.is_err() {
                                 return; // the client went away
                             }
                         }
                     }
-                    Err(status) => {
-                        let _ = tx.send(Err(status)).await;
+                    Err(e) => {
+                        let _ = tx.send(Err(read_error(e))).await;
                         return;
                     }
                 }
@@ -281,7 +257,7 @@ impl AuditService for AuditApi {
             return Err(status);
         }
         let query = convert::query_request(request.get_ref())?;
-        let newest = self.audit.log().checkpoint().checkpoint.size;
+        let newest = self.backend.checkpoint().checkpoint.size;
         if query.start_index > newest {
             return Err(Status::out_of_range(format!(
                 "start_index {} is beyond the newest checkpoint ({newest})",
@@ -292,7 +268,7 @@ impl AuditService for AuditApi {
         let pseudonym = query.subject.as_ref().map(|s| self.pseudonyms.pseudonym(s));
         let asked = AuditQuery::Entries(query.recorded(), scope.recorded());
         let entry = queried(principal, pseudonym, Access::Answered(asked));
-        let appended = self.audit.append(&entry).await.map_err(append_error)?;
+        let appended = self.backend.append(&entry).await.map_err(append_error)?;
 
         let filter = Filter {
             subject: pseudonym,
@@ -307,25 +283,21 @@ impl AuditService for AuditApi {
         let end = appended.checkpoint.checkpoint.size;
         let (start, limit) = (query.start_index, query.limit as usize);
         let with_bytes = query.include_entry_bytes;
-        let audit = self.audit.clone();
-        let found = blocking(move || {
-            let mut out = Vec::new();
-            matching(
-                &audit,
-                &filter,
-                start,
-                end,
-                limit,
-                |index, entry, leaf, bytes| {
-                    out.push(Ok(QueryAuditResponse {
-                        entry: Some(convert::entry_to_wire(index, entry, leaf)),
-                        entry_bytes: if with_bytes { bytes } else { Vec::new() },
-                    }));
-                    Ok(())
-                },
-            )?;
-            Ok(out)
-        })
+        let mut found = Vec::new();
+        matching(
+            self.backend.as_ref(),
+            filter,
+            start,
+            end,
+            limit,
+            |index, entry, leaf, bytes| {
+                found.push(Ok(QueryAuditResponse {
+                    entry: Some(convert::entry_to_wire(index, entry, leaf)),
+                    entry_bytes: if with_bytes { bytes } else { Vec::new() },
+                }));
+                Ok(())
+            },
+        )
         .await?;
         Ok(Response::new(Box::pin(tokio_stream::iter(found))))
     }
@@ -365,18 +337,14 @@ impl AuditService for AuditApi {
             }
         };
         let entry = reported(principal, pseudonym, Access::Answered(scope.recorded()));
-        let appended = self.audit.append(&entry).await.map_err(append_error)?;
+        let appended = self.backend.append(&entry).await.map_err(append_error)?;
 
-        let consents = self.consents.clone();
         let now = Timestamp(audit::now_micros());
-        let consents = blocking(move || {
-            let records = consents
-                .for_subject(&subject)
-                .map_err(status::consent_store_error)?;
-            Ok((subject, records))
-        })
-        .await?;
-        let (subject, mut records) = consents;
+        let mut records = self
+            .backend
+            .consents_of(subject)
+            .await
+            .map_err(status::consent_store_error)?;
         records.retain(|r| scope.sees_consent(r));
         let checkpoint = appended.checkpoint.clone();
         let end = checkpoint.checkpoint.size;
@@ -394,41 +362,46 @@ impl AuditService for AuditApi {
             },
             ..Filter::default()
         };
-        let (audit, names) = (self.audit.clone(), self.names.clone());
-        let events = blocking(move || {
-            let log = audit.log();
-            let mut events = Vec::new();
-            matching(
-                &audit,
-                &filter,
-                0,
-                end,
-                usize::MAX,
-                |index, entry, leaf, bytes| {
-                    let name = |org: Option<&str>| {
-                        org.and_then(|o| o.parse::<OrgNumber>().ok())
-                            .and_then(|o| names.get(&o).cloned())
-                            .unwrap_or_default()
-                    };
-                    let hashes = log.inclusion_proof(index, end).map_err(read_error)?;
-                    events.push(ReportEvent {
-                        entry: Some(convert::entry_to_wire(index, entry, leaf)),
-                        sender_name: name(entry.sender_orgnr()),
-                        recipient_name: name(entry.recipient_orgnr()),
-                        actor_name: name(entry.actor().map(|a| a.orgnr.as_str())),
-                        entry_bytes: bytes,
-                        inclusion_proof: Some(InclusionProof {
-                            leaf_index: index,
-                            tree_size: end,
-                            hashes: hashes.iter().map(|h| h.to_vec()).collect(),
-                        }),
-                    });
-                    Ok(())
-                },
-            )?;
-            Ok(events)
-        })
+        let names = &self.names;
+        let name = |org: Option<&str>| {
+            org.and_then(|o| o.parse::<OrgNumber>().ok())
+                .and_then(|o| names.get(&o).cloned())
+                .unwrap_or_default()
+        };
+        let mut found = Vec::new();
+        matching(
+            self.backend.as_ref(),
+            filter,
+            0,
+            end,
+            usize::MAX,
+            |index, entry, leaf, bytes| {
+                found.push((index, ReportEvent {
+                    entry: Some(convert::entry_to_wire(index, entry, leaf)),
+                    sender_name: name(entry.sender_orgnr()),
+                    recipient_name: name(entry.recipient_orgnr()),
+                    actor_name: name(entry.actor().map(|a| a.orgnr.as_str())),
+                    entry_bytes: bytes,
+                    inclusion_proof: None,
+                }));
+                Ok(())
+            },
+        )
         .await?;
+        let mut events = Vec::with_capacity(found.len());
+        for (index, mut event) in found {
+            let hashes = self
+                .backend
+                .inclusion_proof(index, end)
+                .await
+                .map_err(read_error)?;
+            event.inclusion_proof = Some(InclusionProof {
+                leaf_index: index,
+                tree_size: end,
+                hashes: hashes.iter().map(|h| h.to_vec()).collect(),
+            });
+            events.push(event);
+        }
         let report = SubjectAccessReportResponse {
             subject_id: subject.expose(),
             issued_at: Some(timestamp_to_wire(Timestamp(entry.time_micros))),
@@ -436,7 +409,7 @@ impl AuditService for AuditApi {
             consent_versions: records.iter().map(|r| r.canonical_content()).collect(),
             events,
             checkpoint: Some(checkpoint_message(&checkpoint)),
-            verifier_key: self.audit.log().verifier().to_vkey(),
+            verifier_key: self.backend.verifier().to_vkey(),
         };
         let size = prost::Message::encoded_len(&report);
         if size > self.max_message_bytes {
@@ -496,53 +469,6 @@ impl Scope {
     }
 }
 
-/// The most recent entries a query reads straight from the log rather than waiting for the
-/// index to take them in (the background indexer keeps the gap to about a second of traffic).
-const UNINDEXED_SCAN: u64 = 50_000;
-
-/// Calls `each` with every entry in `start..end` that `filter` matches (its index, decoded
-/// form, leaf hash and canonical bytes), in log order, at most `limit` of them. Reads the
-/// index's candidates, then the few newest entries the index has not taken in yet; a query
-/// never writes to the index unless it lags by more than [`UNINDEXED_SCAN`] entries.
-fn matching(
-    audit: &Audit,
-    filter: &Filter,
-    start: u64,
-    end: u64,
-    limit: usize,
-    mut each: impl FnMut(u64, &Entry, &[u8], Vec<u8>) -> Result<(), Status>,
-) -> Result<(), Status> {
-    let index = audit.index();
-    let mut indexed = index.indexed().map_err(status::index_error)?;
-    if end.saturating_sub(indexed) > UNINDEXED_SCAN {
-        audit.catch_up_index().map_err(status::index_error)?;
-        indexed = index.indexed().map_err(status::index_error)?;
-    }
-    let log = audit.log();
-    let unindexed = indexed.max(start)..end;
-    let candidates = index
-        .candidates(filter, start, end.min(indexed))
-        .map_err(status::index_error)?
-        .chain(unindexed.map(Ok));
-    let mut found = 0;
-    for index in candidates {
-        if found == limit {
-            break;
-        }
-        let index = index.map_err(status::index_error)?;
-        let bytes = log.entry(index).map_err(read_error)?;
-        let Ok(entry) = Entry::decode(&bytes) else {
-            continue;
-        };
-        if filter.matches(&entry) {
-            let leaf = casegate_audit::merkle::leaf_hash(&bytes);
-            each(index, &entry, &leaf, bytes)?;
-            found += 1;
-        }
-    }
-    Ok(())
-}
-
 /// The reason code of a refused look at the log.
 const DENIED: &str = "permission_denied";
 
@@ -584,7 +510,7 @@ impl AuditApi {
 
     /// Records a refused audit query or report request (the caller learns nothing more).
     async fn refused(&self, entry: Entry) -> Result<(), Status> {
-        self.audit.append(&entry).await.map_err(append_error)?;
+        self.backend.append(&entry).await.map_err(append_error)?;
         Ok(())
     }
 }

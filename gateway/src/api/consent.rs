@@ -13,14 +13,11 @@
 
 use std::sync::Arc;
 
-use casegate_audit::entry::{
-    ConsentChange, ConsentRead, ConsentsRead, DisclosureChecked, Entry, Event,
-};
+use casegate_audit::entry::{ConsentRead, ConsentsRead, DisclosureChecked, Entry, Event};
 use casegate_consent::{
     Role, Vocabulary,
-    decision::{self, POLICY_VERSION},
+    decision,
     record::{ConsentId, ConsentRecord, Evidence, NewConsent, Timestamp},
-    storage::ConsentStorage,
     store::StoreError,
 };
 use casegate_proto::v1::{
@@ -28,12 +25,11 @@ use casegate_proto::v1::{
     GrantConsentRequest, GrantConsentResponse, ListConsentsRequest, ListConsentsResponse,
     WithdrawConsentRequest, WithdrawConsentResponse, consent_service_server::ConsentService,
 };
-use tokio::sync::Mutex;
 use tonic::{Request, Response, Status};
 
-use super::{audit::receipt, disclosure::purge_for_consent};
+use super::{audit::receipt, backend::Shared};
 use crate::{
-    app::audit::{self, Audit},
+    app::audit,
     app::principal::Principal,
     crypto::pseudonym::Pseudonymizer,
     edge::convert::{
@@ -52,61 +48,25 @@ const PAGE_MAX: usize = 500;
 
 #[derive(Debug, Clone)]
 pub(crate) struct ConsentApi {
-    store: crate::app::Consents,
-    notes: crate::app::Notes,
-    audit: Audit,
+    backend: Shared,
     pseudonyms: Pseudonymizer,
     vocabulary: Arc<Vocabulary>,
     max_period_micros: i64,
-    /// Grants and withdrawals one at a time: prepare, audit and commit must not interleave.
-    writes: Arc<Mutex<()>>,
 }
 
 impl ConsentApi {
     pub(crate) fn new(
-        store: crate::app::Consents,
-        notes: crate::app::Notes,
-        audit: Audit,
+        backend: Shared,
         pseudonyms: Pseudonymizer,
         vocabulary: Arc<Vocabulary>,
         max_period: std::time::Duration,
     ) -> Self {
         Self {
-            store,
-            notes,
-            audit,
+            backend,
             pseudonyms,
             vocabulary,
             max_period_micros: i64::try_from(max_period.as_micros()).unwrap_or(i64::MAX),
-            writes: Arc::default(),
         }
-    }
-
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&dyn ConsentStorage) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let store = self.store.clone();
-        crate::base::blocking::run(move || f(store.as_ref()))
-            .await
-            .unwrap_or_else(|e| Err(crate::app::consent_task_failed(&e)))
-    }
-
-    /// The grant or withdrawal (`event`) of `record` by `principal`.
-    fn entry(
-        &self,
-        event: fn(ConsentChange) -> Event,
-        principal: &Principal,
-        record: &ConsentRecord,
-    ) -> Entry {
-        let change = ConsentChange {
-            actor: audit::actor(principal),
-            subject_pseudonym: self.pseudonyms.pseudonym(&record.subject),
-            consent: audit::consent_ref(record),
-            policy_version: POLICY_VERSION.to_owned(),
-            login: principal.login.clone(),
-        };
-        Entry::new(audit::now_micros(), event(change))
     }
 
     /// The latest version of `id` if `principal` may see it; otherwise the same refusal
@@ -117,8 +77,7 @@ impl ConsentApi {
         id: ConsentId,
         version: Option<u32>,
     ) -> Result<ConsentRecord, Status> {
-        let found = self.blocking(move |s| s.get(&id, version)).await;
-        match found {
+        match self.backend.consent(id, version).await {
             Ok(record) if may_read(principal, &record) => Ok(record),
             Ok(_) | Err(StoreError::NotFound) => Err(status::consent_not_visible()),
             Err(e) => Err(status::consent_store_error(e)),
@@ -127,7 +86,7 @@ impl ConsentApi {
 
     /// Records a read of consent records before it is answered.
     async fn audit_read(&self, entry: Entry) -> Result<(), Status> {
-        self.audit.append(&entry).await.map_err(append_error)?;
+        self.backend.append(&entry).await.map_err(append_error)?;
         Ok(())
     }
 
@@ -225,43 +184,14 @@ impl ConsentService for ConsentApi {
             period: input.period,
             evidence,
         };
-        let supersedes = input.supersedes;
-        let write = self.writes.clone().lock_owned().await;
-        // Only a consent the caller may read can be replaced; any other id, existing or not,
-        // gets the same refusal. Checked under the write lock, so no newer version can slip
-        // in between.
-        if let Some(id) = supersedes {
-            self.visible(principal, id, None).await?;
-        }
-        let record = self
-            .blocking(move |s| s.prepare_grant(new, supersedes, now()))
-            .await
-            .map_err(|e| match e {
-                StoreError::NotFound | StoreError::SubjectMismatch => {
-                    Status::not_found("supersedes_consent_id: no such consent about this subject")
-                }
-                e => status::consent_store_error(e),
-            })?;
-        // Audit first: a crash before the commit leaves an audited grant that does not exist
-        // (fails closed, and reported by the reconciliation at start), never a consent in
-        // force that the log does not show. Its own task: a cancelled call does not stop it
-        // between the two.
-        let entry = self.entry(Event::ConsentGranted, principal, &record);
-        let (api, stored) = (self.clone(), record.clone());
-        let appended = self
-            .audit
-            .store_change(async move {
-                let _write = write;
-                let appended = api.audit.append(&entry).await.map_err(append_error)?;
-                api.blocking(move |s| s.commit_grant(&stored))
-                    .await
-                    .map_err(status::consent_store_error)?;
-                Ok(appended)
-            })
+        let visible = |record: &ConsentRecord| may_read(principal, record);
+        let (record, appended) = self
+            .backend
+            .grant(principal, new, input.supersedes, &visible)
             .await?;
         Ok(Response::new(GrantConsentResponse {
             consent: Some(record_to_wire(&record, now())),
-            receipt: Some(receipt(&self.audit, &appended)?),
+            receipt: Some(receipt(self.backend.as_ref(), &appended).await?),
         }))
     }
 
@@ -336,7 +266,8 @@ impl ConsentService for ConsentApi {
         };
         let include_history = *include_history;
         let all = self
-            .blocking(move |s| s.for_subject(&subject))
+            .backend
+            .consents_of(subject)
             .await
             .map_err(status::consent_store_error)?;
         let visible: Vec<&ConsentRecord> = all
@@ -398,35 +329,15 @@ impl ConsentService for ConsentApi {
             Role::Jobseeker => None,
             _ => recorded_evidence(principal, sent)?,
         };
-        let by = convert::consent::actor(principal);
-        let write = self.writes.clone().lock_owned().await;
-        // Under the write lock: the version withdrawn is the one the caller may read.
-        let current = self.visible(principal, id, None).await?;
-        // Store first: a crash before the audit entry leaves the consent withdrawn (fails
-        // closed), never a withdrawal the store does not know. Its own task: a cancelled call
-        // does not stop it between the two.
-        let (api, who) = (self.clone(), principal.clone());
-        let (withdrawn, appended) = self
-            .audit
-            .store_change(async move {
-                let _write = write;
-                let withdrawn = api
-                    .blocking(move |s| s.withdraw(&current.id, by, reason, evidence, now()))
-                    .await
-                    .map_err(status::consent_store_error)?;
-                let entry = api.entry(Event::ConsentWithdrawn, &who, &withdrawn);
-                let appended = api.audit.append(&entry).await.map_err(append_error)?;
-                Ok((withdrawn, appended))
-            })
+        let visible = |record: &ConsentRecord| may_read(principal, record);
+        let (withdrawn, purged_notes, appended) = self
+            .backend
+            .withdraw(principal, id, reason, evidence, &visible)
             .await?;
-        // Withdrawal bites: notes that relied on the consent and were not delivered go now.
-        // (Any that slip past, e.g. after a crash here, are caught by the check at delivery.)
-        let purged_notes =
-            purge_for_consent(&self.notes, &self.audit, withdrawn.id, principal).await?;
         Ok(Response::new(WithdrawConsentResponse {
             consent: Some(record_to_wire(&withdrawn, now())),
             purged_notes,
-            receipt: Some(receipt(&self.audit, &appended)?),
+            receipt: Some(receipt(self.backend.as_ref(), &appended).await?),
         }))
     }
 
@@ -437,10 +348,10 @@ impl ConsentService for ConsentApi {
         let principal = Principal::of(&request)?;
         principal.require_role(&PROFESSIONALS)?;
         let (subject, disclosure) = check_request(request.get_ref(), principal)?;
-        // In memory: no blocking read.
         let decision = self
-            .store
-            .decide(&subject, &disclosure, now(), &self.vocabulary)
+            .backend
+            .decide(subject, disclosure.clone())
+            .await
             .map_err(status::consent_store_error)?;
         crate::base::metrics::decision(match &decision {
             decision::Decision::Permit(_) => "permit",
@@ -455,7 +366,7 @@ impl ConsentService for ConsentApi {
             answer: audit::answer(&decision),
         };
         let entry = Entry::new(audit::now_micros(), Event::DisclosureChecked(checked));
-        self.audit.append(&entry).await.map_err(append_error)?;
+        self.backend.append(&entry).await.map_err(append_error)?;
         Ok(Response::new(CheckDisclosureResponse {
             decision: Some(decision_to_wire(&decision)),
         }))

@@ -371,11 +371,18 @@ impl Gateway {
             rate: Arc::new(RateLimiter::new(limits.rate_per_second, limits.rate_burst)),
         };
         let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
+        let backend: crate::api::backend::Shared =
+            Arc::new(crate::api::embedded::Embedded::new(
+                notes.clone(),
+                consents.clone(),
+                audit.clone(),
+                pseudonyms.clone(),
+                keyring,
+                Arc::new(config.vocabulary.clone()),
+            ));
         let consent = authenticate.layer(
             ConsentServiceServer::new(ConsentApi::new(
-                consents.clone(),
-                notes.clone(),
-                audit.clone(),
+                backend.clone(),
                 pseudonyms.clone(),
                 Arc::new(config.vocabulary.clone()),
                 config.max_consent_period,
@@ -385,15 +392,10 @@ impl Gateway {
         );
         let disclosure = authenticate.layer(
             DisclosureServiceServer::new(DisclosureApi {
-                notes: notes.clone(),
-                consents: consents.clone(),
-                audit: audit.clone(),
+                backend: backend.clone(),
                 pseudonyms: pseudonyms.clone(),
-                keyring,
-                vocabulary: Arc::new(config.vocabulary.clone()),
                 max_body_bytes: limits.max_body_bytes,
                 retention: config.notes.retention,
-                live: tokio::sync::broadcast::channel(1024).0,
                 stopping: stopping_rx,
             })
             .max_decoding_message_size(limits.max_message_bytes)
@@ -401,8 +403,7 @@ impl Gateway {
         );
         let audit_service = authenticate.layer(
             AuditServiceServer::new(AuditApi {
-                audit: audit.clone(),
-                consents: consents.clone(),
+                backend: backend.clone(),
                 pseudonyms,
                 supervisory: config.privacy.supervisory_orgs.clone().into(),
                 names: Arc::new(config.organisations.clone()),
@@ -430,14 +431,14 @@ impl Gateway {
             }
         });
         tasks.spawn("note sweep", {
-            let (notes, audit) = (notes.clone(), audit.clone());
+            let backend = backend.clone();
             let (ttl, every) = (config.notes.ttl, config.notes.sweep_interval);
             let forget_after = config.notes.forget_after;
             async move {
                 let mut tick = tokio::time::interval(every);
                 loop {
                     tick.tick().await;
-                    match crate::api::disclosure::sweep(&notes, &audit, ttl, forget_after).await {
+                    match backend.sweep(ttl, forget_after).await {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(purged = n, "expired note bodies deleted"),
                         Err(e) => tracing::error!(error = %e.message(), "note sweep failed"),

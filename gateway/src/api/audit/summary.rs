@@ -12,7 +12,7 @@ use casegate_consent::Role;
 use casegate_proto::v1::{AuditCount, SummarizeAuditRequest, SummarizeAuditResponse};
 use tonic::{Request, Response, Status};
 
-use super::{AuditApi, DENIED, blocking, matching, queried};
+use super::{AuditApi, DENIED, matching, queried};
 use crate::{
     app::principal::Principal,
     base::oslo,
@@ -77,7 +77,7 @@ impl AuditApi {
         };
         let asked = AuditQuery::Summary(filter, scope.recorded());
         let entry = queried(principal, None, Access::Answered(asked));
-        let appended = self.audit.append(&entry).await.map_err(append_error)?;
+        let appended = self.backend.append(&entry).await.map_err(append_error)?;
         let end = appended.checkpoint.checkpoint.size;
         let filter = Filter {
             visible_to: scope.visible_to(),
@@ -87,14 +87,12 @@ impl AuditApi {
             until_micros: until.map(|u| u.0),
             ..Filter::default()
         };
-        let audit = self.audit.clone();
         let by_subject = *by_subject;
-        let (counts, entries) = blocking(move || {
-            let mut counts: BTreeMap<Key, u64> = BTreeMap::new();
-            let mut entries = 0u64;
-            matching(
-                &audit,
-                &filter,
+        let mut counts: BTreeMap<Key, u64> = BTreeMap::new();
+        let mut entries = 0u64;
+        matching(
+                self.backend.as_ref(),
+                filter,
                 0,
                 end,
                 MAX_SUMMARY_ENTRIES,
@@ -124,10 +122,8 @@ impl AuditApi {
                     entries += 1;
                     Ok(())
                 },
-            )?;
-            Ok((counts, entries))
-        })
-        .await?;
+            )
+            .await?;
         if entries > MAX_SUMMARY_ENTRIES as u64 {
             return Err(Status::resource_exhausted(format!(
                 "the period holds more than {MAX_SUMMARY_ENTRIES} matching entries; summarise a \

@@ -1,0 +1,382 @@
+//! The one seam between the gRPC handlers and where the gateway's state lives: [`Backend`],
+//! the workflows' state changes (each with its audit entries) and reads. Two implementations:
+//! [`super::embedded::Embedded`] (the embedded stores and segment log of one process) and the
+//! PostgreSQL replica (`crate::store::postgres::Replica`, one database shared by many
+//! replicas, every change one transaction). The handlers parse, authorise and answer; the
+//! backend decides, stores and logs.
+
+use std::sync::Arc;
+
+use casegate_audit::{
+    checkpoint::{SignedCheckpoint, Verifier},
+    entry::{ConsentChange, ConsentRef, DisclosurePermitted, DisclosureRefused, Entry, Event},
+    index::Filter,
+    log::{AppendError, Appended, ReadError},
+    merkle::Hash,
+};
+use casegate_consent::{
+    OrgNumber, SubjectId,
+    decision::{Decision, DisclosureRequest, POLICY_VERSION, Permit, Reason},
+    record::{ConsentId, ConsentRecord, Evidence, NewConsent, Timestamp},
+    store::StoreError,
+};
+use tonic::Status;
+use uuid::Uuid;
+
+use crate::{
+    app::{
+        audit,
+        notes::{self, Note, NoteState, Secret},
+        principal::Principal,
+    },
+    crypto::keyring::Keyring,
+    edge::{
+        convert::{
+            consent::actor,
+            disclosure::{DiscloseInput, now},
+        },
+        status,
+    },
+};
+
+/// Which consent versions a caller may see (the handler's rule, applied by the backend under
+/// the same lock as the change it guards).
+pub(crate) type Visible<'a> = dyn Fn(&ConsentRecord) -> bool + Send + Sync + 'a;
+
+/// A disclosure as the handler hands it over: parsed, authorised, hashed once.
+#[derive(Debug)]
+pub(crate) struct Proposed<'a> {
+    /// The sender.
+    pub principal: &'a Principal,
+    /// The parsed request.
+    pub input: &'a DiscloseInput,
+    /// What the decision is taken on (built from the input and the sender).
+    pub request: DisclosureRequest,
+    /// SHA-256 of the body.
+    pub content_sha256: [u8; 32],
+    /// The request's fingerprint (idempotency, [`DiscloseInput::fingerprint`]).
+    pub fingerprint: [u8; 32],
+    /// The subject's pseudonym.
+    pub pseudonym: [u8; 32],
+}
+
+/// What a disclosure came to.
+#[derive(Debug)]
+pub(crate) enum Disclosed {
+    /// Permitted: the note is stored and deliverable, its entry logged.
+    Permitted {
+        /// The note as stored.
+        note: Box<Note>,
+        /// Its `disclosure permitted` entry.
+        appended: Appended,
+    },
+    /// Refused by the decision: nothing stored, the refusal logged.
+    Refused(Reason),
+    /// The sender used the request id before for the same disclosure (on any replica).
+    Repeated {
+        /// The first disclosure's note.
+        note: Box<Note>,
+        /// Its `disclosure permitted` entry's index.
+        index: u64,
+    },
+}
+
+/// One entry a query matched: its index, decoded form, leaf hash and canonical bytes.
+pub(crate) type Matched = (u64, Entry, Hash, Vec<u8>);
+
+/// The gateway's state as the handlers use it. Every method that changes state records its
+/// audit entries before it answers (or, on the embedded backend, as a store change that the
+/// start-up reconciliation finishes); a failure changes nothing the caller is told of.
+#[tonic::async_trait]
+pub(crate) trait Backend: Send + Sync + std::fmt::Debug + 'static {
+    // Disclosures and inboxes.
+
+    /// Decides `proposed` and records it (see [`Disclosed`]); a repeated request id with
+    /// another fingerprint is `ALREADY_EXISTS`, one still being recorded `UNAVAILABLE`.
+    async fn disclose(&self, proposed: Proposed<'_>) -> Result<Disclosed, Status>;
+
+    /// Note `id`, if held.
+    async fn note(&self, id: Uuid) -> Result<Option<Note>, Status>;
+
+    /// Up to `max` deliverable notes for `org` after note `after`, in inbox order.
+    async fn inbox_page(
+        &self,
+        org: OrgNumber,
+        after: Option<Uuid>,
+        max: usize,
+    ) -> Result<Vec<Note>, Status>;
+
+    /// Notes made deliverable from now on: (recipient organisation, note id).
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<(OrgNumber, Uuid)>;
+
+    /// Delivers `note` to `to` if its consent still covers it (its `note delivered` entry
+    /// logged) and answers it with its opened secret; otherwise withholds and purges it
+    /// (audited) and answers `None`. `None` also when it left the inbox meanwhile.
+    async fn deliver(&self, to: &Principal, note: Note) -> Result<Option<(Note, Secret)>, Status>;
+
+    /// Takes deliverable `note` out of the inbox at `at`, its body kept until `purge_after`,
+    /// with its `note acknowledged` entry.
+    async fn acknowledge(
+        &self,
+        by: &Principal,
+        note: &Note,
+        at: Timestamp,
+        purge_after: Timestamp,
+    ) -> Result<Appended, Status>;
+
+    /// Purges (audited) the bodies past their retention or TTL, forgets notes purged before
+    /// `forget_after`; returns how many were purged.
+    async fn sweep(
+        &self,
+        ttl: std::time::Duration,
+        forget_after: std::time::Duration,
+    ) -> Result<usize, Status>;
+
+    // Consents.
+
+    /// Version `version` (newest when `None`) of consent `id`.
+    async fn consent(&self, id: ConsentId, version: Option<u32>)
+    -> Result<ConsentRecord, StoreError>;
+
+    /// Every version of every consent about `subject`, in key order.
+    async fn consents_of(&self, subject: SubjectId) -> Result<Vec<ConsentRecord>, StoreError>;
+
+    /// The decision on `request` about `subject` now (a dry run: nothing recorded here).
+    async fn decide(
+        &self,
+        subject: SubjectId,
+        request: DisclosureRequest,
+    ) -> Result<Decision, StoreError>;
+
+    /// Grants `new` by `by` (superseding `supersedes`, which must be `visible`), with its
+    /// `consent granted` entry.
+    async fn grant(
+        &self,
+        by: &Principal,
+        new: NewConsent,
+        supersedes: Option<ConsentId>,
+        visible: &Visible<'_>,
+    ) -> Result<(ConsentRecord, Appended), Status>;
+
+    /// Withdraws the newest version of `id` (which must be `visible`) by `by`, and purges
+    /// every undelivered note relying on it; answers the withdrawn version, how many notes
+    /// were purged and the withdrawal's entry.
+    async fn withdraw(
+        &self,
+        by: &Principal,
+        id: ConsentId,
+        reason: Option<String>,
+        evidence: Option<Evidence>,
+        visible: &Visible<'_>,
+    ) -> Result<(ConsentRecord, u32, Appended), Status>;
+
+    // The audit log.
+
+    /// Appends `entry` and waits for its index and checkpoint.
+    async fn append(&self, entry: &Entry) -> Result<Appended, AppendError>;
+
+    /// The newest signed checkpoint.
+    fn checkpoint(&self) -> Arc<SignedCheckpoint>;
+
+    /// The checkpoint signer's verifier key.
+    fn verifier(&self) -> &Verifier;
+
+    /// Entry `index`'s leaf hash (RFC 6962 §2.1).
+    async fn leaf_hash(&self, index: u64) -> Result<Hash, ReadError>;
+
+    /// The inclusion proof of entry `index` in the tree of `size` entries (RFC 6962 §2.1.1).
+    async fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, ReadError>;
+
+    /// The consistency proof between trees of `first` and `second` entries (RFC 6962 §2.1.2).
+    async fn consistency_proof(&self, first: u64, second: u64) -> Result<Vec<Hash>, ReadError>;
+
+    /// The canonical bytes of entries `from..to`.
+    async fn entries(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, ReadError>;
+
+    /// Up to `max` entries in `start..end` that `filter` matches, in log order, and the index
+    /// to go on from (`end` when the range is done).
+    async fn matching_page(
+        &self,
+        filter: Arc<Filter>,
+        start: u64,
+        end: u64,
+        max: usize,
+    ) -> Result<(Vec<Matched>, u64), Status>;
+}
+
+/// The shared handle the services hold.
+pub(crate) type Shared = Arc<dyn Backend>;
+
+/// Calls `each` with every entry in `start..end` that `filter` matches, in log order, at most
+/// `limit` of them, reading a page at a time.
+///
+/// # Errors
+/// The backend's, or `each`'s.
+pub(crate) async fn matching(
+    backend: &dyn Backend,
+    filter: Filter,
+    start: u64,
+    end: u64,
+    limit: usize,
+    mut each: impl FnMut(u64, &Entry, &[u8], Vec<u8>) -> Result<(), Status> + Send,
+) -> Result<(), Status> {
+    /// Matches read at a time: memory stays bounded however many match.
+    const PAGE: usize = 1024;
+    let filter = Arc::new(filter);
+    let (mut from, mut left) = (start, limit);
+    while from < end && left > 0 {
+        let (page, next) = backend
+            .matching_page(filter.clone(), from, end, left.min(PAGE))
+            .await?;
+        for (index, entry, leaf, bytes) in page {
+            each(index, &entry, &leaf, bytes)?;
+            left -= 1;
+        }
+        from = next;
+    }
+    Ok(())
+}
+
+/// The answer to a repeated request id whose first disclosure is `existing_fingerprint`:
+/// `Ok` if it is the same disclosure.
+///
+/// # Errors
+/// `ALREADY_EXISTS` when the request id was used for a different disclosure.
+pub(crate) fn same_disclosure(
+    existing_fingerprint: &[u8; 32],
+    proposed: &Proposed<'_>,
+) -> Result<(), Status> {
+    // A note stored by an earlier version holds the fingerprint as it was computed then.
+    if *existing_fingerprint != proposed.fingerprint
+        && *existing_fingerprint != proposed.input.fingerprint_before_v2()
+    {
+        return Err(Status::already_exists(
+            "request_id was already used for a different disclosure",
+        ));
+    }
+    Ok(())
+}
+
+/// The decision request a note is checked against again at delivery: its own terms, with the
+/// approval its sealed part holds.
+pub(crate) fn recheck(note: &Note, secret: &Secret) -> DisclosureRequest {
+    DisclosureRequest {
+        sender_org: note.sender.orgnr,
+        sender_role: note.sender.role,
+        recipient_org: note.recipient_org,
+        recipient_role: note.recipient_role,
+        category: note.category.clone(),
+        purpose: note.purpose.clone(),
+        approval_attested: secret.approval.is_some(),
+    }
+}
+
+impl Proposed<'_> {
+    /// Its `disclosure refused` entry, for `reason`; `nearest` is the consent version nearest
+    /// to permitting it, if any.
+    pub(crate) fn refused_entry(&self, reason: &str, nearest: Option<ConsentRef>) -> Entry {
+        Entry::new(
+            audit::now_micros(),
+            Event::DisclosureRefused(DisclosureRefused {
+                terms: audit::decision_terms(self.principal, self.pseudonym, &self.request),
+                reason: reason.to_owned(),
+                nearest_consent: nearest,
+                recipient_role: self.input.recipient_role.map(|r| r.as_str().to_owned()),
+                approval_attested: self.input.approval.is_some(),
+                content_sha256: self.content_sha256,
+                request_id: self.input.request_id.clone(),
+            }),
+        )
+    }
+
+    /// Its `disclosure permitted` entry, relying on `consent`, as note `id`.
+    pub(crate) fn permitted_entry(&self, consent: ConsentRef, id: Uuid) -> Entry {
+        Entry::new(
+            audit::now_micros(),
+            Event::DisclosurePermitted(DisclosurePermitted {
+                terms: audit::decision_terms(self.principal, self.pseudonym, &self.request),
+                consent,
+                recipient_role: self.input.recipient_role.map(|r| r.as_str().to_owned()),
+                approval_attested: self.input.approval.is_some(),
+                content_sha256: self.content_sha256,
+                request_id: self.input.request_id.clone(),
+                disclosure_id: id.to_string(),
+            }),
+        )
+    }
+
+    /// The pending note `id` it stores when `permit`ted, its personal content sealed with
+    /// `keyring`; `log_size_hint` is the log's size before its entry.
+    ///
+    /// # Errors
+    /// `INTERNAL` when sealing fails.
+    pub(crate) fn pending_note(
+        &self,
+        id: Uuid,
+        permit: &Permit,
+        keyring: &Keyring,
+        log_size_hint: u64,
+    ) -> Result<Note, Status> {
+        let input = self.input;
+        let secret = Secret {
+            subject: input.subject,
+            title: input.title.clone(),
+            body: input.body.clone(),
+            approval: input.approval.clone(),
+        };
+        let sealed = notes::seal(keyring, &secret, &id, &self.pseudonym, input.recipient_org)
+            .map_err(status::note_error)?;
+        Ok(Note {
+            id,
+            state: NoteState::Pending,
+            request_id: input.request_id.clone(),
+            fingerprint: self.fingerprint,
+            sender: actor(self.principal),
+            recipient_org: input.recipient_org,
+            recipient_role: input.recipient_role,
+            category: input.category.clone(),
+            purpose: input.purpose.clone(),
+            content_type: input.content_type.clone(),
+            consent_id: permit.consent_id,
+            consent_version: permit.version,
+            consent_record_hash: permit.record_hash,
+            content_sha256: self.content_sha256,
+            subject_pseudonym: self.pseudonym,
+            disclosed_at: now(),
+            audit_index: None,
+            log_size_hint,
+            delivered: false,
+            acknowledged_at: None,
+            purge_after: None,
+            purged_at: None,
+            sealed: Some(sealed),
+        })
+    }
+}
+
+/// The reference a permit's entry pins: the consent version it relied on.
+pub(crate) fn permit_ref(permit: &Permit) -> ConsentRef {
+    ConsentRef {
+        id: permit.consent_id.to_string(),
+        version: permit.version,
+        record_sha256: permit.record_hash,
+    }
+}
+
+/// The `consent granted` or `consent withdrawn` entry (`event`) of `record` by `by`; the
+/// subject's `pseudonym`.
+pub(crate) fn consent_change_entry(
+    event: fn(ConsentChange) -> Event,
+    by: &Principal,
+    pseudonym: [u8; 32],
+    record: &ConsentRecord,
+) -> Entry {
+    let change = ConsentChange {
+        actor: audit::actor(by),
+        subject_pseudonym: pseudonym,
+        consent: audit::consent_ref(record),
+        policy_version: POLICY_VERSION.to_owned(),
+        login: by.login.clone(),
+    };
+    Entry::new(audit::now_micros(), event(change))
+}
