@@ -20,7 +20,7 @@ use casegate::{
 };
 use casegate_audit::{
     checkpoint::Signer,
-    entry::{Entry, EntryKind, Fields},
+    entry::{EncodeError, Entry, EntryKind, Fields},
     merkle,
     verify::{self, EXPORT_HEADER},
 };
@@ -1207,7 +1207,9 @@ fn micros_now() -> i64 {
 fn disclosure_record(
     request_id: String,
     fingerprint: [u8; 32],
-) -> impl Fn(&Decision) -> (Vec<u8>, Option<Note>) + Send + Sync {
+) -> impl Fn(&Decision, Option<&ConsentRecord>) -> Result<(Vec<u8>, Option<Note>), EncodeError>
++ Send
++ Sync {
     about(request_id, fingerprint, [0; 32])
 }
 
@@ -1216,8 +1218,10 @@ fn about(
     request_id: String,
     fingerprint: [u8; 32],
     pseudonym: [u8; 32],
-) -> impl Fn(&Decision) -> (Vec<u8>, Option<Note>) + Send + Sync {
-    move |decision| {
+) -> impl Fn(&Decision, Option<&ConsentRecord>) -> Result<(Vec<u8>, Option<Note>), EncodeError>
++ Send
++ Sync {
+    move |decision, _nearest| {
         let entry = entry_at(0, micros_now());
         match decision {
             Decision::Permit(permit) => {
@@ -1230,9 +1234,9 @@ fn about(
                 note.consent_version = permit.version;
                 note.consent_record_hash = permit.record_hash;
                 note.subject_pseudonym = pseudonym;
-                (entry, Some(note))
+                Ok((entry, Some(note)))
             }
-            Decision::Deny(_) => (entry, None),
+            Decision::Deny(_) => Ok((entry, None)),
         }
     }
 }
@@ -1299,7 +1303,7 @@ fn withdraw_while_others_disclose(serializable: bool) -> Option<u64> {
                 Timestamp(micros_now()),
                 &|_, purged| {
                     (0..=purged.len())
-                        .map(|_| entry_at(0, micros_now()))
+                        .map(|_| Ok(entry_at(0, micros_now())))
                         .collect()
                 },
             )
@@ -1612,7 +1616,7 @@ fn replicas_sweeping_together_purge_each_due_note_exactly_once() {
                 loop {
                     let purged = r
                         .flows
-                        .sweep(cutoff, cutoff, 4, &|_, _| entry_at(0, micros_now()))
+                        .sweep(cutoff, cutoff, 4, &|_, _| Ok(entry_at(0, micros_now())))
                         .await
                         .expect("swept");
                     if purged.is_empty() {
@@ -1703,7 +1707,7 @@ fn a_note_is_delivered_only_while_its_consent_covers_it_even_with_a_withdrawal_i
             };
             disclosed.push(note);
         }
-        let entry = |_: &Note, _: &Decision| entry_at(0, micros_now());
+        let entry = |_: &Note, _: &Decision| Ok(entry_at(0, micros_now()));
 
         // Covered: delivered on another replica, and recorded.
         let delivered = b
@@ -1737,7 +1741,7 @@ fn a_note_is_delivered_only_while_its_consent_covers_it_even_with_a_withdrawal_i
                         &benefit_counselling_to_clinic(),
                         Timestamp(micros_now()),
                         &vocabulary,
-                        &|_, _| entry_at(0, micros_now()),
+                        &|_, _| Ok(entry_at(0, micros_now())),
                     )
                     .await
             })
@@ -1833,7 +1837,7 @@ fn a_grant_and_an_acknowledgement_commit_with_their_entries_or_not_at_all() {
         };
         let at = Timestamp(micros_now());
         let purge_after = Timestamp(at.0 + 86_400_000_000);
-        let entry = |_: &Note| entry_at(0, micros_now());
+        let entry = |_: &Note| Ok(entry_at(0, micros_now()));
         let (acknowledged, appended) = b
             .flows
             .acknowledge(&note, at, purge_after, &entry)

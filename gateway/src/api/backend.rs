@@ -20,6 +20,7 @@ use casegate_consent::{
     record::{ConsentId, ConsentRecord, Evidence, NewConsent, Timestamp},
     store::StoreError,
 };
+use casegate_notes::Sealed;
 use tonic::Status;
 use uuid::Uuid;
 
@@ -81,6 +82,17 @@ pub(crate) enum Disclosed {
     },
 }
 
+/// A note made deliverable, as live inbox streams learn of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deliverable {
+    /// Whose inbox it is in.
+    pub recipient: OrgNumber,
+    /// The note.
+    pub note: Uuid,
+    /// Its `disclosure permitted` entry's index.
+    pub index: u64,
+}
+
 /// One entry a query matched: its index, decoded form, leaf hash and canonical bytes.
 pub(crate) type Matched = (u64, Entry, Hash, Vec<u8>);
 
@@ -106,8 +118,8 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug + 'static {
         max: usize,
     ) -> Result<Vec<Note>, Status>;
 
-    /// Notes made deliverable from now on: (recipient organisation, note id).
-    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<(OrgNumber, Uuid)>;
+    /// Notes made deliverable from now on.
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Deliverable>;
 
     /// Delivers `note` to `to` if its consent still covers it (its `note delivered` entry
     /// logged) and answers it with its opened secret; otherwise withholds and purges it
@@ -305,18 +317,12 @@ impl Proposed<'_> {
         )
     }
 
-    /// The pending note `id` it stores when `permit`ted, its personal content sealed with
-    /// `keyring`; `log_size_hint` is the log's size before its entry.
+    /// Its personal content sealed for note `id` with `keyring` (bound to the note's id,
+    /// subject pseudonym and recipient).
     ///
     /// # Errors
     /// `INTERNAL` when sealing fails.
-    pub(crate) fn pending_note(
-        &self,
-        id: Uuid,
-        permit: &Permit,
-        keyring: &Keyring,
-        log_size_hint: u64,
-    ) -> Result<Note, Status> {
+    pub(crate) fn seal(&self, id: Uuid, keyring: &Keyring) -> Result<Sealed, Status> {
         let input = self.input;
         let secret = Secret {
             subject: input.subject,
@@ -324,9 +330,21 @@ impl Proposed<'_> {
             body: input.body.clone(),
             approval: input.approval.clone(),
         };
-        let sealed = notes::seal(keyring, &secret, &id, &self.pseudonym, input.recipient_org)
-            .map_err(status::note_error)?;
-        Ok(Note {
+        notes::seal(keyring, &secret, &id, &self.pseudonym, input.recipient_org)
+            .map_err(status::note_error)
+    }
+
+    /// The pending note `id` it stores when `permit`ted, its content `sealed` ([`Self::seal`]);
+    /// `log_size_hint` is the log's size before its entry.
+    pub(crate) fn pending_note(
+        &self,
+        id: Uuid,
+        permit: &Permit,
+        sealed: Sealed,
+        log_size_hint: u64,
+    ) -> Note {
+        let input = self.input;
+        Note {
             id,
             state: NoteState::Pending,
             request_id: input.request_id.clone(),
@@ -350,7 +368,7 @@ impl Proposed<'_> {
             purge_after: None,
             purged_at: None,
             sealed: Some(sealed),
-        })
+        }
     }
 }
 

@@ -209,7 +209,7 @@ impl DisclosureService for DisclosureApi {
                 let id = tokio::select! {
                     received = live.recv() => match received {
                         // Each note is announced once: a backlog id is needed only until then.
-                        Ok((to, id)) if to == org && !sent.remove(&id) => id,
+                        Ok(d) if d.recipient == org && !sent.remove(&d.note) => d.note,
                         Ok(_) => continue,
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                             let _ = tx

@@ -28,7 +28,7 @@ use tonic::Status;
 use uuid::Uuid;
 
 use super::backend::{
-    Backend, Disclosed, Matched, Proposed, Visible, consent_change_entry, permit_ref, recheck,
+    Backend, Deliverable, Disclosed, Matched, Proposed, Visible, consent_change_entry, permit_ref, recheck,
     same_disclosure,
 };
 use crate::{
@@ -55,7 +55,7 @@ pub(crate) struct Embedded {
     keyring: Arc<Keyring>,
     vocabulary: Arc<Vocabulary>,
     /// Newly deliverable notes, for live inbox streams.
-    live: broadcast::Sender<(OrgNumber, Uuid)>,
+    live: broadcast::Sender<Deliverable>,
     /// Grants and withdrawals one at a time: prepare, audit and commit must not interleave.
     writes: Arc<Mutex<()>>,
 }
@@ -222,7 +222,8 @@ impl Backend for Embedded {
                 return Ok(Disclosed::Refused(deny.reason));
             }
         };
-        let note = proposed.pending_note(id, &permit, &self.keyring, self.audit.log().size())?;
+        let sealed = proposed.seal(id, &self.keyring)?;
+        let note = proposed.pending_note(id, &permit, sealed, self.audit.log().size());
         // Not flushed here: the audit writer syncs the note store before it writes the batch
         // holding this note's entry, so the entry is never durable before the note.
         self.notes
@@ -235,7 +236,11 @@ impl Backend for Embedded {
             .make_deliverable(note, appended.index)
             .map_err(status::note_error)?;
         // Open inbox streams of the recipient pick it up.
-        let _ = self.live.send((input.recipient_org, id));
+        let _ = self.live.send(Deliverable {
+            recipient: input.recipient_org,
+            note: id,
+            index: appended.index,
+        });
         Ok(Disclosed::Permitted {
             note: Box::new(note),
             appended,
@@ -263,7 +268,7 @@ impl Backend for Embedded {
         self.on_notes(move |n| n.inbox_page(org, after, max)).await
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<(OrgNumber, Uuid)> {
+    fn subscribe(&self) -> broadcast::Receiver<Deliverable> {
         self.live.subscribe()
     }
 

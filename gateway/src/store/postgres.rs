@@ -12,6 +12,7 @@ pub mod feed;
 pub mod flows;
 mod migrate;
 pub mod notes;
+pub mod replica;
 
 use std::{
     path::{Path, PathBuf},

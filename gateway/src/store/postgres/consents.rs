@@ -293,7 +293,7 @@ impl Consents {
         retrying(&self.db, || async {
             let mut client = self.db.client().await?;
             let tx = client.transaction().await?;
-            let decided = decide_in(&tx, self, &key, request, at, vocabulary).await?;
+            let (decided, _) = decide_in(&tx, self, &key, request, at, vocabulary).await?;
             tx.commit().await?;
             Ok(decided)
         })
@@ -498,7 +498,8 @@ pub(crate) async fn restate_in(
 }
 
 /// The decision over the subject keyed `key`, in `client`'s transaction, holding a share lock
-/// on the subject's row until it ends (the workflows decide and record in one transaction).
+/// on the subject's row until it ends (the workflows decide and record in one transaction),
+/// and for a refusal the consent version nearest to permitting it, if any.
 ///
 /// # Errors
 /// A database failure or an unreadable record.
@@ -509,7 +510,7 @@ pub(crate) async fn decide_in(
     request: &DisclosureRequest,
     at: Timestamp,
     vocabulary: &Vocabulary,
-) -> Result<Decision, Failure> {
+) -> Result<(Decision, Option<ConsentRecord>), Failure> {
     client
         .query_opt(
             "SELECT changes FROM casegate_consent_subject WHERE subject_key = $1 FOR SHARE",
@@ -528,7 +529,16 @@ pub(crate) async fn decide_in(
         .iter()
         .map(|r| consents.record_of(r))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(decision::decide(request, &records, at, vocabulary))
+    let decision = decision::decide(request, &records, at, vocabulary);
+    let nearest = match &decision {
+        Decision::Deny(deny) => deny.nearest.and_then(|(id, version)| {
+            records
+                .into_iter()
+                .find(|r| r.id == id && r.version == version)
+        }),
+        Decision::Permit(_) => None,
+    };
+    Ok((decision, nearest))
 }
 
 /// Takes the subject's row lock (creating the row on its first consent); every change about

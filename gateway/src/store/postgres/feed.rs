@@ -17,25 +17,14 @@ use std::{
     time::Duration,
 };
 
-use casegate_consent::OrgNumber;
 use tokio::sync::broadcast;
-use uuid::Uuid;
 
 use super::{Database, DatabaseError};
 
 /// The notification channel a sequenced batch notifies (its payload: the log's new size).
 pub const CHANNEL: &str = "casegate_audit";
 
-/// A note made deliverable, as the feed announces it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Deliverable {
-    /// Whose inbox it is in.
-    pub recipient: OrgNumber,
-    /// The note.
-    pub note: Uuid,
-    /// Its `disclosure permitted` entry's index.
-    pub index: u64,
-}
+pub use crate::api::backend::Deliverable;
 
 /// How a replica learns that the log grew.
 #[derive(Debug, Clone, Copy)]

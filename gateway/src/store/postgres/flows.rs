@@ -22,7 +22,10 @@
 
 use std::sync::Arc;
 
-use casegate_audit::log::{AppendError, Appended};
+use casegate_audit::{
+    entry::EncodeError,
+    log::{AppendError, Appended},
+};
 use casegate_consent::{
     OrgNumber, SubjectId, Vocabulary,
     decision::{Decision, Deny, DisclosureRequest},
@@ -53,6 +56,10 @@ pub enum FlowError {
     /// The entries were committed but this replica could not wait for their indexes.
     #[error(transparent)]
     Append(AppendError),
+    /// An event has no canonical encoding (a text field too long, or ambiguous): nothing
+    /// was committed.
+    #[error("an audit entry could not be encoded: {0}")]
+    Entry(#[from] EncodeError),
     /// The database failed.
     #[error(transparent)]
     Database(DatabaseError),
@@ -173,11 +180,19 @@ pub struct Flows {
 }
 
 /// How a disclosure is recorded: its entry's bytes and, when permitted, the pending note to
-/// store — built from the decision (the note and the entry name the consent it relied on).
-pub type Record<'a> = dyn Fn(&Decision) -> (Vec<u8>, Option<Note>) + Send + Sync + 'a;
+/// store — built from the decision (the note and the entry name the consent it relied on)
+/// and, for a refusal, the consent version nearest to permitting it.
+pub type Record<'a> = dyn Fn(&Decision, Option<&ConsentRecord>) -> Result<(Vec<u8>, Option<Note>), EncodeError>
+    + Send
+    + Sync
+    + 'a;
+
+/// An entry's canonical bytes, or why the event has none (nothing is then committed).
+pub type Encoded = Result<Vec<u8>, EncodeError>;
 
 /// How a withdrawal is recorded: the withdrawal's entry, then one entry per purged note.
-pub type WithdrawalRecord<'a> = dyn Fn(&ConsentRecord, &[Note]) -> Vec<Vec<u8>> + Send + Sync + 'a;
+pub type WithdrawalRecord<'a> =
+    dyn Fn(&ConsentRecord, &[Note]) -> Result<Vec<Vec<u8>>, EncodeError> + Send + Sync + 'a;
 
 impl Flows {
     /// The flows over `db`, logging to `log`, with consents keyed as `consents` keys them.
@@ -240,9 +255,9 @@ impl Flows {
         if let Some(existing) = used(&tx, sender, request_id).await? {
             return Ok(Attempt::Repeated(existing));
         }
-        let decision =
+        let (decision, nearest) =
             consents::decide_in(&tx, &self.consents, key, request, at, vocabulary).await?;
-        let (entry, note) = record(&decision);
+        let (entry, note) = record(&decision, nearest.as_ref()).map_err(FlowError::from)?;
         let decided = match (&decision, &note) {
             (Decision::Permit(_), Some(note)) => {
                 match notes::insert(&tx, note).await {
@@ -323,7 +338,7 @@ impl Flows {
                     purged.push(notes::advance_in(&tx, &note_id, |n| notes::purged(n, now)).await?);
                 }
                 let mut queued = Vec::new();
-                for entry in record(&withdrawn, &purged) {
+                for entry in record(&withdrawn, &purged)? {
                     queued.push(AuditLog::enqueue(&tx, &entry, None).await?);
                 }
                 tx.commit().await?;
@@ -361,7 +376,7 @@ impl Flows {
         ttl_cutoff: Timestamp,
         now: Timestamp,
         max: usize,
-        record: &(dyn Fn(&Note, Expiry) -> Vec<u8> + Send + Sync),
+        record: &(dyn Fn(&Note, Expiry) -> Encoded + Send + Sync),
     ) -> Result<Vec<(Note, Expiry)>, FlowError> {
         let max = i64::try_from(max).unwrap_or(i64::MAX);
         let attempt = self
@@ -398,7 +413,7 @@ impl Flows {
                     let (note, changed) =
                         notes::changed_in(&tx, &id, |n| notes::purged(n, now)).await?;
                     if changed {
-                        queued.push(AuditLog::enqueue(&tx, &record(&note, expiry), None).await?);
+                        queued.push(AuditLog::enqueue(&tx, &record(&note, expiry)?, None).await?);
                         purged.push((note, expiry));
                     }
                 }
@@ -450,7 +465,7 @@ impl Flows {
         id: &Uuid,
         at: Timestamp,
         purge_after: Timestamp,
-        entry: &(dyn Fn(&Note) -> Vec<u8> + Send + Sync),
+        entry: &(dyn Fn(&Note) -> Encoded + Send + Sync),
     ) -> Result<(Note, Option<Appended>), FlowError> {
         let (note, queued) = self
             .db
@@ -465,7 +480,7 @@ impl Flows {
                     )));
                 }
                 let queued = match first {
-                    true => Some(AuditLog::enqueue(&tx, &entry(&note), None).await?),
+                    true => Some(AuditLog::enqueue(&tx, &entry(&note)?, None).await?),
                     false => None,
                 };
                 tx.commit().await?;
@@ -518,7 +533,7 @@ impl Flows {
         recheck: &DisclosureRequest,
         at: Timestamp,
         vocabulary: &Vocabulary,
-        record: &(dyn Fn(&Note, &Decision) -> Vec<u8> + Send + Sync),
+        record: &(dyn Fn(&Note, &Decision) -> Encoded + Send + Sync),
     ) -> Result<Delivery, FlowError> {
         let attempt = self
             .db
@@ -539,7 +554,7 @@ impl Flows {
                 let pseudonym = notes::note_of(&row)
                     .map_err(FlowError::Note)?
                     .subject_pseudonym;
-                let decision =
+                let (decision, _) =
                     consents::decide_in(&tx, &self.consents, &pseudonym, recheck, at, vocabulary)
                         .await?;
                 let still = |n: &Note| n.state == NoteState::Deliverable;
@@ -559,7 +574,7 @@ impl Flows {
                     // Acknowledged or purged meanwhile.
                     return Ok(None);
                 }
-                let entry = record(&note, &decision);
+                let entry = record(&note, &decision)?;
                 let queued = AuditLog::enqueue(&tx, &entry, None).await?;
                 tx.commit().await?;
                 Ok::<_, FlowError>(Some((note, decision, queued)))

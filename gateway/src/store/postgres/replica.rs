@@ -1,0 +1,442 @@
+//! One replica's [`Backend`] over the shared database: every state change is a flow
+//! ([`Flows`]) — decided, changed and its entries queued in one transaction, then waited for —
+//! so a replica killed at any point leaves either the whole change with its entries or
+//! nothing; live inbox streams are fed by the [`Feed`]; reads go to the tables and the log.
+//!
+//! Audit queries scan the log's entries in the requested range (decoding and filtering each);
+//! they do not yet use SQL indexes.
+
+use std::sync::Arc;
+
+use casegate_audit::{
+    checkpoint::{SignedCheckpoint, Verifier},
+    entry::{Entry, Event},
+    index::Filter,
+    log::{AppendError, Appended, ReadError},
+    merkle::Hash,
+};
+use casegate_consent::{
+    OrgNumber, SubjectId, Vocabulary,
+    decision::{Decision, DisclosureRequest},
+    record::{ConsentId, ConsentRecord, Evidence, NewConsent, Timestamp},
+    store::StoreError,
+};
+use casegate_notes::NoteError;
+use tokio::sync::broadcast;
+use tonic::Status;
+use uuid::Uuid;
+
+use super::{
+    Database,
+    audit::AuditLog,
+    consents::Consents,
+    feed::{Feed, Wakeup},
+    flows::{Delivery, Disclosure, FlowError, Flows},
+    notes::Notes,
+};
+use crate::{
+    api::{
+        backend::{
+            Backend, Deliverable, Disclosed, Matched, Proposed, Visible, consent_change_entry,
+            permit_ref, recheck, same_disclosure,
+        },
+        embedded::grant_error,
+    },
+    app::{
+        audit::{self as audit_log, acknowledged_entry, delivered_entry, purge_entry},
+        notes::{self as app_notes, Note, Secret},
+        principal::Principal,
+    },
+    crypto::{keyring::Keyring, pseudonym::Pseudonymizer},
+    edge::{
+        convert::{consent::actor, disclosure::now},
+        status::{self, append_error},
+    },
+};
+
+/// Entries a query reads from the database at a time.
+const SCAN_CHUNK: u64 = 512;
+
+/// A replica's backend: the flows, stores and log over the shared database.
+#[derive(Debug)]
+pub struct Replica {
+    log: Arc<AuditLog>,
+    consents: Consents,
+    notes: Notes,
+    flows: Flows,
+    pseudonyms: Pseudonymizer,
+    keyring: Arc<Keyring>,
+    vocabulary: Arc<Vocabulary>,
+    feed: Feed,
+}
+
+impl Replica {
+    /// The replica over `db` (migrated) logging to `log`, learning of new notes by `wakeup`.
+    pub fn new(
+        db: Database,
+        log: Arc<AuditLog>,
+        pseudonyms: Pseudonymizer,
+        keyring: Arc<Keyring>,
+        vocabulary: Arc<Vocabulary>,
+        wakeup: Wakeup,
+    ) -> Self {
+        let consents = Consents::new(db.clone(), Arc::new(pseudonyms.clone()), keyring.clone());
+        let feed = Feed::start(db.clone(), log.size(), wakeup);
+        Self {
+            flows: Flows::new(db.clone(), log.clone(), consents.clone()),
+            notes: Notes::new(db),
+            log,
+            consents,
+            pseudonyms,
+            keyring,
+            vocabulary,
+            feed,
+        }
+    }
+
+    /// The log this replica appends to.
+    pub fn log(&self) -> &Arc<AuditLog> {
+        &self.log
+    }
+}
+
+/// A flow's failure as the caller is told it (failures logged; rules answered precisely).
+fn flow_error(e: FlowError) -> Status {
+    match e {
+        FlowError::Consent(e) => status::consent_store_error(e),
+        FlowError::Note(e) => status::note_error(e),
+        FlowError::Append(e) => append_error(e),
+        FlowError::Entry(e) => append_error(AppendError::Failed(e.to_string())),
+        FlowError::Database(e) => database_error(&e),
+    }
+}
+
+/// A database failure: logged; the caller is told to retry.
+fn database_error(e: &super::DatabaseError) -> Status {
+    tracing::error!(error = %e, "database failed");
+    Status::unavailable("the database is unavailable; retry shortly")
+}
+
+/// The encoded entry, or why it has none.
+fn encoded(entry: &Entry) -> Result<Vec<u8>, casegate_audit::entry::EncodeError> {
+    entry.encode()
+}
+
+#[tonic::async_trait]
+impl Backend for Replica {
+    async fn disclose(&self, proposed: Proposed<'_>) -> Result<Disclosed, Status> {
+        let input = proposed.input;
+        let id = Uuid::now_v7();
+        // Sealed before the transaction: the seal binds the note's id, subject and recipient,
+        // none of which the decision changes.
+        let sealed = proposed.seal(id, &self.keyring)?;
+        let hint = self.log.size();
+        let record = |decision: &Decision, nearest: Option<&ConsentRecord>| match decision {
+            Decision::Permit(permit) => {
+                let entry = proposed.permitted_entry(permit_ref(permit), id);
+                let note = proposed.pending_note(id, permit, sealed.clone(), hint);
+                Ok((encoded(&entry)?, Some(note)))
+            }
+            Decision::Deny(deny) => {
+                let entry = proposed
+                    .refused_entry(deny.reason.code(), nearest.map(audit_log::consent_ref));
+                Ok((encoded(&entry)?, None))
+            }
+        };
+        let done = self
+            .flows
+            .disclose(
+                &input.subject,
+                &proposed.request,
+                now(),
+                &self.vocabulary,
+                &input.request_id,
+                &record,
+            )
+            .await
+            .map_err(flow_error)?;
+        Ok(match done {
+            Disclosure::Permitted { note, appended } => {
+                let note = self.notes.get(&note).await.map_err(status::note_error)?;
+                Disclosed::Permitted {
+                    note: Box::new(note),
+                    appended,
+                }
+            }
+            Disclosure::Refused { deny, .. } => Disclosed::Refused(deny.reason),
+            Disclosure::Repeated { existing, appended } => {
+                same_disclosure(&existing.fingerprint, &proposed)?;
+                let note = self
+                    .notes
+                    .get(&existing.id)
+                    .await
+                    .map_err(status::note_error)?;
+                Disclosed::Repeated {
+                    note: Box::new(note),
+                    index: appended.index,
+                }
+            }
+        })
+    }
+
+    async fn note(&self, id: Uuid) -> Result<Option<Note>, Status> {
+        match self.notes.get(&id).await {
+            Ok(note) => Ok(Some(note)),
+            Err(NoteError::NotFound) => Ok(None),
+            Err(e) => Err(status::note_error(e)),
+        }
+    }
+
+    async fn inbox_page(
+        &self,
+        org: OrgNumber,
+        after: Option<Uuid>,
+        max: usize,
+    ) -> Result<Vec<Note>, Status> {
+        self.notes
+            .inbox_page(org, after, max)
+            .await
+            .map_err(status::note_error)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Deliverable> {
+        self.feed.subscribe()
+    }
+
+    async fn deliver(&self, to: &Principal, note: Note) -> Result<Option<(Note, Secret)>, Status> {
+        let secret = app_notes::open_secret(&note, &self.keyring).map_err(status::note_error)?;
+        let record = |stored: &Note, decision: &Decision| match decision {
+            Decision::Permit(_) => encoded(&delivered_entry(to, stored)),
+            Decision::Deny(deny) => encoded(&purge_entry(stored, Some(to), deny.reason.code())),
+        };
+        let done = self
+            .flows
+            .deliver(
+                &note.id,
+                &recheck(&note, &secret),
+                now(),
+                &self.vocabulary,
+                &record,
+            )
+            .await
+            .map_err(flow_error)?;
+        Ok(match done {
+            Delivery::Delivered { note, .. } => Some((note, secret)),
+            Delivery::Withheld { .. } | Delivery::Gone => None,
+        })
+    }
+
+    async fn acknowledge(
+        &self,
+        by: &Principal,
+        note: &Note,
+        at: Timestamp,
+        purge_after: Timestamp,
+    ) -> Result<Appended, Status> {
+        let entry = |stored: &Note| encoded(&acknowledged_entry(by, stored));
+        let (_, appended) = self
+            .flows
+            .acknowledge(&note.id, at, purge_after, &entry)
+            .await
+            .map_err(flow_error)?;
+        // Acknowledged meanwhile by another call: answered as the pre-check would have.
+        appended.ok_or_else(|| Status::failed_precondition("the note is already acknowledged"))
+    }
+
+    async fn sweep(
+        &self,
+        ttl: std::time::Duration,
+        forget_after: std::time::Duration,
+    ) -> Result<usize, Status> {
+        /// Notes purged per transaction.
+        const ROUND: usize = 256;
+        let micros = |d: std::time::Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+        let now = now();
+        let ttl_cutoff = Timestamp(now.0.saturating_sub(micros(ttl)));
+        let record = |note: &Note, expiry: casegate_notes::Expiry| {
+            encoded(&purge_entry(note, None, expiry.code()))
+        };
+        let mut count = 0;
+        loop {
+            let purged = self
+                .flows
+                .sweep(ttl_cutoff, now, ROUND, &record)
+                .await
+                .map_err(flow_error)?;
+            count += purged.len();
+            if purged.len() < ROUND {
+                break;
+            }
+        }
+        let forget_cutoff = Timestamp(now.0.saturating_sub(micros(forget_after)));
+        loop {
+            let n = self
+                .notes
+                .forget_purged(forget_cutoff, ROUND)
+                .await
+                .map_err(status::note_error)?;
+            if n < ROUND {
+                break;
+            }
+        }
+        let backlog = self.notes.backlog().await.map_err(status::note_error)?;
+        crate::base::metrics::inbox_backlog(backlog);
+        Ok(count)
+    }
+
+    async fn consent(
+        &self,
+        id: ConsentId,
+        version: Option<u32>,
+    ) -> Result<ConsentRecord, StoreError> {
+        self.consents.get(&id, version).await
+    }
+
+    async fn consents_of(&self, subject: SubjectId) -> Result<Vec<ConsentRecord>, StoreError> {
+        self.consents.for_subject(&subject).await
+    }
+
+    async fn decide(
+        &self,
+        subject: SubjectId,
+        request: DisclosureRequest,
+    ) -> Result<Decision, StoreError> {
+        self.consents
+            .decide(&subject, &request, now(), &self.vocabulary)
+            .await
+    }
+
+    async fn grant(
+        &self,
+        by: &Principal,
+        new: NewConsent,
+        supersedes: Option<ConsentId>,
+        visible: &Visible<'_>,
+    ) -> Result<(ConsentRecord, Appended), Status> {
+        // The version superseded is read here and must still be the newest, active, when
+        // the grant commits under the subject's lock (else `NotActive`): what the caller may
+        // see is what is replaced.
+        if let Some(id) = supersedes {
+            match self.consents.get(&id, None).await {
+                Ok(record) if visible(&record) => {}
+                Ok(_) | Err(StoreError::NotFound) => return Err(status::consent_not_visible()),
+                Err(e) => return Err(status::consent_store_error(e)),
+            }
+        }
+        let record = self
+            .consents
+            .prepare_grant(new, supersedes, now())
+            .await
+            .map_err(grant_error)?;
+        let entry = consent_change_entry(
+            Event::ConsentGranted,
+            by,
+            self.pseudonyms.pseudonym(&record.subject),
+            &record,
+        );
+        let entry = encoded(&entry).map_err(|e| append_error(AppendError::Failed(e.to_string())))?;
+        let appended = self
+            .flows
+            .grant(&record, &entry)
+            .await
+            .map_err(flow_error)?;
+        Ok((record, appended))
+    }
+
+    async fn withdraw(
+        &self,
+        by: &Principal,
+        id: ConsentId,
+        reason: Option<String>,
+        evidence: Option<Evidence>,
+        visible: &Visible<'_>,
+    ) -> Result<(ConsentRecord, u32, Appended), Status> {
+        let current = match self.consents.get(&id, None).await {
+            Ok(record) if visible(&record) => record,
+            Ok(_) | Err(StoreError::NotFound) => return Err(status::consent_not_visible()),
+            Err(e) => return Err(status::consent_store_error(e)),
+        };
+        let pseudonym = self.pseudonyms.pseudonym(&current.subject);
+        let record = |withdrawn: &ConsentRecord, purged: &[Note]| {
+            let mut entries = vec![encoded(&consent_change_entry(
+                Event::ConsentWithdrawn,
+                by,
+                pseudonym,
+                withdrawn,
+            ))?];
+            for note in purged {
+                entries.push(encoded(&purge_entry(note, Some(by), "consent_withdrawn"))?);
+            }
+            Ok(entries)
+        };
+        let withdrawn = self
+            .flows
+            .withdraw(&current.id, actor(by), reason, evidence, now(), &record)
+            .await
+            .map_err(flow_error)?;
+        let purged = u32::try_from(withdrawn.purged.len()).unwrap_or(u32::MAX);
+        Ok((withdrawn.record, purged, withdrawn.appended))
+    }
+
+    async fn append(&self, entry: &Entry) -> Result<Appended, AppendError> {
+        let bytes = encoded(entry).map_err(|e| AppendError::Failed(e.to_string()))?;
+        self.log.append(&bytes).await
+    }
+
+    fn checkpoint(&self) -> Arc<SignedCheckpoint> {
+        self.log.checkpoint()
+    }
+
+    fn verifier(&self) -> &Verifier {
+        self.log.verifier()
+    }
+
+    async fn leaf_hash(&self, index: u64) -> Result<Hash, ReadError> {
+        self.log.leaf_hash(index).await
+    }
+
+    async fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, ReadError> {
+        self.log.inclusion_proof(index, size).await
+    }
+
+    async fn consistency_proof(&self, first: u64, second: u64) -> Result<Vec<Hash>, ReadError> {
+        self.log.consistency_proof(first, second).await
+    }
+
+    async fn entries(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, ReadError> {
+        self.log.entries(from, to).await
+    }
+
+    async fn matching_page(
+        &self,
+        filter: Arc<Filter>,
+        start: u64,
+        end: u64,
+        max: usize,
+    ) -> Result<(Vec<Matched>, u64), Status> {
+        let mut page = Vec::new();
+        let mut from = start;
+        while from < end {
+            let to = end.min(from + SCAN_CHUNK);
+            let entries = self
+                .log
+                .entries(from, to)
+                .await
+                .map_err(status::read_error)?;
+            for (index, bytes) in (from..).zip(entries) {
+                let Ok(entry) = Entry::decode(&bytes) else {
+                    continue;
+                };
+                if filter.matches(&entry) {
+                    let leaf = casegate_audit::merkle::leaf_hash(&bytes);
+                    page.push((index, entry, leaf, bytes));
+                    if page.len() == max {
+                        return Ok((page, index + 1));
+                    }
+                }
+            }
+            from = to;
+        }
+        Ok((page, end))
+    }
+}
