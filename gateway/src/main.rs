@@ -111,17 +111,6 @@ fn run(config_path: &Path, env: Vec<(String, String)>, dev_root: Option<PathBuf>
         eprintln!("casegate: metrics: {e}");
         return ExitCode::FAILURE;
     }
-    let gateway = match Gateway::build(config) {
-        Ok(gateway) => gateway,
-        Err(StartError::Config(e)) => {
-            eprintln!("casegate: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-        Err(e) => {
-            eprintln!("casegate: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -130,6 +119,17 @@ fn run(config_path: &Path, env: Vec<(String, String)>, dev_root: Option<PathBuf>
         }
     };
     runtime.block_on(async move {
+        let gateway = match Gateway::start(config).await {
+            Ok(gateway) => gateway,
+            Err(StartError::Config(e)) => {
+                eprintln!("casegate: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            Err(e) => {
+                eprintln!("casegate: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let shutdown = shutdown::install();
         // One signal stops both listeners.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

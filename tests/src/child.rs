@@ -40,7 +40,7 @@ pub fn announce(addr: SocketAddr, metrics: Option<SocketAddr>) {
 pub async fn serve_gateway(config: &Path, until: impl Future<Output = ()> + Send + 'static) {
     let config = Config::load(config).expect("config");
     let metrics = config.metrics_listen;
-    let mut gateway = Gateway::build(config).expect("gateway");
+    let mut gateway = Gateway::start(config).await.expect("gateway");
     let listener = tokio::net::TcpListener::bind(gateway.config().server.listen)
         .await
         .expect("bind");

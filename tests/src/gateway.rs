@@ -262,7 +262,7 @@ keyring = "notes.keyring"
         // its last store handles are dropped (its background threads end after the drop).
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let mut gateway = loop {
-            match Gateway::build(config.clone()) {
+            match Gateway::start(config.clone()).await {
                 Ok(gateway) => break gateway,
                 Err(e)
                     if e.to_string().contains("could not acquire lock")

@@ -167,6 +167,16 @@ pub(crate) fn consent_ref(record: &ConsentRecord) -> ConsentRef {
     }
 }
 
+/// The `gateway started` entry of this build.
+pub(crate) fn started_entry() -> Entry {
+    Entry::new(
+        now_micros(),
+        Event::GatewayStarted(GatewayStarted {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        }),
+    )
+}
+
 /// The audit actor for a verified caller.
 pub(crate) fn actor(principal: &Principal) -> Actor {
     Actor {
@@ -293,14 +303,8 @@ impl Audit {
     }
 
     /// Records that the gateway started (blocking; used before serving).
-    pub fn record_start(&self, version: &str) -> Result<Appended, AppendError> {
-        let entry = Entry::new(
-            now_micros(),
-            Event::GatewayStarted(GatewayStarted {
-                version: version.to_owned(),
-            }),
-        );
-        self.append_blocking(&entry)
+    pub fn record_start(&self) -> Result<Appended, AppendError> {
+        self.append_blocking(&started_entry())
     }
 
     /// Appends `entry` and waits until it is durable, blocking the thread (start-up work,

@@ -25,6 +25,10 @@ use crate::app::Consents;
 
 use crate::{
     api::{AuditApi, ConsentApi, DisclosureApi},
+    runtime::config::Backend,
+    store::postgres::{
+        Database, DatabaseError, PostgresConfig, audit::AuditLog, replica::Replica,
+    },
     app::audit::{self, Audit},
     app::{
         Notes,
@@ -41,18 +45,37 @@ use crate::{
     runtime::supervisor::{Supervisor, TaskEnded},
 };
 
-/// The fully-loaded gateway, ready to serve: every file read, every key parsed.
+/// The fully-loaded gateway, ready to serve: every file read, every key parsed, its state
+/// open.
 #[derive(Debug)]
 pub struct Gateway {
     config: Config,
     metrics: Option<TcpListener>,
     tls: Arc<tls::TlsReloader>,
     auth: Authenticator,
+    pseudonyms: Pseudonymizer,
+    state: State,
+}
+
+/// Where the gateway's state lives.
+#[derive(Debug)]
+enum State {
+    /// The embedded stores and log in the data folder (one process).
+    Embedded(Box<EmbeddedState>),
+    /// A database shared with other replicas.
+    Postgres {
+        db: Database,
+        replica: Arc<Replica>,
+    },
+}
+
+/// The embedded stores, open.
+#[derive(Debug)]
+struct EmbeddedState {
     audit: Audit,
     consents: Consents,
     notes: Notes,
     keyring: Arc<Keyring>,
-    pseudonyms: Pseudonymizer,
     data: DataDir,
     /// What reconciling the consent store with the audit log found at start.
     reconciled: crate::app::reconcile::Summary,
@@ -87,13 +110,10 @@ pub enum StartError {
     /// Replaying the audit log into the stores failed.
     #[error("cannot reconcile the consent store with the audit log: {0}")]
     Reconcile(#[from] crate::app::reconcile::ReconcileError),
-    /// `storage.backend = "postgres"`: this build migrates such a database
-    /// (`casegate migrate`) but serves from the embedded store only.
-    #[error(
-        "storage.backend = \"postgres\": this build serves from the embedded store only \
-         (`casegate migrate` prepares the database); set backend = \"embedded\""
-    )]
-    BackendNotServed,
+    /// The database (`storage.backend = "postgres"`) cannot be reached, migrated or read, its
+    /// schema is newer than this gateway knows, or its log was signed by another key.
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
 }
 
 /// Why [`Gateway::serve`] stopped other than at its shutdown signal.
@@ -209,18 +229,73 @@ pub enum Drained {
 
 impl Gateway {
     /// Loads TLS material, token keys and the audit signing key, reporting every problem at
-    /// once; then takes the data folder's lock, opens (recovering) the audit log and records the
-    /// start. Binds nothing.
+    /// once; then opens the gateway's state and records the start. Binds nothing.
+    ///
+    /// - Embedded: takes the data folder's lock, opens (recovering) the audit log and the
+    ///   stores and reconciles them with the log.
+    /// - PostgreSQL: connects, applies the schema's migrations (under the schema lock),
+    ///   opens the shared log and starts this replica's sequencer and feed on the current
+    ///   runtime.
     ///
     /// # Errors
     /// [`StartError`]: the first step that failed; the data folder's lock is released.
-    pub fn build(config: Config) -> Result<Self, StartError> {
-        if !matches!(
-            config.storage.backend,
-            crate::runtime::config::Backend::Embedded
-        ) {
-            return Err(StartError::BackendNotServed);
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        match &config.storage.backend {
+            Backend::Embedded => Self::build_embedded(config),
+            Backend::Postgres(postgres) => {
+                let postgres = postgres.clone();
+                Self::build_postgres(config, &postgres).await
+            }
         }
+    }
+
+    async fn build_postgres(config: Config, postgres: &PostgresConfig) -> Result<Self, StartError> {
+        let Material {
+            tls,
+            auth,
+            signer,
+            pseudonyms,
+            keyring,
+        } = Material::load(&config)?;
+        let db = Database::connect(postgres)?;
+        let migrated = crate::store::postgres::migrate(&db).await?;
+        tracing::info!(
+            from = migrated.from,
+            to = migrated.to,
+            "database schema up to date"
+        );
+        let log = Arc::new(
+            AuditLog::open(db.clone(), signer, &config.audit.origin, postgres.listen).await?,
+        );
+        // The clock never reads earlier than the newest logged entry, on any replica.
+        if let Some(newest) = log.newest_time() {
+            crate::base::clock::raise_floor(newest);
+        }
+        let replica = Arc::new(Replica::new(
+            db.clone(),
+            log,
+            pseudonyms.clone(),
+            keyring,
+            Arc::new(config.vocabulary.clone()),
+            postgres.wakeup(),
+        ));
+        crate::api::backend::Backend::append(replica.as_ref(), &audit::started_entry())
+            .await?;
+        tracing::info!(
+            entries = replica.log().size(),
+            "audit log open in the database"
+        );
+        Ok(Self {
+            config,
+            metrics: None,
+            tls,
+            auth,
+            pseudonyms,
+            state: State::Postgres { db, replica },
+        })
+    }
+
+    fn build_embedded(config: Config) -> Result<Self, StartError> {
         let Material {
             tls,
             auth,
@@ -305,7 +380,7 @@ impl Gateway {
                 "consent store reconciled with the audit log"
             );
         }
-        audit.record_start(env!("CARGO_PKG_VERSION"))?;
+        audit.record_start()?;
         let indexed = audit.catch_up_index().map_err(StartError::Index)?;
         if indexed > 0 {
             tracing::info!(entries = indexed, "audit index brought up to date");
@@ -315,13 +390,15 @@ impl Gateway {
             metrics: None,
             tls,
             auth,
-            audit,
-            consents,
-            notes,
-            keyring,
             pseudonyms,
-            data,
-            reconciled,
+            state: State::Embedded(Box::new(EmbeddedState {
+                audit,
+                consents,
+                notes,
+                keyring,
+                data,
+                reconciled,
+            })),
         })
     }
 
@@ -352,17 +429,14 @@ impl Gateway {
             metrics: metrics_listener,
             tls,
             auth,
-            audit,
-            consents,
-            notes,
-            keyring,
             pseudonyms,
-            data,
-            reconciled,
+            state,
         } = self;
         let limits = &config.limits;
         let (health, health_service) = tonic_health::server::health_reporter();
-        set_health(&health, crate::base::clock::too_far_behind().is_none()).await;
+        // Serving while the clock is not behind and the state is reachable.
+        let ready = Arc::new(Readiness::default());
+        set_health(&health, ready.set_clock(crate::base::clock::too_far_behind().is_none())).await;
 
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
@@ -371,15 +445,17 @@ impl Gateway {
             rate: Arc::new(RateLimiter::new(limits.rate_per_second, limits.rate_burst)),
         };
         let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
-        let backend: crate::api::backend::Shared =
-            Arc::new(crate::api::embedded::Embedded::new(
-                notes.clone(),
-                consents.clone(),
-                audit.clone(),
+        let backend: crate::api::backend::Shared = match &state {
+            State::Embedded(e) => Arc::new(crate::api::embedded::Embedded::new(
+                e.notes.clone(),
+                e.consents.clone(),
+                e.audit.clone(),
                 pseudonyms.clone(),
-                keyring,
+                e.keyring.clone(),
                 Arc::new(config.vocabulary.clone()),
-            ));
+            )),
+            State::Postgres { replica, .. } => replica.clone(),
+        };
         let consent = authenticate.layer(
             ConsentServiceServer::new(ConsentApi::new(
                 backend.clone(),
@@ -420,11 +496,11 @@ impl Gateway {
         });
         tasks.spawn("CRL reloader", reload_crls(tls.clone()));
         tasks.spawn("clock watch", {
-            let health = health.clone();
+            let (health, ready) = (health.clone(), ready.clone());
             async move {
                 crate::base::clock::watch(CLOCK_CHECK_INTERVAL, move |serving| {
-                    let health = health.clone();
-                    async move { set_health(&health, serving).await }
+                    let (health, ready) = (health.clone(), ready.clone());
+                    async move { set_health(&health, ready.set_clock(serving)).await }
                 })
                 .await;
                 Ok(())
@@ -446,53 +522,30 @@ impl Gateway {
                 }
             }
         });
-        // Keeps the audit index close to the log, so queries rarely wait for it to catch up.
-        // A failed catch-up is retried on the next tick; a panic stops the gateway.
-        tasks.spawn("audit index catch-up", {
-            let audit = audit.clone();
-            async move {
-                let mut tick = tokio::time::interval(INDEX_INTERVAL);
-                loop {
-                    tick.tick().await;
-                    let audit = audit.clone();
-                    match crate::base::blocking::run(move || audit.catch_up_index()).await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => tracing::error!(error = %e, "audit index did not catch up"),
-                        Err(e) => return Err(format!("catch-up failed: {e}")),
+        match &state {
+            State::Embedded(e) => spawn_embedded_tasks(&mut tasks, e),
+            State::Postgres { db, .. } => {
+                tasks.spawn("database readiness", {
+                    let (db, health, ready) = (db.clone(), health.clone(), ready.clone());
+                    async move {
+                        let mut tick = tokio::time::interval(DATABASE_CHECK_INTERVAL);
+                        loop {
+                            tick.tick().await;
+                            let reachable = db.ping().await;
+                            if let Err(e) = &reachable {
+                                tracing::warn!(error = %e, "the database is unreachable");
+                            }
+                            set_health(&health, ready.set_state(reachable.is_ok())).await;
+                        }
                     }
-                }
+                });
             }
-        });
-        tasks.spawn("consent reconciliation mark", {
-            let (consents, audit) = (consents.clone(), audit.clone());
-            async move {
-                let mut tick = tokio::time::interval(RECONCILED_MARK_INTERVAL);
-                loop {
-                    tick.tick().await;
-                    if let Err(e) = crate::app::reconcile::mark(&consents, &audit).await {
-                        tracing::error!(error = %e, "consent store reconciliation mark not moved");
-                    }
-                }
-            }
-        });
-        tasks.spawn("storage", {
-            let (audit, notes) = (audit.clone(), notes.clone());
-            async move {
-                let mut tick = tokio::time::interval(STORAGE_CHECK_INTERVAL);
-                loop {
-                    tick.tick().await;
-                    if let Some(reason) = audit.log().failure() {
-                        return Err(format!("the audit log accepts no more entries: {reason}"));
-                    }
-                    if let Some(reason) = notes.failure() {
-                        return Err(format!("the note store accepts no more writes: {reason}"));
-                    }
-                }
-            }
-        });
+        }
         if let Some(listener) = metrics_listener {
             crate::base::metrics::init().map_err(ServeError::Metrics)?;
-            reconciled.record_metrics();
+            if let State::Embedded(e) = &state {
+                e.reconciled.record_metrics();
+            }
             tasks.spawn("metrics listener", crate::runtime::admin::serve(listener));
         }
         let (connections, acceptor) = tls::accept(
@@ -538,7 +591,10 @@ impl Gateway {
                 let _ = stop_rx.await;
             },
         ));
-        tracing::info!(data_dir = %data.path().display(), "serving");
+        match &state {
+            State::Embedded(e) => tracing::info!(data_dir = %e.data.path().display(), "serving"),
+            State::Postgres { .. } => tracing::info!("serving from the database"),
+        }
 
         // Serve until the shutdown signal, or until something the gateway needs stops.
         let (failure, server_done) = tokio::select! {
@@ -589,26 +645,118 @@ impl Gateway {
                 }
             }
         };
-        // Flush storage: consents (reconciled up to the log's end, so the next start reads
-        // nothing), then the audit log (which marks a clean shutdown).
-        if let Err(e) = crate::app::reconcile::mark(&consents, &audit).await {
-            tracing::error!(error = %e, "consent store did not flush");
+        match state {
+            State::Embedded(e) => close_embedded(*e).await,
+            // Its entries are in the database; waiting calls are answered.
+            State::Postgres { replica, .. } => replica.log().close(),
         }
-        if let Err(e) = notes.flush() {
-            tracing::error!(error = %e, "note store did not flush");
-        }
-        if let Err(e) = audit.close() {
-            tracing::error!(error = %e, "audit log did not close cleanly");
-        }
-        if let Err(e) = audit.catch_up_index().and_then(|_| audit.index().flush()) {
-            tracing::error!(error = %e, "audit index did not flush");
-        }
-        drop(data);
         match failure {
             Some(failure) => Err(failure),
             None => Ok(drained),
         }
     }
+}
+
+/// Whether the gateway can serve: its clock not behind, its state reachable.
+#[derive(Debug)]
+struct Readiness {
+    clock: std::sync::atomic::AtomicBool,
+    state: std::sync::atomic::AtomicBool,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self {
+            clock: true.into(),
+            state: true.into(),
+        }
+    }
+}
+
+impl Readiness {
+    /// Records the clock's verdict; answers whether the gateway can serve.
+    fn set_clock(&self, ok: bool) -> bool {
+        use std::sync::atomic::Ordering;
+        self.clock.store(ok, Ordering::Release);
+        ok && self.state.load(Ordering::Acquire)
+    }
+
+    /// Records whether the state (the database) is reachable; answers whether the gateway
+    /// can serve.
+    fn set_state(&self, ok: bool) -> bool {
+        use std::sync::atomic::Ordering;
+        self.state.store(ok, Ordering::Release);
+        ok && self.clock.load(Ordering::Acquire)
+    }
+}
+
+/// The embedded stores' background work: the audit index kept close to the log, the
+/// consent store's reconciliation mark moved, the stores' health watched.
+fn spawn_embedded_tasks(tasks: &mut Supervisor, e: &EmbeddedState) {
+    // Keeps the audit index close to the log, so queries rarely wait for it to catch up.
+    // A failed catch-up is retried on the next tick; a panic stops the gateway.
+    tasks.spawn("audit index catch-up", {
+        let log = e.audit.clone();
+        async move {
+            let mut tick = tokio::time::interval(INDEX_INTERVAL);
+            loop {
+                tick.tick().await;
+                let audit = log.clone();
+                match crate::base::blocking::run(move || audit.catch_up_index()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "audit index did not catch up"),
+                    Err(e) => return Err(format!("catch-up failed: {e}")),
+                }
+            }
+        }
+    });
+    tasks.spawn("consent reconciliation mark", {
+        let (consents, audit) = (e.consents.clone(), e.audit.clone());
+        async move {
+            let mut tick = tokio::time::interval(RECONCILED_MARK_INTERVAL);
+            loop {
+                tick.tick().await;
+                if let Err(e) = crate::app::reconcile::mark(&consents, &audit).await {
+                    tracing::error!(error = %e, "consent store reconciliation mark not moved");
+                }
+            }
+        }
+    });
+    tasks.spawn("storage", {
+        let (audit, notes) = (e.audit.clone(), e.notes.clone());
+        async move {
+            let mut tick = tokio::time::interval(STORAGE_CHECK_INTERVAL);
+            loop {
+                tick.tick().await;
+                if let Some(reason) = audit.log().failure() {
+                    return Err(format!("the audit log accepts no more entries: {reason}"));
+                }
+                if let Some(reason) = notes.failure() {
+                    return Err(format!("the note store accepts no more writes: {reason}"));
+                }
+            }
+        }
+    });
+}
+
+/// Flushes the embedded stores: consents (reconciled up to the log's end, so the next start
+/// reads nothing), notes, then the audit log (which marks a clean shutdown) and its index.
+async fn close_embedded(e: EmbeddedState) {
+    // Flush storage: consents (reconciled up to the log's end, so the next start reads
+    // nothing), then the audit log (which marks a clean shutdown).
+    if let Err(e) = crate::app::reconcile::mark(&e.consents, &e.audit).await {
+        tracing::error!(error = %e, "consent store did not flush");
+    }
+    if let Err(e) = e.notes.flush() {
+        tracing::error!(error = %e, "note store did not flush");
+    }
+    if let Err(e) = e.audit.close() {
+        tracing::error!(error = %e, "audit log did not close cleanly");
+    }
+    if let Err(e) = e.audit.catch_up_index().and_then(|_| e.audit.index().flush()) {
+        tracing::error!(error = %e, "audit index did not flush");
+    }
+    drop(e.data);
 }
 
 /// The bounds on each client connection, all reachable by any holder of a certificate from
@@ -762,6 +910,9 @@ const RECONCILED_MARK_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How often the system clock is compared with the audit log's newest entry.
 const CLOCK_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often a replica checks that its database answers (health NOT_SERVING while not).
+const DATABASE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// How often the audit index catches up with the log in the background. Often, so each
 /// catch-up is small: a second's worth of entries under load took long enough to show in the

@@ -58,6 +58,26 @@ pub struct PostgresConfig {
     /// PostgreSQL's `READ COMMITTED` with row locks; lost conflicts are tried again either
     /// way.
     pub serializable: bool,
+    /// How a replica learns that another one logged new entries (live inboxes): `LISTEN`
+    /// for the log's notifications with a look every [`PostgresConfig::poll_interval`]
+    /// besides (`notifications = "listen"`, the default), or looking every
+    /// `poll_interval` only (`"poll"`: engines without LISTEN/NOTIFY, such as CockroachDB).
+    pub listen: bool,
+    /// How often a replica looks for new entries without being told.
+    pub poll_interval: Duration,
+}
+
+impl PostgresConfig {
+    /// How a replica learns that the log grew, as configured.
+    pub fn wakeup(&self) -> feed::Wakeup {
+        if self.listen {
+            feed::Wakeup::Listen {
+                safety_poll: self.poll_interval,
+            }
+        } else {
+            feed::Wakeup::Poll(self.poll_interval)
+        }
+    }
 }
 
 /// `[storage.postgres]`'s keys.
@@ -72,6 +92,8 @@ pub(crate) static CONFIG_SCHEMA: Schema = Schema {
         path("client_cert", false),
         path("client_key", false),
         text("isolation", false),
+        text("notifications", false),
+        duration("poll_interval", secs(1), Duration::from_millis(10), secs(60)),
     ],
 };
 
@@ -99,6 +121,18 @@ impl PostgresConfig {
                 false
             }
         };
+        let listen = match s.text("notifications").as_deref() {
+            None | Some("listen") => true,
+            Some("poll") => false,
+            Some(other) => {
+                s.problem(
+                    "notifications",
+                    format!("must be \"listen\" or \"poll\", not {other:?}"),
+                );
+                true
+            }
+        };
+        let poll_interval = s.duration("poll_interval");
         if client_cert.is_some() != client_key.is_some() {
             s.problem(
                 if client_cert.is_some() {
@@ -166,6 +200,8 @@ impl PostgresConfig {
             client_cert,
             client_key,
             serializable,
+            listen,
+            poll_interval,
         })
     }
 
@@ -181,6 +217,8 @@ impl PostgresConfig {
             client_cert: None,
             client_key: None,
             serializable: false,
+            listen: true,
+            poll_interval: Duration::from_secs(1),
         }
     }
 }
@@ -540,6 +578,15 @@ impl Database {
     /// when the server refused the connection (authentication, an unknown database).
     pub async fn client(&self) -> Result<deadpool_postgres::Object, DatabaseError> {
         Ok(self.pool.get().await?)
+    }
+
+    /// Whether the database answers a statement now (readiness).
+    ///
+    /// # Errors
+    /// As [`Database::client`], or the statement's failure.
+    pub async fn ping(&self) -> Result<(), DatabaseError> {
+        self.client().await?.simple_query("SELECT 1").await?;
+        Ok(())
     }
 }
 
