@@ -1203,14 +1203,15 @@ fn micros_now() -> i64 {
     .expect("fits")
 }
 
+/// A disclosure's entry and, when permitted, its note.
+type Recorded = Result<(Vec<u8>, Option<Note>), EncodeError>;
+
 /// Records a disclosure as the gateway does in shape: a permitted one with its pending note
 /// (relying on the permit's consent version) and an entry, a refused one with an entry only.
 fn disclosure_record(
     request_id: String,
     fingerprint: [u8; 32],
-) -> impl Fn(&Decision, Option<&ConsentRecord>) -> Result<(Vec<u8>, Option<Note>), EncodeError>
-+ Send
-+ Sync {
+) -> impl Fn(&Decision, Option<&ConsentRecord>) -> Recorded + Send + Sync {
     about(request_id, fingerprint, [0; 32])
 }
 
@@ -1219,9 +1220,7 @@ fn about(
     request_id: String,
     fingerprint: [u8; 32],
     pseudonym: [u8; 32],
-) -> impl Fn(&Decision, Option<&ConsentRecord>) -> Result<(Vec<u8>, Option<Note>), EncodeError>
-+ Send
-+ Sync {
+) -> impl Fn(&Decision, Option<&ConsentRecord>) -> Recorded + Send + Sync {
     move |decision, _nearest| {
         let entry = entry_at(0, micros_now());
         match decision {

@@ -5,6 +5,7 @@ mod summary;
 
 use std::{collections::BTreeMap, sync::Arc};
 
+use casegate_audit::merkle::leaf_hash;
 use casegate_audit::{
     checkpoint::SignedCheckpoint,
     entry::{self, Access, AuditQueried, AuditQuery, Entry, Event, SubjectReportIssued},
@@ -15,7 +16,6 @@ use casegate_consent::{
     OrgNumber, Role,
     record::{ConsentRecord, Timestamp},
 };
-use casegate_audit::merkle::leaf_hash;
 use casegate_proto::v1::{
     AuditReceipt, Checkpoint, ConsistencyProof, ExportEntriesRequest, ExportEntriesResponse,
     GetCheckpointRequest, GetCheckpointResponse, GetConsistencyProofRequest,
@@ -376,14 +376,17 @@ impl AuditService for AuditApi {
             end,
             usize::MAX,
             |index, entry, leaf, bytes| {
-                found.push((index, ReportEvent {
-                    entry: Some(convert::entry_to_wire(index, entry, leaf)),
-                    sender_name: name(entry.sender_orgnr()),
-                    recipient_name: name(entry.recipient_orgnr()),
-                    actor_name: name(entry.actor().map(|a| a.orgnr.as_str())),
-                    entry_bytes: bytes,
-                    inclusion_proof: None,
-                }));
+                found.push((
+                    index,
+                    ReportEvent {
+                        entry: Some(convert::entry_to_wire(index, entry, leaf)),
+                        sender_name: name(entry.sender_orgnr()),
+                        recipient_name: name(entry.recipient_orgnr()),
+                        actor_name: name(entry.actor().map(|a| a.orgnr.as_str())),
+                        entry_bytes: bytes,
+                        inclusion_proof: None,
+                    },
+                ));
                 Ok(())
             },
         )

@@ -147,8 +147,11 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug + 'static {
     // Consents.
 
     /// Version `version` (newest when `None`) of consent `id`.
-    async fn consent(&self, id: ConsentId, version: Option<u32>)
-    -> Result<ConsentRecord, StoreError>;
+    async fn consent(
+        &self,
+        id: ConsentId,
+        version: Option<u32>,
+    ) -> Result<ConsentRecord, StoreError>;
 
     /// Every version of every consent about `subject`, in key order.
     async fn consents_of(&self, subject: SubjectId) -> Result<Vec<ConsentRecord>, StoreError>;

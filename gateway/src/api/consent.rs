@@ -15,8 +15,7 @@ use std::sync::Arc;
 
 use casegate_audit::entry::{ConsentRead, ConsentsRead, DisclosureChecked, Entry, Event};
 use casegate_consent::{
-    Role, Vocabulary,
-    decision,
+    Role, Vocabulary, decision,
     record::{ConsentId, ConsentRecord, Evidence, NewConsent, Timestamp},
     store::StoreError,
 };

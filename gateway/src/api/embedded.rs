@@ -28,8 +28,8 @@ use tonic::Status;
 use uuid::Uuid;
 
 use super::backend::{
-    Backend, Deliverable, Disclosed, Matched, Proposed, Visible, consent_change_entry, permit_ref, recheck,
-    same_disclosure,
+    Backend, Deliverable, Disclosed, Matched, Proposed, Visible, consent_change_entry, permit_ref,
+    recheck, same_disclosure,
 };
 use crate::{
     app::{
@@ -184,12 +184,7 @@ impl Backend for Embedded {
         // Note-store reads and unflushed writes are in-memory work for sled: done inline.
         let reserved = self
             .notes
-            .reserve(
-                principal.orgnr,
-                &input.request_id,
-                id,
-                proposed.fingerprint,
-            )
+            .reserve(principal.orgnr, &input.request_id, id, proposed.fingerprint)
             .map_err(status::note_error)?;
         if let Err(existing) = reserved {
             return self.repeated(existing, &proposed).await;
@@ -276,10 +271,22 @@ impl Backend for Embedded {
         let secret = notes::open_secret(&note, &self.keyring).map_err(status::note_error)?;
         let decided = self
             .consents
-            .decide(&secret.subject, &recheck(&note, &secret), now(), &self.vocabulary)
+            .decide(
+                &secret.subject,
+                &recheck(&note, &secret),
+                now(),
+                &self.vocabulary,
+            )
             .map_err(status::consent_store_error)?;
         if let Decision::Deny(deny) = decided {
-            purge_note(&self.notes, &self.audit, &note, Some(to), deny.reason.code()).await?;
+            purge_note(
+                &self.notes,
+                &self.audit,
+                &note,
+                Some(to),
+                deny.reason.code(),
+            )
+            .await?;
             return Ok(None);
         }
         self.audit
@@ -324,7 +331,9 @@ impl Backend for Embedded {
         let ttl_cutoff = Timestamp(now.0.saturating_sub(micros(ttl)));
         let mut count = 0;
         loop {
-            let due = self.on_notes(move |n| n.due(ttl_cutoff, now, ROUND)).await?;
+            let due = self
+                .on_notes(move |n| n.due(ttl_cutoff, now, ROUND))
+                .await?;
             let last_round = due.len() < ROUND;
             for (note, expiry) in due {
                 purge_note(&self.notes, &self.audit, &note, None, expiry.code()).await?;
@@ -462,7 +471,14 @@ impl Backend for Embedded {
         let pending = self.on_notes(move |n| n.undelivered_for(&consent)).await?;
         let mut purged = 0;
         for note in pending {
-            purge_note(&self.notes, &self.audit, &note, Some(by), "consent_withdrawn").await?;
+            purge_note(
+                &self.notes,
+                &self.audit,
+                &note,
+                Some(by),
+                "consent_withdrawn",
+            )
+            .await?;
             purged += 1;
         }
         Ok((withdrawn, purged, appended))
@@ -518,13 +534,20 @@ impl Backend for Embedded {
         crate::base::blocking::run(move || {
             let mut page = Vec::new();
             let mut next = end;
-            matching(&audit, &filter, start, end, max, |index, entry, leaf, bytes| {
-                page.push((index, entry, leaf, bytes));
-                if page.len() == max {
-                    next = index + 1;
-                }
-                Ok(())
-            })?;
+            matching(
+                &audit,
+                &filter,
+                start,
+                end,
+                max,
+                |index, entry, leaf, bytes| {
+                    page.push((index, entry, leaf, bytes));
+                    if page.len() == max {
+                        next = index + 1;
+                    }
+                    Ok(())
+                },
+            )?;
             Ok((page, next))
         })
         .await

@@ -25,10 +25,6 @@ use crate::app::Consents;
 
 use crate::{
     api::{AuditApi, ConsentApi, DisclosureApi},
-    runtime::config::Backend,
-    store::postgres::{
-        Database, DatabaseError, PostgresConfig, audit::AuditLog, replica::Replica,
-    },
     app::audit::{self, Audit},
     app::{
         Notes,
@@ -40,9 +36,11 @@ use crate::{
     edge::call_span::CallSpanLayer,
     edge::limits::{self, RateLimiter},
     edge::tls,
+    runtime::config::Backend,
     runtime::config::{Config, ConfigError, Problem},
     runtime::data_dir::{DataDir, DataDirError},
     runtime::supervisor::{Supervisor, TaskEnded},
+    store::postgres::{Database, DatabaseError, PostgresConfig, audit::AuditLog, replica::Replica},
 };
 
 /// The fully-loaded gateway, ready to serve: every file read, every key parsed, its state
@@ -63,10 +61,7 @@ enum State {
     /// The embedded stores and log in the data folder (one process).
     Embedded(Box<EmbeddedState>),
     /// A database shared with other replicas.
-    Postgres {
-        db: Database,
-        replica: Arc<Replica>,
-    },
+    Postgres(Arc<Replica>),
 }
 
 /// The embedded stores, open.
@@ -279,8 +274,7 @@ impl Gateway {
             Arc::new(config.vocabulary.clone()),
             postgres.wakeup(),
         ));
-        crate::api::backend::Backend::append(replica.as_ref(), &audit::started_entry())
-            .await?;
+        crate::api::backend::Backend::append(replica.as_ref(), &audit::started_entry()).await?;
         tracing::info!(
             entries = replica.log().size(),
             "audit log open in the database"
@@ -291,7 +285,7 @@ impl Gateway {
             tls,
             auth,
             pseudonyms,
-            state: State::Postgres { db, replica },
+            state: State::Postgres(replica),
         })
     }
 
@@ -436,7 +430,11 @@ impl Gateway {
         let (health, health_service) = tonic_health::server::health_reporter();
         // Serving while the clock is not behind and the state is reachable.
         let ready = Arc::new(Readiness::default());
-        set_health(&health, ready.set_clock(crate::base::clock::too_far_behind().is_none())).await;
+        set_health(
+            &health,
+            ready.set_clock(crate::base::clock::too_far_behind().is_none()),
+        )
+        .await;
 
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
@@ -454,7 +452,7 @@ impl Gateway {
                 e.keyring.clone(),
                 Arc::new(config.vocabulary.clone()),
             )),
-            State::Postgres { replica, .. } => replica.clone(),
+            State::Postgres(replica) => replica.clone(),
         };
         let consent = authenticate.layer(
             ConsentServiceServer::new(ConsentApi::new(
@@ -524,9 +522,10 @@ impl Gateway {
         });
         match &state {
             State::Embedded(e) => spawn_embedded_tasks(&mut tasks, e),
-            State::Postgres { db, .. } => {
+            State::Postgres(replica) => {
                 tasks.spawn("database readiness", {
-                    let (db, health, ready) = (db.clone(), health.clone(), ready.clone());
+                    let db = replica.database().clone();
+                    let (health, ready) = (health.clone(), ready.clone());
                     async move {
                         let mut tick = tokio::time::interval(DATABASE_CHECK_INTERVAL);
                         loop {
@@ -593,7 +592,7 @@ impl Gateway {
         ));
         match &state {
             State::Embedded(e) => tracing::info!(data_dir = %e.data.path().display(), "serving"),
-            State::Postgres { .. } => tracing::info!("serving from the database"),
+            State::Postgres(_) => tracing::info!("serving from the database"),
         }
 
         // Serve until the shutdown signal, or until something the gateway needs stops.
@@ -648,7 +647,7 @@ impl Gateway {
         match state {
             State::Embedded(e) => close_embedded(*e).await,
             // Its entries are in the database; waiting calls are answered.
-            State::Postgres { replica, .. } => replica.log().close(),
+            State::Postgres(replica) => replica.log().close(),
         }
         match failure {
             Some(failure) => Err(failure),
@@ -753,7 +752,11 @@ async fn close_embedded(e: EmbeddedState) {
     if let Err(e) = e.audit.close() {
         tracing::error!(error = %e, "audit log did not close cleanly");
     }
-    if let Err(e) = e.audit.catch_up_index().and_then(|_| e.audit.index().flush()) {
+    if let Err(e) = e
+        .audit
+        .catch_up_index()
+        .and_then(|_| e.audit.index().flush())
+    {
         tracing::error!(error = %e, "audit index did not flush");
     }
     drop(e.data);

@@ -93,7 +93,12 @@ pub(crate) static CONFIG_SCHEMA: Schema = Schema {
         path("client_key", false),
         text("isolation", false),
         text("notifications", false),
-        duration("poll_interval", secs(1), Duration::from_millis(10), secs(60)),
+        duration(
+            "poll_interval",
+            secs(1),
+            Duration::from_millis(10),
+            secs(60),
+        ),
     ],
 };
 

@@ -91,39 +91,39 @@ impl AuditApi {
         let mut counts: BTreeMap<Key, u64> = BTreeMap::new();
         let mut entries = 0u64;
         matching(
-                self.backend.as_ref(),
-                filter,
-                0,
-                end,
-                MAX_SUMMARY_ENTRIES,
-                |_, entry, _, _| {
-                    let actor = entry.actor();
-                    let key = Key {
-                        day: oslo::day(entry.time_micros),
-                        kind: entry.kind(),
-                        reason: entry.reason().unwrap_or_default().to_owned(),
-                        orgnr: entry
-                            .sender_orgnr()
-                            .or_else(|| actor.map(|a| a.orgnr.as_str()))
+            self.backend.as_ref(),
+            filter,
+            0,
+            end,
+            MAX_SUMMARY_ENTRIES,
+            |_, entry, _, _| {
+                let actor = entry.actor();
+                let key = Key {
+                    day: oslo::day(entry.time_micros),
+                    kind: entry.kind(),
+                    reason: entry.reason().unwrap_or_default().to_owned(),
+                    orgnr: entry
+                        .sender_orgnr()
+                        .or_else(|| actor.map(|a| a.orgnr.as_str()))
+                        .unwrap_or_default()
+                        .to_owned(),
+                    role: actor.map(|a| a.role.clone()).unwrap_or_default(),
+                    outside: oslo::outside_office_hours(entry.time_micros),
+                    subject: if by_subject {
+                        entry
+                            .subject_pseudonym()
+                            .map(|p| p.to_vec())
                             .unwrap_or_default()
-                            .to_owned(),
-                        role: actor.map(|a| a.role.clone()).unwrap_or_default(),
-                        outside: oslo::outside_office_hours(entry.time_micros),
-                        subject: if by_subject {
-                            entry
-                                .subject_pseudonym()
-                                .map(|p| p.to_vec())
-                                .unwrap_or_default()
-                        } else {
-                            Vec::new()
-                        },
-                    };
-                    *counts.entry(key).or_default() += 1;
-                    entries += 1;
-                    Ok(())
-                },
-            )
-            .await?;
+                    } else {
+                        Vec::new()
+                    },
+                };
+                *counts.entry(key).or_default() += 1;
+                entries += 1;
+                Ok(())
+            },
+        )
+        .await?;
         if entries > MAX_SUMMARY_ENTRIES as u64 {
             return Err(Status::resource_exhausted(format!(
                 "the period holds more than {MAX_SUMMARY_ENTRIES} matching entries; summarise a \

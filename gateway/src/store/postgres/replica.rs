@@ -60,6 +60,7 @@ const SCAN_CHUNK: u64 = 512;
 /// A replica's backend: the flows, stores and log over the shared database.
 #[derive(Debug)]
 pub struct Replica {
+    db: Database,
     log: Arc<AuditLog>,
     consents: Consents,
     notes: Notes,
@@ -84,7 +85,8 @@ impl Replica {
         let feed = Feed::start(db.clone(), log.size(), wakeup);
         Self {
             flows: Flows::new(db.clone(), log.clone(), consents.clone()),
-            notes: Notes::new(db),
+            notes: Notes::new(db.clone()),
+            db,
             log,
             consents,
             pseudonyms,
@@ -92,6 +94,11 @@ impl Replica {
             vocabulary,
             feed,
         }
+    }
+
+    /// The database it works in.
+    pub fn database(&self) -> &Database {
+        &self.db
     }
 
     /// The log this replica appends to.
@@ -138,8 +145,8 @@ impl Backend for Replica {
                 Ok((encoded(&entry)?, Some(note)))
             }
             Decision::Deny(deny) => {
-                let entry = proposed
-                    .refused_entry(deny.reason.code(), nearest.map(audit_log::consent_ref));
+                let entry =
+                    proposed.refused_entry(deny.reason.code(), nearest.map(audit_log::consent_ref));
                 Ok((encoded(&entry)?, None))
             }
         };
@@ -334,7 +341,8 @@ impl Backend for Replica {
             self.pseudonyms.pseudonym(&record.subject),
             &record,
         );
-        let entry = encoded(&entry).map_err(|e| append_error(AppendError::Failed(e.to_string())))?;
+        let entry =
+            encoded(&entry).map_err(|e| append_error(AppendError::Failed(e.to_string())))?;
         let appended = self
             .flows
             .grant(&record, &entry)
