@@ -77,6 +77,7 @@ fn main() -> ExitCode {
             action: None,
             data,
             listen,
+            cluster,
         } => {
             let config = match dev::prepare(&data) {
                 Ok(config) => config,
@@ -89,7 +90,10 @@ fn main() -> ExitCode {
             if let Some(listen) = listen {
                 env.push(("CASEGATE_SERVER__LISTEN".into(), listen.to_string()));
             }
-            run(&config, env, Some(data))
+            match cluster {
+                Some(replicas) => run_cluster(&config, env, &data, replicas),
+                None => run(&config, env, Some(data)),
+            }
         }
     }
 }
@@ -203,6 +207,165 @@ fn run(config_path: &Path, env: Vec<(String, String)>, dev_root: Option<PathBuf>
             }
         }
     })
+}
+
+/// `casegate dev --cluster N`: a throwaway PostgreSQL cluster in the system's temporary
+/// folder (PostgreSQL, run as the `postgres` user when this runs as root, must reach it) and `n`
+/// replicas of the dev gateway on it, on consecutive ports from the configured listen address
+/// (the web pages and metrics on the first); everything stops at SIGINT/SIGTERM and the
+/// database is deleted.
+fn run_cluster(config_path: &Path, env: Vec<(String, String)>, root: &Path, n: u16) -> ExitCode {
+    let folder = std::env::temp_dir().join(format!("casegate-dev-cluster-{}", std::process::id()));
+    // Throwaway: a cluster left by a killed run with this process id goes first.
+    let _ = std::fs::remove_dir_all(&folder);
+    if let Err(e) = std::fs::create_dir_all(&folder) {
+        eprintln!("casegate dev: cannot create {}: {e}", folder.display());
+        return ExitCode::FAILURE;
+    }
+    let database = match dev::postgres::Cluster::start(&folder, &[])
+        .and_then(|c| c.create_database("casegate").map(|()| c))
+    {
+        Ok(cluster) => cluster,
+        Err(e) => {
+            eprintln!("casegate dev --cluster: cannot start PostgreSQL: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut env = env;
+    env.push(("CASEGATE_STORAGE__BACKEND".into(), "postgres".into()));
+    env.push((
+        "CASEGATE_STORAGE__POSTGRES__URL".into(),
+        database.url("casegate"),
+    ));
+    let first = match Config::load_with_env(config_path, env.clone()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("casegate: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    init_tracing(first.log.format, &first.log.filter);
+    let base = first.server.listen;
+    let mut configs = vec![first];
+    for i in 1..n {
+        let mut env = env.clone();
+        let addr = std::net::SocketAddr::new(base.ip(), base.port().saturating_add(i));
+        env.push(("CASEGATE_SERVER__LISTEN".into(), addr.to_string()));
+        match Config::load_with_env(config_path, env) {
+            Ok(mut config) => {
+                // One metrics listener and one set of web pages, on the first replica.
+                config.metrics_listen = None;
+                config.web = None;
+                configs.push(config);
+            }
+            Err(e) => {
+                eprintln!("casegate: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("casegate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(serve_cluster(configs, root));
+    drop(runtime);
+    drop(database);
+    let _ = std::fs::remove_dir_all(&folder);
+    code
+}
+
+/// Starts, binds and serves every replica of `configs` until SIGINT/SIGTERM.
+async fn serve_cluster(configs: Vec<Config>, root: &Path) -> ExitCode {
+    let shutdown = shutdown::install();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    if configs.first().is_some_and(|c| c.metrics_listen.is_some())
+        && let Err(e) = casegate::metrics::init()
+    {
+        eprintln!("casegate: metrics: {e}");
+        return ExitCode::FAILURE;
+    }
+    let mut serving = tokio::task::JoinSet::new();
+    let mut bound = Vec::new();
+    let (mut metrics_at, mut web) = (None, None);
+    for config in configs {
+        let addr = config.server.listen;
+        // One after another: the first migrates the database; the others find it ready.
+        let mut gateway = match Gateway::start(config).await {
+            Ok(gateway) => gateway,
+            Err(e) => {
+                eprintln!("casegate: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                eprintln!("casegate: cannot listen on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let at = listener.local_addr().unwrap_or(addr);
+        if let Some(addr) = gateway.config().metrics_listen {
+            match casegate::metrics::bind(addr).await {
+                Ok(metrics) => {
+                    metrics_at = metrics.local_addr().ok();
+                    gateway = gateway.with_metrics(metrics);
+                }
+                Err(e) => {
+                    eprintln!("casegate: cannot serve metrics on {addr}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        if gateway.config().web.is_some() {
+            match start_web(gateway.config(), at, true, stopped(stop_rx.clone())).await {
+                Ok(started) => web = started,
+                Err(e) => {
+                    eprintln!("casegate: web pages: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        bound.push(at);
+        serving.spawn(gateway.serve(listener, stopped(stop_rx.clone())));
+    }
+    let Some(first) = bound.first().copied() else {
+        return ExitCode::FAILURE;
+    };
+    println!(
+        "{}",
+        dev::connection_screen(root, first, metrics_at, web.as_ref().map(|(a, _)| *a))
+    );
+    println!("{}", dev::cluster_screen(&bound));
+    let mut code = ExitCode::SUCCESS;
+    while let Some(served) = serving.join_next().await {
+        match served {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "a replica failed");
+                code = ExitCode::FAILURE;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "a replica's task failed");
+                code = ExitCode::FAILURE;
+            }
+        }
+    }
+    if let Some((_, task)) = web {
+        let _ = task.await;
+    }
+    code
 }
 
 /// Binds and starts the web tier when the config has `[web]`; returns its address and its task

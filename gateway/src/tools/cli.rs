@@ -75,6 +75,11 @@ pub enum Command {
         /// Listen address for this run (overrides the config file).
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
+        /// Serve N replicas on one throwaway PostgreSQL (started from this machine's own
+        /// binaries, deleted at exit) instead of the embedded stores, on N consecutive ports
+        /// from the listen address.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=16))]
+        cluster: Option<u16>,
     },
 }
 

@@ -461,6 +461,23 @@ pub fn token(root: &Path, request: &TokenRequest) -> Result<String, DevError> {
     })?)
 }
 
+/// What `casegate dev --cluster` prints after the connection screen: every replica's address
+/// (each serves every call; the audit log is one log across them).
+pub fn cluster_screen(replicas: &[SocketAddr]) -> String {
+    let mut out = format!(
+        "{} replicas on one PostgreSQL database (throwaway: deleted at exit), one audit log:\n",
+        replicas.len()
+    );
+    for (i, addr) in replicas.iter().enumerate() {
+        out.push_str(&format!("  replica {}          {addr}\n", i + 1));
+    }
+    out.push_str(
+        "  audit log          in the database: export it with ExportEntries (an officer of a\n\
+         \x20                    supervisory organisation), verify the export offline\n",
+    );
+    out
+}
+
 /// The screen `casegate dev` prints once it is listening.
 pub fn connection_screen(
     root: &Path,
