@@ -371,9 +371,38 @@ keyring = "notes.keyring"
 
     /// Typed clients for a jobseeker acting for themself through the portal.
     pub async fn jobseeker(&self, subject: &casegate_consent::SubjectId) -> Caller {
+        self.jobseeker_at(self.addr, subject).await
+    }
+
+    /// [`TestGateway::jobseeker`] against the gateway (replica) at `addr`.
+    pub async fn jobseeker_at(
+        &self,
+        addr: SocketAddr,
+        subject: &casegate_consent::SubjectId,
+    ) -> Caller {
+        let portal = &self.org("portal").cert;
         Caller::new(
-            self.channel("portal").await,
+            mtls_channel(
+                addr,
+                &self.ca.cert_pem,
+                Some((&portal.cert_pem, &portal.key_pem)),
+            )
+            .await,
             Some(self.jobseeker_token(subject)),
+        )
+    }
+
+    /// [`TestGateway::caller`] against the gateway (replica) at `addr`.
+    pub async fn caller_at(&self, addr: SocketAddr, org: &str, role: &str) -> Caller {
+        let cert = &self.org(org).cert;
+        Caller::new(
+            mtls_channel(
+                addr,
+                &self.ca.cert_pem,
+                Some((&cert.cert_pem, &cert.key_pem)),
+            )
+            .await,
+            Some(self.token(org, role)),
         )
     }
 

@@ -14,6 +14,7 @@ pub mod https_server;
 pub mod jwks_server;
 pub mod oidc_provider;
 pub mod powercut;
+pub mod replicas;
 pub mod scenario;
 pub mod tls_probe;
 pub mod web;

@@ -186,10 +186,22 @@ pub struct Outcome {
 
 /// Runs the IPS scenario about `me`, asserting each step's answer.
 pub async fn ips_scenario(gw: &TestGateway, me: &SubjectId) -> Outcome {
-    let mut nav = gw.caller("nav", "nav_counsellor").await;
-    let mut clinic = gw.caller("clinic", "clinician").await;
-    let mut ips = gw.caller("ips", "employment_specialist").await;
-    let mut jobseeker = gw.jobseeker(me).await;
+    ips_scenario_at(gw, me, &[gw.addr]).await
+}
+
+/// [`ips_scenario`] against the replicas at `replicas`, each step on the next one in turn (so
+/// with three, no two consecutive steps share a replica).
+pub async fn ips_scenario_at(
+    gw: &TestGateway,
+    me: &SubjectId,
+    replicas: &[std::net::SocketAddr],
+) -> Outcome {
+    let mut step = 0usize;
+    let mut next = || {
+        step += 1;
+        replicas[(step - 1) % replicas.len()]
+    };
+    let mut nav = gw.caller_at(next(), "nav", "nav_counsellor").await;
 
     // 1. No consent yet: refused.
     let status = nav
@@ -200,6 +212,7 @@ pub async fn ips_scenario(gw: &TestGateway, me: &SubjectId) -> Outcome {
     assert_eq!(reason(&status), "no_consent");
 
     // 2. The jobseeker grants consent in the portal; 3. the same update now goes through.
+    let mut jobseeker = gw.jobseeker_at(next(), me).await;
     let consent = jobseeker
         .consent
         .grant_consent(ips_consent(gw, me))
@@ -208,12 +221,14 @@ pub async fn ips_scenario(gw: &TestGateway, me: &SubjectId) -> Outcome {
         .into_inner()
         .consent
         .expect("record");
+    let mut nav = gw.caller_at(next(), "nav", "nav_counsellor").await;
     let receipt = nav
         .disclose_permitted(update(gw, me, "s-1", "wage support from June"))
         .await;
     gw.verify_receipt(receipt.audit.as_ref().expect("audit receipt"));
 
-    // 4. The IPS team's stream receives it (backlog) and acknowledges it.
+    // 4. The IPS team's stream receives it (backlog) and acknowledges it (elsewhere).
+    let mut ips = gw.caller_at(next(), "ips", "employment_specialist").await;
     let mut stream = ips.inbox().await;
     let notes = backlog(&mut stream).await;
     assert_eq!(notes.len(), 1);
@@ -222,7 +237,8 @@ pub async fn ips_scenario(gw: &TestGateway, me: &SubjectId) -> Outcome {
         (notes[0].body.as_slice(), notes[0].subject_id.as_str()),
         (b"wage support from June".as_slice(), me.expose().as_str())
     );
-    let ack = ips
+    let mut ips_elsewhere = gw.caller_at(next(), "ips", "employment_specialist").await;
+    let ack = ips_elsewhere
         .disclosure
         .acknowledge(AcknowledgeRequest {
             disclosure_id: receipt.disclosure_id.clone(),
@@ -240,6 +256,7 @@ pub async fn ips_scenario(gw: &TestGateway, me: &SubjectId) -> Outcome {
         .expect_err("once");
     assert_eq!(again.code(), Code::FailedPrecondition);
     // Another organisation cannot acknowledge (or learn about) it.
+    let mut clinic = gw.caller_at(next(), "clinic", "clinician").await;
     let other = clinic
         .disclosure
         .acknowledge(AcknowledgeRequest {
@@ -275,9 +292,11 @@ pub async fn ips_scenario(gw: &TestGateway, me: &SubjectId) -> Outcome {
     drop(stream);
 
     // 6. A note waits undelivered; the jobseeker withdraws: it is purged and never delivered.
+    let mut nav = gw.caller_at(next(), "nav", "nav_counsellor").await;
     let waiting = nav
         .disclose_permitted(update(gw, me, "s-2", "never to be read"))
         .await;
+    let mut jobseeker = gw.jobseeker_at(next(), me).await;
     let withdrawn = jobseeker
         .consent
         .withdraw_consent(WithdrawConsentRequest {
@@ -288,6 +307,7 @@ pub async fn ips_scenario(gw: &TestGateway, me: &SubjectId) -> Outcome {
         .expect("withdraw")
         .into_inner();
     assert_eq!(withdrawn.purged_notes, 1);
+    let mut ips = gw.caller_at(next(), "ips", "employment_specialist").await;
     let mut stream = ips.inbox().await;
     let remaining = backlog(&mut stream).await;
     assert!(
@@ -299,6 +319,7 @@ pub async fn ips_scenario(gw: &TestGateway, me: &SubjectId) -> Outcome {
     drop(stream);
 
     // 7. The next update is refused.
+    let mut nav = gw.caller_at(next(), "nav", "nav_counsellor").await;
     let status = nav
         .disclosure
         .disclose(update(gw, me, "s-3", "too late"))

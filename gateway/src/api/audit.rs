@@ -103,7 +103,7 @@ pub(crate) async fn receipt_at(backend: &dyn Backend, index: u64) -> Result<Audi
     let appended = Appended {
         index,
         leaf_hash: backend.leaf_hash(index).await.map_err(read_error)?,
-        checkpoint: backend.checkpoint(),
+        checkpoint: backend.checkpoint().await?,
     };
     receipt(backend, &appended).await
 }
@@ -116,7 +116,7 @@ impl AuditService for AuditApi {
     ) -> Result<Response<GetCheckpointResponse>, Status> {
         Principal::of(&request)?;
         Ok(Response::new(GetCheckpointResponse {
-            checkpoint: Some(checkpoint_message(&self.backend.checkpoint())),
+            checkpoint: Some(checkpoint_message(&*self.backend.checkpoint().await?)),
             verifier_key: self.backend.verifier().to_vkey(),
         }))
     }
@@ -131,7 +131,7 @@ impl AuditService for AuditApi {
             tree_size,
         } = *request.get_ref();
         let backend = self.backend.as_ref();
-        let newest = backend.checkpoint();
+        let newest = backend.checkpoint().await?;
         let size = tree_size_or_newest("tree_size", tree_size, newest.checkpoint.size)?;
         if leaf_index >= size {
             return Err(Status::out_of_range(format!(
@@ -166,7 +166,7 @@ impl AuditService for AuditApi {
             first_size,
             second_size,
         } = *request.get_ref();
-        let newest = self.backend.checkpoint();
+        let newest = self.backend.checkpoint().await?;
         let second = tree_size_or_newest("second_size", second_size, newest.checkpoint.size)?;
         if first_size == 0 || first_size > second {
             return Err(Status::invalid_argument(format!(
@@ -206,7 +206,7 @@ impl AuditService for AuditApi {
             start_index,
             end_index,
         } = *request.get_ref();
-        let newest = self.backend.checkpoint().checkpoint.size;
+        let newest = self.backend.checkpoint().await?.checkpoint.size;
         let end = tree_size_or_newest("end_index", end_index, newest)?;
         if start_index > end {
             return Err(Status::out_of_range(format!(
@@ -257,7 +257,7 @@ impl AuditService for AuditApi {
             return Err(status);
         }
         let query = convert::query_request(request.get_ref())?;
-        let newest = self.backend.checkpoint().checkpoint.size;
+        let newest = self.backend.checkpoint().await?.checkpoint.size;
         if query.start_index > newest {
             return Err(Status::out_of_range(format!(
                 "start_index {} is beyond the newest checkpoint ({newest})",

@@ -190,8 +190,9 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// Appends `entry` and waits for its index and checkpoint.
     async fn append(&self, entry: &Entry) -> Result<Appended, AppendError>;
 
-    /// The newest signed checkpoint.
-    fn checkpoint(&self) -> Arc<SignedCheckpoint>;
+    /// The newest signed checkpoint: on a replica, as the database holds it now (what any
+    /// replica has logged), so a receipt from one replica is in what another one shows.
+    async fn checkpoint(&self) -> Result<Arc<SignedCheckpoint>, Status>;
 
     /// The checkpoint signer's verifier key.
     fn verifier(&self) -> &Verifier;

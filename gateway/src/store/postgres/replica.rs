@@ -391,8 +391,9 @@ impl Backend for Replica {
         self.log.append(&bytes).await
     }
 
-    fn checkpoint(&self) -> Arc<SignedCheckpoint> {
-        self.log.checkpoint()
+    async fn checkpoint(&self) -> Result<Arc<SignedCheckpoint>, Status> {
+        self.log.refresh().await.map_err(|e| database_error(&e))?;
+        Ok(self.log.checkpoint())
     }
 
     fn verifier(&self) -> &Verifier {
