@@ -249,7 +249,12 @@ fn run_cluster(config_path: &Path, env: Vec<(String, String)>, root: &Path, n: u
     let mut configs = vec![first];
     for i in 1..n {
         let mut env = env.clone();
-        let addr = std::net::SocketAddr::new(base.ip(), base.port().saturating_add(i));
+        // Port 0 (any free port) stays 0 for every replica.
+        let port = match base.port() {
+            0 => 0,
+            port => port.saturating_add(i),
+        };
+        let addr = std::net::SocketAddr::new(base.ip(), port);
         env.push(("CASEGATE_SERVER__LISTEN".into(), addr.to_string()));
         match Config::load_with_env(config_path, env) {
             Ok(mut config) => {
