@@ -72,6 +72,7 @@ impl Replicas {
             ("CASEGATE_STORAGE__BACKEND", "postgres".to_owned()),
             ("CASEGATE_STORAGE__POSTGRES__URL", cluster.url("casegate")),
             ("CASEGATE_STORAGE__POSTGRES__POOL_SIZE", "8".to_owned()),
+            ("CASEGATE_METRICS__LISTEN", "127.0.0.1:0".to_owned()),
         ];
         match mode {
             Mode::Listen => {
@@ -127,6 +128,26 @@ impl Replicas {
     /// If it is not running.
     pub fn addr(&self, i: usize) -> SocketAddr {
         self.running[i].as_ref().expect("replica running").addr
+    }
+
+    /// The database transactions the running replicas tried again after losing a conflict
+    /// (`casegate_database_conflicts_retried_total`, summed over their metrics).
+    pub async fn conflicts_retried(&self) -> u64 {
+        let mut total = 0;
+        for process in self.running.iter().flatten() {
+            let addr = process.metrics.expect("metrics served");
+            let page = crate::web::WebClient::to(&format!("http://{addr}"))
+                .get("/metrics")
+                .await;
+            assert_eq!(page.status, 200, "metrics scraped");
+            total += page
+                .body
+                .lines()
+                .find_map(|l| l.strip_prefix("casegate_database_conflicts_retried_total "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0) as u64;
+        }
+        total
     }
 
     /// Every running replica's address.

@@ -292,6 +292,18 @@ async fn across_replicas(mode: Mode) {
         );
     }
     let sql = r.sql().await;
+    let retried = r.conflicts_retried().await;
+    eprintln!(
+        "{mode:?}: {} of 32 racing disclosures permitted and purged with the withdrawal; \
+         {retried} transactions tried again after losing a conflict",
+        permitted.len()
+    );
+    if mode == Mode::Serializable {
+        assert!(
+            retried > 0,
+            "SERIALIZABLE: conflicts were lost and tried again"
+        );
+    }
     let ids: Vec<uuid::Uuid> = purged.iter().map(|id| id.parse().expect("uuid")).collect();
     let left: i64 = sql
         .query_one(
@@ -446,6 +458,15 @@ async fn kill_and_restart(mode: Mode) {
         unreachable!()
     };
     assert_eq!(live.body, b"the database came back");
+    // The next one arrives live too: C listens again (with a 60 s safety poll, only a
+    // notification is in time in Listen mode).
+    let next = nav_b
+        .disclose_permitted(update(&r.gw, &me, "after-restart-2", "listening again"))
+        .await;
+    let Event::Note(live) = next_event(&mut stream).await else {
+        panic!("a note")
+    };
+    assert_eq!(live.disclosure_id, next.disclosure_id);
 
     // A comes back and serves from the same log.
     r.restart(0);

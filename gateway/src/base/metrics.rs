@@ -131,6 +131,12 @@ pub fn connections_cut_on_revocation(n: usize) {
     metrics::counter!("casegate_tls_connections_closed_revoked_total").increment(n as u64);
 }
 
+/// A database transaction that lost a conflict (serialization failure or deadlock) and is tried
+/// again.
+pub fn database_conflict_retried() {
+    metrics::counter!("casegate_database_conflicts_retried_total").increment(1);
+}
+
 /// A new connection closed at once because the gateway already holds `server.max_connections`.
 pub fn connection_over_limit() {
     metrics::counter!("casegate_connections_refused_total", "reason" => "too_many_connections")

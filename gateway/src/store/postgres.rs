@@ -528,6 +528,7 @@ impl Database {
             match attempt().await {
                 Err(e) if tries < ATTEMPTS && e.is_conflict() => {
                     self.retried.fetch_add(1, Ordering::Relaxed);
+                    crate::base::metrics::database_conflict_retried();
                     tokio::time::sleep(pause(tries - 1)).await;
                 }
                 done => return done,
