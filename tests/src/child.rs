@@ -141,6 +141,37 @@ pub fn peak_rss_mib(status: &str) -> f64 {
 
 /// User plus system CPU time of a `/proc/…/stat` file, in seconds (0 if unreadable).
 pub fn cpu_seconds(stat: &str) -> f64 {
+    stat_seconds(stat, false)
+}
+
+/// [`cpu_seconds`] plus the CPU time of the children the process has waited for.
+pub fn cpu_seconds_with_children(stat: &str) -> f64 {
+    stat_seconds(stat, true)
+}
+
+/// The process ids whose parent is `pid`, now.
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')?
+                        .1
+                        .split_whitespace()
+                        .nth(1)?
+                        .parse::<u32>()
+                        .ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
+fn stat_seconds(stat: &str, with_children: bool) -> f64 {
     /// Clock ticks per second of `/proc` times on Linux.
     const TICKS: f64 = 100.0;
     std::fs::read_to_string(stat)
@@ -152,7 +183,13 @@ pub fn cpu_seconds(stat: &str) -> f64 {
             // utime and stime are fields 14 and 15 of the line, 12 and 13 after `)`.
             let ticks =
                 fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-            Some(ticks / TICKS)
+            // cutime and cstime (fields 16 and 17) follow: the children waited for.
+            let waited = if with_children {
+                fields.get(13)?.parse::<f64>().ok()? + fields.get(14)?.parse::<f64>().ok()?
+            } else {
+                0.0
+            };
+            Some((ticks + waited) / TICKS)
         })
         .unwrap_or(0.0)
 }

@@ -4,7 +4,7 @@
 //! configuration ([`TestGateway::prepare`]: PKI, token issuer, keys), hence one audit log
 //! under one signing key.
 
-use std::{net::SocketAddr, path::PathBuf, process::Command, time::Duration};
+use std::{net::SocketAddr, process::Command, time::Duration};
 
 use casegate::dev::postgres::Cluster;
 
@@ -29,7 +29,7 @@ pub struct Replicas {
     pub gw: TestGateway,
     _db_dir: tempfile::TempDir,
     cluster: Cluster,
-    child: PathBuf,
+    child: Vec<std::ffi::OsString>,
     env: Vec<(String, String)>,
     running: Vec<Option<ServerProcess>>,
 }
@@ -61,10 +61,22 @@ impl Replicas {
     /// first migrates the schema); `child` is the `gateway_child` binary. `None` when the
     /// machine has no PostgreSQL ([`postgres_available`]).
     pub fn start(n: usize, mode: Mode, child: &str) -> Option<Self> {
+        Self::start_with(n, mode, &[child.into()], "")
+    }
+
+    /// As [`Replicas::start`], each replica run as `child` (program and arguments, the
+    /// configuration file's path appended) with `extra` appended to the shared
+    /// configuration (TOML).
+    pub fn start_with(
+        n: usize,
+        mode: Mode,
+        child: &[std::ffi::OsString],
+        extra: &str,
+    ) -> Option<Self> {
         if !postgres_available() {
             return None;
         }
-        let gw = TestGateway::prepare("", &[]);
+        let gw = TestGateway::prepare(extra, &[]);
         let db_dir = tempfile::tempdir().expect("folder");
         let cluster = Cluster::start(db_dir.path(), &[]).expect("throwaway cluster starts");
         cluster.create_database("casegate").expect("database");
@@ -102,20 +114,26 @@ impl Replicas {
             gw,
             _db_dir: db_dir,
             cluster,
-            child: PathBuf::from(child),
+            child: child.to_vec(),
             env: env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
             running: Vec::new(),
         };
-        for _ in 0..n {
-            let process = replicas.spawn();
-            replicas.running.push(Some(process));
-        }
+        replicas.add(n);
         Some(replicas)
     }
 
+    /// Starts `n` more replicas, one after another.
+    pub fn add(&mut self, n: usize) {
+        for _ in 0..n {
+            let process = self.spawn();
+            self.running.push(Some(process));
+        }
+    }
+
     fn spawn(&self) -> ServerProcess {
-        let mut command = Command::new(&self.child);
+        let mut command = Command::new(&self.child[0]);
         command
+            .args(&self.child[1..])
             .arg(self.gw.config_path())
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "warn");
@@ -146,6 +164,25 @@ impl Replicas {
                 .find_map(|l| l.strip_prefix("casegate_database_conflicts_retried_total "))
                 .and_then(|v| v.trim().parse::<f64>().ok())
                 .unwrap_or(0.0) as u64;
+        }
+        total
+    }
+
+    /// The running replicas' processes.
+    pub fn processes(&self) -> impl Iterator<Item = &ServerProcess> {
+        self.running.iter().flatten()
+    }
+
+    /// CPU time the database server has used so far (user and system, in seconds): the
+    /// postmaster with the children it has reaped, and its children running now.
+    pub fn database_cpu_seconds(&self) -> f64 {
+        let pid = std::fs::read_to_string(self.cluster.data_dir().join("postmaster.pid"))
+            .ok()
+            .and_then(|t| t.lines().next()?.trim().parse::<u32>().ok());
+        let Some(pid) = pid else { return 0.0 };
+        let mut total = crate::child::cpu_seconds_with_children(&format!("/proc/{pid}/stat"));
+        for child in crate::child::children(pid) {
+            total += crate::child::cpu_seconds(&format!("/proc/{child}/stat"));
         }
         total
     }

@@ -19,8 +19,12 @@
 //! `casegate dev` gateway whose folder is `DIR` (its PKI and token issuer are the clients'
 //! credentials) — instead of starting one; its RSS and CPU are then not reported.
 //!
+//! With `--postgres N` the gateway is N replicas on a throwaway PostgreSQL (the machine's own
+//! server binaries), each a child process, the clients' connections spread over them; CPU
+//! per call is then reported for the replicas together and for the database server apart.
+//!
 //! Usage: loadgen [--clients 64] [--count 20000] [--seconds 60] [--connections 8]
-//!                [--target ADDR --dev-data DIR [--metrics ADDR]]
+//!                [--postgres N | --target ADDR --dev-data DIR [--metrics ADDR]]
 //! (release build: `cargo run --release -p casegate-tests --bin loadgen`)
 
 #![forbid(unsafe_code)]
@@ -51,12 +55,13 @@ use casegate_tests::{
     Caller, TestGateway,
     child::{self, ServerProcess},
     gateway::mtls_channel,
+    replicas::{Mode, Replicas},
 };
 use tonic::transport::Server;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 const USAGE: &str = "usage: loadgen [--clients 64] [--count 20000] [--seconds 60] [--connections 8]
-               [--target ADDR --dev-data DIR [--metrics ADDR]]";
+               [--postgres N | --target ADDR --dev-data DIR [--metrics ADDR]]";
 
 struct Args {
     clients: usize,
@@ -66,6 +71,7 @@ struct Args {
     target: Option<SocketAddr>,
     dev_data: Option<PathBuf>,
     metrics: Option<SocketAddr>,
+    postgres: Option<usize>,
 }
 
 fn args() -> Args {
@@ -77,6 +83,7 @@ fn args() -> Args {
         target: None,
         dev_data: None,
         metrics: None,
+        postgres: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -103,6 +110,7 @@ fn args() -> Args {
             "--target" => a.target = Some(address()),
             "--dev-data" => a.dev_data = Some(PathBuf::from(&value)),
             "--metrics" => a.metrics = Some(address()),
+            "--postgres" => a.postgres = Some(number().max(1) as usize),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -278,6 +286,8 @@ enum Peer {
         gw: Box<TestGateway>,
         server: Option<ServerProcess>,
     },
+    /// Replicas on a throwaway PostgreSQL, started by this program.
+    Cluster(Box<Replicas>),
     /// A running `casegate dev` gateway, called with the files of its folder.
     Dev {
         root: PathBuf,
@@ -287,9 +297,19 @@ enum Peer {
 }
 
 impl Peer {
+    /// The test configuration the gateway runs on, when this program started it.
+    fn test_gateway(&self) -> Option<&TestGateway> {
+        match self {
+            Self::Own { gw, .. } => Some(gw),
+            Self::Cluster(replicas) => Some(&replicas.gw),
+            Self::Dev { .. } => None,
+        }
+    }
+
     fn server_tls(&self) -> ServerTls {
         match self {
-            Self::Own { gw, .. } => {
+            Self::Own { .. } | Self::Cluster(_) => {
+                let gw = self.test_gateway().expect("a test gateway");
                 let files = gw.config_path().parent().expect("test folder").to_owned();
                 ServerTls {
                     cert: files.join("server.pem"),
@@ -312,7 +332,8 @@ impl Peer {
     fn client_tls(&self, org: &str) -> (String, String, String) {
         let read = |p: PathBuf| std::fs::read_to_string(&p).expect("read a PKI file");
         match self {
-            Self::Own { gw, .. } => {
+            Self::Own { .. } | Self::Cluster(_) => {
+                let gw = self.test_gateway().expect("a test gateway");
                 let cert = &gw.org(org).cert;
                 (
                     gw.ca_pem().to_owned(),
@@ -333,7 +354,12 @@ impl Peer {
 
     fn orgnr(&self, org: &str) -> String {
         match self {
-            Self::Own { gw, .. } => gw.org(org).orgnr.clone(),
+            Self::Own { .. } | Self::Cluster(_) => self
+                .test_gateway()
+                .expect("a test gateway")
+                .org(org)
+                .orgnr
+                .clone(),
             Self::Dev { .. } => dev::ORGS
                 .iter()
                 .find(|o| o.slug == org)
@@ -343,8 +369,11 @@ impl Peer {
         }
     }
 
-    /// Starts the gateway if this program runs it.
-    fn start(&mut self) {
+    /// Starts the gateway (`replicas` of them on a cluster) if this program runs it.
+    fn start(&mut self, replicas: usize) {
+        if let Self::Cluster(cluster) = self {
+            cluster.add(replicas);
+        }
         if let Self::Own { gw, server } = self {
             let child = server_child("--serve-gateway", &[&gw.config_path()]);
             gw.attach(child.addr);
@@ -355,13 +384,23 @@ impl Peer {
     fn metrics(&self) -> Option<SocketAddr> {
         match self {
             Self::Own { server, .. } => server.as_ref().and_then(|s| s.metrics),
+            Self::Cluster(replicas) => replicas.processes().next().and_then(|s| s.metrics),
             Self::Dev { metrics, .. } => *metrics,
         }
     }
 
-    /// Typed clients for `org` acting as `role` (as the jobseeker `pid`, through the portal).
-    async fn caller(&self, org: &str, role: &str, pid: Option<&SubjectId>) -> Caller {
+    /// Typed clients for `org` acting as `role` (as the jobseeker `pid`, through the portal);
+    /// on replica `n` (modulo their number) of a cluster.
+    async fn caller(&self, org: &str, role: &str, pid: Option<&SubjectId>, n: usize) -> Caller {
         match self {
+            Self::Cluster(replicas) => {
+                let addrs = replicas.addrs();
+                let addr = addrs[n % addrs.len()];
+                match pid {
+                    Some(subject) => replicas.gw.jobseeker_at(addr, subject).await,
+                    None => replicas.gw.caller_at(addr, org, role).await,
+                }
+            }
             Self::Own { gw, .. } => match pid {
                 Some(subject) => gw.jobseeker(subject).await,
                 None => gw.caller(org, role).await,
@@ -387,15 +426,41 @@ impl Peer {
         }
     }
 
-    /// The gateway's process, if this program runs it.
-    fn process(&self) -> Option<&ServerProcess> {
+    /// The gateway's processes (one, or every replica), if this program runs them.
+    fn processes(&self) -> Vec<&ServerProcess> {
         match self {
-            Self::Own { server, .. } => server.as_ref(),
-            Self::Dev { .. } => None,
+            Self::Own { server, .. } => server.iter().collect(),
+            Self::Cluster(replicas) => replicas.processes().collect(),
+            Self::Dev { .. } => Vec::new(),
+        }
+    }
+
+    /// CPU time the gateway's processes have used so far, in seconds, if this program runs
+    /// them.
+    fn cpu_seconds(&self) -> Option<f64> {
+        let processes = self.processes();
+        (!processes.is_empty()).then(|| processes.iter().map(|p| p.cpu_seconds()).sum())
+    }
+
+    /// The gateway's processes' peak resident memory, summed, in MiB.
+    fn peak_rss_mib(&self) -> Option<f64> {
+        let processes = self.processes();
+        (!processes.is_empty()).then(|| processes.iter().map(|p| p.peak_rss_mib()).sum())
+    }
+
+    /// CPU time the database server has used so far, in seconds (a cluster's).
+    fn database_cpu_seconds(&self) -> Option<f64> {
+        match self {
+            Self::Cluster(replicas) => Some(replicas.database_cpu_seconds()),
+            _ => None,
         }
     }
 
     fn stop(self) {
+        if let Self::Cluster(replicas) = self {
+            drop(replicas);
+            return;
+        }
         if let Self::Own {
             server: Some(server),
             ..
@@ -429,6 +494,19 @@ async fn main() {
     }
     let args = args();
     let mut peer = match (args.target, &args.dev_data) {
+        _ if args.postgres.is_some() => {
+            let own = std::env::current_exe().expect("own path");
+            Peer::Cluster(Box::new(
+                // The replicas start after the baseline (`Peer::start`).
+                Replicas::start_with(
+                    0,
+                    Mode::Listen,
+                    &[own.into(), "--serve-gateway".into()],
+                    &gateway_extra(),
+                )
+                .expect("PostgreSQL server binaries on this machine"),
+            ))
+        }
         (Some(addr), Some(root)) => Peer::Dev {
             root: root.clone(),
             addr,
@@ -473,7 +551,7 @@ async fn main() {
     echo.stop();
 
     // Then the gateway.
-    peer.start();
+    peer.start(args.postgres.unwrap_or(1));
 
     // Consents for 100 synthetic jobseekers: NAV may send benefit counselling to IPS.
     let subjects: Arc<Vec<SubjectId>> =
@@ -487,7 +565,7 @@ async fn main() {
             "benefit_counselling",
             "ips_follow_up",
         );
-        peer.caller("portal", "jobseeker", Some(subject))
+        peer.caller("portal", "jobseeker", Some(subject), 0)
             .await
             .consent
             .grant_consent(grant)
@@ -497,8 +575,8 @@ async fn main() {
 
     // Channels, shared by the clients.
     let mut senders = Vec::new();
-    for _ in 0..args.connections {
-        senders.push(peer.caller("nav", "nav_counsellor", None).await);
+    for n in 0..args.connections {
+        senders.push(peer.caller("nav", "nav_counsellor", None, n).await);
     }
     let senders: Arc<Vec<Caller>> = Arc::new(senders);
     // Jobseekers who gave no consent: every disclosure about them is refused (and audited).
@@ -529,6 +607,8 @@ async fn main() {
         Some(echo_rss),
     )];
     let mut scraper = None;
+    // Database CPU per call, by run (a cluster's).
+    let mut database: Vec<(&str, f64)> = Vec::new();
     for kind in [Kind::Invalid, Kind::Refused, Kind::Permitted] {
         if kind == Kind::Permitted {
             // Scrape the metrics endpoint while the gateway is under load.
@@ -546,7 +626,8 @@ async fn main() {
             Kind::Refused => Arc::new(strangers.clone()),
             Kind::Invalid | Kind::Permitted => subjects.clone(),
         };
-        let cpu_before = peer.process().map(ServerProcess::cpu_seconds);
+        let cpu_before = peer.cpu_seconds();
+        let db_before = peer.database_cpu_seconds();
         let result = drive(args.clients, args.count, args.seconds, move |task, n| {
             let mut caller = senders[task % senders.len()].clone();
             let mut request = template.clone();
@@ -567,15 +648,21 @@ async fn main() {
             }
         })
         .await;
-        let cpu = match (peer.process(), cpu_before) {
-            (Some(p), Some(before)) => Some(p.cpu_seconds() - before),
+        let cpu = match (peer.cpu_seconds(), cpu_before) {
+            (Some(after), Some(before)) => Some(after - before),
             _ => None,
         };
+        if let (Some(after), Some(before)) = (peer.database_cpu_seconds(), db_before) {
+            database.push((
+                kind.row(),
+                (after - before) * 1e6 / result.done.max(1) as f64,
+            ));
+        }
         let wrong = unexpected.load(Ordering::Relaxed);
         if wrong > 0 {
             println!("{}: {wrong} calls did not end as expected", kind.row());
         }
-        let rss = peer.process().map(ServerProcess::peak_rss_mib);
+        let rss = peer.peak_rss_mib();
         runs.push((kind.row(), result, cpu, rss));
     }
 
@@ -599,10 +686,20 @@ async fn main() {
             run.done
         );
     }
+    if !database.is_empty() {
+        println!(
+            "\nPostgreSQL server CPU per call (the gateway's CPU/call above is the {} \
+             replicas' together):",
+            peer.processes().len()
+        );
+        for (name, per_call) in &database {
+            println!("  {name:<36} {per_call:>6.0} µs");
+        }
+    }
     let unknown = || "not known (not started here)".to_owned();
     let gateway_rss = peer
-        .process()
-        .map_or_else(unknown, |p| format!("{:.0} MiB", p.peak_rss_mib()));
+        .peak_rss_mib()
+        .map_or_else(unknown, |r| format!("{r:.0} MiB"));
     println!(
         "\npeak RSS: gateway {gateway_rss}, baseline server {echo_rss:.0} MiB, load generator {:.0} MiB",
         child::peak_rss_mib("/proc/self/status")

@@ -33,6 +33,7 @@ use std::{
 use casegate_audit::{
     checkpoint::{Checkpoint, SignedCheckpoint, Signer, Verifier},
     entry::Entry,
+    index::Filter,
     log::{AppendError, Appended, ReadError},
     merkle::{self, CompactRange, Hash},
 };
@@ -156,6 +157,10 @@ impl AuditLog {
             wake: Notify::new(),
         });
         shared.refresh().await?;
+        let filled = shared.fill_query_columns().await?;
+        if filled > 0 {
+            tracing::info!(entries = filled, "audit query columns filled");
+        }
         let sequencer = tokio::spawn(sequence(shared.clone()));
         Ok(Self {
             shared,
@@ -372,6 +377,74 @@ impl AuditLog {
             .ok_or(ReadError::Sizes(size1, size2))
     }
 
+    /// Up to `max` entries in `from..to` (clipped to the size) that may match `filter`, in
+    /// index order, as (index, canonical bytes): selected by the query columns — the subject,
+    /// else the organisation, else the kinds, and the time range — which hold every entry the
+    /// filter matches and maybe others; callers check each with [`Filter::matches`].
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn candidates(
+        &self,
+        filter: &Filter,
+        from: u64,
+        to: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, ReadError> {
+        use tokio_postgres::types::ToSql;
+        let to = to.min(self.size());
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let (from, to, max) = (
+            as_i64(from),
+            as_i64(to),
+            i64::try_from(max).unwrap_or(i64::MAX),
+        );
+        // Consent entries widen what `visible_to` lets through beyond the organisation's own
+        // entries: then only an explicit organisation narrows.
+        let org = match filter.consents.is_empty() {
+            true => filter.orgnr.as_deref().or(filter.visible_to.as_deref()),
+            false => filter.orgnr.as_deref(),
+        };
+        let kinds: Vec<i16> = filter.kinds.iter().map(|k| i16::from(k.code())).collect();
+        let subject = filter.subject.map(|s| s.to_vec());
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&from, &to, &max];
+        let mut sql = String::from("SELECT e.idx, e.entry FROM casegate_audit_entry e");
+        let mut conditions = vec!["e.idx >= $1".to_owned(), "e.idx < $2".to_owned()];
+        if let Some(subject) = &subject {
+            params.push(subject);
+            conditions.push(format!("e.subject = ${}", params.len()));
+        } else if let Some(org) = &org {
+            params.push(org);
+            sql.push_str(" JOIN casegate_audit_org o ON o.idx = e.idx");
+            conditions.push(format!("o.orgnr = ${}", params.len()));
+        } else if !kinds.is_empty() {
+            params.push(&kinds);
+            conditions.push(format!("e.kind = ANY(${})", params.len()));
+        }
+        if let Some(from_micros) = &filter.from_micros {
+            params.push(from_micros);
+            conditions.push(format!("e.time_micros >= ${}", params.len()));
+        }
+        if let Some(until_micros) = &filter.until_micros {
+            params.push(until_micros);
+            conditions.push(format!("e.time_micros < ${}", params.len()));
+        }
+        sql.push_str(" WHERE ");
+        sql.push_str(&conditions.join(" AND "));
+        sql.push_str(" ORDER BY e.idx LIMIT $3");
+        let client = self.shared.db.client().await.map_err(read_failed)?;
+        let rows = client
+            .query(&sql, &params)
+            .await
+            .map_err(|e| read_failed(e.into()))?;
+        Ok(rows
+            .iter()
+            .map(|row| (as_u64(row.get(0)), row.get(1)))
+            .collect())
+    }
+
     /// Stops this replica's sequencer; its waiters, and any later wait, are answered
     /// `Closed`. Entries it queued and did not sequence stay in the outbox for the other
     /// replicas (or its next start).
@@ -536,6 +609,8 @@ impl Shared {
         );
         let (mut levels, mut node_indexes, mut node_hashes) = (Vec::new(), Vec::new(), Vec::new());
         let mut notes = Vec::new();
+        let (mut kinds, mut subjects) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut org_names, mut org_indexes) = (Vec::new(), Vec::new());
         for row in &outbox {
             let id: Uuid = row.get(0);
             let note_id: Option<Uuid> = row.get(2);
@@ -548,6 +623,13 @@ impl Shared {
                 newest = newest.max(time);
             }
             let leaf = merkle::leaf_hash(&bytes);
+            let (kind, subject, orgs) = query_columns(&bytes);
+            kinds.push(kind);
+            subjects.push(subject);
+            for org in orgs {
+                org_names.push(org);
+                org_indexes.push(as_i64(range.size()));
+            }
             indexes.push(as_i64(range.size()));
             range.append(leaf, |level, index, hash| {
                 if level > 0 {
@@ -562,12 +644,23 @@ impl Shared {
             times.push(newest);
         }
         tx.execute(
-            "INSERT INTO casegate_audit_entry (idx, outbox_id, entry, leaf_hash, time_micros, note_id)
+            "INSERT INTO casegate_audit_entry
+                 (idx, outbox_id, entry, leaf_hash, time_micros, note_id, kind, subject)
              SELECT * FROM UNNEST($1::BIGINT[], $2::UUID[], $3::BYTEA[], $4::BYTEA[], $5::BIGINT[],
-                                  $6::UUID[])",
-            &[&indexes, &ids, &entries, &leaves, &times, &note_ids],
+                                  $6::UUID[], $7::SMALLINT[], $8::BYTEA[])",
+            &[
+                &indexes, &ids, &entries, &leaves, &times, &note_ids, &kinds, &subjects,
+            ],
         )
         .await?;
+        if !org_names.is_empty() {
+            tx.execute(
+                "INSERT INTO casegate_audit_org (orgnr, idx)
+                 SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[]) ON CONFLICT DO NOTHING",
+                &[&org_names, &org_indexes],
+            )
+            .await?;
+        }
         if !levels.is_empty() {
             tx.execute(
                 "INSERT INTO casegate_audit_node (level, idx, hash)
@@ -611,6 +704,45 @@ impl Shared {
         tx.commit().await?;
         self.publish(range.size(), newest, &signed.note)?;
         Ok(n)
+    }
+
+    /// Fills the query columns of entries sequenced before they existed (schema version 3),
+    /// a batch at a time. Returns how many were filled.
+    async fn fill_query_columns(&self) -> Result<u64, DatabaseError> {
+        let mut filled = 0;
+        loop {
+            let mut client = self.db.client().await?;
+            let tx = client.transaction().await?;
+            let rows = tx
+                .query(
+                    "SELECT idx, entry FROM casegate_audit_entry WHERE kind IS NULL
+                     ORDER BY idx LIMIT $1 FOR UPDATE SKIP LOCKED",
+                    &[&MAX_BATCH],
+                )
+                .await?;
+            if rows.is_empty() {
+                return Ok(filled);
+            }
+            for row in &rows {
+                let index: i64 = row.get(0);
+                let (kind, subject, orgs) = query_columns(row.get(1));
+                tx.execute(
+                    "UPDATE casegate_audit_entry SET kind = $2, subject = $3 WHERE idx = $1",
+                    &[&index, &kind, &subject],
+                )
+                .await?;
+                for org in orgs {
+                    tx.execute(
+                        "INSERT INTO casegate_audit_org (orgnr, idx) VALUES ($1, $2)
+                         ON CONFLICT DO NOTHING",
+                        &[&org, &index],
+                    )
+                    .await?;
+                }
+            }
+            tx.commit().await?;
+            filled += rows.len() as u64;
+        }
     }
 
     /// Answers every waiter whose entry has an index (by whichever replica), with the newest
@@ -830,5 +962,25 @@ async fn sequence(shared: Arc<Shared>) {
                 }
             }
         }
+    }
+}
+
+/// What audit queries select an entry by: its kind code (0 when the bytes are not an entry
+/// this build understands), its subject's pseudonym, and the organisations it names.
+fn query_columns(bytes: &[u8]) -> (i16, Option<Vec<u8>>, Vec<String>) {
+    match Entry::decode(bytes) {
+        Ok(entry) => {
+            let mut orgs: Vec<String> = casegate_audit::index::organisations(&entry)
+                .map(str::to_owned)
+                .collect();
+            orgs.sort_unstable();
+            orgs.dedup();
+            (
+                i16::from(entry.kind().code()),
+                entry.subject_pseudonym().map(|p| p.to_vec()),
+                orgs,
+            )
+        }
+        Err(_) => (0, None, Vec::new()),
     }
 }

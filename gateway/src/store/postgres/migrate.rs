@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "notes",
         sql: include_str!("schema/0003_notes.sql"),
     },
+    Migration {
+        version: 4,
+        name: "audit query index",
+        sql: include_str!("schema/0004_audit_query_index.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

@@ -3,8 +3,9 @@
 //! so a replica killed at any point leaves either the whole change with its entries or
 //! nothing; live inbox streams are fed by the [`Feed`]; reads go to the tables and the log.
 //!
-//! Audit queries scan the log's entries in the requested range (decoding and filtering each);
-//! they do not yet use SQL indexes.
+//! Audit queries select candidate entries by the log's query columns (SQL indexes on the
+//! subject pseudonym, the organisations named, the kind and the time) and check each with the
+//! same filter as the embedded index.
 
 use std::sync::Arc;
 
@@ -54,8 +55,8 @@ use crate::{
     },
 };
 
-/// Entries a query reads from the database at a time.
-const SCAN_CHUNK: u64 = 512;
+/// Candidate entries a query reads from the database at a time.
+const SCAN_CHUNK: usize = 512;
 
 /// A replica's backend: the flows, stores and log over the shared database.
 #[derive(Debug)]
@@ -426,13 +427,15 @@ impl Backend for Replica {
         let mut page = Vec::new();
         let mut from = start;
         while from < end {
-            let to = end.min(from + SCAN_CHUNK);
-            let entries = self
+            let candidates = self
                 .log
-                .entries(from, to)
+                .candidates(&filter, from, end, SCAN_CHUNK)
                 .await
                 .map_err(status::read_error)?;
-            for (index, bytes) in (from..).zip(entries) {
+            let Some(last) = candidates.last().map(|(index, _)| *index) else {
+                break;
+            };
+            for (index, bytes) in candidates {
                 let Ok(entry) = Entry::decode(&bytes) else {
                     continue;
                 };
@@ -444,7 +447,7 @@ impl Backend for Replica {
                     }
                 }
             }
-            from = to;
+            from = last + 1;
         }
         Ok((page, end))
     }
