@@ -4,7 +4,7 @@
 //! configuration ([`TestGateway::prepare`]: PKI, token issuer, keys), hence one audit log
 //! under one signing key.
 
-use std::{net::SocketAddr, process::Command, time::Duration};
+use std::{net::SocketAddr, process::Command};
 
 use casegate::dev::postgres::Cluster;
 
@@ -210,12 +210,27 @@ impl Replicas {
         self.running[i] = Some(self.spawn());
     }
 
-    /// Stops the database server at once (in-flight transactions fail) and starts it again
-    /// on the same port and data.
-    pub fn restart_database(&mut self) {
+    /// Stops the database server at once (in-flight transactions fail).
+    pub fn stop_database(&mut self) {
         self.cluster.kill().expect("database stops");
-        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    /// Starts the stopped database server again on the same port and data.
+    pub fn start_database(&mut self) {
         self.cluster.restart().expect("database starts again");
+    }
+
+    /// Replica `i`'s readiness as its admin listener answers it (`GET /readyz`): the HTTP
+    /// status.
+    pub async fn readiness(&self, i: usize) -> u16 {
+        let addr = self.running[i]
+            .as_ref()
+            .and_then(|p| p.metrics)
+            .expect("admin listener");
+        crate::web::WebClient::to(&format!("http://{addr}"))
+            .get("/readyz")
+            .await
+            .status
     }
 
     /// A SQL client to the database, for checks behind the replicas' backs.

@@ -550,7 +550,24 @@ async fn kill_and_restart(mode: Mode) {
     // subscribes again and catches up by its cursor.
     let mut stream = ips.inbox().await;
     backlog(&mut stream).await;
-    r.restart_database();
+    assert_eq!(r.readiness(1).await, 200);
+    r.stop_database();
+    // Readiness follows the database: not ready while it is down, ready again after.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            r.readiness(1).await == 503
+        })
+        .await,
+        "/readyz answers 503 while the database is down"
+    );
+    r.start_database();
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            r.readiness(1).await == 200
+        })
+        .await,
+        "/readyz answers 200 once the database is back"
+    );
     let mut delivered_after_restart = None;
     for attempt in 0..100 {
         match nav_b

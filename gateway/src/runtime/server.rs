@@ -429,7 +429,7 @@ impl Gateway {
         let limits = &config.limits;
         let (health, health_service) = tonic_health::server::health_reporter();
         // Serving while the clock is not behind and the state is reachable.
-        let ready = Arc::new(Readiness::default());
+        let ready = Arc::new(crate::runtime::admin::Readiness::default());
         set_health(
             &health,
             ready.set_clock(crate::base::clock::too_far_behind().is_none()),
@@ -545,7 +545,10 @@ impl Gateway {
             if let State::Embedded(e) = &state {
                 e.reconciled.record_metrics();
             }
-            tasks.spawn("metrics listener", crate::runtime::admin::serve(listener));
+            tasks.spawn(
+                "metrics listener",
+                crate::runtime::admin::serve(listener, ready.clone()),
+            );
         }
         let (connections, acceptor) = tls::accept(
             listener,
@@ -653,39 +656,6 @@ impl Gateway {
             Some(failure) => Err(failure),
             None => Ok(drained),
         }
-    }
-}
-
-/// Whether the gateway can serve: its clock not behind, its state reachable.
-#[derive(Debug)]
-struct Readiness {
-    clock: std::sync::atomic::AtomicBool,
-    state: std::sync::atomic::AtomicBool,
-}
-
-impl Default for Readiness {
-    fn default() -> Self {
-        Self {
-            clock: true.into(),
-            state: true.into(),
-        }
-    }
-}
-
-impl Readiness {
-    /// Records the clock's verdict; answers whether the gateway can serve.
-    fn set_clock(&self, ok: bool) -> bool {
-        use std::sync::atomic::Ordering;
-        self.clock.store(ok, Ordering::Release);
-        ok && self.state.load(Ordering::Acquire)
-    }
-
-    /// Records whether the state (the database) is reachable; answers whether the gateway
-    /// can serve.
-    fn set_state(&self, ok: bool) -> bool {
-        use std::sync::atomic::Ordering;
-        self.state.store(ok, Ordering::Release);
-        ok && self.clock.load(Ordering::Acquire)
     }
 }
 
