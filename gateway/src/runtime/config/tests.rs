@@ -462,3 +462,46 @@ fn a_postgres_section_that_would_leak_a_password_or_skip_tls_is_refused() {
         assert_eq!(found, [*expected], "{storage}");
     }
 }
+
+/// The configuration each Kubernetes manifest mounts (the `casegate.toml` of its ConfigMap).
+fn manifest_config(manifest: &str) -> String {
+    let start = manifest.find("casegate.toml: |\n").expect("a ConfigMap") + 17;
+    manifest[start..]
+        .lines()
+        .take_while(|l| l.starts_with("    ") || l.is_empty())
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_kubernetes_manifests_configs_are_valid() {
+    for (manifest, postgres) in [
+        (
+            include_str!("../../../../deploy/kubernetes/casegate.yaml"),
+            false,
+        ),
+        (
+            include_str!("../../../../deploy/kubernetes/casegate-replicas.yaml"),
+            true,
+        ),
+    ] {
+        let text = manifest_config(manifest);
+        let config = Config::parse_with(
+            &text,
+            Path::new("/etc/casegate/casegate.toml"),
+            Path::new("/etc/casegate"),
+            [],
+            |_| Ok(()),
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        match (&config.storage.backend, postgres) {
+            (Backend::Postgres(pg), true) => {
+                assert!(pg.ca.is_some(), "TLS to the database");
+                assert!(pg.listen);
+            }
+            (Backend::Embedded, false) => {}
+            (other, _) => panic!("unexpected backend {other:?}"),
+        }
+    }
+}
