@@ -640,3 +640,51 @@ fn tls_config(
         _ => Ok(builder.with_no_client_auth()),
     }
 }
+
+/// Statements run through a connection's statement cache (`deadpool-postgres`'
+/// `prepare_cached`): each SQL text is parsed and planned once per connection, then only bound
+/// and executed — one round trip per statement instead of two, and no parsing on the server.
+#[tonic::async_trait]
+pub(crate) trait Prepared: deadpool_postgres::GenericClient {
+    /// `query` of the cached statement for `sql`.
+    async fn query_cached(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        let statement = self.prepare_cached(sql).await?;
+        self.query(&statement, params).await
+    }
+
+    /// `query_opt` of the cached statement for `sql`.
+    async fn query_opt_cached(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Option<tokio_postgres::Row>, tokio_postgres::Error> {
+        let statement = self.prepare_cached(sql).await?;
+        self.query_opt(&statement, params).await
+    }
+
+    /// `query_one` of the cached statement for `sql`.
+    async fn query_one_cached(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
+        let statement = self.prepare_cached(sql).await?;
+        self.query_one(&statement, params).await
+    }
+
+    /// `execute` of the cached statement for `sql`.
+    async fn execute_cached(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let statement = self.prepare_cached(sql).await?;
+        self.execute(&statement, params).await
+    }
+}
+
+impl<T: deadpool_postgres::GenericClient + ?Sized> Prepared for T {}

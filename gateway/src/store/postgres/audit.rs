@@ -41,6 +41,7 @@ use deadpool_postgres::GenericClient;
 use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
+use super::Prepared as _;
 use super::{Database, DatabaseError};
 
 /// Entries per sequenced batch at most.
@@ -134,7 +135,7 @@ impl AuditLog {
         });
         let client = db.client().await?;
         client
-            .execute(
+            .execute_cached(
                 "INSERT INTO casegate_audit_tree (id, size, newest_time, frontier, checkpoint)
                  VALUES (1, 0, $1, $2, $3) ON CONFLICT (id) DO NOTHING",
                 &[&i64::MIN, &Vec::<u8>::new(), &empty.note],
@@ -187,7 +188,7 @@ impl AuditLog {
         }
         let id = Uuid::now_v7();
         client
-            .execute(
+            .execute_cached(
                 "INSERT INTO casegate_audit_outbox (id, entry, note_id) VALUES ($1, $2, $3)",
                 &[&id, &entry, &note],
             )
@@ -233,7 +234,7 @@ impl AuditLog {
     pub async fn queued_for_note(&self, note: Uuid) -> Result<Option<Uuid>, DatabaseError> {
         let client = self.shared.db.client().await?;
         Ok(client
-            .query_opt(
+            .query_opt_cached(
                 "SELECT id FROM casegate_audit_outbox WHERE note_id = $1
                  UNION ALL
                  SELECT outbox_id FROM casegate_audit_entry WHERE note_id = $1",
@@ -299,7 +300,7 @@ impl AuditLog {
         }
         let client = self.shared.db.client().await.map_err(read_failed)?;
         let rows = client
-            .query(
+            .query_cached(
                 "SELECT entry FROM casegate_audit_entry WHERE idx >= $1 AND idx < $2 ORDER BY idx",
                 &[&as_i64(from), &as_i64(to)],
             )
@@ -436,7 +437,7 @@ impl AuditLog {
         sql.push_str(" ORDER BY e.idx LIMIT $3");
         let client = self.shared.db.client().await.map_err(read_failed)?;
         let rows = client
-            .query(&sql, &params)
+            .query_cached(&sql, &params)
             .await
             .map_err(|e| read_failed(e.into()))?;
         Ok(rows
@@ -553,7 +554,7 @@ impl Shared {
     async fn refresh(&self) -> Result<(), DatabaseError> {
         let client = self.db.client().await?;
         let row = client
-            .query_one(
+            .query_one_cached(
                 "SELECT size, newest_time, checkpoint FROM casegate_audit_tree WHERE id = 1",
                 &[],
             )
@@ -568,7 +569,7 @@ impl Shared {
         let mut client = self.db.client().await?;
         let tx = client.transaction().await?;
         let tree = tx
-            .query_one(
+            .query_one_cached(
                 "SELECT size, newest_time, frontier, checkpoint FROM casegate_audit_tree
                  WHERE id = 1 FOR UPDATE",
                 &[],
@@ -578,7 +579,7 @@ impl Shared {
         let mut newest: i64 = tree.get(1);
         let frontier: Vec<u8> = tree.get(2);
         let outbox = tx
-            .query(
+            .query_cached(
                 "SELECT id, entry, note_id FROM casegate_audit_outbox ORDER BY id LIMIT $1",
                 &[&MAX_BATCH],
             )
@@ -643,7 +644,7 @@ impl Shared {
             leaves.push(leaf.to_vec());
             times.push(newest);
         }
-        tx.execute(
+        tx.execute_cached(
             "INSERT INTO casegate_audit_entry
                  (idx, outbox_id, entry, leaf_hash, time_micros, note_id, kind, subject)
              SELECT * FROM UNNEST($1::BIGINT[], $2::UUID[], $3::BYTEA[], $4::BYTEA[], $5::BIGINT[],
@@ -654,7 +655,7 @@ impl Shared {
         )
         .await?;
         if !org_names.is_empty() {
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO casegate_audit_org (orgnr, idx)
                  SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[]) ON CONFLICT DO NOTHING",
                 &[&org_names, &org_indexes],
@@ -662,14 +663,14 @@ impl Shared {
             .await?;
         }
         if !levels.is_empty() {
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO casegate_audit_node (level, idx, hash)
                  SELECT * FROM UNNEST($1::SMALLINT[], $2::BIGINT[], $3::BYTEA[])",
                 &[&levels, &node_indexes, &node_hashes],
             )
             .await?;
         }
-        tx.execute(
+        tx.execute_cached(
             "DELETE FROM casegate_audit_outbox WHERE id = ANY($1)",
             &[&ids],
         )
@@ -682,7 +683,7 @@ impl Shared {
             size: range.size(),
             root: range.root(),
         });
-        tx.execute(
+        tx.execute_cached(
             "UPDATE casegate_audit_tree SET size = $1, newest_time = $2, frontier = $3, checkpoint = $4
              WHERE id = 1",
             &[
@@ -695,7 +696,7 @@ impl Shared {
         .await?;
         if self.announce {
             // Delivered when (and only if) the batch commits.
-            tx.execute(
+            tx.execute_cached(
                 "SELECT pg_notify($1, $2)",
                 &[&super::feed::CHANNEL, &range.size().to_string()],
             )
@@ -714,7 +715,7 @@ impl Shared {
             let mut client = self.db.client().await?;
             let tx = client.transaction().await?;
             let rows = tx
-                .query(
+                .query_cached(
                     "SELECT idx, entry FROM casegate_audit_entry WHERE kind IS NULL
                      ORDER BY idx LIMIT $1 FOR UPDATE SKIP LOCKED",
                     &[&MAX_BATCH],
@@ -726,13 +727,13 @@ impl Shared {
             for row in &rows {
                 let index: i64 = row.get(0);
                 let (kind, subject, orgs) = query_columns(row.get(1));
-                tx.execute(
+                tx.execute_cached(
                     "UPDATE casegate_audit_entry SET kind = $2, subject = $3 WHERE idx = $1",
                     &[&index, &kind, &subject],
                 )
                 .await?;
                 for org in orgs {
-                    tx.execute(
+                    tx.execute_cached(
                         "INSERT INTO casegate_audit_org (orgnr, idx) VALUES ($1, $2)
                          ON CONFLICT DO NOTHING",
                         &[&org, &index],
@@ -764,7 +765,7 @@ impl Shared {
         // The outbox first: an entry leaves it only by entering the log, in one commit, so
         // one seen in neither afterwards was never queued.
         let queued: HashSet<Uuid> = client
-            .query(
+            .query_cached(
                 "SELECT id FROM casegate_audit_outbox WHERE id = ANY($1)",
                 &[&pending],
             )
@@ -773,7 +774,7 @@ impl Shared {
             .map(|r| r.get(0))
             .collect();
         let rows = client
-            .query(
+            .query_cached(
                 "SELECT outbox_id, idx, leaf_hash FROM casegate_audit_entry WHERE outbox_id = ANY($1)",
                 &[&pending],
             )
@@ -849,7 +850,7 @@ impl Shared {
         let db = |e: tokio_postgres::Error| read_failed(e.into());
         if !leaf_indexes.is_empty() {
             for row in client
-                .query(
+                .query_cached(
                     "SELECT idx, leaf_hash FROM casegate_audit_entry WHERE idx = ANY($1)",
                     &[&leaf_indexes],
                 )
@@ -865,7 +866,7 @@ impl Shared {
         }
         if !levels.is_empty() {
             for row in client
-                .query(
+                .query_cached(
                     "SELECT n.level, n.idx, n.hash FROM casegate_audit_node n
                      JOIN UNNEST($1::SMALLINT[], $2::BIGINT[]) AS want (level, idx)
                        ON n.level = want.level AND n.idx = want.idx",

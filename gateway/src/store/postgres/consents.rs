@@ -21,6 +21,7 @@ use casegate_consent::{
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
+use super::Prepared as _;
 use super::{Database, DatabaseError};
 use crate::crypto::{keyring::Keyring, pseudonym::Pseudonymizer};
 
@@ -262,7 +263,7 @@ impl Consents {
         retrying(&self.db, || async {
             let client = self.db.client().await?;
             let rows = client
-                .query(
+                .query_cached(
                     "SELECT consent_id, version, record FROM casegate_consent_version WHERE subject_key = $1
                      ORDER BY consent_id, version",
                     &[&key],
@@ -309,7 +310,7 @@ impl Consents {
         retrying(&self.db, || async {
             let client = self.db.client().await?;
             Ok(client
-                .query_opt(
+                .query_opt_cached(
                     "SELECT reconciled_through FROM casegate_consent_mark WHERE id = 1",
                     &[],
                 )
@@ -328,7 +329,7 @@ impl Consents {
         retrying(&self.db, || async {
             let client = self.db.client().await?;
             client
-                .execute(
+                .execute_cached(
                     "INSERT INTO casegate_consent_mark (id, reconciled_through) VALUES (1, $1)
                      ON CONFLICT (id) DO UPDATE SET reconciled_through = EXCLUDED.reconciled_through",
                     &[&size],
@@ -415,7 +416,7 @@ pub(crate) async fn commit_grant_in(
     lock_subject(client, &key).await?;
     let id = uuid(&record.id);
     let newest = client
-        .query_opt(
+        .query_opt_cached(
             "SELECT version, status FROM casegate_consent_version
              WHERE consent_id = $1 ORDER BY version DESC LIMIT 1",
             &[&id],
@@ -427,7 +428,7 @@ pub(crate) async fn commit_grant_in(
         None if expected == 0 => {}
         Some((version, status)) if version == expected && status == status_code(Status::Active) => {
             client
-                .execute(
+                .execute_cached(
                     "UPDATE casegate_consent_version SET status = $3, record = $4
                      WHERE consent_id = $1 AND version = $2",
                     &[
@@ -442,7 +443,7 @@ pub(crate) async fn commit_grant_in(
         _ => return Err(StoreError::NotActive("changed meanwhile").into()),
     }
     client
-        .execute(
+        .execute_cached(
             "INSERT INTO casegate_consent_version (consent_id, version, subject_key, status, record)
              VALUES ($1, $2, $3, $4, $5)",
             &[
@@ -468,7 +469,7 @@ pub(crate) async fn restate_in(
     change: impl Fn(&mut ConsentRecord) -> Result<bool, StoreError>,
 ) -> Result<(ConsentRecord, bool), Failure> {
     let Some(row) = client
-        .query_opt(
+        .query_opt_cached(
             "SELECT subject_key FROM casegate_consent_version WHERE consent_id = $1 LIMIT 1",
             &[&uuid(id)],
         )
@@ -482,7 +483,7 @@ pub(crate) async fn restate_in(
     let changed = change(&mut record)?;
     if changed {
         client
-            .execute(
+            .execute_cached(
                 "UPDATE casegate_consent_version SET status = $3, record = $4
                  WHERE consent_id = $1 AND version = $2",
                 &[
@@ -512,14 +513,14 @@ pub(crate) async fn decide_in(
     vocabulary: &Vocabulary,
 ) -> Result<(Decision, Option<ConsentRecord>), Failure> {
     client
-        .query_opt(
+        .query_opt_cached(
             "SELECT changes FROM casegate_consent_subject WHERE subject_key = $1 FOR SHARE",
             &[&key],
         )
         .await?;
     // The current version of each consent: the one not superseded.
     let rows = client
-        .query(
+        .query_cached(
             "SELECT consent_id, version, record FROM casegate_consent_version WHERE subject_key = $1 AND status <> $2
              ORDER BY consent_id",
             &[&key, &status_code(Status::Superseded)],
@@ -545,7 +546,7 @@ pub(crate) async fn decide_in(
 /// the subject counts in `changes`.
 async fn lock_subject(client: &impl GenericClient, key: &[u8]) -> Result<(), Failure> {
     client
-        .execute(
+        .execute_cached(
             "INSERT INTO casegate_consent_subject (subject_key, changes) VALUES ($1, 1)
              ON CONFLICT (subject_key) DO UPDATE
              SET changes = casegate_consent_subject.changes + 1",
@@ -565,7 +566,7 @@ async fn read(
     let row = match version {
         Some(v) => {
             client
-                .query_opt(
+                .query_opt_cached(
                     "SELECT consent_id, version, record FROM casegate_consent_version WHERE consent_id = $1 AND version = $2",
                     &[&uuid(id), &i32::try_from(v).unwrap_or(i32::MAX)],
                 )
@@ -573,7 +574,7 @@ async fn read(
         }
         None => {
             client
-                .query_opt(
+                .query_opt_cached(
                     "SELECT consent_id, version, record FROM casegate_consent_version WHERE consent_id = $1
                      ORDER BY version DESC LIMIT 1",
                     &[&uuid(id)],

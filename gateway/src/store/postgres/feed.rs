@@ -19,6 +19,7 @@ use std::{
 
 use tokio::sync::broadcast;
 
+use super::Prepared as _;
 use super::{Database, DatabaseError};
 
 /// The notification channel a sequenced batch notifies (its payload: the log's new size).
@@ -130,7 +131,7 @@ async fn catch_up(
 ) -> Result<(), DatabaseError> {
     let client = db.client().await?;
     let size: i64 = client
-        .query_opt("SELECT size FROM casegate_audit_tree WHERE id = 1", &[])
+        .query_opt_cached("SELECT size FROM casegate_audit_tree WHERE id = 1", &[])
         .await?
         .map_or(0, |row| row.get(0));
     let from = i64::try_from(cursor.load(Ordering::Acquire)).unwrap_or(i64::MAX);
@@ -138,7 +139,7 @@ async fn catch_up(
         return Ok(());
     }
     let rows = client
-        .query(
+        .query_cached(
             "SELECT e.idx, e.note_id, n.recipient_orgnr FROM casegate_audit_entry e
              JOIN casegate_note n ON n.id = e.note_id
              WHERE e.idx >= $1 AND e.idx < $2 AND n.state = 1 ORDER BY e.idx",

@@ -35,6 +35,7 @@ use casegate_consent::{
 use casegate_notes::{Existing, Expiry, Note, NoteError, NoteState};
 use uuid::Uuid;
 
+use super::Prepared as _;
 use super::{
     Database, DatabaseError, Failure,
     audit::{AuditLog, QueueError},
@@ -325,7 +326,7 @@ impl Flows {
                 })
                 .await?;
                 let undelivered = tx
-                    .query(
+                    .query_cached(
                         "SELECT id FROM casegate_note
                          WHERE consent_id = $1 AND state IN (0, 1) AND NOT delivered
                          ORDER BY id FOR UPDATE",
@@ -385,7 +386,7 @@ impl Flows {
                 let mut client = self.db.client().await?;
                 let tx = client.transaction().await?;
                 let mut due: Vec<(Uuid, Expiry)> = tx
-                    .query(
+                    .query_cached(
                         "SELECT id FROM casegate_note WHERE state = 2 AND purge_after <= $1
                          ORDER BY purge_after, id LIMIT $2 FOR UPDATE SKIP LOCKED",
                         &[&now.0, &max],
@@ -397,7 +398,7 @@ impl Flows {
                 let left = max - i64::try_from(due.len()).unwrap_or(max);
                 if left > 0 {
                     due.extend(
-                        tx.query(
+                        tx.query_cached(
                             "SELECT id FROM casegate_note WHERE state = 1 AND disclosed_at <= $1
                              ORDER BY disclosed_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
                             &[&ttl_cutoff.0, &left],
@@ -543,7 +544,7 @@ impl Flows {
                 // Locks in the order every flow takes them: the subject's consent row, then
                 // the note. The note is read first only for its subject's key.
                 let Some(row) = tx
-                    .query_opt(
+                    .query_opt_cached(
                         "SELECT record, progress FROM casegate_note WHERE id = $1 AND state = 1",
                         &[id],
                     )

@@ -18,6 +18,7 @@ use casegate_notes::{
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
+use super::Prepared as _;
 use super::{Database, DatabaseError};
 
 /// The stored state codes (`casegate_note.state`).
@@ -106,7 +107,7 @@ impl Notes {
             // the claims and then the notes misses neither.
             for _ in 0..3 {
                 let claimed = client
-                    .execute(
+                    .execute_cached(
                         "INSERT INTO casegate_note_claim (sender_orgnr, request_id, note_id, fingerprint)
                          SELECT $1, $2, $3, $4
                          WHERE NOT EXISTS (SELECT 1 FROM casegate_note
@@ -120,7 +121,7 @@ impl Notes {
                     // stored under this request id since then makes the claim void.
                     if let Some(existing) = stored_request(&client, &sender, request_id).await? {
                         client
-                            .execute(
+                            .execute_cached(
                                 "DELETE FROM casegate_note_claim
                                  WHERE sender_orgnr = $1 AND request_id = $2 AND note_id = $3",
                                 &[&sender, &request_id, &id],
@@ -131,7 +132,7 @@ impl Notes {
                     return Ok(Ok(()));
                 }
                 let held = client
-                    .query_opt(
+                    .query_opt_cached(
                         "SELECT note_id, fingerprint FROM casegate_note_claim
                          WHERE sender_orgnr = $1 AND request_id = $2
                          UNION ALL
@@ -166,7 +167,7 @@ impl Notes {
         retrying(&self.db, || async {
             let client = self.db.client().await?;
             client
-                .execute(
+                .execute_cached(
                     "DELETE FROM casegate_note_claim WHERE sender_orgnr = $1 AND request_id = $2",
                     &[&sender, &request_id],
                 )
@@ -186,7 +187,7 @@ impl Notes {
             let mut client = self.db.client().await?;
             let tx = client.transaction().await?;
             insert(&tx, note).await?;
-            tx.execute(
+            tx.execute_cached(
                 "DELETE FROM casegate_note_claim WHERE sender_orgnr = $1 AND request_id = $2",
                 &[&note.sender.orgnr.to_string(), &note.request_id],
             )
@@ -287,7 +288,7 @@ impl Notes {
         retrying(&self.db, || async {
             let client = self.db.client().await?;
             client
-                .execute(
+                .execute_cached(
                     "DELETE FROM casegate_note WHERE id = $1 AND state = 0",
                     &[&note.id],
                 )
@@ -306,7 +307,7 @@ impl Notes {
         retrying(&self.db, || async {
             let client = self.db.client().await?;
             let forgotten = client
-                .execute(
+                .execute_cached(
                     "DELETE FROM casegate_note WHERE id IN (
                          SELECT id FROM casegate_note WHERE state = 3 AND purged_at <= $1
                          ORDER BY purged_at, id LIMIT $2)",
@@ -420,7 +421,7 @@ impl Notes {
     async fn count(&self, sql: &str) -> Result<usize, NoteError> {
         retrying(&self.db, || async {
             let client = self.db.client().await?;
-            let n: i64 = client.query_one(sql, &[]).await?.get(0);
+            let n: i64 = client.query_one_cached(sql, &[]).await?.get(0);
             Ok(usize::try_from(n).unwrap_or(0))
         })
         .await
@@ -433,7 +434,7 @@ impl Notes {
     ) -> Result<Vec<Note>, NoteError> {
         retrying(&self.db, || async {
             let client = self.db.client().await?;
-            let rows = client.query(sql, params).await?;
+            let rows = client.query_cached(sql, params).await?;
             Ok(notes_of(&rows)?)
         })
         .await
@@ -493,7 +494,7 @@ pub(crate) async fn changed_in(
     change: impl Fn(&mut Note) -> bool,
 ) -> Result<(Note, bool), Failure> {
     let row = client
-        .query_opt(
+        .query_opt_cached(
             "SELECT record, progress FROM casegate_note WHERE id = $1 FOR UPDATE",
             &[id],
         )
@@ -506,7 +507,7 @@ pub(crate) async fn changed_in(
         // The note record is written again only when its sealed part is deleted.
         let record = (sealed_before && note.sealed.is_none()).then(|| encode_note(&note));
         client
-            .execute(
+            .execute_cached(
                 "UPDATE casegate_note SET state = $2, delivered = $3, purge_after = $4,
                  purged_at = $5, progress = $6, record = COALESCE($7, record)
                  WHERE id = $1",
@@ -554,7 +555,7 @@ pub(crate) async fn stored_request(
     request_id: &str,
 ) -> Result<Option<Existing>, Failure> {
     let Some(row) = client
-        .query_opt(
+        .query_opt_cached(
             "SELECT id, fingerprint FROM casegate_note WHERE sender_orgnr = $1 AND request_id = $2",
             &[&sender, &request_id],
         )
@@ -574,7 +575,7 @@ pub(crate) async fn stored_request(
 /// Inserts `note` (in any state), failing if its id or its sender's request id is taken.
 pub(crate) async fn insert(client: &impl GenericClient, note: &Note) -> Result<(), Failure> {
     let inserted = client
-        .execute(
+        .execute_cached(
             "INSERT INTO casegate_note (id, sender_orgnr, request_id, fingerprint, recipient_orgnr,
                  consent_id, state, delivered, disclosed_at, purge_after, purged_at, record, progress)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
