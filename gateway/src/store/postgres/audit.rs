@@ -675,9 +675,7 @@ impl Shared {
             &[&ids],
         )
         .await?;
-        for (note, index) in &notes {
-            super::notes::make_deliverable_in(&tx, note, *index).await?;
-        }
+        super::notes::make_deliverable_in(&tx, &notes).await?;
         let signed = self.signer.sign(&Checkpoint {
             origin: self.origin.clone(),
             size: range.size(),

@@ -526,23 +526,54 @@ pub(crate) async fn changed_in(
     Ok((note, changed))
 }
 
-/// Puts pending note `id` in its recipient's inbox under audit entry `audit_index`, in
-/// `client`'s transaction (the audit log's batch that gave the entry its index); a note no
-/// longer pending (purged meanwhile) or no longer held is left as it is.
+/// Puts each pending note of `notes` (id, audit index) in its recipient's inbox under its
+/// audit entry, in `client`'s transaction (the audit log's batch that gave the entries their
+/// indexes): the notes locked in id order (the order every flow locks notes in), then
+/// updated together. A note no longer pending (purged meanwhile) or no longer held is left as
+/// it is.
 ///
 /// # Errors
-/// A database failure or an unreadable note.
+/// A database failure; [`DatabaseError::Corrupt`] for a stored note that does not decode.
 pub(crate) async fn make_deliverable_in(
     client: &impl GenericClient,
-    id: &Uuid,
-    audit_index: u64,
+    notes: &[(Uuid, u64)],
 ) -> Result<(), DatabaseError> {
-    let made = advance_in(client, id, |n| made_deliverable(n, audit_index)).await;
-    match made {
-        Ok(_) | Err(Failure::Rule(NoteError::NotFound)) => Ok(()),
-        Err(Failure::Database(e)) => Err(e),
-        Err(Failure::Rule(e)) => Err(DatabaseError::Corrupt(e.to_string())),
+    if notes.is_empty() {
+        return Ok(());
     }
+    let index_of: std::collections::HashMap<Uuid, u64> = notes.iter().copied().collect();
+    let ids: Vec<Uuid> = index_of.keys().copied().collect();
+    let rows = client
+        .query_cached(
+            "SELECT record, progress, id FROM casegate_note WHERE id = ANY($1)
+             ORDER BY id FOR UPDATE",
+            &[&ids],
+        )
+        .await?;
+    let (mut changed, mut states, mut progress) = (Vec::new(), Vec::new(), Vec::new());
+    for row in &rows {
+        let id: Uuid = row.get(2);
+        let mut note = note_of(row).map_err(|e| DatabaseError::Corrupt(e.to_string()))?;
+        if index_of
+            .get(&id)
+            .is_some_and(|index| made_deliverable(&mut note, *index))
+        {
+            changed.push(id);
+            states.push(state_code(note.state));
+            progress.push(progress_of(&note));
+        }
+    }
+    if !changed.is_empty() {
+        client
+            .execute_cached(
+                "UPDATE casegate_note SET state = u.state, progress = u.progress
+                 FROM UNNEST($1::UUID[], $2::SMALLINT[], $3::BYTEA[]) AS u(id, state, progress)
+                 WHERE casegate_note.id = u.id",
+                &[&changed, &states, &progress],
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 /// The note `sender` (its organisation number as text) stored under `request_id`, if any.

@@ -139,10 +139,13 @@ impl Backend for Replica {
         // none of which the decision changes.
         let sealed = proposed.seal(id, &self.keyring)?;
         let hint = self.log.size();
+        // The note as the committed attempt stored it (attempts may be tried again).
+        let stored = std::sync::Mutex::new(None);
         let record = |decision: &Decision, nearest: Option<&ConsentRecord>| match decision {
             Decision::Permit(permit) => {
                 let entry = proposed.permitted_entry(permit_ref(permit), id);
                 let note = proposed.pending_note(id, permit, sealed.clone(), hint);
+                *stored.lock().unwrap_or_else(|p| p.into_inner()) = Some(note.clone());
                 Ok((encoded(&entry)?, Some(note)))
             }
             Decision::Deny(deny) => {
@@ -164,8 +167,13 @@ impl Backend for Replica {
             .await
             .map_err(flow_error)?;
         Ok(match done {
-            Disclosure::Permitted { note, appended } => {
-                let note = self.notes.get(&note).await.map_err(status::note_error)?;
+            Disclosure::Permitted { note: id, appended } => {
+                // Made deliverable by the batch that logged its entry.
+                let mut note = match stored.into_inner().unwrap_or_else(|p| p.into_inner()) {
+                    Some(note) if note.id == id => note,
+                    _ => self.notes.get(&id).await.map_err(status::note_error)?,
+                };
+                super::notes::made_deliverable(&mut note, appended.index);
                 Disclosed::Permitted {
                     note: Box::new(note),
                     appended,
