@@ -1297,6 +1297,7 @@ fn withdraw_while_others_disclose(serializable: bool) -> Option<u64> {
             .flows
             .withdraw(
                 &granted.id,
+                None,
                 granted.recorded_by.clone(),
                 None,
                 None,
@@ -1868,5 +1869,81 @@ fn a_grant_and_an_acknowledgement_commit_with_their_entries_or_not_at_all() {
         );
         // Grant, disclosure, acknowledgement.
         assert_eq!(entries().await, 3);
+    });
+}
+
+#[test]
+fn a_withdrawal_of_the_version_a_caller_saw_is_refused_once_another_superseded_it() {
+    let Some((_dir, cluster)) = cluster(None) else {
+        return;
+    };
+    let rt = runtime();
+    let url = migrated(&cluster, "casegate", &rt);
+    let signer = Signer::generate(ORIGIN).expect("key");
+    let pseudonyms = pseudonyms();
+    rt.block_on(async {
+        let all = replicas(&PostgresConfig::local(url.clone()), &signer, &pseudonyms, 2).await;
+        let (a, b) = (all[0].clone(), all[1].clone());
+        let subject = SubjectId::synthetic_all().nth(782).expect("subject");
+        let now = Timestamp(micros_now());
+        let first = a
+            .consents
+            .prepare_grant(nav_to_clinic(subject, now), None, now)
+            .await
+            .expect("prepare");
+        a.flows
+            .grant(&first, &entry_at(0, micros_now()))
+            .await
+            .expect("granted");
+        // Version 1 is what the caller saw; another replica supersedes it meanwhile.
+        let second = b
+            .consents
+            .prepare_grant(nav_to_clinic(subject, now), Some(first.id), now)
+            .await
+            .expect("prepare");
+        b.flows
+            .grant(&second, &entry_at(0, micros_now()))
+            .await
+            .expect("superseded");
+        let no_entries = |_: &ConsentRecord, _: &[Note]| Ok(vec![entry_at(0, micros_now())]);
+        let refused = a
+            .flows
+            .withdraw(
+                &first.id,
+                Some(first.version),
+                first.recorded_by.clone(),
+                None,
+                None,
+                Timestamp(micros_now()),
+                &no_entries,
+            )
+            .await;
+        assert!(
+            matches!(
+                refused,
+                Err(pg_flows::FlowError::Consent(StoreError::NotFound))
+            ),
+            "{refused:?}"
+        );
+        let newest = a.consents.get(&first.id, None).await.expect("held");
+        assert_eq!(
+            (newest.version, newest.status),
+            (second.version, casegate_consent::record::Status::Active)
+        );
+        // The version the caller sees now is withdrawn.
+        let withdrawn = a
+            .flows
+            .withdraw(
+                &first.id,
+                Some(second.version),
+                first.recorded_by.clone(),
+                None,
+                None,
+                Timestamp(micros_now()),
+                &no_entries,
+            )
+            .await
+            .expect("withdrawn");
+        assert_eq!(withdrawn.record.version, second.version);
     });
 }

@@ -379,7 +379,7 @@ async fn across_replicas(mode: Mode) {
     let mut racing = tokio::task::JoinSet::new();
     for replica in 0..2 {
         let mut nav = r.caller(replica, "nav", "nav_counsellor").await;
-        let requests: Vec<_> = (0..16)
+        let requests: Vec<_> = (0..1000)
             .map(|i| {
                 update(
                     gw,
@@ -389,15 +389,19 @@ async fn across_replicas(mode: Mode) {
                 )
             })
             .collect();
+        // Disclosing until the withdrawal bites: permitted before it, refused after.
         racing.spawn(async move {
             let mut permitted = Vec::new();
             for request in requests {
                 match nav.disclosure.disclose(request).await {
                     Ok(response) => permitted.push(response.into_inner().receipt.expect("receipt")),
-                    Err(status) => assert_eq!(reason(&status), "consent_withdrawn"),
+                    Err(status) => {
+                        assert_eq!(reason(&status), "consent_withdrawn");
+                        return (permitted, true);
+                    }
                 }
             }
-            permitted
+            (permitted, false)
         });
     }
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -412,7 +416,16 @@ async fn across_replicas(mode: Mode) {
             .await
             .expect("withdraw")
             .into_inner();
-    let permitted: Vec<DisclosureReceipt> = racing.join_all().await.into_iter().flatten().collect();
+    let raced = racing.join_all().await;
+    assert!(
+        raced.iter().all(|(_, refused)| *refused),
+        "each replica's disclosures ran into the withdrawal"
+    );
+    let permitted: Vec<DisclosureReceipt> = raced.into_iter().flat_map(|(p, _)| p).collect();
+    assert!(
+        !permitted.is_empty(),
+        "some permitted before the withdrawal"
+    );
     assert_eq!(
         withdrawn.purged_notes as usize,
         permitted.len(),
@@ -431,8 +444,8 @@ async fn across_replicas(mode: Mode) {
     let sql = r.sql().await;
     let retried = r.conflicts_retried().await;
     eprintln!(
-        "{mode:?}: {} of 32 racing disclosures permitted and purged with the withdrawal; \
-         {retried} transactions tried again after losing a conflict",
+        "{mode:?}: {} racing disclosures permitted and purged with the withdrawal, then \
+         refused; {retried} transactions tried again after losing a conflict",
         permitted.len()
     );
     if mode == Mode::Serializable {
@@ -521,6 +534,19 @@ async fn kill_and_restart(mode: Mode) {
         .expect("count")
         .get(0);
     assert_eq!(orphans, 0, "no note deliverable without its entry");
+    let committed: i64 = sql
+        .query_one(
+            "SELECT count(*) FROM casegate_note WHERE request_id LIKE 'k-%'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    eprintln!(
+        "{mode:?}: {committed} disclosures committed under load, {} of them answered before the \
+         SIGKILL",
+        acknowledged.len()
+    );
     let pending: i64 = sql
         .query_one("SELECT count(*) FROM casegate_note WHERE state = 0", &[])
         .await

@@ -472,8 +472,9 @@ pub fn cluster_screen(replicas: &[SocketAddr]) -> String {
         out.push_str(&format!("  replica {}          {addr}\n", i + 1));
     }
     out.push_str(
-        "  audit log          in the database: export it with ExportEntries (an officer of a\n\
-         \x20                    supervisory organisation), verify the export offline\n",
+        "  audit log          in the database, not under the data folder: export it with\n\
+         \x20                    ExportEntries (an officer of a supervisory organisation) and\n\
+         \x20                    verify the export offline (casegate audit verify --export)\n",
     );
     out
 }

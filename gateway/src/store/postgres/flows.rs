@@ -301,14 +301,18 @@ impl Flows {
 
     /// Withdraws the newest version of consent `id` and purges every undelivered note
     /// relying on it, in one transaction under the subject's lock (see the module); then
-    /// waits for the entries.
+    /// waits for the entries. With `seen`, the newest version must still be that one (the
+    /// version the caller was allowed to see), else nothing changes and the answer is
+    /// [`StoreError::NotFound`].
     ///
     /// # Errors
     /// [`FlowError::Consent`] with [`StoreError::NotFound`] or
     /// [`StoreError::AlreadyWithdrawn`]; a database failure (nothing changed).
+    #[allow(clippy::too_many_arguments)]
     pub async fn withdraw(
         &self,
         id: &ConsentId,
+        seen: Option<u32>,
         by: Actor,
         reason: Option<String>,
         evidence: Option<Evidence>,
@@ -321,6 +325,10 @@ impl Flows {
                 let mut client = self.db.client().await?;
                 let tx = client.transaction().await?;
                 let (withdrawn, _) = consents::restate_in(&tx, &self.consents, id, None, |r| {
+                    if seen.is_some_and(|v| v != r.version) {
+                        // Superseded since the caller looked: not the version they may see.
+                        return Err(StoreError::NotFound);
+                    }
                     store::withdraw(r, by.clone(), reason.clone(), evidence.clone(), now)
                         .map(|()| true)
                 })

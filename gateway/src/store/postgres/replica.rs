@@ -119,10 +119,19 @@ fn flow_error(e: FlowError) -> Status {
     }
 }
 
-/// A database failure: logged; the caller is told to retry.
+/// A database failure: logged. Unreachable, or a conflict lost on every attempt: the caller
+/// is told to retry (`UNAVAILABLE`, `ABORTED`); anything else is `INTERNAL`.
 fn database_error(e: &super::DatabaseError) -> Status {
     tracing::error!(error = %e, "database failed");
-    Status::unavailable("the database is unavailable; retry shortly")
+    match e {
+        super::DatabaseError::Unavailable(_) => {
+            Status::unavailable("the database is unavailable; retry shortly")
+        }
+        e if e.is_conflict() => {
+            Status::aborted("the change collided with others too often; retry it")
+        }
+        _ => Status::internal("the database failed"),
+    }
 }
 
 /// The encoded entry, or why it has none.
@@ -388,7 +397,15 @@ impl Backend for Replica {
         };
         let withdrawn = self
             .flows
-            .withdraw(&current.id, actor(by), reason, evidence, now(), &record)
+            .withdraw(
+                &current.id,
+                Some(current.version),
+                actor(by),
+                reason,
+                evidence,
+                now(),
+                &record,
+            )
             .await
             .map_err(flow_error)?;
         let purged = u32::try_from(withdrawn.purged.len()).unwrap_or(u32::MAX);
