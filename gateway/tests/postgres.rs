@@ -1873,7 +1873,7 @@ fn a_grant_and_an_acknowledgement_commit_with_their_entries_or_not_at_all() {
 }
 
 #[test]
-fn a_withdrawal_of_the_version_a_caller_saw_is_refused_once_another_superseded_it() {
+fn a_withdrawal_is_refused_when_the_newest_version_is_one_the_caller_may_not_see() {
     let Some((_dir, cluster)) = cluster(None) else {
         return;
     };
@@ -1906,11 +1906,13 @@ fn a_withdrawal_of_the_version_a_caller_saw_is_refused_once_another_superseded_i
             .await
             .expect("superseded");
         let no_entries = |_: &ConsentRecord, _: &[Note]| Ok(vec![entry_at(0, micros_now())]);
+        // The caller may see version 1 only.
+        let only_first = |r: &ConsentRecord| r.version == first.version;
         let refused = a
             .flows
             .withdraw(
                 &first.id,
-                Some(first.version),
+                Some(&only_first),
                 first.recorded_by.clone(),
                 None,
                 None,
@@ -1930,12 +1932,13 @@ fn a_withdrawal_of_the_version_a_caller_saw_is_refused_once_another_superseded_i
             (newest.version, newest.status),
             (second.version, casegate_consent::record::Status::Active)
         );
-        // The version the caller sees now is withdrawn.
+        // A caller who may see the newest version withdraws it.
+        let any = |_: &ConsentRecord| true;
         let withdrawn = a
             .flows
             .withdraw(
                 &first.id,
-                Some(second.version),
+                Some(&any),
                 first.recorded_by.clone(),
                 None,
                 None,
@@ -1945,5 +1948,51 @@ fn a_withdrawal_of_the_version_a_caller_saw_is_refused_once_another_superseded_i
             .await
             .expect("withdrawn");
         assert_eq!(withdrawn.record.version, second.version);
+    });
+}
+
+#[test]
+fn entries_are_logged_in_the_order_the_database_queued_them_whatever_the_writers_clocks() {
+    let Some((_dir, cluster)) = cluster(None) else {
+        return;
+    };
+    let rt = runtime();
+    let url = migrated(&cluster, "casegate", &rt);
+    let signer = Signer::generate(ORIGIN).expect("key");
+    rt.block_on(async {
+        let db = Database::connect(&PostgresConfig::local(url.clone())).expect("pool");
+        let client = db.client().await.expect("client");
+        // A writer whose clock runs an hour ahead queues first (its id sorts last), then one
+        // with the right time: the first queued is the first logged.
+        let at = |seconds: u64| {
+            uuid::Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, seconds, 0))
+        };
+        let now = u64::try_from(micros_now() / 1_000_000).expect("positive");
+        let (ahead, on_time) = (at(now + 3600), at(now));
+        for (id, n) in [(ahead, 0), (on_time, 1)] {
+            client
+                .execute(
+                    "INSERT INTO casegate_audit_outbox (id, entry) VALUES ($1, $2)",
+                    &[&id, &entry_at(n, micros_now())],
+                )
+                .await
+                .expect("queued");
+        }
+        let log = replica(&url, &signer).await;
+        log.wait(on_time).await.expect("logged");
+        let index_of = |id: uuid::Uuid| {
+            let client = &client;
+            async move {
+                client
+                    .query_one(
+                        "SELECT idx FROM casegate_audit_entry WHERE outbox_id = $1",
+                        &[&id],
+                    )
+                    .await
+                    .expect("logged")
+                    .get::<_, i64>(0)
+            }
+        };
+        assert_eq!((index_of(ahead).await, index_of(on_time).await), (0, 1));
     });
 }

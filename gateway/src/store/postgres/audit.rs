@@ -4,8 +4,10 @@
 //! A writer puts an entry's canonical bytes into `casegate_audit_outbox` under an id of its
 //! own (UUID v7) — in the transaction of the change the entry records ([`AuditLog::enqueue`])
 //! or alone ([`AuditLog::append`]) — and waits ([`AuditLog::wait`]). Each replica runs a
-//! sequencer: it takes the tree-state row's lock (`SELECT … FOR UPDATE`), takes the oldest
-//! outbox entries, gives them the next contiguous indexes, extends the RFC 6962 tree (nodes
+//! sequencer: it takes the tree-state row's lock (`SELECT … FOR UPDATE`), takes the outbox
+//! entries in the order the database's clock queued them (`queued_at`, never a replica's own
+//! clock: a change that waited for another's lock is logged after it), gives them the next
+//! contiguous indexes, extends the RFC 6962 tree (nodes
 //! of complete subtrees stored), signs a C2SP checkpoint over the new size and root, and
 //! commits all of it in one transaction; whichever replica holds the lock sequences everyone's
 //! entries. A waiter learns its index by its id, so an ambiguous commit is settled by looking
@@ -580,7 +582,7 @@ impl Shared {
         let frontier: Vec<u8> = tree.get(2);
         let outbox = tx
             .query_cached(
-                "SELECT id, entry, note_id FROM casegate_audit_outbox ORDER BY id LIMIT $1",
+                "SELECT id, entry, note_id FROM casegate_audit_outbox ORDER BY queued_at, id LIMIT $1",
                 &[&MAX_BATCH],
             )
             .await?;

@@ -301,9 +301,9 @@ impl Flows {
 
     /// Withdraws the newest version of consent `id` and purges every undelivered note
     /// relying on it, in one transaction under the subject's lock (see the module); then
-    /// waits for the entries. With `seen`, the newest version must still be that one (the
-    /// version the caller was allowed to see), else nothing changes and the answer is
-    /// [`StoreError::NotFound`].
+    /// waits for the entries. With `visible`, the newest version — read under the lock —
+    /// must be one the caller may see, else nothing changes and the answer is
+    /// [`StoreError::NotFound`] (the same as for a consent that does not exist).
     ///
     /// # Errors
     /// [`FlowError::Consent`] with [`StoreError::NotFound`] or
@@ -312,7 +312,7 @@ impl Flows {
     pub async fn withdraw(
         &self,
         id: &ConsentId,
-        seen: Option<u32>,
+        visible: Option<&(dyn Fn(&ConsentRecord) -> bool + Send + Sync)>,
         by: Actor,
         reason: Option<String>,
         evidence: Option<Evidence>,
@@ -325,8 +325,8 @@ impl Flows {
                 let mut client = self.db.client().await?;
                 let tx = client.transaction().await?;
                 let (withdrawn, _) = consents::restate_in(&tx, &self.consents, id, None, |r| {
-                    if seen.is_some_and(|v| v != r.version) {
-                        // Superseded since the caller looked: not the version they may see.
+                    if visible.is_some_and(|may| !may(r)) {
+                        // Superseded since the caller looked, by a version they may not see.
                         return Err(StoreError::NotFound);
                     }
                     store::withdraw(r, by.clone(), reason.clone(), evidence.clone(), now)

@@ -338,21 +338,19 @@ impl Backend for Replica {
         supersedes: Option<ConsentId>,
         visible: &Visible<'_>,
     ) -> Result<(ConsentRecord, Appended), Status> {
-        // The version superseded is read here and must still be the newest, active, when
-        // the grant commits under the subject's lock (else `NotActive`): what the caller may
-        // see is what is replaced.
-        if let Some(id) = supersedes {
-            match self.consents.get(&id, None).await {
-                Ok(record) if visible(&record) => {}
+        // The new version is built on the version the caller was allowed to see; the grant
+        // commits only while that one is still the newest, active, under the subject's lock
+        // (else `NotActive`, "changed meanwhile"): what the caller may see is what is replaced.
+        let current = match supersedes {
+            Some(id) => match self.consents.get(&id, None).await {
+                Ok(record) if visible(&record) => Some(record),
                 Ok(_) | Err(StoreError::NotFound) => return Err(status::consent_not_visible()),
                 Err(e) => return Err(status::consent_store_error(e)),
-            }
-        }
-        let record = self
-            .consents
-            .prepare_grant(new, supersedes, now())
-            .await
-            .map_err(grant_error)?;
+            },
+            None => None,
+        };
+        let record =
+            casegate_consent::store::next_version(new, current, now()).map_err(grant_error)?;
         let entry = consent_change_entry(
             Event::ConsentGranted,
             by,
@@ -399,7 +397,7 @@ impl Backend for Replica {
             .flows
             .withdraw(
                 &current.id,
-                Some(current.version),
+                Some(visible),
                 actor(by),
                 reason,
                 evidence,

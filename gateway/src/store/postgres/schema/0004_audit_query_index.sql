@@ -1,3 +1,5 @@
+-- Audit queries and the order of the log.
+--
 -- What audit queries select entries by (the SQL counterpart of the embedded log's query
 -- index): each entry's kind and subject pseudonym, and the organisations it names (as actor,
 -- sender or recipient). Filled by the batch that sequences the entry; entries sequenced before
@@ -19,3 +21,9 @@ CREATE TABLE casegate_audit_org (
     idx BIGINT NOT NULL,
     PRIMARY KEY (orgnr, idx)
 );
+
+-- The order entries are sequenced in: the database's clock when each was queued (in its
+-- change's transaction), not the writer's. A change that waited for another's lock queues
+-- after that one committed, so its entry is logged after the other's whatever the replicas'
+-- clocks say (an officer's replay reads the log in this order).
+ALTER TABLE casegate_audit_outbox ADD COLUMN queued_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp();
