@@ -523,14 +523,19 @@ impl Gateway {
         match &state {
             State::Embedded(e) => spawn_embedded_tasks(&mut tasks, e),
             State::Postgres(replica) => {
+                // Readiness follows the database; a sequencer or feed that stopped (it
+                // panicked) stops the gateway, as a failed embedded store does.
                 tasks.spawn("database readiness", {
-                    let db = replica.database().clone();
+                    let replica = replica.clone();
                     let (health, ready) = (health.clone(), ready.clone());
                     async move {
                         let mut tick = tokio::time::interval(DATABASE_CHECK_INTERVAL);
                         loop {
                             tick.tick().await;
-                            let reachable = db.ping().await;
+                            if let Some(reason) = replica.failure() {
+                                return Err(reason);
+                            }
+                            let reachable = replica.database().ping().await;
                             if let Err(e) = &reachable {
                                 tracing::warn!(error = %e, "the database is unreachable");
                             }

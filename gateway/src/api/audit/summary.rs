@@ -95,7 +95,7 @@ impl AuditApi {
             filter,
             0,
             end,
-            MAX_SUMMARY_ENTRIES,
+            MAX_SUMMARY_ENTRIES + 1,
             |_, entry, _, _| {
                 let actor = entry.actor();
                 let key = Key {

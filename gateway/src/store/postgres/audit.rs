@@ -414,17 +414,26 @@ impl AuditLog {
         let subject = filter.subject.map(|s| s.to_vec());
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&from, &to, &max];
         let mut sql = String::from("SELECT e.idx, e.entry FROM casegate_audit_entry e");
+        // Only placeholders ($n) are written into the statement; every value is bound.
         let mut conditions = vec!["e.idx >= $1".to_owned(), "e.idx < $2".to_owned()];
+        // Entries whose query columns are not filled yet (`kind IS NULL`: logged before
+        // migration 4, or by an older replica since) are candidates for every filter.
         if let Some(subject) = &subject {
             params.push(subject);
-            conditions.push(format!("e.subject = ${}", params.len()));
+            conditions.push(format!("(e.subject = ${} OR e.kind IS NULL)", params.len()));
         } else if let Some(org) = &org {
             params.push(org);
-            sql.push_str(" JOIN casegate_audit_org o ON o.idx = e.idx");
-            conditions.push(format!("o.orgnr = ${}", params.len()));
+            conditions.push(format!(
+                "(e.idx IN (SELECT o.idx FROM casegate_audit_org o WHERE o.orgnr = ${} \
+                 AND o.idx >= $1 AND o.idx < $2) OR e.kind IS NULL)",
+                params.len()
+            ));
         } else if !kinds.is_empty() {
             params.push(&kinds);
-            conditions.push(format!("e.kind = ANY(${})", params.len()));
+            conditions.push(format!(
+                "(e.kind = ANY(${}) OR e.kind IS NULL)",
+                params.len()
+            ));
         }
         if let Some(from_micros) = &filter.from_micros {
             params.push(from_micros);
@@ -446,6 +455,25 @@ impl AuditLog {
             .iter()
             .map(|row| (as_u64(row.get(0)), row.get(1)))
             .collect())
+    }
+
+    /// Why this replica's sequencer stopped though the log was not closed (it panicked), if
+    /// it did: its waiters would wait for the other replicas' sequencers only, so the
+    /// replica must stop serving.
+    pub fn failure(&self) -> Option<String> {
+        if self
+            .shared
+            .closed
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return None;
+        }
+        self.sequencer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|task| task.is_finished())
+            .map(|_| "the audit log's sequencer stopped".to_owned())
     }
 
     /// Stops this replica's sequencer; its waiters, and any later wait, are answered
@@ -538,6 +566,11 @@ impl Shared {
                 "the audit log's stored checkpoint is for {:?} at size {}, not {:?} at size {size}",
                 checkpoint.origin, checkpoint.size, self.origin
             )));
+        }
+        if size > 0 {
+            // Every replica's clock reads no earlier than the newest entry any replica logged
+            // (`base::clock`), as the embedded log's appends keep it.
+            crate::base::clock::raise_floor(newest_time);
         }
         let mut published = self.published.write().unwrap_or_else(|p| p.into_inner());
         if size >= published.size {

@@ -66,6 +66,11 @@ impl Feed {
         self.sender.subscribe()
     }
 
+    /// Whether the feed's task has ended (it runs until dropped, so only by panicking).
+    pub fn stopped(&self) -> bool {
+        self.task.is_finished()
+    }
+
     /// The log size the feed has read up to.
     pub fn cursor(&self) -> u64 {
         self.cursor.load(Ordering::Acquire)

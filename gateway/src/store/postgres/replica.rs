@@ -102,6 +102,16 @@ impl Replica {
         &self.db
     }
 
+    /// Why this replica cannot go on serving, if it cannot: its sequencer or its feed of
+    /// new notes stopped (a panic).
+    pub fn failure(&self) -> Option<String> {
+        self.log.failure().or_else(|| {
+            self.feed
+                .stopped()
+                .then(|| "the feed of newly deliverable notes stopped".to_owned())
+        })
+    }
+
     /// The log this replica appends to.
     pub fn log(&self) -> &Arc<AuditLog> {
         &self.log
