@@ -215,6 +215,19 @@ fn run(config_path: &Path, env: Vec<(String, String)>, dev_root: Option<PathBuf>
 /// (the web pages and metrics on the first); everything stops at SIGINT/SIGTERM and the
 /// database is deleted.
 fn run_cluster(config_path: &Path, env: Vec<(String, String)>, root: &Path, n: u16) -> ExitCode {
+    let mut env = env;
+    env.push(("CASEGATE_STORAGE__BACKEND".into(), "postgres".into()));
+    // The whole configuration is checked before anything is created or started (the
+    // database's address is known only once it runs; any loopback URL reads the same).
+    let mut checked = env.clone();
+    checked.push((
+        "CASEGATE_STORAGE__POSTGRES__URL".into(),
+        "postgresql://casegate@127.0.0.1/casegate".into(),
+    ));
+    if let Err(e) = Config::load_with_env(config_path, checked) {
+        eprintln!("casegate: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let folder = std::env::temp_dir().join(format!("casegate-dev-cluster-{}", std::process::id()));
     // Throwaway: a cluster left by a killed run with this process id goes first.
     let _ = std::fs::remove_dir_all(&folder);
@@ -231,8 +244,6 @@ fn run_cluster(config_path: &Path, env: Vec<(String, String)>, root: &Path, n: u
             return ExitCode::FAILURE;
         }
     };
-    let mut env = env;
-    env.push(("CASEGATE_STORAGE__BACKEND".into(), "postgres".into()));
     env.push((
         "CASEGATE_STORAGE__POSTGRES__URL".into(),
         database.url("casegate"),

@@ -384,6 +384,13 @@ impl Conflict for DatabaseError {
 impl From<tokio_postgres::Error> for DatabaseError {
     fn from(e: tokio_postgres::Error) -> Self {
         match e.as_db_error() {
+            // The server cannot serve now (PostgreSQL Appendix A): connection exceptions
+            // (class 08), shutting down or starting up (57P01–57P03), too many connections
+            // (53300), read-only after a failover (25006) — a retry later, or on the new
+            // primary, can succeed.
+            Some(db) if is_transient(db.code().code()) => {
+                Self::Unavailable(format!("{} ({})", db.message(), db.code().code()))
+            }
             Some(db) => Self::Sql {
                 code: db.code().code().to_owned(),
                 message: db.message().to_owned(),
@@ -391,6 +398,12 @@ impl From<tokio_postgres::Error> for DatabaseError {
             None => Self::Unavailable(error_chain(&e)),
         }
     }
+}
+
+/// Whether SQLSTATE `code` says the server cannot serve now rather than that the statement
+/// failed.
+fn is_transient(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300" | "25006")
 }
 
 impl From<deadpool_postgres::PoolError> for DatabaseError {
@@ -688,3 +701,16 @@ pub(crate) trait Prepared: deadpool_postgres::GenericClient {
 }
 
 impl<T: deadpool_postgres::GenericClient + ?Sized> Prepared for T {}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_server_that_cannot_serve_now_is_told_from_a_statement_that_failed() {
+        for transient in ["08006", "08001", "57P01", "57P03", "53300", "25006"] {
+            assert!(super::is_transient(transient), "{transient}");
+        }
+        for failed in ["40001", "40P01", "23505", "42P01", "22001"] {
+            assert!(!super::is_transient(failed), "{failed}");
+        }
+    }
+}
