@@ -99,18 +99,34 @@ pub(crate) type Matched = (u64, Entry, Hash, Vec<u8>);
 /// The gateway's state as the handlers use it. Every method that changes state records its
 /// audit entries before it answers (or, on the embedded backend, as a store change that the
 /// start-up reconciliation finishes); a failure changes nothing the caller is told of.
+///
+/// Errors of the methods answering `Status` are the call's answer as `edge::status` words
+/// it: a rule (`PERMISSION_DENIED` for a consent the caller may not see, `FAILED_PRECONDITION`
+/// for one changed or withdrawn meanwhile, `NOT_FOUND` for an unknown `supersedes`), the
+/// state unreachable (`UNAVAILABLE`), a conflict lost on every attempt (`ABORTED`), or a
+/// store or log failure (`INTERNAL`, logged). The others answer the store's or log's own
+/// error for the handler to word.
 #[tonic::async_trait]
 pub(crate) trait Backend: Send + Sync + std::fmt::Debug + 'static {
     // Disclosures and inboxes.
 
-    /// Decides `proposed` and records it (see [`Disclosed`]); a repeated request id with
-    /// another fingerprint is `ALREADY_EXISTS`, one still being recorded `UNAVAILABLE`.
+    /// Decides `proposed` and records it (see [`Disclosed`]).
+    ///
+    /// # Errors
+    /// A repeated request id with another fingerprint: `ALREADY_EXISTS`; one still being
+    /// recorded: `UNAVAILABLE`; else as the trait says.
     async fn disclose(&self, proposed: Proposed<'_>) -> Result<Disclosed, Status>;
 
     /// Note `id`, if held.
+    ///
+    /// # Errors
+    /// A store failure (`INTERNAL`) or the state unreachable.
     async fn note(&self, id: Uuid) -> Result<Option<Note>, Status>;
 
     /// Up to `max` deliverable notes for `org` after note `after`, in inbox order.
+    ///
+    /// # Errors
+    /// As [`Backend::note`].
     async fn inbox_page(
         &self,
         org: OrgNumber,
@@ -124,10 +140,16 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// Delivers `note` to `to` if its consent still covers it (its `note delivered` entry
     /// logged) and answers it with its opened secret; otherwise withholds and purges it
     /// (audited) and answers `None`. `None` also when it left the inbox meanwhile.
+    ///
+    /// # Errors
+    /// Its sealed part does not open (`INTERNAL`); else as the trait says.
     async fn deliver(&self, to: &Principal, note: Note) -> Result<Option<(Note, Secret)>, Status>;
 
     /// Takes deliverable `note` out of the inbox at `at`, its body kept until `purge_after`,
     /// with its `note acknowledged` entry.
+    ///
+    /// # Errors
+    /// Acknowledged or purged meanwhile: `FAILED_PRECONDITION`; else as the trait says.
     async fn acknowledge(
         &self,
         by: &Principal,
@@ -138,6 +160,9 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug + 'static {
 
     /// Purges (audited) the bodies past their retention or TTL, forgets notes purged before
     /// `forget_after`; returns how many were purged.
+    ///
+    /// # Errors
+    /// As the trait says; the purges done before a failure stand (each with its entry).
     async fn sweep(
         &self,
         ttl: std::time::Duration,
@@ -147,6 +172,9 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug + 'static {
     // Consents.
 
     /// Version `version` (newest when `None`) of consent `id`.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`]; a store failure.
     async fn consent(
         &self,
         id: ConsentId,
@@ -154,9 +182,15 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<ConsentRecord, StoreError>;
 
     /// Every version of every consent about `subject`, in key order.
+    ///
+    /// # Errors
+    /// A store failure.
     async fn consents_of(&self, subject: SubjectId) -> Result<Vec<ConsentRecord>, StoreError>;
 
     /// The decision on `request` about `subject` now (a dry run: nothing recorded here).
+    ///
+    /// # Errors
+    /// A store failure.
     async fn decide(
         &self,
         subject: SubjectId,
@@ -165,6 +199,10 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug + 'static {
 
     /// Grants `new` by `by` (superseding `supersedes`, which must be `visible`), with its
     /// `consent granted` entry.
+    ///
+    /// # Errors
+    /// `supersedes` not visible: `PERMISSION_DENIED`; about another subject or unknown:
+    /// `NOT_FOUND`; not active, or changed meanwhile: `FAILED_PRECONDITION`.
     async fn grant(
         &self,
         by: &Principal,
@@ -176,6 +214,10 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// Withdraws the newest version of `id` (which must be `visible`) by `by`, and purges
     /// every undelivered note relying on it; answers the withdrawn version, how many notes
     /// were purged and the withdrawal's entry.
+    ///
+    /// # Errors
+    /// Not visible (or unknown): `PERMISSION_DENIED`; already withdrawn:
+    /// `FAILED_PRECONDITION`.
     async fn withdraw(
         &self,
         by: &Principal,
@@ -188,29 +230,63 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug + 'static {
     // The audit log.
 
     /// Appends `entry` and waits for its index and checkpoint.
+    ///
+    /// # Errors
+    /// The log's [`AppendError`] (full, closed, failed, too large).
     async fn append(&self, entry: &Entry) -> Result<Appended, AppendError>;
 
     /// The newest signed checkpoint: on a replica, as the database holds it now (what any
     /// replica has logged), so a receipt from one replica is in what another one shows.
+    ///
+    /// # Errors
+    /// The database unreachable (`UNAVAILABLE`) or failing.
     async fn checkpoint(&self) -> Result<Arc<SignedCheckpoint>, Status>;
 
     /// The checkpoint signer's verifier key.
     fn verifier(&self) -> &Verifier;
 
     /// Entry `index`'s leaf hash (RFC 6962 §2.1).
+    ///
+    /// # Errors
+    /// [`ReadError::OutOfRange`]; a read failure.
     async fn leaf_hash(&self, index: u64) -> Result<Hash, ReadError>;
 
-    /// The inclusion proof of entry `index` in the tree of `size` entries (RFC 6962 §2.1.1).
+    /// The inclusion proof of entry `index` in the tree of `size` entries (RFC 6962 §2.1.1):
+    /// a receipt's, read the cheapest way (the newest nodes).
+    ///
+    /// # Errors
+    /// [`ReadError::OutOfRange`] for an index at or past `size`, or a size past the log's; a
+    /// read failure.
     async fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, ReadError>;
 
+    /// The inclusion proofs of entries `indexes` in the tree of `size` entries, in order: any
+    /// number, of any age, read together off the async runtime.
+    ///
+    /// # Errors
+    /// As [`Backend::inclusion_proof`].
+    async fn inclusion_proofs(
+        &self,
+        indexes: &[u64],
+        size: u64,
+    ) -> Result<Vec<Vec<Hash>>, ReadError>;
+
     /// The consistency proof between trees of `first` and `second` entries (RFC 6962 §2.1.2).
+    ///
+    /// # Errors
+    /// [`ReadError::Sizes`] unless `first <= second <=` the size; a read failure.
     async fn consistency_proof(&self, first: u64, second: u64) -> Result<Vec<Hash>, ReadError>;
 
     /// The canonical bytes of entries `from..to`.
+    ///
+    /// # Errors
+    /// [`ReadError::OutOfRange`]; a read failure.
     async fn entries(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, ReadError>;
 
     /// Up to `max` entries in `start..end` that `filter` matches, in log order, and the index
     /// to go on from (`end` when the range is done).
+    ///
+    /// # Errors
+    /// A read or index failure (`INTERNAL`) or the state unreachable.
     async fn matching_page(
         &self,
         filter: Arc<Filter>,

@@ -65,6 +65,8 @@ pub(crate) struct Embedded {
 pub(crate) const LIVE_CAPACITY: usize = 1024;
 
 impl Embedded {
+    /// The backend over the open stores and log; `keyring` seals and opens notes,
+    /// `vocabulary` is what decisions are taken with.
     pub(crate) fn new(
         notes: Notes,
         consents: Consents,
@@ -504,6 +506,23 @@ impl Backend for Embedded {
 
     async fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, ReadError> {
         self.audit.log().inclusion_proof(index, size)
+    }
+
+    async fn inclusion_proofs(
+        &self,
+        indexes: &[u64],
+        size: u64,
+    ) -> Result<Vec<Vec<Hash>>, ReadError> {
+        let (audit, indexes) = (self.audit.clone(), indexes.to_vec());
+        crate::base::blocking::run(move || {
+            let log = audit.log();
+            indexes
+                .iter()
+                .map(|index| log.inclusion_proof(*index, size))
+                .collect()
+        })
+        .await
+        .unwrap_or_else(|e| Err(ReadError::Io(std::io::Error::other(e.to_string()))))
     }
 
     async fn consistency_proof(&self, first: u64, second: u64) -> Result<Vec<Hash>, ReadError> {

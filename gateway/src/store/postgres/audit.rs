@@ -365,6 +365,38 @@ impl AuditLog {
             .ok_or(ReadError::OutOfRange { index, size })
     }
 
+    /// The audit paths of entries `indexes` in the tree of `size` entries, in order, their
+    /// nodes read together (at most two queries whatever their number).
+    ///
+    /// # Errors
+    /// [`ReadError::OutOfRange`] for an index at or past `size` or a size past the log's.
+    pub async fn inclusion_proofs(
+        &self,
+        indexes: &[u64],
+        size: u64,
+    ) -> Result<Vec<Vec<Hash>>, ReadError> {
+        self.check_size(size)?;
+        let proofs = self
+            .shared
+            .with_nodes(|node| {
+                indexes
+                    .iter()
+                    .map(|index| merkle::inclusion_proof(*index, size, node))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        indexes
+            .iter()
+            .zip(proofs)
+            .map(|(index, proof)| {
+                proof.ok_or(ReadError::OutOfRange {
+                    index: *index,
+                    size,
+                })
+            })
+            .collect()
+    }
+
     /// The consistency proof between the trees of `size1` and `size2` entries (RFC 6962
     /// §2.1.2).
     ///

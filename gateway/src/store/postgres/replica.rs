@@ -442,6 +442,14 @@ impl Backend for Replica {
         self.log.inclusion_proof(index, size).await
     }
 
+    async fn inclusion_proofs(
+        &self,
+        indexes: &[u64],
+        size: u64,
+    ) -> Result<Vec<Vec<Hash>>, ReadError> {
+        self.log.inclusion_proofs(indexes, size).await
+    }
+
     async fn consistency_proof(&self, first: u64, second: u64) -> Result<Vec<Hash>, ReadError> {
         self.log.consistency_proof(first, second).await
     }
