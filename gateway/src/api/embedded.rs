@@ -27,6 +27,10 @@ use tokio::sync::{Mutex, broadcast};
 use tonic::Status;
 use uuid::Uuid;
 
+mod query;
+
+use query::matching;
+
 use super::backend::{
     Backend, Deliverable, Disclosed, Matched, Proposed, Visible, consent_change_entry, permit_ref,
     recheck, same_disclosure,
@@ -41,7 +45,7 @@ use crate::{
     crypto::{keyring::Keyring, pseudonym::Pseudonymizer},
     edge::{
         convert::disclosure::now,
-        status::{self, append_error, read_error},
+        status::{self, append_error},
     },
 };
 
@@ -583,51 +587,4 @@ pub(crate) fn grant_error(e: StoreError) -> Status {
         }
         e => status::consent_store_error(e),
     }
-}
-
-/// The most recent entries a query reads straight from the log rather than waiting for the
-/// index to take them in (the background indexer keeps the gap to about a second of traffic).
-const UNINDEXED_SCAN: u64 = 50_000;
-
-/// Calls `each` with every entry in `start..end` that `filter` matches (its index, decoded
-/// form, leaf hash and canonical bytes), in log order, at most `limit` of them. Reads the
-/// index's candidates, then the few newest entries the index has not taken in yet; a query
-/// never writes to the index unless it lags by more than [`UNINDEXED_SCAN`] entries.
-fn matching(
-    audit: &Audit,
-    filter: &Filter,
-    start: u64,
-    end: u64,
-    limit: usize,
-    mut each: impl FnMut(u64, Entry, Hash, Vec<u8>) -> Result<(), Status>,
-) -> Result<(), Status> {
-    let index = audit.index();
-    let mut indexed = index.indexed().map_err(status::index_error)?;
-    if end.saturating_sub(indexed) > UNINDEXED_SCAN {
-        audit.catch_up_index().map_err(status::index_error)?;
-        indexed = index.indexed().map_err(status::index_error)?;
-    }
-    let log = audit.log();
-    let unindexed = indexed.max(start)..end;
-    let candidates = index
-        .candidates(filter, start, end.min(indexed))
-        .map_err(status::index_error)?
-        .chain(unindexed.map(Ok));
-    let mut found = 0;
-    for index in candidates {
-        if found == limit {
-            break;
-        }
-        let index = index.map_err(status::index_error)?;
-        let bytes = log.entry(index).map_err(read_error)?;
-        let Ok(entry) = Entry::decode(&bytes) else {
-            continue;
-        };
-        if filter.matches(&entry) {
-            let leaf = casegate_audit::merkle::leaf_hash(&bytes);
-            each(index, entry, leaf, bytes)?;
-            found += 1;
-        }
-    }
-    Ok(())
 }
