@@ -115,12 +115,9 @@ fn run(config_path: &Path, env: Vec<(String, String)>, dev_root: Option<PathBuf>
         eprintln!("casegate: metrics: {e}");
         return ExitCode::FAILURE;
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("casegate: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         let gateway = match Gateway::start(config).await {
@@ -134,16 +131,8 @@ fn run(config_path: &Path, env: Vec<(String, String)>, dev_root: Option<PathBuf>
                 return ExitCode::FAILURE;
             }
         };
-        let shutdown = shutdown::install();
         // One signal stops both listeners.
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        });
-        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        };
+        let stop_rx = stop_signal();
         let addr = gateway.config().server.listen;
         let listener = match tokio::net::TcpListener::bind(addr).await {
             Ok(listener) => listener,
@@ -280,12 +269,9 @@ fn run_cluster(config_path: &Path, env: Vec<(String, String)>, root: &Path, n: u
             }
         }
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("casegate: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let code = runtime.block_on(serve_cluster(configs, root));
     drop(runtime);
@@ -296,15 +282,7 @@ fn run_cluster(config_path: &Path, env: Vec<(String, String)>, root: &Path, n: u
 
 /// Starts, binds and serves every replica of `configs` until SIGINT/SIGTERM.
 async fn serve_cluster(configs: Vec<Config>, root: &Path) -> ExitCode {
-    let shutdown = shutdown::install();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
+    let stop_rx = stop_signal();
     if configs.first().is_some_and(|c| c.metrics_listen.is_some())
         && let Err(e) = casegate::metrics::init()
     {
@@ -382,6 +360,31 @@ async fn serve_cluster(configs: Vec<Config>, root: &Path) -> ExitCode {
         let _ = task.await;
     }
     code
+}
+
+/// The async runtime, or the exit code after saying why there is none.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|e| {
+        eprintln!("casegate: cannot start the async runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+/// Becomes true at SIGINT or SIGTERM (installed on the current runtime); every listener
+/// stops on it.
+fn stop_signal() -> tokio::sync::watch::Receiver<bool> {
+    let shutdown = shutdown::install();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    stop_rx
+}
+
+/// Resolves once `rx` (from [`stop_signal`]) turns true.
+async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 /// Binds and starts the web tier when the config has `[web]`; returns its address and its task

@@ -7,9 +7,10 @@ mod support;
 use std::{process::Stdio, time::Duration};
 
 use casegate_proto::v1::{
-    AcknowledgeRequest, ApprovalAttestation, AuditReceipt, DiscloseRequest, GetCheckpointRequest,
-    Party, Provision, StreamInboxRequest, StreamInboxResponse, WithdrawConsentRequest,
-    audit_service_client::AuditServiceClient, consent_service_client::ConsentServiceClient,
+    AcknowledgeRequest, ApprovalAttestation, AuditReceipt, DiscloseRequest, DisclosureReceipt,
+    GetCheckpointRequest, Party, Provision, StreamInboxRequest, StreamInboxResponse,
+    WithdrawConsentRequest, audit_service_client::AuditServiceClient,
+    consent_service_client::ConsentServiceClient,
     disclosure_service_client::DisclosureServiceClient, stream_inbox_response::Event,
 };
 use support::{casegate, dev_channel, dev_grant, dev_orgnr, dev_token, with};
@@ -40,6 +41,21 @@ async fn replicas(
     // Keep draining stdout so the child never blocks on a full pipe.
     let drain = tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (found, drain)
+}
+
+/// Discloses `request` as `token`, which must be permitted: its receipt.
+async fn permitted(
+    mut client: DisclosureServiceClient<tonic::transport::Channel>,
+    token: &str,
+    request: DiscloseRequest,
+) -> DisclosureReceipt {
+    client
+        .disclose(with(token, request))
+        .await
+        .expect("permitted")
+        .into_inner()
+        .receipt
+        .expect("receipt")
 }
 
 fn reason(status: &tonic::Status) -> String {
@@ -183,17 +199,12 @@ async fn the_ips_scenario_passes_against_casegate_dev_cluster_3_a_step_per_repli
         .into_inner()
         .verifier_key;
     let verifier = casegate_audit::checkpoint::Verifier::from_vkey(&verifier).expect("vkey");
-    let first = disclosure(replica, "nav")
-        .await
-        .disclose(with(
-            &nav,
-            update("c-1", "benefit_counselling", "wage support"),
-        ))
-        .await
-        .expect("permitted")
-        .into_inner()
-        .receipt
-        .expect("receipt");
+    let first = permitted(
+        disclosure(replica, "nav").await,
+        &nav,
+        update("c-1", "benefit_counselling", "wage support"),
+    )
+    .await;
     verify(first.audit.as_ref().expect("audit"), &verifier);
 
     // 4. The IPS team's stream has it (replica 1); acknowledged on replica 2.
@@ -246,14 +257,7 @@ async fn the_ips_scenario_passes_against_casegate_dev_cluster_3_a_step_per_repli
             nanos: 0,
         }),
     });
-    let summary = disclosure(next(), "clinic")
-        .await
-        .disclose(with(&clinic, approved))
-        .await
-        .expect("approved")
-        .into_inner()
-        .receipt
-        .expect("receipt");
+    let summary = permitted(disclosure(next(), "clinic").await, &clinic, approved).await;
     let Event::Note(live) = next_event(&mut ips_stream).await else {
         panic!("a live note")
     };
@@ -261,17 +265,12 @@ async fn the_ips_scenario_passes_against_casegate_dev_cluster_3_a_step_per_repli
     drop(ips_stream);
 
     // 6. A note waits (replica 2); the jobseeker withdraws (replica 3): it is purged.
-    let waiting = disclosure(next(), "nav")
-        .await
-        .disclose(with(
-            &nav,
-            update("c-2", "benefit_counselling", "never read"),
-        ))
-        .await
-        .expect("permitted")
-        .into_inner()
-        .receipt
-        .expect("receipt");
+    let waiting = permitted(
+        disclosure(next(), "nav").await,
+        &nav,
+        update("c-2", "benefit_counselling", "never read"),
+    )
+    .await;
     let withdrawn = ConsentServiceClient::new(dev_channel(&data, "portal", &next()).await)
         .withdraw_consent(with(
             &jobseeker,

@@ -478,3 +478,47 @@ pub(crate) fn consent_change_entry(
     };
     Entry::new(audit::now_micros(), event(change))
 }
+
+/// The version `found` if the caller may see it (`visible`); otherwise the same refusal
+/// whether or not it exists, so ids cannot be probed.
+///
+/// # Errors
+/// `PERMISSION_DENIED` when not visible or unknown; a store failure as
+/// [`status::consent_store_error`] words it.
+pub(crate) fn visible_consent(
+    found: Result<ConsentRecord, StoreError>,
+    visible: &Visible<'_>,
+) -> Result<ConsentRecord, Status> {
+    match found {
+        Ok(record) if visible(&record) => Ok(record),
+        Ok(_) | Err(StoreError::NotFound) => Err(status::consent_not_visible()),
+        Err(e) => Err(status::consent_store_error(e)),
+    }
+}
+
+/// A note looked up by id: `None` when it is not held.
+///
+/// # Errors
+/// A store failure as [`status::note_error`] words it.
+pub(crate) fn held(found: Result<Note, notes::NoteError>) -> Result<Option<Note>, Status> {
+    match found {
+        Ok(note) => Ok(Some(note)),
+        Err(notes::NoteError::NotFound) => Ok(None),
+        Err(e) => Err(status::note_error(e)),
+    }
+}
+
+/// What a sweep run now removes: (now, the TTL cutoff — deliverable notes disclosed at or
+/// before it are purged —, the forget cutoff — notes purged before it are forgotten).
+pub(crate) fn sweep_cutoffs(
+    ttl: std::time::Duration,
+    forget_after: std::time::Duration,
+) -> (Timestamp, Timestamp, Timestamp) {
+    let micros = |d: std::time::Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+    let now = now();
+    (
+        now,
+        Timestamp(now.0.saturating_sub(micros(ttl))),
+        Timestamp(now.0.saturating_sub(micros(forget_after))),
+    )
+}

@@ -17,7 +17,6 @@ use casegate_audit::entry::{ConsentRead, ConsentsRead, DisclosureChecked, Entry,
 use casegate_consent::{
     Role, Vocabulary, decision,
     record::{ConsentId, ConsentRecord, Evidence, NewConsent, Timestamp},
-    store::StoreError,
 };
 use casegate_proto::v1::{
     CheckDisclosureRequest, CheckDisclosureResponse, GetConsentRequest, GetConsentResponse,
@@ -26,7 +25,10 @@ use casegate_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{audit::receipt, backend::Shared};
+use super::{
+    audit::receipt,
+    backend::{Shared, visible_consent},
+};
 use crate::{
     app::audit,
     app::principal::Principal,
@@ -76,11 +78,9 @@ impl ConsentApi {
         id: ConsentId,
         version: Option<u32>,
     ) -> Result<ConsentRecord, Status> {
-        match self.backend.consent(id, version).await {
-            Ok(record) if may_read(principal, &record) => Ok(record),
-            Ok(_) | Err(StoreError::NotFound) => Err(status::consent_not_visible()),
-            Err(e) => Err(status::consent_store_error(e)),
-        }
+        visible_consent(self.backend.consent(id, version).await, &|record| {
+            may_read(principal, record)
+        })
     }
 
     /// Records a read of consent records before it is answered.

@@ -32,8 +32,8 @@ mod query;
 use query::matching;
 
 use super::backend::{
-    Backend, Deliverable, Disclosed, Matched, Proposed, Visible, consent_change_entry, permit_ref,
-    recheck, same_disclosure,
+    Backend, Deliverable, Disclosed, Matched, Proposed, Visible, consent_change_entry, held,
+    permit_ref, recheck, same_disclosure, sweep_cutoffs, visible_consent,
 };
 use crate::{
     app::{
@@ -136,11 +136,7 @@ impl Embedded {
     /// The visible version of `id` under the write lock (the same refusal whether or not it
     /// exists).
     async fn visible(&self, id: ConsentId, visible: &Visible<'_>) -> Result<ConsentRecord, Status> {
-        match self.on_consents(move |s| s.get(&id, None)).await {
-            Ok(record) if visible(&record) => Ok(record),
-            Ok(_) | Err(StoreError::NotFound) => Err(status::consent_not_visible()),
-            Err(e) => Err(status::consent_store_error(e)),
-        }
+        visible_consent(self.on_consents(move |s| s.get(&id, None)).await, visible)
     }
 }
 
@@ -250,14 +246,11 @@ impl Backend for Embedded {
 
     async fn note(&self, id: Uuid) -> Result<Option<Note>, Status> {
         let notes = self.notes.clone();
-        match crate::base::blocking::run(move || notes.get(&id))
-            .await
-            .map_err(status::task_failed)?
-        {
-            Ok(note) => Ok(Some(note)),
-            Err(NoteError::NotFound) => Ok(None),
-            Err(e) => Err(status::note_error(e)),
-        }
+        held(
+            crate::base::blocking::run(move || notes.get(&id))
+                .await
+                .map_err(status::task_failed)?,
+        )
     }
 
     async fn inbox_page(
@@ -332,9 +325,7 @@ impl Backend for Embedded {
     ) -> Result<usize, Status> {
         /// Due notes read per round: memory stays bounded however many are due.
         const ROUND: usize = 256;
-        let micros = |d: std::time::Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
-        let now = now();
-        let ttl_cutoff = Timestamp(now.0.saturating_sub(micros(ttl)));
+        let (now, ttl_cutoff, forget_cutoff) = sweep_cutoffs(ttl, forget_after);
         let mut count = 0;
         loop {
             let due = self
@@ -349,7 +340,6 @@ impl Backend for Embedded {
                 break;
             }
         }
-        let forget_cutoff = Timestamp(now.0.saturating_sub(micros(forget_after)));
         let mut forgotten = 0;
         loop {
             let n = self

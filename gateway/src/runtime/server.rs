@@ -224,23 +224,28 @@ impl Gateway {
     /// # Errors
     /// [`StartError`]: the first step that failed; the data folder's lock is released.
     pub async fn start(config: Config) -> Result<Self, StartError> {
+        let material = Material::load(&config)?;
         match &config.storage.backend {
-            Backend::Embedded => Self::build_embedded(config),
+            Backend::Embedded => Self::build_embedded(config, material),
             Backend::Postgres(postgres) => {
                 let postgres = postgres.clone();
-                Self::build_postgres(config, &postgres).await
+                Self::build_postgres(config, &postgres, material).await
             }
         }
     }
 
-    async fn build_postgres(config: Config, postgres: &PostgresConfig) -> Result<Self, StartError> {
+    async fn build_postgres(
+        config: Config,
+        postgres: &PostgresConfig,
+        material: Material,
+    ) -> Result<Self, StartError> {
         let Material {
             tls,
             auth,
             signer,
             pseudonyms,
             keyring,
-        } = Material::load(&config)?;
+        } = material;
         let db = Database::connect(postgres)?;
         let migrated = crate::store::postgres::migrate(&db).await?;
         tracing::info!(

@@ -21,14 +21,14 @@ pub(super) struct EmbeddedState {
 }
 
 impl Gateway {
-    pub(super) fn build_embedded(config: Config) -> Result<Self, StartError> {
+    pub(super) fn build_embedded(config: Config, material: Material) -> Result<Self, StartError> {
         let Material {
             tls,
             auth,
             signer,
             pseudonyms,
             keyring,
-        } = Material::load(&config)?;
+        } = material;
         let data = DataDir::open(&config.storage.data_dir)?;
         let notes: Notes = Arc::new(NoteStore::open(&data.path().join("notes"))?);
         let (audit, recovery) = Audit::open(

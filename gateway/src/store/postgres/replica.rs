@@ -22,7 +22,6 @@ use casegate_consent::{
     record::{ConsentId, ConsentRecord, Evidence, NewConsent, Timestamp},
     store::StoreError,
 };
-use casegate_notes::NoteError;
 use tokio::sync::broadcast;
 use tonic::Status;
 use uuid::Uuid;
@@ -39,7 +38,7 @@ use crate::{
     api::{
         backend::{
             Backend, Deliverable, Disclosed, Matched, Proposed, Visible, consent_change_entry,
-            permit_ref, recheck, same_disclosure,
+            held, permit_ref, recheck, same_disclosure, sweep_cutoffs, visible_consent,
         },
         embedded::grant_error,
     },
@@ -144,11 +143,6 @@ fn database_error(e: &super::DatabaseError) -> Status {
     }
 }
 
-/// The encoded entry, or why it has none.
-fn encoded(entry: &Entry) -> Result<Vec<u8>, casegate_audit::entry::EncodeError> {
-    entry.encode()
-}
-
 #[tonic::async_trait]
 impl Backend for Replica {
     async fn disclose(&self, proposed: Proposed<'_>) -> Result<Disclosed, Status> {
@@ -165,12 +159,12 @@ impl Backend for Replica {
                 let entry = proposed.permitted_entry(permit_ref(permit), id);
                 let note = proposed.pending_note(id, permit, sealed.clone(), hint);
                 *stored.lock().unwrap_or_else(|p| p.into_inner()) = Some(note.clone());
-                Ok((encoded(&entry)?, Some(note)))
+                Ok((entry.encode()?, Some(note)))
             }
             Decision::Deny(deny) => {
                 let entry =
                     proposed.refused_entry(deny.reason.code(), nearest.map(audit_log::consent_ref));
-                Ok((encoded(&entry)?, None))
+                Ok((entry.encode()?, None))
             }
         };
         let done = self
@@ -215,11 +209,7 @@ impl Backend for Replica {
     }
 
     async fn note(&self, id: Uuid) -> Result<Option<Note>, Status> {
-        match self.notes.get(&id).await {
-            Ok(note) => Ok(Some(note)),
-            Err(NoteError::NotFound) => Ok(None),
-            Err(e) => Err(status::note_error(e)),
-        }
+        held(self.notes.get(&id).await)
     }
 
     async fn inbox_page(
@@ -241,8 +231,8 @@ impl Backend for Replica {
     async fn deliver(&self, to: &Principal, note: Note) -> Result<Option<(Note, Secret)>, Status> {
         let secret = app_notes::open_secret(&note, &self.keyring).map_err(status::note_error)?;
         let record = |stored: &Note, decision: &Decision| match decision {
-            Decision::Permit(_) => encoded(&delivered_entry(to, stored)),
-            Decision::Deny(deny) => encoded(&purge_entry(stored, Some(to), deny.reason.code())),
+            Decision::Permit(_) => delivered_entry(to, stored).encode(),
+            Decision::Deny(deny) => purge_entry(stored, Some(to), deny.reason.code()).encode(),
         };
         let done = self
             .flows
@@ -268,7 +258,7 @@ impl Backend for Replica {
         at: Timestamp,
         purge_after: Timestamp,
     ) -> Result<Appended, Status> {
-        let entry = |stored: &Note| encoded(&acknowledged_entry(by, stored));
+        let entry = |stored: &Note| acknowledged_entry(by, stored).encode();
         let (_, appended) = self
             .flows
             .acknowledge(&note.id, at, purge_after, &entry)
@@ -285,11 +275,9 @@ impl Backend for Replica {
     ) -> Result<usize, Status> {
         /// Notes purged per transaction.
         const ROUND: usize = 256;
-        let micros = |d: std::time::Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
-        let now = now();
-        let ttl_cutoff = Timestamp(now.0.saturating_sub(micros(ttl)));
+        let (now, ttl_cutoff, forget_cutoff) = sweep_cutoffs(ttl, forget_after);
         let record = |note: &Note, expiry: casegate_notes::Expiry| {
-            encoded(&purge_entry(note, None, expiry.code()))
+            purge_entry(note, None, expiry.code()).encode()
         };
         let mut count = 0;
         loop {
@@ -303,7 +291,6 @@ impl Backend for Replica {
                 break;
             }
         }
-        let forget_cutoff = Timestamp(now.0.saturating_sub(micros(forget_after)));
         loop {
             let n = self
                 .notes
@@ -352,11 +339,10 @@ impl Backend for Replica {
         // commits only while that one is still the newest, active, under the subject's lock
         // (else `NotActive`, "changed meanwhile"): what the caller may see is what is replaced.
         let current = match supersedes {
-            Some(id) => match self.consents.get(&id, None).await {
-                Ok(record) if visible(&record) => Some(record),
-                Ok(_) | Err(StoreError::NotFound) => return Err(status::consent_not_visible()),
-                Err(e) => return Err(status::consent_store_error(e)),
-            },
+            Some(id) => Some(visible_consent(
+                self.consents.get(&id, None).await,
+                visible,
+            )?),
             None => None,
         };
         let record =
@@ -367,8 +353,9 @@ impl Backend for Replica {
             self.pseudonyms.pseudonym(&record.subject),
             &record,
         );
-        let entry =
-            encoded(&entry).map_err(|e| append_error(AppendError::Failed(e.to_string())))?;
+        let entry = entry
+            .encode()
+            .map_err(|e| append_error(AppendError::Failed(e.to_string())))?;
         let appended = self
             .flows
             .grant(&record, &entry)
@@ -385,21 +372,14 @@ impl Backend for Replica {
         evidence: Option<Evidence>,
         visible: &Visible<'_>,
     ) -> Result<(ConsentRecord, u32, Appended), Status> {
-        let current = match self.consents.get(&id, None).await {
-            Ok(record) if visible(&record) => record,
-            Ok(_) | Err(StoreError::NotFound) => return Err(status::consent_not_visible()),
-            Err(e) => return Err(status::consent_store_error(e)),
-        };
+        let current = visible_consent(self.consents.get(&id, None).await, visible)?;
         let pseudonym = self.pseudonyms.pseudonym(&current.subject);
         let record = |withdrawn: &ConsentRecord, purged: &[Note]| {
-            let mut entries = vec![encoded(&consent_change_entry(
-                Event::ConsentWithdrawn,
-                by,
-                pseudonym,
-                withdrawn,
-            ))?];
+            let mut entries = vec![
+                consent_change_entry(Event::ConsentWithdrawn, by, pseudonym, withdrawn).encode()?,
+            ];
             for note in purged {
-                entries.push(encoded(&purge_entry(note, Some(by), "consent_withdrawn"))?);
+                entries.push(purge_entry(note, Some(by), "consent_withdrawn").encode()?);
             }
             Ok(entries)
         };
@@ -421,7 +401,9 @@ impl Backend for Replica {
     }
 
     async fn append(&self, entry: &Entry) -> Result<Appended, AppendError> {
-        let bytes = encoded(entry).map_err(|e| AppendError::Failed(e.to_string()))?;
+        let bytes = entry
+            .encode()
+            .map_err(|e| AppendError::Failed(e.to_string()))?;
         self.log.append(&bytes).await
     }
 
